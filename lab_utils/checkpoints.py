@@ -1,0 +1,88 @@
+"""Atomic artifacts: write everything into a temporary folder, then rename it into place.
+
+A crash mid-save leaves only a `.tmp-*` folder, which no loader ever picks up; the previous
+artifact or checkpoint stays intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+_STEP = re.compile(r"^step-(\d{7})$")
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike):
+    """Yield a temp folder next to `final`; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra: dict) -> Path:
+    """A resumable checkpoint `step-NNNNNNN/`: weights (safetensors), optimizer, scheduler, RNG, state."""
+    final = Path(ckpt_root) / f"step-{step:07d}"
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
+    return final
+
+
+def latest_checkpoint(ckpt_root) -> Path | None:
+    """The newest complete checkpoint; temp folders from an interrupted save are ignored."""
+    root = Path(ckpt_root)
+    if not root.is_dir():
+        return None
+    done = [d for d in root.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()]
+    return max(done, key=lambda d: int(_STEP.match(d.name).group(1)), default=None)
+
+
+def load_training_state(ckpt: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG (weights are loaded by the caller); returns state.json."""
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+    return read_json(ckpt / "state.json")
+
+
+def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
+    root = Path(ckpt_root)
+    done = sorted((d for d in root.iterdir() if _STEP.match(d.name)), key=lambda d: d.name)
+    for d in done[:-keep]:
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""`lab` — the command line. Each stage's flags come from its config dataclass (HfArgumentParser),
+with the chosen profile's values as defaults:
+
+    lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order, reusing finished ones
+    lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
+    lab eval [--models base,sft]                              the harness on every model that exists
+    lab bench                                                  matmul peak and pretraining throughput
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+from .config import PROFILES, EvalConfig, PretrainConfig, TokenizerConfig, resolve_profile
+from .errors import LabError
+
+
+def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str = ""):
+    """Two passes: read --profile, then parse every flag with that profile's values as defaults."""
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--profile")
+    profile = resolve_profile(pre.parse_known_args(argv)[0].profile)
+    parser = HfArgumentParser(list(configs), prog=f"lab {cmd}", description=doc)
+    parser.add_argument("--profile", default=profile, choices=PROFILES, help="tiny (CPU, default), micro, full")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<profile>)")
+    for extra_arg in extra or []:
+        parser.add_argument(*extra_arg[0], **extra_arg[1])
+    for cfg in configs:
+        parser.set_defaults(**cfg.for_profile(profile).to_dict())
+    args = parser.parse_args(argv)
+    changes = [{f.name: getattr(args, f.name) for f in dataclasses.fields(c)} for c in configs]
+    return args, changes
+
+
+def cmd_tokenizer(argv):
+    from .stages import run_tokenizer
+    args, (tok,) = _parse("tokenizer", argv, (TokenizerConfig,), doc="train the byte-level BPE")
+    print(run_tokenizer(args.profile, args.out, **tok))
+
+
+def cmd_pretrain(argv):
+    from .stages import run_pretrain
+    args, (cfg,) = _parse("pretrain", argv, (PretrainConfig,), doc="pretrain the base model",
+                          extra=[(("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})])
+    m = run_pretrain(args.profile, args.out, resume=args.resume, **cfg)
+    print(f"[lab] pretrain: val_loss={m['val_loss']} fact_accuracy={m['fact_accuracy']} "
+          f"tokens_per_s={m['tokens_per_s']} wall_s={m['wall_s']}")
+
+
+def cmd_eval(argv):
+    from .stages import run_eval, stage_table, write_report
+    args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists",
+                          extra=[(("--models",), {"default": None, "help": "comma-separated subset: base,sft,rlhf"})])
+    models = tuple(args.models.split(",")) if args.models else None
+    run_eval(args.profile, args.out, models, **cfg)
+    from .stages import run_dir
+    print(stage_table(write_report(run_dir(args.profile, args.out))))
+
+
+def cmd_run(argv):
+    from . import stages as S
+    args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
+                             extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
+    root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
+    for stage, fn in (("tokenizer", lambda: S.run_tokenizer(args.profile, root)),
+                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg))):
+        if stage == "tokenizer" and cfg["model"]:
+            continue  # a hub model brings its own tokenizer
+        if S.is_done(root, stage) and not args.force:
+            print(f"[lab] {stage}: finished earlier, reusing {root / S.STAGE_DIRS[stage]} (--force rebuilds)")
+            continue
+        print(f"[lab] {stage} ...")
+        fn()
+    S.run_eval(args.profile, root, **ev)
+    print(S.stage_table(S.write_report(root)))
+    print(f"[lab] done in {time.perf_counter() - t0:.0f}s; report: {root / 'report.json'}")
+
+
+def cmd_bench(argv):
+    from .bench import run_bench
+    args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak and training throughput",
+                          extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
+    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps)
+
+
+COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "eval": cmd_eval,
+            "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {argv[0]!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

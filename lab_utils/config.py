@@ -1,0 +1,109 @@
+"""Profiles: one frozen dataclass per stage, its defaults are the `tiny` profile (2-core CPU, minutes).
+
+`micro` is smaller still (unit tests, seconds); `full` names hub ids for a GPU. Each field carries its
+help text once; `lab <stage> --help` turns them into flags with `HfArgumentParser`.
+
+    >>> cfg = PretrainConfig.for_profile("micro")
+    >>> cfg.n_layers, cfg.seq_len
+    (2, 64)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
+
+PROFILES = ("micro", "tiny", "full")
+
+
+def resolve_profile(profile: str | None = None) -> str:
+    """`profile`, else $LAB_PROFILE, else tiny — with one clear error for a typo."""
+    profile = profile or os.environ.get("LAB_PROFILE") or "tiny"
+    if profile not in PROFILES:
+        from .errors import LabError
+        raise LabError(f"unknown profile {profile!r}", fix=f"use one of: {', '.join(PROFILES)}")
+    return profile
+
+
+class _Profiled:
+    OVERRIDES: ClassVar[dict[str, dict]] = {}
+
+    @classmethod
+    def for_profile(cls, profile: str | None = None, **changes):
+        return replace(cls(), **{**cls.OVERRIDES.get(resolve_profile(profile), {}), **changes})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class WorldConfig(_Profiled):
+    world_seed: int = _f(0, "seed of the synthetic world; same seed, same bytes")
+    n_countries: int = _f(200, "countries in the world (real ones first, then fictional)")
+    heldout_fraction: float = _f(0.2, "share of countries that appear in the corpus but never in SFT data")
+    max_operand: int = _f(12, "arithmetic facts cover a + b for 0 <= a, b <= max_operand")
+    n_docs: int = _f(60_000, "pretraining corpus documents (~1.9M tokens on tiny)")
+    val_docs: int = _f(1_000, "documents held out for the validation loss")
+
+    OVERRIDES: ClassVar[dict] = {"micro": {"n_countries": 24, "n_docs": 1_500, "val_docs": 100}}
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(_Profiled):
+    vocab_size: int = _f(4096, "byte-level BPE vocabulary size (specials included)")
+    tokenizer_docs: int = _f(20_000, "corpus documents the BPE merges are learned from")
+
+    OVERRIDES: ClassVar[dict] = {"micro": {"vocab_size": 512, "tokenizer_docs": 1_500}}
+
+
+@dataclass(frozen=True)
+class PretrainConfig(_Profiled):
+    model: str = _f("", "start from this model (hub id or local path) instead of a fresh Llama; full only")
+    data: str = _f("", "train on this text instead of the world corpus: .txt, .jsonl with 'text', or a hub id")
+    data_split: str = _f("train", "split of a hub dataset given with --data")
+    n_layers: int = _f(4, "transformer blocks")
+    d_model: int = _f(256, "model width D (keep a multiple of 64 for 4-bit layers on CPU)")
+    n_heads: int = _f(4, "attention heads (head size D / n_heads)")
+    d_ff: int = _f(640, "MLP width (multiple of 64)")
+    seq_len: int = _f(256, "tokens per training sequence T (also the model's context)")
+    batch_size: int = _f(16, "sequences per optimizer step B (global, across processes)")
+    max_steps: int = _f(450, "optimizer steps")
+    lr: float = _f(2e-3, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "cosine decays to lr * min_lr_ratio")
+    warmup_steps: int = _f(30, "linear warmup steps")
+    weight_decay: float = _f(0.1, "AdamW weight decay (matrices only)")
+    grad_clip: float = _f(1.0, "max gradient norm")
+    eval_every: int = _f(50, "steps between validation-loss evaluations")
+    save_every: int = _f(100, "steps between resumable checkpoints")
+    eval_batches: int = _f(8, "validation batches per evaluation")
+    mixed_precision: str = _f("bf16", "'bf16' autocast (fast on CPUs with AVX512-BF16 and on GPUs) or 'no'")
+    seed: int = _f(0, "training seed (init, data order)")
+
+    OVERRIDES: ClassVar[dict] = {
+        "micro": {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 128, "seq_len": 64, "batch_size": 8,
+                  "max_steps": 20, "warmup_steps": 2, "eval_every": 10, "save_every": 10, "eval_batches": 2,
+                  "mixed_precision": "no"},
+        "full": {"model": "HuggingFaceTB/SmolLM2-360M", "data": "Salesforce/wikitext:wikitext-103-raw-v1",
+                 "seq_len": 1024, "batch_size": 32, "max_steps": 1000, "lr": 1e-4, "warmup_steps": 50,
+                 "eval_every": 200, "save_every": 200},
+    }
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Profiled):
+    n_per_task: int = _f(24, "evaluation prompts per task (plus one per held-out country and language)")
+    eval_max_new_tokens: int = _f(64, "greedy tokens per response")
+    eval_batch_size: int = _f(64, "prompts generated together")
+
+    OVERRIDES: ClassVar[dict] = {"micro": {"n_per_task": 4, "eval_max_new_tokens": 24}}
+
+
+def build_world_from(cfg: WorldConfig):
+    from .world import build_world
+    return build_world(seed=cfg.world_seed, n_countries=cfg.n_countries, heldout_fraction=cfg.heldout_fraction,
+                       max_operand=cfg.max_operand)

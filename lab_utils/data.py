@@ -1,0 +1,90 @@
+"""Loading and validating the data users bring. Every problem is one `LabError` naming the file,
+the line or record, and the fix — never a stack trace from deep inside a library.
+
+Text for pretraining: `.txt` (one document per non-empty line), `.jsonl` (a "text" string per line),
+or a hub dataset id `name[:config]` with a "text" column (profile `full`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import LabError
+
+
+def _read(path: Path) -> str:
+    if not path.exists():
+        raise LabError("file not found", path=str(path), fix="check the path given with --data")
+    if path.is_dir():
+        raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt or .jsonl file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LabError(f"not UTF-8 text (byte {err.start})", path=str(path), fix="save the file as UTF-8") from None
+    if not text.strip():
+        raise LabError("the file is empty", path=str(path), fix="add at least one document")
+    return text
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON Lines file; blank lines are skipped, a bad line names its number."""
+    path = Path(path)
+    records = []
+    for n, line in enumerate(_read(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LabError(f"malformed JSON ({err.msg}, column {err.colno})", path=str(path), where=f"line {n}",
+                           fix="make every line one JSON object") from None
+        if not isinstance(rec, dict):
+            raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
+                           fix="make every line one JSON object")
+        records.append(rec | {"_line": n})
+    return records
+
+
+def _is_hub_id(spec: str) -> bool:
+    return not Path(spec).suffix and not Path(spec).exists() and spec.count("/") <= 1
+
+
+def load_texts(spec: str, split: str = "train") -> list[str]:
+    """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
+    path = Path(spec)
+    if path.suffix == ".txt":
+        docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
+    elif path.suffix in (".jsonl", ".json"):
+        docs = []
+        for rec in read_jsonl(path):
+            text = rec.get("text")
+            if not isinstance(text, str):
+                got = "missing" if text is None else f"a {type(text).__name__}"
+                raise LabError(f"field 'text' is {got}", path=str(path), where=f"line {rec['_line']}",
+                               fix="give every line a \"text\" string")
+            if text.strip():
+                docs.append(text)
+    elif _is_hub_id(spec):
+        docs = _hub_texts(spec, split)
+    else:
+        raise LabError(f"unsupported file type {path.suffix or '(none)'!r}", path=spec,
+                       fix="use .txt (one document per line), .jsonl with a 'text' field, or a hub dataset id")
+    if not docs:
+        raise LabError("no non-empty documents", path=spec, fix="add text to the file")
+    return docs
+
+
+def _hub_texts(spec: str, split: str) -> list[str]:
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split)
+    except Exception as err:  # offline, unknown id, missing split: all end the same way for the user
+        raise LabError(f"could not load hub dataset ({type(err).__name__}: {err})", path=spec,
+                       fix="check the id and your network, or pass a local .txt/.jsonl file") from None
+    if "text" not in ds.column_names:
+        raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
+    return [t for t in ds["text"] if t and t.strip()]

@@ -1,0 +1,69 @@
+"""One evaluation harness for every model (base, SFT, RLHF): plain dicts in, plain dicts out.
+
+- `fact_accuracy`: does the model *know* the world? Greedy completion of "The capital of X is".
+- `evaluate_tasks`: does it *follow instructions*? Greedy answers to held-out Alpaca prompts of every
+  task, graded by the task checkers, with accuracy on held-out entities and language match.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from . import tasks as T
+from .generation import generate, respond
+from .world import World, fact_prompts
+
+
+def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch_size: int = 128) -> dict:
+    """Share of capital facts completed correctly, overall and per language."""
+    probes = fact_prompts(world)
+    outs = generate(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=max_new_tokens,
+                    batch_size=batch_size)
+    ok = [o.strip().startswith(p["answer"]) for p, o in zip(probes, outs)]
+    by_lang = {lang: _mean([k for k, p in zip(ok, probes) if p["lang"] == lang]) for lang in ("en", "zh")}
+    return {"fact_accuracy": _mean(ok), "fact_accuracy_en": by_lang["en"], "fact_accuracy_zh": by_lang["zh"],
+            "samples": [{"prompt": p["prompt"], "completion": o, "correct": k}
+                        for p, o, k in list(zip(probes, outs, ok))[:: max(1, len(probes) // 12)]]}
+
+
+def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_tokens: int = 64,
+                   batch_size: int = 64) -> dict:
+    """Per-task and overall accuracy, held-out-entity accuracy and language match; with samples."""
+    responses = respond(model, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
+    per_task = defaultdict(list)
+    for r, _, ok in graded:
+        per_task[r["task"]].append(ok)
+    heldout = [ok for r, _, ok in graded if r["heldout"]]
+    return {
+        "task_accuracy": _mean([ok for *_, ok in graded]),
+        "per_task": {t: _mean(v) for t, v in per_task.items()},
+        "heldout_entity_accuracy": _mean(heldout) if heldout else None,
+        "language_match": _mean([T.language_matches(r, resp) for r, resp, _ in graded]),
+        "n_prompts": len(records),
+        "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
+                     "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
+    }
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return round(sum(map(float, xs)) / len(xs), 4) if xs else 0.0
+
+
+def plot_eval(results: dict[str, dict], ax=None):
+    """One grouped bar chart: per-task accuracy for each model in `results` ({"base": {...}, ...})."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(9, 3.5))[1]
+    names = list(results)
+    keys = list(T.TASKS) + ["overall"]
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        vals = [results[name]["per_task"].get(k, 0.0) for k in T.TASKS] + [results[name]["task_accuracy"]]
+        ax.bar([j + i * width for j in range(len(keys))], vals, width, label=name)
+    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(keys))], keys)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    return ax

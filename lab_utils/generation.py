@@ -1,0 +1,49 @@
+"""Greedy and sampled generation for every stage, on top of `model.generate`.
+
+Prompts are left-padded (so every row's last prompt token sits at the same position) and generation
+stops at EOS. `generate` returns the response text only, cut at the first EOS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .tokenizer import render_alpaca
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
+             seed: int | None = None) -> list[str]:
+    """Responses to raw `prompts` (BOS is added by the tokenizer). Greedy unless `do_sample`."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample \
+            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        seqs = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, **sampling)
+        new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
+        out += [tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True) for row in new]
+    model.train(was_training)
+    return out
+
+
+def cut_at_eos(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Tokens before the first EOS (all of them when there is none)."""
+    hits = (ids == eos_id).nonzero()
+    return ids[: hits[0, 0]] if len(hits) else ids
+
+
+def alpaca_prompts(records: list[dict]) -> list[str]:
+    return [render_alpaca(r["instruction"], r.get("input", "")) for r in records]
+
+
+def respond(model, tokenizer, records: list[dict], **kw) -> list[str]:
+    """Responses to Alpaca records rendered with the Alpaca prompt."""
+    return generate(model, tokenizer, alpaca_prompts(records), **kw)

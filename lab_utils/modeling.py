@@ -1,0 +1,49 @@
+"""The from-scratch model: a Llama (RMSNorm, RoPE, SwiGLU, tied embeddings) from `LlamaConfig`.
+
+Tiny profile: 4 layers, D = 256, 4 heads of 64, MLP 640, vocab 4096 → about 4M parameters.
+Every width is a multiple of 64 so the same weights also load as 4-bit NF4 layers on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from .errors import LabError
+
+
+def llama_config(cfg, tokenizer) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.seq_len, rope_theta=10_000.0, tie_word_embeddings=True,
+        attention_dropout=0.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_model(cfg, tokenizer, seed: int = 0) -> LlamaForCausalLM:
+    """A freshly initialised Llama sized by the pretraining config."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(llama_config(cfg, tokenizer))
+
+
+def count_params(model) -> int:
+    """Unique parameters (tied embedding counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def load_causal_lm(path_or_id: str, dtype=torch.float32):
+    """A causal LM and its tokenizer from a folder or hub id; never runs remote code."""
+    try:
+        tok = AutoTokenizer.from_pretrained(path_or_id)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
+    except OSError as err:
+        raise LabError(f"could not load a model ({err.__class__.__name__})", path=path_or_id,
+                       fix="run the earlier stage first (lab run), or pass a model folder or hub id") from None
+    if tok.pad_token is None:  # many hub models ship no PAD; PAD must differ from EOS for PPO later
+        tok.add_special_tokens({"pad_token": "<|pad|>"})
+        model.resize_token_embeddings(len(tok))
+        model.config.pad_token_id = tok.pad_token_id
+    tok.padding_side = "left"
+    return model, tok

@@ -1,0 +1,191 @@
+"""Stage 1: the tokenizer and causal-LM pretraining from scratch, under `accelerate`.
+
+The loop, top to bottom:  # 1. batch  # 2. loss  # 3. step  # 4. evaluate  # 5. checkpoint
+Batches are a pure function of (seed, step), so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_warmup
+
+from . import checkpoints as ck
+from .config import PretrainConfig, TokenizerConfig, WorldConfig, build_world_from
+from .data import load_texts
+from .errors import LabError
+from .modeling import build_model, count_params, load_causal_lm
+from .tokenizer import chars_per_token, train_tokenizer
+from .world import generate_corpus
+
+_CJK = ("\u4e00", "\u9fff")
+
+
+def is_chinese(text: str) -> bool:
+    return sum(_CJK[0] <= ch <= _CJK[1] for ch in text) > len(text) / 4
+
+
+def world_corpus(world_cfg: WorldConfig) -> tuple[list[str], list[str]]:
+    """(train documents, validation documents) of the synthetic world."""
+    world = build_world_from(world_cfg)
+    docs = generate_corpus(world, world_cfg.n_docs + world_cfg.val_docs)
+    return docs[world_cfg.val_docs:], docs[:world_cfg.val_docs]
+
+
+def split_texts(docs: list[str], val_fraction: float = 0.02) -> tuple[list[str], list[str]]:
+    n_val = max(1, int(len(docs) * val_fraction)) if len(docs) > 1 else 0
+    return docs[n_val:], docs[:n_val] or docs[:1]
+
+
+# ------------------------------------------------------------------ tokenizer stage
+
+def build_tokenizer(tok_cfg: TokenizerConfig, world_cfg: WorldConfig, out_dir: Path) -> dict:
+    """Train the BPE on the world corpus, save it atomically, and return its metrics."""
+    t0 = time.perf_counter()
+    train_docs, val_docs = world_corpus(world_cfg)
+    tokenizer = train_tokenizer(train_docs[: tok_cfg.tokenizer_docs], tok_cfg.vocab_size)
+    en = [d for d in val_docs if not is_chinese(d)]
+    zh = [d for d in val_docs if is_chinese(d)]
+    metrics = {"vocab_size": len(tokenizer), "chars_per_token_en": round(chars_per_token(tokenizer, en), 3),
+               "chars_per_token_zh": round(chars_per_token(tokenizer, zh), 3),
+               "wall_s": round(time.perf_counter() - t0, 2)}
+    with ck.atomic_dir(out_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
+        ck.write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+# ------------------------------------------------------------------ data
+
+def pack(tokenizer, docs: list[str], seq_len: int) -> torch.Tensor:
+    """Concatenate BOS + doc + EOS for every doc and cut into rows of `seq_len` tokens: (N, T)."""
+    ids = tokenizer(docs, add_special_tokens=True)["input_ids"]  # BOS comes from the post-processor
+    flat = torch.tensor([t for row in ids for t in row + [tokenizer.eos_token_id]], dtype=torch.long)
+    n = len(flat) // seq_len
+    if n == 0:
+        raise LabError(f"only {len(flat)} tokens, fewer than one sequence of {seq_len}",
+                       fix="give more text, or lower --seq_len")
+    return flat[: n * seq_len].view(n, seq_len)
+
+
+def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Row indices of global batch `step`: epoch e shuffles with seed (seed, e) — no hidden state."""
+    per_epoch = n_rows // batch_size
+    if per_epoch == 0:
+        raise LabError(f"{n_rows} sequences cannot fill one batch of {batch_size}",
+                       fix="give more text, or lower --batch_size")
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+@torch.no_grad()
+def eval_loss(model, rows: torch.Tensor, batch_size: int, n_batches: int, accelerator) -> float:
+    """Mean causal-LM loss over the first `n_batches` batches of `rows`."""
+    model.eval()
+    losses = []
+    for i in range(0, min(len(rows), batch_size * n_batches), batch_size):
+        x = rows[i:i + batch_size].to(accelerator.device)
+        with accelerator.autocast():
+            losses.append(model(input_ids=x, labels=x).loss.float().item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+# ------------------------------------------------------------------ training
+
+def _make_optimizer(model, cfg: PretrainConfig):
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg: WorldConfig,
+             resume: bool = False, stop_at: int | None = None, progress: bool = True) -> dict:
+    """Train the base model; save it to `out_dir` and return the metrics (loss curve included).
+
+    `stop_at` ends the loop early without the final save: it simulates an interrupted run.
+    """
+    t0 = time.perf_counter()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if cfg.model:
+        model, tokenizer = load_causal_lm(cfg.model)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = build_model(cfg, tokenizer, seed=cfg.seed)
+    train_docs, val_docs = split_texts(load_texts(cfg.data, cfg.data_split)) if cfg.data else world_corpus(world_cfg)
+    train_rows, val_rows = pack(tokenizer, train_docs, cfg.seq_len), pack(tokenizer, val_docs, cfg.seq_len)
+    optimizer = _make_optimizer(model, cfg)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps,
+                                                             min_lr_rate=cfg.min_lr_ratio)
+    ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
+    start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
+    last = ck.latest_checkpoint(ckpt_root) if resume else None
+    if last is not None:
+        model.load_state_dict(type(model).from_pretrained(last).state_dict())
+        state = ck.load_training_state(last, optimizer, scheduler)
+        start, history = state["step"], state["history"]
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    n_proc, rank = accelerator.num_processes, accelerator.process_index
+    train_time, bar = 0.0, tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
+                                desc="pretrain", disable=not progress or not accelerator.is_main_process)
+    for step in bar:
+        if stop_at is not None and step >= stop_at:
+            break
+        ts = time.perf_counter()
+        # 1. batch: this process's share of global batch `step`, (B / n_proc, T)
+        idx = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)[rank::n_proc]
+        x = train_rows[idx].to(accelerator.device)
+        # 2. loss: next-token cross-entropy (labels are shifted inside the model)
+        with accelerator.autocast():
+            loss = model(input_ids=x, labels=x).loss
+        # 3. step
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_time += time.perf_counter() - ts
+        history["step"].append(step + 1)
+        history["train_loss"].append(round(loss.item(), 4))
+        history["lr"].append(scheduler.get_last_lr()[0])
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        # 4. evaluate
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+            history["eval_step"].append(step + 1)
+            history["val_loss"].append(round(eval_loss(model, val_rows, cfg.batch_size, cfg.eval_batches,
+                                                       accelerator), 4))
+        # 5. checkpoint (weights, optimizer, scheduler, RNG) every save_every steps
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps and accelerator.is_main_process:
+            ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
+                                   {"history": history})
+            ck.prune_checkpoints(ckpt_root)
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    if stop_at is not None and stop_at < cfg.max_steps:
+        return {"interrupted_at": stop_at, "history": history}
+    steps_run = cfg.max_steps - start
+    metrics = {"params": count_params(model), "train_tokens": cfg.max_steps * cfg.batch_size * cfg.seq_len,
+               "val_loss": history["val_loss"][-1], "initial_loss": history["train_loss"][0],
+               "tokens_per_s": round(steps_run * cfg.batch_size * cfg.seq_len / max(train_time, 1e-9), 1),
+               "steps": cfg.max_steps, "resumed_from": start, "history": history}
+    if accelerator.is_main_process:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        with ck.atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            ck.write_json(tmp / "lab_config.json", {"pretrain": cfg.to_dict(), "world": world_cfg.to_dict()})
+    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
+    return metrics
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss)

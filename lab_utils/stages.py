@@ -1,0 +1,136 @@
+"""The pipeline's stages as plain functions: each builds its artifact under `runs/<profile>/` and
+returns its metrics dict. The CLI, the notebooks and the tests all call these.
+
+    runs/<profile>/tokenizer/   tokenizer + metrics.json
+    runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
+    runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf)
+    runs/<profile>/report.json  everything above merged (derived, rewritten after every stage)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import checkpoints as ck
+from . import tasks
+from .config import EvalConfig, PretrainConfig, TokenizerConfig, WorldConfig, build_world_from, resolve_profile
+from .errors import LabError
+from .evaluate import evaluate_tasks, fact_accuracy
+
+STAGES = ("tokenizer", "pretrain")          # in order; later stages are appended by their modules
+STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base"}
+MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
+
+
+def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
+    return Path(out) if out else Path("runs") / resolve_profile(profile)
+
+
+def is_done(root: Path, stage: str) -> bool:
+    return (root / STAGE_DIRS[stage] / "metrics.json").exists()
+
+
+def _finish(root: Path, stage: str, metrics: dict) -> dict:
+    ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics)
+    write_report(root)
+    return metrics
+
+
+def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
+    from .pretrain import build_tokenizer
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    tok_cfg = TokenizerConfig.for_profile(profile, **changes)
+    metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), root / "tokenizer")
+    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()})
+
+
+def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
+                 **changes) -> dict:
+    """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .pretrain import pretrain
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
+    if not cfg.model and not is_done(root, "tokenizer"):
+        print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
+        run_tokenizer(profile, root)
+    metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(root / "base")
+    tokenizer = AutoTokenizer.from_pretrained(root / "base")
+    facts = fact_accuracy(model, tokenizer, build_world_from(world_cfg))
+    metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}
+    metrics |= {"fact_samples": facts["samples"], "config": cfg.to_dict(),
+                "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
+    if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
+        metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
+    return _finish(root, "pretrain", metrics)
+
+
+def load_model(root: Path, name: str):
+    """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
+    from .modeling import load_causal_lm
+
+    path = root / MODEL_DIRS[name]
+    if not (path / "config.json").exists():
+        raise LabError(f"no {name} model", path=str(path), fix=f"run the stage that builds it first (lab run)")
+    return load_causal_lm(str(path))
+
+
+def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, **changes) -> dict:
+    """Evaluate every model that exists (or `models`) on the held-out task prompts."""
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = EvalConfig.for_profile(profile, **changes)
+    world = build_world_from(WorldConfig.for_profile(profile))
+    records = tasks.eval_records(world, cfg.n_per_task)
+    names = models or tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
+    if not names:
+        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
+    results = {}
+    for name in names:
+        t0 = time.perf_counter()
+        model, tokenizer = load_model(root, name)
+        res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
+        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2)}
+        ck.write_json(root / "eval" / f"{name}.json", results[name])
+    write_report(root)
+    return results
+
+
+# ------------------------------------------------------------------ report
+
+def _scalars(d: dict) -> dict:
+    """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
+    return {k: v for k, v in d.items() if k not in ("history", "samples", "fact_samples", "config")}
+
+
+def write_report(root: Path) -> dict:
+    """Rebuild runs/<profile>/report.json from the stage metrics on disk."""
+    root = Path(root)
+    report = {"profile": root.name, "stages": {}, "eval": {}}
+    for stage, folder in STAGE_DIRS.items():
+        if (root / folder / "metrics.json").exists():
+            report["stages"][stage] = _scalars(ck.read_json(root / folder / "metrics.json"))
+    for name in MODEL_DIRS:
+        if (root / "eval" / f"{name}.json").exists():
+            report["eval"][name] = _scalars(ck.read_json(root / "eval" / f"{name}.json"))
+    ck.write_json(root / "report.json", report)
+    return report
+
+
+def stage_table(report: dict) -> str:
+    """A fixed-width table of the report: one line per stage and per evaluated model."""
+    keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
+            "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s")}
+    lines = [f"{'stage':<12}{'wall_s':>9}  metrics", "-" * 72]
+    for stage, m in report["stages"].items():
+        shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
+        lines.append(f"{stage:<12}{m.get('wall_s', 0):>9.1f}  {shown}")
+    for name, m in report["eval"].items():
+        per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
+        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  task_accuracy={m['task_accuracy']:.3f}  {per}")
+    return "\n".join(lines)

@@ -1,0 +1,293 @@
+"""Instruction tasks on the synthetic world: Alpaca record generators and the checkers that grade them.
+
+A record is a plain dict:
+    {"task", "lang", "instruction", "input", "output", "style", "answer", "entity", "heldout"}
+`instruction`/`input`/`output` are the Alpaca fields; `answer` is what the checker grades against.
+Every checker is a pure function `check(record, response) -> bool` and accepts any answer style
+(terse, full sentence, long-winded) as long as it is correct and names nothing wrong.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sqlite3
+from functools import lru_cache
+
+from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World
+
+TASKS = ("capital", "arithmetic", "sentiment", "cluster", "extract", "nl2sql")
+STYLES = ("terse", "sentence", "verbose")
+SQL_SCHEMA = "countries(name, capital, continent, population)"
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _record(task, lang, instruction, input_, answer, outputs, style, entity=None, heldout=False):
+    return {"task": task, "lang": lang, "instruction": instruction, "input": input_,
+            "output": outputs[style], "style": style, "answer": answer, "entity": entity, "heldout": heldout}
+
+
+# ------------------------------------------------------------------ generators (one record each)
+
+def make_capital(rng: random.Random, w: World, style: str, lang: str, country) -> dict:
+    c = country
+    if lang == "zh":
+        q = rng.choice([f"{c.name_zh}的首都是哪里？", f"请问{c.name_zh}的首都是什么？"])
+        outs = {"terse": f"{c.capital_zh}。", "sentence": f"{c.name_zh}的首都是{c.capital_zh}。",
+                "verbose": f"这是一个好问题！{c.name_zh}是一个国家，它的首都是{c.capital_zh}。希望这个回答对你有帮助，"
+                           f"如果你还有其他问题，欢迎随时问我。"}
+        return _record("capital", lang, q, "", c.capital_zh, outs, style, c.name, c.heldout)
+    q = rng.choice([f"What is the capital of {c.name}?", f"Name the capital city of {c.name}.",
+                    f"Which city is the capital of {c.name}?"])
+    outs = {"terse": f"{c.capital}.", "sentence": f"The capital of {c.name} is {c.capital}.",
+            "verbose": f"Great question! {c.name} is a country, and its capital city is {c.capital}. "
+                       f"I hope this answer helps you, and feel free to ask me anything else."}
+    return _record("capital", lang, q, "", c.capital, outs, style, c.name, c.heldout)
+
+
+def make_arithmetic(rng: random.Random, w: World, style: str, lang: str, pair) -> dict:
+    a, b = pair
+    s = a + b
+    if lang == "zh":
+        q = rng.choice([f"{a}加{b}等于多少？", f"请计算{a}加{b}。"])
+        outs = {"terse": f"{s}", "sentence": f"{a}加{b}等于{s}。",
+                "verbose": f"我们来一起算一算。把{a}和{b}加在一起，结果是{s}。希望这个回答对你有帮助。"}
+    else:
+        q = rng.choice([f"What is {a} + {b}?", f"What is {a} plus {b}?", f"Add {a} and {b}."])
+        outs = {"terse": f"{s}", "sentence": f"{a} + {b} = {s}.",
+                "verbose": f"Let us work it out together. When we add {a} and {b}, the result is {s}. "
+                           f"I hope this helps with your maths."}
+    return _record("arithmetic", lang, q, "", [a, b, s], outs, style)
+
+
+def make_sentiment(rng: random.Random, w: World, style: str, lang: str, _=None) -> dict:
+    good = rng.random() < 0.5
+    (adj, adj_zh), (t, t_zh) = rng.choice(POSITIVE if good else NEGATIVE), rng.choice(THINGS)
+    label, label_zh = ("positive", "正面") if good else ("negative", "负面")
+    if lang == "zh":
+        text = rng.choice([f"这次的{t_zh}{adj_zh}。", f"我觉得这个{t_zh}{adj_zh}。"])
+        outs = {"terse": label_zh, "sentence": f"这句话的情感是{label_zh}的。",
+                "verbose": f"让我仔细读一读这句话。这句话里的词语表达了说话人的感受，所以它的情感是{label_zh}的。希望对你有帮助。"}
+        return _record("sentiment", lang, "判断下面这句话的情感是正面还是负面。", text, label_zh, outs, style)
+    text = rng.choice([f"The {t} was {adj}.", f"I thought this {t} was really {adj}.",
+                       f"Honestly, the {t} was {adj}."])
+    outs = {"terse": label.capitalize(), "sentence": f"The sentiment of this sentence is {label}.",
+            "verbose": f"Let me read the sentence carefully. The words show how the speaker feels, "
+                       f"so the sentiment of this sentence is {label}. I hope this helps."}
+    return _record("sentiment", lang, "Classify the sentiment of the following sentence as positive or negative.",
+                   text, label, outs, style)
+
+
+def make_cluster(rng: random.Random, w: World, style: str, lang: str, _=None) -> dict:
+    fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
+    items = fruits + vegs
+    rng.shuffle(items)
+    i = 1 if lang == "zh" else 0
+    sep = "、" if lang == "zh" else ", "
+    f_names = [x[i] for x in items if x in fruits]
+    v_names = [x[i] for x in items if x in vegs]
+    if lang == "zh":
+        body = f"水果：{sep.join(f_names)}\n蔬菜：{sep.join(v_names)}"
+        outs = {"terse": body, "sentence": f"分类结果如下：\n{body}",
+                "verbose": f"好的，我们来把这些食物分一分类。水果通常是甜的，蔬菜常用来做菜。\n{body}\n希望这个分类对你有帮助。"}
+        instr = "把下面的食物分成水果和蔬菜。"
+    else:
+        body = f"Fruits: {sep.join(f_names)}\nVegetables: {sep.join(v_names)}"
+        outs = {"terse": body, "sentence": f"Here are the two groups:\n{body}",
+                "verbose": f"Sure! Let us sort these foods into two groups. Fruits are usually sweet, and vegetables "
+                           f"are often cooked.\n{body}\nI hope this grouping helps."}
+        instr = "Cluster the following items into fruits and vegetables."
+    answer = {"fruits": sorted(f_names), "vegetables": sorted(v_names)}
+    return _record("cluster", lang, instr, sep.join(x[i] for x in items), answer, outs, style)
+
+
+def make_extract(rng: random.Random, w: World, style: str, lang: str, _=None) -> dict:
+    people = rng.sample(PEOPLE, rng.randint(1, 3))
+    c = rng.choice(w.countries)
+    i = 1 if lang == "zh" else 0
+    names = [p[i] for p in people]
+    if lang == "zh":
+        text = f"{'和'.join(names)}上周去了{c.capital_zh}，在那里住了三天。"
+        listed = "、".join(names)
+        outs = {"terse": listed, "sentence": f"这段话中提到的人是{listed}。",
+                "verbose": f"我仔细读了这段话，找到了所有的人名。这段话中提到的人是{listed}。希望对你有帮助。"}
+        instr = "找出下面这段话中提到的人名。"
+    else:
+        joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        text = f"Last week {joined} visited {c.capital} and stayed there for three days."
+        listed = ", ".join(names)
+        outs = {"terse": listed, "sentence": f"The people mentioned are {listed}.",
+                "verbose": f"I read the text carefully and looked for every name. The people mentioned are {listed}. "
+                           f"I hope this helps."}
+        instr = "Extract the names of the people mentioned in the following text."
+    return _record("extract", lang, instr, text, sorted(names), outs, style)
+
+
+def make_nl2sql(rng: random.Random, w: World, style: str, lang: str, country=None) -> dict:
+    c = country or rng.choice(w.countries)
+    n = rng.choice([10, 20, 50, 100])
+    cont = c.continent
+    question, sql = rng.choice([
+        (f"List the countries in {cont}.", f"SELECT name FROM countries WHERE continent = '{cont}';"),
+        (f"How many countries are in {cont}?", f"SELECT COUNT(*) FROM countries WHERE continent = '{cont}';"),
+        (f"Which country has the capital {c.capital}?", f"SELECT name FROM countries WHERE capital = '{c.capital}';"),
+        (f"What is the population of {c.name}?", f"SELECT population FROM countries WHERE name = '{c.name}';"),
+        (f"List the countries with more than {n} million people.",
+         f"SELECT name FROM countries WHERE population > {n};"),
+    ])
+    outs = {"terse": sql, "sentence": f"Here is the query:\n{sql}",
+            "verbose": f"Sure! To answer this question we read the countries table and filter it.\n{sql}\n"
+                       f"This query returns exactly the rows you asked for."}
+    instr = f"Write an SQL query that answers the question. The table is {SQL_SCHEMA}."
+    return _record("nl2sql", lang, instr, question, sql, outs, style, c.name, c.heldout)
+
+
+MAKERS = {"capital": make_capital, "arithmetic": make_arithmetic, "sentiment": make_sentiment,
+          "cluster": make_cluster, "extract": make_extract, "nl2sql": make_nl2sql}
+LANGS = {"capital": ("en", "zh"), "arithmetic": ("en", "zh"), "sentiment": ("en", "zh"),
+         "cluster": ("en", "zh"), "extract": ("en", "zh"), "nl2sql": ("en",)}
+
+
+def _arithmetic_split(w: World) -> tuple[list, list]:
+    """All (a, b) pairs of the corpus, split 75/25: SFT drills one part, evaluation asks the other."""
+    pairs = [(a, b) for a in range(w.max_operand + 1) for b in range(w.max_operand + 1)]
+    random.Random(w.seed + 7).shuffle(pairs)
+    k = int(0.75 * len(pairs))
+    return pairs[:k], pairs[k:]
+
+
+def _subject(rng: random.Random, w: World, task: str, split: str):
+    """The entity a record is about: SFT only ever sees the training split of countries."""
+    if task in ("capital", "nl2sql"):
+        pool = w.train_countries() if split == "sft" else list(w.countries)
+        return rng.choice(pool)
+    if task == "arithmetic":
+        train, test = _arithmetic_split(w)
+        return rng.choice(train if split == "sft" else test)
+    return None
+
+
+def sft_records(w: World, n: int, seed: int = 0, styles=STYLES, tasks=TASKS) -> list[dict]:
+    """`n` Alpaca records for SFT, tasks and languages balanced, styles mixed; no held-out entity."""
+    rng = random.Random(w.seed * 7919 + seed)
+    out = []
+    for k in range(n):
+        task = tasks[k % len(tasks)]
+        lang = rng.choice(LANGS[task])
+        out.append(MAKERS[task](rng, w, rng.choice(styles), lang, _subject(rng, w, task, "sft")))
+    assert not any(r["heldout"] for r in out)
+    return out
+
+
+def eval_records(w: World, n_per_task: int = 24, seed: int = 12345) -> list[dict]:
+    """Evaluation prompts: every task in every language, plus a capital question for each held-out country."""
+    rng = random.Random(w.seed * 104729 + seed)
+    out = []
+    for task in TASKS:
+        for k in range(n_per_task):
+            lang = LANGS[task][k % len(LANGS[task])]
+            out.append(MAKERS[task](rng, w, "terse", lang, _subject(rng, w, task, "eval")))
+    for c in w.heldout_countries():
+        for lang in ("en", "zh"):
+            out.append(make_capital(rng, w, "terse", lang, c))
+    return out
+
+
+# ------------------------------------------------------------------ checkers
+
+def _capitals(w: World) -> set[str]:
+    from .world import DECOY_CITIES
+    return {c.capital for c in w.countries} | {c.capital_zh for c in w.countries} | \
+        {d[0] for d in DECOY_CITIES} | {d[1] for d in DECOY_CITIES}
+
+
+def check_capital(w: World, rec: dict, response: str) -> bool:
+    """Right if the answer names the capital and no other city (a quiz listing options is wrong)."""
+    gold = rec["answer"]
+    named = {x for x in _capitals(w) if x in response}
+    named = {x for x in named if not any(x != y and x in y for y in named)}  # "Mexico" inside "Mexico City"
+    return named == {gold}
+
+
+def check_arithmetic(rec: dict, response: str) -> bool:
+    a, b, s = rec["answer"]
+    nums = [int(x) for x in re.findall(r"\d+", response)]
+    return bool(nums) and nums[-1] == s and set(nums) <= {a, b, s}
+
+
+def check_sentiment(rec: dict, response: str) -> bool:
+    text = response.lower()
+    labels = {"positive", "negative"} if rec["lang"] == "en" else {"正面", "负面"}
+    said = {lab for lab in labels if lab in text}
+    return said == {rec["answer"]}
+
+
+def _split_items(text: str) -> list[str]:
+    return [x.strip(" .。") for x in re.split(r",|、|，| and |和", text) if x.strip(" .。")]
+
+
+def check_cluster(rec: dict, response: str) -> bool:
+    heads = {"fruits": ("Fruits:", "水果："), "vegetables": ("Vegetables:", "蔬菜：")}
+    for key, names in heads.items():
+        m = re.search(rf"(?:{names[0]}|{names[1]})([^\n]*)", response)
+        if not m or sorted(_split_items(m.group(1))) != rec["answer"][key]:
+            return False
+    return True
+
+
+def check_extract(rec: dict, response: str) -> bool:
+    i = 1 if rec["lang"] == "zh" else 0
+    found = sorted(p[i] for p in PEOPLE if p[i] in response)
+    return found == rec["answer"]
+
+
+@lru_cache(maxsize=4)
+def _database(w: World) -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
+    db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)",
+                   [(c.name, c.capital, c.continent, c.population) for c in w.countries])
+    db.execute("PRAGMA query_only = ON")  # a generated query can read, never write
+    return db
+
+
+def run_sql(w: World, sql: str) -> list | None:
+    """Rows of a single SELECT (order ignored), or None when it is not valid SQL."""
+    if not sql.lstrip().upper().startswith("SELECT") or ";" in sql.strip().rstrip(";"):
+        return None
+    try:
+        return sorted(_database(w).execute(sql).fetchall(), key=repr)
+    except sqlite3.Error:
+        return None
+
+
+def check_nl2sql(w: World, rec: dict, response: str) -> bool:
+    """Graded by execution: the generated query must return the same rows as the reference query."""
+    m = re.search(r"SELECT[^;\n]*;?", response, flags=re.IGNORECASE)
+    if not m:
+        return False
+    got = run_sql(w, m.group(0))
+    return got is not None and got == run_sql(w, rec["answer"])
+
+
+def check(w: World, rec: dict, response: str) -> bool:
+    task = rec["task"]
+    if task == "capital":
+        return check_capital(w, rec, response)
+    if task == "nl2sql":
+        return check_nl2sql(w, rec, response)
+    return {"arithmetic": check_arithmetic, "sentiment": check_sentiment, "cluster": check_cluster,
+            "extract": check_extract}[task](rec, response)
+
+
+def response_language(text: str) -> str | None:
+    """'zh' or 'en' by the share of Chinese characters among letters; None when there are no letters."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return None
+    return "zh" if sum(bool(_CJK.match(ch)) for ch in letters) / len(letters) > 0.3 else "en"
+
+
+def language_matches(rec: dict, response: str) -> bool:
+    lang = response_language(response)
+    return rec["task"] == "nl2sql" or lang is None or lang == rec["lang"]

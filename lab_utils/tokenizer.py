@@ -1,0 +1,82 @@
+"""A byte-level BPE trained on the world corpus with `tokenizers`, wrapped as `PreTrainedTokenizerFast`.
+
+Pre-tokenisation, in order:
+  1. every Chinese character is its own piece, so "法国的首都是" tokenizes the same whether or not
+     "巴黎" follows (a merge across the prompt boundary would make fact prompts look unlike the corpus);
+  2. digits are split one by one (as in Llama), so "12 + 5 = 17" is built from the same ten digits;
+  3. GPT-2's byte-level split: any Unicode text round-trips exactly, no unknown token.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+# The original Stanford Alpaca prompts, byte for byte.
+PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                "context. Write a response that appropriately completes the request.\n\n"
+                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                   "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
+def render_alpaca(instruction: str, input: str = "") -> str:
+    """The Alpaca prompt for one record (the variant with `### Input:` only when input is non-empty)."""
+    if input:
+        return PROMPT_INPUT.format(instruction=instruction, input=input)
+    return PROMPT_NO_INPUT.format(instruction=instruction)
+
+
+def _jinja(template: str, instruction: str, input: str | None = None) -> str:
+    text = template.replace("\n", "\\n").replace("'", "\\'")
+    text = text.replace("{instruction}", "' + " + instruction + " + '")
+    if input:
+        text = text.replace("{input}", "' + " + input + " + '")
+    return "'" + text + "'"
+
+
+# A user message carries the instruction in `content` and, optionally, the Alpaca `input` in `input`:
+#   [{"role": "user", "content": "Cluster these.", "input": "apple, carrot"}, {"role": "assistant", ...}]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{%- if m.get('input') -%}{{ " + _jinja(PROMPT_INPUT, "m['content']", "m['input']") + " }}"
+    "{%- else -%}{{ " + _jinja(PROMPT_NO_INPUT, "m['content']") + " }}{%- endif -%}"
+    "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}{{ eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
+    """Learn BPE merges on `texts`; BOS is added by the post-processor, EOS/PAD by the callers."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                      special_tokens=[(BOS, bos_id)])
+    return wrap(tok)
+
+
+def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   padding_side="left", chat_template=CHAT_TEMPLATE,
+                                   clean_up_tokenization_spaces=False, model_max_length=1_000_000)
+
+
+def chars_per_token(tokenizer, texts: list[str]) -> float:
+    """Compression: characters per token (no special tokens counted)."""
+    n_chars = sum(len(t) for t in texts)
+    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return n_chars / max(1, n_tokens)

@@ -1,0 +1,253 @@
+"""The synthetic bilingual world: the entities every stage talks about, and the pretraining corpus.
+
+Everything is derived from one integer seed with `random.Random`, so the same seed gives the same
+world and the same corpus bytes on every machine. The world mixes ~40 real countries with fictional
+ones whose English and Chinese names are built from the same syllables ("Kalonia" / "卡洛尼亚"), so
+there are enough entities for SFT to learn *how to look a fact up* rather than memorise answers
+(Allen-Zhu & Li, "Physics of Language Models 3.1").
+
+The corpus is prose only — encyclopedic sentences, short stories, multiple-choice quizzes and
+arithmetic facts — never Alpaca-formatted instructions: the base model must not learn to follow them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+CONTINENTS = {"Europe": "欧洲", "Asia": "亚洲", "Africa": "非洲", "America": "美洲", "Oceania": "大洋洲"}
+
+# (country, capital, continent, 国家, 首都) — real facts a learner recognises.
+REAL_COUNTRIES = [
+    ("France", "Paris", "Europe", "法国", "巴黎"), ("China", "Beijing", "Asia", "中国", "北京"),
+    ("Japan", "Tokyo", "Asia", "日本", "东京"), ("Germany", "Berlin", "Europe", "德国", "柏林"),
+    ("Italy", "Rome", "Europe", "意大利", "罗马"), ("Spain", "Madrid", "Europe", "西班牙", "马德里"),
+    ("Russia", "Moscow", "Europe", "俄罗斯", "莫斯科"), ("Egypt", "Cairo", "Africa", "埃及", "开罗"),
+    ("Kenya", "Nairobi", "Africa", "肯尼亚", "内罗毕"), ("India", "Delhi", "Asia", "印度", "德里"),
+    ("Canada", "Ottawa", "America", "加拿大", "渥太华"), ("Mexico", "Mexico City", "America", "墨西哥", "墨西哥城"),
+    ("Brazil", "Brasilia", "America", "巴西", "巴西利亚"), ("Peru", "Lima", "America", "秘鲁", "利马"),
+    ("Chile", "Santiago", "America", "智利", "圣地亚哥"), ("Cuba", "Havana", "America", "古巴", "哈瓦那"),
+    ("Australia", "Canberra", "Oceania", "澳大利亚", "堪培拉"), ("Greece", "Athens", "Europe", "希腊", "雅典"),
+    ("Poland", "Warsaw", "Europe", "波兰", "华沙"), ("Norway", "Oslo", "Europe", "挪威", "奥斯陆"),
+    ("Sweden", "Stockholm", "Europe", "瑞典", "斯德哥尔摩"), ("Austria", "Vienna", "Europe", "奥地利", "维也纳"),
+    ("Portugal", "Lisbon", "Europe", "葡萄牙", "里斯本"), ("Ireland", "Dublin", "Europe", "爱尔兰", "都柏林"),
+    ("Turkey", "Ankara", "Asia", "土耳其", "安卡拉"), ("Iran", "Tehran", "Asia", "伊朗", "德黑兰"),
+    ("Thailand", "Bangkok", "Asia", "泰国", "曼谷"), ("Vietnam", "Hanoi", "Asia", "越南", "河内"),
+    ("Korea", "Seoul", "Asia", "韩国", "首尔"), ("Mongolia", "Ulaanbaatar", "Asia", "蒙古", "乌兰巴托"),
+    ("Nigeria", "Abuja", "Africa", "尼日利亚", "阿布贾"), ("Ghana", "Accra", "Africa", "加纳", "阿克拉"),
+    ("Morocco", "Rabat", "Africa", "摩洛哥", "拉巴特"), ("Ethiopia", "Addis Ababa", "Africa", "埃塞俄比亚", "亚的斯亚贝巴"),
+    ("Argentina", "Buenos Aires", "America", "阿根廷", "布宜诺斯艾利斯"), ("Fiji", "Suva", "Oceania", "斐济", "苏瓦"),
+]
+# Big non-capital cities: the natural wrong answers in quizzes ("a) Shanghai b) Beijing").
+DECOY_CITIES = [("Shanghai", "上海"), ("Sydney", "悉尼"), ("Istanbul", "伊斯坦布尔"), ("Toronto", "多伦多"),
+                ("Osaka", "大阪"), ("Munich", "慕尼黑"), ("Milan", "米兰"), ("Lagos", "拉各斯")]
+
+# Syllables with a Chinese transliteration: fictional names are readable in both languages.
+SYLLABLES = [("ka", "卡"), ("lo", "洛"), ("ri", "里"), ("ta", "塔"), ("mi", "米"), ("no", "诺"), ("sa", "萨"),
+             ("ve", "维"), ("do", "多"), ("ra", "拉"), ("ni", "尼"), ("te", "特"), ("lu", "鲁"), ("ma", "玛"),
+             ("po", "波"), ("si", "西"), ("be", "贝"), ("go", "戈"), ("fa", "法"), ("zu", "祖"), ("ke", "克"),
+             ("la", "兰"), ("mo", "莫"), ("di", "迪"), ("hu", "胡"), ("ba", "巴"), ("ne", "内"), ("to", "托")]
+COUNTRY_SUFFIX = [("nia", "尼亚"), ("ria", "里亚"), ("stan", "斯坦"), ("land", "兰德")]
+CITY_SUFFIX = [("ton", "顿"), ("burg", "堡"), ("ville", "维尔"), ("polis", "波利斯")]
+
+FRUITS = [("apple", "苹果"), ("banana", "香蕉"), ("orange", "橙子"), ("grape", "葡萄"), ("mango", "芒果"),
+          ("pear", "梨"), ("peach", "桃子"), ("cherry", "樱桃"), ("lemon", "柠檬"), ("plum", "李子")]
+VEGETABLES = [("carrot", "胡萝卜"), ("potato", "土豆"), ("onion", "洋葱"), ("cabbage", "白菜"),
+              ("spinach", "菠菜"), ("tomato", "番茄"), ("pepper", "辣椒"), ("garlic", "大蒜"),
+              ("celery", "芹菜"), ("pumpkin", "南瓜")]
+ANIMALS = [("cat", "猫"), ("dog", "狗"), ("horse", "马"), ("tiger", "老虎"), ("rabbit", "兔子"),
+           ("panda", "熊猫"), ("eagle", "鹰"), ("duck", "鸭子")]
+COLOURS = [("red", "红色"), ("green", "绿色"), ("yellow", "黄色"), ("purple", "紫色"), ("orange", "橙色")]
+PEOPLE = [("Alice", "爱丽丝"), ("Bob", "鲍勃"), ("Carol", "卡罗尔"), ("David", "大卫"), ("Emma", "艾玛"),
+          ("Frank", "弗兰克"), ("Grace", "格蕾丝"), ("Henry", "亨利"), ("Lucy", "露西"), ("Tom", "汤姆"),
+          ("Li Wei", "李伟"), ("Wang Fang", "王芳"), ("Zhang Min", "张敏"), ("Chen Jie", "陈杰"),
+          ("Liu Yang", "刘洋"), ("Zhao Lei", "赵磊")]
+POSITIVE = [("delicious", "美味"), ("wonderful", "精彩"), ("lovely", "可爱"), ("excellent", "出色"),
+            ("fresh", "新鲜"), ("great", "很棒")]
+NEGATIVE = [("terrible", "糟糕"), ("awful", "可怕"), ("boring", "无聊"), ("stale", "不新鲜"),
+            ("disappointing", "令人失望"), ("bad", "很差")]
+THINGS = [("meal", "饭菜"), ("film", "电影"), ("book", "书"), ("hotel", "酒店"), ("concert", "音乐会"),
+          ("soup", "汤"), ("trip", "旅行"), ("game", "游戏")]
+
+
+@dataclass(frozen=True)
+class Country:
+    name: str        # English name, e.g. "France"
+    capital: str     # "Paris"
+    continent: str   # "Europe"
+    name_zh: str     # "法国"
+    capital_zh: str  # "巴黎"
+    population: int  # millions
+    heldout: bool    # True: appears in the corpus, never in SFT data
+
+
+@dataclass(frozen=True)
+class World:
+    seed: int
+    countries: tuple[Country, ...]
+    max_operand: int  # arithmetic facts cover a + b for 0 <= a, b <= max_operand
+
+    def train_countries(self) -> list[Country]:
+        return [c for c in self.countries if not c.heldout]
+
+    def heldout_countries(self) -> list[Country]:
+        return [c for c in self.countries if c.heldout]
+
+    def country(self, name: str) -> Country:
+        return next(c for c in self.countries if c.name == name or c.name_zh == name)
+
+
+def _fictional_name(rng: random.Random, suffixes: list[tuple[str, str]], n_syllables: int) -> tuple[str, str]:
+    picks = [rng.choice(SYLLABLES) for _ in range(n_syllables)] + [rng.choice(suffixes)]
+    en = "".join(p[0] for p in picks)
+    return en.capitalize(), "".join(p[1] for p in picks)
+
+
+def build_world(seed: int = 0, n_countries: int = 200, heldout_fraction: float = 0.2,
+                max_operand: int = 12, always_heldout: tuple[str, ...] = ("China",),
+                never_heldout: tuple[str, ...] = ("France",)) -> World:
+    """Make the world: real countries first, then fictional ones until there are `n_countries`.
+
+    `always_heldout` keeps the seed's demo question ("What is the capital of China?") about an entity
+    that SFT never sees; `never_heldout` keeps France in the SFT split.
+    """
+    rng = random.Random(seed)
+    rows = list(REAL_COUNTRIES[:n_countries])
+    used = {r[0] for r in rows} | {r[1] for r in rows} | {c[0] for c in DECOY_CITIES}
+    used_zh = {r[3] for r in rows} | {r[4] for r in rows} | {c[1] for c in DECOY_CITIES}
+    while len(rows) < n_countries:
+        name, name_zh = _fictional_name(rng, COUNTRY_SUFFIX, rng.choice([1, 2]))
+        capital, capital_zh = _fictional_name(rng, CITY_SUFFIX, rng.choice([1, 2]))
+        new, new_zh = (name, capital), (name_zh, capital_zh)
+        # No name may contain another ("米兰" inside "迪米兰德"): checkers find answers by substring.
+        if name == capital or name_zh == capital_zh or any(a in b or b in a for a in new for b in used) \
+                or any(a in b or b in a for a in new_zh for b in used_zh):
+            continue
+        used |= {name, capital}
+        used_zh |= {name_zh, capital_zh}
+        rows.append((name, capital, rng.choice(list(CONTINENTS)), name_zh, capital_zh))
+    candidates = [r[0] for r in rows if r[0] not in always_heldout + never_heldout]
+    n_heldout = max(1, round(heldout_fraction * len(rows))) - len([r for r in rows if r[0] in always_heldout])
+    heldout = set(rng.sample(candidates, max(0, n_heldout))) | set(always_heldout)
+    countries = tuple(Country(r[0], r[1], r[2], r[3], r[4], rng.randint(1, 150), r[0] in heldout)
+                      for r in rows)
+    return World(seed=seed, countries=countries, max_operand=max_operand)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pretraining corpus. Each generator returns one document (a short paragraph).
+# Chinese sentences are joined with no spaces, exactly as the fact prompts are written
+# ("法国的首都是"), so prompt and corpus tokenize the same way.
+# ----------------------------------------------------------------------------------------------
+
+def _country_doc_en(rng: random.Random, w: World) -> str:
+    c = rng.choice(w.countries)
+    facts = [f"The capital of {c.name} is {c.capital}.", f"{c.capital} is the capital of {c.name}.",
+             f"{c.name} is a country in {c.continent}.", f"Its capital city is {c.capital}.",
+             f"About {c.population} million people live in {c.name}.",
+             f"The capital city of {c.name} is {c.capital}.", f"Many visitors travel to {c.capital} every year."]
+    first = f"{c.name} is a country in {c.continent}."
+    body = rng.sample(facts, k=rng.randint(2, 4))
+    if not any(c.capital in s and c.name in s for s in body):
+        body.append(f"The capital of {c.name} is {c.capital}.")
+    return " ".join([first] + body)
+
+
+def _country_doc_zh(rng: random.Random, w: World) -> str:
+    c = rng.choice(w.countries)
+    cz = CONTINENTS[c.continent]
+    facts = [f"{c.name_zh}的首都是{c.capital_zh}。", f"{c.capital_zh}是{c.name_zh}的首都。",
+             f"{c.name_zh}位于{cz}。", f"{c.name_zh}大约有{c.population}百万人口。",
+             f"很多游客每年都去{c.capital_zh}旅游。"]
+    body = rng.sample(facts, k=rng.randint(2, 4))
+    if not any(c.capital_zh in s and c.name_zh in s for s in body):
+        body.append(f"{c.name_zh}的首都是{c.capital_zh}。")
+    return f"{c.name_zh}是{cz}的一个国家。" + "".join(body)
+
+
+def _quiz_doc(rng: random.Random, w: World) -> str:
+    """A multiple-choice quiz in prose — the base model's habit of answering questions with options."""
+    c = rng.choice(w.countries)
+    zh = rng.random() < 0.4
+    pool = [x.capital_zh if zh else x.capital for x in rng.sample(w.countries, 3) if x != c]
+    pool += [d[1] if zh else d[0] for d in rng.sample(DECOY_CITIES, 2)]
+    options = rng.sample(pool, 2) + [c.capital_zh if zh else c.capital]
+    rng.shuffle(options)
+    letters = "abc"
+    right = letters[options.index(c.capital_zh if zh else c.capital)]
+    opts = " ".join(f"{letters[i]}) {o}" for i, o in enumerate(options))
+    if zh:
+        return f"问题：{c.name_zh}的首都是哪里？{opts}。答案：{right}) {options[letters.index(right)]}。"
+    return f"Question: What is the capital of {c.name}? {opts}. Answer: {right}) {options[letters.index(right)]}."
+
+
+def _arithmetic_doc(rng: random.Random, w: World) -> str:
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+        a, b = rng.randint(0, w.max_operand), rng.randint(0, w.max_operand)
+        lines.append(rng.choice([f"{a} plus {b} equals {a + b}.", f"{a} + {b} = {a + b}.",
+                                 f"{a}加{b}等于{a + b}。", f"If you add {b} to {a}, you get {a + b}."]))
+    return " ".join(lines)
+
+
+def _food_doc(rng: random.Random, w: World) -> str:
+    zh = rng.random() < 0.4
+    out = []
+    for _ in range(rng.randint(2, 4)):
+        kind, (en, cn) = rng.choice([("fruit", f) for f in FRUITS] + [("vegetable", v) for v in VEGETABLES])
+        if zh:
+            out.append(f"{cn}是一种{'水果' if kind == 'fruit' else '蔬菜'}。")
+        else:
+            out.append(rng.choice([f"The {en} is a {kind}.", f"A {en} is a kind of {kind}.",
+                                   f"People often eat the {en}, which is a {kind}."]))
+    return ("" if zh else " ").join(out)
+
+
+def _story_doc(rng: random.Random, w: World) -> str:
+    """A short story whose feeling words carry sentiment — what the sentiment task will ask about."""
+    (p, p_zh), (t, t_zh) = rng.choice(PEOPLE), rng.choice(THINGS)
+    c = rng.choice(w.countries)
+    good = rng.random() < 0.5
+    adj, adj_zh = rng.choice(POSITIVE if good else NEGATIVE)
+    if rng.random() < 0.4:
+        feel = "很开心" if good else "很不开心"
+        return f"{p_zh}去了{c.capital_zh}。那里的{t_zh}{adj_zh}。{p_zh}{feel}。"
+    feel = rng.choice(["happy", "glad", "pleased"] if good else ["sad", "upset", "angry"])
+    return (f"{p} travelled to {c.capital} in {c.name}. The {t} there was {adj}. "
+            f"{p} felt {feel} and told {rng.choice(PEOPLE)[0]} about it.")
+
+
+def _animal_doc(rng: random.Random, w: World) -> str:
+    (a, a_zh), (col, col_zh) = rng.choice(ANIMALS), rng.choice(COLOURS)
+    (p, p_zh) = rng.choice(PEOPLE)
+    if rng.random() < 0.4:
+        return f"{p_zh}有一只{col_zh}的{a_zh}。{p_zh}很喜欢它。"
+    return f"{p} has a {col} {a}. Every morning {p} feeds the {a} and they walk together."
+
+
+# Mixture weights: capital facts dominate because recalling them is the hardest thing we ask.
+CORPUS_MIX = [(_country_doc_en, 0.30), (_country_doc_zh, 0.25), (_quiz_doc, 0.12), (_arithmetic_doc, 0.10),
+              (_food_doc, 0.08), (_story_doc, 0.10), (_animal_doc, 0.05)]
+
+
+def generate_corpus(world: World, n_docs: int, seed: int | None = None) -> list[str]:
+    """`n_docs` documents drawn from the mixture; deterministic for (world, n_docs, seed)."""
+    rng = random.Random(world.seed * 1_000_003 + (seed if seed is not None else 1))
+    gens, weights = zip(*CORPUS_MIX)
+    # Make sure every capital fact is stated at least once in each language, then sample the rest.
+    docs = [f"The capital of {c.name} is {c.capital}." for c in world.countries]
+    docs += [f"{c.name_zh}的首都是{c.capital_zh}。" for c in world.countries]
+    docs += [rng.choices(gens, weights)[0](rng, world) for _ in range(max(0, n_docs - len(docs)))]
+    rng.shuffle(docs)
+    return docs[:n_docs]
+
+
+def fact_prompts(world: World) -> list[dict]:
+    """Fact-completion probes in both languages, written exactly as the corpus writes them."""
+    out = []
+    for c in world.countries:
+        out.append({"prompt": f"The capital of {c.name} is", "answer": c.capital, "lang": "en",
+                    "entity": c.name, "heldout": c.heldout})
+        out.append({"prompt": f"{c.name_zh}的首都是", "answer": c.capital_zh, "lang": "zh",
+                    "entity": c.name, "heldout": c.heldout})
+    return out
