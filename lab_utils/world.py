@@ -226,7 +226,7 @@ def _animal_doc(rng: random.Random, w: World) -> str:
 
 
 # Mixture weights: capital facts dominate because recalling them is the hardest thing we ask.
-CORPUS_MIX = [(_country_doc_en, 0.30), (_country_doc_zh, 0.25), (_quiz_doc, 0.12), (_arithmetic_doc, 0.10),
+CORPUS_MIX = [(_country_doc_en, 0.24), (_country_doc_zh, 0.31), (_quiz_doc, 0.12), (_arithmetic_doc, 0.10),
               (_food_doc, 0.08), (_story_doc, 0.10), (_animal_doc, 0.05)]
 
 

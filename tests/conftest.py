@@ -1,0 +1,62 @@
+"""Shared fixtures: one micro tokenizer and one micro run per session, built offline in pytest's tmp dirs.
+
+Nothing here touches `runs/` of the repository or the network.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Micro models gain nothing from intra-op threads, and on a shared 2-core runner idle OpenMP workers
+# spinning against other processes made a 20-step run ~50x slower. One thread also keeps sums in one order.
+torch.set_num_threads(1)
+
+# Importing the training stack once at collection time: on AVX512-BF16 CPUs bitsandbytes (pulled in by
+# transformers.optimization -> peft) logs a one-off warning to stderr on first import. Emitting it here
+# keeps it out of the tests that assert stderr holds exactly one "error:" line.
+import lab_utils.pretrain  # noqa: E402,F401
+from lab_utils import stages  # noqa: E402
+from lab_utils.config import WorldConfig, build_world_from  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def micro_world():
+    return build_world_from(WorldConfig.for_profile("micro"))
+
+
+@pytest.fixture(scope="session")
+def tok_root(tmp_path_factory) -> Path:
+    """A run folder holding only the micro tokenizer (`<root>/tokenizer`)."""
+    root = tmp_path_factory.mktemp("micro_run")
+    stages.run_tokenizer("micro", root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tok_dir(tok_root) -> Path:
+    return tok_root / "tokenizer"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tok_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tok_dir)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tok_root) -> Path:
+    """The same folder after pretrain + eval on micro: several tests read its report.json."""
+    stages.run_pretrain("micro", tok_root, progress=False)
+    stages.run_eval("micro", tok_root)
+    return tok_root

@@ -1,0 +1,89 @@
+"""An interrupted save never becomes the checkpoint a resume picks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lab_utils import checkpoints as ck
+from lab_utils.config import PretrainConfig
+from lab_utils.modeling import build_model
+
+
+def complete_step(root, step: int):
+    d = root / f"step-{step:07d}"
+    d.mkdir(parents=True)
+    ck.write_json(d / "state.json", {"step": step})
+    return d
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith((".tmp-", ".old-")))
+
+
+def test_latest_checkpoint_ignores_temp_and_incomplete_folders(tmp_path):
+    assert ck.latest_checkpoint(tmp_path / "absent") is None
+    good = complete_step(tmp_path, 20)
+    tmp = tmp_path / ".tmp-step-0000040-abc123"  # a save killed after state.json, before the rename
+    tmp.mkdir()
+    ck.write_json(tmp / "state.json", {"step": 40})
+    (tmp_path / "step-0000030").mkdir()  # no state.json: not complete
+    (tmp_path / "step-50").mkdir()  # not the step-NNNNNNN pattern
+    ck.write_json(tmp_path / "step-50" / "state.json", {"step": 50})
+    assert ck.latest_checkpoint(tmp_path) == good
+
+
+def test_latest_checkpoint_orders_by_step_number(tmp_path):
+    for step in (9, 100, 20):
+        complete_step(tmp_path, step)
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000100"
+
+
+def test_atomic_dir_failure_leaves_no_final_and_no_temp(tmp_path):
+    final = tmp_path / "step-0000010"
+    with pytest.raises(RuntimeError, match="disk full"):
+        with ck.atomic_dir(final) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"partial")
+            raise RuntimeError("disk full")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_failure_keeps_the_previous_artifact(tmp_path):
+    final = tmp_path / "base"
+    final.mkdir()
+    (final / "model.safetensors").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with ck.atomic_dir(final) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"new, half written")
+            raise RuntimeError("killed")
+    assert [p.name for p in final.iterdir()] == ["model.safetensors"]
+    assert (final / "model.safetensors").read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_success_replaces_the_whole_folder(tmp_path):
+    final = tmp_path / "base"
+    final.mkdir()
+    (final / "stale.txt").write_text("from the previous run")
+    with ck.atomic_dir(final) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"new")
+    assert [p.name for p in final.iterdir()] == ["model.safetensors"]
+    assert leftovers(tmp_path) == []
+
+
+def test_crash_while_saving_training_state_keeps_the_previous_checkpoint(tokenizer, tmp_path, monkeypatch):
+    model = build_model(PretrainConfig.for_profile("micro"), tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    first = ck.save_training_state(tmp_path, 10, model, optimizer, scheduler, {"history": {}})
+    assert ck.latest_checkpoint(tmp_path) == first
+
+    def crash(*args, **kwargs):  # state.json is written last: die just before it
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ck, "write_json", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        ck.save_training_state(tmp_path, 20, model, optimizer, scheduler, {"history": {}})
+    assert ck.latest_checkpoint(tmp_path) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000010"]

@@ -1,0 +1,55 @@
+"""report.json after tokenizer -> pretrain -> eval on micro: the keys every later stage and app reads."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from lab_utils import checkpoints as ck
+from lab_utils.config import EvalConfig, PretrainConfig
+from lab_utils.modeling import count_params
+from lab_utils.tasks import TASKS
+
+
+@pytest.fixture(scope="module")
+def report(micro_run) -> dict:
+    return ck.read_json(micro_run / "report.json")
+
+
+def test_tokenizer_metrics(report, tokenizer):
+    m = report["stages"]["tokenizer"]
+    assert {"vocab_size", "chars_per_token_en", "chars_per_token_zh", "wall_s"} <= m.keys()
+    assert m["vocab_size"] == len(tokenizer)
+    assert m["chars_per_token_en"] > 0 and m["chars_per_token_zh"] > 0
+
+
+def test_pretrain_metrics(report, micro_run):
+    m = report["stages"]["pretrain"]
+    assert {"params", "train_tokens", "val_loss", "fact_accuracy", "tokens_per_s", "wall_s"} <= m.keys()
+    cfg = PretrainConfig.for_profile("micro")
+    assert m["train_tokens"] == cfg.max_steps * cfg.batch_size * cfg.seq_len
+    assert m["params"] == count_params(AutoModelForCausalLM.from_pretrained(micro_run / "base"))
+    assert isinstance(m["fact_accuracy"], float) and 0.0 <= m["fact_accuracy"] <= 1.0
+    full = ck.read_json(micro_run / "base" / "metrics.json")  # the curve stays in the stage's own metrics
+    assert "history" not in m and m["val_loss"] == full["history"]["val_loss"][-1]
+    assert full["history"]["eval_step"] == [10, 20]
+
+
+def test_eval_metrics(report, micro_world):
+    m = report["eval"]["base"]
+    assert set(m["per_task"]) == set(TASKS)
+    assert 0.0 <= m["task_accuracy"] <= 1.0
+    assert m["n_prompts"] == EvalConfig.for_profile("micro").n_per_task * len(TASKS) + \
+        2 * len(micro_world.heldout_countries())
+
+
+def test_base_model_folder_is_complete(micro_run):
+    names = {p.name for p in (micro_run / "base").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "lab_config.json", "metrics.json"} <= names
+    assert not list(micro_run.glob(".tmp-*"))
+
+
+@pytest.mark.xfail(strict=True, reason="lab_utils bug: write_report names the profile after the run folder, "
+                                      "so `--out <dir>` records the folder name instead of the profile")
+def test_report_names_the_profile(report):
+    assert report["profile"] == "micro"

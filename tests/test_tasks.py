@@ -1,0 +1,196 @@
+"""Every checker on right and wrong answers, and every SFT record graded by its own checker."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lab_utils import tasks as T
+from lab_utils.world import build_world
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(0)
+
+
+def capital_record(world, country: str, lang: str) -> dict:
+    return T.make_capital(random.Random(0), world, "terse", lang, world.country(country))
+
+
+# ------------------------------------------------------------------ capital
+
+@pytest.mark.parametrize("response", ["Paris.", "The capital of France is Paris.",
+                                      "Great question! France is a country, and its capital city is Paris. "
+                                      "I hope this answer helps you."])
+def test_capital_accepts_any_style(world, response):
+    assert T.check(world, capital_record(world, "France", "en"), response)
+
+
+@pytest.mark.parametrize("response", ["a) Shanghai b) Beijing c) Paris", "Berlin.", "Paris or Lyon? Berlin!",
+                                      "I do not know.", ""])
+def test_capital_rejects_quiz_and_wrong_city(world, response):
+    assert not T.check(world, capital_record(world, "France", "en"), response)
+
+
+def test_capital_zh(world):
+    rec = capital_record(world, "France", "zh")
+    assert rec["answer"] == "巴黎"
+    assert T.check(world, rec, "巴黎。")
+    assert T.check(world, rec, "法国的首都是巴黎。")
+    assert not T.check(world, rec, "北京。")
+    assert not T.check(world, rec, "a) 上海 b) 北京 c) 巴黎")
+
+
+def test_capital_name_inside_longer_capital(world):
+    # "Mexico" is no capital; "Mexico City" is — and the country name in the answer names no city
+    assert T.check(world, capital_record(world, "Mexico", "en"), "The capital of Mexico is Mexico City.")
+    assert T.check(world, capital_record(world, "Brazil", "zh"), "巴西的首都是巴西利亚。")
+
+
+# ------------------------------------------------------------------ arithmetic
+
+def arithmetic_record(world, a: int, b: int, lang: str = "en") -> dict:
+    return T.make_arithmetic(random.Random(0), world, "terse", lang, (a, b))
+
+
+@pytest.mark.parametrize("a, b, response", [(5, 0, "5 + 0 = 5"), (5, 7, "12"), (5, 7, "5 + 7 = 12."),
+                                            (5, 7, "When we add 5 and 7, the result is 12.")])
+def test_arithmetic_accepts(world, a, b, response):
+    assert T.check(world, arithmetic_record(world, a, b), response)
+
+
+@pytest.mark.parametrize("response", ["13", "5 + 7 = 12, not 13", "I have 3 apples; 5 + 7 = 12", "12 and 4",
+                                      "twelve", ""])
+def test_arithmetic_rejects(world, response):
+    assert not T.check(world, arithmetic_record(world, 5, 7), response)
+
+
+def test_arithmetic_zh(world):
+    rec = arithmetic_record(world, 5, 7, "zh")
+    assert T.check(world, rec, "5加7等于12。")
+    assert not T.check(world, rec, "5加7等于13。")
+
+
+# ------------------------------------------------------------------ sentiment
+
+@pytest.mark.parametrize("lang, answer, right, wrong", [
+    ("en", "positive", ["Positive", "The sentiment of this sentence is positive."],
+     ["Negative", "positive or negative", "It is positive, not negative.", "neutral"]),
+    ("zh", "正面", ["正面", "这句话的情感是正面的。"], ["负面", "正面还是负面", "中性"]),
+])
+def test_sentiment(world, lang, answer, right, wrong):
+    rec = {"task": "sentiment", "lang": lang, "answer": answer}
+    assert all(T.check(world, rec, r) for r in right)
+    assert not any(T.check(world, rec, r) for r in wrong)
+
+
+# ------------------------------------------------------------------ cluster
+
+def test_cluster_en(world):
+    rec = {"task": "cluster", "lang": "en", "answer": {"fruits": ["apple", "pear"], "vegetables": ["carrot"]}}
+    assert T.check(world, rec, "Fruits: pear, apple\nVegetables: carrot")  # order inside a group is free
+    assert T.check(world, rec, "Here are the two groups:\nFruits: apple and pear\nVegetables: carrot.")
+    assert not T.check(world, rec, "Fruits: carrot\nVegetables: apple, pear")  # swapped groups
+    assert not T.check(world, rec, "Fruits: apple\nVegetables: carrot")  # one fruit missing
+    assert not T.check(world, rec, "Fruits: apple, pear, carrot\nVegetables: carrot")
+    assert not T.check(world, rec, "apple, pear, carrot")
+
+
+def test_cluster_zh(world):
+    rec = {"task": "cluster", "lang": "zh", "answer": {"fruits": ["梨", "苹果"], "vegetables": ["胡萝卜"]}}
+    assert T.check(world, rec, "水果：苹果、梨\n蔬菜：胡萝卜")
+    assert not T.check(world, rec, "水果：胡萝卜\n蔬菜：苹果、梨")
+
+
+def test_cluster_generated_record_swapped_is_wrong(world):
+    rec = T.make_cluster(random.Random(5), world, "terse", "en")
+    fruits, vegs = rec["output"].split("\n")
+    assert T.check(world, rec, rec["output"])
+    swapped = f"Fruits: {vegs.split(': ')[1]}\nVegetables: {fruits.split(': ')[1]}"
+    assert not T.check(world, rec, swapped)
+
+
+# ------------------------------------------------------------------ extract
+
+def test_extract(world):
+    rec = {"task": "extract", "lang": "en", "answer": ["Alice", "Bob"]}
+    assert T.check(world, rec, "Bob, Alice")
+    assert T.check(world, rec, "The people mentioned are Alice and Bob.")
+    assert not T.check(world, rec, "Alice")
+    assert not T.check(world, rec, "Alice, Bob and Carol")
+    rec_zh = {"task": "extract", "lang": "zh", "answer": ["李伟", "王芳"]}
+    assert T.check(world, rec_zh, "王芳、李伟")
+    assert not T.check(world, rec_zh, "李伟")
+
+
+# ------------------------------------------------------------------ nl2sql, graded by execution
+
+ASIA = {"task": "nl2sql", "lang": "en", "answer": "SELECT name FROM countries WHERE continent = 'Asia';"}
+
+
+def n_rows(world) -> list:
+    return T.run_sql(world, "SELECT COUNT(*) FROM countries")
+
+
+def test_nl2sql_equivalent_query_accepted(world):
+    assert T.run_sql(world, ASIA["answer"])  # the reference returns rows, so the comparison means something
+    assert T.check(world, ASIA, "select name from countries where continent='Asia'")
+    assert T.check(world, ASIA, "Here is the query:\nSELECT c.name FROM countries AS c WHERE c.continent IN ('Asia');")
+
+
+@pytest.mark.xfail(strict=True, reason="lab_utils bug: check_nl2sql's regex stops at the first newline, so a "
+                                      "correct query written over several lines is graded wrong")
+def test_nl2sql_multiline_query_accepted(world):
+    assert T.check(world, ASIA, "SELECT name\nFROM countries\nWHERE continent = 'Asia';")
+
+
+@pytest.mark.parametrize("response", [
+    "SELECT name FROM countries WHERE continent = 'Europe';",   # other rows
+    "SELECT name, capital FROM countries WHERE continent = 'Asia';",  # other columns
+    "SELECT nme FROM countries WHERE",                           # invalid SQL
+    "SELECT name FROM countries WHERE continent = ",             # invalid SQL
+    "The countries of Asia.",                                    # no query at all
+])
+def test_nl2sql_wrong_rejected(world, response):
+    assert not T.check(world, ASIA, response)
+
+
+def test_nl2sql_never_writes(world):
+    before = n_rows(world)
+    assert before == [(len(world.countries),)]
+    assert not T.check(world, ASIA, "DROP TABLE countries")
+    assert T.run_sql(world, "DROP TABLE countries") is None
+    assert T.run_sql(world, "SELECT 1; DROP TABLE countries") is None
+    assert T.run_sql(world, "DELETE FROM countries") is None
+    assert n_rows(world) == before
+
+
+# ------------------------------------------------------------------ generated records
+
+@pytest.mark.parametrize("style", T.STYLES)
+def test_every_sft_record_passes_its_checker(world, style):
+    records = T.sft_records(world, 600, styles=(style,))
+    assert {r["task"] for r in records} == set(T.TASKS)
+    assert [r for r in records if not T.check(world, r, r["output"])] == []
+    assert all(T.language_matches(r, r["output"]) for r in records)
+
+
+def test_mixed_style_sft_records_pass_and_keep_heldout_out(world):
+    records = T.sft_records(world, 600)
+    assert {r["style"] for r in records} == set(T.STYLES)
+    assert [r for r in records if not T.check(world, r, r["output"])] == []
+    assert not any(r["heldout"] for r in records)
+    heldout_names = {x for c in world.heldout_countries() for x in (c.name, c.name_zh)}
+    leaks = [(name, r) for r in records for name in heldout_names
+             if name in r["instruction"] + r["input"] + r["output"]]
+    assert leaks == []
+
+
+def test_eval_records_cover_every_task_and_every_heldout_country(world):
+    records = T.eval_records(world, n_per_task=4)
+    assert {r["task"] for r in records} == set(T.TASKS)
+    heldout_capital = {(r["entity"], r["lang"]) for r in records if r["task"] == "capital" and r["heldout"]}
+    assert heldout_capital == {(c.name, lang) for c in world.heldout_countries() for lang in ("en", "zh")}
+    assert [r for r in records if not T.check(world, r, r["output"])] == []
