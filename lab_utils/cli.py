@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nerror: unknown command {argv[0]!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
         return 0
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the lab's own bars stay; per-file loading bars are noise here
     try:
         COMMANDS[argv[0]](argv[1:])
     except LabError as err:

@@ -107,3 +107,29 @@ def build_world_from(cfg: WorldConfig):
     from .world import build_world
     return build_world(seed=cfg.world_seed, n_countries=cfg.n_countries, heldout_fraction=cfg.heldout_fraction,
                        max_operand=cfg.max_operand)
+
+
+@dataclass(frozen=True)
+class SFTConfig(_Profiled):
+    method: str = _f("qlora", "qlora (4-bit NF4 base + LoRA), lora (fp32 base + LoRA) or full (every weight)")
+    data: str = _f("", "Alpaca data instead of the world's tasks: .json array, .jsonl, or a hub id (full)")
+    model: str = _f("", "base model folder or hub id (default: runs/<profile>/base)")
+    n_records: int = _f(3000, "Alpaca records generated from the world's task generators")
+    max_steps: int = _f(300, "optimizer steps")
+    batch_size: int = _f(16, "records per step")
+    lr: float = _f(5e-4, "LoRA learning rate (2e-3 collapsed to one answer for every question here)")
+    full_lr: float = _f(2e-4, "learning rate of --method full")
+    warmup_steps: int = _f(15, "linear warmup steps")
+    lora_r: int = _f(16, "LoRA rank r")
+    lora_alpha: int = _f(32, "LoRA scale alpha (update = alpha / r · B·A)")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    max_length: int = _f(256, "tokens per prompt + response (longer ones are cut)")
+    logging_steps: int = _f(10, "steps between logged losses")
+    bf16: bool = _f(False, "bf16 autocast in the trainer")
+    seed: int = _f(0, "training seed")
+
+    OVERRIDES: ClassVar[dict] = {
+        "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1},
+        "full": {"model": "HuggingFaceTB/SmolLM2-360M", "data": "tatsu-lab/alpaca", "n_records": 0,
+                 "max_steps": 2000, "batch_size": 16, "lr": 2e-4, "max_length": 512, "bf16": True, "lora_r": 16},
+    }

@@ -54,6 +54,8 @@ def _is_hub_id(spec: str) -> bool:
 def load_texts(spec: str, split: str = "train") -> list[str]:
     """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
     path = Path(spec)
+    if path.is_dir():
+        raise LabError("is a folder, not a file", path=spec, fix="pass a .txt or .jsonl file")
     if path.suffix == ".txt":
         docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
     elif path.suffix in (".jsonl", ".json"):
@@ -61,7 +63,7 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
         for rec in read_jsonl(path):
             text = rec.get("text")
             if not isinstance(text, str):
-                got = "missing" if text is None else f"a {type(text).__name__}"
+                got = "missing" if text is None else f"of type {type(text).__name__}, not a string"
                 raise LabError(f"field 'text' is {got}", path=str(path), where=f"line {rec['_line']}",
                                fix="give every line a \"text\" string")
             if text.strip():

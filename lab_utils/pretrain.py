@@ -38,11 +38,6 @@ def world_corpus(world_cfg: WorldConfig) -> tuple[list[str], list[str]]:
     return docs[world_cfg.val_docs:], docs[:world_cfg.val_docs]
 
 
-def split_texts(docs: list[str], val_fraction: float = 0.02) -> tuple[list[str], list[str]]:
-    n_val = max(1, int(len(docs) * val_fraction)) if len(docs) > 1 else 0
-    return docs[n_val:], docs[:n_val] or docs[:1]
-
-
 # ------------------------------------------------------------------ tokenizer stage
 
 def build_tokenizer(tok_cfg: TokenizerConfig, world_cfg: WorldConfig, out_dir: Path) -> dict:
@@ -63,13 +58,13 @@ def build_tokenizer(tok_cfg: TokenizerConfig, world_cfg: WorldConfig, out_dir: P
 
 # ------------------------------------------------------------------ data
 
-def pack(tokenizer, docs: list[str], seq_len: int) -> torch.Tensor:
+def pack(tokenizer, docs: list[str], seq_len: int, source: str = "the corpus") -> torch.Tensor:
     """Concatenate BOS + doc + EOS for every doc and cut into rows of `seq_len` tokens: (N, T)."""
     ids = tokenizer(docs, add_special_tokens=True)["input_ids"]  # BOS comes from the post-processor
     flat = torch.tensor([t for row in ids for t in row + [tokenizer.eos_token_id]], dtype=torch.long)
     n = len(flat) // seq_len
     if n == 0:
-        raise LabError(f"only {len(flat)} tokens, fewer than one sequence of {seq_len}",
+        raise LabError(f"only {len(flat)} tokens, fewer than one sequence of {seq_len}", path=source,
                        fix="give more text, or lower --seq_len")
     return flat[: n * seq_len].view(n, seq_len)
 
@@ -78,11 +73,24 @@ def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> torch.T
     """Row indices of global batch `step`: epoch e shuffles with seed (seed, e) — no hidden state."""
     per_epoch = n_rows // batch_size
     if per_epoch == 0:
-        raise LabError(f"{n_rows} sequences cannot fill one batch of {batch_size}",
+        raise LabError(f"{n_rows} training sequences cannot fill one batch of {batch_size}",
                        fix="give more text, or lower --batch_size")
     epoch, k = divmod(step, per_epoch)
     perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, validation rows): the world's own split, or the last 2% of rows of the user's text."""
+    if not cfg.data:
+        train_docs, val_docs = world_corpus(world_cfg)
+        return pack(tokenizer, train_docs, cfg.seq_len), pack(tokenizer, val_docs, cfg.seq_len)
+    rows = pack(tokenizer, load_texts(cfg.data, cfg.data_split), cfg.seq_len, source=cfg.data)
+    if len(rows) < 2:
+        raise LabError(f"only {len(rows)} sequence of {cfg.seq_len} tokens: nothing left for validation",
+                       path=cfg.data, fix="give more text, or lower --seq_len")
+    n_val = max(1, len(rows) // 50)
+    return rows[:-n_val], rows[-n_val:]
 
 
 @torch.no_grad()
@@ -120,8 +128,10 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     else:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         model = build_model(cfg, tokenizer, seed=cfg.seed)
-    train_docs, val_docs = split_texts(load_texts(cfg.data, cfg.data_split)) if cfg.data else world_corpus(world_cfg)
-    train_rows, val_rows = pack(tokenizer, train_docs, cfg.seq_len), pack(tokenizer, val_docs, cfg.seq_len)
+    train_rows, val_rows = training_rows(cfg, tokenizer, world_cfg)
+    if len(train_rows) < cfg.batch_size:
+        raise LabError(f"{len(train_rows)} training sequences cannot fill one batch of {cfg.batch_size}",
+                       path=cfg.data or "the world corpus", fix="give more text, or lower --batch_size")
     optimizer = _make_optimizer(model, cfg)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps,
                                                              min_lr_rate=cfg.min_lr_ratio)

@@ -31,8 +31,8 @@ def is_done(root: Path, stage: str) -> bool:
     return (root / STAGE_DIRS[stage] / "metrics.json").exists()
 
 
-def _finish(root: Path, stage: str, metrics: dict) -> dict:
-    ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics)
+def _finish(root: Path, stage: str, metrics: dict, profile: str) -> dict:
+    ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | {"profile": profile})
     write_report(root)
     return metrics
 
@@ -43,7 +43,7 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     profile, root = resolve_profile(profile), run_dir(profile, out)
     tok_cfg = TokenizerConfig.for_profile(profile, **changes)
     metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), root / "tokenizer")
-    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()})
+    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile)
 
 
 def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
@@ -59,16 +59,17 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
         print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
         run_tokenizer(profile, root)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
+    metrics["config"] = cfg.to_dict()
+    if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
+        metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
+        return _finish(root, "pretrain", metrics, profile)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(root / "base")
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
     facts = fact_accuracy(model, tokenizer, build_world_from(world_cfg))
     metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}
-    metrics |= {"fact_samples": facts["samples"], "config": cfg.to_dict(),
-                "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
-    if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
-        metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
-    return _finish(root, "pretrain", metrics)
+    metrics |= {"fact_samples": facts["samples"], "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
+    return _finish(root, "pretrain", metrics, profile)
 
 
 def load_model(root: Path, name: str):
@@ -95,7 +96,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         t0 = time.perf_counter()
         model, tokenizer = load_model(root, name)
         res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
-        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2)}
+        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile}
         ck.write_json(root / "eval" / f"{name}.json", results[name])
     write_report(root)
     return results
@@ -111,13 +112,16 @@ def _scalars(d: dict) -> dict:
 def write_report(root: Path) -> dict:
     """Rebuild runs/<profile>/report.json from the stage metrics on disk."""
     root = Path(root)
-    report = {"profile": root.name, "stages": {}, "eval": {}}
+    report = {"profile": None, "stages": {}, "eval": {}}
     for stage, folder in STAGE_DIRS.items():
         if (root / folder / "metrics.json").exists():
-            report["stages"][stage] = _scalars(ck.read_json(root / folder / "metrics.json"))
+            metrics = ck.read_json(root / folder / "metrics.json")
+            report["profile"] = metrics.pop("profile", report["profile"])
+            report["stages"][stage] = _scalars(metrics)
     for name in MODEL_DIRS:
         if (root / "eval" / f"{name}.json").exists():
             report["eval"][name] = _scalars(ck.read_json(root / "eval" / f"{name}.json"))
+            report["profile"] = report["eval"][name].pop("profile", report["profile"])
     ck.write_json(root / "report.json", report)
     return report
 

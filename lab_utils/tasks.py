@@ -263,10 +263,10 @@ def run_sql(w: World, sql: str) -> list | None:
 
 def check_nl2sql(w: World, rec: dict, response: str) -> bool:
     """Graded by execution: the generated query must return the same rows as the reference query."""
-    m = re.search(r"SELECT[^;\n]*;?", response, flags=re.IGNORECASE)
+    m = re.search(r"SELECT.*?(?:;|\n\s*\n|$)", response, flags=re.IGNORECASE | re.DOTALL)
     if not m:
         return False
-    got = run_sql(w, m.group(0))
+    got = run_sql(w, m.group(0).strip())
     return got is not None and got == run_sql(w, rec["answer"])
 
 

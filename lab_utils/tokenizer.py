@@ -4,7 +4,10 @@ Pre-tokenisation, in order:
   1. every Chinese character is its own piece, so "法国的首都是" tokenizes the same whether or not
      "巴黎" follows (a merge across the prompt boundary would make fact prompts look unlike the corpus);
   2. digits are split one by one (as in Llama), so "12 + 5 = 17" is built from the same ten digits;
-  3. GPT-2's byte-level split: any Unicode text round-trips exactly, no unknown token.
+  3. whitespace is its own piece, so a word is the same token whether it follows a space or starts a
+     line: the answer "Paris." after "### Response:\n" reuses the "Paris" that pretraining learned in
+     "... is Paris." (GPT-2's " Paris" vs "Paris" split would make every answer a new word);
+  4. GPT-2's byte-level split: any Unicode text round-trips exactly, no unknown token.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096) -> PreTrainedToken
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Split(Regex(r"\s+"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()

@@ -120,7 +120,7 @@ def build_world(seed: int = 0, n_countries: int = 200, heldout_fraction: float =
         capital, capital_zh = _fictional_name(rng, CITY_SUFFIX, rng.choice([1, 2]))
         new, new_zh = (name, capital), (name_zh, capital_zh)
         # No name may contain another ("米兰" inside "迪米兰德"): checkers find answers by substring.
-        if name == capital or name_zh == capital_zh or any(a in b or b in a for a in new for b in used) \
+        if name in capital or capital in name or name_zh in capital_zh or capital_zh in name_zh or any(a in b or b in a for a in new for b in used) \
                 or any(a in b or b in a for a in new_zh for b in used_zh):
             continue
         used |= {name, capital}

@@ -26,8 +26,6 @@ import lab_utils.pretrain  # noqa: E402,F401
 from lab_utils import stages  # noqa: E402
 from lab_utils.config import WorldConfig, build_world_from  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="session")
 def micro_world():

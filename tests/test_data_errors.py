@@ -79,3 +79,19 @@ def test_process_exit_status(tmp_path):
     assert str(data) in err[-1] and "file not found" in err[-1]
     assert "Traceback" not in proc.stderr
     assert_no_model(out)
+
+
+def test_too_short_file_names_the_file(tmp_path, capsys):
+    data = write(tmp_path / "one.txt", "hello world\n")
+    capsys.readouterr()
+    assert lab_pretrain(data, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(data) in err[0], err
+    assert_no_model(tmp_path / "run")
+
+
+def test_short_first_line_does_not_sink_a_big_file(tmp_path):
+    words = ("alpha", "beta", "gamma", "delta")
+    long_lines = [" ".join(words[(i + j) % 4] for j in range(400)) for i in range(10)]
+    data = write(tmp_path / "small.txt", "\n".join(["A short title."] + long_lines) + "\n")
+    assert lab_pretrain(data, tmp_path / "run") == 0

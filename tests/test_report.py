@@ -49,7 +49,5 @@ def test_base_model_folder_is_complete(micro_run):
     assert not list(micro_run.glob(".tmp-*"))
 
 
-@pytest.mark.xfail(strict=True, reason="lab_utils bug: write_report names the profile after the run folder, "
-                                      "so `--out <dir>` records the folder name instead of the profile")
 def test_report_names_the_profile(report):
     assert report["profile"] == "micro"

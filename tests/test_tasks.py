@@ -140,8 +140,6 @@ def test_nl2sql_equivalent_query_accepted(world):
     assert T.check(world, ASIA, "Here is the query:\nSELECT c.name FROM countries AS c WHERE c.continent IN ('Asia');")
 
 
-@pytest.mark.xfail(strict=True, reason="lab_utils bug: check_nl2sql's regex stops at the first newline, so a "
-                                      "correct query written over several lines is graded wrong")
 def test_nl2sql_multiline_query_accepted(world):
     assert T.check(world, ASIA, "SELECT name\nFROM countries\nWHERE continent = 'Asia';")
 

@@ -50,8 +50,6 @@ def test_no_fictional_name_contains_another(seed):
     assert _fictional_name_clashes(seed) == []
 
 
-@pytest.mark.xfail(strict=True, reason="lab_utils bug: build_world never compares a new country's name with "
-                                      "its own capital (seed 168: capital 'Faton' inside 'Fatonia')")
 def test_no_fictional_name_contains_its_own_capital():
     assert _fictional_name_clashes(168) == []
 

@@ -1,0 +1,119 @@
+"""Stage 2: supervised fine-tuning on Alpaca records with `trl.SFTTrainer` — QLoRA by default.
+
+QLoRA = the base weights frozen in 4-bit NF4 with double quantisation (`bitsandbytes`) + small
+trainable LoRA matrices on every linear layer (`peft`). The data is prompt–completion: the prompt is
+the Alpaca prompt, the completion the `output` + EOS, so the loss covers only the response and EOS.
+
+After training, the adapter is kept (`sft-adapter/`) and merged into a full-precision copy of the
+base model (`sft/`), which every later stage loads like any other model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+
+from . import checkpoints as ck
+from .config import SFTConfig
+from .tokenizer import render_alpaca
+
+METHODS = ("qlora", "lora", "full")
+
+
+def to_prompt_completion(records: list[dict]) -> Dataset:
+    """Alpaca records → TRL's prompt–completion format (EOS is appended by the trainer)."""
+    return Dataset.from_list([{"prompt": render_alpaca(r["instruction"], r.get("input", "")),
+                               "completion": r["output"]} for r in records])
+
+
+def nf4_config() -> BitsAndBytesConfig:
+    """4-bit NormalFloat weights, quantisation constants quantised again (double quant)."""
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.float32)
+
+
+def load_for_method(model_path: str, method: str):
+    """The base model as each method trains it: 4-bit + LoRA, fp32 + LoRA, or fp32 with every weight."""
+    if method not in METHODS:
+        from .errors import LabError
+        raise LabError(f"unknown method {method!r}", fix=f"use one of: {', '.join(METHODS)}")
+    quant = nf4_config() if method == "qlora" else None
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.float32)
+    return model
+
+
+def lora_config(cfg: SFTConfig) -> LoraConfig:
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def trainable_params(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
+    return TRLSFTConfig(
+        output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr if cfg.method != "full" else cfg.full_lr, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=cfg.max_length, packing=False,
+        completion_only_loss=True, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+    )
+
+
+def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path | None = None,
+              adapter_dir: Path | None = None, progress: bool = True) -> dict:
+    """Fine-tune `base_dir` on `records` with `cfg.method`; save the merged model to `out_dir`."""
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = load_for_method(str(base_dir), cfg.method)
+    weight_bytes = model.get_memory_footprint()
+    peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
+                             processing_class=tokenizer, peft_config=peft_cfg)
+        n_trainable = trainable_params(trainer.model)
+        trainer.train()
+    train_s = time.perf_counter() - t0
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    metrics = {"method": cfg.method, "trainable_params": n_trainable,
+               "total_params": sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base_dir).parameters()),
+               "weight_bytes_4bit": _bytes_4bit(base_dir) if cfg.method != "qlora" else weight_bytes,
+               "weight_bytes_full": weight_bytes if cfg.method != "qlora" else _bytes_full(base_dir),
+               "n_train_records": len(records), "steps": cfg.max_steps, "train_s": round(train_s, 2),
+               "final_loss": history[-1]["loss"] if history else None, "history": history}
+    if out_dir is not None:
+        save_merged(trainer.model, base_dir, tokenizer, out_dir, adapter_dir, cfg)
+    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
+    return metrics
+
+
+def _bytes_4bit(base_dir) -> int:
+    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=nf4_config()).get_memory_footprint()
+
+
+def _bytes_full(base_dir) -> int:
+    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).get_memory_footprint()
+
+
+def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Path | None, cfg: SFTConfig) -> None:
+    """Keep the adapter; merge it into a full-precision copy of the base and save that (safetensors)."""
+    if isinstance(model, PeftModel):
+        adapter_dir = adapter_dir or out_dir.with_name(out_dir.name + "-adapter")
+        with ck.atomic_dir(adapter_dir) as tmp:
+            model.save_pretrained(tmp)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()  # W + (alpha/r)·B·A, in fp32
+    with ck.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        ck.write_json(tmp / "lab_config.json", {"sft": cfg.to_dict(), "base": str(base_dir)})
