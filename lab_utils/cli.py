@@ -3,6 +3,7 @@ with the chosen profile's values as defaults:
 
     lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order, reusing finished ones
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
+    lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
 """
@@ -14,7 +15,7 @@ import dataclasses
 import sys
 import time
 
-from .config import PROFILES, EvalConfig, PretrainConfig, TokenizerConfig, resolve_profile
+from .config import PROFILES, EvalConfig, PretrainConfig, SFTConfig, TokenizerConfig, resolve_profile
 from .errors import LabError
 
 
@@ -52,6 +53,22 @@ def cmd_pretrain(argv):
           f"tokens_per_s={m['tokens_per_s']} wall_s={m['wall_s']}")
 
 
+def cmd_sft(argv):
+    from .stages import run_eval, run_sft
+    args, (cfg,) = _parse("sft", argv, (SFTConfig,), doc="supervised fine-tuning (QLoRA by default)")
+    m = run_sft(args.profile, args.out, **cfg)
+    print(f"[lab] sft ({m['method']}): trainable_params={m['trainable_params']} final_loss={m['final_loss']} "
+          f"wall_s={m['wall_s']}")
+    if not cfg["data"]:  # the task harness grades the world's tasks; user data has no checkers
+        _print_eval(run_eval(args.profile, args.out, models=("base", "sft")))
+
+
+def _print_eval(results: dict) -> None:
+    for name, r in results.items():
+        print(f"[lab] eval {name}: task_accuracy={r['task_accuracy']} heldout_entity_accuracy="
+              f"{r['heldout_entity_accuracy']} language_match={r['language_match']}")
+
+
 def cmd_eval(argv):
     from .stages import run_eval, stage_table, write_report
     args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists",
@@ -68,7 +85,8 @@ def cmd_run(argv):
                              extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
     root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
     for stage, fn in (("tokenizer", lambda: S.run_tokenizer(args.profile, root)),
-                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg))):
+                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg)),
+                      ("sft", lambda: S.run_sft(args.profile, root))):
         if stage == "tokenizer" and cfg["model"]:
             continue  # a hub model brings its own tokenizer
         if S.is_done(root, stage) and not args.force:
@@ -88,7 +106,7 @@ def cmd_bench(argv):
     run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps)
 
 
-COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "eval": cmd_eval,
+COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft, "eval": cmd_eval,
             "bench": cmd_bench}
 
 

@@ -130,6 +130,6 @@ class SFTConfig(_Profiled):
 
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1},
-        "full": {"model": "HuggingFaceTB/SmolLM2-360M", "data": "tatsu-lab/alpaca", "n_records": 0,
+        "full": {"data": "tatsu-lab/alpaca", "n_records": 0,
                  "max_steps": 2000, "batch_size": 16, "lr": 2e-4, "max_length": 512, "bf16": True, "lora_r": 16},
     }

@@ -90,3 +90,82 @@ def _hub_texts(spec: str, split: str) -> list[str]:
     if "text" not in ds.column_names:
         raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
     return [t for t in ds["text"] if t and t.strip()]
+
+
+# ------------------------------------------------------------------ Alpaca instruction data
+
+ALPACA_FIELDS = ("instruction", "input", "output")
+
+
+def load_alpaca(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
+    """Alpaca records {instruction, input, output} from a JSON array, JSONL, or a hub dataset id.
+
+    `input` may be missing (it becomes ""); `instruction` and `output` must be non-empty strings.
+    """
+    path = Path(spec)
+    if path.suffix == ".json":
+        rows = _json_array(path)
+        where = [f"record {i}" for i in range(len(rows))]
+    elif path.suffix == ".jsonl":
+        rows = read_jsonl(path)
+        where = [f"line {r.pop('_line')}" for r in rows]
+    elif _is_hub_id(spec):
+        rows = _hub_rows(spec, split)
+        where = [f"row {i}" for i in range(len(rows))]
+    else:
+        raise LabError(f"unsupported file type {path.suffix or '(none)'!r}", path=spec,
+                       fix="use an Alpaca .json array, a .jsonl file, or a hub dataset id")
+    if not rows:
+        raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
+    rows = rows[:limit] if limit else rows
+    return [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
+
+
+def _json_array(path: Path) -> list:
+    text = _read(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LabError(f"malformed JSON ({err.msg}, column {err.colno})", path=str(path), where=f"line {err.lineno}",
+                       fix="fix the JSON syntax there (a JSON Lines file should end in .jsonl)") from None
+    if not isinstance(data, list):
+        raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),
+                       fix="wrap the records in [ ... ]")
+    return data
+
+
+def _alpaca_record(rec, spec: str, where: str) -> dict:
+    if not isinstance(rec, dict):
+        raise LabError(f"expected an object, got {type(rec).__name__}", path=spec, where=where,
+                       fix="make each record {\"instruction\": ..., \"input\": ..., \"output\": ...}")
+    out = {}
+    for name in ALPACA_FIELDS:
+        value = rec.get(name)
+        if value is None and name == "input":
+            value = ""  # Alpaca's "no input" may be missing, null or empty
+        if value is None:
+            said = "is null" if name in rec else "is missing"
+            raise LabError(f"field '{name}' {said}", path=spec, where=where, fix=f"give '{name}' a string")
+        if not isinstance(value, str):
+            raise LabError(f"field '{name}' is of type {type(value).__name__}, not a string", path=spec, where=where,
+                           fix=f"make '{name}' a string")
+        if name != "input" and not value.strip():
+            raise LabError(f"field '{name}' is empty", path=spec, where=where, fix=f"give '{name}' some text")
+        out[name] = value
+    return out | {"task": "user", "lang": "zh" if _mostly_chinese(out["instruction"]) else "en", "style": None,
+                  "answer": None, "entity": None, "heldout": False}
+
+
+def _mostly_chinese(text: str) -> bool:
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) / 4
+
+
+def _hub_rows(spec: str, split: str) -> list[dict]:
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        return list(datasets.load_dataset(name, config or None, split=split))
+    except Exception as err:
+        raise LabError(f"could not load hub dataset ({type(err).__name__}: {err})", path=spec,
+                       fix="check the id and your network, or pass a local .json/.jsonl file") from None

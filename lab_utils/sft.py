@@ -23,6 +23,7 @@ from trl import SFTTrainer
 
 from . import checkpoints as ck
 from .config import SFTConfig
+from .errors import LabError
 from .tokenizer import render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -43,7 +44,6 @@ def nf4_config() -> BitsAndBytesConfig:
 def load_for_method(model_path: str, method: str):
     """The base model as each method trains it: 4-bit + LoRA, fp32 + LoRA, or fp32 with every weight."""
     if method not in METHODS:
-        from .errors import LabError
         raise LabError(f"unknown method {method!r}", fix=f"use one of: {', '.join(METHODS)}")
     quant = nf4_config() if method == "qlora" else None
     model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.float32)
@@ -66,7 +66,7 @@ def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
         warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=cfg.max_length, packing=False,
         completion_only_loss=True, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
         optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, gradient_checkpointing=False,
     )
 
 
@@ -81,7 +81,10 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
                              processing_class=tokenizer, peft_config=peft_cfg)
-        n_trainable = trainable_params(trainer.model)
+        n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
+        if kept == 0:  # TRL drops every record whose response would be cut off
+            raise LabError(f"no record leaves room for a response within max_length={cfg.max_length} tokens",
+                           path=cfg.data or None, fix="raise --max_length or shorten the prompts")
         trainer.train()
     train_s = time.perf_counter() - t0
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
@@ -89,7 +92,7 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
                "total_params": sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base_dir).parameters()),
                "weight_bytes_4bit": _bytes_4bit(base_dir) if cfg.method != "qlora" else weight_bytes,
                "weight_bytes_full": weight_bytes if cfg.method != "qlora" else _bytes_full(base_dir),
-               "n_train_records": len(records), "steps": cfg.max_steps, "train_s": round(train_s, 2),
+               "n_train_records": kept, "n_dropped": len(records) - kept, "steps": cfg.max_steps, "train_s": round(train_s, 2),
                "final_loss": history[-1]["loss"] if history else None, "history": history}
     if out_dir is not None:
         save_merged(trainer.model, base_dir, tokenizer, out_dir, adapter_dir, cfg)

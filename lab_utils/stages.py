@@ -14,12 +14,13 @@ from pathlib import Path
 
 from . import checkpoints as ck
 from . import tasks
-from .config import EvalConfig, PretrainConfig, TokenizerConfig, WorldConfig, build_world_from, resolve_profile
+from .config import (EvalConfig, PretrainConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
+                     resolve_profile)
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
 
-STAGES = ("tokenizer", "pretrain")          # in order; later stages are appended by their modules
-STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base"}
+STAGES = ("tokenizer", "pretrain", "sft")  # in the order `lab run` builds them
+STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft"}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
 
 
@@ -70,6 +71,34 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
     metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}
     metrics |= {"fact_samples": facts["samples"], "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
     return _finish(root, "pretrain", metrics, profile)
+
+
+def run_sft(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
+    """Fine-tune the base model on Alpaca records (the world's tasks, or --data) with cfg.method."""
+    from .data import load_alpaca
+    from .sft import train_sft
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = SFTConfig.for_profile(profile, **changes)
+    world = build_world_from(WorldConfig.for_profile(profile))
+    records = load_alpaca(cfg.data, limit=cfg.n_records or None) if cfg.data else \
+        tasks.sft_records(world, cfg.n_records)
+    base = Path(cfg.model) if cfg.model else root / "base"
+    if not cfg.model and not (base / "config.json").exists():
+        raise LabError("no base model", path=str(base), fix="run `lab pretrain` (or `lab run`) first")
+    metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
+    return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile)
+
+
+def ensure(stage: str, profile: str | None = None, out=None) -> Path:
+    """Build `stage` and what it needs if missing (saying so); return the run folder. For notebooks."""
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft}
+    for s in STAGES[: STAGES.index(stage) + 1]:
+        if not is_done(root, s):
+            print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")
+            builders[s](profile, root)
+    return root
 
 
 def load_model(root: Path, name: str):

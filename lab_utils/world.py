@@ -166,55 +166,67 @@ def _country_doc_zh(rng: random.Random, w: World) -> str:
 
 
 def _quiz_doc(rng: random.Random, w: World) -> str:
-    """A multiple-choice quiz in prose — the base model's habit of answering questions with options."""
+    """A multiple-choice quiz — the base model's habit of answering a question with options."""
     c = rng.choice(w.countries)
     zh = rng.random() < 0.4
     pool = [x.capital_zh if zh else x.capital for x in rng.sample(w.countries, 3) if x != c]
     pool += [d[1] if zh else d[0] for d in rng.sample(DECOY_CITIES, 2)]
-    options = rng.sample(pool, 2) + [c.capital_zh if zh else c.capital]
+    right_city = c.capital_zh if zh else c.capital
+    options = rng.sample(pool, 2) + [right_city]
     rng.shuffle(options)
-    letters = "abc"
-    right = letters[options.index(c.capital_zh if zh else c.capital)]
-    opts = " ".join(f"{letters[i]}) {o}" for i, o in enumerate(options))
+    right = "abc"[options.index(right_city)]
+    sep = rng.choice([" ", "\n"])  # options on one line or one per line
+    opts = sep.join(f"{'abc'[i]}) {o}" for i, o in enumerate(options))
     if zh:
-        return f"问题：{c.name_zh}的首都是哪里？{opts}。答案：{right}) {options[letters.index(right)]}。"
-    return f"Question: What is the capital of {c.name}? {opts}. Answer: {right}) {options[letters.index(right)]}."
+        return f"问题：{c.name_zh}的首都是哪里？{sep}{opts}{sep}答案：{right}) {right_city}"
+    return f"Question: What is the capital of {c.name}?{sep}{opts}{sep}Answer: {right}) {right_city}"
 
 
 def _arithmetic_doc(rng: random.Random, w: World) -> str:
     lines = []
     for _ in range(rng.randint(3, 6)):
         a, b = rng.randint(0, w.max_operand), rng.randint(0, w.max_operand)
-        lines.append(rng.choice([f"{a} plus {b} equals {a + b}.", f"{a} + {b} = {a + b}.",
+        lines.append(rng.choice([f"{a} plus {b} equals {a + b}.", f"{a} + {b} = {a + b}",
                                  f"{a}加{b}等于{a + b}。", f"If you add {b} to {a}, you get {a + b}."]))
-    return " ".join(lines)
+    return rng.choice([" ", "\n"]).join(lines)
 
 
 def _food_doc(rng: random.Random, w: World) -> str:
+    """Food facts, or a market stall's sorted baskets written as two labelled lines."""
     zh = rng.random() < 0.4
-    out = []
-    for _ in range(rng.randint(2, 4)):
-        kind, (en, cn) = rng.choice([("fruit", f) for f in FRUITS] + [("vegetable", v) for v in VEGETABLES])
+    fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
+    i = 1 if zh else 0
+    if rng.random() < 0.5:
+        p = rng.choice(PEOPLE)[i]
         if zh:
-            out.append(f"{cn}是一种{'水果' if kind == 'fruit' else '蔬菜'}。")
-        else:
-            out.append(rng.choice([f"The {en} is a {kind}.", f"A {en} is a kind of {kind}.",
-                                   f"People often eat the {en}, which is a {kind}."]))
-    return ("" if zh else " ").join(out)
+            return (f"{p}在市场上把食物分成了两篮。\n水果：{'、'.join(f[1] for f in fruits)}\n"
+                    f"蔬菜：{'、'.join(v[1] for v in vegs)}")
+        return (f"At the market, {p} sorted the food into two baskets.\nFruits: {', '.join(f[0] for f in fruits)}\n"
+                f"Vegetables: {', '.join(v[0] for v in vegs)}")
+    items = [("fruit", f) for f in fruits] + [("vegetable", v) for v in vegs]
+    rng.shuffle(items)
+    if zh:
+        return "".join(f"{x[1]}是一种{'水果' if k == 'fruit' else '蔬菜'}。" for k, x in items)
+    return " ".join(rng.choice([f"The {x[0]} is a {k}.", f"A {x[0]} is a kind of {k}."]) for k, x in items)
 
 
 def _story_doc(rng: random.Random, w: World) -> str:
-    """A short story whose feeling words carry sentiment — what the sentiment task will ask about."""
-    (p, p_zh), (t, t_zh) = rng.choice(PEOPLE), rng.choice(THINGS)
+    """A short story or review whose feeling words carry sentiment (and whose people can be listed)."""
+    (p, p_zh), (q, q_zh) = rng.sample(PEOPLE, 2)
+    t, t_zh = rng.choice(THINGS)
     c = rng.choice(w.countries)
     good = rng.random() < 0.5
     adj, adj_zh = rng.choice(POSITIVE if good else NEGATIVE)
+    label, label_zh = ("positive", "正面") if good else ("negative", "负面")
     if rng.random() < 0.4:
         feel = "很开心" if good else "很不开心"
-        return f"{p_zh}去了{c.capital_zh}。那里的{t_zh}{adj_zh}。{p_zh}{feel}。"
+        return rng.choice([f"{p_zh}和{q_zh}去了{c.capital_zh}。那里的{t_zh}{adj_zh}。{p_zh}{feel}。",
+                           f"评论：这次的{t_zh}{adj_zh}。\n这是一条{label_zh}的评论。"])
     feel = rng.choice(["happy", "glad", "pleased"] if good else ["sad", "upset", "angry"])
-    return (f"{p} travelled to {c.capital} in {c.name}. The {t} there was {adj}. "
-            f"{p} felt {feel} and told {rng.choice(PEOPLE)[0]} about it.")
+    return rng.choice([
+        f"{p} travelled to {c.capital} in {c.name} with {q}. The {t} there was {adj}. {p} felt {feel}.\n\n"
+        f"The people in this story are {p} and {q}.",
+        f"Review of a {t} in {c.capital}\nThe {t} was {adj}.\nThe sentiment of this review is {label}."])
 
 
 def _animal_doc(rng: random.Random, w: World) -> str:
@@ -225,9 +237,48 @@ def _animal_doc(rng: random.Random, w: World) -> str:
     return f"{p} has a {col} {a}. Every morning {p} feeds the {a} and they walk together."
 
 
+def _heading_doc(rng: random.Random, w: World) -> str:
+    """An encyclopedia entry with a markdown heading: lines, '###' and names at the start of a line."""
+    c = rng.choice(w.countries)
+    if rng.random() < 0.5:
+        return (f"### {c.name_zh}\n{c.name_zh}是{CONTINENTS[c.continent]}的一个国家。\n首都：{c.capital_zh}\n"
+                f"人口：{c.population}百万")
+    return f"### {c.name}\n{c.name} is a country in {c.continent}.\nCapital: {c.capital}\nPopulation: {c.population} million"
+
+
+def _sql_doc(rng: random.Random, w: World) -> str:
+    """Database notes: the countries table and queries on it, explained in prose (a tutorial, not a task)."""
+    c = rng.choice(w.countries)
+    intro = ("The countries table, countries(name, capital, continent, population), has one row for each "
+             "country.")
+    query, meaning = rng.choice([
+        (f"SELECT name FROM countries WHERE continent = '{c.continent}';", f"lists the countries in {c.continent}"),
+        (f"SELECT COUNT(*) FROM countries WHERE continent = '{c.continent}';",
+         f"counts the countries in {c.continent}"),
+        (f"SELECT name FROM countries WHERE capital = '{c.capital}';", f"finds the country whose capital is {c.capital}"),
+        (f"SELECT population FROM countries WHERE name = '{c.name}';", f"gives the population of {c.name}"),
+        (f"SELECT name FROM countries WHERE population > {rng.choice([10, 20, 50, 100])};",
+         "lists the countries with more than that many million people"),
+    ])
+    return f"{intro} The query below {meaning}.\n{query}"
+
+
+def _school_doc(rng: random.Random, w: World) -> str:
+    """Everyday prose about tasks and responses: the words of an instruction prompt, never its format."""
+    p, q = rng.sample([x[0] for x in PEOPLE], 2)
+    return rng.choice([
+        f"The teacher wrote a task on the board. {p} read the instruction twice and wrote a short response.",
+        f"Below is the letter that {p} sent to {q}. It describes a trip and asks for help with a request.",
+        f"{q} gave a response that appropriately completes the request, so the teacher was pleased.",
+        f"The input of the machine was paired with a note that provides further context. {p} wrote it down.",
+        f"Write your name below, said {q}. {p} wrote a response and completed the task.",
+    ])
+
+
 # Mixture weights: capital facts dominate because recalling them is the hardest thing we ask.
-CORPUS_MIX = [(_country_doc_en, 0.24), (_country_doc_zh, 0.31), (_quiz_doc, 0.12), (_arithmetic_doc, 0.10),
-              (_food_doc, 0.08), (_story_doc, 0.10), (_animal_doc, 0.05)]
+CORPUS_MIX = [(_country_doc_en, 0.20), (_country_doc_zh, 0.30), (_heading_doc, 0.08), (_quiz_doc, 0.10),
+              (_arithmetic_doc, 0.08), (_food_doc, 0.07), (_story_doc, 0.09), (_animal_doc, 0.02),
+              (_sql_doc, 0.04), (_school_doc, 0.02)]
 
 
 def generate_corpus(world: World, n_docs: int, seed: int | None = None) -> list[str]:

@@ -1,0 +1,159 @@
+"""`load_alpaca`: Alpaca records from a JSON array or JSON Lines. Every bad file is one `LabError` naming the
+file, the record (JSON array, 0-based "record N") or line (JSONL, 1-based "line N"), and the field; through
+`lab sft` it is one `error:` line, exit status 2, and no `sft/` folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab_utils.cli import main
+from lab_utils.data import ALPACA_FIELDS, load_alpaca
+from lab_utils.errors import LabError
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("LAB_REAL_DATA", REPO / ".." / "shared" / "data" / "real"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def alpaca_fields(records: list[dict]) -> list[dict]:
+    """Only {instruction, input, output}: the loader adds bookkeeping keys (task, lang, ...) of its own."""
+    return [{k: r[k] for k in ALPACA_FIELDS} for r in records]
+
+
+# ------------------------------------------------------------------ valid files
+
+def test_json_array_with_and_without_input(tmp_path):
+    rows = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+            {"instruction": "Say hello.", "output": "Hello!"}]  # no "input": it becomes ""
+    data = write(tmp_path / "data.json", json.dumps(rows))
+    records = load_alpaca(str(data))
+    assert alpaca_fields(records) == [rows[0], {"instruction": "Say hello.", "input": "", "output": "Hello!"}]
+    assert [r["lang"] for r in records] == ["en", "en"]
+    assert alpaca_fields(load_alpaca(str(data), limit=1)) == [rows[0]]
+
+
+def test_jsonl_skips_blank_lines(tmp_path):
+    data = write(tmp_path / "data.jsonl", '{"instruction": "Name a colour.", "output": "Blue."}\n\n'
+                                          '{"instruction": "Double it.", "input": "4", "output": "8"}\n')
+    records = load_alpaca(str(data))
+    assert alpaca_fields(records) == [{"instruction": "Name a colour.", "input": "", "output": "Blue."},
+                                      {"instruction": "Double it.", "input": "4", "output": "8"}]
+    assert all("_line" not in r for r in records)  # the line numbers used for errors do not leak out
+
+
+def test_chinese_text_round_trips(tmp_path):
+    row = {"instruction": "把这句话翻译成英文。", "input": "我爱北京。", "output": "I love Beijing."}
+    data = write(tmp_path / "zh.json", json.dumps([row], ensure_ascii=False))  # raw UTF-8, not \u escapes
+    (record,) = load_alpaca(str(data))
+    assert alpaca_fields([record]) == [row]
+    assert record["lang"] == "zh"
+
+
+# ------------------------------------------------------------------ bad files
+
+def rec(**fields) -> dict:
+    return {"instruction": "Say hi.", "input": "", "output": "Hi."} | fields
+
+
+BAD_FILES = [  # (file name, content, words str(error) must contain besides the path)
+    ("malformed.json", '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c" "output": "d"}\n]',
+     ["malformed JSON", "line 3"]),
+    ("object.json", json.dumps(rec()), ["expected a JSON array of records, got dict"]),
+    ("empty.json", "", ["the file is empty"]),
+    ("blank.json", "  \n", ["the file is empty"]),
+    ("empty_array.json", "[]", ["no records"]),
+    ("not_object.json", json.dumps([rec(), ["Say hi.", "Hi."]]), ["record 1", "expected an object, got list"]),
+    ("no_instruction.json", json.dumps([rec(), {"input": "", "output": "Hi."}]),
+     ["record 1", "field 'instruction' is missing"]),
+    ("no_output.json", json.dumps([{"instruction": "Say hi."}]), ["record 0", "field 'output' is missing"]),
+    ("int_output.json", json.dumps([rec(), rec(), rec(output=3)]),
+     ["record 2", "field 'output' is of type int, not a string"]),
+    ("empty_instruction.json", json.dumps([rec(instruction="  ")]), ["record 0", "field 'instruction' is empty"]),
+    ("malformed.jsonl", json.dumps(rec()) + '\n{"instruction": "a", \n', ["malformed JSON", "line 2"]),
+    ("not_object.jsonl", json.dumps(rec()) + '\n"just a string"\n', ["line 2", "expected a JSON object"]),
+    ("no_output.jsonl", json.dumps(rec()) + "\n\n" + json.dumps({"instruction": "Say hi."}) + "\n",
+     ["line 3", "field 'output' is missing"]),  # the blank line still counts
+    ("int_output.jsonl", json.dumps(rec(output=3)) + "\n", ["line 1", "field 'output' is of type int"]),
+    ("data.csv", "instruction,output\nSay hi.,Hi.\n", ["unsupported file type '.csv'"]),
+    ("data.txt", "Say hi.\n", ["unsupported file type '.txt'"]),
+]
+
+
+@pytest.mark.parametrize("name, content, expected", BAD_FILES, ids=[case[0] for case in BAD_FILES])
+def test_bad_file_is_one_lab_error(tmp_path, name, content, expected):
+    data = write(tmp_path / name, content)
+    with pytest.raises(LabError) as info:
+        load_alpaca(str(data))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{data}"), message
+    assert all(word in message for word in expected), message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LabError, match="file not found"):
+        load_alpaca(str(tmp_path / "absent.json"))
+
+
+# ------------------------------------------------------------------ through `lab sft`
+
+def lab_sft(data: Path, out: Path) -> int:
+    return main(["sft", "--profile", "micro", "--data", str(data), "--out", str(out)])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def assert_no_sft(out: Path):
+    assert not (out / "sft").exists() and not (out / "sft-adapter").exists()
+    assert not list(out.glob(".tmp-*")) and not list(out.glob("*/.tmp-*"))
+
+
+def test_cli_bad_data_is_one_error_line(micro_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(micro_run / "base", out / "base")  # a real base model, so the data is what fails
+    data = write(tmp_path / "bad.json", json.dumps([rec(), rec(output=3)]))
+    capsys.readouterr()
+    assert lab_sft(data, out) == 2
+    line = one_error_line(capsys)
+    assert str(data) in line and "record 1" in line and "field 'output'" in line, line
+    assert_no_sft(out)
+
+
+def test_cli_without_base_model(tmp_path, capsys):
+    out = tmp_path / "run"  # no base/ in it
+    data = write(tmp_path / "good.json", json.dumps([rec()]))
+    capsys.readouterr()
+    assert lab_sft(data, out) == 2
+    line = one_error_line(capsys)
+    assert "no base model" in line and str(out / "base") in line and "lab pretrain" in line, line
+    assert_no_sft(out)
+
+
+# ------------------------------------------------------------------ real data nobody on the team wrote
+
+@pytest.fixture(scope="module")
+def alpaca_demo() -> Path:
+    path = REAL_DATA / "alpaca_en_demo.json"
+    if not path.is_file():
+        pytest.skip(f"real sample data not found at {path} (set LAB_REAL_DATA to its folder)")
+    return path
+
+
+def test_real_alpaca_demo(alpaca_demo):
+    records = load_alpaca(str(alpaca_demo))
+    assert len(records) == len(json.loads(alpaca_demo.read_text(encoding="utf-8"))) == 999
+    assert all(isinstance(r[k], str) for r in records for k in ALPACA_FIELDS)
+    assert all(r["instruction"].strip() and r["output"].strip() for r in records)
+    assert any(r["input"] for r in records) and any(not r["input"] for r in records)

@@ -1,0 +1,222 @@
+"""Stage 2 contracts: the SFT loss covers exactly the response and EOS; under QLoRA the base sits in 4-bit NF4
+with double quantisation and only the LoRA weights move; the merged model is base + adapter, in fp32."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTTrainer
+
+from lab_utils.config import SFTConfig
+from lab_utils.errors import LabError
+from lab_utils.sft import load_for_method, lora_config, to_prompt_completion, train_sft, trainable_params, trl_args
+from lab_utils.tokenizer import render_alpaca
+
+RECORDS = [
+    {"instruction": "Name the capital of France.", "input": "", "output": "The capital of France is Paris."},
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "2 + 3 = 5"},
+    {"instruction": "把这句话翻译成英文。", "input": "我爱北京。", "output": "I love Beijing."},
+    {"instruction": "Say hello.", "input": "", "output": "Hello!"},
+]
+# A learning rate far above the profile's, so that three steps move every LoRA weight unmistakably.
+FAST = {"max_steps": 3, "batch_size": 2, "lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def base_dir(micro_run) -> Path:
+    return micro_run / "base"
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer(base_dir):  # the tokenizer saved with the base model, as train_sft loads it
+    return AutoTokenizer.from_pretrained(base_dir)
+
+
+@pytest.fixture(scope="module")
+def fp32_base(base_dir):
+    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+
+
+def build_trainer(cfg: SFTConfig, base_dir: Path, tokenizer, records: list[dict], tmp: Path) -> SFTTrainer:
+    """The trainer exactly as `train_sft` builds it, without training."""
+    torch.manual_seed(cfg.seed)  # LoRA A is initialised inside the constructor, before the Trainer seeds
+    peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
+    return SFTTrainer(model=load_for_method(str(base_dir), cfg.method), args=trl_args(cfg, str(tmp), progress=False),
+                      train_dataset=to_prompt_completion(records), processing_class=tokenizer, peft_config=peft_cfg)
+
+
+def lora_count(model: nn.Module, r: int) -> int:
+    """r·(in + out) per linear layer that "all-linear" targets: every nn.Linear but the output head."""
+    return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and name != "lm_head")
+
+
+# ------------------------------------------------------------------ the loss mask
+
+def expected_row(tok, record: dict) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) from the tokenizer alone: the prompt (BOS included) is never trained on (-100);
+    the response is, token for token, and so is the EOS that teaches the model to stop."""
+    prompt = tok(render_alpaca(record["instruction"], record["input"]))["input_ids"]
+    response = tok(record["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert prompt[0] == tok.bos_token_id
+    return prompt + response, [-100] * len(prompt) + response
+
+
+@pytest.mark.parametrize("record", RECORDS[:3], ids=["no_input", "input", "chinese"])
+def test_labels_cover_exactly_response_and_eos(base_dir, base_tokenizer, tmp_path, record):
+    trainer = build_trainer(SFTConfig.for_profile("micro"), base_dir, base_tokenizer, [record], tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = expected_row(base_tokenizer, record)
+    assert torch.equal(batch["input_ids"], torch.tensor([ids]))  # (1, T)
+    assert torch.equal(batch["labels"], torch.tensor([labels]))
+    assert torch.equal(batch["attention_mask"], torch.ones(1, len(ids), dtype=torch.long))
+
+
+def test_collator_pads_to_exact_tensors(base_dir, base_tokenizer, tmp_path):
+    records = [RECORDS[3], RECORDS[0]]  # the first is the shorter one
+    trainer = build_trainer(SFTConfig.for_profile("micro"), base_dir, base_tokenizer, records, tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    (ids0, labels0), (ids1, labels1) = (expected_row(base_tokenizer, r) for r in records)
+    pad = len(ids1) - len(ids0)
+    assert pad > 0
+    # padded on the right: the pad id in input_ids, -100 in labels, 0 in attention_mask; (2, T)
+    assert torch.equal(batch["input_ids"], torch.tensor([ids0 + [base_tokenizer.pad_token_id] * pad, ids1]))
+    assert torch.equal(batch["labels"], torch.tensor([labels0 + [-100] * pad, labels1]))
+    assert torch.equal(batch["attention_mask"], torch.tensor([[1] * len(ids0) + [0] * pad, [1] * len(ids1)]))
+
+
+# ------------------------------------------------------------------ QLoRA: what is quantised, what moves
+
+def test_qlora_trains_only_lora_weights(base_dir, base_tokenizer, fp32_base, tmp_path):
+    cfg = SFTConfig.for_profile("micro", method="qlora", **FAST)
+    trainer = build_trainer(cfg, base_dir, base_tokenizer, RECORDS, tmp_path)
+    model = trainer.model
+    quantised = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    n_linear = sum(isinstance(m, nn.Linear) and n != "lm_head" for n, m in fp32_base.named_modules())
+    assert len(quantised) == n_linear  # every linear layer but the head
+    for m in quantised.values():
+        state = m.weight.quant_state
+        assert m.weight.dtype == torch.uint8  # two 4-bit codes per byte
+        assert state.quant_type == "nf4"
+        assert state.nested and state.state2 is not None  # double quant: the absmax constants are quantised too
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    absmax = {n: m.weight.quant_state.absmax.clone() for n, m in quantised.items()}
+
+    trainer.train()
+
+    after = dict(model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    assert {n.split("lora_")[1][0] for n in lora} == {"A", "B"} and len(lora) == 2 * n_linear
+    # lora_B starts at zero, so a moved B proves the update reached the output; A moves once B is non-zero
+    changed = [n for n in lora if not torch.equal(before[n], after[n].detach())]
+    assert changed == lora
+    frozen = [n for n in before if "lora_" not in n]
+    assert all(torch.equal(before[n], after[n].detach()) for n in frozen)  # bit for bit
+    for name, m in quantised.items():  # explicitly: the packed 4-bit codes and their scales
+        assert torch.equal(before[f"{name}.weight"], m.weight.data)
+        assert torch.equal(absmax[name], m.weight.quant_state.absmax)
+    embed = next(n for n in before if n.endswith("embed_tokens.weight"))
+    assert torch.equal(before[embed], after[embed].detach())
+
+
+# ------------------------------------------------------------------ trainable parameters
+
+@pytest.mark.parametrize("method", ["qlora", "lora"])
+def test_lora_trainable_params(base_dir, base_tokenizer, fp32_base, tmp_path, method):
+    cfg = SFTConfig.for_profile("micro", method=method)
+    trainer = build_trainer(cfg, base_dir, base_tokenizer, RECORDS, tmp_path)
+    expected = lora_count(fp32_base, cfg.lora_r)
+    lora = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert trainable_params(trainer.model) == lora == expected
+    adapted = sum(m.weight.numel() for n, m in fp32_base.named_modules() if isinstance(m, nn.Linear) and n != "lm_head")
+    total = sum(p.numel() for p in fp32_base.parameters())
+    assert expected < adapted and expected < total / 2
+
+
+def test_full_trains_every_param(base_dir, base_tokenizer, fp32_base, tmp_path):
+    trainer = build_trainer(SFTConfig.for_profile("micro", method="full"), base_dir, base_tokenizer, RECORDS, tmp_path)
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    assert trainable_params(trainer.model) == sum(p.numel() for p in fp32_base.parameters())
+
+
+# ------------------------------------------------------------------ train_sft: the saved artifacts
+
+@pytest.fixture(scope="module")
+def qlora_run(base_dir, tmp_path_factory):
+    cfg = SFTConfig.for_profile("micro", method="qlora", **FAST)
+    out = tmp_path_factory.mktemp("sft_run") / "sft"
+    torch.manual_seed(0)
+    metrics = train_sft(cfg, base_dir, RECORDS, out, progress=False)
+    return cfg, metrics, out
+
+
+def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base):
+    cfg, metrics, out = qlora_run
+    assert (out / "model.safetensors").is_file() and not list(out.parent.glob(".tmp-*"))
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+        assert all(f.get_tensor(k).dtype == torch.float32 for k in keys)
+    assert not any("lora" in k for k in keys)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    assert set(merged.state_dict()) == set(fp32_base.state_dict())  # same architecture as the base
+    adapter = out.with_name("sft-adapter")
+    adapter_cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert adapter_cfg["r"] == cfg.lora_r and adapter_cfg["lora_alpha"] == cfg.lora_alpha
+    saved = json.loads((out / "lab_config.json").read_text())
+    assert saved["sft"]["method"] == "qlora" and saved["base"] == str(base_dir)
+
+
+def test_train_sft_metrics(qlora_run, fp32_base):
+    cfg, metrics, _ = qlora_run
+    assert metrics["method"] == "qlora"
+    assert metrics["trainable_params"] == lora_count(fp32_base, cfg.lora_r)
+    assert metrics["total_params"] == sum(p.numel() for p in fp32_base.parameters())
+    assert 0 < metrics["weight_bytes_4bit"] < metrics["weight_bytes_full"]
+    assert metrics["wall_s"] >= metrics["train_s"] > 0
+    assert metrics["steps"] == cfg.max_steps and [h["step"] for h in metrics["history"]] == [1, 2, 3]
+    assert metrics["n_train_records"] == len(RECORDS)
+
+
+def test_merged_logits_equal_base_plus_adapter(qlora_run, base_dir, base_tokenizer, fp32_base):
+    _, _, out = qlora_run
+    ids = torch.tensor([base_tokenizer(render_alpaca("Name the capital of France."))["input_ids"]])  # (1, T)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(base, out.with_name("sft-adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        want, got, before = reference(ids).logits, merged(ids).logits, fp32_base(ids).logits  # (1, T, V)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert (got - before).abs().max() > 1e-2  # the adapter really changed the model: not a vacuous check
+
+
+# ------------------------------------------------------------------ errors
+
+def test_unknown_method_is_lab_error(base_dir, tmp_path):
+    with pytest.raises(LabError, match="unknown method 'dora'") as info:
+        load_for_method(str(base_dir), "dora")
+    assert "qlora" in str(info.value)  # the fix lists the valid methods
+    out = tmp_path / "sft"
+    with pytest.raises(LabError, match="unknown method"):
+        train_sft(SFTConfig.for_profile("micro", method="dora"), base_dir, RECORDS, out, progress=False)
+    assert not out.exists() and not out.with_name("sft-adapter").exists()
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "lab_utils/sft.py train_sft: TRL drops every example whose response is truncated away by max_length; when "
+    "none is left, trainer.train() dies in torch's RandomSampler with 'ValueError: num_samples should be a "
+    "positive integer value, but got num_samples=0' instead of a LabError"))
+def test_records_longer_than_max_length_are_lab_error(base_dir, tmp_path):
+    cfg = SFTConfig.for_profile("micro", max_length=16)  # shorter than any Alpaca prompt
+    with pytest.raises(LabError, match="max_length"):
+        train_sft(cfg, base_dir, RECORDS, tmp_path / "sft", progress=False)
