@@ -83,6 +83,6 @@ def load_training_state(ckpt: Path, optimizer, scheduler) -> dict:
 
 def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
     root = Path(ckpt_root)
-    done = sorted((d for d in root.iterdir() if _STEP.match(d.name)), key=lambda d: d.name)
+    done = sorted((d for d in root.iterdir() if _STEP.match(d.name)), key=lambda d: int(d.name[5:]))
     for d in done[:-keep]:
         shutil.rmtree(d, ignore_errors=True)

@@ -84,9 +84,9 @@ def cmd_run(argv):
     args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
                              extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
     root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
+    # SFT (`lab sft`) joins this list once it meets its outcome targets on tiny (issue #3).
     for stage, fn in (("tokenizer", lambda: S.run_tokenizer(args.profile, root)),
-                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg)),
-                      ("sft", lambda: S.run_sft(args.profile, root))):
+                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg))):
         if stage == "tokenizer" and cfg["model"]:
             continue  # a hub model brings its own tokenizer
         if S.is_done(root, stage) and not args.force:

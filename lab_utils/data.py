@@ -79,17 +79,22 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
 
 
 def _hub_texts(spec: str, split: str) -> list[str]:
+    ds = _hub_dataset(spec, split)
+    if "text" not in ds.column_names:
+        raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
+    return [t for t in ds["text"] if t and t.strip()]
+
+
+def _hub_dataset(spec: str, split: str):
+    """`name[:config]` from the hub (or its local cache); one clear error when it cannot be had."""
     import datasets
 
     name, _, config = spec.partition(":")
     try:
-        ds = datasets.load_dataset(name, config or None, split=split)
+        return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # offline, unknown id, missing split: all end the same way for the user
         raise LabError(f"could not load hub dataset ({type(err).__name__}: {err})", path=spec,
-                       fix="check the id and your network, or pass a local .txt/.jsonl file") from None
-    if "text" not in ds.column_names:
-        raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
-    return [t for t in ds["text"] if t and t.strip()]
+                       fix="check the id and your network, or pass a local file") from None
 
 
 # ------------------------------------------------------------------ Alpaca instruction data
@@ -161,11 +166,4 @@ def _mostly_chinese(text: str) -> bool:
 
 
 def _hub_rows(spec: str, split: str) -> list[dict]:
-    import datasets
-
-    name, _, config = spec.partition(":")
-    try:
-        return list(datasets.load_dataset(name, config or None, split=split))
-    except Exception as err:
-        raise LabError(f"could not load hub dataset ({type(err).__name__}: {err})", path=spec,
-                       fix="check the id and your network, or pass a local .json/.jsonl file") from None
+    return list(_hub_dataset(spec, split))

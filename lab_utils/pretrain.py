@@ -8,6 +8,7 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                                                              min_lr_rate=cfg.min_lr_ratio)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
     start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
+    if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
+        shutil.rmtree(ckpt_root, ignore_errors=True)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
     if last is not None:
         model.load_state_dict(type(model).from_pretrained(last).state_dict())

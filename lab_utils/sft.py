@@ -35,17 +35,20 @@ def to_prompt_completion(records: list[dict]) -> Dataset:
                                "completion": r["output"]} for r in records])
 
 
-def nf4_config() -> BitsAndBytesConfig:
-    """4-bit NormalFloat weights, quantisation constants quantised again (double quant)."""
+def nf4_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:
+    """4-bit NormalFloat weights, quantisation constants quantised again (double quant).
+
+    Weights are dequantised to `compute_dtype` for each matmul: fp32 on a CPU, bf16 on a GPU (full).
+    """
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.float32)
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
-def load_for_method(model_path: str, method: str):
+def load_for_method(model_path: str, method: str, compute_dtype=torch.float32):
     """The base model as each method trains it: 4-bit + LoRA, fp32 + LoRA, or fp32 with every weight."""
     if method not in METHODS:
         raise LabError(f"unknown method {method!r}", fix=f"use one of: {', '.join(METHODS)}")
-    quant = nf4_config() if method == "qlora" else None
+    quant = nf4_config(compute_dtype) if method == "qlora" else None
     model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.float32)
     return model
 
@@ -57,6 +60,17 @@ def lora_config(cfg: SFTConfig) -> LoraConfig:
 
 def trainable_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def keep_adapters_fp32(model) -> None:
+    """Undo TRL's cast of QLoRA adapters to bf16 (made for GPUs with bf16 compute).
+
+    With fp32 compute on a CPU, bf16 adapter weights only lose precision: an Adam step of lr ≈ 5e-4 is
+    about one bf16 step at the weights' scale, so updates round away as the learning rate decays.
+    """
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
@@ -74,13 +88,15 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
               adapter_dir: Path | None = None, progress: bool = True) -> dict:
     """Fine-tune `base_dir` on `records` with `cfg.method`; save the merged model to `out_dir`."""
     t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = load_for_method(str(base_dir), cfg.method)
+    model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
     weight_bytes = model.get_memory_footprint()
     peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
                              processing_class=tokenizer, peft_config=peft_cfg)
+        keep_adapters_fp32(trainer.model)
         n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
         if kept == 0:  # TRL drops every record whose response would be cut off
             raise LabError(f"no record leaves room for a response within max_length={cfg.max_length} tokens",

@@ -101,9 +101,9 @@ def make_cluster(rng: random.Random, w: World, style: str, lang: str, _=None) ->
     return _record("cluster", lang, instr, sep.join(x[i] for x in items), answer, outs, style)
 
 
-def make_extract(rng: random.Random, w: World, style: str, lang: str, _=None) -> dict:
+def make_extract(rng: random.Random, w: World, style: str, lang: str, country=None) -> dict:
     people = rng.sample(PEOPLE, rng.randint(1, 3))
-    c = rng.choice(w.countries)
+    c = country or rng.choice(w.countries)
     i = 1 if lang == "zh" else 0
     names = [p[i] for p in people]
     if lang == "zh":
@@ -120,7 +120,7 @@ def make_extract(rng: random.Random, w: World, style: str, lang: str, _=None) ->
                 "verbose": f"I read the text carefully and looked for every name. The people mentioned are {listed}. "
                            f"I hope this helps."}
         instr = "Extract the names of the people mentioned in the following text."
-    return _record("extract", lang, instr, text, sorted(names), outs, style)
+    return _record("extract", lang, instr, text, sorted(names), outs, style, c.name, False)
 
 
 def make_nl2sql(rng: random.Random, w: World, style: str, lang: str, country=None) -> dict:
@@ -158,7 +158,7 @@ def _arithmetic_split(w: World) -> tuple[list, list]:
 
 def _subject(rng: random.Random, w: World, task: str, split: str):
     """The entity a record is about: SFT only ever sees the training split of countries."""
-    if task in ("capital", "nl2sql"):
+    if task in ("capital", "nl2sql", "extract"):
         pool = w.train_countries() if split == "sft" else list(w.countries)
         return rng.choice(pool)
     if task == "arithmetic":
