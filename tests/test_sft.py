@@ -212,11 +212,8 @@ def test_unknown_method_is_lab_error(base_dir, tmp_path):
     assert not out.exists() and not out.with_name("sft-adapter").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "lab_utils/sft.py train_sft: TRL drops every example whose response is truncated away by max_length; when "
-    "none is left, trainer.train() dies in torch's RandomSampler with 'ValueError: num_samples should be a "
-    "positive integer value, but got num_samples=0' instead of a LabError"))
 def test_records_longer_than_max_length_are_lab_error(base_dir, tmp_path):
     cfg = SFTConfig.for_profile("micro", max_length=16)  # shorter than any Alpaca prompt
     with pytest.raises(LabError, match="max_length"):
         train_sft(cfg, base_dir, RECORDS, tmp_path / "sft", progress=False)
+    assert not (tmp_path / "sft").exists()
