@@ -107,7 +107,7 @@ def load_model(root: Path, name: str):
 
     path = root / MODEL_DIRS[name]
     if not (path / "config.json").exists():
-        raise LabError(f"no {name} model", path=str(path), fix=f"run the stage that builds it first (lab run)")
+        raise LabError(f"no {name} model", path=str(path), fix="run the stage that builds it first (lab run)")
     return load_causal_lm(str(path))
 
 

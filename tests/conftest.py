@@ -26,6 +26,27 @@ import lab_utils.pretrain  # noqa: E402,F401
 from lab_utils import stages  # noqa: E402
 from lab_utils.config import WorldConfig, build_world_from  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("LAB_REAL_DATA", REPO / ".." / "shared" / "data" / "real"))
+
+
+def real_sample(name: str) -> Path:
+    """A file of ../shared/data/real (or $LAB_REAL_DATA); the test is skipped where it is absent."""
+    path = REAL_DATA / name
+    if not path.is_file():
+        pytest.skip(f"real sample data not found at {path} (set LAB_REAL_DATA to its folder)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def alpaca_demo() -> Path:
+    return real_sample("alpaca_en_demo.json")
+
+
+@pytest.fixture(scope="module")
+def wiki_demo() -> Path:
+    return real_sample("wiki_demo.txt")
+
 
 @pytest.fixture(scope="session")
 def micro_world():

@@ -5,7 +5,6 @@ file, the record (JSON array, 0-based "record N") or line (JSONL, 1-based "line 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from lab_utils.cli import main
 from lab_utils.data import ALPACA_FIELDS, load_alpaca
 from lab_utils.errors import LabError
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("LAB_REAL_DATA", REPO / ".." / "shared" / "data" / "real"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -142,14 +139,6 @@ def test_cli_without_base_model(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ real data nobody on the team wrote
-
-@pytest.fixture(scope="module")
-def alpaca_demo() -> Path:
-    path = REAL_DATA / "alpaca_en_demo.json"
-    if not path.is_file():
-        pytest.skip(f"real sample data not found at {path} (set LAB_REAL_DATA to its folder)")
-    return path
-
 
 def test_real_alpaca_demo(alpaca_demo):
     records = load_alpaca(str(alpaca_demo))

@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import pytest
-
 from lab_utils import checkpoints as ck
 from lab_utils.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("LAB_REAL_DATA", REPO / ".." / "shared" / "data" / "real"))
-
-
-@pytest.fixture(scope="module")
-def wiki_demo() -> Path:
-    path = REAL_DATA / "wiki_demo.txt"
-    if not path.is_file():
-        pytest.skip(f"real sample data not found at {path} (set LAB_REAL_DATA to its folder)")
-    return path
 
 
 def test_pretrain_on_real_text(wiki_demo, tmp_path):
