@@ -63,10 +63,11 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
             "mixed_precision": cfg.mixed_precision}
 
 
-def run_bench(cfg: PretrainConfig, steps: int = 20) -> dict:
+def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> dict:
+    """Print and return the machine's matmul peaks and the pretraining step's throughput."""
     fp32 = matmul_flops(dtype=torch.float32)
     bf16 = matmul_flops(dtype=torch.bfloat16)
-    train = pretrain_throughput(cfg, steps)
+    train = pretrain_throughput(cfg, steps, vocab_size)
     peak = bf16 if cfg.mixed_precision == "bf16" else fp32
     result = {"matmul_fp32_gflops": round(fp32 / 1e9, 1), "matmul_bf16_gflops": round(bf16 / 1e9, 1),
               "pretrain_tokens_per_s": round(train["tokens_per_s"], 1),
