@@ -19,7 +19,7 @@ from .config import (EvalConfig, PretrainConfig, SFTConfig, TokenizerConfig, Wor
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
 
-STAGES = ("tokenizer", "pretrain", "sft")  # in the order `lab run` builds them
+STAGES = ("tokenizer", "pretrain", "sft")  # pipeline order (`ensure` builds what a stage needs)
 STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft"}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
 
