@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import LabError
+from .world import is_chinese
 
 
 def _read(path: Path) -> str:
@@ -157,12 +158,8 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
         if name != "input" and not value.strip():
             raise LabError(f"field '{name}' is empty", path=spec, where=where, fix=f"give '{name}' some text")
         out[name] = value
-    return out | {"task": "user", "lang": "zh" if _mostly_chinese(out["instruction"]) else "en", "style": None,
+    return out | {"task": "user", "lang": "zh" if is_chinese(out["instruction"]) else "en", "style": None,
                   "answer": None, "entity": None, "heldout": False}
-
-
-def _mostly_chinese(text: str) -> bool:
-    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) / 4
 
 
 def _hub_rows(spec: str, split: str) -> list[dict]:

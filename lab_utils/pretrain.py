@@ -7,7 +7,6 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from pathlib import Path
@@ -23,14 +22,7 @@ from .data import load_texts
 from .errors import LabError
 from .modeling import build_model, count_params, load_causal_lm
 from .tokenizer import chars_per_token, train_tokenizer
-from .world import generate_corpus
-
-_CJK = ("\u4e00", "\u9fff")
-
-
-def is_chinese(text: str) -> bool:
-    return sum(_CJK[0] <= ch <= _CJK[1] for ch in text) > len(text) / 4
-
+from .world import generate_corpus, is_chinese
 
 def world_corpus(world_cfg: WorldConfig) -> tuple[list[str], list[str]]:
     """(train documents, validation documents) of the synthetic world."""
@@ -199,6 +191,3 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     metrics["wall_s"] = round(time.perf_counter() - t0, 2)
     return metrics
 
-
-def perplexity(loss: float) -> float:
-    return math.exp(loss)

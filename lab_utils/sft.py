@@ -92,6 +92,10 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
     weight_bytes = model.get_memory_footprint()
+    # sizes of the unquantised base, read before LoRA layers are injected into `model`
+    full = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if cfg.method == "qlora" else model
+    total_params, full_bytes = sum(p.numel() for p in full.parameters()), full.get_memory_footprint()
+    del full
     peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
     with tempfile.TemporaryDirectory() as tmp:
         trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
@@ -104,10 +108,9 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         trainer.train()
     train_s = time.perf_counter() - t0
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    metrics = {"method": cfg.method, "trainable_params": n_trainable,
-               "total_params": sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base_dir).parameters()),
+    metrics = {"method": cfg.method, "trainable_params": n_trainable, "total_params": total_params,
                "weight_bytes_4bit": _bytes_4bit(base_dir) if cfg.method != "qlora" else weight_bytes,
-               "weight_bytes_full": weight_bytes if cfg.method != "qlora" else _bytes_full(base_dir),
+               "weight_bytes_full": weight_bytes if cfg.method != "qlora" else full_bytes,
                "n_train_records": kept, "n_dropped": len(records) - kept, "steps": cfg.max_steps, "train_s": round(train_s, 2),
                "final_loss": history[-1]["loss"] if history else None, "history": history}
     if out_dir is not None:
@@ -118,10 +121,6 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
 
 def _bytes_4bit(base_dir) -> int:
     return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=nf4_config()).get_memory_footprint()
-
-
-def _bytes_full(base_dir) -> int:
-    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).get_memory_footprint()
 
 
 def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Path | None, cfg: SFTConfig) -> None:

@@ -295,6 +295,11 @@ def generate_corpus(world: World, n_docs: int, seed: int | None = None) -> list[
     return docs[:n_docs]
 
 
+def is_chinese(text: str) -> bool:
+    """True when more than a quarter of the characters are Chinese."""
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) / 4
+
+
 def fact_prompts(world: World) -> list[dict]:
     """Fact-completion probes in both languages, written exactly as the corpus writes them."""
     out = []
