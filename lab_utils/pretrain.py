@@ -7,6 +7,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -191,3 +192,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     metrics["wall_s"] = round(time.perf_counter() - t0, 2)
     return metrics
 
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy): the number of tokens the model is, on average, choosing between."""
+    return math.exp(loss)
