@@ -1,0 +1,241 @@
+"""Preference pairs from the formats people bring, turned into one internal form.
+
+A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
+- `prompt` is the plain text of the user's turn, NOT rendered with the Alpaca template: the caller
+  renders it, exactly as it renders an SFT instruction. A system message comes first, as its own
+  paragraph. A multi-turn conversation keeps its context as one transcript
+  "Human: …\\n\\nAssistant: …\\n\\nHuman: …" (the Anthropic HH layout), ending with the user's last turn.
+- `chosen` / `rejected` are the final assistant replies; either may be empty (a reply that says nothing
+  is a fair thing to reject). Surrounding whitespace is stripped everywhere.
+
+Record shapes, detected per record (one file may mix them):
+
+- TRL, explicit prompt: `prompt`, `chosen`, `rejected` as strings, or as message lists
+  `[{"role", "content"}]` (a reply given as a list counts its last assistant message);
+- TRL, implicit prompt: only `chosen` and `rejected`, as message lists whose shared leading messages
+  are the prompt, or as strings whose shared leading text (cut at a word or sentence boundary) is;
+- Anthropic HH: `chosen`, `rejected` transcripts "\\n\\nHuman: …\\n\\nAssistant: …"; the prompt is the
+  chosen transcript up to its final "Assistant:" (the rejected one is assumed to share it);
+- ShareGPT (LLaMA-Factory): `conversations` `[{"from": "human" | "gpt" | "system", "value"}]` with
+  `chosen` and `rejected` single messages `{"from": "gpt", "value"}`;
+- the arena vote export: `prompt`, `chosen`, `rejected` strings; extra keys (`vote_id`,
+  `model_chosen`, …) are ignored.
+
+A pair whose chosen and rejected are identical teaches nothing (its Bradley–Terry loss is a constant
+log 2): it is skipped with one warning giving the count, since public sets hold a few. Anything else
+wrong ends in one `LabError` naming the file, the record and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import NoReturn
+
+from .data import _hub_rows, _is_hub_id, _json_array, read_jsonl
+from .errors import LabError
+
+SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
+          "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, or the arena vote export")
+ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
+_BOUNDARY = set(" \t\n.,;:!?。，；：！？、")  # where a shared text prefix may end
+_HH = re.compile(r"\n\n(Human|Assistant):")
+
+Where = tuple[str | None, str | None]  # (file, "record 3" / "line 4" / "row 2") for error messages
+
+
+def _fail(at: Where, message: str, fix: str) -> NoReturn:
+    raise LabError(message, path=at[0], where=at[1], fix=fix)
+
+
+# ------------------------------------------------------------------ loading
+
+def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
+    """Preference pairs from a .json array, a .jsonl file or a hub dataset id `name[:config]`.
+
+    `limit` keeps the first records before parsing, so a later bad record does not stop a small load.
+    """
+    rows, where = _rows(spec, split)
+    if not rows:
+        _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
+    rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
+    pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
+    kept = [p for p in pairs if p["chosen"] != p["rejected"]]
+    if not kept:
+        _fail((spec, None), "every pair has identical chosen and rejected",
+              "pair each prompt with two different responses")
+    if len(kept) < len(pairs):
+        warnings.warn(f"{spec}: skipped {len(pairs) - len(kept)} pair(s) whose chosen and rejected are identical",
+                      stacklevel=2)
+    return kept
+
+
+def _rows(spec: str, split: str) -> tuple[list, list[str]]:
+    """The raw records and, for each, where it is (for error messages); the same rules as `data.load_alpaca`."""
+    path = Path(spec)
+    if path.suffix == ".json":
+        rows = _json_array(path)
+        return rows, [f"record {i}" for i in range(len(rows))]
+    if path.suffix == ".jsonl":
+        rows = read_jsonl(path)
+        return rows, [f"line {r.pop('_line')}" for r in rows]
+    if _is_hub_id(spec):
+        rows = _hub_rows(spec, split)
+        return rows, [f"row {i}" for i in range(len(rows))]
+    _fail((spec, None), f"unsupported file type {path.suffix or '(none)'!r}",
+          "use a .json array, a .jsonl file, or a hub dataset id")
+
+
+# ------------------------------------------------------------------ one record -> one pair
+
+def parse_pair(rec, at: Where = (None, None)) -> dict:
+    """One record of any accepted shape (see the module docstring) as {prompt, chosen, rejected}."""
+    if not isinstance(rec, dict):
+        _fail(at, f"expected an object, got {type(rec).__name__}", f"make each record one of: {SHAPES}")
+    if "conversations" in rec:
+        return _sharegpt(rec, at)
+    if "chosen" not in rec and "rejected" not in rec:
+        _fail(at, f"unknown record shape (keys: {sorted(rec)})", f"use one of: {SHAPES}")
+    chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
+    if "prompt" in rec:
+        return {"prompt": _prompt(rec["prompt"], "prompt", at),
+                "chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)}
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return _hh(chosen, rejected, at) if _HH.search(chosen) else _shared_text(chosen, rejected, at)
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        return _shared_messages(chosen, rejected, at)
+    _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
+          "without a 'prompt', give both as strings or both as message lists")
+
+
+def _present(rec: dict, field: str, at: Where):
+    if rec.get(field) is None:
+        _fail(at, f"field '{field}' is {'null' if field in rec else 'missing'}", f"give '{field}' a response")
+    return rec[field]
+
+
+def _text(value, field: str, at: Where) -> str:
+    if value is None:
+        _fail(at, f"field '{field}' is missing or null", f"give '{field}' a string")
+    if not isinstance(value, str):
+        _fail(at, f"field '{field}' is of type {type(value).__name__}, not a string", f"make '{field}' a string")
+    return value.strip()
+
+
+def _turn(msg, field: str, at: Where) -> tuple[str, str]:
+    """(role, text) of a message {"role", "content"} or {"from", "value"}; role is user/assistant/system."""
+    if not isinstance(msg, dict):
+        _fail(at, f"field '{field}' is of type {type(msg).__name__}, not a message",
+              'make it {"role": ..., "content": ...} or {"from": ..., "value": ...}')
+    key, text_key = ("role", "content") if "role" in msg else ("from", "value")
+    role = ROLES.get(msg.get(key))
+    if role is None:
+        said = repr(msg[key]) if key in msg else "missing"
+        _fail(at, f"field '{field}.{key}' is {said}", f"give each message a role, one of {sorted(ROLES)}")
+    return role, _text(msg.get(text_key), f"{field}.{text_key}", at)
+
+
+def _turns(messages, field: str, at: Where) -> list[tuple[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        _fail(at, f"field '{field}' is {'empty' if messages == [] else 'not a list of messages'}",
+              "give it a list of messages")
+    return [_turn(m, f"{field}[{i}]", at) for i, m in enumerate(messages)]
+
+
+def render_prompt(turns: list[tuple[str, str]]) -> str:
+    """The prompt text: the user's message, a system message first; several turns as a Human/Assistant transcript.
+
+    >>> render_prompt([("system", "Be brief."), ("user", "Hi?")])
+    'Be brief.\\n\\nHi?'
+    >>> render_prompt([("user", "2+2?"), ("assistant", "4"), ("user", "And 3+3?")])
+    'Human: 2+2?\\n\\nAssistant: 4\\n\\nHuman: And 3+3?'
+    """
+    system = [text for role, text in turns if role == "system"]
+    chat = [(role, text) for role, text in turns if role != "system"]
+    if len(chat) == 1:
+        body = chat[0][1]
+    else:
+        body = "\n\n".join(f"{'Human' if role == 'user' else 'Assistant'}: {text}" for role, text in chat)
+    return "\n\n".join(part for part in [*system, body] if part)
+
+
+def _prompt(value, field: str, at: Where) -> str:
+    turns = [("user", _text(value, field, at))] if not isinstance(value, list) else _turns(value, field, at)
+    if turns[-1][0] != "user":
+        _fail(at, f"field '{field}' ends with a turn of role '{turns[-1][0]}'", "end the prompt with the user's turn")
+    text = render_prompt(turns)
+    if not text:
+        _fail(at, f"field '{field}' is empty", f"give '{field}' the user's question")
+    return text
+
+
+def _reply(value, field: str, at: Where) -> str:
+    """A response given as a string, one message, or a message list (its last assistant message)."""
+    if isinstance(value, dict):
+        return _turn(value, field, at)[1]
+    if isinstance(value, list):
+        replies = [text for role, text in _turns(value, field, at) if role == "assistant"]
+        if not replies:
+            _fail(at, f"field '{field}' has no assistant message", "end it with the assistant's reply")
+        return replies[-1]
+    return _text(value, field, at)
+
+
+# ------------------------------------------------------------------ the shapes with no plain prompt field
+
+def _sharegpt(rec: dict, at: Where) -> dict:
+    return {"prompt": _prompt(rec["conversations"], "conversations", at),
+            "chosen": _reply(_present(rec, "chosen", at), "chosen", at),
+            "rejected": _reply(_present(rec, "rejected", at), "rejected", at)}
+
+
+def _hh_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
+    """Split "\\n\\nHuman: a\\n\\nAssistant: b" into [("user", "a"), ("assistant", "b")]."""
+    parts = _HH.split("\n\n" + transcript.lstrip("\n"))  # ["", "Human", "a", "Assistant", "b", ...]
+    if parts[0].strip() or len(parts) < 5 or parts[-2] != "Assistant":
+        _fail(at, f"field '{field}' is not a transcript ending in an assistant reply",
+              'write it as "\\n\\nHuman: …\\n\\nAssistant: …"')
+    return [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+
+
+def _hh(chosen: str, rejected: str, at: Where) -> dict:
+    """Anthropic HH: the chosen transcript up to its final reply is the prompt (rejected shares it)."""
+    turns = _hh_turns(chosen, "chosen", at)
+    return {"prompt": _prompt_from(turns[:-1], "chosen", at), "chosen": turns[-1][1],
+            "rejected": _hh_turns(rejected, "rejected", at)[-1][1]}
+
+
+def _prompt_from(turns: list[tuple[str, str]], field: str, at: Where) -> str:
+    text = render_prompt(turns) if turns and turns[-1][0] == "user" else ""
+    if not text:
+        _fail(at, f"field '{field}' has no user turn before the final reply",
+              "give the user's question before the replies, or add a 'prompt' field")
+    return text
+
+
+def _shared_messages(chosen: list, rejected: list, at: Where) -> dict:
+    """TRL implicit prompt: the leading messages both lists share, up to the last assistant message."""
+    replies = {"chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)}
+    c_turns, r_turns = _turns(chosen, "chosen", at), _turns(rejected, "rejected", at)
+    last = [max(i for i, (role, _) in enumerate(t) if role == "assistant") for t in (c_turns, r_turns)]
+    k = 0
+    while k < min(last) and c_turns[k] == r_turns[k]:
+        k += 1
+    return {"prompt": _prompt_from(c_turns[:k], "chosen", at)} | replies
+
+
+def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
+    """TRL implicit prompt as strings: the shared leading text, cut back to a word or sentence boundary
+    so that both replies are non-empty ("The sky is blue." / "The sky is green." -> "The sky is")."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    for k in range(n, 0, -1):
+        if chosen[k - 1] in _BOUNDARY:  # never inside a word: "is 4" / "is 42" share "is ", not "is 4"
+            prompt, c, r = chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
+            if prompt and c and r:
+                return {"prompt": prompt, "chosen": c, "rejected": r}
+    if chosen.strip() == rejected.strip():
+        return {"prompt": chosen.strip(), "chosen": "", "rejected": ""}  # identical: load_pairs skips it
+    _fail(at, "fields 'chosen' and 'rejected' share no prompt text", "add a 'prompt' field")

@@ -1,0 +1,206 @@
+"""Preference pairs from every accepted format into {prompt, chosen, rejected}; bad files name file, record, field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
+from lab_utils.errors import LabError
+from lab_utils.preferences import load_pairs, parse_pair
+
+PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
+
+
+def write_json(path: Path, records) -> str:
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def write_jsonl(path: Path, records) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def hh(*turns: str) -> str:
+    return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
+
+
+# ------------------------------------------------------------------ every format
+
+FORMATS = {  # name: (record, expected pair)
+    "explicit strings": (PAIR, PAIR),
+    "explicit messages": ({"prompt": [user(PAIR["prompt"])], "chosen": [assistant("Paris.")],
+                           "rejected": [assistant("Berlin.")]}, PAIR),
+    "explicit messages with system": (
+        {"prompt": [{"role": "system", "content": "Be brief."}, user("Capital of France?")],
+         "chosen": [assistant("Paris.")], "rejected": [assistant("Berlin.")]},
+        {"prompt": "Be brief.\n\nCapital of France?", "chosen": "Paris.", "rejected": "Berlin."}),
+    "implicit messages": ({"chosen": [user(PAIR["prompt"]), assistant("Paris.")],
+                           "rejected": [user(PAIR["prompt"]), assistant("Berlin.")]}, PAIR),
+    "implicit messages, multi-turn": (
+        {"chosen": [user("Hi!"), assistant("Hello."), user("2+2?"), assistant("4")],
+         "rejected": [user("Hi!"), assistant("Hello."), user("2+2?"), assistant("5")]},
+        {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
+    "implicit strings": ({"chosen": "The sky is blue.", "rejected": "The sky is green."},
+                         {"prompt": "The sky is", "chosen": "blue.", "rejected": "green."}),
+    "implicit strings, cut at a word boundary": ({"chosen": "The answer is 4.", "rejected": "The answer is 42."},
+                                                 {"prompt": "The answer is", "chosen": "4.", "rejected": "42."}),
+    "implicit strings, Chinese": ({"chosen": "法国的首都是哪里？巴黎。", "rejected": "法国的首都是哪里？柏林。"},
+                                  {"prompt": "法国的首都是哪里？", "chosen": "巴黎。", "rejected": "柏林。"}),
+    "anthropic hh": ({"chosen": hh(PAIR["prompt"], "Paris."), "rejected": hh(PAIR["prompt"], "Berlin.")}, PAIR),
+    "anthropic hh, multi-turn": (
+        {"chosen": hh("Hi!", "Hello.", "2+2?", "4"), "rejected": hh("Hi!", "Hello.", "2+2?", "5")},
+        {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
+    "sharegpt": ({"conversations": [{"from": "human", "value": PAIR["prompt"]}],
+                  "chosen": {"from": "gpt", "value": "Paris."}, "rejected": {"from": "gpt", "value": "Berlin."}},
+                 PAIR),
+    "sharegpt with system": (
+        {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Capital of France?"}],
+         "chosen": {"from": "gpt", "value": "Paris."}, "rejected": {"from": "gpt", "value": "Berlin."}},
+        {"prompt": "Be brief.\n\nCapital of France?", "chosen": "Paris.", "rejected": "Berlin."}),
+    "sharegpt, multi-turn": (
+        {"conversations": [{"from": "human", "value": "Hi!"}, {"from": "gpt", "value": "Hello."},
+                           {"from": "human", "value": "2+2?"}],
+         "chosen": {"from": "gpt", "value": "4"}, "rejected": {"from": "gpt", "value": "5"}},
+        {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
+    "arena vote export": ({"vote_id": 7, **PAIR, "model_chosen": "rlhf", "model_rejected": "sft",
+                           "created_at": "2025-01-01T00:00:00"}, PAIR),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_every_format_loads_from_json_and_jsonl(tmp_path, name, suffix):
+    record, expected = FORMATS[name]
+    write = write_json if suffix == ".json" else write_jsonl
+    assert load_pairs(write(tmp_path / f"pairs{suffix}", [record])) == [expected]
+
+
+def test_one_file_may_mix_formats(tmp_path):
+    records = [rec for rec, _ in FORMATS.values()]
+    assert load_pairs(write_jsonl(tmp_path / "mixed.jsonl", records)) == [pair for _, pair in FORMATS.values()]
+
+
+def test_whitespace_is_stripped_and_an_empty_reply_is_allowed():
+    got = parse_pair({"prompt": "  Hi?\n", "chosen": " Hello.\n", "rejected": ""})
+    assert got == {"prompt": "Hi?", "chosen": "Hello.", "rejected": ""}
+
+
+def test_limit_keeps_the_first_records(tmp_path):
+    spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, PAIR | {"chosen": "Paris!"}, {"bad": "record"}])
+    assert [p["chosen"] for p in load_pairs(spec, limit=2)] == ["Paris.", "Paris!"]
+
+
+def test_identical_pairs_are_skipped_with_a_count(tmp_path):
+    spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, PAIR | {"rejected": "Paris."}, PAIR | {"rejected": " Paris. "}])
+    with pytest.warns(UserWarning, match="skipped 2 pair"):
+        assert load_pairs(spec) == [PAIR]
+
+
+# ------------------------------------------------------------------ bad input: one LabError naming file, record, field
+
+BAD_RECORDS = [  # (second record of a file whose first is fine, words the message must contain)
+    ({"prompt": PAIR["prompt"], "chosen": "Paris."}, ["field 'rejected' is missing"]),
+    (PAIR | {"chosen": None}, ["field 'chosen' is null"]),
+    (PAIR | {"prompt": 42}, ["field 'prompt' is of type int, not a string"]),
+    (PAIR | {"prompt": "   "}, ["field 'prompt' is empty"]),
+    (PAIR | {"rejected": ["Berlin."]}, ["field 'rejected[0]' is of type str, not a message"]),
+    (PAIR | {"chosen": [user("Paris.")]}, ["field 'chosen' has no assistant message"]),
+    (PAIR | {"prompt": [user("Hi"), assistant("Hello")]}, ["field 'prompt' ends with a turn of role 'assistant'"]),
+    (PAIR | {"chosen": [{"role": "tool", "content": "x"}]}, ["field 'chosen[0].role' is 'tool'"]),
+    (PAIR | {"chosen": [{"role": "assistant", "content": [{"type": "text"}]}]},
+     ["field 'chosen[0].content' is of type list"]),
+    ({"instruction": "Hi", "output": "Hello"}, ["unknown record shape", "instruction", "ShareGPT", "Anthropic HH"]),
+    (["Paris.", "Berlin."], ["expected an object, got list"]),
+    ({"chosen": "Paris.", "rejected": "Berlin."}, ["'chosen' and 'rejected' share no prompt text"]),
+    ({"chosen": "Paris.", "rejected": [assistant("Berlin.")]}, ["'chosen' and 'rejected' are of types str and list"]),
+    ({"chosen": [user("A?"), assistant("x")], "rejected": [user("B?"), assistant("y")]},
+     ["field 'chosen' has no user turn before the final reply"]),
+    ({"chosen": hh("Hi") + "\n\nHuman: again", "rejected": hh("Hi", "Yo")},
+     ["field 'chosen' is not a transcript ending in an assistant reply"]),
+    ({"conversations": [{"from": "human", "value": "Hi"}], "chosen": {"from": "gpt", "value": "Hello"}},
+     ["field 'rejected' is missing"]),
+    ({"conversations": [{"from": "human", "value": "Hi"}], "chosen": {"from": "gpt", "value": "Hello"},
+      "rejected": {"from": "gpt", "text": "Yo"}}, ["field 'rejected.value' is missing or null"]),
+    ({"conversations": [], "chosen": {"from": "gpt", "value": "a"}, "rejected": {"from": "gpt", "value": "b"}},
+     ["field 'conversations' is empty"]),
+    ({"conversations": [{"from": "observation", "value": "Hi"}], "chosen": {"from": "gpt", "value": "a"},
+      "rejected": {"from": "gpt", "value": "b"}}, ["field 'conversations[0].from' is 'observation'"]),
+]
+
+
+@pytest.mark.parametrize("bad, words", BAD_RECORDS)
+def test_bad_json_record_names_file_record_and_field(tmp_path, bad, words):
+    spec = write_json(tmp_path / "prefs.json", [PAIR, bad])
+    with pytest.raises(LabError) as err:
+        load_pairs(spec)
+    for word in [spec, "record 1", *words]:
+        assert word in str(err.value)
+    assert "Fix:" in str(err.value)
+
+
+@pytest.mark.parametrize("bad, words", BAD_RECORDS[:3])
+def test_bad_jsonl_record_names_its_line(tmp_path, bad, words):
+    spec = write_jsonl(tmp_path / "prefs.jsonl", [PAIR, bad])
+    with pytest.raises(LabError, match="line 2") as err:
+        load_pairs(spec)
+    assert spec in str(err.value) and words[0] in str(err.value)
+
+
+BAD_FILES = [  # (file name, content, words the message must contain)
+    ("broken.json", '[{"prompt": "Hi", "chosen": "a",', ["malformed JSON"]),
+    ("broken.jsonl", json.dumps(PAIR) + '\n{"prompt": "Hi", \n', ["line 2", "malformed JSON"]),
+    ("empty.jsonl", "", ["the file is empty"]),
+    ("none.json", "[]", ["no records"]),
+    ("object.json", json.dumps(PAIR), ["expected a JSON array"]),
+    ("identical.jsonl", json.dumps(PAIR | {"rejected": "Paris."}) + "\n", ["identical chosen and rejected"]),
+    ("prefs.csv", "prompt,chosen,rejected\n", ["unsupported file type '.csv'"]),
+]
+
+
+@pytest.mark.parametrize("name, content, words", BAD_FILES)
+def test_bad_file_is_one_clear_error(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(LabError) as err:
+        load_pairs(str(path))
+    for word in [str(path), *words]:
+        assert word in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LabError, match="file not found"):
+        load_pairs(str(tmp_path / "nope.jsonl"))
+
+
+# ------------------------------------------------------------------ a real public file nobody here wrote
+
+@pytest.fixture(scope="module")
+def dpo_demo() -> Path:
+    return real_sample("dpo_en_demo.json")
+
+
+def test_real_sharegpt_dpo_demo_loads(dpo_demo):
+    pairs = load_pairs(str(dpo_demo))
+    assert len(pairs) == 300
+    for p in pairs:
+        assert set(p) == {"prompt", "chosen", "rejected"}
+        assert all(isinstance(v, str) and v.strip() for v in p.values())
+        assert p["chosen"] != p["rejected"]
+    # the prompt ends with the last human turn; a multi-turn prompt keeps the earlier turns as a transcript
+    for rec, p in zip(json.loads(dpo_demo.read_text(encoding="utf-8")), pairs):
+        humans = [t["value"].strip() for t in rec["conversations"] if t["from"] == "human"]
+        assert p["prompt"].endswith(humans[-1])
+        assert p["prompt"].startswith("Human: ") == (len(humans) > 1)
+        assert p["chosen"] == rec["chosen"]["value"].strip()
