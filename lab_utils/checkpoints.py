@@ -48,6 +48,16 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write JSON lines atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
 def read_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

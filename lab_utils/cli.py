@@ -4,6 +4,7 @@ with the chosen profile's values as defaults:
     lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order, reusing finished ones
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
+    lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
 """
@@ -15,7 +16,8 @@ import dataclasses
 import sys
 import time
 
-from .config import PROFILES, EvalConfig, PretrainConfig, SFTConfig, TokenizerConfig, resolve_profile
+from .config import (PROFILES, EvalConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig,
+                     resolve_profile)
 from .errors import LabError
 
 
@@ -61,6 +63,15 @@ def cmd_sft(argv):
           f"wall_s={m['wall_s']}")
     if not cfg["data"]:  # the task harness grades the world's tasks; user data has no checkers
         _print_eval(run_eval(args.profile, args.out, models=("base", "sft")))
+
+
+def cmd_reward(argv):
+    from .stages import run_reward
+    args, (cfg,) = _parse("reward", argv, (RewardConfig,), doc="train the pairwise and the ratings reward model")
+    m = run_reward(args.profile, args.out, **cfg)
+    print(f"[lab] reward: pairwise_accuracy={m['pairwise_accuracy']} "
+          f"ratings_model_pairwise_accuracy={m['ratings_model_pairwise_accuracy']} "
+          f"n_train_pairs={m['n_train_pairs']} n_eval_pairs={m['n_eval_pairs']} wall_s={m['wall_s']}")
 
 
 def _print_eval(results: dict) -> None:
@@ -113,8 +124,8 @@ def cmd_bench(argv):
     run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab)
 
 
-COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft, "eval": cmd_eval,
-            "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
+            "reward": cmd_reward, "eval": cmd_eval, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,32 @@ class SFTConfig(_Profiled):
         "full": {"data": "tatsu-lab/alpaca", "n_records": 0,
                  "max_steps": 2000, "batch_size": 16, "lr": 2e-4, "max_length": 512, "bf16": True, "lora_r": 16},
     }
+
+
+@dataclass(frozen=True)
+class RewardConfig(_Profiled):
+    data: str = _f("", "preference pairs instead of sampling: .json/.jsonl (TRL, ShareGPT, HH, vote export), "
+                       "the arena's votes.sqlite, or a hub id")
+    model: str = _f("", "model the reward model starts from (default: runs/<profile>/sft)")
+    n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences")
+    n_samples: int = _f(4, "sampled answers per prompt (every distinct pair is labelled)")
+    temperature: float = _f(1.0, "sampling temperature of the SFT answers")
+    reference_answers: bool = _f(False, "add each prompt's reference answer as one more candidate (micro: a model "
+                                        "that small answers nothing right, so no pair would be decisive)")
+    max_new_tokens: int = _f(64, "tokens per sampled answer (an answer cut off here has no EOS)")
+    eval_fraction: float = _f(0.2, "share of prompts whose pairs are held out for evaluation")
+    epochs: float = _f(2.0, "passes over the training pairs")
+    batch_size: int = _f(16, "pairs (or rated answers) per step")
+    lr: float = _f(1e-4, "learning rate")
+    lora: bool = _f(False, "train LoRA adapters (+ the score head in full) instead of every weight")
+    lora_r: int = _f(16, "LoRA rank when --lora")
+    max_length: int = _f(320, "tokens per prompt + answer (longer pairs are dropped)")
+    logging_steps: int = _f(10, "steps between logged losses")
+    bf16: bool = _f(False, "bf16 autocast in the trainer")
+    seed: int = _f(0, "seed of prompts, sampling and training")
+
+    OVERRIDES: ClassVar[dict] = {
+        "micro": {"n_prompts": 24, "n_samples": 3, "max_new_tokens": 16, "epochs": 1.0, "batch_size": 8,
+                  "logging_steps": 1, "reference_answers": True},
+        "full": {"lora": True, "bf16": True, "max_length": 1024, "lr": 5e-5, "epochs": 1.0},
+    }

@@ -11,16 +11,24 @@ import torch
 from .tokenizer import render_alpaca
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
              seed: int | None = None) -> list[str]:
     """Responses to raw `prompts` (BOS is added by the tokenizer). Greedy unless `do_sample`."""
+    return [text for text, _ in generate_ended(model, tokenizer, prompts, max_new_tokens, do_sample, temperature,
+                                               top_p, top_k, batch_size, seed)]
+
+
+@torch.no_grad()
+def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
+                   temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
+                   seed: int | None = None) -> list[tuple[str, bool]]:
+    """(response, ended) per prompt: `ended` is False when the response hit `max_new_tokens` without EOS."""
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
-    out: list[str] = []
+    out: list[tuple[str, bool]] = []
     for i in range(0, len(prompts), batch_size):
         enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
         enc = {k: v.to(model.device) for k, v in enc.items()}
@@ -29,7 +37,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_
         seqs = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id, **sampling)
         new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
-        out += [tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True) for row in new]
+        out += [(tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True),
+                 bool((row == tokenizer.eos_token_id).any())) for row in new]
     model.train(was_training)
     return out
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from . import checkpoints as ck
 from . import tasks
-from .config import (EvalConfig, PretrainConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
+from .config import (EvalConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
                      resolve_profile)
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
 
-STAGES = ("tokenizer", "pretrain", "sft")  # pipeline order (`ensure` builds what a stage needs)
-STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft"}
+STAGES = ("tokenizer", "pretrain", "sft", "reward")  # pipeline order (`ensure` builds what a stage needs)
+STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward"}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
 
 
@@ -90,10 +90,76 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile)
 
 
+def run_reward(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
+    """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models."""
+    from . import reward as R
+    from .generation import generate_ended
+    from .modeling import load_causal_lm
+    from .tokenizer import render_alpaca
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = RewardConfig.for_profile(profile, **changes)
+    world = build_world_from(WorldConfig.for_profile(profile))
+    sft_dir = Path(cfg.model) if cfg.model else root / "sft"
+    if not (sft_dir / "config.json").exists():
+        raise LabError("no SFT model to start the reward model from", path=str(sft_dir),
+                       fix="run `lab sft` (or `lab run`) first, or pass --model")
+    t0 = time.perf_counter()
+    policy, tokenizer = load_causal_lm(str(sft_dir))
+    if cfg.data:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
+        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in _load_preferences(cfg.data)]
+        ratings = []
+        prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
+        outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
+                                temperature=cfg.temperature, seed=cfg.seed)
+        samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
+    else:
+        records = R.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
+        samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
+                                     cfg.max_new_tokens, seed=cfg.seed)
+        if cfg.reference_answers:
+            samples = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]} for s in samples]
+        pairs, ratings = R.label_pairs(world, samples, cfg.seed)
+    sample_s = time.perf_counter() - t0
+    held = R.held_out_prompts([p["prompt"] for p in pairs], cfg.eval_fraction, cfg.seed)
+    train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
+    if not train_pairs or not eval_pairs:
+        raise LabError(f"{len(pairs)} preference pairs are too few to train and evaluate a reward model",
+                       path=cfg.data or None, fix="collect more pairs (--n_prompts) or bring a larger --data file")
+
+    model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
+    accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)
+    mean, std = R.fit_normalisation(model, tokenizer, samples)
+    R.RewardModel(model, tokenizer, mean, std).save(root / "reward")
+    ck.write_jsonl(root / "reward" / "pairs.jsonl",
+                   [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
+    metrics = {"pairwise_accuracy": accuracy["accuracy"], "pairwise_accuracy_per_task": accuracy["per_task"],
+               "n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "norm_mean": round(mean, 4),
+               "norm_std": round(std, 4), "sample_s": round(sample_s, 2), "history": history}
+    if ratings:
+        train_r = [r for r in ratings if r["prompt"] not in held]
+        rmodel, _, r_history = R.train_ratings(cfg, sft_dir, train_r, progress)
+        r_accuracy = R.pairwise_accuracy(rmodel, tokenizer, eval_pairs)
+        R.RewardModel(rmodel, tokenizer).save(root / "reward-ratings")
+        metrics |= {"ratings_model_pairwise_accuracy": r_accuracy["accuracy"],
+                    "ratings_model_per_task": r_accuracy["per_task"], "n_train_ratings": len(train_r),
+                    "ratings_history": r_history}
+    else:
+        metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
+    metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": cfg.data or "sft samples",
+                "config": cfg.to_dict()}
+    return _finish(root, "reward", metrics, profile)
+
+
+def _load_preferences(spec: str) -> list[dict]:
+    from .preferences import load_pairs
+    return load_pairs(spec)
+
+
 def ensure(stage: str, profile: str | None = None, out=None) -> Path:
     """Build `stage` and what it needs if missing (saying so); return the run folder. For notebooks."""
     profile, root = resolve_profile(profile), run_dir(profile, out)
-    builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft}
+    builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward}
     for s in STAGES[: STAGES.index(stage) + 1]:
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")
@@ -135,7 +201,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
 
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
-    return {k: v for k, v in d.items() if k not in ("history", "samples", "fact_samples", "config")}
+    return {k: v for k, v in d.items() if k not in ("history", "ratings_history", "samples", "fact_samples", "config")}
 
 
 def write_report(root: Path) -> dict:

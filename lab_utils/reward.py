@@ -1,0 +1,255 @@
+"""Stage 3: reward models — a pairwise one (Bradley–Terry, `trl.RewardTrainer`) and a ratings one (regression).
+
+Both are the SFT model with its LM head replaced by a one-output score head
+(`AutoModelForSequenceClassification`, `num_labels=1`). The score of a text is read at its **last real
+token**: the EOS of a response that ended, or its last token when it was cut off (`transformers` picks
+the last non-PAD token; PAD is a token of its own here, never EOS).
+
+Every sequence is tokenised the way PPO will see it: the rendered prompt (BOS first), then the response
+tokens, then EOS only if the response ended. That is why the pairs are tokenised here and handed to the
+trainer as `chosen_ids`/`rejected_ids`: `RewardTrainer` would otherwise append an EOS to every text,
+and a cut-off response would look finished.
+
+After training, the pairwise scores are normalised — mean 0, standard deviation 1 over the SFT model's
+own samples — and that `mean`/`std` is saved next to the weights (`normalization.json`), so that every
+later stage reads rewards on one scale (`RewardModel.score`).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+from trl import RewardConfig as TRLRewardConfig
+from trl import RewardTrainer
+
+from . import annotator, tasks
+from . import checkpoints as ck
+from .config import RewardConfig
+from .errors import LabError
+from .generation import alpaca_prompts, generate_ended
+from .world import World
+
+NORM_FILE = "normalization.json"
+
+
+# ------------------------------------------------------------------ preference data from the SFT model
+
+def sample_responses(model, tokenizer, records: list[dict], n_samples: int, temperature: float,
+                     max_new_tokens: int, seed: int = 0) -> list[dict]:
+    """`n_samples` sampled answers per record: [{"rec", "prompt", "responses": [(text, ended), ...]}]."""
+    prompts = alpaca_prompts(records)
+    outs = generate_ended(model, tokenizer, [p for p in prompts for _ in range(n_samples)], max_new_tokens,
+                          do_sample=True, temperature=temperature, seed=seed)
+    return [{"rec": r, "prompt": p, "responses": outs[i * n_samples:(i + 1) * n_samples]}
+            for i, (r, p) in enumerate(zip(records, prompts))]
+
+
+def label_pairs(w: World, samples: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """The annotator labels every pair of distinct answers to a prompt and rates every answer.
+
+    Returns (pairs, ratings). A pair is {"prompt", "chosen", "rejected", "chosen_ended", "rejected_ended",
+    "task"}; ties and both-bad pairs teach nothing about which is better and are left out (as an arena
+    export leaves them out). A rating is {"prompt", "response", "ended", "rating", "task"}.
+    """
+    rng = random.Random(seed)
+    pairs, ratings = [], []
+    for s in samples:
+        rec, seen = s["rec"], {}
+        for text, ended in s["responses"]:
+            seen.setdefault((text.strip(), ended), (text, ended))
+        answers = list(seen.values())
+        for text, ended in answers:
+            ratings.append({"prompt": s["prompt"], "response": text, "ended": ended, "task": rec.get("task"),
+                            "rating": annotator.rate(w, rec, text, ended)})
+        for i in range(len(answers)):
+            for j in range(i + 1, len(answers)):
+                (a, ea), (b, eb) = answers[i], answers[j]
+                verdict = annotator.compare(w, rec, a, b, ea, eb)
+                if verdict in ("A", "B"):
+                    (c, ec), (r, er) = (answers[i], answers[j]) if verdict == "A" else (answers[j], answers[i])
+                    pairs.append({"prompt": s["prompt"], "chosen": c, "rejected": r, "chosen_ended": ec,
+                                  "rejected_ended": er, "task": rec.get("task")})
+    rng.shuffle(pairs)
+    return pairs, ratings
+
+
+def preference_records(w: World, n: int, seed: int) -> list[dict]:
+    """Prompts for preference collection: the SFT tasks on training-split entities, drawn with their own seed."""
+    return tasks.sft_records(w, n, seed=seed)
+
+
+def held_out_prompts(prompts: list[str], eval_fraction: float, seed: int = 0) -> set[str]:
+    """The prompts whose pairs are kept for evaluation: no evaluation prompt is seen in training."""
+    unique = sorted(set(prompts))
+    random.Random(seed).shuffle(unique)
+    return set(unique[: round(len(unique) * eval_fraction)])
+
+
+# ------------------------------------------------------------------ tokenisation: the layout PPO scores
+
+def encode(tokenizer, prompt: str, response: str, ended: bool = True) -> list[int]:
+    """BOS + prompt tokens, response tokens, EOS only when the response ended."""
+    ids = tokenizer(prompt)["input_ids"] + tokenizer(response, add_special_tokens=False)["input_ids"]
+    return ids + [tokenizer.eos_token_id] if ended else ids
+
+
+def pair_dataset(tokenizer, pairs: list[dict]) -> Dataset:
+    return Dataset.from_list([{"chosen_ids": encode(tokenizer, p["prompt"], p["chosen"], p.get("chosen_ended", True)),
+                               "rejected_ids": encode(tokenizer, p["prompt"], p["rejected"],
+                                                      p.get("rejected_ended", True))} for p in pairs])
+
+
+def batch(tokenizer, seqs: list[list[int]]) -> dict:
+    """Right-padded input_ids and attention_mask, as the reward trainer pads."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each row's last real token (right or left padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(-1)
+
+
+@torch.no_grad()
+def raw_scores(model, tokenizer, seqs: list[list[int]], batch_size: int = 64) -> torch.Tensor:
+    """The score head's output at each sequence's last real token (unnormalised)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        enc = {k: v.to(model.device) for k, v in batch(tokenizer, seqs[i:i + batch_size]).items()}
+        out.append(model(**enc).logits[:, 0].float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ------------------------------------------------------------------ the two reward models
+
+def load_score_model(path: str | Path, pad_token_id: int):
+    """The SFT (or any causal LM) checkpoint with a fresh one-output score head."""
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = pad_token_id  # the score is read at the last non-PAD token
+    return model
+
+
+def _lora(cfg: RewardConfig) -> LoraConfig | None:
+    if not cfg.lora:
+        return None  # `modules_to_save` trains the fresh score head in full next to the adapters
+    return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
+                      modules_to_save=["score"], task_type="SEQ_CLS")
+
+
+def _common_args(cfg: RewardConfig, output_dir: str, progress: bool) -> dict:
+    return dict(output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
+                logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
+                disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
+                dataloader_num_workers=0, gradient_checkpointing=False)
+
+
+def train_pairwise(cfg: RewardConfig, sft_dir: Path, pairs: list[dict], progress: bool = True):
+    """Bradley–Terry reward model: loss = −log σ(r(chosen) − r(rejected)), via `trl.RewardTrainer`."""
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    torch.manual_seed(cfg.seed)  # the score head is drawn when the model is built
+    model = load_score_model(sft_dir, tokenizer.pad_token_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TRLRewardConfig(**_common_args(cfg, tmp, progress), max_length=cfg.max_length, disable_dropout=True)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=pair_dataset(tokenizer, pairs),
+                                processing_class=tokenizer, peft_config=_lora(cfg))
+        trainer.train()
+    model = trainer.model.merge_and_unload() if cfg.lora else trainer.model
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    return model, tokenizer, history
+
+
+def train_ratings(cfg: RewardConfig, sft_dir: Path, ratings: list[dict], progress: bool = True):
+    """The alternative: regress the annotator's 1–5 rating (mean squared error, rating centred as (r − 3) / 2)."""
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    torch.manual_seed(cfg.seed)
+    model = load_score_model(sft_dir, tokenizer.pad_token_id)
+    model.config.problem_type = "regression"
+    data = Dataset.from_list([{"input_ids": encode(tokenizer, r["prompt"], r["response"], r["ended"]),
+                               "labels": (r["rating"] - 3) / 2} for r in ratings])
+
+    def collate(rows):
+        out = batch(tokenizer, [r["input_ids"] for r in rows])
+        return out | {"labels": torch.tensor([r["labels"] for r in rows], dtype=torch.float32)}
+
+    if cfg.lora:
+        from peft import get_peft_model
+        model = get_peft_model(model, _lora(cfg))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model=model, args=TrainingArguments(**_common_args(cfg, tmp, progress),
+                                                              remove_unused_columns=False),
+                          train_dataset=data, data_collator=collate)
+        trainer.train()
+    model = trainer.model.merge_and_unload() if cfg.lora else trainer.model
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    return model, tokenizer, history
+
+
+def pairwise_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
+    """Share of pairs whose chosen answer scores higher, per task too; and the score margins."""
+    chosen = raw_scores(model, tokenizer, [encode(tokenizer, p["prompt"], p["chosen"], p.get("chosen_ended", True))
+                                           for p in pairs])
+    rejected = raw_scores(model, tokenizer, [encode(tokenizer, p["prompt"], p["rejected"],
+                                                    p.get("rejected_ended", True)) for p in pairs])
+    right = (chosen > rejected).tolist()
+    per_task: dict[str, list[bool]] = {}
+    for p, ok in zip(pairs, right):
+        per_task.setdefault(p.get("task") or "data", []).append(ok)
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {"accuracy": mean(right), "per_task": {t: mean(v) for t, v in per_task.items()},
+            "margins": (chosen - rejected).tolist()}
+
+
+# ------------------------------------------------------------------ the saved, normalised reward model
+
+class RewardModel:
+    """A trained reward model on the normalised scale: `score` = (raw − mean) / std."""
+
+    def __init__(self, model, tokenizer, mean: float = 0.0, std: float = 1.0):
+        self.model, self.tokenizer, self.mean, self.std = model, tokenizer, mean, std
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise LabError("no reward model", path=str(path), fix="run `lab reward` first")
+        norm = ck.read_json(path / NORM_FILE) if (path / NORM_FILE).exists() else {"mean": 0.0, "std": 1.0}
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        return cls(model.eval(), tokenizer, norm["mean"], norm["std"])
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.mean) / self.std
+
+    def score(self, prompts: list[str], responses: list[str], ended: list[bool] | None = None) -> torch.Tensor:
+        ended = ended if ended is not None else [True] * len(prompts)
+        seqs = [encode(self.tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended, strict=True)]
+        return self.normalise(raw_scores(self.model, self.tokenizer, seqs))
+
+    def save(self, path: Path) -> None:
+        """Weights (safetensors), tokenizer and normalisation, written to a temporary folder then renamed."""
+        with ck.atomic_dir(path) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            ck.write_json(tmp / NORM_FILE, {"mean": self.mean, "std": self.std})
+
+
+def fit_normalisation(model, tokenizer, samples: list[dict]) -> tuple[float, float]:
+    """Mean and standard deviation of the raw scores over every sampled SFT answer."""
+    seqs = [encode(tokenizer, s["prompt"], text, ended) for s in samples for text, ended in s["responses"]]
+    raw = raw_scores(model, tokenizer, seqs)
+    return raw.mean().item(), max(raw.std().item(), 1e-6)

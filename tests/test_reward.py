@@ -1,0 +1,169 @@
+"""Stage 3 contracts: pairs labelled by the annotator, sequences laid out as PPO scores them, the score read at
+the last real token, the Bradley–Terry loss, the saved normalisation, and the stage end to end on micro."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lab_utils import reward as R
+from lab_utils import stages, tasks
+from lab_utils.config import RewardConfig
+from lab_utils.errors import LabError
+
+
+@pytest.fixture(scope="module")
+def sft_run(micro_run, tmp_path_factory) -> Path:
+    """A run folder of its own (tokenizer, base, micro SFT), so that the shared micro run stays as it is."""
+    root = tmp_path_factory.mktemp("reward_run")
+    for folder in ("tokenizer", "base"):
+        shutil.copytree(micro_run / folder, root / folder)
+    stages.run_sft("micro", root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def score_model(sft_run):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(sft_run / "sft")
+    torch.manual_seed(0)
+    return R.load_score_model(sft_run / "sft", tokenizer.pad_token_id).eval(), tokenizer
+
+
+# ------------------------------------------------------------------ labelling
+
+def test_label_pairs_orders_by_the_annotator_and_drops_ties(micro_world):
+    rec = tasks.make_capital(random.Random(0), micro_world, "terse", "en", micro_world.country("France"))
+    sample = {"rec": rec, "prompt": "P", "responses": [("Paris.", True), ("Lima.", True), ("Paris.", True),
+                                                       ("The capital of France is Paris.", True), ("Paris.", False)]}
+    pairs, ratings = R.label_pairs(micro_world, [sample])
+    assert len(ratings) == 4  # the duplicate "Paris." (ended) is rated once
+    by = {(p["chosen"], p["chosen_ended"], p["rejected"], p["rejected_ended"]) for p in pairs}
+    assert ("Paris.", True, "Lima.", True) in by          # correct beats wrong
+    assert ("Paris.", True, "Paris.", False) in by        # ended beats cut off
+    assert ("The capital of France is Paris.", True, "Lima.", True) in by
+    # terse and full-sentence are both concise: a tie, left out
+    assert not any({(p["chosen"], p["chosen_ended"]), (p["rejected"], p["rejected_ended"])}
+                   == {("Paris.", True), ("The capital of France is Paris.", True)} for p in pairs)
+    assert all(p["task"] == "capital" and p["prompt"] == "P" for p in pairs)
+
+
+def test_held_out_prompts_are_a_fraction_of_distinct_prompts():
+    prompts = [f"p{i % 10}" for i in range(100)]
+    held = R.held_out_prompts(prompts, 0.2, seed=3)
+    assert len(held) == 2 and held <= set(prompts)
+    assert held == R.held_out_prompts(list(reversed(prompts)), 0.2, seed=3)  # order of pairs does not matter
+
+
+# ------------------------------------------------------------------ layout and score position
+
+def test_encode_puts_eos_only_on_ended_responses(tokenizer):
+    ended = R.encode(tokenizer, "Question?", "Answer.", ended=True)
+    cut = R.encode(tokenizer, "Question?", "Answer.", ended=False)
+    assert ended[0] == tokenizer.bos_token_id and ended[-1] == tokenizer.eos_token_id
+    assert ended[:-1] == cut and tokenizer.eos_token_id not in cut
+    assert ended[:-1] == tokenizer("Question?")["input_ids"] + tokenizer("Answer.", add_special_tokens=False)["input_ids"]
+
+
+def test_score_is_read_at_the_last_real_token(score_model):
+    model, tok = score_model
+    seqs = [R.encode(tok, "What is 2 + 3?", "5", True), R.encode(tok, "Name a fruit.", "apple, banana, pear", False)]
+    enc = R.batch(tok, seqs)
+    assert enc["input_ids"][0, len(seqs[0]):].eq(tok.pad_token_id).all()  # right-padded, as the trainer pads
+    assert R.last_token_index(enc["attention_mask"]).tolist() == [len(s) - 1 for s in seqs]
+    with torch.no_grad():
+        hidden = model.model(**enc).last_hidden_state                      # (B, T, d)
+        by_hand = torch.stack([model.score(hidden[i, len(s) - 1]) for i, s in enumerate(seqs)])[:, 0]
+    assert torch.allclose(R.raw_scores(model, tok, seqs), by_hand, atol=1e-5)
+    # ... and a sequence scores the same alone as next to a longer one (padding never leaks in)
+    assert torch.allclose(R.raw_scores(model, tok, seqs[:1]), R.raw_scores(model, tok, seqs)[:1], atol=1e-5)
+
+
+def test_bradley_terry_loss_matches_reward_trainer(score_model, tmp_path):
+    """The trainer's loss on one batch equals −log σ(r_chosen − r_rejected), computed here by hand."""
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    model, tok = score_model
+    pairs = [{"prompt": "Q1", "chosen": "good", "rejected": "bad"},
+             {"prompt": "Q2", "chosen": "a longer good answer", "rejected": "no", "rejected_ended": False}]
+    trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=R.pair_dataset(tok, pairs),
+                            args=TRLRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                                 bf16=False, gradient_checkpointing=False))
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, inputs)
+    chosen = R.raw_scores(model, tok, [R.encode(tok, p["prompt"], p["chosen"]) for p in pairs])
+    rejected = R.raw_scores(model, tok, [R.encode(tok, p["prompt"], p["rejected"], p.get("rejected_ended", True))
+                                         for p in pairs])
+    assert torch.allclose(loss, -F.logsigmoid(chosen - rejected).mean(), atol=1e-5)
+
+
+def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path):
+    model, tok = score_model
+    prompts, responses = ["Q1", "Q2", "Q3"], ["a", "bb", "ccc"]
+    raw = R.raw_scores(model, tok, [R.encode(tok, p, r) for p, r in zip(prompts, responses)])
+    R.RewardModel(model, tok, mean=0.5, std=2.0).save(tmp_path / "rm")
+    assert (tmp_path / "rm" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "rm" / R.NORM_FILE).read_text()) == {"mean": 0.5, "std": 2.0}
+    loaded = R.RewardModel.load(tmp_path / "rm")
+    assert torch.allclose(loaded.score(prompts, responses), (raw - 0.5) / 2.0, atol=1e-5)
+
+
+def test_missing_reward_model_is_lab_error(tmp_path):
+    with pytest.raises(LabError, match="lab reward"):
+        R.RewardModel.load(tmp_path / "nothing")
+
+
+# ------------------------------------------------------------------ the stage, end to end on micro
+
+@pytest.fixture(scope="module")
+def reward_metrics(sft_run):
+    return stages.run_reward("micro", sft_run, progress=False)
+
+
+def test_run_reward_writes_both_models_and_report(reward_metrics, sft_run):
+    m = reward_metrics
+    for key in ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs", "n_eval_pairs", "wall_s"):
+        assert key in m
+    assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0 and 0 <= m["pairwise_accuracy"] <= 1
+    for folder in ("reward", "reward-ratings"):
+        assert (sft_run / folder / "model.safetensors").is_file() and (sft_run / folder / R.NORM_FILE).is_file()
+    rows = [json.loads(line) for line in (sft_run / "reward" / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"]
+    train = {r["prompt"] for r in rows if r["split"] == "train"}
+    assert train.isdisjoint(r["prompt"] for r in rows if r["split"] == "eval")  # prompts never shared
+    report = json.loads((sft_run / "report.json").read_text())
+    assert report["stages"]["reward"]["n_eval_pairs"] == m["n_eval_pairs"]
+
+
+def test_normalised_scores_of_sft_samples_have_mean_0_std_1(reward_metrics, sft_run):
+    rm = R.RewardModel.load(sft_run / "reward")
+    m = reward_metrics
+    assert (rm.mean, rm.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
+
+
+def test_run_reward_on_a_pairs_file(sft_run, tmp_path):
+    rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    shutil.copytree(sft_run / "sft", out / "sft")
+    m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25)
+    assert m["n_train_pairs"] + m["n_eval_pairs"] == 12 and m["ratings_model_pairwise_accuracy"] is None
+
+
+def test_run_reward_without_sft_is_lab_error(tmp_path):
+    with pytest.raises(LabError, match="lab sft"):
+        stages.run_reward("micro", tmp_path, progress=False)
+
+
+def test_reward_config_profiles():
+    assert RewardConfig.for_profile("full").lora and not RewardConfig.for_profile("tiny").lora
