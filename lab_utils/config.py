@@ -162,3 +162,41 @@ class RewardConfig(_Profiled):
                   "logging_steps": 1, "reference_answers": True},
         "full": {"lora": True, "bf16": True, "max_length": 1024, "lr": 5e-5, "epochs": 1.0},
     }
+
+
+@dataclass(frozen=True)
+class PPOConfig(_Profiled):
+    model: str = _f("", "policy to start from (default: runs/<profile>/sft)")
+    reward_model: str = _f("", "reward model folder (default: runs/<profile>/reward)")
+    n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed)")
+    iterations: int = _f(40, "PPO iterations (rollout + optimisation)")
+    rollout_batch: int = _f(32, "prompts answered per iteration (episodes)")
+    mini_batch: int = _f(8, "episodes per gradient step")
+    grad_accum: int = _f(1, "minibatches accumulated per optimizer step")
+    ppo_epochs: int = _f(4, "passes over each rollout batch")
+    response_length: int = _f(48, "tokens sampled per response (a response without EOS by then is penalised)")
+    temperature: float = _f(0.7, "sampling temperature (log-probabilities use the same T)")
+    lr: float = _f(3e-5, "learning rate of policy and value model, decayed linearly to zero")
+    kl_coef: float = _f(0.05, "β of the per-token KL penalty against the reference")
+    adaptive_kl: bool = _f(False, "adapt β towards kl_target (Ziegler et al. 2019)")
+    kl_target: float = _f(6.0, "target KL (nats per response) of the adaptive controller")
+    kl_horizon: float = _f(10_000.0, "horizon (episodes) of the adaptive controller")
+    cliprange: float = _f(0.2, "policy ratio clip ε")
+    cliprange_value: float = _f(0.2, "value clip")
+    vf_coef: float = _f(0.1, "weight of the value loss")
+    gamma: float = _f(1.0, "discount γ")
+    lam: float = _f(0.95, "GAE λ")
+    missing_eos_penalty: float = _f(-1.0, "added to the score of a response that never ends (≤ 0)")
+    max_grad_norm: float = _f(1.0, "gradient clipping")
+    lora: bool = _f(False, "LoRA policy; the reference is the same model with the adapter disabled")
+    lora_r: int = _f(16, "LoRA rank when --lora")
+    save_every: int = _f(20, "iterations between resumable checkpoints (0: never)")
+    log_every: int = _f(5, "iterations between log lines")
+    seed: int = _f(0, "seed of prompts, sampling and training")
+
+    OVERRIDES: ClassVar[dict] = {
+        "micro": {"n_prompts": 32, "iterations": 2, "rollout_batch": 8, "mini_batch": 4, "ppo_epochs": 2,
+                  "response_length": 12, "save_every": 1, "log_every": 1},
+        "full": {"lora": True, "iterations": 200, "rollout_batch": 64, "mini_batch": 16, "response_length": 128,
+                 "lr": 1e-5},
+    }

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from . import checkpoints as ck
 from . import tasks
-from .config import (EvalConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
+from .config import (EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
                      resolve_profile)
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
 
-STAGES = ("tokenizer", "pretrain", "sft", "reward")  # pipeline order (`ensure` builds what a stage needs)
-STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward"}
+STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo")  # pipeline order (`ensure` builds what a stage needs)
+STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward", "ppo": "rlhf"}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
 
 
@@ -151,6 +151,41 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
     return _finish(root, "reward", metrics, profile)
 
 
+def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,
+            log=print, **changes) -> dict:
+    """RLHF: optimise the SFT model against the reward model with our PPO; save runs/<profile>/rlhf."""
+    from . import ppo
+    from .generation import alpaca_prompts
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = PPOConfig.for_profile(profile, **changes)
+    world = build_world_from(WorldConfig.for_profile(profile))
+    policy_dir = Path(cfg.model) if cfg.model else root / "sft"
+    reward_dir = Path(cfg.reward_model) if cfg.reward_model else root / "reward"
+    t0 = time.perf_counter()
+    policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
+    prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))
+    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=root / "rlhf-checkpoints",
+                             log=log)
+    latest = ck.latest_checkpoint(root / "rlhf-checkpoints") if resume else None
+    if latest is not None:
+        trainer.load_checkpoint(latest)
+        log(f"[lab] ppo: resumed from {latest.name}")
+    history = trainer.train(stop_at)
+    if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
+        return {"iterations": trainer.iteration, "history": history}
+    ppo.save_policy(trainer, root / "rlhf")
+    first, last = history[: max(1, len(history) // 10)], history[-max(1, len(history) // 10):]
+    mean = lambda rows, k: round(sum(r[k] for r in rows) / len(rows), 4)  # noqa: E731
+    metrics = {"iterations": trainer.iteration, "episodes": history[-1]["episodes"],
+               "episodes_per_s": ppo.throughput(history), "reward_start": mean(first, "score"),
+               "reward_end": mean(last, "score"), "kl_end": mean(last, "kl"),
+               "eos_rate_end": mean(last, "eos_rate"), "kl_alarm": any(r["kl_alarm"] for r in history),
+               "wall_s": round(time.perf_counter() - t0, 2), "history": history, "samples": trainer.samples,
+               "config": cfg.to_dict()}
+    return _finish(root, "ppo", metrics, profile)
+
+
 def _load_preferences(spec: str) -> list[dict]:
     from .preferences import load_pairs
     return load_pairs(spec)
@@ -159,7 +194,8 @@ def _load_preferences(spec: str) -> list[dict]:
 def ensure(stage: str, profile: str | None = None, out=None) -> Path:
     """Build `stage` and what it needs if missing (saying so); return the run folder. For notebooks."""
     profile, root = resolve_profile(profile), run_dir(profile, out)
-    builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward}
+    builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
+                "ppo": run_ppo}
     for s in STAGES[: STAGES.index(stage) + 1]:
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")

@@ -1,0 +1,320 @@
+"""Stage 4: RLHF with PPO — our own trainer (TRL 1.13+ no longer ships one). The tensor math is in
+`ppo_math`; this module is the loop around it.
+
+One iteration:
+  1. rollout   — sample a response to each prompt of the batch from the policy (temperature T, top-k 0,
+                 top-p 1); truncate after the first EOS;
+  2. evaluate  — log-probabilities of those tokens under the policy and the frozen reference (logits / T),
+                 values from the value model, the reward model's score at the last real token
+                 (normalised; a fixed penalty when there is no EOS);
+  3. shape     — per-token rewards = −β·KL(policy ‖ reference), plus the score at the last real token;
+                 GAE (γ = 1, λ = 0.95) → advantages (whitened over real tokens) and returns;
+  4. optimise  — `ppo_epochs` passes over shuffled minibatches: clipped policy loss + vf_coef × clipped
+                 value loss; the learning rate decays linearly to zero over the run.
+
+Four models: the policy (starts as the SFT model), the reference (the SFT model, frozen — or, with
+LoRA, the policy with its adapter switched off), the value model (starts as the reward model: a
+per-token value head that already knows what a good answer looks like), and the frozen reward model.
+Dropout is off in all four, so the log-probabilities of the rollout and of the first minibatch agree.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from . import checkpoints as ck
+from . import ppo_math as M
+from .config import PPOConfig
+from .errors import LabError
+from .reward import RewardModel, raw_scores
+
+KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck
+
+
+def disable_dropout(model) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded prompt starts at position 0."""
+    return (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def response_logits(model, query, query_mask, response, response_mask, temperature: float):
+    """Logits (B, T, V) that predicted each response token, divided by the sampling temperature."""
+    ids, mask = torch.cat([query, response], 1), torch.cat([query_mask, response_mask.long()], 1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+    return logits[:, query.shape[1] - 1: -1].float() / temperature  # position t predicts token t + 1
+
+
+def response_values(value_model, query, query_mask, response, response_mask):
+    """Per-token values (B, T): the value head read at every position that chose a response token."""
+    ids, mask = torch.cat([query, response], 1), torch.cat([query_mask, response_mask.long()], 1)
+    hidden = value_model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
+    values = value_model.score(hidden.last_hidden_state).squeeze(-1)  # (B, P + T)
+    return values[:, query.shape[1] - 1: -1].float()
+
+
+def score_responses(rm: RewardModel, query, query_mask, response, response_mask) -> torch.Tensor:
+    """Normalised reward-model scores, on exactly the layout the reward model was trained on: the prompt
+    tokens (no padding), the response tokens up to and including the first EOS, right-padded."""
+    seqs = [q[qm.bool()].tolist() + r[rm_.bool()].tolist()
+            for q, qm, r, rm_ in zip(query, query_mask, response, response_mask)]
+    return rm.normalise(raw_scores(rm.model, rm.tokenizer, seqs)).to(query.device)
+
+
+class PPOTrainer:
+    """PPO for a causal LM against a reward model. `train()` runs `cfg.iterations` iterations."""
+
+    def __init__(self, cfg: PPOConfig, policy, ref_policy, value_model, reward_model: RewardModel, tokenizer,
+                 prompts: list[str], out_dir: Path | None = None, log=print):
+        self.cfg, self.tok, self.prompts, self.out_dir, self.log = cfg, tokenizer, prompts, out_dir, log
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        for m in (policy, ref_policy, value_model, reward_model.model):
+            if m is not None:
+                disable_dropout(m)
+        self.ref = ref_policy.to(self.acc.device).eval() if ref_policy is not None else None
+        reward_model.model.to(self.acc.device).eval()
+        self.rm = reward_model
+        params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
+        self.policy, self.value, self.optimizer = self.acc.prepare(policy, value_model, optimizer)
+        self.scheduler = scheduler
+        self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl \
+            else M.FixedKLController(cfg.kl_coef)
+        self.iteration, self.history, self.samples, self._negative_kl = 0, [], [], 0
+        self.rng = random.Random(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+    # ---------------------------------------------------------------- 1–2: rollout and evaluation
+
+    def _reference(self):
+        """The frozen reference: its own model, or the LoRA policy with the adapter switched off."""
+        if self.ref is not None:
+            return self.ref, nullcontext()
+        return self.policy, self.acc.unwrap_model(self.policy).disable_adapter()
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str]) -> dict:
+        cfg, tok, device = self.cfg, self.tok, self.acc.device
+        enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+        query, query_mask = enc["input_ids"], enc["attention_mask"]
+        policy = self.acc.unwrap_model(self.policy)
+        policy.eval()
+        out = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=0, top_p=1.0,
+                              temperature=cfg.temperature, max_new_tokens=cfg.response_length,
+                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        response = out[:, query.shape[1]:]
+        if response.shape[1] < cfg.response_length:  # every row stopped early: pad to the full width
+            pad = response.new_full((response.shape[0], cfg.response_length - response.shape[1]), tok.pad_token_id)
+            response = torch.cat([response, pad], 1)
+        response, mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
+        logits = response_logits(self.policy, query, query_mask, response, mask, cfg.temperature)
+        logprobs = M.logprobs_from_logits(logits, response)
+        entropy = M.masked_mean(M.entropy_from_logits(logits), mask)
+        ref_model, ctx = self._reference()
+        with ctx:
+            ref_logprobs = M.logprobs_from_logits(
+                response_logits(ref_model, query, query_mask, response, mask, cfg.temperature), response)
+        values = response_values(self.value, query, query_mask, response, mask)
+        raw = score_responses(self.rm, query, query_mask, response, mask)
+        scores = M.score_with_penalty(raw, ended, cfg.missing_eos_penalty)
+        rewards, kl = M.kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, self.kl_ctl.value)
+        advantages, returns = M.gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        advantages = M.masked_whiten(advantages, mask)
+        return {"prompts": prompts, "query": query, "query_mask": query_mask, "response": response, "mask": mask,
+                "ended": ended, "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values,
+                "raw_scores": raw, "scores": scores, "kl": kl, "advantages": advantages, "returns": returns,
+                "entropy": entropy}
+
+    # ---------------------------------------------------------------- 3–4: PPO epochs
+
+    def optimise(self, b: dict) -> dict:
+        cfg = self.cfg
+        self.policy.train(), self.value.train()
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "approxkl", "clipfrac",
+                                                         "ratio_mean", "vf_clipfrac")}
+        first: dict | None = None  # the first minibatch of the first epoch: the policy has not moved yet
+        n = len(b["prompts"])
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n)
+            for k, start in enumerate(range(0, n, cfg.mini_batch)):
+                idx = order[start:start + cfg.mini_batch]
+                mb = {key: b[key][idx] for key in ("query", "query_mask", "response", "mask", "logprobs", "values",
+                                                   "advantages", "returns")}
+                logits = response_logits(self.policy, mb["query"], mb["query_mask"], mb["response"], mb["mask"],
+                                         cfg.temperature)
+                new_logprobs = M.logprobs_from_logits(logits, mb["response"])
+                new_values = response_values(self.value, mb["query"], mb["query_mask"], mb["response"], mb["mask"])
+                pg_loss, pg_stats = M.policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], mb["mask"],
+                                                  cfg.cliprange)
+                vf_loss, vf_stats = M.value_loss(new_values, mb["values"], mb["returns"], mb["mask"],
+                                                 cfg.cliprange_value)
+                self.acc.backward((pg_loss + cfg.vf_coef * vf_loss) / cfg.grad_accum)
+                if (k + 1) % cfg.grad_accum == 0 or start + cfg.mini_batch >= n:
+                    torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                                   cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                if first is None:
+                    first = {f"first_{k}": float(v) for k, v in pg_stats.items()}
+                for key, value in (pg_stats | vf_stats | {"policy_loss": pg_loss, "value_loss": vf_loss}).items():
+                    stats[key].append(float(value.detach()))
+        self.scheduler.step()
+        return {k: sum(v) / len(v) for k, v in stats.items()} | (first or {})
+
+    def step(self) -> dict:
+        """One PPO iteration on a fresh batch of prompts; returns its logged statistics."""
+        t0 = time.perf_counter()
+        prompts = self.rng.sample(self.prompts, min(self.cfg.rollout_batch, len(self.prompts)))
+        b = self.rollout(prompts)
+        kl_per_seq = b["kl"].sum(1)
+        opt = self.optimise(b)
+        beta = self.kl_ctl.value
+        self.kl_ctl.update(kl_per_seq.mean().item(), len(prompts))
+        self.iteration += 1
+        row = {"iteration": self.iteration, "episodes": self.iteration * len(prompts),
+               "rlhf_reward": round((b["scores"] - beta * kl_per_seq).mean().item(), 4),
+               "score": round(b["raw_scores"].mean().item(), 4), "kl": round(kl_per_seq.mean().item(), 4),
+               "entropy": round(b["entropy"].item(), 4), "eos_rate": round(b["ended"].float().mean().item(), 4),
+               "response_len": round(b["mask"].sum(1).float().mean().item(), 2), "kl_coef": round(beta, 5),
+               "lr": self.scheduler.get_last_lr()[0]} | {k: round(v, 5) for k, v in opt.items()}
+        row["wall_s"] = round(time.perf_counter() - t0, 3)
+        self._check_kl(row)
+        self.history.append(row)
+        texts = self.tok.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["mask"])],
+                                      skip_special_tokens=True)
+        self.samples = [{"iteration": self.iteration, "prompt": p, "response": t, "score": round(s, 3)}
+                        for p, t, s in zip(prompts[:4], texts[:4], b["raw_scores"][:4].tolist())]
+        return row
+
+    def _check_kl(self, row: dict) -> None:
+        """KL(policy ‖ reference) estimated on samples of the policy cannot stay negative: if it does, the
+        log-probabilities of the two models are not computed the same way (temperature, padding, positions)."""
+        self._negative_kl = self._negative_kl + 1 if row["kl"] < 0 else 0
+        row["kl_alarm"] = self._negative_kl >= KL_ALARM_ITERATIONS
+        if row["kl_alarm"]:
+            message = (f"KL has been negative for {self._negative_kl} iterations (now {row['kl']}): policy and "
+                       f"reference log-probabilities disagree on something other than the weights")
+            warnings.warn(message, stacklevel=2)
+            self.log(f"[lab] ALARM: {message}")
+
+    # ---------------------------------------------------------------- the run, checkpoints
+
+    def train(self, stop_at: int | None = None) -> list[dict]:
+        """Iterate to `cfg.iterations` (or `stop_at`), checkpointing every `save_every` iterations."""
+        end = min(self.cfg.iterations, stop_at or self.cfg.iterations)
+        while self.iteration < end:
+            row = self.step()
+            if self.cfg.log_every and (row["iteration"] % self.cfg.log_every == 0 or row["iteration"] == 1):
+                self.log(f"[ppo] it {row['iteration']:>4}  score {row['score']:+.3f}  rlhf_reward "
+                         f"{row['rlhf_reward']:+.3f}  kl {row['kl']:.3f}  entropy {row['entropy']:.3f}  "
+                         f"clipfrac {row['clipfrac']:.3f}  eos {row['eos_rate']:.2f}")
+            if self.out_dir is not None and self.cfg.save_every and self.iteration % self.cfg.save_every == 0:
+                self.save_checkpoint()
+        return self.history
+
+    def save_checkpoint(self) -> Path:
+        root = Path(self.out_dir) / "checkpoints"
+        final = root / f"step-{self.iteration:07d}"
+        with ck.atomic_dir(final) as tmp:
+            self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
+            self.acc.unwrap_model(self.value).save_pretrained(tmp / "value")
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+            ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
+                                               "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng)})
+        ck.prune_checkpoints(root)
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore weights, optimizer, schedule, KL coefficient, history and RNG from `save_checkpoint`."""
+        from safetensors.torch import load_file
+
+        for model, sub in ((self.policy, "policy"), (self.value, "value")):
+            model = self.acc.unwrap_model(model)
+            state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
+            if hasattr(model, "peft_config"):  # a LoRA policy saved only its adapter
+                from peft import set_peft_model_state_dict
+                set_peft_model_state_dict(model, state)
+                continue
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+            if unexpected or set(missing) - tied:
+                raise LabError(f"checkpoint {sub} does not match the model (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})", path=str(path / sub),
+                               fix="resume with the same --profile and model settings, or start without --resume")
+        blob = torch.load(path / "state.pt", weights_only=True)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        torch.set_rng_state(blob["torch_rng"])
+        meta = ck.read_json(path / "state.json")
+        self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
+        self.rng.setstate(_rng_from(meta["rng"]))
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, state, gauss = rng.getstate()
+    return [version, list(state), gauss]
+
+
+def _rng_from(saved: list) -> tuple:
+    return saved[0], tuple(saved[1]), saved[2]
+
+
+# ------------------------------------------------------------------ building the four models
+
+def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
+    """(policy, reference or None, value model, reward model, tokenizer) as the config asks."""
+    for path, what in ((policy_dir, "SFT model"), (reward_dir, "reward model")):
+        if not (Path(path) / "config.json").exists():
+            stage = "lab sft" if what == "SFT model" else "lab reward"
+            raise LabError(f"no {what} for PPO", path=str(path), fix=f"run `{stage}` (or `lab run`) first")
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+        ref = None  # the adapter switched off is the SFT model: no second copy in memory
+    else:
+        ref = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+        ref.requires_grad_(False)
+    value = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
+    rm = RewardModel.load(reward_dir)
+    rm.model.requires_grad_(False)
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise LabError("PAD and EOS are the same token", path=str(policy_dir),
+                       fix="give the tokenizer a separate pad token (lab_utils.modeling.load_causal_lm adds one)")
+    return policy, ref, value, rm, tokenizer
+
+
+def save_policy(trainer: PPOTrainer, out_dir: Path) -> None:
+    """The trained policy as a plain causal LM (LoRA merged), with its tokenizer: `runs/<profile>/rlhf`."""
+    model = trainer.acc.unwrap_model(trainer.policy)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    with ck.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        trainer.tok.save_pretrained(tmp)
+
+
+def throughput(history: list[dict]) -> float:
+    """Episodes per second over the run's iterations."""
+    seconds = sum(r["wall_s"] for r in history)
+    return round(history[-1]["episodes"] / seconds, 3) if history and seconds else math.nan

@@ -1,0 +1,136 @@
+"""Stage 4 contracts of the PPO loop (the tensor math is pinned in test_ppo_math.py): the first minibatch sees
+ratio 1, KL 0 against an identical reference, the reward read where the reward model was trained to read it,
+resume, and a toy task on which PPO must raise the reward."""
+
+from __future__ import annotations
+
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lab_utils import ppo, stages
+from lab_utils.config import PPOConfig
+from lab_utils.errors import LabError
+from lab_utils.reward import RewardModel
+
+
+@pytest.fixture(scope="module")
+def run_root(micro_run, tmp_path_factory) -> Path:
+    """tokenizer, base, SFT and reward models on micro, in a folder of its own."""
+    root = tmp_path_factory.mktemp("ppo_run")
+    for folder in ("tokenizer", "base"):
+        shutil.copytree(micro_run / folder, root / folder)
+    stages.run_sft("micro", root, progress=False)
+    stages.run_reward("micro", root, progress=False)
+    return root
+
+
+def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrainer:
+    cfg = PPOConfig.for_profile("micro", **changes)
+    policy, ref, value, rm, tok = ppo.load_models(cfg, root / "sft", root / "reward")
+    prompts = [f"Say something about {w}." for w in ("cats", "Paris", "apples", "rain", "music", "maths", "tea", "ice")]
+    return ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, prompts, out_dir=out, log=lambda *_: None)
+
+
+def test_first_minibatch_has_ratio_one_and_no_clipping(run_root):
+    row = make_trainer(run_root).step()
+    assert row["first_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert row["first_approxkl"] == pytest.approx(0.0, abs=1e-9) and row["first_clipfrac"] == 0.0
+
+
+def test_kl_is_zero_against_an_identical_reference(run_root):
+    trainer = make_trainer(run_root)
+    batch = trainer.rollout(trainer.prompts[:4])
+    assert torch.allclose(batch["logprobs"], batch["ref_logprobs"], atol=1e-5)
+    assert batch["kl"].abs().max() < 1e-5
+
+
+def test_lora_reference_is_the_policy_with_its_adapter_off(run_root):
+    trainer = make_trainer(run_root, lora=True)
+    assert trainer.ref is None
+    batch = trainer.rollout(trainer.prompts[:4])  # LoRA B starts at 0: adapter on == adapter off
+    assert batch["kl"].abs().max() < 1e-5
+
+
+def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root):
+    trainer = make_trainer(run_root, response_length=6)
+    b = trainer.rollout(trainer.prompts)
+    eos, pad = trainer.tok.eos_token_id, trainer.tok.pad_token_id
+    for response, mask, ended in zip(b["response"], b["mask"], b["ended"]):
+        n = int(mask.sum())
+        assert (response[n:] == pad).all() and (eos not in response[: n - 1].tolist())
+        assert bool(ended) == (response[n - 1].item() == eos)
+    expected = b["raw_scores"] + trainer.cfg.missing_eos_penalty * (~b["ended"]).float()
+    assert torch.allclose(b["scores"], expected)
+
+
+def test_reward_is_read_where_the_reward_model_was_trained(run_root):
+    """PPO scores token ids of a left-padded batch; the reward stage scores re-encoded text: same numbers."""
+    trainer = make_trainer(run_root)
+    b = trainer.rollout(trainer.prompts[:4])
+    tok = trainer.tok
+    texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(b["response"], b["mask"])]
+    for i, text in enumerate(texts):  # only where decoding round-trips to the same tokens
+        resp = b["response"][i][b["mask"][i].bool()].tolist()
+        again = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if b["ended"][i] else [])
+        if again != resp:
+            continue
+        by_text = trainer.rm.score([trainer.prompts[i]], [text], [bool(b["ended"][i])])
+        assert by_text.item() == pytest.approx(b["raw_scores"][i].item(), abs=1e-4)
+
+
+def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
+    straight = make_trainer(run_root, tmp_path / "a", iterations=2)
+    straight.train()
+    resumed = make_trainer(run_root, tmp_path / "b", iterations=2)
+    resumed.train(stop_at=1)
+    fresh = make_trainer(run_root, tmp_path / "b", iterations=2)
+    fresh.load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000001")
+    fresh.train()
+    a, b = straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy)
+    for (name, x), (_, y) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert [r["score"] for r in straight.history] == pytest.approx([r["score"] for r in fresh.history], abs=1e-5)
+
+
+class TokenLover(nn.Module):
+    """A stand-in reward model: the share of a sequence's last 8 real tokens that are `token`."""
+
+    def __init__(self, token: int, pad: int):
+        super().__init__()
+        self.token, self.pad = token, pad
+        self.config = types.SimpleNamespace()
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    def forward(self, input_ids, attention_mask, **_):
+        ends = attention_mask.sum(1)
+        rows = [ids[max(0, e - 8): e] for ids, e in zip(input_ids, ends)]
+        share = torch.stack([(r == self.token).float().mean() for r in rows])
+        return types.SimpleNamespace(logits=share[:, None] * 10)
+
+
+def test_ppo_raises_the_reward_on_a_toy_task(run_root):
+    """A reward model that likes one token: within a few iterations the policy says it more."""
+    cfg = PPOConfig.for_profile("micro", iterations=8, rollout_batch=16, mini_batch=8, ppo_epochs=4,
+                                response_length=8, lr=1e-2, kl_coef=0.0, temperature=1.0, missing_eos_penalty=0.0)
+    policy, ref, value, _, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    liked = tok(" ", add_special_tokens=False)["input_ids"][0]  # whitespace: a token of its own, common
+    rm = RewardModel(TokenLover(liked, tok.pad_token_id), tok)
+    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, [f"Tell me about {i}." for i in range(32)],
+                             log=lambda *_: None)
+    history = trainer.train()
+    start, end = history[0]["score"], sum(r["score"] for r in history[-2:]) / 2
+    assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.0 → 7.7, 9.2 (of at most 10)
+
+
+def test_missing_models_are_lab_errors(tmp_path):
+    with pytest.raises(LabError, match="lab sft"):
+        ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", tmp_path / "reward")
