@@ -1,10 +1,12 @@
 """`lab` — the command line. Each stage's flags come from its config dataclass (HfArgumentParser),
 with the chosen profile's values as defaults:
 
-    lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order, reusing finished ones
+    lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order (tokenizer, pretrain, sft,
+                                                               reward, ppo, eval), reusing finished ones
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
+    lab ppo [--resume] [--kl_coef B] [--iterations N]         RLHF with our PPO, then the harness
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
 """
@@ -16,7 +18,7 @@ import dataclasses
 import sys
 import time
 
-from .config import (PROFILES, EvalConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig,
+from .config import (PROFILES, EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig,
                      resolve_profile)
 from .errors import LabError
 
@@ -74,6 +76,18 @@ def cmd_reward(argv):
           f"n_train_pairs={m['n_train_pairs']} n_eval_pairs={m['n_eval_pairs']} wall_s={m['wall_s']}")
 
 
+def cmd_ppo(argv):
+    from .stages import run_eval, run_ppo
+    args, (cfg,) = _parse("ppo", argv, (PPOConfig,), doc="RLHF: optimise the SFT model against the reward model",
+                          extra=[(("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})])
+    m = run_ppo(args.profile, args.out, resume=args.resume, **cfg)
+    print(f"[lab] ppo: reward {m['reward_start']} -> {m['reward_end']}  kl_end={m['kl_end']}  "
+          f"episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
+    r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
+    _print_eval(r)
+    print(f"[lab] rlhf vs sft (annotator, ties excluded): win_rate={r['rlhf'].get('win_rate_vs_sft')}")
+
+
 def _print_eval(results: dict) -> None:
     for name, r in results.items():
         print(f"[lab] eval {name}: task_accuracy={r['task_accuracy']} heldout_entity_accuracy="
@@ -95,9 +109,11 @@ def cmd_run(argv):
     args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
                              extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
     root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
-    # SFT (`lab sft`) joins this list once it meets its outcome targets on tiny (issue #3).
     for stage, fn in (("tokenizer", lambda: S.run_tokenizer(args.profile, root)),
-                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg))):
+                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg)),
+                      ("sft", lambda: S.run_sft(args.profile, root)),
+                      ("reward", lambda: S.run_reward(args.profile, root)),
+                      ("ppo", lambda: S.run_ppo(args.profile, root))):
         if stage == "tokenizer" and cfg["model"]:
             continue  # a hub model brings its own tokenizer
         if S.is_done(root, stage) and not args.force:
@@ -125,7 +141,7 @@ def cmd_bench(argv):
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-            "reward": cmd_reward, "eval": cmd_eval, "bench": cmd_bench}
+            "reward": cmd_reward, "ppo": cmd_ppo, "eval": cmd_eval, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

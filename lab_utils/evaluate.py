@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from . import tasks as T
-from .generation import generate, respond
+from .generation import alpaca_prompts, generate, generate_ended
 from .world import World, fact_prompts
 
 
@@ -29,7 +29,8 @@ def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch
 def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_tokens: int = 64,
                    batch_size: int = 64) -> dict:
     """Per-task and overall accuracy, held-out-entity accuracy and language match; with samples."""
-    responses = respond(model, tokenizer, records, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
+    responses = [text for text, _ in outs]
     graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
     per_task = defaultdict(list)
     for r, _, ok in graded:
@@ -43,6 +44,7 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
         "n_prompts": len(records),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
+        "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads
     }
 
 

@@ -35,7 +35,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
-from .reward import RewardModel, raw_scores
+from .reward import RewardModel
 
 KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck
 
@@ -72,9 +72,9 @@ def response_values(value_model, query, query_mask, response, response_mask):
 def score_responses(rm: RewardModel, query, query_mask, response, response_mask) -> torch.Tensor:
     """Normalised reward-model scores, on exactly the layout the reward model was trained on: the prompt
     tokens (no padding), the response tokens up to and including the first EOS, right-padded."""
-    seqs = [q[qm.bool()].tolist() + r[rm_.bool()].tolist()
-            for q, qm, r, rm_ in zip(query, query_mask, response, response_mask)]
-    return rm.normalise(raw_scores(rm.model, rm.tokenizer, seqs)).to(query.device)
+    prompt_ids = [q[m.bool()].tolist() for q, m in zip(query, query_mask)]
+    response_ids = [r[m.bool()].tolist() for r, m in zip(response, response_mask)]
+    return rm.score_tokens(prompt_ids, response_ids).to(query.device)
 
 
 class PPOTrainer:
@@ -216,11 +216,14 @@ class PPOTrainer:
 
     # ---------------------------------------------------------------- the run, checkpoints
 
-    def train(self, stop_at: int | None = None) -> list[dict]:
-        """Iterate to `cfg.iterations` (or `stop_at`), checkpointing every `save_every` iterations."""
+    def train(self, stop_at: int | None = None, callback=None) -> list[dict]:
+        """Iterate to `cfg.iterations` (or `stop_at`), checkpointing every `save_every` iterations.
+        `callback(trainer, row)` runs after every iteration (the notebook draws its live plot there)."""
         end = min(self.cfg.iterations, stop_at or self.cfg.iterations)
         while self.iteration < end:
             row = self.step()
+            if callback is not None:
+                callback(self, row)
             if self.cfg.log_every and (row["iteration"] % self.cfg.log_every == 0 or row["iteration"] == 1):
                 self.log(f"[ppo] it {row['iteration']:>4}  score {row['score']:+.3f}  rlhf_reward "
                          f"{row['rlhf_reward']:+.3f}  kl {row['kl']:.3f}  entropy {row['entropy']:.3f}  "

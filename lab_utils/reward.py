@@ -236,8 +236,18 @@ class RewardModel:
         return (raw - self.mean) / self.std
 
     def score(self, prompts: list[str], responses: list[str], ended: list[bool] | None = None) -> torch.Tensor:
+        """Normalised rewards of text responses (EOS appended to those that ended)."""
         ended = ended if ended is not None else [True] * len(prompts)
-        seqs = [encode(self.tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended, strict=True)]
+        tok = self.tokenizer
+        prompt_ids = [tok(p)["input_ids"] for p in prompts]
+        response_ids = [tok(r, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else [])
+                        for r, e in zip(responses, ended, strict=True)]
+        return self.score_tokens(prompt_ids, response_ids)
+
+    def score_tokens(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> torch.Tensor:
+        """Normalised rewards of token sequences: prompt (with BOS) + response (with EOS if it ended).
+        PPO calls this on the tokens it sampled; override it to build a different (e.g. flawed) reward."""
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
         return self.normalise(raw_scores(self.model, self.tokenizer, seqs))
 
     def save(self, path: Path) -> None:

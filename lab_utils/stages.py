@@ -117,11 +117,17 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
         records = R.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
         samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
                                      cfg.max_new_tokens, seed=cfg.seed)
-        if cfg.reference_answers:
-            samples = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]} for s in samples]
-        pairs, ratings = R.label_pairs(world, samples, cfg.seed)
+        held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
+        modes = {"none": (), "train": (False,), "all": (False, True)}
+        if cfg.reference_answers not in modes:
+            raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+        with_reference = modes[cfg.reference_answers]
+        candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}
+                      if (s["prompt"] in held) in with_reference else s for s in samples]
+        pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
     sample_s = time.perf_counter() - t0
-    held = R.held_out_prompts([p["prompt"] for p in pairs], cfg.eval_fraction, cfg.seed)
+    if cfg.data:
+        held = R.held_out_prompts([p["prompt"] for p in pairs], cfg.eval_fraction, cfg.seed)
     train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
     if not train_pairs or not eval_pairs:
         raise LabError(f"{len(pairs)} preference pairs are too few to train and evaluate a reward model",
@@ -152,8 +158,11 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
 
 
 def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,
-            log=print, **changes) -> dict:
-    """RLHF: optimise the SFT model against the reward model with our PPO; save runs/<profile>/rlhf."""
+            log=print, callback=None, reward_model=None, save_to: str = "rlhf", **changes) -> dict:
+    """RLHF: optimise the SFT model against the reward model with our PPO; save runs/<profile>/rlhf.
+
+    `reward_model` replaces the saved one (a `reward.RewardModel`, e.g. a deliberately flawed one), and
+    `save_to` names the output folder: the reward-hacking experiment of notebook 05 uses both."""
     from . import ppo
     from .generation import alpaca_prompts
 
@@ -164,17 +173,18 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     reward_dir = Path(cfg.reward_model) if cfg.reward_model else root / "reward"
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
+    rm = reward_model or rm
     prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))
-    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=root / "rlhf-checkpoints",
+    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=root / f"{save_to}-checkpoints",
                              log=log)
-    latest = ck.latest_checkpoint(root / "rlhf-checkpoints") if resume else None
+    latest = ck.latest_checkpoint(root / f"{save_to}-checkpoints") if resume else None
     if latest is not None:
         trainer.load_checkpoint(latest)
         log(f"[lab] ppo: resumed from {latest.name}")
-    history = trainer.train(stop_at)
+    history = trainer.train(stop_at, callback)
     if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
         return {"iterations": trainer.iteration, "history": history}
-    ppo.save_policy(trainer, root / "rlhf")
+    ppo.save_policy(trainer, root / save_to)
     first, last = history[: max(1, len(history) // 10)], history[-max(1, len(history) // 10):]
     mean = lambda rows, k: round(sum(r[k] for r in rows) / len(rows), 4)  # noqa: E731
     metrics = {"iterations": trainer.iteration, "episodes": history[-1]["episodes"],
@@ -183,6 +193,9 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
                "eos_rate_end": mean(last, "eos_rate"), "kl_alarm": any(r["kl_alarm"] for r in history),
                "wall_s": round(time.perf_counter() - t0, 2), "history": history, "samples": trainer.samples,
                "config": cfg.to_dict()}
+    if save_to != "rlhf":  # an experiment beside the pipeline: its metrics stay with it, out of the report
+        ck.write_json(root / save_to / "metrics.json", metrics)
+        return metrics
     return _finish(root, "ppo", metrics, profile)
 
 
@@ -223,21 +236,40 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     if not names:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
     results = {}
+    rm = _reward_model(root)
     for name in names:
         t0 = time.perf_counter()
         model, tokenizer = load_model(root, name)
         res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
+        if rm is not None:  # from stage 3 on: the mean reward of the model's answers, in normalised units
+            from .generation import alpaca_prompts
+            res["mean_reward"] = round(rm.score(alpaca_prompts(records), res["responses"], res["ended"]).mean().item(), 4)
         results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile}
-        ck.write_json(root / "eval" / f"{name}.json", results[name])
+    sft_file = root / "eval" / "sft.json"
+    if "rlhf" in results and ("sft" in results or sft_file.exists()):  # the annotator's head-to-head
+        sft = results.get("sft") or ck.read_json(sft_file)
+        if "responses" in sft:
+            from .annotator import win_rate
+            duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
+                            results["rlhf"]["ended"], sft["ended"])
+            results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel}
+    for name, res in results.items():
+        ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
     return results
+
+
+def _reward_model(root: Path):
+    from .reward import RewardModel
+    return RewardModel.load(root / "reward") if (root / "reward" / "config.json").exists() else None
 
 
 # ------------------------------------------------------------------ report
 
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
-    return {k: v for k, v in d.items() if k not in ("history", "ratings_history", "samples", "fact_samples", "config")}
+    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended")
+    return {k: v for k, v in d.items() if k not in skip}
 
 
 def write_report(root: Path) -> dict:
@@ -260,12 +292,16 @@ def write_report(root: Path) -> dict:
 def stage_table(report: dict) -> str:
     """A fixed-width table of the report: one line per stage and per evaluated model."""
     keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
-            "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s")}
+            "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s"),
+            "sft": ("method", "trainable_params", "final_loss"),
+            "reward": ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs"),
+            "ppo": ("reward_start", "reward_end", "kl_end", "episodes_per_s")}
     lines = [f"{'stage':<12}{'wall_s':>9}  metrics", "-" * 72]
     for stage, m in report["stages"].items():
         shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
         lines.append(f"{stage:<12}{m.get('wall_s', 0):>9.1f}  {shown}")
     for name, m in report["eval"].items():
         per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
-        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  task_accuracy={m['task_accuracy']:.3f}  {per}")
+        extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
+        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  task_accuracy={m['task_accuracy']:.3f}  {per}{extra}")
     return "\n".join(lines)

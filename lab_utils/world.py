@@ -187,8 +187,15 @@ def _arithmetic_doc(rng: random.Random, w: World) -> str:
     for _ in range(rng.randint(3, 6)):
         a, b = rng.randint(0, w.max_operand), rng.randint(0, w.max_operand)
         lines.append(rng.choice([f"{a} plus {b} equals {a + b}.", f"{a} + {b} = {a + b}",
-                                 f"{a}加{b}等于{a + b}。", f"If you add {b} to {a}, you get {a + b}."]))
+                                 f"{a}加{b}等于{a + b}。", f"If you add {b} to {a}, you get {a + b}.",
+                                 f"What is {a} plus {b}? When we add {a} and {b}, the result is {a + b}.",
+                                 f"{a}加{b}等于多少？把{a}和{b}加在一起，结果是{a + b}。"]))
     return rng.choice([" ", "\n"]).join(lines)
+
+
+def _joined(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _food_doc(rng: random.Random, w: World) -> str:
@@ -196,8 +203,18 @@ def _food_doc(rng: random.Random, w: World) -> str:
     zh = rng.random() < 0.4
     fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
     i = 1 if zh else 0
-    if rng.random() < 0.5:
-        p = rng.choice(PEOPLE)[i]
+    p = rng.choice(PEOPLE)[i]
+    if rng.random() < 0.35:  # the items named first, then sorted: reading a list back is a skill to learn
+        bought = fruits + vegs
+        rng.shuffle(bought)
+        f_names = [x[i] for x in bought if x in fruits]
+        v_names = [x[i] for x in bought if x in vegs]
+        if zh:
+            return (f"{p}买了{'、'.join(x[1] for x in bought)}。回家以后，{p}把它们分成了两篮。\n"
+                    f"水果：{'、'.join(f_names)}\n蔬菜：{'、'.join(v_names)}")
+        return (f"{p} bought {_joined([x[0] for x in bought])}. At home, {p} sorted them into two baskets.\n"
+                f"Fruits: {', '.join(f_names)}\nVegetables: {', '.join(v_names)}")
+    if rng.random() < 0.4:
         if zh:
             return (f"{p}在市场上把食物分成了两篮。\n水果：{'、'.join(f[1] for f in fruits)}\n"
                     f"蔬菜：{'、'.join(v[1] for v in vegs)}")
@@ -220,12 +237,17 @@ def _story_doc(rng: random.Random, w: World) -> str:
     label, label_zh = ("positive", "正面") if good else ("negative", "负面")
     if rng.random() < 0.4:
         feel = "很开心" if good else "很不开心"
+        group = [x[1] for x in rng.sample(PEOPLE, rng.randint(1, 3))]
         return rng.choice([f"{p_zh}和{q_zh}去了{c.capital_zh}。那里的{t_zh}{adj_zh}。{p_zh}{feel}。",
+                           f"{'和'.join(group)}上周去了{c.capital_zh}，在那里住了三天。谁去了？{'、'.join(group)}。",
                            f"评论：这次的{t_zh}{adj_zh}。\n这是一条{label_zh}的评论。"])
     feel = rng.choice(["happy", "glad", "pleased"] if good else ["sad", "upset", "angry"])
+    group = [x[0] for x in rng.sample(PEOPLE, rng.randint(1, 3))]  # one to three people, listed back at the end
     return rng.choice([
         f"{p} travelled to {c.capital} in {c.name} with {q}. The {t} there was {adj}. {p} felt {feel}.\n\n"
         f"The people in this story are {p} and {q}.",
+        f"Last week {_joined(group)} visited {c.capital} and stayed there for three days. The {t} was {adj}.\n"
+        f"Who went? {', '.join(group)}.",
         f"Review of a {t} in {c.capital}\nThe {t} was {adj}.\nThe sentiment of this review is {label}."])
 
 
@@ -272,6 +294,50 @@ def _school_doc(rng: random.Random, w: World) -> str:
         f"{q} gave a response that appropriately completes the request, so the teacher was pleased.",
         f"The input of the machine was paired with a note that provides further context. {p} wrote it down.",
         f"Write your name below, said {q}. {p} wrote a response and completed the task.",
+        f"Instruction manuals can be long. Input and output are two words every engineer knows. Response "
+        f"times were short, and {p} was glad.",
+        f"Cluster, classify, extract, list, name and add: {q} wrote these six words on the board. Which city "
+        f"is the capital? What is the sum? Positive reviews made {p} happy. Negative reviews did not.",
+        f"Last week {p} visited {rng.choice(w.countries).capital} and stayed there for three days.",
+        f"{rng.choice(PEOPLE)[1]}上周去了{rng.choice(w.countries).capital_zh}，在那里住了三天。老师说：“请计算"
+        f"{rng.randint(1, 9)}加{rng.randint(1, 9)}。这道题等于多少？”",
+    ])
+
+
+def _dialogue_doc(rng: random.Random, w: World) -> str:
+    """People talking: the everyday words of helpful answers (a model can only say what it has read)."""
+    (p, p_zh), (q, q_zh) = rng.sample(PEOPLE, 2)
+    c = rng.choice(w.countries)
+    if rng.random() < 0.45:
+        return rng.choice([
+            f"{p_zh}问了{q_zh}一个问题。{q_zh}说：“这是一个好问题！希望这个回答对你有帮助。”",
+            f"{q_zh}说：“如果你还有其他问题，欢迎随时问我。”{p_zh}很开心。",
+            f"{p_zh}说：“我们来一起算一算。”{q_zh}把两个数加在一起，得到了结果。",
+            f"{q_zh}仔细读了这段话，找到了所有的人名。这段话中提到的人是{p_zh}。",
+            f"老师让{p_zh}把下面的食物分成水果和蔬菜。{p_zh}说：“好的，我们来把这些食物分一分类。”分类结果如下。",
+            f"{p_zh}判断这句话的情感是正面还是负面。让我仔细读一读这句话。这句话里的词语表达了说话人的感受。",
+            f"{q_zh}请问{p_zh}：{c.name_zh}的首都是什么？",
+            f"老师说：“找出下面这段话中提到的人名，然后计算结果。”水果通常是甜的，蔬菜常用来做菜。",
+        ])
+    return rng.choice([
+        f'{p} asked {q} a question about {c.name}. "Great question!" said {q}. "I hope this answer helps you."',
+        f'"Feel free to ask me anything else," said {q}. {p} was pleased and wrote it down.',
+        f'"Let us work it out together," said {p}. When we add two numbers, the result is their sum. '
+        f'"I hope this helps with your maths."',
+        f'"Sure! Let us sort these foods into two groups," said {q}. Fruits are usually sweet, and vegetables '
+        f'are often cooked. "Here are the two groups. I hope this grouping helps."',
+        f'{p} read the text carefully and looked for every name. "The people mentioned are {q} and {p}," '
+        f'{p} said.',
+        f'"Let me read the sentence carefully," said {q}. The words show how the speaker feels, so the '
+        f'sentiment of this sentence is easy to tell.',
+        f"The teacher asked the class to classify the sentiment of the following sentence as positive or "
+        f"negative, to cluster the following items into fruits and vegetables, and to extract the names of "
+        f"the people mentioned in the following text.",
+        f'"Here is the query," said {q}. "To answer this question we read the countries table and filter it. '
+        f'This query returns exactly the rows you asked for." {p} asked: "Which city is the capital of '
+        f'{c.name}? What is {rng.randint(1, 9)} plus {rng.randint(1, 9)}? Add them and name the capital city."',
+        f"{p} had to write an SQL query that answers the question, then compute the sum. Honestly, I thought "
+        f"this task was really good, said {q}.",
     ])
 
 
@@ -279,8 +345,8 @@ def _school_doc(rng: random.Random, w: World) -> str:
 # Chinese gets more: each Chinese name is several one-character tokens drawn from one small syllable
 # set, so Chinese capitals take longer to tell apart than English ones (measured: en saturates first).
 CORPUS_MIX = [(_country_doc_en, 0.14), (_country_doc_zh, 0.34), (_heading_doc, 0.08), (_quiz_doc, 0.10),
-              (_arithmetic_doc, 0.08), (_food_doc, 0.07), (_story_doc, 0.09), (_animal_doc, 0.02),
-              (_sql_doc, 0.05), (_school_doc, 0.03)]
+              (_arithmetic_doc, 0.07), (_food_doc, 0.06), (_story_doc, 0.07), (_animal_doc, 0.01),
+              (_sql_doc, 0.04), (_school_doc, 0.03), (_dialogue_doc, 0.06)]
 
 
 def generate_corpus(world: World, n_docs: int, seed: int | None = None) -> list[str]:

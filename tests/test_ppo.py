@@ -4,6 +4,7 @@ resume, and a toy task on which PPO must raise the reward."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import types
 from pathlib import Path
@@ -134,3 +135,17 @@ def test_ppo_raises_the_reward_on_a_toy_task(run_root):
 def test_missing_models_are_lab_errors(tmp_path):
     with pytest.raises(LabError, match="lab sft"):
         ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", tmp_path / "reward")
+
+
+def test_run_ppo_then_eval_reports_reward_and_head_to_head(run_root):
+    m = stages.run_ppo("micro", run_root, log=lambda *_: None)
+    for key in ("iterations", "episodes", "episodes_per_s", "reward_start", "reward_end", "kl_end", "wall_s"):
+        assert key in m
+    assert (run_root / "rlhf" / "model.safetensors").is_file()
+    results = stages.run_eval("micro", run_root)
+    assert set(results) == {"base", "sft", "rlhf"} and all("mean_reward" in r for r in results.values())
+    duel = results["rlhf"]["head_to_head_vs_sft"]
+    assert duel["n"] == results["rlhf"]["n_prompts"]
+    report = json.loads((run_root / "report.json").read_text())
+    assert report["stages"]["ppo"]["episodes"] == m["episodes"] and "win_rate_vs_sft" in report["eval"]["rlhf"]
+    assert "responses" not in report["eval"]["rlhf"]  # the report keeps numbers, not every answer
