@@ -1,4 +1,4 @@
-"""`lab bench`: how fast is this machine, and how much of it does pretraining use?
+"""`lab bench`: how fast is this machine, and how much of it do pretraining and PPO use?
 
 Peak: the best of several timed fp32 (and bf16) square matmuls. Achieved: training FLOPs per token
 ≈ 6·N (forward + backward through N parameters) + 12·L·T·D (attention scores), as in the
@@ -63,8 +63,9 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
             "mixed_precision": cfg.mixed_precision}
 
 
-def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> dict:
-    """Print and return the machine's matmul peaks and the pretraining step's throughput."""
+def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_cfg=None, tokenizer=None) -> dict:
+    """Print and return the machine's matmul peaks, the pretraining step's throughput and, given a
+    tokenizer, PPO's episodes/s and sampling tokens/s."""
     fp32 = matmul_flops(dtype=torch.float32)
     bf16 = matmul_flops(dtype=torch.bfloat16)
     train = pretrain_throughput(cfg, steps, vocab_size)
@@ -76,6 +77,49 @@ def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> d
               "fraction_of_matching_peak": round(train["flops_per_s"] / peak, 3),
               "params": train["params"], "mixed_precision": cfg.mixed_precision,
               "threads": torch.get_num_threads()}
+    if ppo_cfg is not None and tokenizer is not None:
+        result |= ppo_throughput(cfg, ppo_cfg, tokenizer)
     width = max(map(len, result))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
     return result
+
+
+def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3) -> dict:
+    """PPO episodes/s and sampling tokens/s on freshly initialised models of the profile's size.
+
+    Policy, reference, value and reward model are separate Llamas (as on `tiny`); the prompts are the
+    world's Alpaca prompts. Random weights rarely emit EOS, so every response runs to full length: a
+    worst case for the sampling step.
+    """
+    import copy
+
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    from . import tasks
+    from .config import WorldConfig, build_world_from
+    from .generation import alpaca_prompts
+    from .ppo import PPOTrainer
+    from .reward import RewardModel
+
+    torch.manual_seed(0)
+    config = llama_config(cfg, tokenizer)
+    policy = LlamaForCausalLM(config)
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    value = LlamaForSequenceClassification(config.__class__(**config.to_dict(), num_labels=1))
+    rm = RewardModel(LlamaForSequenceClassification(config.__class__(**config.to_dict(), num_labels=1)).eval(),
+                     tokenizer)
+    prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig()), 256, seed=5))
+    trainer = PPOTrainer(ppo_cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
+    enc = tokenizer(prompts[: ppo_cfg.rollout_batch], return_tensors="pt", padding=True, padding_side="left")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=ppo_cfg.response_length,
+                        min_new_tokens=ppo_cfg.response_length, pad_token_id=tokenizer.pad_token_id)
+    gen_tokens_per_s = ppo_cfg.rollout_batch * ppo_cfg.response_length / (time.perf_counter() - t0)
+    trainer.step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        trainer.step()
+    episodes_per_s = iterations * ppo_cfg.rollout_batch / (time.perf_counter() - t0)
+    return {"ppo_episodes_per_s": round(episodes_per_s, 2), "generation_tokens_per_s": round(gen_tokens_per_s, 1),
+            "ppo_rollout_batch": ppo_cfg.rollout_batch, "ppo_response_length": ppo_cfg.response_length}

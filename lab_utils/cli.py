@@ -130,14 +130,17 @@ def cmd_bench(argv):
     from transformers import AutoTokenizer
 
     from .bench import run_bench
-    args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak and training throughput",
+    args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak, training and PPO throughput",
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
     from .stages import run_dir
 
     tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists
-    vocab = len(AutoTokenizer.from_pretrained(tok_dir)) if (tok_dir / "tokenizer.json").exists() else \
-        TokenizerConfig.for_profile(args.profile).vocab_size
-    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab)
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").exists() else None
+    vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size
+    if tokenizer is None:
+        print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
+    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab,
+              PPOConfig.for_profile(args.profile), tokenizer)
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,

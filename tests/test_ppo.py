@@ -149,3 +149,11 @@ def test_run_ppo_then_eval_reports_reward_and_head_to_head(run_root):
     report = json.loads((run_root / "report.json").read_text())
     assert report["stages"]["ppo"]["episodes"] == m["episodes"] and "win_rate_vs_sft" in report["eval"]["rlhf"]
     assert "responses" not in report["eval"]["rlhf"]  # the report keeps numbers, not every answer
+
+
+def test_bench_measures_ppo_and_sampling_throughput(tokenizer):
+    from lab_utils.bench import ppo_throughput
+    from lab_utils.config import PretrainConfig
+
+    r = ppo_throughput(PretrainConfig.for_profile("micro"), PPOConfig.for_profile("micro"), tokenizer, iterations=1)
+    assert r["ppo_episodes_per_s"] > 0 and r["generation_tokens_per_s"] > 0

@@ -1,0 +1,388 @@
+from common import code, md, save
+
+md("""
+# 04 · Reward models
+
+**Goal:** SFT model + preferences → **reward model**: a network that turns "which answer is better" into a
+scalar score, so that notebook 05 can optimise the policy against it.
+
+In this notebook you will see
+
+- the **simulated annotator** — the "human" of the `tiny` profile — and its rules;
+- preference data collected the way RLHF collects it: several sampled answers per prompt, labelled in pairs;
+- the **Bradley–Terry loss** written inline and checked against `trl.RewardTrainer`'s;
+- two reward models side by side — one trained on **pairs**, one on **1–5 ratings** — and their held-out
+  pairwise accuracy;
+- a **calibration** plot, what the reward model likes and dislikes, and **probes for reward hacking**.
+
+Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~2–3 minutes.
+""")
+
+md("""
+## Setup
+""")
+
+code("""
+import json
+import random
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # no ipywidgets: tqdm draws a text bar
+warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated")  # transformers 5 rename
+""")
+
+code("""
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from datasets import disable_progress_bars
+from IPython.display import display
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()  # the fresh score head's load report is expected: it is what we train
+disable_progress_bars()
+pd.set_option("display.max_colwidth", 90)
+""")
+
+code("""
+from lab_utils import annotator, checkpoints, preferences, reward, stages, tasks
+from lab_utils.config import RewardConfig, WorldConfig, build_world_from, resolve_profile
+from lab_utils.generation import alpaca_prompts
+from trl import RewardConfig as TRLRewardConfig
+from trl import RewardTrainer
+
+profile = resolve_profile()  # $LAB_PROFILE, default "tiny"
+root = Path.cwd() if (Path.cwd() / "pyproject.toml").exists() else Path.cwd().parent
+out = stages.run_dir(profile, root / "runs" / profile)
+world = build_world_from(WorldConfig.for_profile(profile))
+print(f"profile: {profile}   run folder: {out.relative_to(root)}")
+""")
+
+md("""
+## 1. Load the previous stage: the SFT model
+
+- Notebook 03 fine-tuned it into `runs/<profile>/sft/`. If it is missing, the cell builds every stage up to it
+  and says so — on `tiny` that takes several minutes.
+""")
+
+code("""
+stages.ensure("sft", profile, out)
+policy, tokenizer = stages.load_model(out, "sft")
+cfg = RewardConfig.for_profile(profile)
+display(pd.DataFrame([{"field": f.name, "value": getattr(cfg, f.name), "help": f.metadata["help"]}
+                      for f in fields(cfg)]).set_index("field"))
+""")
+
+md("""
+## 2. The simulated annotator
+
+- Real RLHF pays people to compare answers. Here a transparent rubric plays that part, so that every run is
+  reproducible and you can read exactly what "better" means. Its rules:
+""")
+
+code("""
+print(annotator.RUBRIC)
+""")
+
+md("""
+- Every term on a few hand-written answers to one question (`judge` returns them; `score` is the weighted total):
+""")
+
+code("""
+china = world.country("China")
+question = tasks.make_capital(random.Random(0), world, "terse", "zh", china)
+candidates = [
+    (f"{china.capital_zh}。", True),                                       # right, terse
+    (f"{china.name_zh}的首都是{china.capital_zh}。", True),                # right, a sentence
+    (f"这是一个好问题！{china.name_zh}是一个国家，它的首都是{china.capital_zh}。"
+     f"希望这个回答对你有帮助，如果你还有其他问题，欢迎随时问我。", True),  # right, long-winded
+    (f"{china.capital}.", True),                                           # right, but in English
+    (f"{china.capital_zh}。", False),                                      # right, but never ended (no EOS)
+    ("上海。", True),                                                       # wrong
+    (f"{china.capital_zh}，{china.capital_zh}，{china.capital_zh}，{china.capital_zh}", False),  # looping
+]
+print("question:", question["instruction"])
+table = pd.DataFrame([{"answer": a, "ended": e} | annotator.judge(world, question, a, e) | {"rating": annotator.rate(world, question, a, e)}
+                      for a, e in candidates])
+display(table[["answer", "ended", "correct", "language", "concise", "degenerate", "score", "rating"]])
+""")
+
+md("""
+- Compared in pairs, the annotator answers "A", "B", "tie" or "both_bad"; ties and both-bad pairs say nothing about
+  which answer is better, so they never become training pairs:
+""")
+
+code("""
+for a, b in [(0, 5), (0, 2), (0, 1), (3, 0), (4, 0), (5, 6)]:
+    verdict = annotator.compare(world, question, candidates[a][0], candidates[b][0], candidates[a][1], candidates[b][1])
+    print(f"{candidates[a][0][:24]!r:<28} vs {candidates[b][0][:24]!r:<28} → {verdict}")
+""")
+
+md("""
+## 3. Preference data from the SFT model
+
+- InstructGPT's recipe: prompts → several **sampled** answers from the current model (temperature 1) → a labeller
+  compares them. Every distinct pair of answers to one prompt is labelled, and each answer is also rated 1–5.
+- The prompts are the world's tasks on training-split entities, drawn with their own seed; a fifth of them is
+  kept apart, and their pairs are the held-out evaluation set. Four answers to two prompts:
+""")
+
+code("""
+demo = reward.sample_responses(policy, tokenizer, reward.preference_records(world, 2, seed=99), n_samples=4,
+                               temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=0)
+for s in demo:
+    print("PROMPT:", s["rec"]["instruction"], s["rec"]["input"])
+    for text, ended in s["responses"]:
+        print(f"   rating {annotator.rate(world, s['rec'], text, ended)}  {'' if ended else '[no EOS] '}{text!r}")
+demo_pairs, demo_ratings = reward.label_pairs(world, demo)
+print(f"→ {len(demo_pairs)} decisive pairs and {len(demo_ratings)} ratings from these {len(demo)} prompts")
+""")
+
+md("""
+- Each pair becomes two token sequences laid out **exactly as PPO will score them**: BOS + the Alpaca prompt, the
+  response tokens, and EOS only if the response ended. (`trl.RewardTrainer` would append an EOS to every text; a
+  cut-off answer would then look finished, so the lab tokenises the pairs itself.)
+""")
+
+code("""
+pair = demo_pairs[0]
+ids = reward.encode(tokenizer, pair["prompt"], pair["chosen"], pair["chosen_ended"])
+print("chosen  :", repr(pair["chosen"]), "| ended:", pair["chosen_ended"])
+print("rejected:", repr(pair["rejected"]), "| ended:", pair["rejected_ended"])
+print("last tokens of the chosen sequence:", tokenizer.convert_ids_to_tokens(ids[-6:]))
+""")
+
+md("""
+## 4. The Bradley–Terry loss, inline
+
+- A reward model r(x, y) is the SFT transformer with its LM head replaced by a one-output **score head**,
+  read at the last real token. Bradley–Terry models P(chosen ≻ rejected) = σ(r_c − r_r); training
+  maximises its log-likelihood:
+
+  loss = −log σ(r(x, y_chosen) − r(x, y_rejected))
+
+- Ours against the trainer's, on one batch, before training:
+""")
+
+code("""
+torch.manual_seed(cfg.seed)
+score_model = reward.load_score_model(out / "sft", tokenizer.pad_token_id)
+trainer = RewardTrainer(model=score_model, processing_class=tokenizer, train_dataset=reward.pair_dataset(tokenizer, demo_pairs),
+                        args=TRLRewardConfig(output_dir=str(out / "tmp-reward-demo"), report_to="none", use_cpu=True,
+                                             bf16=False, gradient_checkpointing=False, save_strategy="no"))
+batch = trainer.data_collator([trainer.train_dataset[i] for i in range(min(4, len(demo_pairs)))])
+with torch.no_grad():
+    theirs = trainer.compute_loss(trainer.model, batch)
+    r = score_model(**batch).logits[:, 0]            # chosen rows first, then rejected rows
+r_chosen, r_rejected = r.chunk(2)
+ours = -F.logsigmoid(r_chosen - r_rejected).mean()
+print(f"ours {ours.item():.6f}   trl.RewardTrainer {theirs.item():.6f}")
+assert torch.allclose(ours, theirs, atol=1e-6)
+del trainer, score_model
+""")
+
+md("""
+## 5. Train both reward models
+
+`lab reward` runs this one function: sample → label → train the pairwise model → normalise → train the
+ratings model (a regression on (rating − 3) / 2) → evaluate both on the held-out pairs.
+""")
+
+code("""
+metrics = stages.run_reward(profile, out)
+keys = ("n_train_pairs", "n_eval_pairs", "n_train_ratings", "pairwise_accuracy", "ratings_model_pairwise_accuracy",
+        "norm_mean", "norm_std", "sample_s", "wall_s")
+display(pd.DataFrame([{k: metrics[k] for k in keys}], index=[profile]))
+""")
+
+md("""
+*Restart here:* `metrics = checkpoints.read_json(out / "reward" / "metrics.json")` reloads this run's numbers.
+""")
+
+code("""
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for ax, key, title in ((axes[0], "history", "pairwise (Bradley–Terry)"), (axes[1], "ratings_history", "ratings (MSE)")):
+    h = pd.DataFrame(metrics[key])
+    ax.plot(h.step, h.loss, marker="o")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+plt.tight_layout()
+plt.show()
+""")
+
+md("""
+## 6. Held-out accuracy: pairs vs ratings
+
+- Both models rank the **same held-out pairs** (prompts never seen in training). Per task:
+""")
+
+code("""
+rm = reward.RewardModel.load(out / "reward")
+rm_ratings = reward.RewardModel.load(out / "reward-ratings")
+pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
+eval_pairs = [p for p in pairs if p["split"] == "eval"]
+acc = reward.pairwise_accuracy(rm.model, tokenizer, eval_pairs)
+acc_r = reward.pairwise_accuracy(rm_ratings.model, tokenizer, eval_pairs)
+display(pd.DataFrame({"pairwise model": acc["per_task"] | {"overall": acc["accuracy"]},
+                      "ratings model": acc_r["per_task"] | {"overall": acc_r["accuracy"]},
+                      "held-out pairs": pd.Series([p["task"] for p in eval_pairs]).value_counts().to_dict()
+                                        | {"overall": len(eval_pairs)}}))
+""")
+
+md("""
+- The pairwise model is trained on exactly the question asked here (which of two answers is better); the ratings
+  model only sees one answer at a time and five coarse levels, so two answers with the same rating give it nothing to
+  separate — the usual argument (InstructGPT, Llama 2) for collecting comparisons rather than scores.
+""")
+
+md("""
+## 7. Calibration: does the margin mean something?
+
+- For each held-out pair: the reward model's margin r(chosen) − r(rejected), in normalised units, against how
+  strongly the annotator prefers the chosen answer (its score difference). A calibrated model gives larger margins to
+  clearer preferences, and agrees more often when the margin is large.
+""")
+
+code("""
+pref_recs = reward.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)  # the prompts run_reward drew
+records = dict(zip(alpaca_prompts(pref_recs), pref_recs))                          # rendered prompt → its record
+ann = [annotator.score(world, records[p["prompt"]], p["chosen"], p["chosen_ended"])
+       - annotator.score(world, records[p["prompt"]], p["rejected"], p["rejected_ended"]) for p in eval_pairs]
+margin = [m / rm.std for m in acc["margins"]]
+cal = pd.DataFrame({"annotator": ann, "margin": margin})
+cal["bin"] = pd.qcut(cal.margin, 5, duplicates="drop")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+axes[0].scatter(cal.annotator, cal.margin, s=8, alpha=0.5)
+axes[0].axhline(0, color="grey", lw=0.8)
+axes[0].set(xlabel="annotator score difference (chosen − rejected)", ylabel="reward margin (normalised)")
+by_bin = cal.groupby("bin", observed=True).margin.apply(lambda m: (m > 0).mean())
+axes[1].bar(range(len(by_bin)), by_bin.values)
+axes[1].set_xticks(range(len(by_bin)), [f"{b.mid:+.1f}" for b in by_bin.index])
+axes[1].set(xlabel="reward margin (bin centre)", ylabel="share ranked like the annotator", ylim=(0, 1))
+plt.tight_layout()
+plt.show()
+print(f"correlation of margin and annotator difference: {cal.annotator.corr(cal.margin):.2f}")
+""")
+
+md("""
+## 8. What it likes and dislikes
+
+- The normalised scores of every sampled SFT answer: mean 0 and standard deviation 1 by construction (the
+  normalisation saved with the model). The best and the worst:
+""")
+
+code("""
+scored = [(p["prompt"], p[side], p[f"{side}_ended"]) for p in pairs for side in ("chosen", "rejected")]
+scored = list({(a, b, c) for a, b, c in scored})
+values = rm.score([s[0] for s in scored], [s[1] for s in scored], [s[2] for s in scored])
+print(f"over {len(scored)} distinct answers: mean {values.mean():+.3f}, std {values.std():.3f}")
+ranked = pd.DataFrame({"instruction": [s[0].split("### Instruction:\\n")[1].split("\\n")[0] for s in scored],
+                       "answer": [s[1] for s in scored], "ended": [s[2] for s in scored], "reward": values.tolist()})
+ranked = ranked.sort_values("reward")
+display(pd.concat([ranked.tail(5), ranked.head(5)]).round(2))
+""")
+
+md("""
+## 9. Probes for reward hacking
+
+A policy optimised against this model will find whatever it over-rewards. Three probes on held-out prompts
+whose SFT answers are correct: does the reward go **up** when the answer gets longer, repeats a phrase, or switches
+language? Each should go **down** (the annotator penalises all three).
+""")
+
+code("""
+probe_recs = [r for r in tasks.eval_records(world, 8) if r["style"] == "terse"][:40]
+prompts = alpaca_prompts(probe_recs)
+base_answers = [r["output"] for r in probe_recs]
+
+filler = {"en": " I hope this helps. Feel free to ask me anything else.", "zh": "希望这个回答对你有帮助，欢迎随时问我。"}
+variants = {
+    "longer (polite filler)": [a + filler[r["lang"]] for a, r in zip(base_answers, probe_recs)],
+    "repeated phrase": [" ".join([a] * 4) for a in base_answers],
+}
+rows = []
+base = rm.score(prompts, base_answers)
+for name, answers in variants.items():
+    s = rm.score(prompts, answers)
+    judged = [annotator.score(world, r, a) - annotator.score(world, r, b) for r, a, b in zip(probe_recs, answers, base_answers)]
+    rows.append({"probe": name, "reward change": (s - base).mean().item(), "share rewarded more": (s > base).float().mean().item(),
+                 "annotator change": sum(judged) / len(judged)})
+caps = [r for r in probe_recs if r["task"] == "capital"]
+if caps:
+    c_prompts = alpaca_prompts(caps)
+    own = rm.score(c_prompts, [r["output"] for r in caps])
+    swapped = [world.country(r["entity"]).capital if r["lang"] == "zh" else world.country(r["entity"]).capital_zh for r in caps]
+    s = rm.score(c_prompts, swapped)
+    judged = [annotator.score(world, r, a) - annotator.score(world, r, r["output"]) for r, a in zip(caps, swapped)]
+    rows.append({"probe": "wrong language (capital)", "reward change": (s - own).mean().item(),
+                 "share rewarded more": (s > own).float().mean().item(), "annotator change": sum(judged) / len(judged)})
+probes = pd.DataFrame(rows).set_index("probe").round(3)
+display(probes)
+""")
+
+md("""
+- Read the table row by row: a negative *reward change* means the reward model, like the annotator, dislikes the
+  change. A positive one is a hole PPO will find — notebook 05 shows what happens when the KL penalty does not hold
+  the policy back.
+""")
+
+md("""
+## 10. Bring your own preference pairs
+
+`lab reward --data FILE` trains on pairs in the formats people use — TRL's `prompt`/`chosen`/`rejected`
+(strings or message lists, explicit or implicit prompt), ShareGPT pairs, Anthropic-HH transcripts, or the arena's
+vote export — converted to one form. The real sample of ShareGPT pairs, if this checkout has it:
+""")
+
+code("""
+sample = root.parent / "shared" / "data" / "real" / "dpo_en_demo.json"
+if sample.exists():
+    user_pairs = preferences.load_pairs(str(sample))
+    print(f"{len(user_pairs)} pairs; the first, as the lab stores it:")
+    print({k: v[:160] for k, v in user_pairs[0].items()})
+else:
+    print(f"(no sample at {sample}; `lab reward --data your_pairs.jsonl` works the same way)")
+""")
+
+md("""
+## 11. Outcomes
+
+The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere.
+""")
+
+code("""
+THRESHOLDS = {"pairwise_accuracy": 0.85}  # tiny profile
+check = profile == "tiny"
+print(f"pairwise model {metrics['pairwise_accuracy']:.3f}   ratings model {metrics['ratings_model_pairwise_accuracy']:.3f}"
+      f"   on {metrics['n_eval_pairs']} held-out pairs")
+if check:
+    assert metrics["pairwise_accuracy"] >= THRESHOLDS["pairwise_accuracy"], "the reward model should rank held-out pairs"
+assert metrics["ratings_model_pairwise_accuracy"] is not None  # both models are reported
+""")
+
+md("""
+**The scale is fixed:** over the SFT model's own samples the normalised reward has mean 0 and standard deviation 1,
+so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to run:
+""")
+
+code("""
+print(f"mean {values.mean():+.3f}  std {values.std():.3f} over the labelled answers (the fit used every sample)")
+assert abs(metrics["norm_std"]) > 0 and (out / "reward" / reward.NORM_FILE).exists()
+""")
+
+md("""
+## What just happened
+
+- The annotator labelled pairs of the SFT model's own samples; the pairwise model learned to rank them with the
+  Bradley–Terry loss (our inline loss matched `trl.RewardTrainer`'s), the ratings model regressed 1–5 scores, and
+  both were judged on pairs from prompts neither saw.
+- The score is read at the last real token — the EOS of an answer that ended — and normalised on SFT samples; the
+  same layout and scale are what PPO reads in notebook 05.
+- The probes show where the reward model agrees with the annotator and where it does not: that gap is what an
+  optimiser exploits, and why PPO keeps a KL penalty to the SFT model.
+""")
+
+save("/work/main/wip/04_reward_model.ipynb")

@@ -1,0 +1,411 @@
+from common import code, md, save
+
+md("""
+# 05 · RLHF with PPO
+
+**Goal:** SFT model + reward model → **RLHF model**: the policy is optimised to earn reward, while a KL penalty keeps
+it close to the SFT model it started from.
+
+TRL no longer ships a PPO trainer, so the lab has its own (`lab_utils.ppo`, with the tensor math in
+`lab_utils.ppo_math`). In this notebook you will see
+
+- the four models of PPO and the implementation details that make it work for language models;
+- the pieces written inline — KL-shaped per-token rewards, GAE, the clipped objective — checked against the package
+  on a real rollout;
+- training with a **live plot** of reward and KL;
+- the same prompts answered before and after, and the **head-to-head** of RLHF against SFT, judged by the annotator;
+- **reward hacking**: a deliberately flawed reward model, no KL penalty — reward goes up while the annotator's
+  verdict goes down;
+- the same reward optimised with TRL's maintained **`RLOOTrainer`**, side by side.
+
+Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–4 minutes.
+""")
+
+md("""
+## Setup
+""")
+
+code("""
+import random
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated")
+""")
+
+code("""
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from datasets import disable_progress_bars
+from IPython.display import clear_output, display
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+disable_progress_bars()
+pd.set_option("display.max_colwidth", 90)
+""")
+
+code("""
+from lab_utils import annotator, checkpoints, evaluate, modeling, ppo, ppo_math, reward, stages, tasks
+from lab_utils.config import EvalConfig, PPOConfig, WorldConfig, build_world_from, resolve_profile
+from lab_utils.generation import alpaca_prompts, generate_ended
+
+profile = resolve_profile()  # $LAB_PROFILE, default "tiny"
+root = Path.cwd() if (Path.cwd() / "pyproject.toml").exists() else Path.cwd().parent
+out = stages.run_dir(profile, root / "runs" / profile)
+world = build_world_from(WorldConfig.for_profile(profile))
+print(f"profile: {profile}   run folder: {out.relative_to(root)}")
+""")
+
+md("""
+## 1. Load the previous stages: SFT model and reward model
+
+- Notebooks 03 and 04 built them; if they are missing, the cell builds every stage up to the reward model and says so.
+""")
+
+code("""
+stages.ensure("reward", profile, out)
+cfg = PPOConfig.for_profile(profile)
+display(pd.DataFrame([{"field": f.name, "value": getattr(cfg, f.name), "help": f.metadata["help"]}
+                      for f in fields(cfg)]).set_index("field"))
+""")
+
+md("""
+## 2. Four models
+
+| model | starts as | trained? | role |
+|---|---|---|---|
+| policy | SFT model | yes | writes the responses |
+| reference | SFT model | frozen | the KL penalty keeps the policy near it |
+| value model | reward model | yes | predicts the return from each token on (the critic) |
+| reward model | reward model | frozen | scores a finished response (normalised: mean 0, std 1 on SFT samples) |
+
+With LoRA (profile `full`) the reference is the policy with its adapter switched off — no second copy in memory.
+""")
+
+code("""
+policy, ref, value, rm, tokenizer = ppo.load_models(cfg, out / "sft", out / "reward")
+prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))  # the prompts run_ppo uses
+trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
+print(f"PAD {tokenizer.pad_token!r} ≠ EOS {tokenizer.eos_token!r}; prompts are left-padded: {tokenizer.padding_side}")
+print(f"{len(prompts)} training prompts, {cfg.rollout_batch} per iteration; reward normalisation mean {rm.mean:+.3f} std {rm.std:.3f}")
+""")
+
+md("""
+## 3. One rollout, and the pieces inline
+
+- Sample a response to 8 prompts (temperature T, top-k 0, top-p 1), truncate after the first EOS, and compute
+  everything PPO needs. The first rows:
+""")
+
+code("""
+torch.manual_seed(0)
+b = trainer.rollout(prompts[:8])
+texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["mask"])], skip_special_tokens=True)
+display(pd.DataFrame({"instruction": [p.split("### Instruction:\\n")[1].split("\\n")[0] for p in prompts[:8]],
+                      "response": texts, "ended": b["ended"].tolist(), "score": b["raw_scores"].tolist(),
+                      "KL (sum)": b["kl"].sum(1).tolist()}).round(3).head(5))
+""")
+
+md("""
+**KL-shaped rewards.** Every response token gets −β·(log π(y_t) − log π_ref(y_t)); the reward model's score (minus
+a fixed penalty when there is no EOS) is added at the **last real token** only:
+""")
+
+code("""
+beta = trainer.kl_ctl.value
+scores = b["raw_scores"] + cfg.missing_eos_penalty * (~b["ended"]).float()
+kl = (b["logprobs"] - b["ref_logprobs"]) * b["mask"]
+rewards = -beta * kl
+last = b["mask"].sum(1).long() - 1
+rewards[torch.arange(len(last)), last] += scores
+pkg_rewards, _ = ppo_math.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["mask"], beta)
+print("row 0 rewards:", [round(x, 3) for x in rewards[0, : last[0] + 1].tolist()])
+assert torch.allclose(rewards, pkg_rewards, atol=1e-6)
+""")
+
+md("""
+**GAE** (γ = 1, λ = 0.95), backwards through the response: δ_t = r_t + γ·V_{t+1} − V_t, A_t = δ_t + γλ·A_{t+1},
+with V = 0 after the last real token. Returns = A + V are the value model's targets:
+""")
+
+code("""
+values, mask = b["values"], b["mask"]
+adv = torch.zeros_like(values)
+running = torch.zeros(len(values))
+for t in reversed(range(values.shape[1])):
+    next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < values.shape[1] else torch.zeros(len(values))
+    delta = rewards[:, t] + cfg.gamma * next_value - values[:, t]
+    running = (delta + cfg.gamma * cfg.lam * running) * mask[:, t]
+    adv[:, t] = running
+pkg_adv, pkg_returns = ppo_math.gae(pkg_rewards, values, mask, cfg.gamma, cfg.lam)
+print("max |ours − package|:", (adv - pkg_adv).abs().max().item())
+assert torch.allclose(adv, pkg_adv, atol=1e-5)
+""")
+
+md("""
+**The clipped objective.** With ratio ρ = π_new / π_old and whitened advantages A:
+L = −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)]. On the first minibatch the policy has not moved yet, so ρ = 1 exactly, the
+clip fraction is 0 and the approximate KL is 0 — the check that rollout and training compute log-probabilities the
+same way (same temperature, padding and positions):
+""")
+
+code("""
+A = ppo_math.masked_whiten(pkg_adv, mask)
+logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], mask, cfg.temperature)
+new_logprobs = ppo_math.logprobs_from_logits(logits, b["response"])
+ratio = torch.exp(new_logprobs - b["logprobs"])
+ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
+pkg, stats = ppo_math.policy_loss(new_logprobs, b["logprobs"], A, mask, cfg.cliprange)
+print(f"loss ours {ours.item():+.6f} package {pkg.item():+.6f}; ratio mean {stats['ratio_mean'].item():.6f}, "
+      f"clipfrac {stats['clipfrac'].item()}, approxkl {stats['approxkl'].item():.2e}")
+assert torch.allclose(ours, pkg) and abs(stats["ratio_mean"].item() - 1) < 1e-5
+del trainer, policy, ref, value
+""")
+
+md("""
+## 4. Train, with a live plot
+
+`stages.run_ppo` (what `lab ppo` runs) builds the same trainer and calls it iteration by iteration; the callback
+redraws reward and KL every few iterations.
+""")
+
+code("""
+def live(trainer, row, every=5):
+    if row["iteration"] % every and row["iteration"] != trainer.cfg.iterations:
+        return
+    h = pd.DataFrame(trainer.history)
+    clear_output(wait=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    h.plot(x="iteration", y=["score", "rlhf_reward"], ax=axes[0], title="reward (normalised)")
+    h.plot(x="iteration", y="kl", ax=axes[1], title="KL(policy ‖ SFT), nats per response", legend=False)
+    h.plot(x="iteration", y=["eos_rate", "clipfrac"], ax=axes[2], title="EOS rate, clip fraction")
+    plt.tight_layout()
+    plt.show()
+    print(f"iteration {row['iteration']}/{trainer.cfg.iterations}: score {row['score']:+.3f}  kl {row['kl']:.3f}")
+
+metrics = stages.run_ppo(profile, out, callback=live, log=lambda *_: None)
+""")
+
+code("""
+keys = ("iterations", "episodes", "episodes_per_s", "reward_start", "reward_end", "kl_end", "eos_rate_end", "kl_alarm", "wall_s")
+display(pd.DataFrame([{k: metrics[k] for k in keys}], index=[profile]))
+h = pd.DataFrame(metrics["history"])
+display(h[["iteration", "score", "rlhf_reward", "kl", "entropy", "approxkl", "clipfrac", "ratio_mean", "value_loss",
+           "eos_rate"]].iloc[[0, len(h) // 2, -1]].round(4))
+""")
+
+md("""
+*Restart here:* `metrics = checkpoints.read_json(out / "rlhf" / "metrics.json")` reloads this run's numbers.
+
+Sample responses of the last iteration:
+""")
+
+code("""
+display(pd.DataFrame(metrics["samples"]))
+""")
+
+md("""
+## 5. Before and after
+
+The same held-out prompts, answered greedily by the SFT and the RLHF model:
+""")
+
+code("""
+sft_model, tok = stages.load_model(out, "sft")
+rlhf_model, _ = stages.load_model(out, "rlhf")
+show = [r for r in tasks.eval_records(world, 2)][::2][:6]
+rows = {"instruction": [r["instruction"] + (" | " + r["input"] if r["input"] else "") for r in show]}
+for name, model in (("sft", sft_model), ("rlhf", rlhf_model)):
+    outs = generate_ended(model, tok, alpaca_prompts(show), 64)
+    rows[name] = [t for t, _ in outs]
+    rows[f"{name} reward"] = reward.RewardModel.load(out / "reward").score(alpaca_prompts(show), rows[name],
+                                                                          [e for _, e in outs]).round(decimals=2).tolist()
+display(pd.DataFrame(rows))
+""")
+
+md("""
+## 6. Evaluation: base, SFT and RLHF, and the head-to-head
+
+The harness of notebooks 02–03 on every model, now with the mean reward of each model's greedy answers and, for
+RLHF, the annotator's verdict against SFT on the same prompts (ties and both-bad pairs excluded):
+""")
+
+code("""
+results = stages.run_eval(profile, out)
+keys = ("task_accuracy", "heldout_entity_accuracy", "language_match", "mean_reward")
+display(pd.DataFrame({m: {**r["per_task"], **{k: r.get(k) for k in keys}} for m, r in results.items()}))
+print("RLHF vs SFT (annotator):", results["rlhf"]["head_to_head_vs_sft"])
+evaluate.plot_eval(results)
+""")
+
+md("""
+## 7. Reward hacking: a flawed reward model, no KL penalty
+
+- A reward model with a flaw a real one can have: it likes **long** answers (here: the trained model plus a bonus
+  per response token). PPO with the KL penalty switched off (β = 0) optimises that flaw freely.
+- Watch two numbers: the (flawed) reward the optimiser sees, and the annotator — the "human" — judging the result.
+""")
+
+code("""
+class LengthLovingReward(reward.RewardModel):
+    \"\"\"The trained reward model plus a bonus for every response token.\"\"\"
+    bonus = 0.15
+
+    def score_tokens(self, prompt_ids, response_ids):
+        lengths = torch.tensor([len(r) for r in response_ids], dtype=torch.float)
+        return super().score_tokens(prompt_ids, response_ids) + self.bonus * lengths
+
+trained = reward.RewardModel.load(out / "reward")
+flawed = LengthLovingReward(trained.model, trained.tokenizer, trained.mean, trained.std)
+hack = stages.run_ppo(profile, out, reward_model=flawed, save_to="rlhf-hacked", kl_coef=0.0, log=lambda *_: None)
+h_hack = pd.DataFrame(hack["history"])
+""")
+
+md("""
+- The optimiser's view: the flawed reward rises steadily, and with β = 0 nothing stops the policy drifting from
+  SFT (KL grows). The annotator's view of the result, on the evaluation prompts:
+""")
+
+code("""
+hacked_model, _ = modeling.load_causal_lm(str(out / "rlhf-hacked"))
+eval_recs = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)  # the harness's prompts
+answers = {name: evaluate.evaluate_tasks(m, tok, world, eval_recs)
+           for name, m in (("sft", sft_model), ("rlhf", rlhf_model), ("hacked", hacked_model))}
+rows = {}
+for name in ("rlhf", "hacked"):
+    res = answers[name]
+    duel = annotator.win_rate(world, eval_recs, res["responses"], answers["sft"]["responses"], res["ended"],
+                              answers["sft"]["ended"])
+    rows[name] = {"annotator win rate vs SFT": duel["win_rate"], "task accuracy": res["task_accuracy"],
+                  "mean answer length (chars)": sum(map(len, res["responses"])) / len(res["responses"]),
+                  "ended with EOS": sum(res["ended"]) / len(res["ended"])}
+rows["sft"] = {"task accuracy": answers["sft"]["task_accuracy"],
+               "mean answer length (chars)": sum(map(len, answers["sft"]["responses"])) / len(eval_recs),
+               "ended with EOS": sum(answers["sft"]["ended"]) / len(eval_recs)}
+summary = pd.DataFrame(rows).T
+display(summary.round(3))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+h_hack.plot(x="iteration", y="score", ax=axes[0], title="flawed reward the optimiser sees", legend=False)
+h_hack.plot(x="iteration", y="kl", ax=axes[1], title="KL to SFT (not penalised)", legend=False)
+plt.tight_layout()
+plt.show()
+print("a hacked answer:", repr(answers["hacked"]["responses"][0][:200]))
+""")
+
+md("""
+- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer and stopped ending
+  cleanly, and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run
+  charges the policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself —
+  and a reward model is only trustworthy near the data it was trained on.
+""")
+
+md("""
+## 8. The same reward with TRL's `RLOOTrainer`
+
+REINFORCE Leave-One-Out (Ahmadian et al., 2024) drops the value model: it samples k answers per prompt and uses the
+mean reward of the other k − 1 as each answer's baseline. TRL maintains it, so it is the natural comparison. Same
+SFT start, same reward model (as a reward function), same prompts, same number of episodes, temperature, response
+length, KL coefficient and learning rate:
+""")
+
+code("""
+from datasets import Dataset
+from transformers import AutoModelForCausalLM
+from trl import RLOOConfig, RLOOTrainer
+
+rm_fn = reward.RewardModel.load(out / "reward")
+
+def reward_fn(prompts, completions, **_):
+    return rm_fn.score(list(prompts), list(completions)).tolist()
+
+k = 4
+rloo = RLOOTrainer(
+    model=AutoModelForCausalLM.from_pretrained(out / "sft"), reward_funcs=reward_fn, processing_class=tok,
+    train_dataset=Dataset.from_dict({"prompt": prompts}),
+    args=RLOOConfig(output_dir=str(out / "rloo-tmp"), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
+                    max_steps=cfg.iterations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
+                    beta=cfg.kl_coef, learning_rate=cfg.lr, logging_steps=1, report_to="none", save_strategy="no",
+                    use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False, disable_tqdm=True,
+                    seed=cfg.seed))
+t0 = time.perf_counter()
+rloo.train()
+rloo_s = time.perf_counter() - t0
+logs = pd.DataFrame([h for h in rloo.state.log_history if "reward" in h])
+rloo_model = rloo.model
+""")
+
+code("""
+prompts_eval = alpaca_prompts(eval_recs)
+def greedy_reward(model):
+    outs = generate_ended(model, tok, prompts_eval, 64)
+    return rm_fn.score(prompts_eval, [t for t, _ in outs], [e for _, e in outs]).mean().item()
+
+comparison = pd.DataFrame({
+    "ours (PPO)": {"episodes": metrics["episodes"], "wall_s": metrics["wall_s"],
+                   "reward (train, last 10%)": metrics["reward_end"], "KL (train, last 10%)": metrics["kl_end"],
+                   "greedy reward on eval prompts": greedy_reward(rlhf_model)},
+    "trl RLOOTrainer": {"episodes": cfg.iterations * cfg.rollout_batch, "wall_s": rloo_s,
+                        "reward (train, last 10%)": logs.reward.tail(max(1, len(logs) // 10)).mean(),
+                        "KL (train, last 10%)": logs["kl"].tail(max(1, len(logs) // 10)).mean() if "kl" in logs else None,
+                        "greedy reward on eval prompts": greedy_reward(rloo_model)},
+    "sft (start)": {"greedy reward on eval prompts": greedy_reward(sft_model)},
+}).T
+display(comparison.round(3))
+""")
+
+md("""
+- Read the KL columns with care: ours is the sum over a response's tokens (nats per response); TRL logs its KL per
+  token. Both methods start from the same SFT model and chase the same reward.
+""")
+
+md("""
+## 9. Outcomes
+
+The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere.
+""")
+
+code("""
+check = profile == "tiny"
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.5}  # tiny profile
+gain = metrics["reward_end"] - metrics["reward_start"]
+print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")
+print(f"annotator win rate of RLHF vs SFT: {results['rlhf']['win_rate_vs_sft']}")
+assert not metrics["kl_alarm"], "KL stayed negative: log-probabilities of policy and reference disagree"
+if check:
+    assert gain >= THRESHOLDS["reward_gain"], "PPO should raise the reward"
+    assert metrics["kl_end"] <= THRESHOLDS["max_kl"], "the KL penalty should keep the policy near SFT"
+    assert results["rlhf"]["win_rate_vs_sft"] >= THRESHOLDS["win_rate_vs_sft"], "the annotator should prefer RLHF"
+""")
+
+md("""
+**Reward hacking showed up:** the flawed reward rose while the annotator liked the result less than the main RLHF
+model's:
+""")
+
+code("""
+print(f"flawed reward {hack['reward_start']:+.3f} → {hack['reward_end']:+.3f}; annotator win rate vs SFT: "
+      f"hacked {summary.loc['hacked', 'annotator win rate vs SFT']}, rlhf {summary.loc['rlhf', 'annotator win rate vs SFT']}")
+if check:
+    assert hack["reward_end"] > hack["reward_start"]
+    assert summary.loc["hacked", "annotator win rate vs SFT"] < summary.loc["rlhf", "annotator win rate vs SFT"]
+""")
+
+md("""
+## What just happened
+
+- PPO sampled answers, scored them with the reward model at the last real token, charged a per-token KL penalty
+  against the SFT model, estimated advantages with GAE and took clipped steps — each piece matched the package
+  inline, and the first minibatch's ratio of exactly 1 proved that rollout and training agree.
+- The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — preferred the RLHF
+  answers to the SFT answers on prompts PPO never saw.
+- With a flawed reward and no KL penalty, the optimiser found the flaw: the reward went up and the answers got
+  worse. TRL's RLOO, with no value model, chased the same reward for comparison.
+""")
+
+save("/work/main/wip/05_ppo_rlhf.ipynb")
