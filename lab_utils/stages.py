@@ -90,6 +90,9 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile)
 
 
+REFERENCE_MODES = {"none": (), "train": (False,), "all": (False, True)}  # held-out? → gets the reference answer
+
+
 def run_reward(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
     """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models."""
     from . import reward as R
@@ -99,6 +102,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
+    if cfg.reference_answers not in REFERENCE_MODES:
+        raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
     world = build_world_from(WorldConfig.for_profile(profile))
     sft_dir = Path(cfg.model) if cfg.model else root / "sft"
     if not (sft_dir / "config.json").exists():
@@ -111,17 +116,14 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
         ratings = []
         prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
-                                temperature=cfg.temperature, seed=cfg.seed)
+                              temperature=cfg.temperature, seed=cfg.seed)
         samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
     else:
         records = R.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
         samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
                                      cfg.max_new_tokens, seed=cfg.seed)
         held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
-        modes = {"none": (), "train": (False,), "all": (False, True)}
-        if cfg.reference_answers not in modes:
-            raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
-        with_reference = modes[cfg.reference_answers]
+        with_reference = REFERENCE_MODES[cfg.reference_answers]
         candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}
                       if (s["prompt"] in held) in with_reference else s for s in samples]
         pairs, ratings = R.label_pairs(world, candidates, cfg.seed)

@@ -167,3 +167,8 @@ def test_run_reward_without_sft_is_lab_error(tmp_path):
 
 def test_reward_config_profiles():
     assert RewardConfig.for_profile("full").lora and not RewardConfig.for_profile("tiny").lora
+
+
+def test_unknown_reference_mode_is_lab_error_before_any_work(tmp_path):
+    with pytest.raises(LabError, match="reference_answers"):
+        stages.run_reward("micro", tmp_path, progress=False, reference_answers="some")
