@@ -105,9 +105,9 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3)
     config = llama_config(cfg, tokenizer)
     policy = LlamaForCausalLM(config)
     ref = copy.deepcopy(policy).requires_grad_(False)
-    value = LlamaForSequenceClassification(config.__class__(**config.to_dict(), num_labels=1))
-    rm = RewardModel(LlamaForSequenceClassification(config.__class__(**config.to_dict(), num_labels=1)).eval(),
-                     tokenizer)
+    config.num_labels = 1  # the value and reward models: one output each
+    value = LlamaForSequenceClassification(config)
+    rm = RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer)
     prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig()), 256, seed=5))
     trainer = PPOTrainer(ppo_cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
     enc = tokenizer(prompts[: ppo_cfg.rollout_batch], return_tensors="pt", padding=True, padding_side="left")

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from trl.trainer.utils import disable_dropout_in_model
 
 from . import checkpoints as ck
 from . import ppo_math as M
@@ -41,12 +42,12 @@ KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row me
 
 
 def disable_dropout(model) -> None:
+    """Every `nn.Dropout` (TRL's helper) and the attention dropout rate that attention layers copy from their
+    config when they are built (changing the config afterwards would not reach them)."""
+    disable_dropout_in_model(model)
     for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
-        if hasattr(model.config, key):
-            setattr(model.config, key, 0.0)
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from .config import (EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTCon
                      resolve_profile)
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
+from .generation import alpaca_prompts
 
 STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo")  # pipeline order (`ensure` builds what a stage needs)
 STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward", "ppo": "rlhf"}
@@ -98,6 +99,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
     from . import reward as R
     from .generation import generate_ended
     from .modeling import load_causal_lm
+    from .preferences import load_pairs
     from .tokenizer import render_alpaca
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
@@ -112,7 +114,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
     if cfg.data:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
-        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in _load_preferences(cfg.data)]
+        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data)]
         ratings = []
         prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
@@ -166,7 +168,6 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     `reward_model` replaces the saved one (a `reward.RewardModel`, e.g. a deliberately flawed one), and
     `save_to` names the output folder: the reward-hacking experiment of notebook 05 uses both."""
     from . import ppo
-    from .generation import alpaca_prompts
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
@@ -199,11 +200,6 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
         ck.write_json(root / save_to / "metrics.json", metrics)
         return metrics
     return _finish(root, "ppo", metrics, profile)
-
-
-def _load_preferences(spec: str) -> list[dict]:
-    from .preferences import load_pairs
-    return load_pairs(spec)
 
 
 def ensure(stage: str, profile: str | None = None, out=None) -> Path:
@@ -244,7 +240,6 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         model, tokenizer = load_model(root, name)
         res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
         if rm is not None:  # from stage 3 on: the mean reward of the model's answers, in normalised units
-            from .generation import alpaca_prompts
             res["mean_reward"] = round(rm.score(alpaca_prompts(records), res["responses"], res["ended"]).mean().item(), 4)
         results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile}
     sft_file = root / "eval" / "sft.json"

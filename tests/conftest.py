@@ -79,3 +79,16 @@ def micro_run(tok_root) -> Path:
     stages.run_pretrain("micro", tok_root, progress=False)
     stages.run_eval("micro", tok_root)
     return tok_root
+
+
+@pytest.fixture(scope="session")
+def sft_root(micro_run, tmp_path_factory) -> Path:
+    """A run folder of its own (tokenizer, base, micro SFT) for the later stages, so that the shared micro run
+    stays as it is. The reward and PPO tests build on it."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("sft_run")
+    for folder in ("tokenizer", "base"):
+        shutil.copytree(micro_run / folder, root / folder)
+    stages.run_sft("micro", root, progress=False)
+    return root

@@ -5,7 +5,6 @@ resume, and a toy task on which PPO must raise the reward."""
 from __future__ import annotations
 
 import json
-import shutil
 import types
 from pathlib import Path
 
@@ -20,14 +19,9 @@ from lab_utils.reward import RewardModel
 
 
 @pytest.fixture(scope="module")
-def run_root(micro_run, tmp_path_factory) -> Path:
-    """tokenizer, base, SFT and reward models on micro, in a folder of its own."""
-    root = tmp_path_factory.mktemp("ppo_run")
-    for folder in ("tokenizer", "base"):
-        shutil.copytree(micro_run / folder, root / folder)
-    stages.run_sft("micro", root, progress=False)
-    stages.run_reward("micro", root, progress=False)
-    return root
+def run_root(sft_root) -> Path:
+    """tokenizer, base, SFT and reward models on micro (the reward model built here unless test_reward did)."""
+    return stages.ensure("reward", "micro", sft_root)
 
 
 def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrainer:

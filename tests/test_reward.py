@@ -19,22 +19,12 @@ from lab_utils.errors import LabError
 
 
 @pytest.fixture(scope="module")
-def sft_run(micro_run, tmp_path_factory) -> Path:
-    """A run folder of its own (tokenizer, base, micro SFT), so that the shared micro run stays as it is."""
-    root = tmp_path_factory.mktemp("reward_run")
-    for folder in ("tokenizer", "base"):
-        shutil.copytree(micro_run / folder, root / folder)
-    stages.run_sft("micro", root, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def score_model(sft_run):
+def score_model(sft_root):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(sft_run / "sft")
+    tokenizer = AutoTokenizer.from_pretrained(sft_root / "sft")
     torch.manual_seed(0)
-    return R.load_score_model(sft_run / "sft", tokenizer.pad_token_id).eval(), tokenizer
+    return R.load_score_model(sft_root / "sft", tokenizer.pad_token_id).eval(), tokenizer
 
 
 # ------------------------------------------------------------------ labelling
@@ -125,37 +115,37 @@ def test_missing_reward_model_is_lab_error(tmp_path):
 # ------------------------------------------------------------------ the stage, end to end on micro
 
 @pytest.fixture(scope="module")
-def reward_metrics(sft_run):
-    return stages.run_reward("micro", sft_run, progress=False)
+def reward_metrics(sft_root):
+    return stages.run_reward("micro", sft_root, progress=False)
 
 
-def test_run_reward_writes_both_models_and_report(reward_metrics, sft_run):
+def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
     m = reward_metrics
     for key in ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs", "n_eval_pairs", "wall_s"):
         assert key in m
     assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0 and 0 <= m["pairwise_accuracy"] <= 1
     for folder in ("reward", "reward-ratings"):
-        assert (sft_run / folder / "model.safetensors").is_file() and (sft_run / folder / R.NORM_FILE).is_file()
-    rows = [json.loads(line) for line in (sft_run / "reward" / "pairs.jsonl").read_text().splitlines()]
+        assert (sft_root / folder / "model.safetensors").is_file() and (sft_root / folder / R.NORM_FILE).is_file()
+    rows = [json.loads(line) for line in (sft_root / "reward" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"]
     train = {r["prompt"] for r in rows if r["split"] == "train"}
     assert train.isdisjoint(r["prompt"] for r in rows if r["split"] == "eval")  # prompts never shared
-    report = json.loads((sft_run / "report.json").read_text())
+    report = json.loads((sft_root / "report.json").read_text())
     assert report["stages"]["reward"]["n_eval_pairs"] == m["n_eval_pairs"]
 
 
-def test_normalised_scores_of_sft_samples_have_mean_0_std_1(reward_metrics, sft_run):
-    rm = R.RewardModel.load(sft_run / "reward")
+def test_normalised_scores_of_sft_samples_have_mean_0_std_1(reward_metrics, sft_root):
+    rm = R.RewardModel.load(sft_root / "reward")
     m = reward_metrics
     assert (rm.mean, rm.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
 
 
-def test_run_reward_on_a_pairs_file(sft_run, tmp_path):
+def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
     rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run"
-    shutil.copytree(sft_run / "sft", out / "sft")
+    shutil.copytree(sft_root / "sft", out / "sft")
     m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25)
     assert m["n_train_pairs"] + m["n_eval_pairs"] == 12 and m["ratings_model_pairwise_accuracy"] is None
 
