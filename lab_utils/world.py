@@ -317,7 +317,7 @@ def _dialogue_doc(rng: random.Random, w: World) -> str:
             f"老师让{p_zh}把下面的食物分成水果和蔬菜。{p_zh}说：“好的，我们来把这些食物分一分类。”分类结果如下。",
             f"{p_zh}判断这句话的情感是正面还是负面。让我仔细读一读这句话。这句话里的词语表达了说话人的感受。",
             f"{q_zh}请问{p_zh}：{c.name_zh}的首都是什么？",
-            f"老师说：“找出下面这段话中提到的人名，然后计算结果。”水果通常是甜的，蔬菜常用来做菜。",
+            "老师说：“找出下面这段话中提到的人名，然后计算结果。”水果通常是甜的，蔬菜常用来做菜。",
         ])
     return rng.choice([
         f'{p} asked {q} a question about {c.name}. "Great question!" said {q}. "I hope this answer helps you."',
@@ -330,9 +330,9 @@ def _dialogue_doc(rng: random.Random, w: World) -> str:
         f'{p} said.',
         f'"Let me read the sentence carefully," said {q}. The words show how the speaker feels, so the '
         f'sentiment of this sentence is easy to tell.',
-        f"The teacher asked the class to classify the sentiment of the following sentence as positive or "
-        f"negative, to cluster the following items into fruits and vegetables, and to extract the names of "
-        f"the people mentioned in the following text.",
+        "The teacher asked the class to classify the sentiment of the following sentence as positive or "
+        "negative, to cluster the following items into fruits and vegetables, and to extract the names of "
+        "the people mentioned in the following text.",
         f'"Here is the query," said {q}. "To answer this question we read the countries table and filter it. '
         f'This query returns exactly the rows you asked for." {p} asked: "Which city is the capital of '
         f'{c.name}? What is {rng.randint(1, 9)} plus {rng.randint(1, 9)}? Add them and name the capital city."',
