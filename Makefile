@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/lab run --profile $(PROFILE)
+	$(BIN)/lab app compare --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -9,6 +9,10 @@ with the chosen profile's values as defaults:
     lab ppo [--resume] [--kl_coef B] [--iterations N]         RLHF with our PPO, then the harness
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
+    lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share]
+                                                               Gradio apps: the checkpoints side by side,
+                                                               or anonymous battles that collect votes
+    lab votes export [--to FILE] | count                       the arena's votes as preference pairs (JSONL)
 """
 
 from __future__ import annotations
@@ -143,8 +147,46 @@ def cmd_bench(argv):
               PPOConfig.for_profile(args.profile), tokenizer)
 
 
+def cmd_app(argv):
+    args, _ = _parse("app", argv, doc="serve a Gradio app over the models of the run folder", extra=[
+        (("app",), {"choices": ("compare", "arena"),
+                    "help": "compare: every checkpoint side by side; arena: anonymous battles that collect votes"}),
+        (("--host",), {"default": "127.0.0.1", "help": "address to listen on (0.0.0.0 opens the app to the network)"}),
+        (("--port",), {"type": int, "default": None, "help": "port; when not given, the first free one from 7860"}),
+        (("--auth",), {"default": None, "help": "user:password[,user2:password2]; or set $LAB_APP_AUTH, "
+                                                 "which other users cannot read with `ps`"}),
+        (("--share",), {"action": "store_true", "help": "also open a public gradio.live link (off by default)"})])
+    from .stages import run_dir
+
+    root = run_dir(args.profile, args.out)
+    if args.app == "compare":
+        from apps import compare
+        compare.main(root, args.host, args.port, args.auth, args.share)
+    else:
+        from apps import arena
+        arena.main(root, args.profile, args.host, args.port, args.auth, args.share)
+
+
+def cmd_votes(argv):
+    from . import votes
+    from .stages import run_dir
+
+    args, _ = _parse("votes", argv, doc="the arena's votes: export them as preference pairs, or count them", extra=[
+        (("action",), {"choices": ("export", "count")}),
+        (("--to",), {"default": None, "help": "JSONL file to write (default: <run folder>/votes.jsonl)"})])
+    db = votes.db_path(run_dir(args.profile, args.out))
+    if args.action == "count":
+        print(f"[lab] votes in {db}: " + " ".join(f"{c}={n}" for c, n in votes.count(db).items()))
+        return
+    out = args.to or db.with_suffix(".jsonl")
+    n = votes.export_pairs(db, out)
+    print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
+          f"train on them with `lab reward --data {out}`")
+
+
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-            "reward": cmd_reward, "ppo": cmd_ppo, "eval": cmd_eval, "bench": cmd_bench}
+            "reward": cmd_reward, "ppo": cmd_ppo, "eval": cmd_eval, "bench": cmd_bench, "app": cmd_app,
+            "votes": cmd_votes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,8 +120,8 @@ class SFTConfig(_Profiled):
     lr: float = _f(1e-3, "LoRA learning rate (measured on tiny: 5e-4 learned too slowly in 300 steps, 2e-3 collapsed)")
     full_lr: float = _f(2e-4, "learning rate of --method full")
     warmup_steps: int = _f(15, "linear warmup steps")
-    lora_r: int = _f(16, "LoRA rank r")
-    lora_alpha: int = _f(32, "LoRA scale alpha (update = alpha / r · B·A)")
+    lora_r: int = _f(32, "LoRA rank r (measured on tiny: 16 → 0.63 task accuracy, 32 → 0.69; 64 → 0.70 but trains a third of the model)")
+    lora_alpha: int = _f(64, "LoRA scale alpha (update = alpha / r · B·A)")
     lora_dropout: float = _f(0.0, "LoRA dropout")
     max_length: int = _f(256, "tokens per prompt + response (longer ones are cut)")
     logging_steps: int = _f(10, "steps between logged losses")
@@ -129,7 +129,8 @@ class SFTConfig(_Profiled):
     seed: int = _f(0, "training seed")
 
     OVERRIDES: ClassVar[dict] = {
-        "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1},
+        "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1,
+                  "lora_r": 8, "lora_alpha": 16},  # micro's width is 64: rank 32 would be half of it
         "full": {"data": "tatsu-lab/alpaca", "n_records": 0,
                  "max_steps": 2000, "batch_size": 16, "lr": 2e-4, "max_length": 512, "bf16": True, "lora_r": 16},
     }

@@ -19,7 +19,8 @@ Record shapes, detected per record (one file may mix them):
 - ShareGPT (LLaMA-Factory): `conversations` `[{"from": "human" | "gpt" | "system", "value"}]` with
   `chosen` and `rejected` single messages `{"from": "gpt", "value"}`;
 - the arena vote export: `prompt`, `chosen`, `rejected` strings; extra keys (`vote_id`,
-  `model_chosen`, …) are ignored.
+  `model_chosen`, …) are ignored. The arena's database itself (`votes.db`, `.sqlite`) is read the same
+  way, through `votes.pairs`: its A-better and B-better votes, without ties and both-bad votes.
 
 A pair whose chosen and rejected are identical teaches nothing (its Bradley–Terry loss is a constant
 log 2): it is skipped with one warning giving the count, since public sets hold a few. Anything else
@@ -33,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from . import votes
 from .data import _hub_rows, _is_hub_id, _json_array, read_jsonl
 from .errors import LabError
 
@@ -52,7 +54,8 @@ def _fail(at: Where, message: str, fix: str) -> NoReturn:
 # ------------------------------------------------------------------ loading
 
 def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
-    """Preference pairs from a .json array, a .jsonl file or a hub dataset id `name[:config]`.
+    """Preference pairs from a .json array, a .jsonl file, an arena vote store (.db / .sqlite) or a hub
+    dataset id `name[:config]`.
 
     `limit` keeps the first records before parsing, so a later bad record does not stop a small load.
     """
@@ -80,11 +83,14 @@ def _rows(spec: str, split: str) -> tuple[list, list[str]]:
     if path.suffix == ".jsonl":
         rows = read_jsonl(path)
         return rows, [f"line {r.pop('_line')}" for r in rows]
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        rows = votes.pairs(path)
+        return rows, [f"vote {r['vote_id']}" for r in rows]
     if _is_hub_id(spec):
         rows = _hub_rows(spec, split)
         return rows, [f"row {i}" for i in range(len(rows))]
     _fail((spec, None), f"unsupported file type {path.suffix or '(none)'!r}",
-          "use a .json array, a .jsonl file, or a hub dataset id")
+          "use a .json array, a .jsonl file, the arena's votes.db, or a hub dataset id")
 
 
 # ------------------------------------------------------------------ one record -> one pair

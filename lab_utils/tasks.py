@@ -18,6 +18,10 @@ from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World
 
 TASKS = ("capital", "arithmetic", "sentiment", "cluster", "extract", "nl2sql")
 STYLES = ("terse", "sentence", "verbose")
+# How often each style appears in the SFT data. Most answers are direct, as in real instruction data; a quarter are
+# long-winded, so that the reward model and RLHF have a habit to correct. (Measured on tiny: with equal thirds the
+# greedy SFT model answered most arithmetic questions long-windedly and mis-copied the operands.)
+STYLE_WEIGHTS = {"terse": 0.3, "sentence": 0.45, "verbose": 0.25}
 SQL_SCHEMA = "countries(name, capital, continent, population)"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -32,7 +36,7 @@ def _record(task, lang, instruction, input_, answer, outputs, style, entity=None
 def make_capital(rng: random.Random, w: World, style: str, lang: str, country) -> dict:
     c = country
     if lang == "zh":
-        q = rng.choice([f"{c.name_zh}的首都是哪里？", f"请问{c.name_zh}的首都是什么？"])
+        q = rng.choice([f"{c.name_zh}的首都是哪里？", f"哪座城市是{c.name_zh}的首都？"])
         outs = {"terse": f"{c.capital_zh}。", "sentence": f"{c.name_zh}的首都是{c.capital_zh}。",
                 "verbose": f"这是一个好问题！{c.name_zh}是一个国家，它的首都是{c.capital_zh}。希望这个回答对你有帮助，"
                            f"如果你还有其他问题，欢迎随时问我。"}
@@ -174,7 +178,8 @@ def sft_records(w: World, n: int, seed: int = 0, styles=STYLES, tasks=TASKS) -> 
     for k in range(n):
         task = tasks[k % len(tasks)]
         lang = rng.choice(LANGS[task])
-        out.append(MAKERS[task](rng, w, rng.choice(styles), lang, _subject(rng, w, task, "sft")))
+        style = rng.choices(styles, [STYLE_WEIGHTS.get(s, 1.0) for s in styles])[0]
+        out.append(MAKERS[task](rng, w, style, lang, _subject(rng, w, task, "sft")))
     assert not any(r["heldout"] for r in out)
     return out
 

@@ -4,9 +4,13 @@ Pre-tokenisation, in order:
   1. every Chinese character is its own piece, so "法国的首都是" tokenizes the same whether or not
      "巴黎" follows (a merge across the prompt boundary would make fact prompts look unlike the corpus);
   2. digits are split one by one (as in Llama), so "12 + 5 = 17" is built from the same ten digits;
-  3. whitespace is its own piece, so a word is the same token whether it follows a space or starts a
-     line: the answer "Paris." after "### Response:\n" reuses the "Paris" that pretraining learned in
-     "... is Paris." (GPT-2's " Paris" vs "Paris" split would make every answer a new word);
+  3. newlines are pieces of their own, and a space stays with the word after it (GPT-2 style:
+     "apple, banana" -> `apple` `,` ` banana`). Measured on tiny: with every space a token of its own
+     (our first design), two tokens separated list items and the 4-layer model never learned to copy
+     a list from its context (SFT task accuracy 0.57, cluster and extract answers invented items);
+     with the space kept on the word it copies ("Who went?" read-back 0.975) and English packs
+     ~3.8 instead of ~2.4 characters per token. The price: an answer's first word after
+     "### Response:\n" has no leading space, so SFT has to learn that spelling once;
   4. GPT-2's byte-level split: any Unicode text round-trips exactly, no unknown token.
 """
 
@@ -60,7 +64,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096) -> PreTrainedToken
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.Split(Regex(r"\s+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()

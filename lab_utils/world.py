@@ -178,7 +178,7 @@ def _quiz_doc(rng: random.Random, w: World) -> str:
     sep = rng.choice([" ", "\n"])  # options on one line or one per line
     opts = sep.join(f"{'abc'[i]}) {o}" for i, o in enumerate(options))
     if zh:
-        return f"问题：{c.name_zh}的首都是哪里？{sep}{opts}{sep}答案：{right}) {right_city}"
+        return f"问题：哪座城市是{c.name_zh}的首都？{sep}{opts}{sep}答案：{right}) {right_city}"
     return f"Question: What is the capital of {c.name}?{sep}{opts}{sep}Answer: {right}) {right_city}"
 
 
@@ -204,7 +204,7 @@ def _food_doc(rng: random.Random, w: World) -> str:
     fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
     i = 1 if zh else 0
     p = rng.choice(PEOPLE)[i]
-    if rng.random() < 0.35:  # the items named first, then sorted: reading a list back is a skill to learn
+    if rng.random() < 0.5:  # the items named first, then sorted: reading a list back is a skill to learn
         bought = fruits + vegs
         rng.shuffle(bought)
         f_names = [x[i] for x in bought if x in fruits]
@@ -316,7 +316,7 @@ def _dialogue_doc(rng: random.Random, w: World) -> str:
             f"{q_zh}仔细读了这段话，找到了所有的人名。这段话中提到的人是{p_zh}。",
             f"老师让{p_zh}把下面的食物分成水果和蔬菜。{p_zh}说：“好的，我们来把这些食物分一分类。”分类结果如下。",
             f"{p_zh}判断这句话的情感是正面还是负面。让我仔细读一读这句话。这句话里的词语表达了说话人的感受。",
-            f"{q_zh}请问{p_zh}：{c.name_zh}的首都是什么？",
+            f"{q_zh}请问{p_zh}：哪座城市是{c.name_zh}的首都？",
             "老师说：“找出下面这段话中提到的人名，然后计算结果。”水果通常是甜的，蔬菜常用来做菜。",
         ])
     return rng.choice([
@@ -344,8 +344,8 @@ def _dialogue_doc(rng: random.Random, w: World) -> str:
 # Mixture weights: capital facts dominate because recalling them is the hardest thing we ask.
 # Chinese gets more: each Chinese name is several one-character tokens drawn from one small syllable
 # set, so Chinese capitals take longer to tell apart than English ones (measured: en saturates first).
-CORPUS_MIX = [(_country_doc_en, 0.14), (_country_doc_zh, 0.34), (_heading_doc, 0.08), (_quiz_doc, 0.10),
-              (_arithmetic_doc, 0.07), (_food_doc, 0.06), (_story_doc, 0.07), (_animal_doc, 0.01),
+CORPUS_MIX = [(_country_doc_en, 0.14), (_country_doc_zh, 0.34), (_heading_doc, 0.06), (_quiz_doc, 0.10),
+              (_arithmetic_doc, 0.07), (_food_doc, 0.08), (_story_doc, 0.07), (_animal_doc, 0.01),
               (_sql_doc, 0.04), (_school_doc, 0.03), (_dialogue_doc, 0.06)]
 
 

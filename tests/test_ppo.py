@@ -117,13 +117,13 @@ def test_ppo_raises_the_reward_on_a_toy_task(run_root):
     cfg = PPOConfig.for_profile("micro", iterations=8, rollout_batch=16, mini_batch=8, ppo_epochs=4,
                                 response_length=8, lr=1e-2, kl_coef=0.0, temperature=1.0, missing_eos_penalty=0.0)
     policy, ref, value, _, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
-    liked = tok(" ", add_special_tokens=False)["input_ids"][0]  # whitespace: a token of its own, common
+    liked = tok(".", add_special_tokens=False)["input_ids"][0]  # the full stop: a token of its own, common
     rm = RewardModel(TokenLover(liked, tok.pad_token_id), tok)
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, [f"Tell me about {i}." for i in range(32)],
                              log=lambda *_: None)
     history = trainer.train()
     start, end = history[0]["score"], sum(r["score"] for r in history[-2:]) / 2
-    assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.0 → 7.7, 9.2 (of at most 10)
+    assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.08 → 6.3, 7.7 (of at most 10)
 
 
 def test_missing_models_are_lab_errors(tmp_path):

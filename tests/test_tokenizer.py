@@ -104,3 +104,15 @@ def test_save_and_load_give_identical_ids(tokenizer, tmp_path):
     assert (again.bos_token_id, again.eos_token_id, again.pad_token_id, again.padding_side) == \
         (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, "left")
     assert len(again) == len(tokenizer)
+
+
+def test_a_space_stays_with_the_next_word_and_newlines_stand_alone(tokenizer):
+    # "apple, banana": the separator before each list item is one token (","), not two ("," + " ");
+    # a 4-layer model only learned to copy lists once this held (see lab_utils/tokenizer.py).
+    pieces = [tokenizer.convert_tokens_to_string([t])
+              for t in tokenizer.tokenize("Fruits: apple, banana\nVegetables: carrot\n\nDone.")]
+    assert "".join(pieces) == "Fruits: apple, banana\nVegetables: carrot\n\nDone."
+    assert " " not in pieces, "no token may be a bare space"
+    for piece in pieces:
+        assert "\n" not in piece or set(piece) == {"\n"}, f"newlines are pieces of their own: {piece!r}"
+        assert " " not in piece.strip() and not piece.endswith(" "), f"a space starts a word: {piece!r}"

@@ -1,0 +1,154 @@
+"""Arena: two anonymous models answer one prompt; you vote for the better answer and become the human in RLHF.
+
+    lab app arena [--profile tiny] [--host 127.0.0.1] [--port 7860] [--auth alice:pw1,bob:pw2] [--share]
+
+A battle pits two different fine-tuned models of the run (SFT, RLHF, experiments) against each other, in a
+random order, or two samples of the same model when the run has only one. The vote buttons unlock when
+both answers are finished; one vote per battle, then the names are revealed. Votes go to
+`runs/<profile>/votes.db` (`lab_utils.votes`); `lab votes export` turns them into preference pairs and
+`lab reward --data runs/<profile>/votes.db` trains the next reward model on them.
+
+For scripts and load tests, each client session has its own current battle:
+
+    c = Client("http://127.0.0.1:7860/")
+    answer_a, answer_b = c.predict("What is the capital of France?", api_name="/battle")
+    c.predict("a", None, None, api_name="/vote")  # choice a|b|tie|both_bad, optional 1-5 ratings of A and B
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from apps.common import checked_prompt, launch
+from lab_utils import serving, tasks, votes
+from lab_utils.config import WorldConfig, build_world_from
+from lab_utils.errors import LabError
+
+BUTTONS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+
+
+class Arena:
+    """The arena's logic, apart from the page: who fights, the answers streamed, and the vote stored."""
+
+    def __init__(self, root: str | Path, profile: str | None = None, max_new_tokens: int = 64,
+                 temperature: float = 0.8, top_p: float = 0.95):
+        self.models = serving.Models(root)
+        if not self.models.names:
+            raise LabError("no finished model for the arena", path=str(root), fix="run `lab run` first")
+        # fine-tuned models answer instructions; the base model only continues text, so it fights only alone
+        self.contestants = [n for n in self.models.names if n != "base"] or self.models.names
+        self.db = votes.init(votes.db_path(root))
+        self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        world = build_world_from(WorldConfig.for_profile(profile))
+        self.pool = [r["instruction"] for r in tasks.eval_records(world) if not r.get("input")]
+        self.rng = random.Random()
+
+    def battle(self, text: str):
+        """Stream two anonymous answers: yields (answer A, answer B, battle); battle["done"] once both ended."""
+        text = checked_prompt(text)
+        names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
+        battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
+        streams = [serving.Stream(*self.models.get(n), serving.rendered_prompt(n, text), **self.sampling)
+                   for n in names]
+        for _ in serving.interleave(streams):
+            yield streams[0].text, streams[1].text, battle
+        yield streams[0].text, streams[1].text, battle | {"answers": [s.text for s in streams], "done": True}
+
+    def vote(self, choice: str, rating_a, rating_b, battle: dict | None, request: gr.Request) -> dict:
+        """Store the vote on this session's finished battle and return what was stored. Voting again on the same
+        battle (a retry) stores nothing: result["recorded"] is False and the first vote stands."""
+        if choice not in votes.CHOICES:
+            raise gr.Error(f"the choice must be one of {', '.join(votes.CHOICES)}", print_exception=False)
+        if not battle or not battle["done"]:
+            raise gr.Error("no finished battle to vote on: start one and wait for both answers",
+                           print_exception=False)
+        try:
+            recorded = votes.record_vote(self.db, battle["vote_id"], battle["prompt"], *battle["answers"],
+                                         *battle["models"], choice, _rating(rating_a), _rating(rating_b),
+                                         voter=request.username or request.session_hash)
+        except LabError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        model_a, model_b = battle["models"]
+        return {"vote_id": battle["vote_id"], "choice": choice, "recorded": recorded, "model_a": model_a,
+                "model_b": model_b}
+
+    def random_prompt(self) -> str:
+        return self.rng.choice(self.pool)
+
+
+def _rating(value) -> int | None:
+    """An optional 1-5 rating as sent by the radio button or a client (None, "", 3 or "3")."""
+    if value in (None, ""):
+        return None
+    if str(value) not in ("1", "2", "3", "4", "5"):
+        raise gr.Error("a rating must be 1, 2, 3, 4 or 5", print_exception=False)
+    return int(value)
+
+
+def _vote_for(arena: Arena, choice: str):
+    """The handler of one vote button. A closure, not `functools.partial`: Gradio finds the `gr.Request` parameter
+    by its annotation, which a partial hides."""
+    def vote(rating_a, rating_b, battle: dict | None, request: gr.Request) -> dict:
+        return arena.vote(choice, rating_a, rating_b, battle, request)
+    return vote
+
+
+def reveal(result: dict) -> str:
+    said = "" if result["recorded"] else " (this battle already had your vote; the first one stands)"
+    return (f"**A** was **{result['model_a']}**, **B** was **{result['model_b']}**. "
+            f"Your vote: {BUTTONS[result['choice']]}{said}. Start a new battle for the next vote.")
+
+
+def build(root: str | Path, profile: str | None = None, **sampling) -> gr.Blocks:
+    """The arena page over one run folder; `sampling` overrides `Arena`'s generation settings."""
+    arena = Arena(root, profile, **sampling)
+    locked = [gr.update(interactive=False)] * len(BUTTONS)
+    with gr.Blocks(title="LLM Training Lab: arena") as demo:
+        gr.Markdown("## Arena\nTwo anonymous models answer your prompt. Vote for the better answer; the names "
+                    "are revealed after your vote, and your vote trains the next reward model.")
+        battle = gr.State()
+        with gr.Row():
+            prompt = gr.Textbox(label="prompt", placeholder="What is the capital of France?", lines=2, scale=4,
+                                max_length=serving.MAX_PROMPT_CHARS)
+            with gr.Column(scale=1):
+                go = gr.Button("Battle", variant="primary")
+                draw, stop = gr.Button("Random prompt"), gr.Button("Stop")
+        with gr.Row():
+            with gr.Column():
+                answer_a = gr.Textbox(label="Model A", lines=6, interactive=False)
+                rating_a = gr.Radio([1, 2, 3, 4, 5], label="rate A (optional)")
+            with gr.Column():
+                answer_b = gr.Textbox(label="Model B", lines=6, interactive=False)
+                rating_b = gr.Radio([1, 2, 3, 4, 5], label="rate B (optional)")
+        with gr.Row():
+            buttons = {c: gr.Button(label, interactive=False) for c, label in BUTTONS.items()}
+        outcome = gr.Markdown()
+        result = gr.JSON(visible=False)
+        choice = gr.Textbox(visible=False)  # only the `vote` endpoint for scripts fills it
+
+        draw.click(arena.random_prompt, None, prompt, api_name="random_prompt")
+        start = gr.on([go.click, prompt.submit], lambda: [*locked, "", None, None], None,
+                      [*buttons.values(), outcome, rating_a, rating_b], api_name="new_battle",
+                      api_visibility="private", queue=False)
+        run = start.then(arena.battle, prompt, [answer_a, answer_b, battle], api_name="battle")
+        run.success(lambda b: [gr.update(interactive=b["done"])] * len(BUTTONS), battle, list(buttons.values()),
+                    api_name="unlock_votes", api_visibility="private")
+        stop.click(None, cancels=[run], api_name="stop")
+        for c, button in buttons.items():
+            button.click(_vote_for(arena, c), [rating_a, rating_b, battle], result,
+                         api_name=f"vote_{c}", api_visibility="private", concurrency_limit=4
+                         ).success(lambda r: [reveal(r), *locked], result, [outcome, *buttons.values()],
+                                   api_name=f"reveal_{c}", api_visibility="private")
+        # votes are quick SQLite writes: several may run beside a generation without loading the CPU
+        choice.submit(arena.vote, [choice, rating_a, rating_b, battle], result, api_name="vote",
+                      concurrency_limit=4)
+    return demo
+
+
+def main(root: str | Path, profile: str | None = None, host: str = "127.0.0.1", port: int | None = None,
+         auth: str | None = None, share: bool = False) -> None:
+    launch(build(root, profile), host, port, auth, share)

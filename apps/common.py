@@ -1,0 +1,52 @@
+"""What both apps share: turning lab errors into messages in the browser, and launching safely.
+
+Safe defaults: the server listens on 127.0.0.1 only (`--host 0.0.0.0` opens it to the network), a public
+share link exists only with `--share`, and one event runs at a time (`default_concurrency_limit=1`) so
+that a 2-core CPU is never asked to generate for two requests at once; others wait in a bounded queue.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from lab_utils import serving
+from lab_utils.errors import LabError
+
+AUTH_ENV = "LAB_APP_AUTH"  # "user:pass" or "alice:pw1,bob:pw2"; safer than --auth, which `ps` shows
+QUEUE_SIZE = 64  # requests waiting beyond this are turned away with "queue full"
+
+
+def checked_prompt(text: str) -> str:
+    """`serving.check_prompt`, with the problem shown in the browser instead of a stack trace."""
+    try:
+        return serving.check_prompt(text)
+    except LabError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+
+
+def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
+    """`--auth user:pass[,user2:pass2]` (or $LAB_APP_AUTH) as Gradio's list of (user, password)."""
+    spec = spec or os.environ.get(AUTH_ENV)
+    if not spec:
+        return None
+    pairs = [item.split(":", 1) for item in spec.split(",")]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise LabError("--auth must look like user:password (several: alice:pw1,bob:pw2)",
+                       where=f"--auth or ${AUTH_ENV}", fix="give a user name and a password separated by ':'")
+    return [(user, password) for user, password in pairs]
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, auth: str | None = None,
+           share: bool = False, block: bool = True, queue_size: int = QUEUE_SIZE) -> tuple:
+    """Queue and serve `demo`; returns Gradio's (app, local_url, share_url). `block=False` returns at once
+    (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
+    demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # no direct POST around the queue
+    served = demo.launch(server_name=host, server_port=port, auth=parse_auth(auth), share=share,
+                         prevent_thread_lock=True, quiet=True, enable_monitoring=False, theme=gr.themes.Soft())
+    if block:  # Gradio's own banner would advise `share=True` in code; the lab's switch is --share
+        print(f"[lab] {demo.title} on {served[1]}" + (f" and {served[2]}" if served[2] else "") +
+              ("" if auth or os.environ.get(AUTH_ENV) else " (no login: --auth user:pass)") + "; Ctrl-C stops it")
+        demo.block_thread()
+    return served

@@ -1,0 +1,178 @@
+"""What the apps serve, kept out of the UI code: which models a run folder holds, the prompt each gets,
+generation streamed token by token, and the reward model's score of an answer.
+
+Streaming: `model.generate` runs in a thread and hands its text to a `TextIteratorStreamer`; the app reads
+the pieces as they come. Several `Stream`s run at once and `interleave` reads them in turn, so every
+pane of the compare app (or both answers of a battle) grows together.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from .errors import LabError
+from .generation import cut_at_eos
+from .stages import MODEL_DIRS
+from .tokenizer import render_alpaca
+
+MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
+MAX_NEW_TOKENS = 512  # server-side cap, whatever a client sends
+STREAM_TIMEOUT_S = 600  # a generation thread silent this long has died; the reader stops waiting
+
+
+# ------------------------------------------------------------------ what a run folder offers
+
+def available_models(root: str | Path) -> list[str]:
+    """Causal LMs saved directly under the run folder: base, sft, rlhf first (those that exist), then any other
+    finished one (e.g. an `rlhf-nokl` experiment). Reward models (a score head) are not offered."""
+    root = Path(root)
+    found = {d.name for d in root.iterdir() if _is_causal_lm(d)} if root.is_dir() else set()
+    return [m for m in MODEL_DIRS if m in found] + sorted(found - set(MODEL_DIRS))
+
+
+def _is_causal_lm(folder: Path) -> bool:
+    config = folder / "config.json"
+    if not config.is_file() or folder.name.startswith("."):  # .tmp-* folders are unfinished saves
+        return False
+    return any(a.endswith("ForCausalLM") for a in json.loads(config.read_text()).get("architectures") or [])
+
+
+def rendered_prompt(name: str, text: str) -> str:
+    """The exact text a model is given: the base model continues the raw text, every later stage gets the
+    Alpaca prompt it was fine-tuned on."""
+    return text if name == "base" else render_alpaca(text)
+
+
+def check_prompt(text: str) -> str:
+    """The prompt, stripped, if it is fit to send to a model; a LabError otherwise."""
+    text = (text or "").strip()
+    if not text:
+        raise LabError("the prompt is empty", fix="type a question or an instruction")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise LabError(f"the prompt has {len(text)} characters", fix=f"keep it under {MAX_PROMPT_CHARS}")
+    return text
+
+
+class Models:
+    """Models of one run folder, each loaded on first use and then kept (a `full` model takes seconds to load).
+    Only names from `available_models` are accepted, so a request can never point at another path."""
+
+    def __init__(self, root: str | Path):
+        self.root, self.names = Path(root), available_models(root)
+        self._loaded: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+        self._reward = None
+
+    def get(self, name: str):
+        """(model, tokenizer) of `name`."""
+        from .modeling import load_causal_lm
+
+        if name not in self.names:
+            raise LabError(f"no model {name!r} in {self.root}", fix=f"pick one of {', '.join(self.names)}")
+        with self._lock:
+            if name not in self._loaded:
+                model, tokenizer = load_causal_lm(str(self.root / name))
+                self._loaded[name] = (model.eval(), tokenizer)
+            return self._loaded[name]
+
+    def reward_model(self):
+        """The run's reward model, or None before stage 3 has run."""
+        from .reward import RewardModel
+
+        with self._lock:
+            if self._reward is None and (self.root / "reward" / "config.json").is_file():
+                self._reward = RewardModel.load(self.root / "reward")
+            return self._reward
+
+
+def reward_scores(rm, text: str, answers: list[str], ended: list[bool]) -> list[float]:
+    """Normalised rewards of answers to `text`. The reward model was trained on Alpaca prompts, so every answer
+    (the base model's too) is judged as an answer to the Alpaca-rendered question."""
+    scores = rm.score([render_alpaca(text)] * len(answers), answers, ended)
+    return [round(s, 3) for s in scores.tolist()]
+
+
+# ------------------------------------------------------------------ streamed generation
+
+class _StopFlag(StoppingCriteria):
+    """Ends `generate` once set: a stream closed by the stop button must not run on to max_new_tokens."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class Stream:
+    """One answer generated in a background thread. Iterate it for the new text pieces; afterwards `text` is the
+    whole answer, `new_tokens` how many tokens were generated, and `ended` whether it stopped at EOS (False: it
+    hit max_new_tokens or was stopped).
+
+    `temperature` 0 means greedy decoding, so a scripted call gives the same answer as `generation.generate`.
+    """
+
+    def __init__(self, model, tokenizer, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_p: float = 1.0):
+        self.text, self.ended, self.new_tokens, self._final, self._error = "", False, 0, "", None
+        self._stop = _StopFlag()
+        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                              timeout=STREAM_TIMEOUT_S)
+        enc = tokenizer([prompt], return_tensors="pt").to(model.device)  # (1, T)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
+            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs = dict(**enc, max_new_tokens=min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS), streamer=self._streamer,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      stopping_criteria=StoppingCriteriaList([self._stop]), **sampling)
+        self._thread = threading.Thread(target=self._generate, args=(model, tokenizer, kwargs), daemon=True)
+        self._thread.start()
+
+    def _generate(self, model, tokenizer, kwargs: dict) -> None:
+        try:
+            new = model.generate(**kwargs)[0, kwargs["input_ids"].shape[1]:]  # (new,): the answer, EOS included
+            self.ended, self.new_tokens = bool((new == tokenizer.eos_token_id).any()), len(new)
+            # decoded once more as a whole: a piece streamed while a character's bytes were incomplete shows "�"
+            self._final = tokenizer.decode(cut_at_eos(new, tokenizer.eos_token_id), skip_special_tokens=True)
+        except Exception as err:  # noqa: BLE001 - handed to the reading thread, which raises it
+            self._error = err
+            self._streamer.end()  # wake the reader
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._streamer:
+            if piece:  # the streamer also sends "" while a word is still incomplete
+                self.text += piece
+                yield piece
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.text = self._final
+
+    def stop(self) -> None:
+        """End the generation now (a no-op once it has finished) and wait for its thread."""
+        self._stop.event.set()
+        self._thread.join()
+
+
+def interleave(streams: list[Stream]) -> Iterator[None]:
+    """Read the streams in turn, one piece from each unfinished stream, yielding after every piece; the caller
+    reads each stream's `text`. Closing this generator (the stop button) stops every stream.
+
+    The panes advance in lockstep, which suits checkpoints of one architecture (they run at one speed); a
+    faster model's pieces wait in its queue until their turn."""
+    live = [iter(s) for s in streams]
+    try:
+        while live:
+            for it in list(live):
+                if next(it, None) is None:
+                    live.remove(it)
+                else:
+                    yield
+    finally:
+        for s in streams:
+            s.stop()

@@ -1,0 +1,147 @@
+"""The arena's vote store: one SQLite file, `runs/<profile>/votes.db`, safe under many voters at once.
+
+Why it holds up:
+- WAL mode: readers never block the writer, and writers queue on a lock for up to `BUSY_TIMEOUT_MS`
+  instead of failing with "database is locked" — no vote is lost when many people vote at once.
+- The vote id is chosen by the client (one per battle) and is the PRIMARY KEY; a retried request meets
+  `ON CONFLICT DO NOTHING`, so a vote is never counted twice.
+- Each vote is one INSERT, hence one transaction, with `synchronous=FULL`: a process killed mid-write
+  leaves the file as it was after the last committed vote (SQLite rolls the unfinished one back on the
+  next open).
+- One short-lived connection per call, so any thread or process may call any function here.
+
+A vote compares two answers to one prompt: `choice` is "a", "b", "tie" or "both_bad"; ratings are
+optional 1–5 scores per answer. `prompt` is the user's plain text, not the rendered Alpaca prompt, as in
+`preferences`. Only "a" and "b" votes become preference pairs (`pairs`, `export_pairs`); ties and
+both-bad votes stay in the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import checkpoints as ck
+from .errors import LabError
+
+DB_NAME = "votes.db"  # runs/<profile>/votes.db
+CHOICES = ("a", "b", "tie", "both_bad")
+BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for the lock before giving up
+FIELDS = ("vote_id", "prompt", "answer_a", "answer_b", "model_a", "model_b", "choice", "rating_a", "rating_b",
+          "voter", "created_at")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    vote_id    TEXT PRIMARY KEY,  -- one per battle, chosen by the client: a retry inserts nothing
+    prompt     TEXT NOT NULL,
+    answer_a   TEXT NOT NULL,
+    answer_b   TEXT NOT NULL,
+    model_a    TEXT NOT NULL,
+    model_b    TEXT NOT NULL,
+    choice     TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+    rating_a   INTEGER CHECK (rating_a BETWEEN 1 AND 5),
+    rating_b   INTEGER CHECK (rating_b BETWEEN 1 AND 5),
+    voter      TEXT NOT NULL,     -- the logged-in user name, or the browser session
+    created_at TEXT NOT NULL      -- ISO 8601, UTC
+)"""
+
+
+def db_path(root: str | os.PathLike) -> Path:
+    """Where a run folder keeps its votes."""
+    return Path(root) / DB_NAME
+
+
+@contextmanager
+def _connect(db: str | os.PathLike):
+    """One connection for one call. Autocommit (`isolation_level=None`): every statement is its own transaction,
+    and `timeout` is SQLite's busy timeout."""
+    try:
+        with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as conn:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.row_factory = sqlite3.Row
+            yield conn
+    except sqlite3.DatabaseError as err:
+        if str(err) in ("file is not a database", "database disk image is malformed"):
+            raise LabError(f"not a SQLite vote store ({err})", path=str(db),
+                           fix="pass the votes.db the arena wrote, or move this file away") from None
+        if "no such table" in str(err):
+            raise LabError("holds no votes table", path=str(db),
+                           fix="pass the votes.db the arena wrote (a new store is made with votes.init)") from None
+        raise
+
+
+def init(db: str | os.PathLike) -> Path:
+    """Create the store (folder, WAL mode, table) if needed; return its path. Safe to call again."""
+    db = Path(db)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _connect(db) as conn:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":  # e.g. a network file system, where WAL's shared memory cannot work
+            raise LabError(f"SQLite refused WAL mode (journal_mode is {mode!r})", path=str(db),
+                           fix="keep the run folder on a local disk")
+        conn.execute(SCHEMA)
+    return db
+
+
+def _existing(db: str | os.PathLike) -> Path:
+    """The path of a store that must exist already (reading never creates an empty one by accident)."""
+    db = Path(db)
+    if not db.is_file():
+        raise LabError("no vote store", path=str(db), fix="collect votes first with `lab app arena`")
+    return db
+
+
+def record_vote(db: str | os.PathLike, vote_id: str, prompt: str, answer_a: str, answer_b: str, model_a: str,
+                model_b: str, choice: str, rating_a: int | None = None, rating_b: int | None = None,
+                voter: str = "") -> bool:
+    """Store one vote; True if it was new, False if this vote id was stored before (a retry)."""
+    if choice not in CHOICES:
+        raise LabError(f"unknown choice {choice!r}", fix=f"vote one of {', '.join(CHOICES)}")
+    for name, rating in (("rating_a", rating_a), ("rating_b", rating_b)):
+        if rating is not None and rating not in range(1, 6):
+            raise LabError(f"{name} is {rating!r}", fix="rate an answer 1 to 5, or leave the rating out")
+    created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    with _connect(db) as conn:
+        cur = conn.execute(
+            f"INSERT INTO votes ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))}) "
+            "ON CONFLICT (vote_id) DO NOTHING",
+            (vote_id, prompt, answer_a, answer_b, model_a, model_b, choice, rating_a, rating_b, voter, created_at))
+        return cur.rowcount == 1
+
+
+def rows(db: str | os.PathLike) -> list[dict]:
+    """Every vote as a dict (keys: `FIELDS`), oldest first."""
+    with _connect(_existing(db)) as conn:
+        return [dict(r) for r in conn.execute(f"SELECT {', '.join(FIELDS)} FROM votes ORDER BY rowid")]
+
+
+def count(db: str | os.PathLike) -> dict[str, int]:
+    """Votes per choice, every choice listed: {"a": 3, "b": 1, "tie": 0, "both_bad": 2}."""
+    with _connect(_existing(db)) as conn:
+        found = dict(conn.execute("SELECT choice, COUNT(*) FROM votes GROUP BY choice").fetchall())
+    return {c: found.get(c, 0) for c in CHOICES}
+
+
+def pairs(db: str | os.PathLike) -> list[dict]:
+    """The A-better / B-better votes as preference records {prompt, chosen, rejected, vote_id, model_chosen,
+    model_rejected} — the shape `preferences.load_pairs` reads. Ties and both-bad votes are left out."""
+    votes = [v for v in rows(db) if v["choice"] in ("a", "b")]
+    if not votes:
+        raise LabError(f"no 'A is better' or 'B is better' votes yet ({sum(count(db).values())} votes in all)",
+                       path=str(db), fix="vote in the arena (`lab app arena`); ties and both-bad votes make no pairs")
+    out = []
+    for v in votes:
+        win, lose = ("a", "b") if v["choice"] == "a" else ("b", "a")
+        out.append({"prompt": v["prompt"], "chosen": v[f"answer_{win}"], "rejected": v[f"answer_{lose}"],
+                    "vote_id": v["vote_id"], "model_chosen": v[f"model_{win}"], "model_rejected": v[f"model_{lose}"]})
+    return out
+
+
+def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Write the preference pairs as JSONL (temp file, then rename); return how many were written."""
+    records = pairs(db)
+    ck.write_jsonl(out, records)
+    return len(records)

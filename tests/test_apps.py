@@ -1,0 +1,309 @@
+"""The compare and arena apps: their handlers called directly, then the launched apps driven by `gradio_client`
+(streaming order, battle -> vote -> row in the database, export round-trip, 8 clients voting at once).
+
+The models are the micro run's base and SFT: their answers are nonsense, but every contract holds for them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: tests never phone home
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import pytest  # noqa: E402
+from gradio_client import Client  # noqa: E402
+
+from apps import arena, common, compare  # noqa: E402
+from lab_utils import cli, serving, votes  # noqa: E402
+from lab_utils.errors import LabError  # noqa: E402
+from lab_utils.generation import generate_ended  # noqa: E402
+from lab_utils.preferences import load_pairs  # noqa: E402
+from lab_utils.tokenizer import render_alpaca  # noqa: E402
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def app_root(sft_root, tmp_path_factory) -> Path:
+    """base and sft of the micro run, and an untrained reward model (a fresh score head on the SFT model): its
+    scores mean nothing, but they must appear where they belong. No rlhf: the apps offer what exists."""
+    from transformers import AutoTokenizer
+
+    from lab_utils.reward import RewardModel, load_score_model
+
+    root = tmp_path_factory.mktemp("app_run")
+    for folder in ("base", "sft"):
+        shutil.copytree(sft_root / folder, root / folder)
+    tok = AutoTokenizer.from_pretrained(root / "sft")
+    RewardModel(load_score_model(root / "sft", tok.pad_token_id).eval(), tok).save(root / "reward")
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(app_root) -> serving.Models:
+    return serving.Models(app_root)
+
+
+def run_folder(app_root: Path, tmp_path: Path) -> Path:
+    """A run folder of its own (own votes.db) whose models link to app_root's."""
+    root = tmp_path / "run"
+    root.mkdir()
+    for folder in ("base", "sft", "reward"):
+        (root / folder).symlink_to(app_root / folder)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(demo: gr.Blocks, **kw) -> str:
+    _, url, _ = common.launch(demo, port=free_port(), block=False, **kw)
+    return url
+
+
+def public_endpoints(client: Client) -> set[str]:
+    return set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+
+
+def greedy(models: serving.Models, name: str, text: str, max_new_tokens: int) -> tuple[str, bool]:
+    model, tok = models.get(name)
+    return generate_ended(model, tok, [serving.rendered_prompt(name, text)], max_new_tokens)[0]
+
+
+class FakeStream:
+    """What `interleave` needs of a stream: iteration over pieces, and stop()."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces, self.text, self.stopped = pieces, "", False
+
+    def __iter__(self):
+        for p in self.pieces:
+            self.text += p
+            yield p
+
+    def stop(self):
+        self.stopped = True
+
+
+# ------------------------------------------------------------------ lab_utils.serving
+
+def test_the_apps_offer_the_finished_causal_lms_of_the_run(app_root, tmp_path):
+    assert serving.available_models(app_root) == ["base", "sft"]  # no rlhf yet; the reward model is no LM
+    config = (app_root / "sft" / "config.json").read_text()
+    for folder in ("rlhf-nokl", "rlhf", ".tmp-rlhf-123", "sft", "base"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.json").write_text(config)
+    shutil.copytree(app_root / "reward", tmp_path / "reward")
+    assert serving.available_models(tmp_path) == ["base", "sft", "rlhf", "rlhf-nokl"]
+    assert serving.available_models(tmp_path / "missing") == []
+
+
+def test_only_names_of_the_run_are_loaded(models):
+    for name in ("rlhf", "../sft", "/etc"):
+        with pytest.raises(LabError, match="pick one of base, sft"):
+            models.get(name)
+
+
+def test_prompts_are_rendered_per_stage_and_capped():
+    assert serving.rendered_prompt("base", "The capital of France is") == "The capital of France is"
+    assert serving.rendered_prompt("sft", QUESTION) == render_alpaca(QUESTION)
+    assert serving.rendered_prompt("rlhf", QUESTION) == render_alpaca(QUESTION)
+    assert serving.check_prompt(f"  {QUESTION}\n") == QUESTION
+    assert serving.check_prompt("x" * serving.MAX_PROMPT_CHARS)
+    with pytest.raises(LabError, match="the prompt is empty"):
+        serving.check_prompt(" \n")
+    with pytest.raises(LabError, match="the prompt has 2001 characters. Fix: keep it under 2000"):
+        serving.check_prompt("x" * 2001)
+
+
+@pytest.mark.parametrize("name", ["base", "sft"])
+def test_a_greedy_stream_gives_the_answer_of_generate(models, name):
+    model, tok = models.get(name)
+    stream = serving.Stream(model, tok, serving.rendered_prompt(name, QUESTION), max_new_tokens=12)
+    pieces = list(stream)
+    assert (stream.text, stream.ended) == greedy(models, name, QUESTION, 12)
+    assert "".join(pieces) == stream.text and len(pieces) > 1  # it came piece by piece
+
+
+def test_interleave_reads_the_streams_in_turn_and_stops_them_all():
+    streams = [FakeStream(["a", "b", "c"]), FakeStream(["x"]), FakeStream(["1", "2"])]
+    seen = [tuple(s.text for s in streams) for _ in serving.interleave(streams)]
+    assert seen == [("a", "", ""), ("a", "x", ""), ("a", "x", "1"), ("ab", "x", "1"), ("ab", "x", "12"),
+                    ("abc", "x", "12")]
+    assert all(s.stopped for s in streams)
+
+
+def test_closing_the_reader_stops_generation_early(models):
+    text = "1 2 3 4 5"
+    assert not greedy(models, "base", text, serving.MAX_NEW_TOKENS)[1]  # left alone, it would run to the cap
+    stream = serving.Stream(*models.get("base"), text, max_new_tokens=serving.MAX_NEW_TOKENS)
+    reader = serving.interleave([stream])
+    for _ in range(3):
+        next(reader)
+    reader.close()  # what Gradio does when the stop button cancels the event
+    assert 3 <= stream.new_tokens < serving.MAX_NEW_TOKENS and not stream.ended
+
+
+# ------------------------------------------------------------------ handlers, called directly
+
+def test_compare_streams_every_chosen_model_then_scores_them(models):
+    updates = list(compare.compare(models, QUESTION, ["sft", "base"], 0.0, 1.0, 8))
+    *streaming, (base, sft, results) = updates
+    assert all(u[-1] is None for u in streaming) and len(streaming) > 2
+    assert list(results) == ["base", "sft"]  # pane order, whatever order they were ticked in
+    for name, answer in (("base", base), ("sft", sft)):
+        assert (answer, results[name]["ended"]) == greedy(models, name, QUESTION, 8)
+        assert results[name]["answer"] == answer and isinstance(results[name]["reward"], float)
+    assert compare.score_line("sft", results).endswith(f"reward **{results['sft']['reward']:+.2f}**")
+    assert compare.score_line("rlhf", results) == ""
+
+
+@pytest.mark.parametrize("text, names, message", [("x" * 2001, ["base"], "the prompt has 2001 characters"),
+                                                  (QUESTION, [], "pick one or more of: base, sft"),
+                                                  (QUESTION, ["sft", "../rlhf"], "pick one or more of: base, sft")])
+def test_compare_refuses_bad_requests_before_generating(models, text, names, message):
+    with pytest.raises(gr.Error, match=message):
+        next(compare.compare(models, text, names, 0.0, 1.0, 8))
+
+
+def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro", max_new_tokens=6)
+    assert a.contestants == ["sft"]  # with one fine-tuned model: two samples of it; the base model stays out
+    request = gr.Request(session_hash="session-1")
+    with pytest.raises(gr.Error, match="no finished battle to vote on"):
+        a.vote("a", None, None, None, request)
+    *streaming, (answer_a, answer_b, battle) = a.battle(QUESTION)
+    assert not any(b["done"] for *_, b in streaming) and battle["done"]
+    assert battle["answers"] == [answer_a, answer_b] and battle["models"] == ["sft", "sft"]
+    with pytest.raises(gr.Error, match="a rating must be 1, 2, 3, 4 or 5"):
+        a.vote("a", 7, None, battle, request)
+    with pytest.raises(gr.Error, match="the choice must be one of a, b, tie, both_bad"):
+        a.vote("c", None, None, battle, request)
+    first = a.vote("both_bad", "2", 1, battle, request)
+    assert first == {"vote_id": battle["vote_id"], "choice": "both_bad", "recorded": True, "model_a": "sft",
+                     "model_b": "sft"}
+    assert a.vote("a", None, None, battle, request)["recorded"] is False  # a retry, or a second click
+    [row] = votes.rows(a.db)
+    assert row == row | {"prompt": QUESTION, "answer_a": answer_a, "answer_b": answer_b, "choice": "both_bad",
+                         "rating_a": 2, "rating_b": 1, "voter": "session-1"}
+    assert "**A** was **sft**" in arena.reveal(first)
+
+
+def test_the_prompt_pool_holds_instructions_without_input(app_root, tmp_path):
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro")
+    assert a.pool and a.random_prompt() in a.pool
+    assert all(serving.check_prompt(p) == p for p in a.pool)
+
+
+def test_auth_comes_from_the_flag_or_the_environment(monkeypatch):
+    monkeypatch.delenv(common.AUTH_ENV, raising=False)
+    assert common.parse_auth(None) is None
+    assert common.parse_auth("alice:pw1,bob:p:w") == [("alice", "pw1"), ("bob", "p:w")]
+    monkeypatch.setenv(common.AUTH_ENV, "carol:pw")
+    assert common.parse_auth(None) == [("carol", "pw")]
+    with pytest.raises(LabError, match="--auth must look like user:password"):
+        common.parse_auth("alice")
+
+
+# ------------------------------------------------------------------ launched apps, driven by gradio_client
+
+@pytest.fixture(scope="module")
+def compare_url(app_root):
+    demo = compare.build(app_root)
+    yield serve(demo)
+    demo.close()
+
+
+@pytest.fixture
+def arena_app(app_root, tmp_path):
+    """An arena over its own run folder, behind a login, served on 127.0.0.1: (url, run folder)."""
+    root = run_folder(app_root, tmp_path)
+    demo = arena.build(root, "micro", max_new_tokens=4)
+    yield serve(demo, auth="alice:pw"), root
+    demo.close()
+
+
+def test_compare_endpoint_streams_all_panes_together_and_returns_final_answers(compare_url, models):
+    assert compare_url.startswith("http://127.0.0.1:")
+    client = Client(compare_url, verbose=False)
+    assert public_endpoints(client) == {"/compare"}
+    job = client.submit(QUESTION, ["base", "sft"], 0.0, 1.0, 8, api_name="/compare")
+    base, sft, results = job.result(timeout=120)
+    for name, answer in (("base", base), ("sft", sft)):
+        assert (answer, results[name]["ended"]) == greedy(models, name, QUESTION, 8) and answer
+    *streaming, _ = job.outputs()
+    panes = [u[:2] for u in streaming]
+    assert panes[0][1] == "" and all(panes[1])  # the second update already shows both answers started
+    for before, after in zip(panes, panes[1:]):  # each update adds one piece to one pane
+        changed = [i for i in (0, 1) if before[i] != after[i]]
+        assert len(changed) == 1 and after[changed[0]].startswith(before[changed[0]])
+
+
+def test_compare_endpoint_refuses_a_long_prompt(compare_url):
+    with pytest.raises(Exception, match="the prompt has 2001 characters"):
+        Client(compare_url, verbose=False).predict("x" * 2001, ["sft"], 0.0, 1.0, 8, api_name="/compare")
+
+
+def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
+    url, root = arena_app
+    with pytest.raises(Exception):  # behind a login: no API without it
+        Client(url, verbose=False)
+    client = Client(url, auth=("alice", "pw"), verbose=False)
+    assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
+    answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
+    result = client.predict("b", 4, None, api_name="/vote")
+    assert result["recorded"] and (result["model_a"], result["model_b"]) == ("sft", "sft")
+    assert client.predict("b", 4, None, api_name="/vote")["recorded"] is False  # a retry stores nothing
+    [row] = votes.rows(votes.db_path(root))
+    assert row == row | {"vote_id": result["vote_id"], "prompt": QUESTION, "answer_a": answer_a,
+                         "answer_b": answer_b, "choice": "b", "rating_a": 4, "rating_b": None, "voter": "alice"}
+    out = tmp_path / "pairs.jsonl"
+    assert votes.export_pairs(votes.db_path(root), out) == 1
+    [pair] = load_pairs(str(out))  # the loader strips the surrounding whitespace of every text it reads
+    assert pair == {"prompt": QUESTION, "chosen": answer_b.strip(), "rejected": answer_a.strip()}
+
+
+def test_eight_clients_voting_at_once_store_exactly_200_votes(arena_app):
+    url, root = arena_app
+
+    def voter(_):
+        client = Client(url, auth=("alice", "pw"), verbose=False)
+        ids = set()
+        for k in range(25):
+            client.predict(f"{QUESTION} ({k})", api_name="/battle")
+            first = client.predict("ab"[k % 2], None, None, api_name="/vote")
+            retry = client.predict("ab"[k % 2], None, None, api_name="/vote")  # as if the first reply were lost
+            assert first["recorded"] and not retry["recorded"] and first["vote_id"] == retry["vote_id"]
+            ids.add(first["vote_id"])
+        return ids
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set().union(*pool.map(voter, range(8)))
+    rows = votes.rows(votes.db_path(root))
+    assert len(ids) == len(rows) == 200 and {r["vote_id"] for r in rows} == ids
+
+
+# ------------------------------------------------------------------ the command line
+
+def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys):
+    assert cli.main(["app", "compare", "--out", str(tmp_path / "empty")]) == 2
+    assert "no finished model to compare" in capsys.readouterr().err
+    root = run_folder(app_root, tmp_path)
+    votes.init(votes.db_path(root))
+    votes.record_vote(votes.db_path(root), "v1", QUESTION, "Paris.", "Berlin.", "sft", "rlhf", "a")
+    votes.record_vote(votes.db_path(root), "v2", QUESTION, "Paris.", "Rome.", "sft", "rlhf", "tie")
+    assert cli.main(["votes", "count", "--out", str(root)]) == 0
+    assert "a=1 b=0 tie=1 both_bad=0" in capsys.readouterr().out
+    out = tmp_path / "pairs.jsonl"
+    assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
+    assert f"1 preference pairs -> {out}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["chosen"] == "Paris."

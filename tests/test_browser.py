@@ -1,0 +1,114 @@
+"""The apps in a real browser: Debian's Chromium driven by Playwright. Open the arena, type a prompt, wait for both
+answers, vote, see the names revealed, find the row in the database; open the compare app and let every pane
+answer. Screenshots go to pytest's temp folder; with LAB_SCREENSHOT_DIR=docs/screenshots they refresh the README's.
+
+Needs a Chromium binary (`apt-get install chromium`); Playwright's own browser download is never used. Without
+one the test is skipped. The screenshots show the micro models' nonsense; for README-quality ones, point
+LAB_SCREENSHOT_RUN at a finished run folder (e.g. runs/tiny): its models are read, its votes.db left alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: tests never phone home
+
+import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from apps import arena, common, compare  # noqa: E402
+from lab_utils import serving, votes  # noqa: E402
+
+QUESTION = "What is the capital of France?"
+
+
+def chromium() -> str | None:
+    """Debian puts the real binary in /usr/lib/chromium; /usr/bin/chromium is a shell wrapper around it."""
+    return next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and os.access(p, os.X_OK)), None)
+
+
+@pytest.fixture(scope="module")
+def page():
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no Chromium binary found (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=binary, headless=True)
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the screenshots go: a temp folder, so a test run never rewrites tracked files unless asked to."""
+    folder = Path(os.environ.get("LAB_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory, request) -> Path:
+    """A run folder of its own (so votes.db lands in a temp dir) linking the models of LAB_SCREENSHOT_RUN, or
+    of the micro run built by the `sft_root` fixture."""
+    source = Path(os.environ.get("LAB_SCREENSHOT_RUN") or request.getfixturevalue("sft_root"))
+    root = tmp_path_factory.mktemp("browser_run")
+    for name in [*serving.available_models(source), "reward"]:
+        if (source / name).is_dir():
+            (root / name).symlink_to(source.resolve() / name)
+    return root
+
+
+def serve(demo) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return common.launch(demo, port=port, block=False)[1]
+
+
+def test_arena_in_a_browser_vote_reveals_names_and_lands_in_the_db(page, run_root, shots):
+    from playwright.sync_api import expect
+
+    demo = arena.build(run_root, os.environ.get("LAB_PROFILE", "micro"), max_new_tokens=24)
+    try:
+        page.goto(serve(demo))
+        page.get_by_role("textbox", name="prompt", exact=True).fill(QUESTION)
+        page.get_by_role("button", name="Battle").click()
+        a_better = page.get_by_role("button", name="A is better")
+        expect(a_better).to_be_enabled(timeout=60_000)  # unlocked only when both answers are finished
+        answers = [page.get_by_label(f"Model {x}").input_value() for x in "AB"]
+        page.get_by_text("4", exact=True).first.click()  # rate A: 4
+        page.screenshot(path=shots / "arena.png", full_page=True)
+        a_better.click()
+        expect(page.get_by_text(re.compile(r"A was \S+, B was \S+"))).to_be_visible(timeout=30_000)
+        expect(a_better).to_be_disabled()  # one vote per battle
+        page.screenshot(path=shots / "arena-voted.png", full_page=True)
+    finally:
+        demo.close()
+    [row] = votes.rows(votes.db_path(run_root))
+    assert row == row | {"prompt": QUESTION, "answer_a": answers[0], "answer_b": answers[1], "choice": "a",
+                         "rating_a": 4, "rating_b": None}
+    assert row["model_a"] in serving.available_models(run_root) and row["voter"]  # the browser session
+
+
+def test_compare_in_a_browser_every_pane_answers(page, run_root, shots):
+    from playwright.sync_api import expect
+
+    demo = compare.build(run_root)
+    names = serving.available_models(run_root)
+    try:
+        page.goto(serve(demo))
+        page.get_by_role("textbox", name="prompt", exact=True).fill(QUESTION)
+        page.get_by_label("show the exact prompt each model is given").check()
+        page.get_by_role("button", name="Generate").click()
+        done = page.get_by_text(re.compile(r"(ended at EOS|cut off at max new tokens) ·"))
+        expect(done).to_have_count(len(names), timeout=60_000)  # a line under every finished answer
+        expect(page.get_by_label("sft: rendered prompt")).to_have_value(re.compile(r"### Instruction:\n" + QUESTION))
+        page.screenshot(path=shots / "compare.png", full_page=True)
+    finally:
+        demo.close()

@@ -1,0 +1,139 @@
+"""The vote store: WAL mode, a retried vote counted once, export that round-trips through `load_pairs`, no vote
+lost under concurrent writer processes, and a consistent file after a writer is killed mid-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab_utils import votes
+from lab_utils.errors import LabError
+from lab_utils.preferences import load_pairs
+
+# A writer in its own process: `votes` votes (ids "<worker>-<k>"), each sent twice the way a client retries
+# after a lost reply; prints how many inserts were new. With a negative count it writes until killed.
+WRITER = """
+import sys
+from itertools import count
+from lab_utils import votes
+db, worker, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+new = 0
+for k in (range(n) if n >= 0 else count()):
+    for _ in range(2):
+        new += votes.record_vote(db, f"{worker}-{k}", f"prompt {k}", "answer A " * 200, "answer B " * 200,
+                                 "sft", "rlhf", "ab"[k % 2], voter=worker)
+print(new)
+"""
+
+
+def vote(db, vote_id: str, choice: str, **kw) -> bool:
+    return votes.record_vote(db, vote_id, f"question {vote_id}?", f"answer A {vote_id}", f"answer B {vote_id}",
+                             "sft", "rlhf", choice, **kw)
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return votes.init(tmp_path / "run" / votes.DB_NAME)
+
+
+def writer(db: Path, worker: str, n: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), worker, str(n)], stdout=subprocess.PIPE, text=True)
+
+
+def test_store_is_in_wal_mode_and_init_is_idempotent(db):
+    assert votes.init(db) == db
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert votes.count(db) == {"a": 0, "b": 0, "tie": 0, "both_bad": 0}
+
+
+def test_a_retried_vote_is_counted_once_and_the_first_stands(db):
+    assert vote(db, "battle-1", "a", rating_a=5, rating_b=2, voter="alice") is True
+    assert vote(db, "battle-1", "b", voter="alice") is False  # the retry (even with another choice) is dropped
+    [row] = votes.rows(db)
+    assert row == row | {"vote_id": "battle-1", "prompt": "question battle-1?", "answer_a": "answer A battle-1",
+                         "model_a": "sft", "model_b": "rlhf", "choice": "a", "rating_a": 5, "rating_b": 2,
+                         "voter": "alice"}
+    assert row["created_at"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("kw, message", [({"choice": "maybe"}, "unknown choice 'maybe'"),
+                                         ({"choice": "a", "rating_a": 6}, "rating_a is 6"),
+                                         ({"choice": "a", "rating_b": 0}, "rating_b is 0")])
+def test_bad_votes_are_lab_errors_and_store_nothing(db, kw, message):
+    with pytest.raises(LabError, match=message):
+        vote(db, "x", **kw)
+    assert votes.rows(db) == []
+
+
+def test_export_keeps_a_and_b_votes_and_round_trips_through_load_pairs(db, tmp_path):
+    for vote_id, choice in (("1", "a"), ("2", "b"), ("3", "tie"), ("4", "both_bad")):
+        vote(db, vote_id, choice)
+    out = tmp_path / "exports" / "votes.jsonl"
+    assert votes.export_pairs(db, out) == 2
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert lines == [
+        {"prompt": "question 1?", "chosen": "answer A 1", "rejected": "answer B 1", "vote_id": "1",
+         "model_chosen": "sft", "model_rejected": "rlhf"},
+        {"prompt": "question 2?", "chosen": "answer B 2", "rejected": "answer A 2", "vote_id": "2",
+         "model_chosen": "rlhf", "model_rejected": "sft"}]
+    expected = [{k: line[k] for k in ("prompt", "chosen", "rejected")} for line in lines]
+    assert load_pairs(str(out)) == expected
+    assert load_pairs(str(db)) == expected  # `lab reward --data votes.db` reads the store itself
+    assert [p.name for p in out.parent.iterdir()] == ["votes.jsonl"]  # no temp file left beside it
+    assert votes.count(db) == {"a": 1, "b": 1, "tie": 1, "both_bad": 1}  # ties and both-bad stay in the store
+
+
+def test_export_without_a_or_b_votes_is_a_lab_error_naming_the_store(db, tmp_path):
+    vote(db, "1", "tie")
+    with pytest.raises(LabError, match=r"votes\.db: no 'A is better' or 'B is better' votes yet \(1 votes in all\)"):
+        votes.export_pairs(db, tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_missing_or_foreign_files_are_lab_errors(tmp_path):
+    with pytest.raises(LabError, match=r"nothing\.db: no vote store\. Fix: collect votes"):
+        load_pairs(str(tmp_path / "nothing.db"))
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite at all, " * 100)
+    with pytest.raises(LabError, match=r"junk\.db: not a SQLite vote store"):
+        votes.rows(junk)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LabError, match=r"other\.sqlite: holds no votes table"):
+        load_pairs(str(other))
+
+
+def test_eight_writer_processes_lose_nothing_and_retries_add_nothing(db):
+    procs = [writer(db, f"w{i}", 25) for i in range(8)]  # each sends every one of its 25 votes twice
+    new = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8
+    assert new == [25] * 8
+    rows = votes.rows(db)
+    assert len(rows) == 200 and len({r["vote_id"] for r in rows}) == 200
+    assert sum(votes.count(db).values()) == 200
+
+
+def test_a_writer_killed_mid_way_leaves_a_consistent_store(db, tmp_path):
+    proc = writer(db, "doomed", -1)
+    deadline = time.monotonic() + 60
+    while (n := sum(votes.count(db).values())) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert n >= 20
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = votes.rows(db)
+    assert all(r["answer_a"] == "answer A " * 200 and r["answer_b"] == "answer B " * 200 for r in rows)
+    assert [r["vote_id"] for r in rows] == [f"doomed-{k}" for k in range(len(rows))]  # no gap, nothing torn
+    assert vote(db, "after", "a")  # the store takes new votes, and exports
+    assert votes.export_pairs(db, tmp_path / "after.jsonl") == len(rows) + 1  # the writer voted only a or b
