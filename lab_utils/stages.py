@@ -94,8 +94,14 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
 REFERENCE_MODES = {"none": (), "train": (False,), "all": (False, True)}  # held-out? → gets the reference answer
 
 
-def run_reward(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
-    """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models."""
+def run_reward(profile: str | None = None, out=None, progress: bool = True, pairs: list[dict] | None = None,
+               **changes) -> dict:
+    """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models.
+
+    `pairs` (Python only) replaces both with ready pairs whose prompts are already rendered, e.g. a previous
+    round's `reward/pairs.jsonl` plus newly exported votes (notebook 06). Their `chosen_ended`/`rejected_ended`
+    are used, and a pair's `split` ("train"/"eval") is kept for its prompt, so earlier held-out prompts stay
+    held out; prompts without one are split as usual."""
     from . import reward as R
     from .generation import generate_ended
     from .modeling import load_causal_lm
@@ -104,6 +110,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
+    if pairs is not None and cfg.data:
+        raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
+    given = pairs is not None or bool(cfg.data)
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
     world = build_world_from(WorldConfig.for_profile(profile))
@@ -113,8 +122,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
                        fix="run `lab sft` (or `lab run`) first, or pass --model")
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
-    if cfg.data:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
-        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data)]
+    if given:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
+        if pairs is None:
+            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data)]
         ratings = []
         prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
@@ -130,8 +140,11 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
                       if (s["prompt"] in held) in with_reference else s for s in samples]
         pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
     sample_s = time.perf_counter() - t0
-    if cfg.data:
-        held = R.held_out_prompts([p["prompt"] for p in pairs], cfg.eval_fraction, cfg.seed)
+    if given:  # a prompt keeps the split it was given; the others are split as usual
+        fixed = {p["prompt"]: p["split"] for p in pairs if p.get("split") in ("train", "eval")}
+        fresh = [p["prompt"] for p in pairs if p["prompt"] not in fixed]
+        held = {q for q, split in fixed.items() if split == "eval"} | \
+            R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
     train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
     if not train_pairs or not eval_pairs:
         raise LabError(f"{len(pairs)} preference pairs are too few to train and evaluate a reward model",
@@ -156,7 +169,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, **ch
                     "ratings_history": r_history}
     else:
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
-    metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": cfg.data or "sft samples",
+    source = cfg.data or (f"{len(pairs)} given pairs" if given else "sft samples")
+    metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,
                 "config": cfg.to_dict()}
     return _finish(root, "reward", metrics, profile)
 

@@ -149,6 +149,24 @@ def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
     assert m["n_train_pairs"] + m["n_eval_pairs"] == 12 and m["ratings_model_pairwise_accuracy"] is None
 
 
+def test_given_pairs_keep_their_split_and_the_rest_are_split_as_usual(sft_root, tmp_path):
+    """Notebook 06 retrains on last round's pairs (rendered prompts, a `split` each) plus new votes (no split):
+    a prompt held out before stays held out, and none of the new prompts is trained and evaluated at once."""
+    old = [{"prompt": f"Q{i}", "chosen": "yes", "rejected": "no", "split": "eval" if i < 3 else "train"}
+           for i in range(8)]
+    new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    m = stages.run_reward("micro", out, progress=False, pairs=old + new, eval_fraction=0.25)
+    rows = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
+    split = {r["prompt"]: r["split"] for r in rows}
+    assert [split[f"Q{i}"] for i in range(8)] == ["eval"] * 3 + ["train"] * 5
+    assert {split[f"N{i}"] for i in range(12)} == {"train", "eval"}
+    assert m["n_train_pairs"] + m["n_eval_pairs"] == 20 and m["data"] == "20 given pairs"
+    with pytest.raises(LabError, match="pass one of them"):
+        stages.run_reward("micro", out, progress=False, pairs=new, data="votes.jsonl")
+
+
 def test_run_reward_without_sft_is_lab_error(tmp_path):
     with pytest.raises(LabError, match="lab sft"):
         stages.run_reward("micro", tmp_path, progress=False)
