@@ -263,7 +263,9 @@ class LengthLovingReward(reward.RewardModel):
 
 trained = reward.RewardModel.load(out / "reward")
 flawed = LengthLovingReward(trained.model, trained.tokenizer, trained.mean, trained.std)
-hack = stages.run_ppo(profile, out, reward_model=flawed, save_to="rlhf-hacked", kl_coef=0.0, log=lambda *_: None)
+# half the main run's iterations: the flaw is found long before that (and CI runs this notebook on 2 cores)
+hack = stages.run_ppo(profile, out, reward_model=flawed, save_to="rlhf-hacked", kl_coef=0.0,
+                      iterations=cfg.iterations // 2, log=lambda *_: None)
 h_hack = pd.DataFrame(hack["history"])
 """)
 
@@ -311,7 +313,8 @@ md("""
 REINFORCE Leave-One-Out (Ahmadian et al., 2024) drops the value model: it samples k answers per prompt and uses the
 mean reward of the other k − 1 as each answer's baseline. TRL maintains it, so it is the natural comparison. Same
 SFT start, same reward model (as a reward function), same prompts, same number of episodes, temperature, response
-length, KL coefficient and learning rate:
+length, KL coefficient and learning rate — for half the main run's episodes (CI runs this notebook on 2 cores), so
+our side is read from the main run's history at the same episode count:
 """)
 
 code("""
@@ -329,7 +332,7 @@ rloo = RLOOTrainer(
     model=AutoModelForCausalLM.from_pretrained(out / "sft"), reward_funcs=reward_fn, processing_class=tok,
     train_dataset=Dataset.from_dict({"prompt": prompts}),
     args=RLOOConfig(output_dir=str(out / "rloo-tmp"), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
-                    max_steps=cfg.iterations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
+                    max_steps=cfg.iterations // 2, max_completion_length=cfg.response_length, temperature=cfg.temperature,
                     beta=cfg.kl_coef, learning_rate=cfg.lr, logging_steps=1, report_to="none", save_strategy="no",
                     use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False, disable_tqdm=True,
                     seed=cfg.seed))
@@ -346,13 +349,21 @@ def greedy_reward(model):
     outs = generate_ended(model, tok, prompts_eval, 64)
     return rm_fn.score(prompts_eval, [t for t, _ in outs], [e for _, e in outs]).mean().item()
 
+n_rloo = cfg.iterations // 2
+ours_at = h[h.iteration <= n_rloo]  # our main run up to the same number of episodes, and its policy there:
+mid = next((out / "rlhf-checkpoints").rglob(f"step-{n_rloo:07d}/policy"), None)
+ours_mid = AutoModelForCausalLM.from_pretrained(mid) if mid else rlhf_model
+print("our policy after", n_rloo if mid else cfg.iterations, "iterations:", mid or out / "rlhf")
+window = max(1, n_rloo // 10)
 comparison = pd.DataFrame({
-    "ours (PPO)": {"episodes": metrics["episodes"], "wall_s": metrics["wall_s"],
-                   "reward (train, last 10%)": metrics["reward_end"], "KL (train, last 10%)": metrics["kl_end"],
-                   "greedy reward on eval prompts": greedy_reward(rlhf_model)},
-    "trl RLOOTrainer": {"episodes": cfg.iterations * cfg.rollout_batch, "wall_s": rloo_s,
-                        "reward (train, last 10%)": logs.reward.tail(max(1, len(logs) // 10)).mean(),
-                        "KL (train, last 10%)": logs["kl"].tail(max(1, len(logs) // 10)).mean() if "kl" in logs else None,
+    "ours (PPO)": {"episodes": n_rloo * cfg.rollout_batch,
+                   "wall_s": n_rloo * cfg.rollout_batch / metrics["episodes_per_s"],
+                   "reward (train, last 10%)": ours_at.score.tail(window).mean(),
+                   "KL (train, last 10%)": ours_at.kl.tail(window).mean(),
+                   "greedy reward on eval prompts": greedy_reward(ours_mid)},
+    "trl RLOOTrainer": {"episodes": n_rloo * cfg.rollout_batch, "wall_s": rloo_s,
+                        "reward (train, last 10%)": logs.reward.tail(window).mean(),
+                        "KL (train, last 10%)": logs["kl"].tail(window).mean() if "kl" in logs else None,
                         "greedy reward on eval prompts": greedy_reward(rloo_model)},
     "sft (start)": {"greedy reward on eval prompts": greedy_reward(sft_model)},
 }).T
@@ -408,4 +419,4 @@ md("""
   worse. TRL's RLOO, with no value model, chased the same reward for comparison.
 """)
 
-save("/work/main/wip/05_ppo_rlhf.ipynb")
+save("/work/main/labs/05_ppo_rlhf.ipynb")
