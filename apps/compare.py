@@ -75,8 +75,8 @@ def build(root: str | Path) -> gr.Blocks:
     with gr.Blocks(title="LLM Training Lab: compare") as demo:
         gr.Markdown("## Compare the stages\nOne prompt, every checkpoint answering at once. The base model "
                     "continues your text; SFT and RLHF answer it as an instruction.")
-        picked = gr.CheckboxGroup(models.names, value=[n for n in models.names if n in DEFAULTS] or models.names[:1],
-                                  label="checkpoints")
+        start = [n for n in models.names if n in DEFAULTS] or models.names[:1]
+        picked = gr.CheckboxGroup(models.names, value=start, label="checkpoints")
         prompt = gr.Textbox(label="prompt", placeholder="What is the capital of France?", lines=2,
                             max_length=serving.MAX_PROMPT_CHARS)
         with gr.Row():
@@ -86,14 +86,17 @@ def build(root: str | Path) -> gr.Blocks:
             top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
             max_new = gr.Slider(1, serving.MAX_NEW_TOKENS, value=64, step=1, label="max new tokens")
         show = gr.Checkbox(label="show the exact prompt each model is given")
-        answers, scores, shown = [], [], []
+        answers, scores, shown, panes = [], [], [], []
         with gr.Row():
             for name in models.names:
-                with gr.Column():
+                with gr.Column(visible=name in start) as pane:  # a pane per ticked checkpoint only
                     answers.append(gr.Textbox(label=name, lines=6, interactive=False))
                     scores.append(gr.Markdown())
                     shown.append(gr.Textbox(label=f"{name}: rendered prompt", visible=False, interactive=False))
+                panes.append(pane)
         results = gr.JSON(visible=False)
+        picked.change(lambda chosen: [gr.update(visible=n in chosen) for n in models.names], picked, panes,
+                      api_name="panes", api_visibility="private", queue=False)
 
         run = gr.on([go.click, prompt.submit], partial(compare, models),
                     [prompt, picked, temperature, top_p, max_new], [*answers, results], api_name="compare")
