@@ -99,6 +99,15 @@ def encode(tokenizer, prompt: str, response: str, ended: bool = True) -> list[in
     return ids + [tokenizer.eos_token_id] if ended else ids
 
 
+def within_length(tokenizer, pairs: list[dict], max_length: int) -> list[dict]:
+    """The pairs whose prompt and longer answer fit in `max_length` tokens. Brought data (ShareGPT dialogues) can
+    run to thousands of tokens: far past a small model's context, and too long to sample from or train on."""
+    def fits(p):
+        return all(len(encode(tokenizer, p["prompt"], p[side], p.get(f"{side}_ended", True))) <= max_length
+                   for side in ("chosen", "rejected"))
+    return [p for p in pairs if fits(p)]
+
+
 def pair_dataset(tokenizer, pairs: list[dict]) -> Dataset:
     return Dataset.from_list([{"chosen_ids": encode(tokenizer, p["prompt"], p["chosen"], p.get("chosen_ended", True)),
                                "rejected_ids": encode(tokenizer, p["prompt"], p["rejected"],

@@ -167,6 +167,20 @@ def test_given_pairs_keep_their_split_and_the_rest_are_split_as_usual(sft_root, 
         stages.run_reward("micro", out, progress=False, pairs=new, data="votes.jsonl")
 
 
+def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path):
+    """Brought dialogues can be thousands of tokens: past the model's context, they are dropped before sampling."""
+    rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
+    rows.append({"prompt": "word " * 2000, "chosen": "yes", "rejected": "no"})
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=200)
+    assert m["n_too_long"] == 1 and m["n_train_pairs"] + m["n_eval_pairs"] == 12
+    with pytest.raises(LabError, match="longer than --max_length 5 tokens"):
+        stages.run_reward("micro", out, progress=False, data=str(data), max_length=5)
+
+
 def test_run_reward_without_sft_is_lab_error(tmp_path):
     with pytest.raises(LabError, match="lab sft"):
         stages.run_reward("micro", tmp_path, progress=False)
