@@ -54,6 +54,8 @@ SETTINGS = {
     "gamma": (1.0, "discount γ"),
     "lam": (0.95, "GAE λ"),
     "missing_eos_penalty": (-1.0, "added to the score of a response without EOS (≤ 0; trl gets its negation)"),
+    "mixed_precision": ("bf16", "'bf16' autocast (trl's bf16=True, its default) or 'no' (float32 throughout)"),
+    "attn_implementation": ("eager", "attention kernel of all four models on both sides ('eager' or 'sdpa')"),
     "seed": (0, "seed of sampling and training"),
     "threads": (2, "torch intra-op threads in each worker (and OMP_NUM_THREADS)"),
 }
@@ -78,13 +80,13 @@ def trl_config(s: dict, output_dir: str):
         missing_eos_penalty=-s["missing_eos_penalty"],  # trl subtracts it: a positive number
         adam_epsilon=1e-5, weight_decay=0.0,  # as our AdamW
         local_rollout_forward_batch_size=s["rollout_batch"], num_sample_generations=0,
-        bf16=False, gradient_checkpointing=False,  # trl's defaults are True: ours runs fp32, no checkpointing
+        bf16=s["mixed_precision"] == "bf16", gradient_checkpointing=False,  # trl's default True; ours never checkpoints
         use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", logging_steps=1,
         disable_tqdm=True, dataloader_num_workers=0, seed=s["seed"],
     )
 
 
-def normalised_reward_model(path: str):
+def normalised_reward_model(path: str, load_kwargs: dict):
     """The reward model with its saved normalisation folded into the score head: trl reads
     `model.score(hidden)`, our `RewardModel` returns (raw − mean) / std."""
     import torch
@@ -98,7 +100,7 @@ def normalised_reward_model(path: str):
         def forward(self, hidden):
             return (self.head(hidden) - self.mean) / self.std
 
-    rm = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    rm = AutoModelForSequenceClassification.from_pretrained(path, **load_kwargs)
     norm_file = Path(path) / "normalization.json"
     norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
     rm.score = NormalisedScore(rm.score, norm["mean"], norm["std"])
@@ -116,12 +118,13 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     set_seed(s["seed"])
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     tok.padding_side = "left"  # trl's collator pads the prompts; generation needs them left-padded
-    load_lm = lambda: AutoModelForCausalLM.from_pretrained(spec["policy"], dtype=torch.float32)  # noqa: E731
+    attn = {"dtype": torch.float32, "attn_implementation": s["attn_implementation"]}
+    load_lm = lambda: AutoModelForCausalLM.from_pretrained(spec["policy"], **attn)  # noqa: E731
     policy, ref = load_lm(), load_lm().requires_grad_(False)
-    value = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], dtype=torch.float32)
+    value = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
     data = Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in spec["prompts"]]})  # BOS + prompt
     trainer = PPOTrainer(args=trl_config(s, str(Path(spec["work"]) / "trl112-out")), processing_class=tok,
-                         model=policy, ref_model=ref, reward_model=normalised_reward_model(spec["reward_model"]),
+                         model=policy, ref_model=ref, reward_model=normalised_reward_model(spec["reward_model"], attn),
                          train_dataset=data, value_model=value)
     trainer.remove_callback(PrinterCallback)  # it prints every logged dict
 
@@ -134,8 +137,16 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
                       f"kl {logs['objective/kl']:.3f}", flush=True)
 
     trainer.add_callback(Progress())
+    # trl 1.12's PPOTrainer builds its own `Accelerator()` without `mixed_precision`, so `bf16=True` alone
+    # leaves every forward pass in float32 (its numbers are bit-identical to bf16=False). One autocast around
+    # the whole loop gives the peer bf16 matmuls everywhere, generation included: the most favourable setting
+    # for it (`accelerate launch --mixed_precision bf16` would autocast only the policy-and-value forward).
+    print(f"[trl112] accelerate mixed_precision={trainer.accelerator.mixed_precision} "
+          f"native_amp={trainer.accelerator.native_amp}", flush=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["mixed_precision"] == "bf16")
     t0 = time.perf_counter()
-    trainer.train()
+    with autocast:
+        trainer.train()
     wall = time.perf_counter() - t0
     rows = [{"episodes": h["episode"], "score": h["objective/scores"], "rlhf_reward": h["objective/rlhf_reward"],
              "kl": h["objective/kl"]} for h in trainer.state.log_history if "objective/scores" in h]
@@ -154,7 +165,8 @@ def run_ours(spec: dict) -> tuple[list[dict], float]:
                     ppo_epochs=s["ppo_epochs"], response_length=s["response_length"], temperature=s["temperature"],
                     lr=s["lr"], kl_coef=s["kl_coef"], adaptive_kl=False, cliprange=s["cliprange"],
                     cliprange_value=s["cliprange_value"], vf_coef=s["vf_coef"], gamma=s["gamma"], lam=s["lam"],
-                    missing_eos_penalty=s["missing_eos_penalty"], lora=False, save_every=0,
+                    missing_eos_penalty=s["missing_eos_penalty"], mixed_precision=s["mixed_precision"],
+                    attn_implementation=s["attn_implementation"], lora=False, save_every=0,
                     log_every=max(1, spec["iterations"] // 8), seed=s["seed"])
     policy, ref, value, rm, tok = ppo.load_models(cfg, Path(spec["policy"]), Path(spec["reward_model"]))
     def log(line: str) -> None:  # our log line's `score` is the bare score; the table's includes the penalty

@@ -31,10 +31,31 @@ def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrain
     return ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, prompts, out_dir=out, log=lambda *_: None)
 
 
-def test_first_minibatch_has_ratio_one_and_no_clipping(run_root):
-    row = make_trainer(run_root).step()
+@pytest.mark.parametrize("precision", ["bf16", "no"])
+def test_first_minibatch_has_ratio_one_and_no_clipping(run_root, precision):
+    row = make_trainer(run_root, mixed_precision=precision).step()
     assert row["first_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
     assert row["first_approxkl"] == pytest.approx(0.0, abs=1e-9) and row["first_clipfrac"] == 0.0
+
+
+def test_unknown_mixed_precision_is_a_lab_error(run_root):
+    with pytest.raises(LabError, match="mixed_precision"):
+        make_trainer(run_root, mixed_precision="fp16")
+
+
+def test_response_logits_equal_the_full_forward_pass(run_root):
+    """The LM head runs on the response positions only: the same logits as slicing a full forward pass."""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    b = trainer.rollout(trainer.prompts[:4])
+    model = trainer.acc.unwrap_model(trainer.policy).eval()
+    ids = torch.cat([b["query"], b["response"]], 1)
+    mask = torch.cat([b["query_mask"], b["mask"].long()], 1)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=ppo.position_ids(mask)).logits
+        kept = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["mask"], temperature=0.7)
+    width = b["response"].shape[1]
+    assert kept.shape == (4, width, model.config.vocab_size)
+    assert torch.allclose(kept, full[:, -width - 1:-1] / 0.7, atol=1e-5)
 
 
 def test_kl_is_zero_against_an_identical_reference(run_root):
@@ -59,6 +80,7 @@ def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root):
         n = int(mask.sum())
         assert (response[n:] == pad).all() and (eos not in response[: n - 1].tolist())
         assert bool(ended) == (response[n - 1].item() == eos)
+    assert b["mask"][:, -1].any(), "a column that is padding in every row should have been dropped"
     expected = b["raw_scores"] + trainer.cfg.missing_eos_penalty * (~b["ended"]).float()
     assert torch.allclose(b["scores"], expected)
 

@@ -152,12 +152,14 @@ md("""
 **The clipped objective.** With ratio ρ = π_new / π_old and whitened advantages A:
 L = −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)]. On the first minibatch the policy has not moved yet, so ρ = 1 exactly, the
 clip fraction is 0 and the approximate KL is 0 — the check that rollout and training compute log-probabilities the
-same way (same temperature, padding and positions):
+same way (same temperature, padding and positions, and the same bf16 autocast: recomputed in float32 instead, the
+ratio drifts to about 1.0006 — small, but exactly the kind of mismatch this check exists to catch):
 """)
 
 code("""
 A = ppo_math.masked_whiten(pkg_adv, mask)
-logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], mask, cfg.temperature)
+with trainer.autocast():  # the precision the rollout used
+    logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], mask, cfg.temperature)
 new_logprobs = ppo_math.logprobs_from_logits(logits, b["response"])
 ratio = torch.exp(new_logprobs - b["logprobs"])
 ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
@@ -173,6 +175,11 @@ md("""
 
 `stages.run_ppo` (what `lab ppo` runs) builds the same trainer and calls it iteration by iteration; the callback
 redraws reward and KL every few iterations.
+
+Every forward pass runs under bf16 autocast (`PPOConfig.mixed_precision`): the matmuls in bfloat16, the weights,
+gradients, optimizer and log-probability math in float32. On this course's CPUs (AVX512-BF16) a bf16 matmul has 4×
+the throughput, and the PPO loop ran 2.5× faster (246 s → 99 s for the same 40 × 32 episodes). The ratio-is-1 check
+above ran under the same autocast.
 """)
 
 code("""
@@ -378,15 +385,21 @@ md("""
 md("""
 ## 9. Outcomes
 
-The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. Issue #5 asks
-the RLHF model's mean reward on the evaluation prompts to beat SFT's by 0.5 normalised units; this course reaches
-about 0.4 today, so that check holds 0.3 and the issue's number stays the open target.
+The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. They are issue
+#5's: the RLHF model's mean reward on the evaluation prompts beats SFT's by 0.5 normalised units, the annotator
+prefers RLHF in at least 60% of the decided duels, and task accuracy drops by at most 0.02.
+
+What it took (measured on `tiny`, seeds 0 and 1): 64 prompts per iteration instead of 32. With 32, forty iterations
+raised the mean reward by only 0.35–0.40; with 64 by 0.55–0.57 at a win rate of 0.72. Running longer with 32 instead
+(60 or 80 iterations, β = 0.1) pushed the reward past +0.8 while the win rate fell to 0.28–0.39 — the policy had
+found what the reward model (0.76 accurate) gets wrong. A bigger batch is a less noisy gradient, not more
+optimisation pressure. The task-accuracy check is the tight one on this run.
 """)
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.3,
-              "task_accuracy_drop": 0.02}  # tiny profile
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.5,
+              "task_accuracy_drop": 0.02}  # tiny profile (issue #5)
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")

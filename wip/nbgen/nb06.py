@@ -20,7 +20,7 @@ In this notebook you will see
   pairs, PPO runs again, and the two rounds are compared.
 
 Expectations on `tiny` (2 idle CPU cores): about 6 minutes in all, most of it retraining the reward model (~1.5 min)
-and the second PPO run (~4 min, the same 40 iterations as round 1).
+and the second PPO run (~3–4 min, the same 40 iterations as round 1).
 """)
 
 md("""
@@ -390,7 +390,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: round 1's 40 iterations, about 4 minutes.
+- On `tiny`: round 1's 40 iterations, about 3–4 minutes.
 """)
 
 code("""
@@ -487,12 +487,14 @@ assert not ppo2["kl_alarm"], "KL stayed negative: log-probabilities of policy an
 md("""
 On **`tiny`** (what CI runs), the outcome of the loop:
 
-- round 2's reward model ranks the held-out new votes (RLHF vs SFT) **at least as well** as round 1's — the new
-  feedback taught it about the current policy's answers;
+- round 2's reward model ranks the held-out new votes (RLHF vs SFT) **no worse** than round 1's, within 5 points
+  (a few dozen held-out pairs: smaller differences are noise);
 - and it has **not forgotten** round 1: on round 1's held-out pairs it is at most 5 points worse;
-- the round-2 policy's annotator win rate against SFT is **not more than 10 points below** round 1's, with KL
-  bounded. That is what one round can promise honestly: a few hundred votes and 20 PPO iterations move a policy a
-  little, and the win rate on a few dozen decisive pairs moves a few points by chance alone.
+- the second PPO run raises its own reward with the KL bounded.
+
+Whether the round-2 *policy* is better is not asserted: that is the question the loop exists to ask, answered below
+by the judges that do not change between rounds. A few hundred votes move a reward model a little, and the win rate
+on a few dozen decisive pairs moves a few points by chance alone.
 """)
 
 code("""
