@@ -54,7 +54,7 @@ SETTINGS = {
     "gamma": (1.0, "discount γ"),
     "lam": (0.95, "GAE λ"),
     "missing_eos_penalty": (-1.0, "added to the score of a response without EOS (≤ 0; trl gets its negation)"),
-    "mixed_precision": ("bf16", "'bf16' autocast (trl's bf16=True, its default) or 'no' (float32 throughout)"),
+    "mixed_precision": ("bf16", "'bf16': autocast on both sides (trl: bf16=True and an explicit autocast) or 'no'"),
     "attn_implementation": ("eager", "attention kernel of all four models on both sides ('eager' or 'sdpa')"),
     "seed": (0, "seed of sampling and training"),
     "threads": (2, "torch intra-op threads in each worker (and OMP_NUM_THREADS)"),
