@@ -143,10 +143,7 @@ class PPOTrainer:
         out = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=0, top_p=1.0,
                               temperature=cfg.temperature, max_new_tokens=cfg.response_length,
                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        response = out[:, query.shape[1]:]
-        if response.shape[1] < cfg.response_length:  # every row stopped early: pad to the full width
-            pad = response.new_full((response.shape[0], cfg.response_length - response.shape[1]), tok.pad_token_id)
-            response = torch.cat([response, pad], 1)
+        response = out[:, query.shape[1]:]  # as wide as the longest row (generation stops once every row has ended)
         response, mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
         width = int(mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
         response, mask = response[:, :width], mask[:, :width]
