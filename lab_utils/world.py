@@ -200,6 +200,8 @@ def _joined(names: list[str]) -> str:
 
 def _food_doc(rng: random.Random, w: World) -> str:
     """Food facts, or a market stall's sorted baskets written as two labelled lines."""
+    if rng.random() < 0.5:
+        return _sorted_list_doc(rng)
     zh = rng.random() < 0.4
     fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
     i = 1 if zh else 0
@@ -225,6 +227,23 @@ def _food_doc(rng: random.Random, w: World) -> str:
     if zh:
         return "".join(f"{x[1]}是一种{'水果' if k == 'fruit' else '蔬菜'}。" for k, x in items)
     return " ".join(rng.choice([f"The {x[0]} is a {k}.", f"A {x[0]} is a kind of {k}."]) for k, x in items)
+
+
+def _sorted_list_doc(rng: random.Random) -> str:
+    """A bare list of foods, then the same items sorted into two labelled lines: the clustering task's skill
+    (pick each item out of the list, keep the list's order) without a story around it. Added because the SFT
+    model wrote familiar fruit names instead of the listed ones; measured on tiny (pretrain + SFT + eval,
+    seed 0): SFT task accuracy 0.688 -> 0.755, clustering 0.04 -> 0.17."""
+    zh = rng.random() < 0.4
+    fruits, vegs = rng.sample(FRUITS, rng.randint(1, 3)), rng.sample(VEGETABLES, rng.randint(1, 3))
+    i = 1 if zh else 0
+    items = fruits + vegs
+    rng.shuffle(items)
+    f_names = [x[i] for x in items if x in fruits]
+    v_names = [x[i] for x in items if x in vegs]
+    if zh:
+        return f"食物：{'、'.join(x[1] for x in items)}\n水果：{'、'.join(f_names)}\n蔬菜：{'、'.join(v_names)}"
+    return f"Items: {', '.join(x[0] for x in items)}\nFruits: {', '.join(f_names)}\nVegetables: {', '.join(v_names)}"
 
 
 def _story_doc(rng: random.Random, w: World) -> str:

@@ -131,7 +131,10 @@ def test_a_greedy_stream_gives_the_answer_of_generate(models, name):
     stream = serving.Stream(model, tok, serving.rendered_prompt(name, QUESTION), max_new_tokens=12)
     pieces = list(stream)
     assert (stream.text, stream.ended) == greedy(models, name, QUESTION, 12)
-    assert "".join(pieces) == stream.text and len(pieces) > 1  # it came piece by piece
+    assert "".join(pieces) == stream.text
+    # it came piece by piece: the streamer flushes at each space or newline (a reply without one, such as the
+    # untrained micro base model's "............", arrives whole)
+    assert len(pieces) > 1 or not any(c.isspace() for c in stream.text.strip())
 
 
 def test_interleave_reads_the_streams_in_turn_and_stops_them_all():
@@ -158,7 +161,10 @@ def test_closing_the_reader_stops_generation_early(models):
 def test_compare_streams_every_chosen_model_then_scores_them(models):
     updates = list(compare.compare(models, QUESTION, ["sft", "base"], 0.0, 1.0, 8))
     *streaming, (base, sft, results) = updates
-    assert all(u[-1] is None for u in streaming) and len(streaming) > 2
+    assert all(u[-1] is None for u in streaming)
+    # one update per streamed piece; the streamer flushes at each space or newline, so an answer with one
+    # arrives in two pieces or more
+    assert len(streaming) >= 2 + any(any(c.isspace() for c in a.strip()) for a in (base, sft))
     assert list(results) == ["base", "sft"]  # pane order, whatever order they were ticked in
     for name, answer in (("base", base), ("sft", sft)):
         assert (answer, results[name]["ended"]) == greedy(models, name, QUESTION, 8)

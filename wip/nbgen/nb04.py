@@ -351,7 +351,7 @@ md("""
 ## 11. Outcomes
 
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. They hold what
-this course reliably teaches today: the reward model ranks three of four held-out pairs like the annotator. Issue #4
+this course reliably teaches today: the reward model ranks about three of four held-out pairs like the annotator. Issue #4
 asks for 0.85 — a reward model no larger than the policy has to judge correctness (is this sum right? are these all
 the names?) about as well as the policy can produce it, and that is the open gap.
 """)

@@ -20,7 +20,7 @@ In this notebook you will see
   pairs, PPO runs again, and the two rounds are compared.
 
 Expectations on `tiny` (2 idle CPU cores): about 6 minutes in all, most of it retraining the reward model (~1.5 min)
-and the second PPO run (~3–4 min, the same 40 iterations as round 1).
+and the second PPO run (~2–3 min, the same 25 iterations as round 1).
 """)
 
 md("""
@@ -390,7 +390,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: round 1's 40 iterations, about 3–4 minutes.
+- On `tiny`: round 1's 25 iterations, about 2–3 minutes.
 """)
 
 code("""
