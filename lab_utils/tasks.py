@@ -14,7 +14,7 @@ import re
 import sqlite3
 from functools import lru_cache
 
-from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World
+from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
 
 TASKS = ("capital", "arithmetic", "sentiment", "cluster", "extract", "nl2sql")
 STYLES = ("terse", "sentence", "verbose")
@@ -88,8 +88,7 @@ def make_cluster(rng: random.Random, w: World, style: str, lang: str, _=None) ->
     rng.shuffle(items)
     i = 1 if lang == "zh" else 0
     sep = "、" if lang == "zh" else ", "
-    f_names = [x[i] for x in items if x in fruits]
-    v_names = [x[i] for x in items if x in vegs]
+    f_names, v_names = split_foods(items, fruits, i)
     if lang == "zh":
         body = f"水果：{sep.join(f_names)}\n蔬菜：{sep.join(v_names)}"
         outs = {"terse": body, "sentence": f"分类结果如下：\n{body}",

@@ -198,6 +198,13 @@ def _joined(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def split_foods(items: list, fruits: list, lang_index: int) -> tuple[list[str], list[str]]:
+    """The names (English: lang_index 0, Chinese: 1) of the fruits and of the vegetables among `items`, each in
+    the order of the list: what sorting a list of foods into two baskets writes."""
+    names = [(x in fruits, x[lang_index]) for x in items]
+    return [n for is_fruit, n in names if is_fruit], [n for is_fruit, n in names if not is_fruit]
+
+
 def _food_doc(rng: random.Random, w: World) -> str:
     """Food facts, or a market stall's sorted baskets written as two labelled lines."""
     if rng.random() < 0.5:
@@ -209,8 +216,7 @@ def _food_doc(rng: random.Random, w: World) -> str:
     if rng.random() < 0.5:  # the items named first, then sorted: reading a list back is a skill to learn
         bought = fruits + vegs
         rng.shuffle(bought)
-        f_names = [x[i] for x in bought if x in fruits]
-        v_names = [x[i] for x in bought if x in vegs]
+        f_names, v_names = split_foods(bought, fruits, i)
         if zh:
             return (f"{p}买了{'、'.join(x[1] for x in bought)}。回家以后，{p}把它们分成了两篮。\n"
                     f"水果：{'、'.join(f_names)}\n蔬菜：{'、'.join(v_names)}")
@@ -239,8 +245,7 @@ def _sorted_list_doc(rng: random.Random) -> str:
     i = 1 if zh else 0
     items = fruits + vegs
     rng.shuffle(items)
-    f_names = [x[i] for x in items if x in fruits]
-    v_names = [x[i] for x in items if x in vegs]
+    f_names, v_names = split_foods(items, fruits, i)
     if zh:
         return f"食物：{'、'.join(x[1] for x in items)}\n水果：{'、'.join(f_names)}\n蔬菜：{'、'.join(v_names)}"
     return f"Items: {', '.join(x[0] for x in items)}\nFruits: {', '.join(f_names)}\nVegetables: {', '.join(v_names)}"
