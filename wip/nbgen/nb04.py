@@ -241,9 +241,15 @@ md("""
 md("""
 ## 7. Calibration: does the margin mean something?
 
-- For each held-out pair: the reward model's margin r(chosen) − r(rejected), in normalised units, against how
-  strongly the annotator prefers the chosen answer (its score difference). A calibrated model gives larger margins to
-  clearer preferences, and agrees more often when the margin is large.
+- Bradley–Terry turns a margin into a probability: the model claims that the chosen answer is better with
+  probability σ(r(chosen) − r(rejected)), computed on the raw scores it was trained on.
+- A **reliability diagram** checks that claim. Split the held-out pairs into five equal bins by the size of the margin
+  |r(A) − r(B)|. In each bin, compare the probability the model claims, σ(|margin|), with the share of pairs it
+  actually ranks like the annotator.
+  - A calibrated model lies on the diagonal.
+  - A useful one at least agrees more often when its margin is large.
+- The left panel adds how strongly the annotator prefers the chosen answer (its score difference): a correct answer
+  against a wrong one differs by at least 8/15 ≈ 0.53 in the rubric, a matter of style by less.
 """)
 
 code("""
@@ -251,20 +257,42 @@ pref_recs = reward.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)  
 records = dict(zip(alpaca_prompts(pref_recs), pref_recs))                          # rendered prompt → its record
 ann = [annotator.score(world, records[p["prompt"]], p["chosen"], p["chosen_ended"])
        - annotator.score(world, records[p["prompt"]], p["rejected"], p["rejected_ended"]) for p in eval_pairs]
-margin = [m / rm.std for m in acc["margins"]]
-cal = pd.DataFrame({"annotator": ann, "margin": margin})
-cal["bin"] = pd.qcut(cal.margin, 5, duplicates="drop")
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+raw_margin = torch.tensor(acc["margins"])                        # r(chosen) − r(rejected), raw units
+cal = pd.DataFrame({"annotator": ann, "margin": (raw_margin / rm.std).tolist(),
+                    "agrees": (raw_margin > 0).tolist(), "claimed": torch.sigmoid(raw_margin.abs()).tolist()})
+cal["bin"] = pd.qcut(raw_margin.abs().numpy(), 5, duplicates="drop")
+reliability = cal.groupby("bin", observed=True).agg(pairs=("agrees", "size"), claimed=("claimed", "mean"),
+                                                    agrees=("agrees", "mean"))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 axes[0].scatter(cal.annotator, cal.margin, s=8, alpha=0.5)
 axes[0].axhline(0, color="grey", lw=0.8)
 axes[0].set(xlabel="annotator score difference (chosen − rejected)", ylabel="reward margin (normalised)")
-by_bin = cal.groupby("bin", observed=True).margin.apply(lambda m: (m > 0).mean())
-axes[1].bar(range(len(by_bin)), by_bin.values)
-axes[1].set_xticks(range(len(by_bin)), [f"{b.mid:+.1f}" for b in by_bin.index])
-axes[1].set(xlabel="reward margin (bin centre)", ylabel="share ranked like the annotator", ylim=(0, 1))
+axes[1].plot([0.5, 1], [0.5, 1], color="grey", lw=0.8, ls="--", label="calibrated")
+axes[1].plot(reliability.claimed, reliability.agrees, marker="o", label="reward model")
+axes[1].set(xlabel="claimed probability σ(|margin|), bin mean", ylabel="share ranked like the annotator",
+            xlim=(0.45, 1.02), ylim=(0.45, 1.02))
+axes[1].legend()
 plt.tight_layout()
 plt.show()
-print(f"correlation of margin and annotator difference: {cal.annotator.corr(cal.margin):.2f}")
+display(reliability.round(3))
+low, high = reliability.agrees.iloc[0], reliability.agrees.iloc[-1]
+print(f"smallest fifth of margins: {low:.2f} ranked like the annotator; largest fifth: {high:.2f}")
+print(f"correlation of the normalised margin and the annotator's score difference: "
+      f"{cal.annotator.corr(cal.margin):.2f}")
+""")
+
+md("""
+- Read the diagram from left to right. If the share rises, a large margin really is a safer verdict than a small
+  one, and PPO's updates lean on the reward model's surest distinctions most.
+- Where the line runs below the diagonal, the model is **over-confident**: it claims more than it delivers. This is
+  common for reward models trained to a low loss on few pairs.
+- The correlation with the annotator's score difference asks something else: does the margin grow with *how much*
+  better the chosen answer is? A correct-vs-wrong pair and a wordy-vs-concise pair are both just "chosen" to
+  Bradley–Terry, so nothing in the loss asks for it.
+""")
+
+code("""
+assert high > low + 0.1, f"the largest margins ({high:.2f}) should be right more often than the smallest ({low:.2f})"
 """)
 
 md("""
