@@ -79,6 +79,26 @@ def label_pairs(w: World, samples: list[dict], seed: int = 0) -> tuple[list[dict
     return pairs, ratings
 
 
+def off_topic_pairs(w: World, samples: list[dict], per_prompt: int, seed: int = 0) -> list[dict]:
+    """Pairs that put one of a prompt's own answers against an answer the SFT model gave to a prompt of another task.
+
+    The annotator labels them like any pair (ties and both-bad left out), so the labels stay the annotator's. They
+    cover a blind spot that sampled pairs rarely show and that PPO finds: an answer that is fluent, well formed and
+    about something else ("The sentiment of this sentence is positive." to an extraction question).
+    """
+    rng, pairs = random.Random(seed), []
+    for s in samples if per_prompt > 0 else ():
+        others = [o for o in samples if o["rec"].get("task") != s["rec"].get("task")]
+        for _ in range(per_prompt if others else 0):
+            (a, ea), (b, eb) = rng.choice(s["responses"]), rng.choice(rng.choice(others)["responses"])
+            verdict = annotator.compare(w, s["rec"], a, b, ea, eb)
+            if verdict in ("A", "B"):
+                (c, ec), (r, er) = ((a, ea), (b, eb)) if verdict == "A" else ((b, eb), (a, ea))
+                pairs.append({"prompt": s["prompt"], "chosen": c, "rejected": r, "chosen_ended": ec,
+                              "rejected_ended": er, "task": s["rec"].get("task")})
+    return pairs
+
+
 def preference_records(w: World, n: int, seed: int) -> list[dict]:
     """Prompts for preference collection: the SFT tasks on training-split entities, drawn with their own seed."""
     return tasks.sft_records(w, n, seed=seed)

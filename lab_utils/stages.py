@@ -132,6 +132,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
             raise LabError(f"all {n_given} preference pairs are longer than --max_length {cfg.max_length} tokens",
                            path=cfg.data or None, fix="raise --max_length or bring shorter pairs")
         n_too_long = n_given - len(pairs)
+        off_topic = []
         prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
                               temperature=cfg.temperature, seed=cfg.seed)
@@ -145,6 +146,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}
                       if (s["prompt"] in held) in with_reference else s for s in samples]
         pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
+        off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
+                                      cfg.seed)
+        pairs += off_topic
         n_too_long = 0
     sample_s = time.perf_counter() - t0
     if given:  # a prompt keeps the split it was given; the others are split as usual
@@ -165,6 +169,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                    [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
     metrics = {"pairwise_accuracy": accuracy["accuracy"], "pairwise_accuracy_per_task": accuracy["per_task"],
                "n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_too_long": n_too_long,
+               "n_off_topic_pairs": len(off_topic),
                "norm_mean": round(mean, 4),
                "norm_std": round(std, 4), "sample_s": round(sample_s, 2), "history": history}
     if ratings:

@@ -44,6 +44,23 @@ def test_label_pairs_orders_by_the_annotator_and_drops_ties(micro_world):
     assert all(p["task"] == "capital" and p["prompt"] == "P" for p in pairs)
 
 
+def test_off_topic_pairs_put_an_answer_against_another_tasks_answer(micro_world):
+    rng = random.Random(0)
+    capital = tasks.make_capital(rng, micro_world, "terse", "en", micro_world.country("France"))
+    arithmetic = tasks.make_arithmetic(rng, micro_world, "sentence", "en", (2, 3))
+    samples = [{"rec": capital, "prompt": "C", "responses": [("Paris.", True)]},
+               {"rec": arithmetic, "prompt": "A", "responses": [("2 + 3 = 5.", True)]}]
+    pairs = R.off_topic_pairs(micro_world, samples, per_prompt=2)
+    assert len(pairs) == 4 and all(p["chosen_ended"] and p["rejected_ended"] for p in pairs)
+    assert {(p["prompt"], p["chosen"], p["rejected"], p["task"]) for p in pairs} == {
+        ("C", "Paris.", "2 + 3 = 5.", "capital"), ("A", "2 + 3 = 5.", "Paris.", "arithmetic")}
+    assert R.off_topic_pairs(micro_world, samples, per_prompt=0) == []
+    assert R.off_topic_pairs(micro_world, samples[:1] * 3, per_prompt=2) == []  # no other task to draw from
+    # the annotator decides the order: a wrong own answer loses to nothing better, so both-bad pairs are left out
+    wrong = [{"rec": capital, "prompt": "C", "responses": [("Lima.", True)]}, samples[1]]
+    assert [(p["prompt"], p["chosen"]) for p in R.off_topic_pairs(micro_world, wrong, 1)] == [("A", "2 + 3 = 5.")]
+
+
 def test_held_out_prompts_are_a_fraction_of_distinct_prompts():
     prompts = [f"p{i % 10}" for i in range(100)]
     held = R.held_out_prompts(prompts, 0.2, seed=3)
@@ -115,7 +132,7 @@ def test_missing_reward_model_is_lab_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def reward_metrics(sft_root):
-    return stages.run_reward("micro", sft_root, progress=False)
+    return stages.run_reward("micro", sft_root, progress=False, off_topic=1)
 
 
 def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
@@ -127,6 +144,7 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
         assert (sft_root / folder / "model.safetensors").is_file() and (sft_root / folder / R.NORM_FILE).is_file()
     rows = [json.loads(line) for line in (sft_root / "reward" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"]
+    assert 0 < m["n_off_topic_pairs"] < m["n_train_pairs"]  # off-topic pairs are training pairs only
     train = {r["prompt"] for r in rows if r["split"] == "train"}
     assert train.isdisjoint(r["prompt"] for r in rows if r["split"] == "eval")  # prompts never shared
     report = json.loads((sft_root / "report.json").read_text())
