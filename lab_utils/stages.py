@@ -113,6 +113,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if pairs is not None and cfg.data:
         raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
     given = pairs is not None or bool(cfg.data)
+    if given and cfg.off_topic:
+        raise LabError("--off_topic pairs the SFT model's own sampled answers, and given pairs have none",
+                       path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
     world = build_world_from(WorldConfig.for_profile(profile))

@@ -211,3 +211,10 @@ def test_reward_config_profiles():
 def test_unknown_reference_mode_is_lab_error_before_any_work(tmp_path):
     with pytest.raises(LabError, match="reference_answers"):
         stages.run_reward("micro", tmp_path, progress=False, reference_answers="some")
+
+
+def test_off_topic_with_given_pairs_is_lab_error_before_any_work(tmp_path):
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps([{"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}]))
+    with pytest.raises(LabError, match="off_topic"):
+        stages.run_reward("micro", tmp_path, progress=False, data=str(data), off_topic=1)
