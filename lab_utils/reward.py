@@ -67,16 +67,21 @@ def label_pairs(w: World, samples: list[dict], seed: int = 0) -> tuple[list[dict
         for text, ended in answers:
             ratings.append({"prompt": s["prompt"], "response": text, "ended": ended, "task": rec.get("task"),
                             "rating": annotator.rate(w, rec, text, ended)})
-        for i in range(len(answers)):
-            for j in range(i + 1, len(answers)):
-                (a, ea), (b, eb) = answers[i], answers[j]
-                verdict = annotator.compare(w, rec, a, b, ea, eb)
-                if verdict in ("A", "B"):
-                    (c, ec), (r, er) = (answers[i], answers[j]) if verdict == "A" else (answers[j], answers[i])
-                    pairs.append({"prompt": s["prompt"], "chosen": c, "rejected": r, "chosen_ended": ec,
-                                  "rejected_ended": er, "task": rec.get("task")})
+        pairs += [p for i in range(len(answers)) for j in range(i + 1, len(answers))
+                  if (p := _labelled_pair(w, s, answers[i], answers[j]))]
     rng.shuffle(pairs)
     return pairs, ratings
+
+
+def _labelled_pair(w: World, sample: dict, first: tuple[str, bool], second: tuple[str, bool]) -> dict | None:
+    """The annotator's verdict on two (text, ended) answers to `sample`'s prompt as a chosen/rejected pair;
+    None for a tie or when both are bad."""
+    verdict = annotator.compare(w, sample["rec"], first[0], second[0], first[1], second[1])
+    if verdict not in ("A", "B"):
+        return None
+    (c, ec), (r, er) = (first, second) if verdict == "A" else (second, first)
+    return {"prompt": sample["prompt"], "chosen": c, "rejected": r, "chosen_ended": ec, "rejected_ended": er,
+            "task": sample["rec"].get("task")}
 
 
 def off_topic_pairs(w: World, samples: list[dict], per_prompt: int, seed: int = 0) -> list[dict]:
@@ -87,15 +92,14 @@ def off_topic_pairs(w: World, samples: list[dict], per_prompt: int, seed: int = 
     about something else ("The sentiment of this sentence is positive." to an extraction question).
     """
     rng, pairs = random.Random(seed), []
+    others = {task: [o for o in samples if o["rec"].get("task") != task]
+              for task in {s["rec"].get("task") for s in samples}} if per_prompt > 0 else {}
     for s in samples if per_prompt > 0 else ():
-        others = [o for o in samples if o["rec"].get("task") != s["rec"].get("task")]
-        for _ in range(per_prompt if others else 0):
-            (a, ea), (b, eb) = rng.choice(s["responses"]), rng.choice(rng.choice(others)["responses"])
-            verdict = annotator.compare(w, s["rec"], a, b, ea, eb)
-            if verdict in ("A", "B"):
-                (c, ec), (r, er) = ((a, ea), (b, eb)) if verdict == "A" else ((b, eb), (a, ea))
-                pairs.append({"prompt": s["prompt"], "chosen": c, "rejected": r, "chosen_ended": ec,
-                              "rejected_ended": er, "task": s["rec"].get("task")})
+        pool = others[s["rec"].get("task")]
+        for _ in range(per_prompt if pool else 0):
+            own, foreign = rng.choice(s["responses"]), rng.choice(rng.choice(pool)["responses"])
+            if pair := _labelled_pair(w, s, own, foreign):
+                pairs.append(pair)
     return pairs
 
 

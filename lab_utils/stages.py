@@ -125,6 +125,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                        fix="run `lab sft` (or `lab run`) first, or pass --model")
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
+    off_topic: list[dict] = []  # only sampled answers get off-topic pairs
     if given:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
         if pairs is None:
             pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data)]
@@ -135,7 +136,6 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
             raise LabError(f"all {n_given} preference pairs are longer than --max_length {cfg.max_length} tokens",
                            path=cfg.data or None, fix="raise --max_length or bring shorter pairs")
         n_too_long = n_given - len(pairs)
-        off_topic = []
         prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
                               temperature=cfg.temperature, seed=cfg.seed)
