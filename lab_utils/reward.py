@@ -33,6 +33,7 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
+from .ppo_math import logprobs_from_logits
 from .world import World
 
 NORM_FILE = "normalization.json"
@@ -238,13 +239,47 @@ def pairwise_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
                                            for p in pairs])
     rejected = raw_scores(model, tokenizer, [encode(tokenizer, p["prompt"], p["rejected"],
                                                     p.get("rejected_ended", True)) for p in pairs])
+    return _ranking(pairs, chosen, rejected)
+
+
+def _ranking(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tensor) -> dict:
     right = (chosen > rejected).tolist()
     per_task: dict[str, list[bool]] = {}
-    for p, ok in zip(pairs, right):
+    for p, ok in zip(pairs, right, strict=True):
         per_task.setdefault(p.get("task") or "data", []).append(ok)
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
     return {"accuracy": mean(right), "per_task": {t: mean(v) for t, v in per_task.items()},
             "margins": (chosen - rejected).tolist()}
+
+
+def response_loglik(lm, tokenizer, prompts: list[str], responses: list[str], ended: list[bool],
+                    batch_size: int = 64) -> torch.Tensor:
+    """log p(response | prompt) under a causal LM: the log-probabilities of the response's tokens (EOS included
+    when it ended) summed, on the same token layout as `encode`. Padding never enters a sum."""
+    seqs = [encode(tokenizer, p, r, e) for p, r, e in zip(prompts, responses, ended, strict=True)]
+    starts = [len(tokenizer(p)["input_ids"]) for p in prompts]  # the first response token's position
+    was_training = lm.training
+    lm.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(seqs), batch_size):
+            enc = {k: v.to(lm.device) for k, v in batch(tokenizer, seqs[i:i + batch_size]).items()}
+            logprobs = logprobs_from_logits(lm(**enc).logits[:, :-1].float(), enc["input_ids"][:, 1:])
+            position = torch.arange(1, enc["input_ids"].shape[1], device=lm.device)  # of each predicted token
+            first = torch.tensor(starts[i:i + batch_size], device=lm.device)[:, None]
+            keep = (position >= first) & enc["attention_mask"][:, 1:].bool()
+            out.append((logprobs * keep).sum(1).cpu())
+    lm.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def likelihood_accuracy(lm, tokenizer, pairs: list[dict]) -> dict:
+    """The baseline that needs no training: rank each pair by how likely the causal LM (the SFT model) finds each
+    answer (`response_loglik`). Same keys as `pairwise_accuracy`; the margins are in nats."""
+    def loglik(side):
+        return response_loglik(lm, tokenizer, [p["prompt"] for p in pairs], [p[side] for p in pairs],
+                               [p.get(f"{side}_ended", True) for p in pairs])
+    return _ranking(pairs, loglik("chosen"), loglik("rejected"))
 
 
 # ------------------------------------------------------------------ the saved, normalised reward model

@@ -92,6 +92,32 @@ def test_score_is_read_at_the_last_real_token(score_model):
     assert torch.allclose(R.raw_scores(model, tok, seqs[:1]), R.raw_scores(model, tok, seqs)[:1], atol=1e-5)
 
 
+def test_response_loglik_sums_the_response_tokens_only_and_padding_never_leaks(sft_root):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(sft_root / "sft").eval()
+    tok = AutoTokenizer.from_pretrained(sft_root / "sft")
+    prompts, responses, ended = ["What is 2 + 3?", "Name a fruit."], ["5", "apple, banana, pear"], [True, False]
+
+    def by_hand(prompt, response, end):
+        ids = torch.tensor([R.encode(tok, prompt, response, end)])
+        start = len(tok(prompt)["input_ids"])
+        with torch.no_grad():
+            logprobs = lm(input_ids=ids).logits[0, :-1].log_softmax(-1)
+        return sum(logprobs[t - 1, ids[0, t]].item() for t in range(start, ids.shape[1]))
+
+    got = R.response_loglik(lm, tok, prompts, responses, ended)
+    want = torch.tensor([by_hand(*x) for x in zip(prompts, responses, ended)])
+    assert torch.allclose(got, want, atol=1e-4)
+    # the EOS of an ended answer counts: ending is one more (negative) log-probability
+    assert R.response_loglik(lm, tok, prompts[:1], responses[:1], [False])[0] > got[0]
+    pairs = [{"prompt": prompts[1], "chosen": responses[1], "rejected": "pear", "chosen_ended": False, "task": "x"}]
+    base = R.likelihood_accuracy(lm, tok, pairs)
+    margin = got[1] - R.response_loglik(lm, tok, prompts[1:], ["pear"], [True])[0]
+    assert base["margins"] == pytest.approx([margin.item()], abs=1e-4)
+    assert base["accuracy"] == float(margin > 0) and base["per_task"] == {"x": base["accuracy"]}
+
+
 def test_bradley_terry_loss_matches_reward_trainer(score_model, tmp_path):
     """The trainer's loss on one batch equals −log σ(r_chosen − r_rejected), computed here by hand."""
     from trl import RewardConfig as TRLRewardConfig

@@ -239,6 +239,40 @@ md("""
 """)
 
 md("""
+### A baseline that needs no training: the SFT model's own likelihood
+
+- Before trusting a trained judge, compare it with what you get for free. The SFT model already gives every answer
+  a probability: log p(answer | prompt), its tokens' log-probabilities summed (`reward.response_loglik`).
+- Rank the same held-out pairs by it: the answer the SFT model finds more likely wins (`reward.likelihood_accuracy`).
+""")
+
+code("""
+baseline = reward.likelihood_accuracy(policy, tokenizer, eval_pairs)
+display(pd.DataFrame({"pairwise model": acc["per_task"] | {"overall": acc["accuracy"]},
+                      "SFT likelihood (no training)": baseline["per_task"] | {"overall": baseline["accuracy"]}}))
+verdict = "ranks more pairs right" if baseline["accuracy"] > acc["accuracy"] else "ranks fewer pairs right"
+print(f"the untrained likelihood {verdict} than the trained pairwise model: "
+      f"{baseline['accuracy']:.3f} vs {acc['accuracy']:.3f}")
+""")
+
+md("""
+- Where the likelihood wins, the SFT model *knows* which answer is right (the capital it would name, the sum it
+  would write), but a fresh score head trained on a few hundred pairs cannot yet read that knowledge out: it sees
+  one position, the last token, and must learn from the pairs alone what "right" means for each task.
+- Why not use the likelihood as the reward, then? It only rewards what the SFT model already does. PPO's KL
+  penalty pulls towards the SFT model anyway, so the policy could only sharpen the SFT model's own preferences,
+  not correct them. Measured on `tiny` (wip/README.md): a reward model trained *on top of* this likelihood ranks more
+  held-out pairs right than either alone, yet PPO against it lost task accuracy. A reward model earns its place by
+  preferring answers the SFT model does *not* already favour.
+- A useful habit with any new preference dataset: a trained reward model that cannot beat the likelihood of the
+  model it starts from needs more (or more varied) pairs before it can be trusted to steer anything.
+""")
+
+code("""
+assert baseline["accuracy"] > 0.6, "the SFT model should prefer the annotator's choice more often than chance"
+""")
+
+md("""
 ## 7. Calibration: does the margin mean something?
 
 - Bradley–Terry turns a margin into a probability: the model claims that the chosen answer is better with
@@ -380,8 +414,9 @@ md("""
 
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. They hold what
 this course reliably teaches today: the reward model ranks about three of four held-out pairs like the annotator. Issue #4
-asks for 0.85 — a reward model no larger than the policy has to judge correctness (is this sum right? are these all
-the names?) about as well as the policy can produce it, and that is the open gap.
+asks for 0.85 — the reward model has to judge correctness (is this sum right? are these all the names?), and the
+likelihood baseline above shows the knowledge is in the SFT model; reading it out with a score head trained on a few
+hundred pairs is the open gap.
 """)
 
 code("""
