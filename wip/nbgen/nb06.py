@@ -524,7 +524,9 @@ print(f"annotator win rate vs SFT: round 1 {w1:.3f} → round 2 {w2:.3f}; "
       f"task accuracy {r1['task_accuracy']:.3f} → {r2['task_accuracy']:.3f}")
 if w2 < w1:
     print("→ round 2's policy is not better: its own reward rose, but the annotator liked its answers less than round 1's.")
-    print("  A reward model that ranks a few dozen new votes about as well as before is not a better judge yet:")
+    better = "better" if rm_acc[2]["new"] > rm_acc[1]["new"] else "no better"
+    print(f"  Its reward model ranks the {len(held_new)} held-out new votes {better} than round 1's "
+          f"({rm_acc[1]['new']} → {rm_acc[2]['new']}), but that does not make it a better judge everywhere:")
     print("  the new votes covered two tasks only, and a reward model is trustworthy only near what it was trained on.")
 else:
     print("→ round 2 improved on round 1 in the annotator's eyes, not only in its own reward model's.")
