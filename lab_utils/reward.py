@@ -92,10 +92,12 @@ def off_topic_pairs(w: World, samples: list[dict], per_prompt: int, seed: int = 
     cover a blind spot that sampled pairs rarely show and that PPO finds: an answer that is fluent, well formed and
     about something else ("The sentiment of this sentence is positive." to an extraction question).
     """
+    if per_prompt <= 0:
+        return []
     rng, pairs = random.Random(seed), []
     others = {task: [o for o in samples if o["rec"].get("task") != task]
-              for task in {s["rec"].get("task") for s in samples}} if per_prompt > 0 else {}
-    for s in samples if per_prompt > 0 else ():
+              for task in {s["rec"].get("task") for s in samples}}
+    for s in samples:
         pool = others[s["rec"].get("task")]
         for _ in range(per_prompt if pool else 0):
             own, foreign = rng.choice(s["responses"]), rng.choice(rng.choice(pool)["responses"])
