@@ -138,6 +138,51 @@ def test_bradley_terry_loss_matches_reward_trainer(score_model, tmp_path):
     assert torch.allclose(loss, -F.logsigmoid(chosen - rejected).mean(), atol=1e-5)
 
 
+def test_lm_regulariser_starts_as_the_sft_models_own_loss_on_the_chosen_texts(sft_root, tmp_path):
+    """Before training the reward model's hidden states are the SFT model's, so the regulariser read through the
+    frozen SFT head is the SFT model's next-token loss on the chosen sequences (padding left out); the trainer's
+    loss is Bradley–Terry + lm_coef × that; the frozen head gets no gradient, the reward model does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import RewardConfig as TRLRewardConfig
+
+    tok = AutoTokenizer.from_pretrained(sft_root / "sft")
+    pairs = [{"prompt": "Q1", "chosen": "good", "rejected": "a much longer bad answer"},
+             {"prompt": "Q2 is longer", "chosen": "a longer good answer", "rejected": "no", "chosen_ended": False}]
+
+    def trainer(lm_coef):
+        torch.manual_seed(0)
+        model = R.load_score_model(sft_root / "sft", tok.pad_token_id)
+        return R.RegularisedRewardTrainer(
+            model=model, processing_class=tok, train_dataset=R.pair_dataset(tok, pairs),
+            lm_head=R.frozen_lm_head(sft_root / "sft") if lm_coef else None, lm_coef=lm_coef,
+            args=TRLRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
+                                 gradient_checkpointing=False))
+
+    plain, regularised = trainer(0.0), trainer(0.5)
+    inputs = plain.data_collator([plain.train_dataset[i] for i in range(2)])
+    assert inputs["attention_mask"].min() == 0  # the batch has padding to leave out
+    with torch.no_grad():
+        bradley_terry = plain.compute_loss(plain.model, dict(inputs))
+    loss = regularised.compute_loss(regularised.model.train(), dict(inputs))  # no dropout in these models
+
+    lm = AutoModelForCausalLM.from_pretrained(sft_root / "sft").eval()
+    nll, count = 0.0, 0
+    for p in pairs:
+        ids = torch.tensor([R.encode(tok, p["prompt"], p["chosen"], p.get("chosen_ended", True))])
+        with torch.no_grad():
+            logits = lm(input_ids=ids).logits[0, :-1]
+        nll, count = nll + F.cross_entropy(logits, ids[0, 1:], reduction="sum").item(), count + ids.shape[1] - 1
+    assert loss.item() == pytest.approx(bradley_terry.item() + 0.5 * nll / count, abs=1e-4)
+    assert regularised._metrics["train"]["lm_loss"] == [pytest.approx(nll / count, abs=1e-4)]
+
+    loss.backward()
+    assert regularised.lm_head.weight.grad is None
+    assert regularised.model.model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lm_head"):
+        R.RegularisedRewardTrainer(model=plain.model, processing_class=tok, train_dataset=plain.train_dataset,
+                                   lm_coef=1.0, args=plain.args)
+
+
 def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path):
     model, tok = score_model
     prompts, responses = ["Q1", "Q2", "Q3"], ["a", "bb", "ccc"]
@@ -166,6 +211,7 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
     for key in ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs", "n_eval_pairs", "wall_s"):
         assert key in m
     assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0 and 0 <= m["pairwise_accuracy"] <= 1
+    assert m["history"] and all(h["lm_loss"] > 0 for h in m["history"])  # the regulariser is on by default
     for folder in ("reward", "reward-ratings"):
         assert (sft_root / folder / "model.safetensors").is_file() and (sft_root / folder / R.NORM_FILE).is_file()
     rows = [json.loads(line) for line in (sft_root / "reward" / "pairs.jsonl").read_text().splitlines()]
