@@ -381,21 +381,21 @@ md("""
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. Two are issue
 #5's: the annotator prefers RLHF in at least 60% of the decided duels, and task accuracy drops by at most 0.02. The
 third is not yet: issue #5 asks the mean reward on the evaluation prompts to beat SFT's by 0.5 normalised units, and
-this notebook asserts 0.2 — what PPO gets out of this reward model, on every seed we tried, before it starts to
-exploit it.
+this notebook asserts 0.3 — what PPO got out of this reward model on every seed we tried, without exploiting it.
 
-What we measured (`tiny`, 64 prompts per iteration, 25 iterations): the reward model ranks 0.75 of held-out pairs
-right, so a quarter of its verdicts are wrong, and PPO finds them. With β = 0.1 the outcome depends on the seed:
-seed 0 gave a mean-reward gain of 0.37 at a win rate of 0.69, but seed 1 gave +0.74 at a win rate of 0.44 and task
-accuracy 0.62 — past a KL of about 3 nats the policy answered an extraction question with "The sentiment of this
-sentence is positive.". With β = 0.2 (the default) seeds 0, 1 and 2 gave gains of 0.27, 0.34 and 0.26 at win rates of
-0.72, 0.71 and 0.66, the KL staying under 2 nats. A more accurate reward model (issue #4) is the lever, not more
-optimisation; notebook 04's likelihood baseline shows how much the SFT model knows that the reward model does not.
+What we measured (`tiny`, 64 prompts per iteration, 25 iterations, β = 0.2; wip/README.md): against today's reward
+model, trained with notebook 04's language-modelling regulariser, seeds 0, 1 and 2 gained +0.40, +0.50 and +0.53 at
+win rates of 0.82, 0.73 and 0.71, task accuracy 0.788, 0.750 and 0.760 (SFT 0.755). Against a reward model trained
+without it (otherwise the same), +0.27, +0.34 and +0.26; with its learning rate lowered alone, +0.51 on seed 0 but the
+win rate fell to 0.58 and task accuracy to 0.707 — the policy had found its errors. Pushing harder does not close the
+last gap: β = 0.15 gave +0.87 on seed 2 but a win rate of 0.46 (the policy answered questions with "The sentiment of
+this sentence is positive."), and 32 or 40 iterations gave +0.35 to +0.56 depending on the seed. A reward model that
+ranks more pairs right (issue #4) is still the lever.
 """)
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.2,
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.3,
               "task_accuracy_drop": 0.02}  # tiny profile (issue #5; it asks a mean-reward gain of 0.5)
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
