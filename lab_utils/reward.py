@@ -200,7 +200,8 @@ def _common_args(cfg: RewardConfig, output_dir: str, progress: bool) -> dict:
                 dataloader_num_workers=0, gradient_checkpointing=False)
 
 
-def chosen_lm_loss(lm_head, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def chosen_lm_loss(lm_head, hidden: torch.Tensor, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of the chosen texts, read through `lm_head` from the reward model's last hidden
     states. `RewardTrainer` stacks the chosen rows first, then the rejected ones; a token counts when it and the
     position predicting it are both real (so padding on either side never leaks in)."""
@@ -234,7 +235,9 @@ class RegularisedRewardTrainer(RewardTrainer):
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         finally:
             hook.remove()
-        lm = chosen_lm_loss(self.lm_head, captured["hidden"], inputs["input_ids"], inputs["attention_mask"])
+        hidden = captured["hidden"]
+        self.lm_head.to(hidden.device)  # the trainer moved the reward model (to a GPU, say), not this frozen head
+        lm = chosen_lm_loss(self.lm_head, hidden, inputs["input_ids"], inputs["attention_mask"])
         self._metrics["train" if model.training else "eval"]["lm_loss"].append(lm.item())
         loss = loss + self.lm_coef * lm
         return (loss, outputs) if return_outputs else loss
