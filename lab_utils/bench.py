@@ -12,7 +12,7 @@ import time
 import torch
 
 from .config import PretrainConfig
-from .modeling import count_params, llama_config
+from .modeling import count_params, fresh_accelerator, llama_config
 
 
 def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
@@ -33,7 +33,6 @@ def train_flops_per_token(n_params: int, cfg: PretrainConfig) -> float:
 
 def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> dict:
     """Tokens/s of the real training step (same model, optimizer, precision) on random tokens."""
-    from accelerate import Accelerator
     from transformers import LlamaForCausalLM
 
     class _Tok:  # llama_config only needs the vocabulary size and the special ids
@@ -42,7 +41,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
         def __len__(self):
             return vocab_size
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     model = LlamaForCausalLM(llama_config(cfg, _Tok()))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model, opt = accelerator.prepare(model, opt)

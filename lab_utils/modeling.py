@@ -7,6 +7,8 @@ Every width is a multiple of 64 so the same weights also load as 4-bit NF4 layer
 from __future__ import annotations
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from .errors import LabError
@@ -47,3 +49,11 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
         model.config.pad_token_id = tok.pad_token_id
     tok.padding_side = "left"
     return model, tok
+
+
+def fresh_accelerator(**kwargs) -> Accelerator:
+    """An `Accelerator` with exactly these settings. accelerate keeps one state per process, and an earlier trainer
+    in the same process (a reward model trained under bf16, say) would otherwise decide this one's mixed precision,
+    or make asking for another one an error. transformers' `TrainingArguments` resets the state the same way."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(**kwargs)

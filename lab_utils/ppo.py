@@ -34,7 +34,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -42,6 +41,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
+from .modeling import fresh_accelerator
 from .reward import RewardModel
 
 KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck
@@ -93,7 +93,7 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig, policy, ref_policy, value_model, reward_model: RewardModel, tokenizer,
                  prompts: list[str], out_dir: Path | None = None, log=print):
         self.cfg, self.tok, self.prompts, self.out_dir, self.log = cfg, tokenizer, prompts, out_dir, log
-        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self.acc = fresh_accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")  # autocast: ours, below
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
                            fix="pass --mixed_precision bf16 or --mixed_precision no")
@@ -119,8 +119,9 @@ class PPOTrainer:
     def autocast(self):
         """bf16 autocast around every forward pass: matmuls in bfloat16 (measured on this CPU with AVX512-BF16:
         4.3× float32's throughput; tensor cores on a GPU), weights, gradients, optimizer and the log-probability
-        math in float32. Not Accelerator(mixed_precision=...): accelerate keeps one global state per process,
-        and the notebook's earlier trainers have already set it."""
+        math in float32. Ours rather than accelerate's, which would wrap only each model's `forward`: this one
+        covers `generate` and the value model's backbone the same way, so the accelerator is built with
+        mixed_precision="no"."""
         return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
 
     def _reference(self):

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_warmup
 
@@ -21,7 +20,7 @@ from . import checkpoints as ck
 from .config import PretrainConfig, TokenizerConfig, WorldConfig, build_world_from
 from .data import load_texts
 from .errors import LabError
-from .modeling import build_model, count_params, load_causal_lm
+from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm
 from .tokenizer import chars_per_token, train_tokenizer
 from .world import generate_corpus, is_chinese
 
@@ -116,7 +115,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     `stop_at` ends the loop early without the final save: it simulates an interrupted run.
     """
     t0 = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     if cfg.model:
         model, tokenizer = load_causal_lm(cfg.model)
     else:

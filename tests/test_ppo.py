@@ -31,6 +31,20 @@ def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrain
     return ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, prompts, out_dir=out, log=lambda *_: None)
 
 
+def test_an_earlier_bf16_trainer_does_not_decide_the_precision(run_root):
+    """accelerate keeps one state per process, and a `Trainer` with bf16=True (the reward stage) leaves it at bf16:
+    PPO's accelerator must not then wrap the models in a second autocast, nor must asking for "no" fail."""
+    from accelerate import Accelerator
+
+    from lab_utils.modeling import fresh_accelerator
+
+    Accelerator(cpu=True, mixed_precision="bf16")  # what the reward stage's trainer leaves behind
+    trainer = make_trainer(run_root, mixed_precision="no")
+    assert trainer.acc.mixed_precision == "no"
+    assert not hasattr(trainer.policy, "_original_forward")  # accelerate's autocast wrapper is not there
+    assert fresh_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+
+
 @pytest.mark.parametrize("precision", ["bf16", "no"])
 def test_first_minibatch_has_ratio_one_and_no_clipping(run_root, precision):
     row = make_trainer(run_root, mixed_precision=precision).step()

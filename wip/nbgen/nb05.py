@@ -378,25 +378,31 @@ md("""
 md("""
 ## 9. Outcomes
 
-The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. Two are issue
-#5's: the annotator prefers RLHF in at least 60% of the decided duels, and task accuracy drops by at most 0.02. The
-third is not yet: issue #5 asks the mean reward on the evaluation prompts to beat SFT's by 0.5 normalised units, and
-this notebook asserts 0.3 — what PPO got out of this reward model on every seed we tried, without exploiting it.
+The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. Three are issue
+#5's: the annotator prefers RLHF in at least 60% of the decided duels, task accuracy drops by at most 0.02, and the
+mean reward on the evaluation prompts beats SFT's by at least 0.5 normalised units. This run is seed 0, and the last
+target holds on two of the three seeds we tried: a claim about this seed, with no margin to spare.
 
-What we measured (`tiny`, 64 prompts per iteration, 25 iterations, β = 0.2; wip/README.md): against today's reward
-model, trained with notebook 04's language-modelling regulariser, seeds 0, 1 and 2 gained +0.40, +0.50 and +0.53 at
-win rates of 0.82, 0.73 and 0.71, task accuracy 0.788, 0.750 and 0.760 (SFT 0.755). Against a reward model trained
-without it (otherwise the same), +0.27, +0.34 and +0.26; with its learning rate lowered alone, +0.51 on seed 0 but the
-win rate fell to 0.58 and task accuracy to 0.707 — the policy had found its errors. Pushing harder does not close the
-last gap: β = 0.15 gave +0.87 on seed 2 but a win rate of 0.46 (the policy answered questions with "The sentiment of
-this sentence is positive."), and 32 or 40 iterations gave +0.35 to +0.56 depending on the seed. A reward model that
-ranks more pairs right (issue #4) is still the lever.
+What we measured (`tiny`, 64 prompts per iteration, 25 iterations, β = 0.2; wip/README.md), gain / annotator win
+rate / task accuracy (SFT 0.755):
+
+| reward model (notebook 04) | seed 0 | seed 1 | seed 2 |
+|---|---|---|---|
+| today's: regulariser, bf16 autocast | +0.54 / 0.78 / 0.784 | +0.51 / 0.73 / 0.760 | +0.46 / 0.73 / 0.764 |
+| regulariser, float32 | +0.40 / 0.82 / 0.788 | +0.50 / 0.73 / 0.750 | +0.53 / 0.71 / 0.760 |
+| no regulariser, float32 | +0.27 / 0.72 / 0.755 | +0.34 / 0.71 / 0.736 | +0.26 / 0.66 / 0.731 |
+
+With the regulariser's learning rate but without the regulariser, seed 0 gained +0.51, but the win rate fell to 0.58
+and task accuracy to 0.707 — the policy had found the reward model's errors. Pushing harder does not make the gain
+safe on every seed: β = 0.15 gave +0.87 on seed 2 but a win rate of 0.46 (the policy answered questions with "The
+sentiment of this sentence is positive."), and 32 or 40 iterations gave +0.35 to +0.56 depending on the seed (float32
+reward model). A reward model that ranks more pairs right (issue #4) is still the lever.
 """)
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.3,
-              "task_accuracy_drop": 0.02}  # tiny profile (issue #5; it asks a mean-reward gain of 0.5)
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.5,
+              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5's targets)
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")
