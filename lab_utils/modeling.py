@@ -1,6 +1,7 @@
 """The from-scratch model: a Llama (RMSNorm, RoPE, SwiGLU, tied embeddings) from `LlamaConfig`.
 
-Tiny profile: 4 layers, D = 256, 4 heads of 64, MLP 640, vocab 4096 → about 4M parameters.
+Tiny profile: 4 layers, D = 256, 4 heads of 64, MLP 640, vocabulary capped at 4,096 (the
+tiny corpus's BPE stops at 2,579 tokens) → about 3.7M parameters.
 Every width is a multiple of 64 so the same weights also load as 4-bit NF4 layers on CPU.
 """
 
