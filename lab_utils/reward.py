@@ -303,6 +303,35 @@ def pairwise_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
     return _ranking(pairs, chosen, rejected)
 
 
+DECIDING_TERMS = ("correct", "language", "ended", "concise")  # the annotator's rubric, most important first
+
+
+def deciding_term(w: World, rec: dict | None, pair: dict) -> str | None:
+    """The rubric term that decided a labelled pair: "correct" when the rejected answer is unacceptable (wrong,
+    empty or looping) and the chosen one is not, else the most important term on which the two answers differ.
+    None when the annotator would not have decided the pair (both unacceptable, or no term differs)."""
+    chosen = annotator.judge(w, rec, pair["chosen"], pair.get("chosen_ended", True))
+    rejected = annotator.judge(w, rec, pair["rejected"], pair.get("rejected_ended", True))
+    if chosen["bad"] != rejected["bad"]:
+        return "correct"
+    if chosen["bad"]:
+        return None
+    return next((t for t in DECIDING_TERMS[1:] if chosen[t] != rejected[t]), None)
+
+
+def accuracy_by_term(w: World, records: dict[str, dict | None], pairs: list[dict], margins: list[float]) -> dict:
+    """Pairwise accuracy split by the term that decided each pair (`deciding_term`), from the margins of
+    `pairwise_accuracy`: {term: {"pairs": n, "accuracy": share ranked right}}, terms in rubric order.
+    `records` maps each pair's prompt to the task record it was asked from (None: a free-form prompt)."""
+    right: dict[str, list[bool]] = {}
+    for pair, margin in zip(pairs, margins, strict=True):
+        term = deciding_term(w, records.get(pair["prompt"]), pair)
+        right.setdefault(term or "undecided", []).append(margin > 0)
+    order = DECIDING_TERMS + ("undecided",)
+    return {t: {"pairs": len(right[t]), "accuracy": round(sum(right[t]) / len(right[t]), 4)}
+            for t in order if t in right}
+
+
 def _ranking(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tensor) -> dict:
     right = (chosen > rejected).tolist()
     per_task: dict[str, list[bool]] = {}

@@ -170,7 +170,13 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     R.RewardModel(model, tokenizer, mean, std).save(root / "reward")
     ck.write_jsonl(root / "reward" / "pairs.jsonl",
                    [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
+    asked = None if given else {s["prompt"]: s["rec"] for s in samples}  # the records the annotator judged against
+
+    def by_term(acc: dict) -> dict | None:  # which rubric term decided the pairs each model gets wrong
+        return R.accuracy_by_term(world, asked, eval_pairs, acc["margins"]) if asked else None
+
     metrics = {"pairwise_accuracy": accuracy["accuracy"], "pairwise_accuracy_per_task": accuracy["per_task"],
+               "pairwise_accuracy_by_term": by_term(accuracy),
                "n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_too_long": n_too_long,
                "n_off_topic_pairs": len(off_topic),
                "norm_mean": round(mean, 4),
@@ -182,6 +188,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         R.RewardModel(rmodel, tokenizer).save(root / "reward-ratings")
         metrics |= {"ratings_model_pairwise_accuracy": r_accuracy["accuracy"],
                     "ratings_model_per_task": r_accuracy["per_task"], "n_train_ratings": len(train_r),
+                    "ratings_model_by_term": by_term(r_accuracy),
                     "ratings_history": r_history}
     else:
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}

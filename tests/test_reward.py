@@ -61,6 +61,30 @@ def test_off_topic_pairs_put_an_answer_against_another_tasks_answer(micro_world)
     assert [(p["prompt"], p["chosen"]) for p in R.off_topic_pairs(micro_world, wrong, 1)] == [("A", "2 + 3 = 5.")]
 
 
+def test_deciding_term_names_the_most_important_rubric_term_that_differs(micro_world):
+    rec = tasks.make_capital(random.Random(0), micro_world, "terse", "en", micro_world.country("France"))
+    zh = next(r for r in tasks.eval_records(micro_world, 2) if r["task"] == "arithmetic" and r["lang"] == "zh")
+    a, b, total = zh["answer"]
+    wordy = tasks.make_capital(random.Random(0), micro_world, "verbose", "en", micro_world.country("France"))["output"]
+    pair = lambda chosen, rejected, rejected_ended=True: {  # noqa: E731
+        "prompt": "P", "chosen": chosen, "rejected": rejected, "chosen_ended": True, "rejected_ended": rejected_ended}
+    cases = [(rec, pair("Paris.", "Lima."), "correct"),                # a wrong answer loses, whatever its style
+             (rec, pair(wordy, "Lima."), "correct"),
+             (rec, pair("Paris.", ""), "correct"),                     # so does an empty one
+             (zh, pair(f"{a}加{b}等于{total}。", f"The answer is {total}."), "language"),  # right, in English
+             (rec, pair("Paris.", "Paris.", False), "ended"),          # both right, one cut off
+             (rec, pair("Paris.", wordy), "concise"),                  # both right and ended, one padded
+             (rec, pair("Lima.", "Rome."), None),                      # both wrong: the annotator decides nothing
+             (rec, pair("Paris.", "Paris."), None)]                    # identical: nothing differs
+    assert [R.deciding_term(micro_world, r, p) for r, p, _ in cases] == [t for _, _, t in cases]
+    records = {"P": rec}
+    pairs = [p for _, p, _ in cases[:2]] + [cases[4][1], cases[5][1]]
+    by_term = R.accuracy_by_term(micro_world, records, pairs, [0.5, -0.2, 1.0, 0.0])
+    assert by_term == {"correct": {"pairs": 2, "accuracy": 0.5}, "ended": {"pairs": 1, "accuracy": 1.0},
+                       "concise": {"pairs": 1, "accuracy": 0.0}}  # a zero margin is not ranked right
+    assert list(by_term) == ["correct", "ended", "concise"]  # rubric order
+
+
 def test_held_out_prompts_are_a_fraction_of_distinct_prompts():
     prompts = [f"p{i % 10}" for i in range(100)]
     held = R.held_out_prompts(prompts, 0.2, seed=3)
@@ -212,6 +236,12 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
         assert key in m
     assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0 and 0 <= m["pairwise_accuracy"] <= 1
     assert m["history"] and all(h["lm_loss"] > 0 for h in m["history"])  # the regulariser is on by default
+    for key, overall in (("pairwise_accuracy_by_term", "pairwise_accuracy"),
+                         ("ratings_model_by_term", "ratings_model_pairwise_accuracy")):
+        split = m[key]  # every held-out pair falls under exactly one term, and the shares add up to the whole
+        assert sum(t["pairs"] for t in split.values()) == m["n_eval_pairs"] and "undecided" not in split
+        right = sum(t["pairs"] * t["accuracy"] for t in split.values())
+        assert right / m["n_eval_pairs"] == pytest.approx(m[overall], abs=1e-3)
     for folder in ("reward", "reward-ratings"):
         assert (sft_root / folder / "model.safetensors").is_file() and (sft_root / folder / R.NORM_FILE).is_file()
     rows = [json.loads(line) for line in (sft_root / "reward" / "pairs.jsonl").read_text().splitlines()]
@@ -237,6 +267,7 @@ def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
     shutil.copytree(sft_root / "sft", out / "sft")
     m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25)
     assert m["n_train_pairs"] + m["n_eval_pairs"] == 12 and m["ratings_model_pairwise_accuracy"] is None
+    assert m["pairwise_accuracy_by_term"] is None  # given pairs: no task record to judge them against
 
 
 def test_given_pairs_keep_their_split_and_the_rest_are_split_as_usual(sft_root, tmp_path):
