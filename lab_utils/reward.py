@@ -303,7 +303,7 @@ def pairwise_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
     return _ranking(pairs, chosen, rejected)
 
 
-DECIDING_TERMS = ("correct", "language", "ended", "concise")  # the annotator's rubric, most important first
+DECIDING_TERMS = tuple(annotator.WEIGHTS)  # the annotator's rubric terms, most important first
 
 
 def deciding_term(w: World, rec: dict | None, pair: dict) -> str | None:
