@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -269,7 +270,9 @@ def train_pairwise(cfg: RewardConfig, sft_dir: Path, pairs: list[dict], progress
 
 
 def train_ratings(cfg: RewardConfig, sft_dir: Path, ratings: list[dict], progress: bool = True):
-    """The alternative: regress the annotator's 1–5 rating (mean squared error, rating centred as (r − 3) / 2)."""
+    """The alternative: regress the annotator's 1–5 rating (mean squared error, rating centred as (r − 3) / 2), with
+    its own epochs and learning rate (`cfg.ratings_epochs`, `cfg.ratings_lr`)."""
+    cfg = replace(cfg, epochs=cfg.ratings_epochs, lr=cfg.ratings_lr)
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     torch.manual_seed(cfg.seed)
     model = load_score_model(sft_dir, tokenizer.pad_token_id)

@@ -15,6 +15,7 @@ from lab_utils import reward as R
 from lab_utils import stages, tasks
 from lab_utils.config import RewardConfig
 from lab_utils.errors import LabError
+from lab_utils.tokenizer import render_alpaca
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +206,24 @@ def test_lm_regulariser_starts_as_the_sft_models_own_loss_on_the_chosen_texts(sf
     with pytest.raises(ValueError, match="lm_head"):
         R.RegularisedRewardTrainer(model=plain.model, processing_class=tok, train_dataset=plain.train_dataset,
                                    lm_coef=1.0, args=plain.args)
+
+
+def test_ratings_model_trains_with_its_own_epochs_and_learning_rate(sft_root, monkeypatch):
+    seen = []
+
+    class Spy(R.Trainer):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["args"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(R, "Trainer", Spy)
+    ratings = [{"prompt": render_alpaca(f"What is {i} plus {i}?"), "response": str(2 * i), "ended": True,
+                "rating": 1 + i % 5} for i in range(6)]
+    cfg = RewardConfig.for_profile("micro", epochs=1.0, lr=1e-5, ratings_epochs=2.0, ratings_lr=3e-4,
+                                   batch_size=3, logging_steps=1, bf16=False)
+    _, _, history = R.train_ratings(cfg, sft_root / "sft", ratings, progress=False)
+    assert (seen[0].num_train_epochs, seen[0].learning_rate) == (2.0, 3e-4)
+    assert history[-1]["step"] == 2 * len(ratings) // 3  # two passes of two steps each
 
 
 def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path):
