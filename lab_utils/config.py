@@ -153,10 +153,11 @@ class RewardConfig(_Profiled):
     eval_fraction: float = _f(0.2, "share of prompts whose pairs are held out for evaluation")
     epochs: float = _f(2.0, "passes of the pairwise model over the training pairs")
     batch_size: int = _f(16, "pairs (or rated answers) per step")
-    lr: float = _f(1e-4, "learning rate of the pairwise model (measured on tiny with --lm_coef 0: 1e-3 → held-out accuracy 0.746, "
-                         "1e-4 → 0.763)")
-    ratings_epochs: float = _f(1.0, "passes of the ratings model over its ratings (measured on tiny: 1 at lr 2e-4 → "
-                                    "held-out accuracy 0.712 in 23 s, the same as 2 at 1e-4 in 51 s; 1 at 1e-4 → 0.670)")
+    lr: float = _f(1e-4, "learning rate of the pairwise model (measured on tiny with --lm_coef 0: 1e-3 → held-out "
+                         "accuracy 0.746, 1e-4 → 0.763)")
+    ratings_epochs: float = _f(1.0, "passes of the ratings model over its ratings (measured on tiny: 1 at lr 2e-4 "
+                                    "→ held-out accuracy 0.712 in 23 s, the same as 2 at 1e-4 in 51 s; 1 at 1e-4 → "
+                                    "0.670)")
     ratings_lr: float = _f(2e-4, "learning rate of the ratings model")
     lm_coef: float = _f(1.0, "weight of the language-modelling regulariser of the pairwise model (GRM, Yang et al. "
                              "2024): the SFT model's frozen LM head must still read the chosen texts from the reward "
@@ -186,8 +187,8 @@ class PPOConfig(_Profiled):
     model: str = _f("", "policy to start from (default: runs/<profile>/sft)")
     reward_model: str = _f("", "reward model folder (default: runs/<profile>/reward)")
     n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed)")
-    iterations: int = _f(25, "PPO iterations (rollout + optimisation); measured on tiny at β 0.2: 25 → mean-reward gain "
-                             "+0.54, win rate vs SFT 0.78 (seed 0); 40 (against the earlier float32 reward model) → "
+    iterations: int = _f(25, "PPO iterations (rollout + optimisation); measured on tiny at β 0.2: 25 → mean-reward "
+                             "gain +0.54, win rate vs SFT 0.78 (seed 0); 40 (against the earlier float32 reward model) → "
                              "+0.56, 0.83 on seed 0 but +0.35, 0.64 on seed 2 (wip/README.md)")
     rollout_batch: int = _f(64, "prompts answered per iteration (episodes); measured on tiny with an earlier SFT "
                                  "model, 40 iterations: 64 → mean-reward gain 0.57, win rate vs SFT 0.72; 32 → 0.35, 0.69")
