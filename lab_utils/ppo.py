@@ -117,11 +117,11 @@ class PPOTrainer:
     # ---------------------------------------------------------------- 1–2: rollout and evaluation
 
     def autocast(self):
-        """bf16 autocast around every forward pass: matmuls in bfloat16 (measured on this CPU with AVX512-BF16:
-        4.3× float32's throughput; tensor cores on a GPU), weights, gradients, optimizer and the log-probability
-        math in float32. Ours rather than accelerate's, which would wrap only each model's `forward`: this one
-        covers `generate` and the value model's backbone the same way, so the accelerator is built with
-        mixed_precision="no"."""
+        """bf16 autocast around every forward pass: matmuls in bfloat16 (`lab bench` on the two CPUs with
+        AVX512-BF16 we measured: 2.3× and 4.1× float32's throughput; tensor cores on a GPU), weights, gradients,
+        optimizer and the log-probability math in float32. Ours rather than accelerate's, which would wrap only
+        each model's `forward`: this one covers `generate` and the value model's backbone the same way, so the
+        accelerator is built with mixed_precision="no"."""
         return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
 
     def _reference(self):
@@ -175,6 +175,7 @@ class PPOTrainer:
                                                          "ratio_mean", "vf_clipfrac")}
         first: dict | None = None  # the first minibatch of the first epoch: the policy has not moved yet
         n = len(b["prompts"])
+        n_mini = -(-n // cfg.mini_batch)  # minibatches per epoch
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n)
             for k, start in enumerate(range(0, n, cfg.mini_batch)):
@@ -191,8 +192,10 @@ class PPOTrainer:
                                                   cfg.cliprange)
                 vf_loss, vf_stats = M.value_loss(new_values, mb["values"], mb["returns"], mb["mask"],
                                                  cfg.cliprange_value)
-                self.acc.backward((pg_loss + cfg.vf_coef * vf_loss) / cfg.grad_accum)
-                if (k + 1) % cfg.grad_accum == 0 or start + cfg.mini_batch >= n:
+                # the mean over the minibatches of one optimizer step; the epoch's last group may be shorter
+                group = min(cfg.grad_accum, n_mini - k // cfg.grad_accum * cfg.grad_accum)
+                self.acc.backward((pg_loss + cfg.vf_coef * vf_loss) / group)
+                if (k + 1) % cfg.grad_accum == 0 or k + 1 == n_mini:
                     torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                                    cfg.max_grad_norm)
                     self.optimizer.step()
@@ -210,6 +213,7 @@ class PPOTrainer:
         prompts = self.rng.sample(self.prompts, min(self.cfg.rollout_batch, len(self.prompts)))
         b = self.rollout(prompts)
         kl_per_seq = b["kl"].sum(1)
+        lr = self.scheduler.get_last_lr()[0]  # the rate of this iteration's updates (optimise steps the schedule)
         opt = self.optimise(b)
         beta = self.kl_ctl.value
         self.kl_ctl.update(kl_per_seq.mean().item(), len(prompts))
@@ -219,7 +223,7 @@ class PPOTrainer:
                "score": round(b["raw_scores"].mean().item(), 4), "kl": round(kl_per_seq.mean().item(), 4),
                "entropy": round(b["entropy"].item(), 4), "eos_rate": round(b["ended"].float().mean().item(), 4),
                "response_len": round(b["mask"].sum(1).float().mean().item(), 2), "kl_coef": round(beta, 5),
-               "lr": self.scheduler.get_last_lr()[0]} | {k: round(v, 5) for k, v in opt.items()}
+               "lr": lr} | {k: round(v, 5) for k, v in opt.items()}
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         self._check_kl(row)
         self.history.append(row)
@@ -259,20 +263,26 @@ class PPOTrainer:
         return self.history
 
     def save_checkpoint(self) -> Path:
-        root = Path(self.out_dir) / "checkpoints"
+        """`out_dir/step-NNNNNNN/`, where `checkpoints.latest_checkpoint(out_dir)` finds it; the two newest stay."""
+        root = Path(self.out_dir)
         final = root / f"step-{self.iteration:07d}"
         with ck.atomic_dir(final) as tmp:
             self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
             self.acc.unwrap_model(self.value).save_pretrained(tmp / "value")
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+            rng = {"torch_rng": torch.get_rng_state()}
+            if torch.cuda.is_available():  # `generate` samples with the GPU's generator there
+                rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
+                       tmp / "state.pt")
             ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
-                                               "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng)})
+                                               "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),
+                                               "negative_kl_streak": self._negative_kl})
         ck.prune_checkpoints(root)
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        """Restore weights, optimizer, schedule, KL coefficient, history and RNG from `save_checkpoint`."""
+        """Restore weights, optimizer, schedule, KL coefficient and alarm streak, history and RNGs from
+        `save_checkpoint`."""
         from safetensors.torch import load_file
 
         for model, sub in ((self.policy, "policy"), (self.value, "value")):
@@ -292,8 +302,11 @@ class PPOTrainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
+        if "cuda_rng" in blob and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
         meta = ck.read_json(path / "state.json")
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
+        self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
 
 

@@ -9,6 +9,7 @@ returns its metrics dict. The CLI, the notebooks and the tests all call these.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -215,12 +216,16 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
     prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))
-    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=root / f"{save_to}-checkpoints",
-                             log=log)
-    latest = ck.latest_checkpoint(root / f"{save_to}-checkpoints") if resume else None
+    ckpt_root = root / f"{save_to}-checkpoints"
+    if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
+    latest = ck.latest_checkpoint(ckpt_root) if resume else None
     if latest is not None:
         trainer.load_checkpoint(latest)
         log(f"[lab] ppo: resumed from {latest.name}")
+    elif resume:
+        log(f"[lab] ppo: no checkpoint in {ckpt_root} to resume from: starting at iteration 0")
     history = trainer.train(stop_at, callback)
     if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
         return {"iterations": trainer.iteration, "history": history}

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from lab_utils import ppo, stages
+from lab_utils import checkpoints as ck
+from lab_utils import modeling, ppo, reward, stages
 from lab_utils.config import PPOConfig
 from lab_utils.errors import LabError
 from lab_utils.reward import RewardModel
@@ -100,33 +101,111 @@ def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root):
 
 
 def test_reward_is_read_where_the_reward_model_was_trained(run_root):
-    """PPO scores token ids of a left-padded batch; the reward stage scores re-encoded text: same numbers.
+    """PPO scores a left-padded batch of prompts with right-padded responses; the reward model was trained on one
+    unpadded sequence per answer (BOS, prompt, answer, EOS if it ended) and reads the score at its last token.
     In float32, so that the 1e-4 tolerance measures the position read and not bf16 rounding."""
     trainer = make_trainer(run_root, mixed_precision="no")
-    b = trainer.rollout(trainer.prompts[:4])
-    tok = trainer.tok
-    texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(b["response"], b["mask"])]
-    for i, text in enumerate(texts):  # only where decoding round-trips to the same tokens
-        resp = b["response"][i][b["mask"][i].bool()].tolist()
-        again = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if b["ended"][i] else [])
-        if again != resp:
-            continue
-        by_text = trainer.rm.score([trainer.prompts[i]], [text], [bool(b["ended"][i])])
-        assert by_text.item() == pytest.approx(b["raw_scores"][i].item(), abs=1e-4)
+    tok, rm = trainer.tok, trainer.rm
+    prompts = [trainer.prompts[0], "Name a colour that the sky can be on a clear day in summer.", "Hi.",
+               trainer.prompts[3]]
+    texts, ended = ["Paris.", "It is blue, and at sunset it is red", "Yes", "The rain in Spain falls."], \
+        [True, False, True, True]
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else [])
+           for t, e in zip(texts, ended)]
+    width = max(map(len, ids))
+    response = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in ids])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
+    assert (enc["attention_mask"] == 0).any() and (mask == 0).any(), "the batch should need padding on both sides"
+    with torch.no_grad():
+        by_ppo = ppo.score_responses(rm, enc["input_ids"], enc["attention_mask"], response, mask)
+        alone = torch.stack([rm.model(input_ids=torch.tensor([reward.encode(tok, p, t, e)])).logits[0, 0]
+                             for p, t, e in zip(prompts, texts, ended)])
+    assert torch.allclose(by_ppo, rm.normalise(alone), atol=1e-4)
+    assert torch.allclose(by_ppo, rm.score(prompts, texts, ended), atol=1e-4)
+
+
+def assert_same_weights(a, b, atol=1e-6):
+    for (name, x), (_, y) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.allclose(x, y, atol=atol), name
 
 
 def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
-    straight = make_trainer(run_root, tmp_path / "a", iterations=2)
+    """With the adaptive KL controller, so that a coefficient not restored would show."""
+    straight = make_trainer(run_root, tmp_path / "a", iterations=3, adaptive_kl=True)
     straight.train()
-    resumed = make_trainer(run_root, tmp_path / "b", iterations=2)
-    resumed.train(stop_at=1)
-    fresh = make_trainer(run_root, tmp_path / "b", iterations=2)
-    fresh.load_checkpoint(tmp_path / "b" / "checkpoints" / "step-0000001")
+    resumed = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True)
+    resumed.train(stop_at=2)
+    fresh = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True)
+    fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
+    assert fresh.iteration == 2 and fresh.kl_ctl.value == resumed.kl_ctl.value != straight.cfg.kl_coef
     fresh.train()
-    a, b = straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy)
-    for (name, x), (_, y) in zip(a.named_parameters(), b.named_parameters()):
-        assert torch.allclose(x, y, atol=1e-6), name
+    assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
     assert [r["score"] for r in straight.history] == pytest.approx([r["score"] for r in fresh.history], abs=1e-5)
+    assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
+
+
+def test_lab_ppo_resume_continues_from_the_last_checkpoint(run_root):
+    """`lab ppo --resume` (stages.run_ppo) finds the checkpoint the trainer wrote, and a fresh run first
+    removes an earlier run's checkpoints so that they can never be resumed into it."""
+    straight = stages.run_ppo("micro", run_root, save_to="resume-a", log=lambda *_: None)
+    stale = run_root / "resume-b-checkpoints" / "step-0000009"
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text("{}")
+    part = stages.run_ppo("micro", run_root, save_to="resume-b", stop_at=1, log=lambda *_: None)
+    assert part["iterations"] == 1 and not stale.exists()
+    assert ck.latest_checkpoint(run_root / "resume-b-checkpoints").name == "step-0000001"
+    lines = []
+    rest = stages.run_ppo("micro", run_root, save_to="resume-b", resume=True, log=lines.append)
+    assert "[lab] ppo: resumed from step-0000001" in lines
+    assert rest["iterations"] == straight["iterations"] == 2
+    assert [r["score"] for r in rest["history"]] == pytest.approx([r["score"] for r in straight["history"]], abs=1e-5)
+    a, _ = modeling.load_causal_lm(str(run_root / "resume-a"))
+    b, _ = modeling.load_causal_lm(str(run_root / "resume-b"))
+    assert_same_weights(a, b)
+
+
+def test_learning_rate_decays_linearly_to_zero(run_root):
+    trainer = make_trainer(run_root, iterations=4)
+    trainer.train()
+    lr = trainer.cfg.lr
+    assert [r["lr"] for r in trainer.history] == pytest.approx([lr, 0.75 * lr, 0.5 * lr, 0.25 * lr])
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_a_shorter_last_accumulation_group_is_averaged_over_its_own_minibatches(run_root):
+    """micro: 8 episodes in minibatches of 4 → 2 per epoch. grad_accum 3 leaves one group of 2, which must give
+    exactly the step of grad_accum 2 (dividing by 3 would shrink it)."""
+    a = make_trainer(run_root, grad_accum=2)
+    a.step()  # before building b: each trainer seeds the global torch generator it samples with
+    b = make_trainer(run_root, grad_accum=3)
+    b.step()
+    for (name, x), (_, y) in zip(a.acc.unwrap_model(a.policy).named_parameters(),
+                                 b.acc.unwrap_model(b.policy).named_parameters()):
+        assert torch.equal(x, y), name
+
+
+def test_disable_dropout_reaches_modules_and_attention_layers():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=2, attention_dropout=0.3))
+    model.model.extra = nn.Dropout(0.5)  # as a value or score head may bring
+    ppo.disable_dropout(model)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, nn.Dropout))
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in model.model.layers)
+
+
+def test_kl_negative_for_three_iterations_raises_the_alarm(run_root):
+    lines = []
+    trainer = make_trainer(run_root)
+    trainer.log = lines.append
+    rows = [{"kl": kl} for kl in (-0.1, -0.2, 0.3, -0.1, -0.1, -0.1)]
+    with pytest.warns(UserWarning, match="KL has been negative for 3 iterations"):
+        for row in rows:
+            trainer._check_kl(row)
+    assert [r["kl_alarm"] for r in rows] == [False, False, False, False, False, True]
+    assert len(lines) == 1 and lines[0].startswith("[lab] ALARM")
 
 
 class TokenLover(nn.Module):
