@@ -346,7 +346,7 @@ print(f"the untrained likelihood {verdict} than the trained pairwise model: "
 
 md("""
 - Where the likelihood wins, the SFT model *knows* which answer is right (the capital it would name, the sum it
-  would write), but a fresh score head trained on a few hundred pairs cannot yet read that knowledge out: it sees
+  would write), but a fresh score head trained on ~900 pairs cannot yet read that knowledge out: it sees
   one position, the last token, and must learn from the pairs alone what "right" means for each task.
 - Why not use the likelihood as the reward, then? It only rewards what the SFT model already does. PPO's KL
   penalty pulls towards the SFT model anyway, so the policy could only sharpen the SFT model's own preferences,
@@ -504,8 +504,8 @@ md("""
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. They hold what
 this course reliably teaches today: the reward model ranks about three of four held-out pairs like the annotator. Issue #4
 asks for 0.85 — the reward model has to judge correctness (is this sum right? are these all the names?), and the
-likelihood baseline above shows the knowledge is in the SFT model; reading it out with a score head trained on a few
-hundred pairs is the open gap.
+likelihood baseline above shows the knowledge is in the SFT model; reading it out with a score head trained on ~900
+pairs is the open gap.
 """)
 
 code("""

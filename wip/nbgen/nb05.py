@@ -308,10 +308,11 @@ print("a hacked answer:", repr(answers["hacked"]["responses"][0][:200]))
 """)
 
 md("""
-- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer and stopped ending
-  cleanly, and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run
-  charges the policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself —
-  and a reward model is only trustworthy near the data it was trained on.
+- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (greedy, they still end
+  with EOS; only the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
+  prefers them less than the SFT answers they came from. The KL penalty of the main run charges the policy for every
+  nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — and a reward model is only
+  trustworthy near the data it was trained on.
 """)
 
 md("""

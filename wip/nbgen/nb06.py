@@ -19,7 +19,7 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): about 6 minutes in all, most of it retraining the reward model (~1.5 min)
+Expectations on `tiny` (2 idle CPU cores): about 6 minutes in all, most of it retraining the reward model (~1 min)
 and the second PPO run (~2–3 min, the same 25 iterations as round 1).
 """)
 
