@@ -2,17 +2,25 @@
 the line or record, and the fix — never a stack trace from deep inside a library.
 
 Text for pretraining: `.txt` (one document per non-empty line), `.jsonl` (a "text" string per line),
-or a hub dataset id `name[:config]` with a "text" column (profile `full`).
+or a hub dataset id `owner/name[:config]` with a "text" column (profile `full`).
+
+What a `--data` string is: a name ending in a known extension (any case: `prefs.JSON`) is a file; an existing
+path is a file; otherwise `owner/name` (one slash, hub-legal characters, no leading `.`, `/` or `~`) is a hub
+id, dots allowed (`allenai/tulu-2.5-preference-data`); anything else is a missing file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import LabError
 from .world import is_chinese
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?", re.ASCII)  # owner/name[:config]
 
 
 def _read(path: Path) -> str:
@@ -21,7 +29,7 @@ def _read(path: Path) -> str:
     if path.is_dir():
         raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as err:
         raise LabError(f"not UTF-8 text (byte {err.start})", path=str(path), fix="save the file as UTF-8") from None
     if not text.strip():
@@ -48,18 +56,32 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def _suffix(spec: str) -> str:
+    """The file extension, lower-cased: "prefs.JSON" -> ".json"."""
+    return Path(spec).suffix.lower()
+
+
 def _is_hub_id(spec: str) -> bool:
-    return not Path(spec).suffix and not Path(spec).exists() and spec.count("/") <= 1
+    """`owner/name[:config]` that is not a local path. Callers ask after their own file extensions."""
+    return _HUB_ID.fullmatch(spec) is not None and not Path(spec).exists()
+
+
+def _not_loadable(spec: str, fix: str) -> NoReturn:
+    """The error for a spec that is neither a supported file nor a hub id: missing, or of the wrong type."""
+    if not Path(spec).exists():
+        raise LabError("file not found (and not a hub dataset id owner/name)", path=spec,
+                       fix="check the path given with --data")
+    raise LabError(f"unsupported file type {Path(spec).suffix or '(none)'!r}", path=spec, fix=fix)
 
 
 def load_texts(spec: str, split: str = "train") -> list[str]:
     """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
-    path = Path(spec)
+    path, suffix = Path(spec), _suffix(spec)
     if path.is_dir():
         raise LabError("is a folder, not a file", path=spec, fix="pass a .txt or .jsonl file")
-    if path.suffix == ".txt":
+    if suffix == ".txt":
         docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
-    elif path.suffix in (".jsonl", ".json"):
+    elif suffix in (".jsonl", ".json"):
         docs = []
         for rec in read_jsonl(path):
             text = rec.get("text")
@@ -72,8 +94,7 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
     elif _is_hub_id(spec):
         docs = _hub_texts(spec, split)
     else:
-        raise LabError(f"unsupported file type {path.suffix or '(none)'!r}", path=spec,
-                       fix="use .txt (one document per line), .jsonl with a 'text' field, or a hub dataset id")
+        _not_loadable(spec, "use .txt (one document per line), .jsonl with a 'text' field, or a hub dataset id")
     if not docs:
         raise LabError("no non-empty documents", path=spec, fix="add text to the file")
     return docs
@@ -108,19 +129,18 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None) -> li
 
     `input` may be missing (it becomes ""); `instruction` and `output` must be non-empty strings.
     """
-    path = Path(spec)
-    if path.suffix == ".json":
+    path, suffix = Path(spec), _suffix(spec)
+    if suffix == ".json":
         rows = _json_array(path)
         where = [f"record {i}" for i in range(len(rows))]
-    elif path.suffix == ".jsonl":
+    elif suffix == ".jsonl":
         rows = read_jsonl(path)
         where = [f"line {r.pop('_line')}" for r in rows]
     elif _is_hub_id(spec):
         rows = _hub_rows(spec, split)
         where = [f"row {i}" for i in range(len(rows))]
     else:
-        raise LabError(f"unsupported file type {path.suffix or '(none)'!r}", path=spec,
-                       fix="use an Alpaca .json array, a .jsonl file, or a hub dataset id")
+        _not_loadable(spec, "use an Alpaca .json array, a .jsonl file, or a hub dataset id")
     if not rows:
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows

@@ -7,24 +7,30 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
   "Human: …\\n\\nAssistant: …\\n\\nHuman: …" (the Anthropic HH layout), ending with the user's last turn.
 - `chosen` / `rejected` are the final assistant replies; either may be empty (a reply that says nothing
   is a fair thing to reject). Surrounding whitespace is stripped everywhere.
+- `chosen_ended` / `rejected_ended` (booleans) only when a record with a `prompt` has them: False means that
+  answer was cut off before EOS. Readers treat a missing flag as True (`p.get("chosen_ended", True)`).
 
 Record shapes, detected per record (one file may mix them):
 
 - TRL, explicit prompt: `prompt`, `chosen`, `rejected` as strings, or as message lists
-  `[{"role", "content"}]` (a reply given as a list counts its last assistant message);
+  `[{"role", "content"}]` (a reply given as a list counts its last message, which must be the assistant's);
+  optional booleans `chosen_ended` / `rejected_ended` are kept (only with a `prompt`; other shapes ignore them);
 - TRL, implicit prompt: only `chosen` and `rejected`, as message lists whose shared leading messages
-  are the prompt, or as strings whose shared leading text (cut at a word or sentence boundary) is;
+  are the prompt (after them each list holds exactly one assistant message), or as strings whose shared
+  leading text (cut at a word or sentence boundary) is;
 - Anthropic HH: `chosen`, `rejected` transcripts "\\n\\nHuman: …\\n\\nAssistant: …"; the prompt is the
-  chosen transcript up to its final "Assistant:" (the rejected one is assumed to share it);
+  transcript up to its final "Assistant:", and must be the same in both;
 - ShareGPT (LLaMA-Factory): `conversations` `[{"from": "human" | "gpt" | "system", "value"}]` with
   `chosen` and `rejected` single messages `{"from": "gpt", "value"}`;
-- the arena vote export: `prompt`, `chosen`, `rejected` strings; extra keys (`vote_id`,
-  `model_chosen`, …) are ignored. The arena's database itself (`votes.db`, `.sqlite`) is read the same
-  way, through `votes.pairs`: its A-better and B-better votes, without ties and both-bad votes.
+- the arena vote export: `prompt`, `chosen`, `rejected` strings, with `chosen_ended` / `rejected_ended`
+  where known; extra keys (`vote_id`, `model_chosen`, …) are ignored. The arena's database itself
+  (`votes.db`, `.sqlite`) is read the same way, through `votes.pairs`: its A-better and B-better votes,
+  without ties and both-bad votes.
 
-A pair whose chosen and rejected are identical teaches nothing (its Bradley–Terry loss is a constant
-log 2): it is skipped with one warning giving the count, since public sets hold a few. Anything else
-wrong ends in one `LabError` naming the file, the record and the field.
+Every message of a prompt must say something. A pair whose chosen and rejected are identical (same text,
+same ending) teaches nothing (its Bradley–Terry loss is a constant log 2): it is skipped with one warning
+giving the count, since public sets hold a few. Anything else wrong ends in one `LabError` naming the file,
+the record and the field.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import votes
-from .data import _hub_rows, _is_hub_id, _json_array, read_jsonl
+from .data import _hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, read_jsonl
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
@@ -55,7 +61,7 @@ def _fail(at: Where, message: str, fix: str) -> NoReturn:
 
 def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
     """Preference pairs from a .json array, a .jsonl file, an arena vote store (.db / .sqlite) or a hub
-    dataset id `name[:config]`.
+    dataset id `owner/name[:config]`.
 
     `limit` keeps the first records before parsing, so a later bad record does not stop a small load.
     """
@@ -64,7 +70,7 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> lis
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
     pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
-    kept = [p for p in pairs if p["chosen"] != p["rejected"]]
+    kept = [p for p in pairs if not _identical(p)]
     if not kept:
         _fail((spec, None), "every pair has identical chosen and rejected",
               "pair each prompt with two different responses")
@@ -74,23 +80,27 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> lis
     return kept
 
 
+def _identical(pair: dict) -> bool:
+    """Same text and, when flagged, the same ending: "4" that ended and "4" cut off encode differently."""
+    return (pair["chosen"], pair.get("chosen_ended", True)) == (pair["rejected"], pair.get("rejected_ended", True))
+
+
 def _rows(spec: str, split: str) -> tuple[list, list[str]]:
     """The raw records and, for each, where it is (for error messages); the same rules as `data.load_alpaca`."""
-    path = Path(spec)
-    if path.suffix == ".json":
+    path, suffix = Path(spec), _suffix(spec)
+    if suffix == ".json":
         rows = _json_array(path)
         return rows, [f"record {i}" for i in range(len(rows))]
-    if path.suffix == ".jsonl":
+    if suffix == ".jsonl":
         rows = read_jsonl(path)
         return rows, [f"line {r.pop('_line')}" for r in rows]
-    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+    if suffix in (".db", ".sqlite", ".sqlite3"):
         rows = votes.pairs(path)
         return rows, [f"vote {r['vote_id']}" for r in rows]
     if _is_hub_id(spec):
         rows = _hub_rows(spec, split)
         return rows, [f"row {i}" for i in range(len(rows))]
-    _fail((spec, None), f"unsupported file type {path.suffix or '(none)'!r}",
-          "use a .json array, a .jsonl file, the arena's votes.db, or a hub dataset id")
+    _not_loadable(spec, "use a .json array, a .jsonl file, the arena's votes.db, or a hub dataset id")
 
 
 # ------------------------------------------------------------------ one record -> one pair
@@ -106,13 +116,25 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
     chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
     if "prompt" in rec:
         return {"prompt": _prompt(rec["prompt"], "prompt", at),
-                "chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)}
+                "chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)} | _ended(rec, at)
     if isinstance(chosen, str) and isinstance(rejected, str):
         return _hh(chosen, rejected, at) if _HH.search(chosen) else _shared_text(chosen, rejected, at)
     if isinstance(chosen, list) and isinstance(rejected, list):
         return _shared_messages(chosen, rejected, at)
     _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
           "without a 'prompt', give both as strings or both as message lists")
+
+
+def _ended(rec: dict, at: Where) -> dict:
+    """The optional `chosen_ended` / `rejected_ended` flags, as given (absent: the caller takes True). Read only
+    beside an explicit prompt: two identical implicit-prompt strings have no prompt to keep them apart by."""
+    flags = {field: rec[field] for field in ("chosen_ended", "rejected_ended") if field in rec}
+    for field, value in flags.items():
+        if not isinstance(value, bool):
+            got = "null" if value is None else f"of type {type(value).__name__}"
+            _fail(at, f"field '{field}' is {got}, not a boolean",
+                  f"make '{field}' true (the answer ended with EOS) or false (it was cut off), or leave it out")
+    return flags
 
 
 def _present(rec: dict, field: str, at: Where):
@@ -135,9 +157,11 @@ def _turn(msg, field: str, at: Where) -> tuple[str, str]:
         _fail(at, f"field '{field}' is of type {type(msg).__name__}, not a message",
               'make it {"role": ..., "content": ...} or {"from": ..., "value": ...}')
     key, text_key = ("role", "content") if "role" in msg else ("from", "value")
-    role = ROLES.get(msg.get(key))
+    value = msg.get(key)
+    role = ROLES.get(value) if isinstance(value, str) else None  # a list or dict role is not a name to look up
     if role is None:
-        said = repr(msg[key]) if key in msg else "missing"
+        said = (repr(value) if isinstance(value, str) else "missing" if key not in msg else
+                "null" if value is None else f"of type {type(value).__name__}, not a string")
         _fail(at, f"field '{field}.{key}' is {said}", f"give each message a role, one of {sorted(ROLES)}")
     return role, _text(msg.get(text_key), f"{field}.{text_key}", at)
 
@@ -166,8 +190,20 @@ def render_prompt(turns: list[tuple[str, str]]) -> str:
     return "\n\n".join(part for part in [*system, body] if part)
 
 
+def _filled(turns: list[tuple[str, str]], field: str, at: Where) -> None:
+    """Every prompt message says something: an empty one would vanish from the rendered prompt unnoticed."""
+    for i, (role, text) in enumerate(turns):
+        if not text:
+            _fail(at, f"message {i} of field '{field}' ({role}) is empty",
+                  "give every message of the prompt some text, or remove the empty one")
+
+
 def _prompt(value, field: str, at: Where) -> str:
-    turns = [("user", _text(value, field, at))] if not isinstance(value, list) else _turns(value, field, at)
+    if isinstance(value, list):
+        turns = _turns(value, field, at)
+        _filled(turns, field, at)
+    else:
+        turns = [("user", _text(value, field, at))]
     if turns[-1][0] != "user":
         _fail(at, f"field '{field}' ends with a turn of role '{turns[-1][0]}'", "end the prompt with the user's turn")
     text = render_prompt(turns)
@@ -177,15 +213,26 @@ def _prompt(value, field: str, at: Where) -> str:
 
 
 def _reply(value, field: str, at: Where) -> str:
-    """A response given as a string, one message, or a message list (its last assistant message)."""
+    """A response given as a string, one assistant message, or a message list ending in the assistant's."""
     if isinstance(value, dict):
-        return _turn(value, field, at)[1]
+        role, text = _turn(value, field, at)
+        if role != "assistant":
+            _fail(at, f"field '{field}' is a {role} message, not the assistant's reply",
+                  f"give '{field}' the assistant's message (role 'assistant', or from 'gpt')")
+        return text
     if isinstance(value, list):
-        replies = [text for role, text in _turns(value, field, at) if role == "assistant"]
-        if not replies:
-            _fail(at, f"field '{field}' has no assistant message", "end it with the assistant's reply")
-        return replies[-1]
+        return _last_reply(_turns(value, field, at), field, at)
     return _text(value, field, at)
+
+
+def _last_reply(turns: list[tuple[str, str]], field: str, at: Where) -> str:
+    """The text of the last message, which must be the assistant's: never an earlier reply to another turn."""
+    if all(role != "assistant" for role, _ in turns):
+        _fail(at, f"field '{field}' has no assistant message", "end it with the assistant's reply")
+    if turns[-1][0] != "assistant":
+        _fail(at, f"field '{field}' ends with a {turns[-1][0]} message, not the assistant's reply",
+              "end it with the assistant's reply")
+    return turns[-1][1]
 
 
 # ------------------------------------------------------------------ the shapes with no plain prompt field
@@ -206,13 +253,17 @@ def _hh_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
 
 
 def _hh(chosen: str, rejected: str, at: Where) -> dict:
-    """Anthropic HH: the chosen transcript up to its final reply is the prompt (rejected shares it)."""
-    turns = _hh_turns(chosen, "chosen", at)
-    return {"prompt": _prompt_from(turns[:-1], "chosen", at), "chosen": turns[-1][1],
-            "rejected": _hh_turns(rejected, "rejected", at)[-1][1]}
+    """Anthropic HH: each transcript up to its final reply is the prompt, the same in both."""
+    c_turns, r_turns = _hh_turns(chosen, "chosen", at), _hh_turns(rejected, "rejected", at)
+    if c_turns[:-1] != r_turns[:-1]:
+        _fail(at, "fields 'chosen' and 'rejected' differ before their final \"Assistant:\" reply",
+              "give both transcripts the same conversation before the final reply, "
+              "or give a 'prompt' field with single replies in 'chosen' and 'rejected'")
+    return {"prompt": _prompt_from(c_turns[:-1], "chosen", at), "chosen": c_turns[-1][1], "rejected": r_turns[-1][1]}
 
 
 def _prompt_from(turns: list[tuple[str, str]], field: str, at: Where) -> str:
+    _filled(turns, field, at)
     text = render_prompt(turns) if turns and turns[-1][0] == "user" else ""
     if not text:
         _fail(at, f"field '{field}' has no user turn before the final reply",
@@ -221,13 +272,16 @@ def _prompt_from(turns: list[tuple[str, str]], field: str, at: Where) -> str:
 
 
 def _shared_messages(chosen: list, rejected: list, at: Where) -> dict:
-    """TRL implicit prompt: the leading messages both lists share, up to the last assistant message."""
-    replies = {"chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)}
+    """TRL implicit prompt: the leading messages both lists share; after them each holds one assistant reply."""
     c_turns, r_turns = _turns(chosen, "chosen", at), _turns(rejected, "rejected", at)
-    last = [max(i for i, (role, _) in enumerate(t) if role == "assistant") for t in (c_turns, r_turns)]
-    k = 0
-    while k < min(last) and c_turns[k] == r_turns[k]:
+    replies = {"chosen": _last_reply(c_turns, "chosen", at), "rejected": _last_reply(r_turns, "rejected", at)}
+    k = 0  # shared leading messages, leaving each list at least its reply
+    while k < min(len(c_turns), len(r_turns)) - 1 and c_turns[k] == r_turns[k]:
         k += 1
+    if max(len(c_turns), len(r_turns)) > k + 1:  # one prompt, one reply each: an earlier difference has no place
+        _fail(at, f"fields 'chosen' and 'rejected' differ before their last assistant turn (from message {k} on)",
+              "give an explicit 'prompt' with the conversation so far, and 'chosen' and 'rejected' as single "
+              "assistant messages")
     return {"prompt": _prompt_from(c_turns[:k], "chosen", at)} | replies
 
 
@@ -242,6 +296,11 @@ def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
             prompt, c, r = chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
             if prompt and c and r:
                 return {"prompt": prompt, "chosen": c, "rejected": r}
-    if chosen.strip() == rejected.strip():
-        return {"prompt": chosen.strip(), "chosen": "", "rejected": ""}  # identical: load_pairs skips it
+    c, r = chosen.strip(), rejected.strip()
+    if c == r:
+        return {"prompt": c, "chosen": "", "rejected": ""}  # identical: load_pairs skips it
+    for field, short, long in (("chosen", c, r), ("rejected", r, c)):
+        if short and long.startswith(short):  # "Q? " / "Q? answer": the prompt text is all of one side
+            _fail(at, f"field '{field}' has an empty reply: it is only the prompt text it shares ({short!r})",
+                  "add a 'prompt' field; with it an empty reply is allowed")
     _fail(at, "fields 'chosen' and 'rejected' share no prompt text", "add a 'prompt' field")

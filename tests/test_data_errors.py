@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab_utils.cli import main
+from lab_utils.data import load_alpaca, load_texts
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -36,6 +37,8 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("missing_field.jsonl", '{"text": "ok"}\n{"body": "hello"}\n', ["line 2", "field 'text' is missing"]),
     ("list.jsonl", '["not", "an", "object"]\n', ["line 1", "expected a JSON object"]),
     ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), ["not UTF-8"]),
+    ("latin1.jsonl", '{"text": "caf\xe9"}\n'.encode("latin-1"), ["not UTF-8"]),
+    ("no_extension", None, ["file not found"]),  # neither a file nor an owner/name hub id
     ("table.csv", "text\nhello\n", ["unsupported file type '.csv'"]),
 ]
 
@@ -53,6 +56,31 @@ def test_bad_data_is_one_error_line(tmp_path, capsys, name, content, expected):
     assert err[0].startswith("error: ") and str(data) in err[0]
     assert all(e in err[0] for e in expected), err[0]
     assert_no_model(out)
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "BOM.JSONL", "bom.txt"])
+def test_byte_order_mark_and_upper_case_extension_are_accepted(tmp_path, name):
+    line = '{"text": "hello world"}' if name.lower().endswith(".jsonl") else "hello world"
+    data = write(tmp_path / name, b"\xef\xbb\xbf" + (line + "\n").encode("utf-8"))
+    assert load_texts(str(data)) == ["hello world"]
+
+
+def test_alpaca_json_with_byte_order_mark_and_upper_case_extension(tmp_path):
+    data = write(tmp_path / "data.JSON", b"\xef\xbb\xbf" + b'[{"instruction": "Say hi.", "output": "Hi."}]')
+    assert [r["output"] for r in load_alpaca(str(data))] == ["Hi."]
+
+
+@pytest.mark.parametrize("load, expected", [(load_texts, "hello world"), (load_alpaca, "Hi.")])
+def test_hub_id_with_a_dot_goes_to_the_hub(monkeypatch, load, expected):
+    from datasets import Dataset
+
+    row = {"text": "hello world", "instruction": "Say hi.", "input": "", "output": "Hi."}
+    asked = []
+    monkeypatch.setattr("lab_utils.data._hub_dataset",
+                        lambda spec, split: asked.append(spec) or Dataset.from_list([row]))  # offline stand-in
+    got = load("allenai/tulu-2.5-preference-data")
+    assert asked == ["allenai/tulu-2.5-preference-data"]
+    assert [r["output"] if isinstance(r, dict) else r for r in got] == [expected]
 
 
 def test_unknown_profile_is_one_error_line(tmp_path, capsys):

@@ -32,6 +32,15 @@ def assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
+def system(text: str) -> dict:
+    return {"role": "system", "content": text}
+
+
+def sharegpt(conversations: list[dict], chosen: dict | None = None, rejected: dict | None = None) -> dict:
+    return {"conversations": conversations, "chosen": chosen or {"from": "gpt", "value": "Paris."},
+            "rejected": rejected or {"from": "gpt", "value": "Berlin."}}
+
+
 def hh(*turns: str) -> str:
     return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
 
@@ -125,7 +134,7 @@ BAD_RECORDS = [  # (second record of a file whose first is fine, words the messa
     (["Paris.", "Berlin."], ["expected an object, got list"]),
     ({"chosen": "Paris.", "rejected": "Berlin."}, ["'chosen' and 'rejected' share no prompt text"]),
     ({"chosen": "Paris.", "rejected": [assistant("Berlin.")]}, ["'chosen' and 'rejected' are of types str and list"]),
-    ({"chosen": [user("A?"), assistant("x")], "rejected": [user("B?"), assistant("y")]},
+    ({"chosen": [assistant("x")], "rejected": [assistant("y")]},
      ["field 'chosen' has no user turn before the final reply"]),
     ({"chosen": hh("Hi") + "\n\nHuman: again", "rejected": hh("Hi", "Yo")},
      ["field 'chosen' is not a transcript ending in an assistant reply"]),
@@ -139,8 +148,49 @@ BAD_RECORDS = [  # (second record of a file whose first is fine, words the messa
       "rejected": {"from": "gpt", "value": "b"}}, ["field 'conversations[0].from' is 'observation'"]),
 ]
 
+BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, message or reply at fault
+    # a role that is a list or dict: not a role name (it used to end in "TypeError: unhashable type")
+    (PAIR | {"prompt": [{"role": ["user"], "content": "hi"}]},
+     ["field 'prompt[0].role' is of type list, not a string"]),
+    (sharegpt([{"from": {"x": 1}, "value": "Hi"}]), ["field 'conversations[0].from' is of type dict, not a string"]),
+    (PAIR | {"chosen": [{"role": None, "content": "Paris."}]}, ["field 'chosen[0].role' is null"]),
+    # implicit prompt: after the shared messages each side is one assistant reply, or the pair fits no prompt
+    ({"chosen": [user("a"), assistant("x"), user("b"), assistant("y")],
+      "rejected": [user("a"), assistant("X"), user("b"), assistant("Y")]},
+     ["'chosen' and 'rejected' differ before their last assistant turn", "from message 1", "explicit 'prompt'"]),
+    ({"chosen": [user("a"), assistant("x"), user("b"), assistant("y")], "rejected": [user("a"), assistant("X")]},
+     ["'chosen' and 'rejected' differ before their last assistant turn"]),
+    ({"chosen": [user("A?"), assistant("x")], "rejected": [user("B?"), assistant("y")]},
+     ["'chosen' and 'rejected' differ before their last assistant turn", "from message 0"]),
+    # every message of a prompt says something
+    (PAIR | {"prompt": [system("Be brief."), user("  ")]}, ["message 1 of field 'prompt' (user) is empty"]),
+    (sharegpt([{"from": "system", "value": ""}, {"from": "human", "value": "Hi"}]),
+     ["message 0 of field 'conversations' (system) is empty"]),
+    ({"chosen": [user("Hi"), assistant(" "), user("2+2?"), assistant("4")],
+      "rejected": [user("Hi"), assistant(" "), user("2+2?"), assistant("5")]},
+     ["message 1 of field 'chosen' (assistant) is empty"]),
+    # Anthropic HH: the rejected transcript's prompt is the chosen one's
+    ({"chosen": hh("Hi!", "Hello.", "2+2?", "4"), "rejected": hh("Hi!", "Go away.", "2+2?", "5")},
+     ["'chosen' and 'rejected' differ before their final \"Assistant:\" reply"]),
+    ({"chosen": hh("2+2?", "4"), "rejected": hh("3+3?", "6")}, ["differ before their final \"Assistant:\" reply"]),
+    # a reply is the assistant's
+    (sharegpt([{"from": "human", "value": "Hi"}], chosen={"from": "human", "value": "Hello"}),
+     ["field 'chosen' is a user message, not the assistant's reply"]),
+    (PAIR | {"chosen": [assistant("Paris."), user("Thanks!")]},
+     ["field 'chosen' ends with a user message, not the assistant's reply"]),
+    ({"chosen": [user("a"), assistant("x"), user("b")], "rejected": [user("a"), assistant("y")]},
+     ["field 'chosen' ends with a user message, not the assistant's reply"]),
+    # implicit strings: the prompt is shared, one reply is empty
+    ({"chosen": "Q? ", "rejected": "Q? answer"}, ["field 'chosen' has an empty reply", "'Q?'"]),
+    ({"chosen": "Q? answer", "rejected": "Q?"}, ["field 'rejected' has an empty reply"]),
+    # chosen_ended / rejected_ended are JSON booleans
+    (PAIR | {"chosen_ended": "yes"}, ["field 'chosen_ended' is of type str, not a boolean"]),
+    (PAIR | {"rejected_ended": 1}, ["field 'rejected_ended' is of type int, not a boolean"]),
+    (PAIR | {"rejected_ended": None}, ["field 'rejected_ended' is null, not a boolean"]),
+]
 
-@pytest.mark.parametrize("bad, words", BAD_RECORDS)
+
+@pytest.mark.parametrize("bad, words", BAD_RECORDS + BAD_RECORDS_REVIEWED)
 def test_bad_json_record_names_file_record_and_field(tmp_path, bad, words):
     spec = write_json(tmp_path / "prefs.json", [PAIR, bad])
     with pytest.raises(LabError) as err:
@@ -182,6 +232,68 @@ def test_bad_file_is_one_clear_error(tmp_path, name, content, words):
 def test_missing_file(tmp_path):
     with pytest.raises(LabError, match="file not found"):
         load_pairs(str(tmp_path / "nope.jsonl"))
+
+
+@pytest.mark.parametrize("suffix", [".JSON", ".Jsonl"])
+def test_extension_case_does_not_matter(tmp_path, suffix):
+    write = write_json if suffix.lower() == ".json" else write_jsonl
+    assert load_pairs(write(tmp_path / f"prefs{suffix}", [PAIR])) == [PAIR]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_byte_order_mark_is_accepted(tmp_path, suffix):
+    path = Path((write_json if suffix == ".json" else write_jsonl)(tmp_path / f"prefs{suffix}", [PAIR]))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # what some Windows editors save
+    assert load_pairs(str(path)) == [PAIR]
+
+
+def test_non_utf8_file_is_still_one_clear_error(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(json.dumps(PAIR | {"chosen": "Caf\u00e9."}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(LabError, match="not UTF-8"):
+        load_pairs(str(path))
+
+
+@pytest.mark.parametrize("spec", ["allenai/tulu-2.5-preference-data", "Anthropic/hh-rlhf", "owner/name:config"])
+def test_hub_id_with_dots_goes_to_the_hub(monkeypatch, spec):
+    asked = []
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split: asked.append(name) or [PAIR])
+    assert load_pairs(spec) == [PAIR] and asked == [spec]
+
+
+@pytest.mark.parametrize("spec", ["nope", "./owner/name", "~/owner/name", "a/b/c", "owner/na me"])
+def test_not_a_file_nor_a_hub_id_is_file_not_found(monkeypatch, spec):
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda *a: pytest.fail(f"{spec!r} taken for a hub id"))
+    with pytest.raises(LabError, match="file not found") as err:
+        load_pairs(spec)
+    assert spec in str(err.value)
+
+
+def test_local_folder_that_looks_like_a_hub_id_is_not_one(tmp_path, monkeypatch):
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda *a: pytest.fail("taken for a hub id"))
+    with pytest.raises(LabError, match="unsupported file type"):
+        load_pairs("owner/name")
+
+
+# ------------------------------------------------------------------ chosen_ended / rejected_ended
+
+def test_ended_flags_pass_through_only_when_given(tmp_path):
+    records = [PAIR | {"chosen_ended": True, "rejected_ended": False}, PAIR | {"rejected_ended": False}, PAIR]
+    got = load_pairs(write_jsonl(tmp_path / "votes.jsonl", records))
+    assert got == records  # the third keeps exactly {prompt, chosen, rejected}: absent means ended
+
+
+def test_same_text_that_ended_differently_is_not_identical(tmp_path):
+    cut_off = PAIR | {"rejected": PAIR["chosen"], "rejected_ended": False}  # "Paris." + EOS vs "Paris." cut off
+    assert load_pairs(write_jsonl(tmp_path / "p.jsonl", [cut_off])) == [cut_off]
+
+
+def test_ended_flags_are_read_only_beside_an_explicit_prompt(tmp_path):
+    same = {"chosen": "The sky is blue.", "rejected": "The sky is blue.", "rejected_ended": False}  # no prompt in it
+    with pytest.warns(UserWarning, match="skipped 1 pair"):
+        assert load_pairs(write_jsonl(tmp_path / "p.jsonl", [PAIR, same])) == [PAIR]
 
 
 # ------------------------------------------------------------------ a real public file nobody here wrote
