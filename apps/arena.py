@@ -48,7 +48,8 @@ class Arena:
         self.rng = random.Random()
 
     def battle(self, text: str):
-        """Stream two anonymous answers: yields (answer A, answer B, battle); battle["done"] once both ended."""
+        """Stream two anonymous answers: yields (answer A, answer B, battle); battle["done"] once both finished, when
+        battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens)."""
         text = checked_prompt(text)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
@@ -56,7 +57,8 @@ class Arena:
                    for n in names]
         for _ in serving.interleave(streams):
             yield streams[0].text, streams[1].text, battle
-        yield streams[0].text, streams[1].text, battle | {"answers": [s.text for s in streams], "done": True}
+        yield streams[0].text, streams[1].text, battle | {"answers": [s.text for s in streams],
+                                                          "ended": [s.ended for s in streams], "done": True}
 
     def vote(self, choice: str, rating_a, rating_b, battle: dict | None, request: gr.Request) -> dict:
         """Store the vote on this session's finished battle and return what was stored. Voting again on the same
@@ -66,10 +68,12 @@ class Arena:
         if not battle or not battle["done"]:
             raise gr.Error("no finished battle to vote on: start one and wait for both answers",
                            print_exception=False)
+        a_ended, b_ended = battle["ended"]  # the reward stage appends EOS only to answers that ended
         try:
             recorded = votes.record_vote(self.db, battle["vote_id"], battle["prompt"], *battle["answers"],
                                          *battle["models"], choice, _rating(rating_a), _rating(rating_b),
-                                         voter=request.username or request.session_hash)
+                                         voter=request.username or request.session_hash, a_ended=a_ended,
+                                         b_ended=b_ended)
         except LabError as err:
             raise gr.Error(str(err), print_exception=False) from None
         model_a, model_b = battle["models"]

@@ -11,9 +11,13 @@ Why it holds up:
 - One short-lived connection per call, so any thread or process may call any function here.
 
 A vote compares two answers to one prompt: `choice` is "a", "b", "tie" or "both_bad"; ratings are
-optional 1–5 scores per answer. `prompt` is the user's plain text, not the rendered Alpaca prompt, as in
-`preferences`. Only "a" and "b" votes become preference pairs (`pairs`, `export_pairs`); ties and
-both-bad votes stay in the database.
+optional 1–5 scores per answer; `a_ended`/`b_ended` say whether each answer stopped at EOS (False: cut off
+at the token limit; NULL: unknown, as in votes stored before these columns existed). `prompt` is the user's
+plain text, not the rendered Alpaca prompt, as in `preferences`. Only "a" and "b" votes become preference
+pairs (`pairs`, `export_pairs`), with `chosen_ended`/`rejected_ended` where known — so the reward stage
+appends EOS only to answers that really ended; ties and both-bad votes stay in the database.
+
+A store made before a column existed is brought up to `SCHEMA` when it is opened (`ADDED_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ DB_NAME = "votes.db"  # runs/<profile>/votes.db
 CHOICES = ("a", "b", "tie", "both_bad")
 BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for the lock before giving up
 FIELDS = ("vote_id", "prompt", "answer_a", "answer_b", "model_a", "model_b", "choice", "rating_a", "rating_b",
-          "voter", "created_at")
+          "voter", "created_at", "a_ended", "b_ended")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -45,8 +49,13 @@ CREATE TABLE IF NOT EXISTS votes (
     rating_a   INTEGER CHECK (rating_a BETWEEN 1 AND 5),
     rating_b   INTEGER CHECK (rating_b BETWEEN 1 AND 5),
     voter      TEXT NOT NULL,     -- the logged-in user name, or the browser session
-    created_at TEXT NOT NULL      -- ISO 8601, UTC
+    created_at TEXT NOT NULL,     -- ISO 8601, UTC
+    a_ended    INTEGER CHECK (a_ended IN (0, 1)),  -- 1: answer A stopped at EOS, 0: cut off, NULL: unknown
+    b_ended    INTEGER CHECK (b_ended IN (0, 1))
 )"""
+# Columns added after the first release, as `ALTER TABLE ... ADD COLUMN` takes them (the same text as in SCHEMA):
+# an older store gains them on open, its old rows holding NULL.
+ADDED_COLUMNS = {"a_ended": "INTEGER CHECK (a_ended IN (0, 1))", "b_ended": "INTEGER CHECK (b_ended IN (0, 1))"}
 
 
 def db_path(root: str | os.PathLike) -> Path:
@@ -62,6 +71,7 @@ def _connect(db: str | os.PathLike):
         with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as conn:
             conn.execute("PRAGMA synchronous = FULL")
             conn.row_factory = sqlite3.Row
+            _add_missing_columns(conn)
             yield conn
     except sqlite3.DatabaseError as err:
         if str(err) in ("file is not a database", "database disk image is malformed"):
@@ -70,6 +80,27 @@ def _connect(db: str | os.PathLike):
         if "no such table" in str(err):
             raise LabError("holds no votes table", path=str(db),
                            fix="pass the votes.db the arena wrote (a new store is made with votes.init)") from None
+        raise
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[str]:
+    """The `ADDED_COLUMNS` the votes table lacks (none while there is no votes table)."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
+    return [name for name in ADDED_COLUMNS if have and name not in have]
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Migrate an older store in place. Checked again inside a write transaction, so two processes opening one
+    old store at once add each column once (the second waits on the lock, then finds nothing missing)."""
+    if not _missing_columns(conn):  # the usual case: one cheap read
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in _missing_columns(conn):  # names and types are constants of this module, never user input
+            conn.execute(f"ALTER TABLE votes ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
         raise
 
 
@@ -96,26 +127,34 @@ def _existing(db: str | os.PathLike) -> Path:
 
 def record_vote(db: str | os.PathLike, vote_id: str, prompt: str, answer_a: str, answer_b: str, model_a: str,
                 model_b: str, choice: str, rating_a: int | None = None, rating_b: int | None = None,
-                voter: str = "") -> bool:
-    """Store one vote; True if it was new, False if this vote id was stored before (a retry)."""
+                voter: str = "", *, a_ended: bool | None = None, b_ended: bool | None = None) -> bool:
+    """Store one vote; True if it was new, False if this vote id was stored before (a retry).
+    `a_ended`/`b_ended`: whether answer A/B stopped at EOS (`serving.Stream.ended`); None = unknown."""
     if choice not in CHOICES:
         raise LabError(f"unknown choice {choice!r}", fix=f"vote one of {', '.join(CHOICES)}")
     for name, rating in (("rating_a", rating_a), ("rating_b", rating_b)):
-        if rating is not None and rating not in range(1, 6):
-            raise LabError(f"{name} is {rating!r}", fix="rate an answer 1 to 5, or leave the rating out")
+        if rating is not None and (type(rating) is not int or not 1 <= rating <= 5):  # not True, not 3.0
+            raise LabError(f"{name} is {rating!r}", fix="rate an answer with a whole number 1 to 5, or leave the "
+                                                        "rating out")
+    for name, ended in (("a_ended", a_ended), ("b_ended", b_ended)):
+        if ended is not None and not isinstance(ended, bool):
+            raise LabError(f"{name} is {ended!r}", fix="pass True (the answer stopped at EOS), False (cut off at "
+                                                       "the token limit), or leave it out when unknown")
     created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     with _connect(db) as conn:
         cur = conn.execute(
             f"INSERT INTO votes ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))}) "
             "ON CONFLICT (vote_id) DO NOTHING",
-            (vote_id, prompt, answer_a, answer_b, model_a, model_b, choice, rating_a, rating_b, voter, created_at))
+            (vote_id, prompt, answer_a, answer_b, model_a, model_b, choice, rating_a, rating_b, voter, created_at,
+             a_ended, b_ended))  # sqlite3 stores True/False as 1/0
         return cur.rowcount == 1
 
 
 def rows(db: str | os.PathLike) -> list[dict]:
-    """Every vote as a dict (keys: `FIELDS`), oldest first."""
+    """Every vote as a dict (keys: `FIELDS`), oldest first; `a_ended`/`b_ended` are True, False or None."""
     with _connect(_existing(db)) as conn:
-        return [dict(r) for r in conn.execute(f"SELECT {', '.join(FIELDS)} FROM votes ORDER BY rowid")]
+        found = [dict(r) for r in conn.execute(f"SELECT {', '.join(FIELDS)} FROM votes ORDER BY rowid")]
+    return [v | {k: None if v[k] is None else bool(v[k]) for k in ("a_ended", "b_ended")} for v in found]
 
 
 def count(db: str | os.PathLike) -> dict[str, int]:
@@ -126,8 +165,10 @@ def count(db: str | os.PathLike) -> dict[str, int]:
 
 
 def pairs(db: str | os.PathLike) -> list[dict]:
-    """The A-better / B-better votes as preference records {prompt, chosen, rejected, vote_id, model_chosen,
-    model_rejected} — the shape `preferences.load_pairs` reads. Ties and both-bad votes are left out."""
+    """The A-better / B-better votes as preference records {prompt, chosen, rejected, chosen_ended, rejected_ended,
+    vote_id, model_chosen, model_rejected} — the shape `preferences.load_pairs` reads. `chosen_ended` and
+    `rejected_ended` (booleans) appear only where known, so a vote stored without them exports as before. Ties
+    and both-bad votes are left out."""
     votes = [v for v in rows(db) if v["choice"] in ("a", "b")]
     if not votes:
         raise LabError(f"no 'A is better' or 'B is better' votes yet ({sum(count(db).values())} votes in all)",
@@ -135,7 +176,9 @@ def pairs(db: str | os.PathLike) -> list[dict]:
     out = []
     for v in votes:
         win, lose = ("a", "b") if v["choice"] == "a" else ("b", "a")
+        ended = {key: v[f"{side}_ended"] for key, side in (("chosen_ended", win), ("rejected_ended", lose))}
         out.append({"prompt": v["prompt"], "chosen": v[f"answer_{win}"], "rejected": v[f"answer_{lose}"],
+                    **{key: flag for key, flag in ended.items() if flag is not None},
                     "vote_id": v["vote_id"], "model_chosen": v[f"model_{win}"], "model_rejected": v[f"model_{lose}"]})
     return out
 

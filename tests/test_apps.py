@@ -80,10 +80,10 @@ def greedy(models: serving.Models, name: str, text: str, max_new_tokens: int) ->
 
 
 class FakeStream:
-    """What `interleave` needs of a stream: iteration over pieces, and stop()."""
+    """What `interleave` needs of a stream: iteration over pieces, and stop(); `ended` as the arena reads it."""
 
-    def __init__(self, pieces: list[str]):
-        self.pieces, self.text, self.stopped = pieces, "", False
+    def __init__(self, pieces: list[str], ended: bool = False):
+        self.pieces, self.text, self.stopped, self.ended = pieces, "", False, ended
 
     def __iter__(self):
         for p in self.pieces:
@@ -201,7 +201,22 @@ def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     [row] = votes.rows(a.db)
     assert row == row | {"prompt": QUESTION, "answer_a": answer_a, "answer_b": answer_b, "choice": "both_bad",
                          "rating_a": 2, "rating_b": 1, "voter": "session-1"}
+    assert [row["a_ended"], row["b_ended"]] == battle["ended"] and all(type(e) is bool for e in battle["ended"])
     assert "**A** was **sft**" in arena.reveal(first)
+
+
+def test_the_arena_stores_whether_each_answer_ended(app_root, tmp_path, monkeypatch):
+    made = iter([FakeStream(["Paris", "."], ended=True), FakeStream(["Paris", " is", " the"], ended=False)])
+    monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))  # A ends with EOS, B is cut off
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro")
+    *_, (_, _, battle) = a.battle(QUESTION)
+    assert battle["ended"] == [True, False]
+    a.vote("b", None, None, battle, gr.Request(session_hash="session-1"))
+    [row] = votes.rows(a.db)
+    assert (row["answer_a"], row["a_ended"], row["answer_b"], row["b_ended"]) == ("Paris.", True, "Paris is the",
+                                                                                  False)
+    [pair] = votes.pairs(a.db)  # the cut-off B won: the reward stage must not append EOS to it
+    assert (pair["chosen"], pair["chosen_ended"], pair["rejected_ended"]) == ("Paris is the", False, True)
 
 
 def test_the_prompt_pool_holds_instructions_without_input(app_root, tmp_path):
@@ -275,7 +290,9 @@ def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
     out = tmp_path / "pairs.jsonl"
     assert votes.export_pairs(votes.db_path(root), out) == 1
     [pair] = load_pairs(str(out))  # the loader strips the surrounding whitespace of every text it reads
-    assert pair == {"prompt": QUESTION, "chosen": answer_b.strip(), "rejected": answer_a.strip()}
+    assert type(row["a_ended"]) is bool and type(row["b_ended"]) is bool  # the arena always knows
+    assert pair == {"prompt": QUESTION, "chosen": answer_b.strip(), "rejected": answer_a.strip(),
+                    "chosen_ended": row["b_ended"], "rejected_ended": row["a_ended"]}
 
 
 def test_eight_clients_voting_at_once_store_exactly_200_votes(arena_app):

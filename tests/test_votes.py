@@ -1,5 +1,6 @@
-"""The vote store: WAL mode, a retried vote counted once, export that round-trips through `load_pairs`, no vote
-lost under concurrent writer processes, and a consistent file after a writer is killed mid-way."""
+"""The vote store: WAL mode, a retried vote counted once, export that round-trips through `load_pairs`, whether
+each answer ended kept through export, an older store migrated in place, no vote lost under concurrent writer
+processes, and a consistent file after a writer is killed mid-way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,22 @@ for k in (range(n) if n >= 0 else count()):
                                  "sft", "rlhf", "ab"[k % 2], voter=worker)
 print(new)
 """
+
+# The table as the first release created it (no a_ended/b_ended): stores in the wild look like this.
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    vote_id    TEXT PRIMARY KEY,
+    prompt     TEXT NOT NULL,
+    answer_a   TEXT NOT NULL,
+    answer_b   TEXT NOT NULL,
+    model_a    TEXT NOT NULL,
+    model_b    TEXT NOT NULL,
+    choice     TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+    rating_a   INTEGER CHECK (rating_a BETWEEN 1 AND 5),
+    rating_b   INTEGER CHECK (rating_b BETWEEN 1 AND 5),
+    voter      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)"""
 
 
 def vote(db, vote_id: str, choice: str, **kw) -> bool:
@@ -67,7 +85,12 @@ def test_a_retried_vote_is_counted_once_and_the_first_stands(db):
 
 @pytest.mark.parametrize("kw, message", [({"choice": "maybe"}, "unknown choice 'maybe'"),
                                          ({"choice": "a", "rating_a": 6}, "rating_a is 6"),
-                                         ({"choice": "a", "rating_b": 0}, "rating_b is 0")])
+                                         ({"choice": "a", "rating_b": 0}, "rating_b is 0"),
+                                         ({"choice": "a", "rating_a": True}, "rating_a is True"),
+                                         ({"choice": "a", "rating_b": 3.0}, r"rating_b is 3\.0"),
+                                         ({"choice": "a", "rating_a": "3"}, "rating_a is '3'"),
+                                         ({"choice": "a", "a_ended": 1}, "a_ended is 1. Fix: pass True"),
+                                         ({"choice": "b", "b_ended": "yes"}, "b_ended is 'yes'")])
 def test_bad_votes_are_lab_errors_and_store_nothing(db, kw, message):
     with pytest.raises(LabError, match=message):
         vote(db, "x", **kw)
@@ -90,6 +113,65 @@ def test_export_keeps_a_and_b_votes_and_round_trips_through_load_pairs(db, tmp_p
     assert load_pairs(str(db)) == expected  # `lab reward --data votes.db` reads the store itself
     assert [p.name for p in out.parent.iterdir()] == ["votes.jsonl"]  # no temp file left beside it
     assert votes.count(db) == {"a": 1, "b": 1, "tie": 1, "both_bad": 1}  # ties and both-bad stay in the store
+
+
+def test_whether_each_answer_ended_goes_from_the_vote_to_the_export(db, tmp_path):
+    vote(db, "1", "a", a_ended=True, b_ended=False)   # A ended and won over a cut-off B
+    vote(db, "2", "b", a_ended=True, b_ended=False)   # the cut-off B won: the flags follow the answers
+    vote(db, "3", "a")                                # unknown: exported as before, without the fields
+    vote(db, "4", "tie", a_ended=False, b_ended=False)
+    assert [(r["a_ended"], r["b_ended"]) for r in votes.rows(db)] == [(True, False), (True, False), (None, None),
+                                                                      (False, False)]
+    out = tmp_path / "votes.jsonl"
+    assert votes.export_pairs(db, out) == 3
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(p["chosen"], p.get("chosen_ended"), p["rejected"], p.get("rejected_ended")) for p in lines] == [
+        ("answer A 1", True, "answer B 1", False),
+        ("answer B 2", False, "answer A 2", True),
+        ("answer A 3", None, "answer B 3", None)]
+    assert "chosen_ended" not in lines[2] and "rejected_ended" not in lines[2]
+    assert votes.pairs(db) == lines  # `lab reward --data votes.db` reads the same records
+
+
+def old_store(path: Path) -> Path:
+    """A store as the first release left it: WAL, the old table, one A-better vote."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(OLD_SCHEMA)
+        conn.execute("INSERT INTO votes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     ("old", "question old?", "answer A old", "answer B old", "sft", "rlhf", "a", 4, None, "bob",
+                      "2025-01-01T00:00:00.000+00:00"))
+    return path
+
+
+def columns(db: Path) -> list[tuple]:
+    with closing(sqlite3.connect(db)) as conn:
+        return [row[1:] for row in conn.execute("PRAGMA table_info(votes)")]  # (name, type, notnull, default, pk)
+
+
+def test_an_old_store_is_migrated_in_place_and_its_old_votes_export_as_before(tmp_path, db):
+    old = old_store(tmp_path / "old.db")
+    [row] = votes.rows(old)  # reading opens it, and opening adds the missing columns
+    assert row["vote_id"] == "old" and (row["a_ended"], row["b_ended"]) == (None, None)
+    assert columns(old) == columns(db)  # the same table a new store gets
+    assert votes.init(old) == old and columns(old) == columns(db)  # init on it changes nothing more
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert vote(old, "new", "b", a_ended=False, b_ended=True)
+    out = tmp_path / "old.jsonl"
+    assert votes.export_pairs(old, out) == 2
+    first, second = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert first == {"prompt": "question old?", "chosen": "answer A old", "rejected": "answer B old",
+                     "vote_id": "old", "model_chosen": "sft", "model_rejected": "rlhf"}  # exactly as before
+    assert (second["chosen_ended"], second["rejected_ended"]) == (True, False)
+
+
+def test_writers_opening_one_old_store_at_once_all_succeed(tmp_path):
+    old = old_store(tmp_path / "old.db")
+    procs = [writer(old, f"w{i}", 5) for i in range(4)]  # each one may be the first to migrate it
+    assert [int(p.communicate(timeout=120)[0]) for p in procs] == [5] * 4
+    assert [p.returncode for p in procs] == [0] * 4
+    assert sum(votes.count(old).values()) == 21
 
 
 def test_export_without_a_or_b_votes_is_a_lab_error_naming_the_store(db, tmp_path):
