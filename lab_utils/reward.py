@@ -16,7 +16,8 @@ leaves held-out pair accuracy where it was but makes a reward model PPO can push
 
 After training, the pairwise scores are normalised — mean 0, standard deviation 1 over the SFT model's
 own samples — and that `mean`/`std` is saved next to the weights (`normalization.json`), so that every
-later stage reads rewards on one scale (`RewardModel.score`).
+later stage reads rewards on one scale (`RewardModel.score`). The ratings model, which nothing downstream
+reads, keeps the scale it was trained on, (rating − 3) / 2, and is saved without a normalisation file.
 """
 
 from __future__ import annotations
@@ -423,4 +424,5 @@ def fit_normalisation(model, tokenizer, samples: list[dict]) -> tuple[float, flo
     """Mean and standard deviation of the raw scores over every sampled SFT answer."""
     seqs = [encode(tokenizer, s["prompt"], text, ended) for s in samples for text, ended in s["responses"]]
     raw = raw_scores(model, tokenizer, seqs)
-    return raw.mean().item(), max(raw.std().item(), 1e-6)
+    std = raw.std().item() if len(raw) > 1 else 1.0  # one sample has no spread: keep the raw unit
+    return raw.mean().item(), max(std, 1e-6)

@@ -237,6 +237,13 @@ def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path)
     assert torch.allclose(loaded.score(prompts, responses), (raw - 0.5) / 2.0, atol=1e-5)
 
 
+def test_normalisation_of_a_single_sample_keeps_the_raw_unit(score_model):
+    """One answer has no spread: its std would be NaN, and every later reward with it."""
+    model, tok = score_model
+    mean, std = R.fit_normalisation(model, tok, [{"prompt": "Q1", "responses": [("a", True)]}])
+    assert std == 1.0 and mean == pytest.approx(R.raw_scores(model, tok, [R.encode(tok, "Q1", "a")]).item())
+
+
 def test_missing_reward_model_is_lab_error(tmp_path):
     with pytest.raises(LabError, match="lab reward"):
         R.RewardModel.load(tmp_path / "nothing")
