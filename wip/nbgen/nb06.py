@@ -254,8 +254,9 @@ vote button (`votes.record_vote`, with a 1–5 rating of each answer).
 
 - The annotator says `"A"`, `"B"`, `"tie"` or `"both_bad"`; the store takes the button's `"a"`, `"b"`, `"tie"`,
   `"both_bad"`.
-- A battle with an answer cut off at 64 tokens is skipped: the store keeps only the text, so the reward model would
-  later take a cut-off answer for a finished one. (PPO penalises a missing EOS on its own.)
+- Whether each answer ended with EOS or was cut off at 64 tokens goes into the store beside its text
+  (`a_ended`/`b_ended`, as the arena stores its streams'): the annotator marks a cut-off answer down, and the
+  reward stage will append EOS only to the answers that ended, so a cut-off answer never looks finished to it.
 """)
 
 code("""
@@ -264,21 +265,20 @@ CHOICE = {"A": "a", "B": "b", "tie": "tie", "both_bad": "both_bad"}  # annotator
 rng = random.Random(0)
 battles = []
 for i, rec in enumerate(fresh):
-    if not (answers["sft"][i][1] and answers["rlhf"][i][1]):
-        continue
     names = rng.sample(["sft", "rlhf"], 2)  # anonymous, in random order
-    a, b = (answers[n][i][0] for n in names)
-    choice = CHOICE[annotator.compare(world, rec, a, b)]
+    (a, a_ended), (b, b_ended) = (answers[n][i] for n in names)
+    choice = CHOICE[annotator.compare(world, rec, a, b, a_ended, b_ended)]
     votes.record_vote(db, f"round2-{i:04d}", rec["instruction"], a, b, *names, choice,
-                      annotator.rate(world, rec, a), annotator.rate(world, rec, b), voter="annotator")
+                      annotator.rate(world, rec, a, a_ended), annotator.rate(world, rec, b, b_ended),
+                      voter="annotator", a_ended=a_ended, b_ended=b_ended)
     battles.append({"task": rec["task"], "winner": {"a": names[0], "b": names[1]}.get(choice, choice)})
 counts = votes.count(db)
 print(f"{len(battles)} battles, votes in the store: {counts}")
 """)
 
 code("""
-display(pd.DataFrame(votes.rows(db))[["prompt", "model_a", "answer_a", "model_b", "answer_b", "choice", "rating_a",
-                                       "rating_b"]].head(6))
+display(pd.DataFrame(votes.rows(db))[["prompt", "model_a", "answer_a", "a_ended", "model_b", "answer_b", "b_ended",
+                                       "choice", "rating_a", "rating_b"]].head(6))
 """)
 
 md("""
@@ -320,8 +320,9 @@ assert n_exported == len(ds) == counts["a"] + counts["b"]
 
 md("""
 - The new pairs are read back with `preferences.load_pairs` — the loader behind `lab reward --data` — and rendered
-  with the Alpaca template, exactly as the reward stage renders pairs someone brings. Every answer in them ended
-  (cut-off battles were skipped), which is what a pair without `chosen_ended`/`rejected_ended` means.
+  with the Alpaca template, exactly as the reward stage renders pairs someone brings. Each pair keeps the store's
+  `chosen_ended`/`rejected_ended`, so an answer cut off in the arena stays cut off (a pair without them counts as
+  two answers that ended).
 - Round 1's pairs come from `runs/<profile>/reward/pairs.jsonl`. They are rendered already, remember whether each
   answer ended, and carry the split (`train`/`eval`) they were used in.
 """)
