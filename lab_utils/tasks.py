@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import threading
 from functools import lru_cache
 
 from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
@@ -213,9 +214,19 @@ def check_capital(w: World, rec: dict, response: str) -> bool:
     return named == {gold}
 
 
+# A number with its sign and decimals: "-8" and "8.5" are not 8, "8.0" is; "5-7" is 5 and 7, "12." is 12.
+_NUMBER = re.compile(r"(?<![\d.])([-−负]?)(\d+(?:\.\d+)?)")
+
+
+def numbers(text: str) -> list[float]:
+    """Every number in `text`, in order: `numbers("3 + 5 = 8.0, not -8")` is [3.0, 5.0, 8.0, -8.0]."""
+    return [float(value) * (-1 if sign else 1) for sign, value in _NUMBER.findall(text)]
+
+
 def check_arithmetic(rec: dict, response: str) -> bool:
+    """Right if the last number is the sum and every number is an operand or the sum."""
     a, b, s = rec["answer"]
-    nums = [int(x) for x in re.findall(r"\d+", response)]
+    nums = numbers(response)
     return bool(nums) and nums[-1] == s and set(nums) <= {a, b, s}
 
 
@@ -247,7 +258,7 @@ def check_extract(rec: dict, response: str) -> bool:
 
 @lru_cache(maxsize=4)
 def _database(w: World) -> sqlite3.Connection:
-    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db = sqlite3.connect(":memory:", check_same_thread=False)  # in memory: no file is ever opened
     db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
     db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)",
                    [(c.name, c.capital, c.continent, c.population) for c in w.countries])
@@ -255,22 +266,75 @@ def _database(w: World) -> sqlite3.Connection:
     return db
 
 
+def _statement_end(sql: str) -> int | None:
+    """Index just past the first ";" that ends a statement (one inside a quoted string does not)."""
+    return next((i + 1 for i, ch in enumerate(sql) if ch == ";" and sqlite3.complete_statement(sql[:i + 1])), None)
+
+
+_SQL_LOCK = threading.Lock()  # the authorizer belongs to the shared connection: one query at a time
+_READ_ONLY = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+
+
 def run_sql(w: World, sql: str) -> list | None:
-    """Rows of a single SELECT (order ignored), or None when it is not valid SQL."""
-    if not sql.lstrip().upper().startswith("SELECT") or ";" in sql.strip().rstrip(";"):
+    """Rows of a single SELECT that reads the countries table (order ignored); None for anything else: invalid
+    SQL, a second statement, a query that reads no table (`SELECT 'France'`), or any action but reading."""
+    end = _statement_end(sql)
+    if not sql.lstrip().upper().startswith("SELECT") or (end is not None and sql[end:].strip()):
         return None
-    try:
-        return sorted(_database(w).execute(sql).fetchall(), key=repr)
-    except sqlite3.Error:
+    tables = set()
+
+    def authorize(action, arg1, *_):  # called by SQLite for every action while it compiles the query
+        if action == sqlite3.SQLITE_READ:
+            tables.add(arg1.lower())
+        return sqlite3.SQLITE_OK if action in _READ_ONLY else sqlite3.SQLITE_DENY
+
+    db = _database(w)
+    with _SQL_LOCK:
+        db.set_authorizer(authorize)
+        try:
+            rows = db.execute(sql).fetchall()
+        except sqlite3.Error:
+            return None
+        finally:
+            db.set_authorizer(None)
+    return sorted(rows, key=repr) if "countries" in tables else None
+
+
+_SQL_KEYWORDS = ("FROM|WHERE|AND|OR|NOT|IN|IS|LIKE|BETWEEN|GROUP|ORDER|BY|HAVING|LIMIT|OFFSET|JOIN|INNER|LEFT|"
+                 "CROSS|NATURAL|ON|USING|UNION|INTERSECT|EXCEPT|AS|CASE|WHEN|THEN|ELSE|END|ASC|DESC|DISTINCT")
+# A line that goes on with the query: indented, a clause keyword in upper or lower case ("As you can see" is
+# prose), or SQL punctuation, a digit or a comment.
+_SQL_LINE = re.compile(rf"[ \t]+\S|(?:{_SQL_KEYWORDS}|{_SQL_KEYWORDS.lower()})\b|[()',\"*=<>!|0-9]|--")
+_STATEMENTS = ("SELECT|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAGMA|REPLACE|WITH|VACUUM|REINDEX|"
+               "ANALYZE|EXPLAIN|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE")
+# Another statement: right after a ";" (any case), or an upper-case SQL verb opening a line ("With this query"
+# is prose, "WITH" and "DROP TABLE" are not).
+_ANOTHER_STATEMENT = re.compile(rf";[ \t]*(?i:{_STATEMENTS})\b|^[ \t]*(?:{_STATEMENTS})\b", re.MULTILINE)
+
+
+def sql_statement(response: str) -> str | None:
+    """The query in a response: from its SELECT to the ";" that ends it, or else to the last SQL line before
+    prose ("SELECT ... = 'Paris'\nThis returns France." ends before "This"). None when there is no query or a
+    second statement follows it ("...; DROP TABLE countries;")."""
+    m = re.search(r"\bSELECT\b", response) or re.search(r"\bSELECT\b", response, flags=re.IGNORECASE)
+    if not m:
         return None
+    text, sql = response[m.start():], ""
+    for line in text.split("\n"):
+        if sql and not _SQL_LINE.match(line):
+            break
+        sql += ("\n" if sql else "") + line
+        if (end := _statement_end(sql)) is not None:
+            sql = sql[:end]
+            break
+    return None if _ANOTHER_STATEMENT.search(";" + text[len(sql):]) else sql.strip()
 
 
 def check_nl2sql(w: World, rec: dict, response: str) -> bool:
-    """Graded by execution: the generated query must return the same rows as the reference query."""
-    m = re.search(r"SELECT.*?(?:;|\n\s*\n|$)", response, flags=re.IGNORECASE | re.DOTALL)
-    if not m:
-        return False
-    got = run_sql(w, m.group(0).strip())
+    """Graded by execution: the response's one query must read the countries table and return the same rows as
+    the reference query."""
+    sql = sql_statement(response)
+    got = run_sql(w, sql) if sql else None
     return got is not None and got == run_sql(w, rec["answer"])
 
 

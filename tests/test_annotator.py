@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 
 import pytest
 
@@ -108,6 +109,25 @@ def test_both_wrong_is_both_bad(micro_world, capital):
     assert A.compare(micro_world, rec, "", "   ") == "both_bad"
     assert A.compare(micro_world, rec, wrong, " ".join([right] * 4)) == "both_bad"  # wrong vs looping
 
+
+
+
+def test_signed_or_decimal_sum_is_wrong_and_rated_1(micro_world):
+    rec = record(micro_world, "arithmetic", "en")
+    s = rec["answer"][-1]
+    assert A.rate(micro_world, rec, f"{s}") == A.rate(micro_world, rec, f"{s}.0") == 5
+    assert [A.rate(micro_world, rec, r) for r in (f"-{s}", f"{s}.5")] == [1, 1]
+    assert A.compare(micro_world, rec, f"{s}", f"-{s}") == "A"
+
+
+def test_sql_literal_or_second_statement_is_wrong_and_rated_1(micro_world):
+    rec = record(micro_world, "nl2sql", "en")
+    rows = T.run_sql(micro_world, rec["answer"])
+    literal = " UNION ALL ".join("SELECT " + ", ".join(map(repr, row)) for row in rows)  # the right rows, no table
+    assert rows and sorted(sqlite3.connect(":memory:").execute(literal).fetchall(), key=repr) == rows
+    assert A.rate(micro_world, rec, rec["answer"]) == 5
+    assert [A.rate(micro_world, rec, r) for r in (literal, rec["answer"] + " DROP TABLE countries;")] == [1, 1]
+    assert A.compare(micro_world, rec, rec["answer"], literal) == "A"
 
 # ------------------------------------------------------------------ degenerate and empty answers
 

@@ -67,10 +67,25 @@ def test_arithmetic_rejects(world, response):
     assert not T.check(world, arithmetic_record(world, 5, 7), response)
 
 
+@pytest.mark.parametrize("response, right", [
+    ("8.0", True), ("3 + 5 = 8.0", True), ("3-5: 8", True),         # 8.0 is 8; "3-5" names the operands
+    ("-8", False), ("3 + 5 = -8", False), ("−8", False),            # a minus sign is read, not dropped
+    ("8.5", False), ("5.8", False), ("3+5=8.5", False),              # decimals are read, not split in two
+])
+def test_arithmetic_signs_and_decimals(world, response, right):
+    assert T.check(world, arithmetic_record(world, 3, 5), response) is right
+
+
+def test_numbers_keep_sign_and_decimals():
+    assert T.numbers("3 + 5 = 8.0, not -8 or 8.5.") == [3, 5, 8, -8, 8.5]
+    assert T.numbers("5加3等于负8。") == [5, 3, -8]
+
+
 def test_arithmetic_zh(world):
     rec = arithmetic_record(world, 5, 7, "zh")
     assert T.check(world, rec, "5加7等于12。")
     assert not T.check(world, rec, "5加7等于13。")
+    assert not T.check(world, rec, "5加7等于负12。")
 
 
 # ------------------------------------------------------------------ sentiment
@@ -153,6 +168,72 @@ def test_nl2sql_multiline_query_accepted(world):
 ])
 def test_nl2sql_wrong_rejected(world, response):
     assert not T.check(world, ASIA, response)
+
+
+PARIS = {"task": "nl2sql", "lang": "en", "answer": "SELECT name FROM countries WHERE capital = 'Paris';"}
+PARIS_SQL = "SELECT name FROM countries WHERE capital = 'Paris'"
+
+
+@pytest.mark.parametrize("response", [
+    f"{PARIS_SQL}\nThis returns France.",                  # no ";": the query ends where the prose begins
+    f"{PARIS_SQL}\nAs you can see, it returns France.",     # "As" opens prose, not an AS clause
+    f"{PARIS_SQL};\nWith this query you get France.",       # "With" opens prose, not a WITH statement
+    f"```sql\n{PARIS_SQL}\n```",
+    "select name\nfrom countries\nwhere capital = 'Paris'\nThat is all.",
+    f"{PARIS_SQL} OR name = 'a;b';",                         # a ";" inside a string ends nothing
+    f"{PARIS_SQL}; -- the French capital",
+])
+def test_nl2sql_query_followed_by_prose_accepted(world, response):
+    assert T.check(world, PARIS, response)
+
+
+@pytest.mark.parametrize("response", [
+    "SELECT 'France';",                                      # the answer as a literal: reads no table
+    "SELECT 'France' -- FROM countries",
+    "SELECT 'France' UNION SELECT 'France'",
+])
+def test_nl2sql_literal_that_reads_no_table_rejected(world, response):
+    assert T.run_sql(world, response) is None
+    assert not T.check(world, PARIS, response)
+
+
+@pytest.mark.parametrize("response", [
+    f"{PARIS_SQL}; DROP TABLE countries;",                   # only one statement may be graded
+    f"{PARIS_SQL}; drop table countries",
+    f"{PARIS_SQL};\nDELETE FROM countries;",
+    f"{PARIS_SQL};\nOr maybe:\nSELECT name FROM countries WHERE capital = 'Berlin';",
+])
+def test_nl2sql_second_statement_rejected(world, response):
+    before = n_rows(world)
+    assert T.sql_statement(response) is None
+    assert not T.check(world, PARIS, response)
+    assert n_rows(world) == before
+
+
+def test_nl2sql_sql_statement_cuts_at_semicolon_or_prose():
+    assert T.sql_statement(f"Here is the query:\n{PARIS_SQL};\nIt returns France.") == PARIS_SQL + ";"
+    assert T.sql_statement(f"{PARIS_SQL}\nThis returns France.") == PARIS_SQL
+    assert T.sql_statement("SELECT name\n  FROM countries\n\nDone.") == "SELECT name\n  FROM countries"
+    assert T.sql_statement("I selected the rows.") is None
+
+
+def test_nl2sql_touches_no_file_and_writes_nothing(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = n_rows(world)
+    for sql in ["ATTACH DATABASE 'x.db' AS x", "SELECT 1; ATTACH DATABASE 'x.db' AS x", "PRAGMA query_only = OFF",
+                "SELECT load_extension('x')", "SELECT * FROM countries; VACUUM INTO 'x.db'",
+                "CREATE TABLE x (a)", "INSERT INTO countries VALUES ('X', 'Y', 'Asia', 1)"]:
+        assert T.run_sql(world, sql) is None
+        assert not T.check(world, ASIA, sql)
+    assert list(tmp_path.iterdir()) == [] and n_rows(world) == before
+
+
+def test_nl2sql_checks_from_many_threads(world):
+    from concurrent.futures import ThreadPoolExecutor
+    cases = [(PARIS_SQL, True), ("SELECT 'France'", False), (ASIA["answer"], False)] * 50
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda case: T.check(world, PARIS, case[0]), cases))
+    assert got == [right for _, right in cases]
 
 
 def test_nl2sql_never_writes(world):
