@@ -2,7 +2,8 @@
 with the chosen profile's values as defaults:
 
     lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order (tokenizer, pretrain, sft,
-                                                               reward, ppo, eval), reusing finished ones
+                                                               reward, ppo, eval), reusing finished ones whose
+                                                               config and upstream stages are unchanged
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
@@ -46,6 +47,9 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     return args, changes
 
 
+RESUME = (("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})
+
+
 def cmd_tokenizer(argv):
     from .stages import run_tokenizer
     args, (tok,) = _parse("tokenizer", argv, (TokenizerConfig,), doc="train the byte-level BPE")
@@ -54,8 +58,7 @@ def cmd_tokenizer(argv):
 
 def cmd_pretrain(argv):
     from .stages import run_pretrain
-    args, (cfg,) = _parse("pretrain", argv, (PretrainConfig,), doc="pretrain the base model",
-                          extra=[(("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})])
+    args, (cfg,) = _parse("pretrain", argv, (PretrainConfig,), doc="pretrain the base model", extra=[RESUME])
     m = run_pretrain(args.profile, args.out, resume=args.resume, **cfg)
     print(f"[lab] pretrain: val_loss={m['val_loss']} fact_accuracy={m['fact_accuracy']} "
           f"tokens_per_s={m['tokens_per_s']} wall_s={m['wall_s']}")
@@ -83,7 +86,7 @@ def cmd_reward(argv):
 def cmd_ppo(argv):
     from .stages import run_eval, run_ppo
     args, (cfg,) = _parse("ppo", argv, (PPOConfig,), doc="RLHF: optimise the SFT model against the reward model",
-                          extra=[(("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})])
+                          extra=[RESUME])
     m = run_ppo(args.profile, args.out, resume=args.resume, **cfg)
     print(f"[lab] ppo: reward {m['reward_start']} -> {m['reward_end']}  kl_end={m['kl_end']}  "
           f"episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
@@ -113,18 +116,9 @@ def cmd_run(argv):
     args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
                              extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
     root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
-    for stage, fn in (("tokenizer", lambda: S.run_tokenizer(args.profile, root)),
-                      ("pretrain", lambda: S.run_pretrain(args.profile, root, **cfg)),
-                      ("sft", lambda: S.run_sft(args.profile, root)),
-                      ("reward", lambda: S.run_reward(args.profile, root)),
-                      ("ppo", lambda: S.run_ppo(args.profile, root))):
-        if stage == "tokenizer" and cfg["model"]:
-            continue  # a hub model brings its own tokenizer
-        if S.is_done(root, stage) and not args.force:
-            print(f"[lab] {stage}: finished earlier, reusing {root / S.STAGE_DIRS[stage]} (--force rebuilds)")
-            continue
-        print(f"[lab] {stage} ...")
-        fn()
+    # like make: a finished stage is reused only with the same config and upstream builds (a hub --model brings
+    # its own tokenizer, so then none is trained); the pretraining flags go to pretrain, the others keep the profile
+    S.ensure("ppo", args.profile, root, changes={"pretrain": cfg}, force=args.force, say_reused=True)
     S.run_eval(args.profile, root, **ev)
     print(S.stage_table(S.write_report(root)))
     print(f"[lab] done in {time.perf_counter() - t0:.0f}s; report: {root / 'report.json'}")

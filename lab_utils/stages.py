@@ -5,25 +5,35 @@ returns its metrics dict. The CLI, the notebooks and the tests all call these.
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
     runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf)
     runs/<profile>/report.json  everything above merged (derived, rewritten after every stage)
+
+A stage's metrics.json also records its `config`, when it finished (`finished_at`) and the `finished_at` of each
+upstream stage it was built from (`built_from`): `ensure` (and so `lab run`) reuses a stage, like `make`, only
+while all three still hold.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import checkpoints as ck
 from . import tasks
-from .config import (EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
-                     resolve_profile)
+from .config import (EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
+                     build_world_from, resolve_profile)
 from .errors import LabError
 from .evaluate import evaluate_tasks, fact_accuracy
 from .generation import alpaca_prompts
 
 STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo")  # pipeline order (`ensure` builds what a stage needs)
 STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward", "ppo": "rlhf"}
+CONFIGS = {"tokenizer": TokenizerConfig, "pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig,
+           "ppo": PPOConfig}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
+MODEL_STAGES = {"base": "pretrain", "sft": "sft", "rlhf": "ppo"}  # the stage that builds each model
 
 
 def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
@@ -34,10 +44,21 @@ def is_done(root: Path, stage: str) -> bool:
     return (root / STAGE_DIRS[stage] / "metrics.json").exists()
 
 
-def _finish(root: Path, stage: str, metrics: dict, profile: str) -> dict:
-    ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | {"profile": profile})
+def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
+    """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`)."""
+    done = {"profile": profile, "finished_at": _iso(time.time()), "built_from": built_from}
+    ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | done)
     write_report(root)
     return metrics
+
+
+def _finished(root: Path, stage: str, what: str) -> Path:
+    """The folder of a finished upstream stage; a missing or half-written one is a LabError that names the fix."""
+    path = root / STAGE_DIRS[stage]
+    if not is_done(root, stage):
+        half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
+        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}` (or `lab run`) first")
+    return path
 
 
 def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
@@ -46,7 +67,7 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     profile, root = resolve_profile(profile), run_dir(profile, out)
     tok_cfg = TokenizerConfig.for_profile(profile, **changes)
     metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), root / "tokenizer")
-    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile)
+    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {})
 
 
 def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
@@ -61,18 +82,19 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
     if not cfg.model and not is_done(root, "tokenizer"):
         print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
         run_tokenizer(profile, root)
+    built_from = _built_from(root, "pretrain", cfg)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     metrics["config"] = cfg.to_dict()
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
-        return _finish(root, "pretrain", metrics, profile)
+        return _finish(root, "pretrain", metrics, profile, built_from)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(root / "base")
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
     facts = fact_accuracy(model, tokenizer, build_world_from(world_cfg))
     metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}
     metrics |= {"fact_samples": facts["samples"], "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
-    return _finish(root, "pretrain", metrics, profile)
+    return _finish(root, "pretrain", metrics, profile, built_from)
 
 
 def run_sft(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
@@ -85,11 +107,10 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     world = build_world_from(WorldConfig.for_profile(profile))
     records = load_alpaca(cfg.data, limit=cfg.n_records or None) if cfg.data else \
         tasks.sft_records(world, cfg.n_records)
-    base = Path(cfg.model) if cfg.model else root / "base"
-    if not cfg.model and not (base / "config.json").exists():
-        raise LabError("no base model", path=str(base), fix="run `lab pretrain` (or `lab run`) first")
+    base = Path(cfg.model) if cfg.model else _finished(root, "pretrain", "base model")
+    built_from = _built_from(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
-    return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile)
+    return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
 
 
 REFERENCE_MODES = {"none": (), "train": (False,), "all": (False, True)}  # held-out? → gets the reference answer
@@ -120,7 +141,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
     world = build_world_from(WorldConfig.for_profile(profile))
-    sft_dir = Path(cfg.model) if cfg.model else root / "sft"
+    sft_dir = Path(cfg.model) if cfg.model else _finished(root, "sft", "SFT model to start the reward model from")
+    built_from = _built_from(root, "reward", cfg)
     if not (sft_dir / "config.json").exists():
         raise LabError("no SFT model to start the reward model from", path=str(sft_dir),
                        fix="run `lab sft` (or `lab run`) first, or pass --model")
@@ -196,7 +218,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     source = cfg.data or (f"{len(pairs)} given pairs" if given else "sft samples")
     metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,
                 "config": cfg.to_dict()}
-    return _finish(root, "reward", metrics, profile)
+    return _finish(root, "reward", metrics, profile, built_from)
 
 
 def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,
@@ -210,8 +232,9 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    policy_dir = Path(cfg.model) if cfg.model else root / "sft"
-    reward_dir = Path(cfg.reward_model) if cfg.reward_model else root / "reward"
+    policy_dir = Path(cfg.model) if cfg.model else _finished(root, "sft", "SFT model for PPO")
+    reward_dir = Path(cfg.reward_model) if cfg.reward_model else _finished(root, "reward", "reward model for PPO")
+    built_from = _built_from(root, "ppo", cfg)
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
@@ -241,18 +264,106 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     if save_to != "rlhf":  # an experiment beside the pipeline: its metrics stay with it, out of the report
         ck.write_json(root / save_to / "metrics.json", metrics)
         return metrics
-    return _finish(root, "ppo", metrics, profile)
+    return _finish(root, "ppo", metrics, profile, built_from)
 
 
-def ensure(stage: str, profile: str | None = None, out=None) -> Path:
-    """Build `stage` and what it needs if missing (saying so); return the run folder. For notebooks."""
+# ------------------------------------------------------------------ reuse, like make
+
+def upstream(stage: str, config: dict) -> tuple[str, ...]:
+    """The stages whose artifacts `stage` is built from; a given --model (or --reward_model) replaces one."""
+    if stage == "ppo":  # policy and reference from the SFT model, reward and value model from the reward model
+        return tuple(s for s, given in (("sft", config["model"]), ("reward", config["reward_model"])) if not given)
+    before = {"pretrain": "tokenizer", "sft": "pretrain", "reward": "sft"}.get(stage)
+    return (before,) if before and not config.get("model") else ()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+
+
+def stamp(root: Path, stage: str) -> str | None:
+    """When `stage` last finished: its recorded `finished_at` (for runs from before stages recorded one, the
+    time metrics.json was written); None while it has not finished."""
+    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
+    if not path.exists():
+        return None
+    return ck.read_json(path).get("finished_at") or _iso(path.stat().st_mtime)
+
+
+def _built_from(root: Path, stage: str, cfg) -> dict:
+    """{upstream stage: its finished_at}, read before `stage` loads it: what `stale_reason` compares later."""
+    return {up: stamp(root, up) for up in upstream(stage, cfg.to_dict())}
+
+
+def _changes(old: dict, new: dict) -> list[str]:
+    """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset)."""
+    unset = object()
+    show = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
+    return [f"{k} {show(old, k)} -> {show(new, k)}" for k in {**old, **new}
+            if old.get(k, unset) != new.get(k, unset)]
+
+
+def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | None:
+    """None when the finished `stage` in `root` can be reused for `config`; else why it must be (re)built.
+
+    Like `make`: reused only if its metrics.json exists, its recorded profile and config equal the requested ones,
+    and every upstream stage is still the build it was made from. Each stage records the `finished_at` of its
+    upstream stages (`built_from`), so copying a run folder (new mtimes) changes nothing; a run from before that
+    record falls back to comparing the mtimes of the metrics files."""
+    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
+    if not path.exists():
+        return f"no finished artifact in {path.parent}"
+    metrics = ck.read_json(path)
+    if metrics.get("profile") != profile:
+        return f"built for profile {metrics.get('profile')}, not {profile}"
+    if "config" not in metrics:
+        return "no config recorded with it"
+    changed = _changes(metrics["config"], config)
+    if changed:
+        return f"config changed ({', '.join(changed)})"
+    built_from = metrics.get("built_from")
+    for up in upstream(stage, config):
+        now = stamp(root, up)
+        if now is None:
+            return f"upstream {up} is not finished"
+        if built_from is not None:
+            rebuilt = built_from.get(up) != now
+        else:  # a run from before `built_from` was recorded
+            rebuilt = (Path(root) / STAGE_DIRS[up] / "metrics.json").stat().st_mtime > path.stat().st_mtime
+        if rebuilt:
+            return f"upstream {up} was rebuilt after it"
+    return None
+
+
+def _needed(stage: str, configs: dict) -> set[str]:
+    """`stage` and, recursively, the upstream stages its config builds it from."""
+    return {stage}.union(*(_needed(up, configs) for up in upstream(stage, configs[stage])))
+
+
+def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, dict] | None = None,
+           force: bool = False, say_reused: bool = False) -> Path:
+    """Build `stage` and the stages it needs, in order, unless finished with the same config from the same upstream
+    builds (see `stale_reason`; each build says why); return the run folder. For notebooks and `lab run`.
+
+    `changes` ({stage: {field: value}}) are the flags a stage is asked for (the rest are the profile's values);
+    `force` rebuilds every stage; `say_reused` also prints a line per reused stage."""
     profile, root = resolve_profile(profile), run_dir(profile, out)
+    changes = changes or {}
+    configs = {s: CONFIGS[s].for_profile(profile, **changes.get(s, {})).to_dict() for s in STAGES}
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}
-    for s in STAGES[: STAGES.index(stage) + 1]:
+    needed = _needed(stage, configs)
+    for s in (s for s in STAGES if s in needed):
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")
-            builders[s](profile, root)
+        else:
+            why = stale_reason(root, s, configs[s], profile) or ("--force" if force else None)
+            if why is None:
+                if say_reused:
+                    print(f"[lab] {s}: finished earlier, reusing {root / STAGE_DIRS[s]} (--force rebuilds)")
+                continue
+            print(f"[lab] {s}: {why}: rebuilding")
+        builders[s](profile, root, **changes.get(s, {}))
     return root
 
 
@@ -268,13 +379,25 @@ def load_model(root: Path, name: str):
 
 def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, **changes) -> dict:
     """Evaluate every model that exists (or `models`) on the held-out task prompts."""
+    unknown = [m for m in models or () if m not in MODEL_DIRS]
+    if unknown:
+        raise LabError(f"unknown model {', '.join(map(repr, unknown))}",
+                       fix=f"pick from {', '.join(MODEL_DIRS)}, comma-separated (e.g. --models base,sft)")
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = EvalConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
     records = tasks.eval_records(world, cfg.n_per_task)
+    prompts = alpaca_prompts(records)
+    prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
     names = models or tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
     if not names:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
+    sft_file = root / "eval" / "sft.json"
+    reuse_sft = _same_eval(sft_file, prompts_sha, cfg, stamp(root, "sft"))
+    if "rlhf" in names and "sft" not in names and not reuse_sft and is_done(root, "sft"):
+        print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
+              "evaluating sft again for the head-to-head")
+        names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
     results = {}
     rm = _reward_model(root)
     for name in names:
@@ -282,32 +405,45 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         model, tokenizer = load_model(root, name)
         res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
         if rm is not None:  # from stage 3 on: the mean reward of the model's answers, in normalised units
-            res["mean_reward"] = round(rm.score(alpaca_prompts(records), res["responses"], res["ended"]).mean().item(), 4)
-        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile}
-    sft_file = root / "eval" / "sft.json"
-    if "rlhf" in results and ("sft" in results or sft_file.exists()):  # the annotator's head-to-head
-        sft = results.get("sft") or ck.read_json(sft_file)
-        if "responses" in sft:
-            from .annotator import win_rate
-            duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
-                            results["rlhf"]["ended"], sft["ended"])
-            results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel}
+            res["mean_reward"] = round(rm.score(prompts, res["responses"], res["ended"]).mean().item(), 4)
+        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
+                               "prompts_sha256": prompts_sha, "model_finished_at": stamp(root, MODEL_STAGES[name]),
+                               "config": cfg.to_dict()}  # what `_same_eval` checks before a head-to-head
+    sft = results.get("sft") or (ck.read_json(sft_file) if "rlhf" in results and reuse_sft else None)
+    if "rlhf" in results and sft is not None:  # the annotator's head-to-head, answer i against answer i
+        from .annotator import win_rate
+        duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
+                        results["rlhf"]["ended"], sft["ended"])
+        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel}
     for name, res in results.items():
         ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
     return results
 
 
+def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str | None) -> bool:
+    """Whether a stored evaluation answered these prompts, with these settings, by the model finished now."""
+    if not path.exists() or model_stamp is None:
+        return False
+    old = ck.read_json(path)
+    return (old.get("prompts_sha256") == prompts_sha and old.get("model_finished_at") == model_stamp
+            and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
+
+
 def _reward_model(root: Path):
+    """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
     from .reward import RewardModel
-    return RewardModel.load(root / "reward") if (root / "reward" / "config.json").exists() else None
+    if not (root / "reward").exists():
+        return None
+    return RewardModel.load(_finished(root, "reward", "finished reward model to score the answers with"))
 
 
 # ------------------------------------------------------------------ report
 
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
-    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended")
+    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "built_from",
+            "prompts_sha256", "model_finished_at")
     return {k: v for k, v in d.items() if k not in skip}
 
 
@@ -342,5 +478,6 @@ def stage_table(report: dict) -> str:
     for name, m in report["eval"].items():
         per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
         extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
-        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  task_accuracy={m['task_accuracy']:.3f}  {per}{extra}")
+        accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
+        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
     return "\n".join(lines)

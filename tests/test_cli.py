@@ -24,3 +24,9 @@ def test_help_and_unknown_command(capsys):
     assert main(["pretrian"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown command 'pretrian'")
+
+
+def test_eval_of_an_unknown_model_is_one_clear_error(tmp_path, capsys):
+    assert main(["eval", "--profile", "micro", "--out", str(tmp_path), "--models", "sft,foo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown model 'foo'") and "base, sft, rlhf" in err[0], err

@@ -1,0 +1,139 @@
+"""Reuse like `make`: a finished stage is reused only with the same config, built from the upstream stages that are
+there now; the head-to-head pairs RLHF answers only with SFT answers to the same prompts by the current SFT model;
+a half-finished stage is never picked up by a later one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab_utils import checkpoints as ck
+from lab_utils import stages
+from lab_utils.cli import main
+from lab_utils.config import resolve_profile
+from lab_utils.errors import LabError
+
+
+@pytest.fixture
+def built(monkeypatch) -> list[str]:
+    """Every stage replaced by a stand-in that records what the real one records (config, upstream builds) but
+    trains nothing; returns the stages built, in order."""
+    calls: list[str] = []
+
+    def stand_in(stage: str):
+        def build(profile=None, out=None, **changes):
+            profile, root = resolve_profile(profile), stages.run_dir(profile, out)
+            cfg = stages.CONFIGS[stage].for_profile(profile, **changes)
+            calls.append(stage)
+            metrics = {"config": cfg.to_dict(), "wall_s": 0.0}
+            return stages._finish(root, stage, metrics, profile, stages._built_from(root, stage, cfg))
+        return build
+
+    for stage in stages.STAGES:
+        monkeypatch.setattr(stages, f"run_{stage}", stand_in(stage))
+    monkeypatch.setattr(stages, "run_eval", lambda *args, **kwargs: {})
+    return calls
+
+
+def test_lab_run_rebuilds_a_stage_whose_config_or_upstream_changed(built, tmp_path, capsys):
+    out = tmp_path / "run"
+
+    def lab_run(*flags) -> list[str]:
+        built.clear()
+        assert main(["run", "--profile", "micro", "--out", str(out), *flags]) == 0
+        return list(built)
+
+    assert lab_run() == list(stages.STAGES)
+    assert lab_run() == []  # all finished, same config: everything reused
+    assert "[lab] sft: finished earlier, reusing" in capsys.readouterr().out
+    assert lab_run("--max_steps", "3") == ["pretrain", "sft", "reward", "ppo"]  # a new base model, and all after it
+    log = capsys.readouterr().out
+    assert "[lab] pretrain: config changed (max_steps 20 -> 3): rebuilding" in log
+    assert "[lab] sft: upstream pretrain was rebuilt after it: rebuilding" in log
+    assert lab_run("--max_steps", "3") == []
+    stages.run_sft("micro", out)  # a separate `lab sft`: the reward and RLHF models were trained from the old one
+    assert lab_run("--max_steps", "3") == ["reward", "ppo"]
+    assert "[lab] reward: upstream sft was rebuilt after it: rebuilding" in capsys.readouterr().out
+    assert lab_run("--max_steps", "3", "--force") == list(stages.STAGES)
+
+
+def test_ensure_builds_only_what_the_requested_config_needs(built, tmp_path):
+    stages.ensure("sft", "micro", tmp_path, changes={"sft": {"model": "some/hub-model"}})
+    assert built == ["sft"]  # a given model replaces the base model, so no tokenizer or pretraining
+    stages.ensure("sft", "micro", tmp_path)
+    assert built == ["sft", "tokenizer", "pretrain", "sft"]
+
+
+def test_stale_reason_of_runs_without_a_recorded_upstream_compares_mtimes(built, tmp_path):
+    """Runs from before stages recorded `built_from`: an upstream metrics.json newer than the stage's is a rebuild."""
+    stages.ensure("sft", "micro", tmp_path)
+    path = tmp_path / "sft" / "metrics.json"
+    ck.write_json(path, {k: v for k, v in ck.read_json(path).items() if k not in ("built_from", "finished_at")})
+    cfg = stages.CONFIGS["sft"].for_profile("micro").to_dict()
+    t = path.stat().st_mtime
+    os.utime(tmp_path / "base" / "metrics.json", (t - 60, t - 60))
+    assert stages.stale_reason(tmp_path, "sft", cfg, "micro") is None
+    os.utime(tmp_path / "base" / "metrics.json", (t + 60, t + 60))
+    assert stages.stale_reason(tmp_path, "sft", cfg, "micro") == "upstream pretrain was rebuilt after it"
+    assert stages.stale_reason(tmp_path, "sft", cfg, "tiny") == "built for profile micro, not tiny"
+
+
+def test_real_stages_record_what_makes_them_fresh(sft_root, tmp_path):
+    """The run the real micro stages built is reused as it is, also after a copy that gives every file a new
+    mtime: each stage compares the `finished_at` it recorded for its upstream stages, not file times."""
+    root = tmp_path / "copy"
+    shutil.copytree(sft_root, root, copy_function=shutil.copy)  # copy, not copy2: mtimes are not kept
+    later = (root / "sft" / "metrics.json").stat().st_mtime + 60
+    os.utime(root / "base" / "metrics.json", (later, later))
+    for stage in ("tokenizer", "pretrain", "sft"):
+        cfg = stages.CONFIGS[stage].for_profile("micro").to_dict()
+        assert stages.stale_reason(root, stage, cfg, "micro") is None, stage
+    assert ck.read_json(root / "sft" / "metrics.json")["built_from"] == {"pretrain": stages.stamp(root, "pretrain")}
+
+
+# ------------------------------------------------------------------ the head-to-head in run_eval
+
+@pytest.fixture
+def eval_root(sft_root, tmp_path) -> Path:
+    """A run with base, SFT and an "RLHF" model that is a copy of the SFT one (run_eval only needs its answers)."""
+    root = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft"):
+        shutil.copytree(sft_root / folder, root / folder)
+    shutil.copytree(sft_root / "sft", root / "rlhf", ignore=shutil.ignore_patterns("metrics.json"))
+    return root
+
+
+def test_head_to_head_reevaluates_sft_on_other_prompts_or_a_newer_sft_model(eval_root, capsys):
+    stages.run_eval("micro", eval_root, models=("sft",))
+    capsys.readouterr()
+    r = stages.run_eval("micro", eval_root, models=("rlhf",), n_per_task=2)  # fewer prompts than sft.json's
+    assert set(r) == {"sft", "rlhf"} and r["sft"]["n_prompts"] == r["rlhf"]["n_prompts"]
+    assert r["rlhf"]["head_to_head_vs_sft"]["n"] == r["rlhf"]["n_prompts"]
+    assert "evaluating sft again for the head-to-head" in capsys.readouterr().out
+    r = stages.run_eval("micro", eval_root, models=("rlhf",), n_per_task=2)
+    assert set(r) == {"rlhf"} and "head_to_head_vs_sft" in r["rlhf"]  # sft.json now matches: reused
+    path = eval_root / "sft" / "metrics.json"  # the SFT model rebuilt after sft.json was written (same prompts)
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-01-01T00:00:00.000000+00:00"})
+    r = stages.run_eval("micro", eval_root, models=("rlhf",), n_per_task=2)
+    assert set(r) == {"sft", "rlhf"} and "head_to_head_vs_sft" in r["rlhf"]
+    assert ck.read_json(eval_root / "eval" / "sft.json")["model_finished_at"] == stages.stamp(eval_root, "sft")
+
+
+# ------------------------------------------------------------------ half-finished stages
+
+def test_a_half_finished_reward_stage_is_never_used(tmp_path):
+    """The reward stage saves reward/ before it trains the ratings model and writes metrics.json: a run that stopped
+    in between leaves a folder that PPO and eval must refuse."""
+    for folder in ("base", "sft", "reward"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    for folder in ("base", "sft"):
+        (tmp_path / folder / "metrics.json").write_text("{}")
+    for run in (lambda: stages.run_ppo("micro", tmp_path, log=lambda *_: None),
+                lambda: stages.run_eval("micro", tmp_path)):
+        with pytest.raises(LabError, match=r"no metrics\.json.*Fix: run `lab reward`"):
+            run()
