@@ -15,25 +15,41 @@ from .config import PretrainConfig
 from .modeling import count_params, fresh_accelerator, llama_config
 
 
+def _device() -> torch.device:
+    """Where the training step runs (`fresh_accelerator`'s choice): peaks are measured on the same device."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device: torch.device) -> None:
+    """GPU kernels run asynchronously: a timer must wait for them to finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
-    """Best-of-`repeats` FLOP/s of an (n, n) @ (n, n) matmul."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    """Best-of-`repeats` FLOP/s of an (n, n) @ (n, n) matmul, on the device the training step uses."""
+    device = _device()
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 
-def train_flops_per_token(n_params: int, cfg: PretrainConfig) -> float:
-    return 6 * n_params + 12 * cfg.n_layers * cfg.seq_len * cfg.d_model
+def train_flops_per_token(n_params: int, cfg: PretrainConfig, n_layers: int | None = None,
+                          d_model: int | None = None) -> float:
+    return 6 * n_params + 12 * (n_layers or cfg.n_layers) * cfg.seq_len * (d_model or cfg.d_model)
 
 
 def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> dict:
-    """Tokens/s of the real training step (same model, optimizer, precision) on random tokens."""
-    from transformers import LlamaForCausalLM
+    """Tokens/s of the real training step (same model, optimizer, precision) on random tokens: the profile's
+    fresh Llama, or with `cfg.model` (profile `full`) that model's architecture, randomly initialised."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
     class _Tok:  # llama_config only needs the vocabulary size and the special ids
         bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
@@ -42,24 +58,32 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
             return vocab_size
 
     accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    model = LlamaForCausalLM(llama_config(cfg, _Tok()))
+    if cfg.model:  # the weights do not change the speed: the architecture's config is enough (no remote code)
+        config = AutoConfig.from_pretrained(cfg.model)
+        model = AutoModelForCausalLM.from_config(config)
+        vocab_size, shape = config.vocab_size, (config.num_hidden_layers, config.hidden_size)
+    else:
+        model = LlamaForCausalLM(llama_config(cfg, _Tok()))
+        shape = (cfg.n_layers, cfg.d_model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model, opt = accelerator.prepare(model, opt)
     x = torch.randint(3, vocab_size, (cfg.batch_size, cfg.seq_len), device=accelerator.device)
     timings = []
     for i in range(steps + 3):
+        _sync(accelerator.device)
         t0 = time.perf_counter()
         with accelerator.autocast():
             loss = model(input_ids=x, labels=x).loss
         accelerator.backward(loss)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _sync(accelerator.device)
         if i >= 3:  # the first steps warm up allocators and kernels
             timings.append(time.perf_counter() - t0)
     tokens_per_s = cfg.batch_size * cfg.seq_len / (sum(timings) / len(timings))
     n = count_params(accelerator.unwrap_model(model))
-    return {"params": n, "tokens_per_s": tokens_per_s, "flops_per_s": tokens_per_s * train_flops_per_token(n, cfg),
-            "mixed_precision": cfg.mixed_precision}
+    return {"params": n, "tokens_per_s": tokens_per_s,
+            "flops_per_s": tokens_per_s * train_flops_per_token(n, cfg, *shape), "mixed_precision": cfg.mixed_precision}
 
 
 def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_cfg=None, tokenizer=None) -> dict:

@@ -29,17 +29,19 @@ def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
     was_training = model.training
     model.eval()
     out: list[tuple[str, bool]] = []
-    for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample \
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        seqs = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, **sampling)
-        new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
-        out += [(tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True),
-                 bool((row == tokenizer.eos_token_id).any())) for row in new]
-    model.train(was_training)
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample \
+                else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            seqs = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **sampling)
+            new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
+            out += [(tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True),
+                     bool((row == tokenizer.eos_token_id).any())) for row in new]
+    finally:  # an interrupted call (Ctrl-C in a notebook) leaves the model in the mode it was in
+        model.train(was_training)
     return out
 
 

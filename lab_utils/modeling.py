@@ -44,10 +44,12 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
     except OSError as err:
         raise LabError(f"could not load a model ({err.__class__.__name__})", path=path_or_id,
                        fix="run the earlier stage first (lab run), or pass a model folder or hub id") from None
-    if tok.pad_token is None:  # many hub models ship no PAD; PAD must differ from EOS for PPO later
+    # Many hub models ship no PAD, or reuse EOS as PAD; PAD must differ from EOS: PPO truncates after the first EOS,
+    # and the reward model reads its score at the last token that is not PAD.
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         tok.add_special_tokens({"pad_token": "<|pad|>"})
         model.resize_token_embeddings(len(tok))
-        model.config.pad_token_id = tok.pad_token_id
+        model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
     tok.padding_side = "left"
     return model, tok
 

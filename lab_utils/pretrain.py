@@ -137,7 +137,9 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         model.load_state_dict(type(model).from_pretrained(last).state_dict())
         state = ck.load_training_state(last, optimizer, scheduler)
         start, history = state["step"], state["history"]
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays ours: each process takes its share of one global batch per step (below), and accelerate's
+    # scheduler wrapper would step the schedule once per process, finishing warmup and decay N times too early.
+    model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     train_time, bar = 0.0, tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -101,10 +102,17 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
                              processing_class=tokenizer, peft_config=peft_cfg)
         keep_adapters_fp32(trainer.model)
+        # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost
+        # its EOS and would teach the model not to stop. Keep only the records that end with their EOS label.
+        eos = tokenizer.eos_token_id
+        trainer.train_dataset = trainer.train_dataset.filter(lambda ex: ex["labels"][-1] == eos)
         n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
-        if kept == 0:  # TRL drops every record whose response would be cut off
-            raise LabError(f"no record leaves room for a response within max_length={cfg.max_length} tokens",
-                           path=cfg.data or None, fix="raise --max_length or shorten the prompts")
+        if kept == 0:
+            raise LabError(f"no record fits in max_length={cfg.max_length} tokens with its whole response",
+                           path=cfg.data or None, fix="raise --max_length or shorten the records")
+        if kept < len(records):
+            warnings.warn(f"{len(records) - kept} of {len(records)} SFT records are longer than max_length="
+                          f"{cfg.max_length} tokens and were left out (cut, they would lose their EOS)", stacklevel=2)
         trainer.train()
     train_s = time.perf_counter() - t0
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]

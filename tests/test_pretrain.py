@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from lab_utils import checkpoints as ck
 from lab_utils.config import PretrainConfig, WorldConfig
@@ -68,3 +70,18 @@ def test_resume_equals_straight_run(tok_dir, tmp_path):
     a, b = load_file(tmp_path / "a" / "base" / "model.safetensors"), load_file(out_b / "model.safetensors")
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_bench_times_the_architecture_named_by_model(micro_run):
+    """`lab bench --profile full` must time the hub model it would train, not the tiny Llama of the defaults."""
+    from transformers import AutoConfig
+
+    from lab_utils.bench import pretrain_throughput, train_flops_per_token
+
+    cfg = PretrainConfig.for_profile("micro", model=str(micro_run / "base"), n_layers=7, d_model=128)
+    result = pretrain_throughput(cfg, steps=1)
+    config = AutoConfig.from_pretrained(micro_run / "base")
+    n = count_params(AutoModelForCausalLM.from_config(config))
+    assert result["params"] == n
+    per_token = train_flops_per_token(n, cfg, config.num_hidden_layers, config.hidden_size)
+    assert result["flops_per_s"] == pytest.approx(result["tokens_per_s"] * per_token)

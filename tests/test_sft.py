@@ -217,3 +217,33 @@ def test_records_longer_than_max_length_are_lab_error(base_dir, tmp_path):
     with pytest.raises(LabError, match="max_length"):
         train_sft(cfg, base_dir, RECORDS, tmp_path / "sft", progress=False)
     assert not (tmp_path / "sft").exists()
+
+
+def test_a_record_cut_by_max_length_is_left_out_not_trained_without_its_eos(base_dir, base_tokenizer):
+    """TRL would keep it, cut after some of its response: without its EOS it teaches the model not to stop."""
+    long = {"instruction": "Tell me about Paris.", "input": "", "output": " ".join(["Paris is a city."] * 40)}
+    rows = to_prompt_completion(RECORDS + [long])
+    lengths = [len(base_tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]  # + EOS
+    prompt_len = len(base_tokenizer(rows[-1]["prompt"])["input_ids"])
+    max_length = max(lengths[:-1]) + 2  # every short record fits; the long one keeps its prompt, loses its end
+    assert prompt_len < max_length < lengths[-1]
+    cfg = SFTConfig.for_profile("micro", max_length=max_length, max_steps=1, batch_size=2)
+    with pytest.warns(UserWarning, match=f"1 of 5 SFT records are longer than max_length={max_length}"):
+        metrics = train_sft(cfg, base_dir, RECORDS + [long], progress=False)
+    assert (metrics["n_train_records"], metrics["n_dropped"]) == (len(RECORDS), 1)
+
+
+def test_a_tokenizer_whose_pad_is_eos_gets_a_pad_of_its_own(base_dir, tmp_path):
+    """Many hub tokenizers reuse EOS as PAD; PPO's first-EOS truncation and the reward model's last-non-PAD read
+    need them apart."""
+    from lab_utils.modeling import load_causal_lm
+
+    model, tok = load_causal_lm(str(base_dir))
+    tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.eos_token_id
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model, tok = load_causal_lm(str(tmp_path / "m"))
+    assert tok.pad_token_id != tok.eos_token_id
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == tok.pad_token_id
+    assert model.get_input_embeddings().num_embeddings >= len(tok)
