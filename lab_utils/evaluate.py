@@ -27,8 +27,12 @@ def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch
 
 
 def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_tokens: int = 64,
-                   batch_size: int = 64) -> dict:
-    """Per-task and overall accuracy, held-out-entity accuracy and language match; with samples."""
+                   batch_size: int = 64, seen: set[tuple[str, str]] | None = None) -> dict:
+    """Per-task and overall accuracy, held-out-entity accuracy and language match; with samples.
+
+    `seen`: the (instruction, input) of every prompt a training stage used. The world's question spaces are small
+    (a few dozen SQL questions, say), so some evaluation prompts also occur there word for word: they are counted
+    (`n_seen_in_training`), and `task_accuracy_unseen` is the accuracy on the others."""
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
     responses = [text for text, _ in outs]
     graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
@@ -36,12 +40,14 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     for r, _, ok in graded:
         per_task[r["task"]].append(ok)
     heldout = [ok for r, _, ok in graded if r["heldout"]]
+    unseen = [ok for r, _, ok in graded if (r["instruction"], r.get("input", "")) not in (seen or set())]
     return {
         "task_accuracy": _mean([ok for *_, ok in graded]),
         "per_task": {t: _mean(v) for t, v in per_task.items()},
         "heldout_entity_accuracy": _mean(heldout) if heldout else None,
         "language_match": _mean([T.language_matches(r, resp) for r, resp, _ in graded]),
         "n_prompts": len(records),
+        "n_seen_in_training": len(records) - len(unseen), "task_accuracy_unseen": _mean(unseen),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
         "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads

@@ -399,11 +399,12 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
               "evaluating sft again for the head-to-head")
         names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
     results = {}
-    rm = _reward_model(root)
+    rm, seen = _reward_model(root), training_prompts(root, profile, world)
     for name in names:
         t0 = time.perf_counter()
         model, tokenizer = load_model(root, name)
-        res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size)
+        res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size,
+                             seen=seen)
         if rm is not None:  # from stage 3 on: the mean reward of the model's answers, in normalised units
             res["mean_reward"] = round(rm.score(prompts, res["responses"], res["ended"]).mean().item(), 4)
         results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
@@ -419,6 +420,25 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
     return results
+
+
+def training_prompts(root: Path, profile: str, world) -> set[tuple[str, str]]:
+    """(instruction, input) of every prompt the world's generators gave SFT, the reward stage and PPO, with the
+    settings each finished stage recorded (the profile's where a stage has not run). SFT on a --data file adds none
+    of the world's prompts."""
+    from .reward import preference_records
+
+    def config(stage):
+        path = root / STAGE_DIRS[stage] / "metrics.json"
+        recorded = ck.read_json(path).get("config", {}) if path.exists() else {}
+        return CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items() if k in ("n_records",
+                                                      "n_prompts", "seed", "data")})
+
+    sft, rm, ppo = config("sft"), config("reward"), config("ppo")
+    records = [] if sft.data else tasks.sft_records(world, sft.n_records)
+    records += [] if rm.data else preference_records(world, rm.n_prompts, seed=rm.seed + 1)
+    records += tasks.sft_records(world, ppo.n_prompts, seed=ppo.seed + 2)
+    return {(r["instruction"], r.get("input", "")) for r in records}
 
 
 def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str | None) -> bool:

@@ -51,3 +51,21 @@ def test_base_model_folder_is_complete(micro_run):
 
 def test_report_names_the_profile(report):
     assert report["profile"] == "micro"
+
+
+def test_evaluation_counts_prompts_a_training_stage_saw_and_scores_the_rest(micro_run, micro_world, monkeypatch):
+    """The world's question spaces are small, so some evaluation prompts also occur in training data: the harness
+    counts them and reports the accuracy on the others beside the overall one."""
+    from lab_utils import evaluate, stages, tasks
+
+    records = tasks.eval_records(micro_world, 2)[:6]
+    answers = [(r["output"], True) if i % 3 else ("no idea", True) for i, r in enumerate(records)]  # 0 and 3 wrong
+    monkeypatch.setattr(evaluate, "generate_ended", lambda *args, **kwargs: answers)
+    seen = {(r["instruction"], r["input"]) for r in records[:2]}  # one wrong and one right answer among them
+    res = evaluate.evaluate_tasks(None, None, micro_world, records, seen=seen)
+    assert (res["n_seen_in_training"], res["task_accuracy"], res["task_accuracy_unseen"]) == (2, 0.6667, 0.75)
+    prompts = stages.training_prompts(micro_run, "micro", micro_world)
+    cfg = stages.PPOConfig.for_profile("micro")
+    assert {(r["instruction"], r["input"]) for r in tasks.sft_records(micro_world, cfg.n_prompts, seed=cfg.seed + 2)} \
+        <= prompts
+    assert {(r["instruction"], r["input"]) for r in tasks.sft_records(micro_world, 5)} <= prompts
