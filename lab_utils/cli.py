@@ -153,12 +153,18 @@ def cmd_app(argv):
     from .stages import run_dir
 
     root = run_dir(args.profile, args.out)
-    if args.app == "compare":
-        from apps import compare
-        compare.main(root, args.host, args.port, args.auth, args.share)
-    else:
-        from apps import arena
-        arena.main(root, args.profile, args.host, args.port, args.auth, args.share)
+    try:
+        if args.app == "compare":
+            from apps import compare
+            compare.main(root, args.host, args.port, args.auth, args.share)
+        else:
+            from apps import arena
+            arena.main(root, args.profile, args.host, args.port, args.auth, args.share)
+    except OSError as err:  # gradio cannot bind: the port is taken, or the address is not this machine's
+        where = f"{args.host}:{args.port}" if args.port else f"{args.host}, ports 7860 and up"
+        raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
+                       fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
+            from None
 
 
 def cmd_votes(argv):

@@ -30,3 +30,16 @@ def test_eval_of_an_unknown_model_is_one_clear_error(tmp_path, capsys):
     assert main(["eval", "--profile", "micro", "--out", str(tmp_path), "--models", "sft,foo"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown model 'foo'") and "base, sft, rlhf" in err[0], err
+
+
+def test_app_on_a_busy_port_is_one_clear_error(micro_run, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "compare", "--profile", "micro", "--out", str(micro_run), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err[-1], err
