@@ -31,8 +31,8 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     """Per-task and overall accuracy, held-out-entity accuracy and language match; with samples.
 
     `seen`: the (instruction, input) of every prompt a training stage used. The world's question spaces are small
-    (a few dozen SQL questions, say), so some evaluation prompts also occur there word for word: they are counted
-    (`n_seen_in_training`), and `task_accuracy_unseen` is the accuracy on the others."""
+    (a few hundred distinct SQL prompts, say), so some evaluation prompts also occur there word for word: they are
+    counted (`n_seen_in_training`), and `task_accuracy_unseen` is the accuracy on the others."""
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
     responses = [text for text, _ in outs]
     graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
