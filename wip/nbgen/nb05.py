@@ -240,12 +240,15 @@ md("""
 ## 6. Evaluation: base, SFT and RLHF, and the head-to-head
 
 The harness of notebooks 02–03 on every model, now with the mean reward of each model's greedy answers and, for
-RLHF, the annotator's verdict against SFT on the same prompts (ties and both-bad pairs excluded):
+RLHF, the annotator's verdict against SFT on the same prompts (ties and both-bad pairs excluded).
+`task_accuracy_unseen` leaves out the `n_seen_in_training` prompts that also occur, word for word, among the
+prompts SFT, the reward stage or PPO trained on (notebook 03, section 7): PPO's own prompts among them.
 """)
 
 code("""
 results = stages.run_eval(profile, out)
-keys = ("task_accuracy", "heldout_entity_accuracy", "language_match", "mean_reward")
+keys = ("task_accuracy", "task_accuracy_unseen", "n_seen_in_training", "heldout_entity_accuracy", "language_match",
+        "mean_reward")
 display(pd.DataFrame({m: {**r["per_task"], **{k: r.get(k) for k in keys}} for m, r in results.items()}))
 print("RLHF vs SFT (annotator):", results["rlhf"]["head_to_head_vs_sft"])
 evaluate.plot_eval(results)
