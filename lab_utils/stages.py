@@ -105,8 +105,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    records = load_alpaca(cfg.data, limit=cfg.n_records or None) if cfg.data else \
-        tasks.sft_records(world, cfg.n_records)
+    records = load_alpaca(cfg.data, limit=cfg.n_records or None) if cfg.data else world_records("sft", world, cfg)
     base = Path(cfg.model) if cfg.model else _finished(root, "pretrain", "base model")
     built_from = _built_from(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
@@ -164,7 +163,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                               temperature=cfg.temperature, seed=cfg.seed)
         samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
     else:
-        records = R.preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
+        records = world_records("reward", world, cfg)
         samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
                                      cfg.max_new_tokens, seed=cfg.seed)
         held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
@@ -238,7 +237,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
-    prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))
+    prompts = alpaca_prompts(world_records("ppo", world, cfg))
     ckpt_root = root / f"{save_to}-checkpoints"
     if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
         shutil.rmtree(ckpt_root, ignore_errors=True)
@@ -422,22 +421,29 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     return results
 
 
-def training_prompts(root: Path, profile: str, world) -> set[tuple[str, str]]:
-    """(instruction, input) of every prompt the world's generators gave SFT, the reward stage and PPO, with the
-    settings each finished stage recorded (the profile's where a stage has not run). SFT on a --data file adds none
-    of the world's prompts."""
+def world_records(stage: str, world, cfg) -> list[dict]:
+    """The world's task records a stage trains on: SFT's records, the reward stage's prompts (sampled and labelled
+    there), PPO's prompts. One place, so that `training_prompts` sees exactly what the stages used."""
     from .reward import preference_records
 
-    def config(stage):
+    if stage == "sft":
+        return tasks.sft_records(world, cfg.n_records)
+    if stage == "reward":
+        return preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
+    return tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2)
+
+
+def training_prompts(root: Path, profile: str, world) -> set[tuple[str, str]]:
+    """(instruction, input) of every prompt the world's generators gave SFT, the reward stage and PPO, with the
+    settings each finished stage recorded (the profile's where a stage has not run). A stage trained on a --data
+    file adds none of the world's prompts."""
+    records = []
+    for stage in ("sft", "reward", "ppo"):
         path = root / STAGE_DIRS[stage] / "metrics.json"
         recorded = ck.read_json(path).get("config", {}) if path.exists() else {}
-        return CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items() if k in ("n_records",
-                                                      "n_prompts", "seed", "data")})
-
-    sft, rm, ppo = config("sft"), config("reward"), config("ppo")
-    records = [] if sft.data else tasks.sft_records(world, sft.n_records)
-    records += [] if rm.data else preference_records(world, rm.n_prompts, seed=rm.seed + 1)
-    records += tasks.sft_records(world, ppo.n_prompts, seed=ppo.seed + 2)
+        cfg = CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items()
+                                                     if k in ("n_records", "n_prompts", "seed", "data")})
+        records += [] if getattr(cfg, "data", "") else world_records(stage, world, cfg)
     return {(r["instruction"], r.get("input", "")) for r in records}
 
 
