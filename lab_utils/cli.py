@@ -7,7 +7,8 @@ with the chosen profile's values as defaults:
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
-    lab ppo [--resume] [--kl_coef B] [--iterations N]         RLHF with our PPO, then the harness
+    lab ppo [--resume] [--data PROMPTS_FILE_OR_HUB_ID] [--kl_coef B] [--iterations N]
+                                                               RLHF with our PPO, then the harness
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
     lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share]
@@ -88,8 +89,8 @@ def cmd_ppo(argv):
     args, (cfg,) = _parse("ppo", argv, (PPOConfig,), doc="RLHF: optimise the SFT model against the reward model",
                           extra=[RESUME])
     m = run_ppo(args.profile, args.out, resume=args.resume, **cfg)
-    print(f"[lab] ppo: reward {m['reward_start']} -> {m['reward_end']}  kl_end={m['kl_end']}  "
-          f"episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
+    print(f"[lab] ppo: {m['n_prompts']} prompts ({m['data']})  reward {m['reward_start']} -> {m['reward_end']}  "
+          f"kl_end={m['kl_end']}  episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
     print(f"[lab] rlhf vs sft (annotator, ties excluded): win_rate={r['rlhf'].get('win_rate_vs_sft')}")

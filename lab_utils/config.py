@@ -186,7 +186,12 @@ class RewardConfig(_Profiled):
 class PPOConfig(_Profiled):
     model: str = _f("", "policy to start from (default: runs/<profile>/sft)")
     reward_model: str = _f("", "reward model folder (default: runs/<profile>/reward)")
-    n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed)")
+    data: str = _f("", "prompts to optimise on instead of the world's tasks: an Alpaca or TRL prompt-only "
+                       ".json/.jsonl, any preference-pair file `lab reward --data` reads (its prompts), the "
+                       "arena's votes.sqlite, or a hub id")
+    n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed; "
+                              "with --data a seeded sample of the file's distinct prompts)")
+    max_prompt_length: int = _f(192, "prompts longer than this (tokens) are left out and counted")
     iterations: int = _f(25, "PPO iterations (rollout + optimisation); measured on tiny at β 0.2: 25 → mean-reward "
                              "gain +0.54, win rate vs SFT 0.78 (seed 0); 40 (against the earlier float32 reward model) → "
                              "+0.56, 0.83 on seed 0 but +0.35, 0.64 on seed 2 (wip/README.md)")
@@ -224,7 +229,8 @@ class PPOConfig(_Profiled):
 
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_prompts": 32, "iterations": 2, "rollout_batch": 8, "mini_batch": 4, "ppo_epochs": 2,
-                  "response_length": 12, "save_every": 1, "log_every": 1},
+                  "response_length": 12, "save_every": 1, "log_every": 1,
+                  "max_prompt_length": 512},  # micro's 512-token vocabulary spends ~100 tokens on the template
         "full": {"lora": True, "iterations": 200, "rollout_batch": 64, "mini_batch": 16, "response_length": 128,
-                 "lr": 1e-5, "attn_implementation": "sdpa"},
+                 "max_prompt_length": 512, "lr": 1e-5, "attn_implementation": "sdpa"},
     }

@@ -304,3 +304,42 @@ def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
             _fail(at, f"field '{field}' has an empty reply: it is only the prompt text it shares ({short!r})",
                   "add a 'prompt' field; with it an empty reply is allowed")
     _fail(at, "fields 'chosen' and 'rejected' share no prompt text", "add a 'prompt' field")
+
+
+# ------------------------------------------------------------------ prompts only (PPO's --data)
+
+PROMPT_SHAPES = ("Alpaca {instruction, input} (output ignored), TRL prompt-only {prompt} (a string or a message "
+                 f"list), or any preference pair: {SHAPES}")
+
+
+def load_prompts(spec: str, split: str = "train") -> list[tuple[str, str]]:
+    """The distinct prompts of a file or hub dataset, in file order, as (instruction, input) for `render_alpaca`.
+
+    Each record may be an Alpaca record (its `instruction` and optional `input`; any `output` is ignored), a TRL
+    prompt-only record (`prompt` alone, or with a `completion`), or any preference pair this module reads (its
+    prompt; the replies are ignored). The arena's vote store gives its votes' prompts. A record with none of these
+    is one `LabError` naming the file and the record.
+    """
+    rows, where = _rows(spec, split)
+    if not rows:
+        _fail((spec, None), "no records", "add at least one {\"instruction\"} or {\"prompt\"} record")
+    seen: dict[tuple[str, str], None] = {}
+    for row, at in zip(rows, where):
+        seen.setdefault(prompt_of(row, (spec, at)))
+    return list(seen)
+
+
+def prompt_of(rec, at: Where = (None, None)) -> tuple[str, str]:
+    """(instruction, input) of one record of any shape `load_prompts` accepts."""
+    if not isinstance(rec, dict):
+        _fail(at, f"expected an object, got {type(rec).__name__}", f"make each record one of: {PROMPT_SHAPES}")
+    if "instruction" in rec:
+        instruction = _text(rec["instruction"], "instruction", at)
+        if not instruction:
+            _fail(at, "field 'instruction' is empty", "give 'instruction' the task")
+        return instruction, _text(rec["input"], "input", at) if rec.get("input") is not None else ""
+    if "prompt" in rec and "chosen" not in rec and "rejected" not in rec:
+        return _prompt(rec["prompt"], "prompt", at), ""
+    if "conversations" in rec or "chosen" in rec or "rejected" in rec:
+        return parse_pair(rec, at)["prompt"], ""
+    _fail(at, f"no prompt in this record (keys: {sorted(rec)})", f"use one of: {PROMPT_SHAPES}")

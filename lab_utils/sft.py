@@ -75,11 +75,13 @@ def keep_adapters_fp32(model) -> None:
 
 
 def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
+    """TRL's settings for `cfg`; a run shorter than `logging_steps` still logs its last loss (`final_loss`)."""
+    log_every = min(cfg.logging_steps, cfg.max_steps) if cfg.max_steps > 0 else cfg.logging_steps
     return TRLSFTConfig(
         output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr if cfg.method != "full" else cfg.full_lr, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=cfg.max_length, packing=False,
-        completion_only_loss=True, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        completion_only_loss=True, logging_steps=log_every, save_strategy="no", report_to="none",
         optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, gradient_checkpointing=False,
     )

@@ -17,6 +17,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
-    prompts = alpaca_prompts(world_records("ppo", world, cfg))
+    prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
     ckpt_root = root / f"{save_to}-checkpoints"
     if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
         shutil.rmtree(ckpt_root, ignore_errors=True)
@@ -254,7 +255,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     ppo.save_policy(trainer, root / save_to)
     first, last = history[: max(1, len(history) // 10)], history[-max(1, len(history) // 10):]
     mean = lambda rows, k: round(sum(r[k] for r in rows) / len(rows), 4)  # noqa: E731
-    metrics = {"iterations": trainer.iteration, "episodes": history[-1]["episodes"],
+    metrics = {"iterations": trainer.iteration, "episodes": history[-1]["episodes"], "n_prompts": len(prompts),
+               "n_prompts_too_long": n_too_long, "data": cfg.data or "world",
                "episodes_per_s": ppo.throughput(history), "reward_start": mean(first, "score"),
                "reward_end": mean(last, "score"), "kl_end": mean(last, "kl"),
                "eos_rate_end": mean(last, "eos_rate"), "kl_alarm": any(r["kl_alarm"] for r in history),
@@ -294,12 +296,14 @@ def _built_from(root: Path, stage: str, cfg) -> dict:
     return {up: stamp(root, up) for up in upstream(stage, cfg.to_dict())}
 
 
-def _changes(old: dict, new: dict) -> list[str]:
-    """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset)."""
+def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset). A field the
+    old build did not record yet (added to the config since) counts as unchanged while it keeps its default."""
     unset = object()
     show = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
+    added = {k for k in new if k not in old and (defaults or {}).get(k, unset) == new[k]}
     return [f"{k} {show(old, k)} -> {show(new, k)}" for k in {**old, **new}
-            if old.get(k, unset) != new.get(k, unset)]
+            if k not in added and old.get(k, unset) != new.get(k, unset)]
 
 
 def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | None:
@@ -317,7 +321,7 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
         return f"built for profile {metrics.get('profile')}, not {profile}"
     if "config" not in metrics:
         return "no config recorded with it"
-    changed = _changes(metrics["config"], config)
+    changed = _changes(metrics["config"], config, CONFIGS[stage].for_profile(profile).to_dict())
     if changed:
         return f"config changed ({', '.join(changed)})"
     built_from = metrics.get("built_from")
@@ -419,6 +423,33 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
     return results
+
+
+def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
+    """PPO's prompts, rendered with the Alpaca template: the world's tasks, or with --data a seeded sample of
+    `n_prompts` of the file's distinct prompts. Prompts over `max_prompt_length` tokens are left out; returns the
+    prompts and how many were left out."""
+    import random
+
+    from .preferences import load_prompts
+    from .tokenizer import render_alpaca
+
+    if cfg.data:
+        pairs = load_prompts(cfg.data)
+        random.Random(cfg.seed + 2).shuffle(pairs)
+        rendered = [render_alpaca(instruction, text) for instruction, text in pairs]
+    else:
+        rendered = alpaca_prompts(world_records("ppo", world, cfg))
+    lengths = [len(ids) for ids in tokenizer(rendered)["input_ids"]]  # as the rollout encodes them
+    kept = [p for p, n in zip(rendered, lengths) if n <= cfg.max_prompt_length]
+    if not kept:
+        raise LabError(f"every prompt is longer than max_prompt_length={cfg.max_prompt_length} tokens "
+                       f"(the shortest has {min(lengths)})", path=cfg.data or None,
+                       fix="raise --max_prompt_length (within the model's context) or bring shorter prompts")
+    if len(kept) < len(rendered):
+        warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} PPO prompts are longer than "
+                      f"max_prompt_length={cfg.max_prompt_length} tokens and were left out", stacklevel=2)
+    return (kept[: cfg.n_prompts] if cfg.data else kept), len(rendered) - len(kept)
 
 
 def world_records(stage: str, world, cfg) -> list[dict]:

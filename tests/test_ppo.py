@@ -267,3 +267,57 @@ def test_bench_measures_ppo_and_sampling_throughput(tokenizer):
 
     r = ppo_throughput(PretrainConfig.for_profile("micro"), PPOConfig.for_profile("micro"), tokenizer, iterations=1)
     assert r["ppo_episodes_per_s"] > 0 and r["generation_tokens_per_s"] > 0
+
+
+def test_lab_ppo_data_optimises_on_the_files_prompts(run_root, tmp_path):
+    """`lab ppo --data`: the file's distinct prompts, rendered as SFT renders them; one over max_prompt_length is
+    left out and counted; the world's prompts are not used."""
+    from lab_utils.tokenizer import render_alpaca
+
+    records = [{"instruction": f"Name a colour you like, number {i}."} for i in range(10)]
+    records += [{"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}, {"prompt": "What is 2+2?"},
+                {"instruction": "Repeat: " + "word " * 200}]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with pytest.warns(UserWarning, match="1 of 12 PPO prompts are longer than max_prompt_length=300"):
+        m = stages.run_ppo("micro", run_root, save_to="from-file", data=str(path), max_prompt_length=300,
+                           log=lambda *_: None)
+    assert (m["n_prompts"], m["n_prompts_too_long"], m["data"]) == (11, 1, str(path))
+    allowed = {render_alpaca(r.get("instruction", r.get("prompt")), "") for r in records[:-1]}
+    assert m["samples"] and {s["prompt"] for s in m["samples"]} <= allowed
+    assert m["config"]["data"] == str(path)
+
+
+def test_lab_ppo_data_with_every_prompt_too_long_is_one_clear_error(run_root, tmp_path):
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps([{"prompt": "word " * 600}]), encoding="utf-8")
+    with pytest.raises(LabError, match="longer than max_prompt_length") as err:
+        stages.run_ppo("micro", run_root, save_to="too-long", data=str(path), log=lambda *_: None)
+    assert str(path) in str(err.value) and "--max_prompt_length" in str(err.value)
+
+
+def test_lab_ppo_data_keeps_a_seeded_sample_of_n_prompts(run_root, tmp_path):
+    from lab_utils.config import WorldConfig, build_world_from
+
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps([{"instruction": f"Say {i}."} for i in range(50)]), encoding="utf-8")
+    cfg = PPOConfig.for_profile("micro", data=str(path), n_prompts=8)
+    world = build_world_from(WorldConfig.for_profile("micro"))
+    _, tok = modeling.load_causal_lm(str(run_root / "sft"))
+    first, n_long = stages.ppo_prompts(cfg, world, tok)
+    assert len(first) == 8 and n_long == 0 and first == stages.ppo_prompts(cfg, world, tok)[0]
+    assert first != stages.ppo_prompts(PPOConfig.for_profile("micro", data=str(path), n_prompts=8, seed=1), world,
+                                       tok)[0]
+
+
+def test_the_worlds_prompts_all_fit_tinys_max_prompt_length(tmp_path):
+    """The limit leaves out none of the world's prompts, so it changes no tiny run."""
+    from lab_utils.config import WorldConfig, build_world_from
+
+    from transformers import AutoTokenizer
+
+    stages.run_tokenizer("tiny", tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    world = build_world_from(WorldConfig.for_profile("tiny"))
+    prompts, n_long = stages.ppo_prompts(PPOConfig.for_profile("tiny"), world, tok)
+    assert n_long == 0 and len(prompts) == PPOConfig.for_profile("tiny").n_prompts

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
 from lab_utils.errors import LabError
-from lab_utils.preferences import load_pairs, parse_pair
+from lab_utils.preferences import load_pairs, load_prompts, parse_pair
 
 PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
 
@@ -316,3 +316,67 @@ def test_real_sharegpt_dpo_demo_loads(dpo_demo):
         assert p["prompt"].endswith(humans[-1])
         assert p["prompt"].startswith("Human: ") == (len(humans) > 1)
         assert p["chosen"] == rec["chosen"]["value"].strip()
+
+
+# ------------------------------------------------------------------ prompts only (lab ppo --data)
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_pair_format_gives_its_prompt(tmp_path, name):
+    record, expected = FORMATS[name]
+    assert load_prompts(write_json(tmp_path / "pairs.json", [record])) == [(expected["prompt"], "")]
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"instruction": " Sort these. ", "input": "pear, leek", "output": "..."}, ("Sort these.", "pear, leek")),
+    ({"instruction": "Name a fruit."}, ("Name a fruit.", "")),  # prompts need no output
+    ({"instruction": "Name a fruit.", "input": None}, ("Name a fruit.", "")),
+    ({"prompt": "What is 2+2?"}, ("What is 2+2?", "")),  # TRL prompt-only
+    ({"prompt": [system("Be brief."), user("What is 2+2?")]}, ("Be brief.\n\nWhat is 2+2?", "")),
+    ({"prompt": "What is 2+2?", "completion": "4"}, ("What is 2+2?", "")),  # TRL prompt-completion
+])
+def test_alpaca_and_prompt_only_records_give_their_prompt(tmp_path, record, expected):
+    assert load_prompts(write_jsonl(tmp_path / "prompts.jsonl", [record])) == [expected]
+
+
+def test_prompts_are_distinct_and_in_file_order(tmp_path):
+    records = [{"prompt": "b?"}, PAIR, {"prompt": "b?"}, {"instruction": "b?"}, {"instruction": "b?", "input": "x"}]
+    assert load_prompts(write_json(tmp_path / "p.json", records)) == [("b?", ""), (PAIR["prompt"], ""), ("b?", "x")]
+
+
+def test_prompts_of_the_arena_vote_store(tmp_path):
+    from lab_utils import votes
+
+    db = votes.init(tmp_path / "votes.db")
+    votes.record_vote(db, "v1", "2+2?", "4", "5", "sft", "rlhf", "a")
+    votes.record_vote(db, "v2", "3+3?", "6", "7", "sft", "rlhf", "tie")  # not a pair
+    assert load_prompts(str(db)) == [("2+2?", "")]
+
+
+@pytest.mark.parametrize("record, words", [
+    ({"text": "no prompt here"}, ["record 1", "no prompt", "'text'"]),
+    ({"instruction": ""}, ["record 1", "'instruction' is empty"]),
+    ({"instruction": 3}, ["record 1", "'instruction'", "not a string"]),
+    ({"instruction": "Sort.", "input": ["a"]}, ["record 1", "'input'", "not a string"]),
+    ({"prompt": [assistant("Hi.")]}, ["record 1", "'prompt'", "end the prompt with the user's turn"]),
+    ({"prompt": ""}, ["record 1", "'prompt' is empty"]),
+    ("just a string", ["record 1", "expected an object"]),
+])
+def test_a_record_without_a_usable_prompt_names_file_and_record(tmp_path, record, words):
+    path = write_json(tmp_path / "p.json", [{"prompt": "fine?"}, record])
+    with pytest.raises(LabError) as err:
+        load_prompts(path)
+    for word in [path, *words]:
+        assert word in str(err.value)
+
+
+def test_an_empty_prompt_file_is_one_clear_error(tmp_path):
+    with pytest.raises(LabError, match="no records"):
+        load_prompts(write_json(tmp_path / "p.json", []))
+
+
+def test_real_files_give_their_distinct_prompts(dpo_demo, alpaca_demo):
+    prompts = load_prompts(str(dpo_demo))
+    assert prompts == list(dict.fromkeys((p["prompt"], "") for p in load_pairs(str(dpo_demo))))
+    records = json.loads(alpaca_demo.read_text(encoding="utf-8"))
+    expected = list(dict.fromkeys((r["instruction"].strip(), r["input"].strip()) for r in records))
+    assert load_prompts(str(alpaca_demo)) == expected and len(expected) > 900

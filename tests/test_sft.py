@@ -247,3 +247,9 @@ def test_a_tokenizer_whose_pad_is_eos_gets_a_pad_of_its_own(base_dir, tmp_path):
     assert tok.pad_token_id != tok.eos_token_id
     assert model.config.pad_token_id == model.generation_config.pad_token_id == tok.pad_token_id
     assert model.get_input_embeddings().num_embeddings >= len(tok)
+
+
+def test_a_run_shorter_than_logging_steps_still_reports_its_final_loss(base_dir):
+    cfg = SFTConfig.for_profile("micro", max_steps=2, logging_steps=10, batch_size=2)
+    metrics = train_sft(cfg, base_dir, RECORDS, progress=False)
+    assert [row["step"] for row in metrics["history"]] == [2] and metrics["final_loss"] > 0

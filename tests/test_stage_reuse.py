@@ -82,6 +82,20 @@ def test_stale_reason_of_runs_without_a_recorded_upstream_compares_mtimes(built,
     assert stages.stale_reason(tmp_path, "sft", cfg, "tiny") == "built for profile micro, not tiny"
 
 
+def test_a_config_field_added_since_a_build_counts_only_when_it_leaves_its_default(built, tmp_path):
+    """A run built before `PPOConfig.data` existed is reused while --data keeps its default, rebuilt when it is set."""
+    stages.ensure("ppo", "micro", tmp_path)
+    path = tmp_path / "rlhf" / "metrics.json"
+    metrics = ck.read_json(path)
+    ck.write_json(path, metrics | {"config": {k: v for k, v in metrics["config"].items() if k != "data"}})
+    cfg = stages.CONFIGS["ppo"].for_profile("micro")
+    assert stages.stale_reason(tmp_path, "ppo", cfg.to_dict(), "micro") is None
+    changed = stages.CONFIGS["ppo"].for_profile("micro", data="prompts.jsonl").to_dict()
+    assert stages.stale_reason(tmp_path, "ppo", changed, "micro") == "config changed (data unset -> 'prompts.jsonl')"
+    stale = cfg.to_dict() | {"n_prompts": 3}  # a field the old build did record still counts as before
+    assert stages.stale_reason(tmp_path, "ppo", stale, "micro") == "config changed (n_prompts 32 -> 3)"
+
+
 def test_real_stages_record_what_makes_them_fresh(sft_root, tmp_path):
     """The run the real micro stages built is reused as it is, also after a copy that gives every file a new
     mtime: each stage compares the `finished_at` it recorded for its upstream stages, not file times."""
