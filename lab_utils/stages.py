@@ -239,6 +239,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
     prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
+    _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
         shutil.rmtree(ckpt_root, ignore_errors=True)
@@ -450,6 +451,20 @@ def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
         warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} PPO prompts are longer than "
                       f"max_prompt_length={cfg.max_prompt_length} tokens and were left out", stacklevel=2)
     return (kept[: cfg.n_prompts] if cfg.data else kept), len(rendered) - len(kept)
+
+
+def _warn_if_prompts_differ(cfg: PPOConfig, reward_dir: Path) -> None:
+    """A reward model trained on a file's pairs has never scored answers to the world's tasks, and one trained on
+    the world's tasks has never scored answers to a file's questions: say so when PPO's prompts are the other kind."""
+    path = Path(reward_dir) / "metrics.json"
+    trained_on = (ck.read_json(path).get("config") or {}).get("data", "") if path.exists() else None
+    if trained_on is None or bool(trained_on) == bool(cfg.data):
+        return
+    trained = f"the pairs of {trained_on}" if trained_on else "the world's tasks"
+    optimised = f"the prompts of {cfg.data}" if cfg.data else "the world's tasks"
+    fix = f"pass --data {trained_on} to optimise on its prompts" if trained_on else "train it on pairs for them"
+    warnings.warn(f"the reward model was trained on {trained}, but PPO optimises on {optimised}: its scores there "
+                  f"are untested ({fix})", stacklevel=3)
 
 
 def world_records(stage: str, world, cfg) -> list[dict]:

@@ -321,3 +321,20 @@ def test_the_worlds_prompts_all_fit_tinys_max_prompt_length(tmp_path):
     world = build_world_from(WorldConfig.for_profile("tiny"))
     prompts, n_long = stages.ppo_prompts(PPOConfig.for_profile("tiny"), world, tok)
     assert n_long == 0 and len(prompts) == PPOConfig.for_profile("tiny").n_prompts
+
+
+def test_ppo_warns_when_its_prompts_are_not_what_the_reward_model_was_trained_on(run_root, tmp_path):
+    import shutil
+    import warnings
+
+    cfg = PPOConfig.for_profile("micro")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stages._warn_if_prompts_differ(cfg, run_root / "reward")  # both on the world's tasks: silent
+    with pytest.warns(UserWarning, match="trained on the world's tasks, but PPO optimises on the prompts of p.jsonl"):
+        stages._warn_if_prompts_differ(PPOConfig.for_profile("micro", data="p.jsonl"), run_root / "reward")
+    shutil.copy(run_root / "reward" / "metrics.json", tmp_path / "metrics.json")
+    metrics = ck.read_json(tmp_path / "metrics.json")
+    ck.write_json(tmp_path / "metrics.json", metrics | {"config": metrics["config"] | {"data": "pairs.json"}})
+    with pytest.warns(UserWarning, match="trained on the pairs of pairs.json, but PPO optimises on the world.s tasks.*--data pairs.json"):
+        stages._warn_if_prompts_differ(cfg, tmp_path)
