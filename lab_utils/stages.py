@@ -409,17 +409,19 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         model, tokenizer = load_model(root, name)
         res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size,
                              seen=seen)
-        if rm is not None:  # from stage 3 on: the mean reward of the model's answers, in normalised units
-            res["mean_reward"] = round(rm.score(prompts, res["responses"], res["ended"]).mean().item(), 4)
+        res |= _scored(rm, prompts, res, stamp(root, "reward"))
         results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
                                "prompts_sha256": prompts_sha, "model_finished_at": stamp(root, MODEL_STAGES[name]),
                                "config": cfg.to_dict()}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if "rlhf" in results and reuse_sft else None)
+    if "sft" not in results and sft is not None and sft.get("reward_finished_at") != stamp(root, "reward"):
+        results["sft"] = sft | _scored(rm, prompts, sft, stamp(root, "reward"))  # its answers, by today's reward model
     if "rlhf" in results and sft is not None:  # the annotator's head-to-head, answer i against answer i
         from .annotator import win_rate
         duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
                         results["rlhf"]["ended"], sft["ended"])
-        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel}
+        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel,
+                            "sft_finished_at": sft.get("model_finished_at")}
     for name, res in results.items():
         ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
@@ -502,6 +504,29 @@ def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str |
             and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
 
 
+def _scored(rm, prompts: list[str], res: dict, reward_stamp: str | None) -> dict:
+    """`mean_reward` of an evaluation's answers in the reward model's normalised units, and which reward model gave
+    it (`reward_finished_at`); without a reward model (before stage 3) neither."""
+    if rm is None:
+        return {}
+    return {"mean_reward": round(rm.score(prompts, res["responses"], res["ended"]).mean().item(), 4),
+            "reward_finished_at": reward_stamp}
+
+
+def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
+    """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
+    mean reward came from an earlier reward model, or (rlhf) its head-to-head was against an earlier SFT model. An
+    evaluation from before these were recorded is taken as it is."""
+    model_now, reward_now, sft_now = stamp(root, MODEL_STAGES[name]), stamp(root, "reward"), stamp(root, "sft")
+    if res.get("model_finished_at", model_now) != model_now:
+        return f"the {name} model was rebuilt after this evaluation"
+    if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
+        return "its mean_reward is from an earlier reward model"
+    if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
+        return "its head-to-head was against an earlier SFT model"
+    return None
+
+
 def _reward_model(root: Path):
     """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
     from .reward import RewardModel
@@ -515,7 +540,7 @@ def _reward_model(root: Path):
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
     skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "built_from",
-            "prompts_sha256", "model_finished_at")
+            "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at")
     return {k: v for k, v in d.items() if k not in skip}
 
 
@@ -530,7 +555,12 @@ def write_report(root: Path) -> dict:
             report["stages"][stage] = _scalars(metrics)
     for name in MODEL_DIRS:
         if (root / "eval" / f"{name}.json").exists():
-            report["eval"][name] = _scalars(ck.read_json(root / "eval" / f"{name}.json"))
+            res = ck.read_json(root / "eval" / f"{name}.json")
+            why = eval_stale_reason(root, name, res)
+            if why:  # numbers of another build: left out of the report until `lab eval` measures them again
+                report.setdefault("eval_stale", {})[name] = f"{why}: run `lab eval`"
+                continue
+            report["eval"][name] = _scalars(res)
             report["profile"] = report["eval"][name].pop("profile", report["profile"])
     ck.write_json(root / "report.json", report)
     return report

@@ -131,19 +131,21 @@ def make_nl2sql(rng: random.Random, w: World, style: str, lang: str, country=Non
     c = country or rng.choice(w.countries)
     n = rng.choice([10, 20, 50, 100])
     cont = c.continent
-    question, sql = rng.choice([
-        (f"List the countries in {cont}.", f"SELECT name FROM countries WHERE continent = '{cont}';"),
-        (f"How many countries are in {cont}?", f"SELECT COUNT(*) FROM countries WHERE continent = '{cont}';"),
-        (f"Which country has the capital {c.capital}?", f"SELECT name FROM countries WHERE capital = '{c.capital}';"),
-        (f"What is the population of {c.name}?", f"SELECT population FROM countries WHERE name = '{c.name}';"),
+    question, sql, names_it = rng.choice([
+        (f"List the countries in {cont}.", f"SELECT name FROM countries WHERE continent = '{cont}';", False),
+        (f"How many countries are in {cont}?", f"SELECT COUNT(*) FROM countries WHERE continent = '{cont}';", False),
+        (f"Which country has the capital {c.capital}?", f"SELECT name FROM countries WHERE capital = '{c.capital}';",
+         True),
+        (f"What is the population of {c.name}?", f"SELECT population FROM countries WHERE name = '{c.name}';", True),
         (f"List the countries with more than {n} million people.",
-         f"SELECT name FROM countries WHERE population > {n};"),
+         f"SELECT name FROM countries WHERE population > {n};", False),
     ])
     outs = {"terse": sql, "sentence": f"Here is the query:\n{sql}",
             "verbose": f"Sure! To answer this question we read the countries table and filter it.\n{sql}\n"
                        f"This query returns exactly the rows you asked for."}
     instr = f"Write an SQL query that answers the question. The table is {SQL_SCHEMA}."
-    return _record("nl2sql", lang, instr, question, sql, outs, style, c.name, c.heldout)
+    # held out only when the question names the country (a continent or a population threshold names none)
+    return _record("nl2sql", lang, instr, question, sql, outs, style, c.name, c.heldout and names_it)
 
 
 MAKERS = {"capital": make_capital, "arithmetic": make_arithmetic, "sentiment": make_sentiment,

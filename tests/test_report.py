@@ -69,3 +69,48 @@ def test_evaluation_counts_prompts_a_training_stage_saw_and_scores_the_rest(micr
     assert {(r["instruction"], r["input"]) for r in tasks.sft_records(micro_world, cfg.n_prompts, seed=cfg.seed + 2)} \
         <= prompts
     assert {(r["instruction"], r["input"]) for r in tasks.sft_records(micro_world, 5)} <= prompts
+
+
+def test_task_accuracy_counts_every_task_the_same(micro_world, monkeypatch):
+    """The held-out countries add capital questions to the 24 per task: a mean over prompts would mostly measure
+    capitals. Right capitals and nothing else is 1 task of 6. An empty answer is in no language; nl2sql (SQL has none)
+    is not counted in language_match."""
+    from lab_utils import evaluate, tasks
+
+    records = tasks.eval_records(micro_world, 2)
+    capital = [r["task"] == "capital" for r in records]
+    assert sum(capital) > len(records) / 6  # the imbalance this guards against
+    answers = [(r["output"], True) if c else ("", True) for r, c in zip(records, capital)]
+    monkeypatch.setattr(evaluate, "generate_ended", lambda *args, **kwargs: answers)
+    res = evaluate.evaluate_tasks(None, None, micro_world, records)
+    assert res["per_task"] == {t: float(t == "capital") for t in tasks.TASKS}
+    assert res["task_accuracy"] == round(1 / 6, 4) and res["task_accuracy_unseen"] == round(1 / 6, 4)
+    lang = [c for r, c in zip(records, capital) if r["task"] != "nl2sql"]
+    assert res["language_match"] == round(sum(lang) / len(lang), 4)
+
+
+def test_unseen_accuracy_is_none_when_every_prompt_was_seen(micro_world, monkeypatch):
+    from lab_utils import evaluate, tasks
+
+    records = tasks.eval_records(micro_world, 1)
+    monkeypatch.setattr(evaluate, "generate_ended", lambda *args, **kwargs: [(r["output"], True) for r in records])
+    res = evaluate.evaluate_tasks(None, None, micro_world, records,
+                                  seen={(r["instruction"], r["input"]) for r in records})
+    assert res["task_accuracy"] == 1.0 and res["task_accuracy_unseen"] is None
+    assert res["n_seen_in_training"] == len(records)
+
+
+def test_an_sql_question_is_held_out_only_when_it_names_a_held_out_country():
+    """"How many countries are in Europe?" names no country: drawn for a held-out one, it is still a question SFT
+    saw, and must not count towards the accuracy on entities SFT never saw."""
+    from lab_utils import tasks
+    from lab_utils.config import WorldConfig, build_world_from
+
+    w = build_world_from(WorldConfig.for_profile("tiny"))
+    sql = [r for r in tasks.eval_records(w) if r["task"] == "nl2sql"]
+    by_name = {c.name: c for c in w.countries}
+    drawn_for_heldout = [r for r in sql if by_name[r["entity"]].heldout]
+    assert any(not r["heldout"] for r in drawn_for_heldout)  # such questions exist in tiny's evaluation set
+    for r in drawn_for_heldout:
+        c = by_name[r["entity"]]
+        assert r["heldout"] == (c.name in r["input"] or c.capital in r["input"]), r["input"]

@@ -151,3 +151,40 @@ def test_a_half_finished_reward_stage_is_never_used(tmp_path):
                 lambda: stages.run_eval("micro", tmp_path)):
         with pytest.raises(LabError, match=r"no metrics\.json.*Fix: run `lab reward`"):
             run()
+
+
+class _ConstantReward:
+    """A stand-in reward model: every answer scores `value`."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def score(self, prompts, responses, ended):
+        import torch
+        return torch.full((len(responses),), self.value)
+
+
+def test_evaluations_say_which_reward_and_sft_models_they_come_from(eval_root, monkeypatch):
+    """A rebuilt reward model re-scores the SFT answers a head-to-head reuses, so both rows of the report are in one
+    reward model's units; the report leaves out, with the reason, an evaluation of a model or against an SFT model
+    that was rebuilt since."""
+    def finish_reward(when: str, value: float):
+        ck.write_json(eval_root / "reward" / "metrics.json", {"finished_at": when})
+        monkeypatch.setattr(stages, "_reward_model", lambda root: _ConstantReward(value))
+
+    (eval_root / "reward").mkdir()
+    finish_reward("2999-01-01T00:00:00+00:00", 1.0)
+    stages.run_eval("micro", eval_root, models=("sft",))
+    finish_reward("2999-02-01T00:00:00+00:00", 2.0)  # `lab reward` again (its report), then `lab eval --models rlhf`
+    report = stages.write_report(eval_root)
+    assert "sft" not in report["eval"] and "earlier reward model" in report["eval_stale"]["sft"]
+    r = stages.run_eval("micro", eval_root, models=("rlhf",))
+    assert r["sft"]["mean_reward"] == r["rlhf"]["mean_reward"] == 2.0  # the same answers were not generated again
+    report = ck.read_json(eval_root / "report.json")
+    assert report["eval"]["sft"]["mean_reward"] == 2.0 and "eval_stale" not in report
+    path = eval_root / "sft" / "metrics.json"  # `lab sft` again: the SFT evaluation and the head-to-head are stale
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-03-01T00:00:00+00:00"})
+    report = stages.write_report(eval_root)
+    assert set(report["eval"]) == set() and set(report["eval_stale"]) == {"sft", "rlhf"}
+    assert report["eval_stale"]["sft"] == "the sft model was rebuilt after this evaluation: run `lab eval`"
+    assert "against an earlier SFT model" in report["eval_stale"]["rlhf"]
