@@ -23,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch
+from apps.common import checked_prompt, launch, started
 from lab_utils import serving, tasks, votes
 from lab_utils.config import WorldConfig, build_world_from
 from lab_utils.errors import LabError
@@ -53,8 +53,7 @@ class Arena:
         text = checked_prompt(text)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
-        streams = [serving.Stream(*self.models.get(n), serving.rendered_prompt(n, text), **self.sampling)
-                   for n in names]
+        streams = started([(*self.models.get(n), serving.rendered_prompt(n, text)) for n in names], **self.sampling)
         for _ in serving.interleave(streams):
             yield streams[0].text, streams[1].text, battle
         yield streams[0].text, streams[1].text, battle | {"answers": [s.text for s in streams],

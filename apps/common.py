@@ -26,12 +26,20 @@ def checked_prompt(text: str) -> str:
         raise gr.Error(str(err), print_exception=False) from None
 
 
+def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
+    """`serving.start_streams`, with a prompt too long for a model shown in the browser."""
+    try:
+        return serving.start_streams(jobs, **sampling)
+    except LabError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+
+
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
     """`--auth user:pass[,user2:pass2]` (or $LAB_APP_AUTH) as Gradio's list of (user, password)."""
     spec = spec or os.environ.get(AUTH_ENV)
     if not spec:
         return None
-    pairs = [item.split(":", 1) for item in spec.split(",")]
+    pairs = [[part.strip() for part in item.split(":", 1)] for item in spec.split(",")]  # "a:1, b:2" is two users
     if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
         raise LabError("--auth must look like user:password (several: alice:pw1,bob:pw2)",
                        where=f"--auth or ${AUTH_ENV}", fix="give a user name and a password separated by ':'")

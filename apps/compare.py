@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch
+from apps.common import checked_prompt, launch, started
 from lab_utils import serving
 from lab_utils.errors import LabError
 
@@ -34,8 +34,8 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     if not names or not set(names) <= set(models.names):
         raise gr.Error(f"pick one or more of: {', '.join(models.names)}", print_exception=False)
     chosen = [n for n in models.names if n in names]
-    streams = {n: serving.Stream(*models.get(n), serving.rendered_prompt(n, text), max_new_tokens, temperature,
-                                 top_p) for n in chosen}
+    jobs = [(*models.get(n), serving.rendered_prompt(n, text)) for n in chosen]
+    streams = dict(zip(chosen, started(jobs, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)))
 
     def panes() -> list[str]:
         return [streams[n].text if n in streams else "" for n in models.names]

@@ -71,6 +71,8 @@ class PretrainConfig(_Profiled):
     n_heads: int = _f(4, "attention heads (head size D / n_heads)")
     d_ff: int = _f(640, "MLP width (multiple of 64)")
     seq_len: int = _f(256, "tokens per training sequence T (also the model's context)")
+    context: int = _f(0, "positions the model declares it reads (max_position_embeddings; 0: seq_len); the apps "
+                         "refuse longer prompts")
     batch_size: int = _f(16, "sequences per optimizer step B (global, across processes)")
     max_steps: int = _f(1000, "optimizer steps")
     lr: float = _f(2e-3, "peak learning rate")
@@ -85,9 +87,11 @@ class PretrainConfig(_Profiled):
     seed: int = _f(0, "training seed (init, data order)")
 
     OVERRIDES: ClassVar[dict] = {
-        "micro": {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 128, "seq_len": 64, "batch_size": 8,
-                  "max_steps": 20, "warmup_steps": 2, "eval_every": 10, "save_every": 10, "eval_batches": 2,
-                  "mixed_precision": "no"},
+        # micro (unit tests only) trains on 64-token rows but declares 512 positions (rotary: nothing is learned per
+        # position), or the Alpaca template alone (~100 of its tokens) would not fit
+        "micro": {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 128, "seq_len": 64, "context": 512,
+                  "batch_size": 8, "max_steps": 20, "warmup_steps": 2, "eval_every": 10, "save_every": 10,
+                  "eval_batches": 2, "mixed_precision": "no"},
         "full": {"model": "HuggingFaceTB/SmolLM2-360M", "data": "Salesforce/wikitext:wikitext-103-raw-v1",
                  "seq_len": 1024, "batch_size": 32, "max_steps": 1000, "lr": 1e-4, "warmup_steps": 50,
                  "eval_every": 200, "save_every": 200},

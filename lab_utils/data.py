@@ -37,6 +37,18 @@ def _read(path: Path) -> str:
     return text
 
 
+def encodable(text: str, path: str, where: str | None, field: str) -> str:
+    """`text` if it can be written as UTF-8; a JSON escape of half a character ("\\ud83d", an emoji cut in two, common
+    in scraped text) cannot, and the tokenizer would fail on it with a bare TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise LabError(f"field '{field}' holds half of a character (a lone surrogate {text[err.start]!r} at "
+                       f"character {err.start})", path=path, where=where,
+                       fix="remove it, or write the whole character (e.g. \\ud83d\\ude00 for one emoji)") from None
+    return text
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Records of a JSON Lines file; blank lines are skipped, a bad line names its number."""
     path = Path(path)
@@ -49,6 +61,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as err:
             raise LabError(f"malformed JSON ({err.msg}, column {err.colno})", path=str(path), where=f"line {n}",
                            fix="make every line one JSON object") from None
+        except RecursionError:
+            raise LabError("JSON nested too deeply to read", path=str(path), where=f"line {n}",
+                           fix="make every line one flat JSON object") from None
         if not isinstance(rec, dict):
             raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
                            fix="make every line one JSON object")
@@ -82,15 +97,22 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
     if suffix == ".txt":
         docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
     elif suffix in (".jsonl", ".json"):
+        if suffix == ".jsonl":
+            rows = read_jsonl(path)
+            where, fix = [f"line {r['_line']}" for r in rows], "give every line a \"text\" string"
+        else:  # a JSON array of {"text": ...} records
+            rows = _json_array(path)
+            where, fix = [f"record {i}" for i in range(len(rows))], "make each record {\"text\": \"...\"}"
         docs = []
-        for rec in read_jsonl(path):
+        for rec, at in zip(rows, where):
+            if not isinstance(rec, dict):
+                raise LabError(f"expected an object, got {type(rec).__name__}", path=str(path), where=at, fix=fix)
             text = rec.get("text")
             if not isinstance(text, str):
                 got = "missing" if text is None else f"of type {type(text).__name__}, not a string"
-                raise LabError(f"field 'text' is {got}", path=str(path), where=f"line {rec['_line']}",
-                               fix="give every line a \"text\" string")
+                raise LabError(f"field 'text' is {got}", path=str(path), where=at, fix=fix)
             if text.strip():
-                docs.append(text)
+                docs.append(encodable(text, str(path), at, "text"))
     elif _is_hub_id(spec):
         docs = _hub_texts(spec, split)
     else:
@@ -154,6 +176,8 @@ def _json_array(path: Path) -> list:
     except json.JSONDecodeError as err:
         raise LabError(f"malformed JSON ({err.msg}, column {err.colno})", path=str(path), where=f"line {err.lineno}",
                        fix="fix the JSON syntax there (a JSON Lines file should end in .jsonl)") from None
+    except RecursionError:
+        raise LabError("JSON nested too deeply to read", path=str(path), fix="give a flat array of records") from None
     if not isinstance(data, list):
         raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),
                        fix="wrap the records in [ ... ]")
@@ -177,7 +201,7 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
                            fix=f"make '{name}' a string")
         if name != "input" and not value.strip():
             raise LabError(f"field '{name}' is empty", path=spec, where=where, fix=f"give '{name}' some text")
-        out[name] = value
+        out[name] = encodable(value, spec, where, name)
     return out | {"task": "user", "lang": "zh" if is_chinese(out["instruction"]) else "en", "style": None,
                   "answer": None, "entity": None, "heldout": False}
 

@@ -19,7 +19,7 @@ def llama_config(cfg, tokenizer) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.seq_len, rope_theta=10_000.0, tie_word_embeddings=True,
+        max_position_embeddings=cfg.context or cfg.seq_len, rope_theta=10_000.0, tie_word_embeddings=True,
         attention_dropout=0.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

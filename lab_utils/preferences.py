@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import votes
-from .data import _hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, read_jsonl
+from .data import _hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, encodable, read_jsonl
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
@@ -148,7 +148,7 @@ def _text(value, field: str, at: Where) -> str:
         _fail(at, f"field '{field}' is missing or null", f"give '{field}' a string")
     if not isinstance(value, str):
         _fail(at, f"field '{field}' is of type {type(value).__name__}, not a string", f"make '{field}' a string")
-    return value.strip()
+    return encodable(value, at[0], at[1], field).strip()
 
 
 def _turn(msg, field: str, at: Where) -> tuple[str, str]:

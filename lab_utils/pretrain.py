@@ -25,10 +25,16 @@ from .tokenizer import chars_per_token, train_tokenizer
 from .world import generate_corpus, is_chinese
 
 def world_corpus(world_cfg: WorldConfig) -> tuple[list[str], list[str]]:
-    """(train documents, validation documents) of the synthetic world."""
+    """(train documents, validation documents) of the synthetic world.
+
+    The generators repeat short documents word for word (an SQL intro, a fact), so of the first `val_docs` drawn,
+    those that also occur among the training documents are left out: validation loss is measured on text the model
+    never trained on (tiny: 563 of the 1,000 drawn are kept)."""
     world = build_world_from(world_cfg)
     docs = generate_corpus(world, world_cfg.n_docs + world_cfg.val_docs)
-    return docs[world_cfg.val_docs:], docs[:world_cfg.val_docs]
+    train = docs[world_cfg.val_docs:]
+    in_train = set(train)
+    return train, [d for d in docs[:world_cfg.val_docs] if d not in in_train]
 
 
 # ------------------------------------------------------------------ tokenizer stage
@@ -53,8 +59,16 @@ def build_tokenizer(tok_cfg: TokenizerConfig, world_cfg: WorldConfig, out_dir: P
 
 def pack(tokenizer, docs: list[str], seq_len: int, source: str = "the corpus") -> torch.Tensor:
     """Concatenate BOS + doc + EOS for every doc and cut into rows of `seq_len` tokens: (N, T)."""
+    return _pack_ids(_doc_ids(tokenizer, docs), seq_len, source)
+
+
+def _doc_ids(tokenizer, docs: list[str]) -> list[list[int]]:
     ids = tokenizer(docs, add_special_tokens=True)["input_ids"]  # BOS comes from the post-processor
-    flat = torch.tensor([t for row in ids for t in row + [tokenizer.eos_token_id]], dtype=torch.long)
+    return [row + [tokenizer.eos_token_id] for row in ids]
+
+
+def _pack_ids(doc_ids: list[list[int]], seq_len: int, source: str) -> torch.Tensor:
+    flat = torch.tensor([t for row in doc_ids for t in row], dtype=torch.long)
     n = len(flat) // seq_len
     if n == 0:
         raise LabError(f"only {len(flat)} tokens, fewer than one sequence of {seq_len}", path=source,
@@ -74,32 +88,56 @@ def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> torch.T
 
 
 def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train rows, validation rows): the world's own split, or the last 2% of rows of the user's text."""
+    """(train rows, validation rows): the world's own split, or the user's text split by whole documents: the last
+    2% of the documents (more, until they fill one row of `seq_len` tokens) are validation, packed apart, so that no
+    validation row holds text of a training document."""
     if not cfg.data:
         train_docs, val_docs = world_corpus(world_cfg)
         return pack(tokenizer, train_docs, cfg.seq_len), pack(tokenizer, val_docs, cfg.seq_len)
-    rows = pack(tokenizer, load_texts(cfg.data, cfg.data_split), cfg.seq_len, source=cfg.data)
-    if len(rows) < 2:
-        raise LabError(f"only {len(rows)} sequence of {cfg.seq_len} tokens: nothing left for validation",
-                       path=cfg.data, fix="give more text, or lower --seq_len")
-    n_val = max(1, len(rows) // 50)
-    return rows[:-n_val], rows[-n_val:]
+    docs = load_texts(cfg.data, cfg.data_split)
+    if len(docs) < 2:
+        raise LabError("one document: nothing left for validation", path=cfg.data,
+                       fix="give at least two documents (lines of a .txt, records of a .jsonl)")
+    ids = _doc_ids(tokenizer, docs)
+    n_val = max(1, len(docs) // 50)
+    while n_val < len(docs) - 1 and sum(map(len, ids[-n_val:])) < cfg.seq_len:
+        n_val += 1
+    return (_pack_ids(ids[:-n_val], cfg.seq_len, f"{cfg.data} (training documents)"),
+            _pack_ids(ids[-n_val:], cfg.seq_len, f"{cfg.data} (the last {n_val} documents, for validation)"))
 
 
 @torch.no_grad()
 def eval_loss(model, rows: torch.Tensor, batch_size: int, n_batches: int, accelerator) -> float:
-    """Mean causal-LM loss over the first `n_batches` batches of `rows`."""
+    """Mean causal-LM loss over the rows of the first `n_batches` batches of `rows` (a short last batch counts by
+    its rows)."""
     model.eval()
-    losses = []
+    total, n = 0.0, 0
     for i in range(0, min(len(rows), batch_size * n_batches), batch_size):
         x = rows[i:i + batch_size].to(accelerator.device)
         with accelerator.autocast():
-            losses.append(model(input_ids=x, labels=x).loss.float().item())
+            total += model(input_ids=x, labels=x).loss.float().item() * len(x)
+        n += len(x)
     model.train()
-    return sum(losses) / len(losses)
+    return total / n
 
 
 # ------------------------------------------------------------------ training
+
+RESUMABLE_CHANGES = ("eval_every", "save_every", "eval_batches")  # settings a resumed run may change
+
+
+def _same_training(cfg: PretrainConfig, state: dict, ckpt: Path) -> None:
+    """A resumed run continues the checkpoint's run: the optimizer and the schedule restore its settings, so a flag
+    that changes what is trained (lr, data, seed, max_steps, ...) would be ignored, or recorded without being used."""
+    recorded = state.get("config")
+    if recorded is None:  # a checkpoint from before runs recorded their config
+        return
+    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
+               if k not in RESUMABLE_CHANGES and recorded.get(k) != v]
+    if changed:
+        raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(ckpt),
+                       fix="resume with the checkpoint's settings, or start again without --resume")
+
 
 def _make_optimizer(model, cfg: PretrainConfig):
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -134,6 +172,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         shutil.rmtree(ckpt_root, ignore_errors=True)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
     if last is not None:
+        _same_training(cfg, ck.read_json(last / "state.json"), last)
         model.load_state_dict(type(model).from_pretrained(last).state_dict())
         state = ck.load_training_state(last, optimizer, scheduler)
         start, history = state["step"], state["history"]
@@ -173,7 +212,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         # 5. checkpoint (weights, optimizer, scheduler, RNG) every save_every steps
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps and accelerator.is_main_process:
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                   {"history": history})
+                                   {"history": history, "config": cfg.to_dict()})
             ck.prune_checkpoints(ckpt_root)
     bar.close()
     model = accelerator.unwrap_model(model)
@@ -190,6 +229,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             ck.write_json(tmp / "lab_config.json", {"pretrain": cfg.to_dict(), "world": world_cfg.to_dict()})
+    accelerator.wait_for_everyone()  # no process goes on (to probe or load the model) before it is saved
     metrics["wall_s"] = round(time.perf_counter() - t0, 2)
     return metrics
 

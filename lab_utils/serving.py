@@ -59,6 +59,28 @@ def check_prompt(text: str) -> str:
     return text
 
 
+def context_length(model) -> int | None:
+    """How many tokens (prompt + answer) the model reads: its position table (None if the config does not say)."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def check_fits(model, tokenizer, prompt: str) -> int:
+    """The prompt's length in tokens, if it leaves room for an answer in the model's context; a LabError otherwise
+    (past its context a model answers nonsense, and the arena would store votes on it)."""
+    n, ctx = len(tokenizer(prompt)["input_ids"]), context_length(model)
+    if ctx is not None and n >= ctx:
+        raise LabError(f"the prompt has {n} tokens with its template, and this model reads at most {ctx}",
+                       fix="shorten the prompt")
+    return n
+
+
+def start_streams(jobs: list[tuple], **sampling) -> list["Stream"]:
+    """A `Stream` for each (model, tokenizer, prompt), or none at all: every prompt is checked before one starts."""
+    for model, tokenizer, prompt in jobs:
+        check_fits(model, tokenizer, prompt)
+    return [Stream(model, tokenizer, prompt, **sampling) for model, tokenizer, prompt in jobs]
+
+
 class Models:
     """Models of one run folder, each loaded on first use and then kept (a `full` model takes seconds to load).
     Only names from `available_models` are accepted, so a request can never point at another path."""
@@ -127,7 +149,9 @@ class Stream:
         enc = tokenizer([prompt], return_tensors="pt").to(model.device)  # (1, T)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
             else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        kwargs = dict(**enc, max_new_tokens=min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS), streamer=self._streamer,
+        room = (context_length(model) or 10**9) - check_fits(model, tokenizer, prompt)  # the answer stays inside
+        new_tokens = min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS, room)
+        kwargs = dict(**enc, max_new_tokens=new_tokens, streamer=self._streamer,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                       stopping_criteria=StoppingCriteriaList([self._stop]), **sampling)
         self._thread = threading.Thread(target=self._generate, args=(model, tokenizer, kwargs), daemon=True)

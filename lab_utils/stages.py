@@ -78,14 +78,19 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
 
     from .pretrain import pretrain
 
+    from accelerate import PartialState
+
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
-    if not cfg.model and not is_done(root, "tokenizer"):
-        print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
-        run_tokenizer(profile, root)
+    with PartialState().main_process_first():  # under `accelerate launch`, one process trains the tokenizer
+        if not cfg.model and not is_done(root, "tokenizer"):
+            print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
+            run_tokenizer(profile, root)
     built_from = _built_from(root, "pretrain", cfg)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     metrics["config"] = cfg.to_dict()
+    if not PartialState().is_main_process:  # the main process probes the model and writes metrics and report
+        return metrics
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
         return _finish(root, "pretrain", metrics, profile, built_from)

@@ -80,6 +80,9 @@ def _connect(db: str | os.PathLike):
         if "no such table" in str(err):
             raise LabError("holds no votes table", path=str(db),
                            fix="pass the votes.db the arena wrote (a new store is made with votes.init)") from None
+        if str(err) in ("unable to open database file", "attempt to write a readonly database"):
+            raise LabError(f"cannot write the vote store ({err})", path=str(db),
+                           fix="the arena needs a writable run folder: copy the run, or pass --out") from None
         raise
 
 

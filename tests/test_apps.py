@@ -181,6 +181,30 @@ def test_compare_refuses_bad_requests_before_generating(models, text, names, mes
         next(compare.compare(models, text, names, 0.0, 1.0, 8))
 
 
+def test_a_prompt_longer_than_the_models_context_is_refused_before_any_answer_starts(models, monkeypatch):
+    """Past its context a model answers nonsense (and the arena would store votes on it): the prompt is refused, and
+    an answer is cut where the context ends."""
+    model, tok = models.get("sft")
+    ctx = serving.context_length(model)
+    prompt = serving.rendered_prompt("sft", QUESTION)
+    n = len(tok(prompt)["input_ids"])
+    assert n < ctx and serving.check_fits(model, tok, prompt) == n
+    long_text = "龘" * (ctx // 2)  # a rare character: several byte-level tokens each
+    assert len(long_text) <= serving.MAX_PROMPT_CHARS  # short enough in characters, too long in tokens
+    with pytest.raises(gr.Error, match=f"this model reads at most {ctx}. Fix: shorten the prompt"):
+        next(compare.compare(models, long_text, ["base", "sft"], 0.0, 1.0, 8))
+    started = []
+    monkeypatch.setattr(serving, "Stream", lambda *a, **k: started.append(a))
+    with pytest.raises(LabError, match="this model reads at most"):
+        serving.start_streams([(model, tok, prompt), (model, tok, long_text)])
+    assert started == []  # the first, fitting prompt was not started either
+    monkeypatch.undo()
+    monkeypatch.setattr(model.config, "max_position_embeddings", n + 3)
+    stream = serving.Stream(model, tok, prompt, max_new_tokens=serving.MAX_NEW_TOKENS)
+    list(stream)
+    assert stream.new_tokens <= 3
+
+
 def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     a = arena.Arena(run_folder(app_root, tmp_path), "micro", max_new_tokens=6)
     assert a.contestants == ["sft"]  # with one fine-tuned model: two samples of it; the base model stays out
@@ -229,6 +253,7 @@ def test_auth_comes_from_the_flag_or_the_environment(monkeypatch):
     monkeypatch.delenv(common.AUTH_ENV, raising=False)
     assert common.parse_auth(None) is None
     assert common.parse_auth("alice:pw1,bob:p:w") == [("alice", "pw1"), ("bob", "p:w")]
+    assert common.parse_auth("alice:pw1, bob:pw2 ") == [("alice", "pw1"), ("bob", "pw2")]  # spaces after commas
     monkeypatch.setenv(common.AUTH_ENV, "carol:pw")
     assert common.parse_auth(None) == [("carol", "pw")]
     with pytest.raises(LabError, match="--auth must look like user:password"):

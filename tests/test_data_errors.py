@@ -40,6 +40,12 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("latin1.jsonl", '{"text": "caf\xe9"}\n'.encode("latin-1"), ["not UTF-8"]),
     ("no_extension", None, ["file not found"]),  # neither a file nor an owner/name hub id
     ("table.csv", "text\nhello\n", ["unsupported file type '.csv'"]),
+    ("surrogate.jsonl", '{"text": "ok"}\n{"text": "an emoji cut in two: \\ud83d"}\n',
+     ["line 2", "field 'text'", "half of a character"]),
+    ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", ["line 1", "nested too deeply"]),
+    ("object.json", '{"text": "a whole file as one object"}', ["expected a JSON array"]),
+    ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 1", "field 'text' is missing"]),
+    ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
 ]
 
 
@@ -123,3 +129,21 @@ def test_short_first_line_does_not_sink_a_big_file(tmp_path):
     long_lines = [" ".join(words[(i + j) % 4] for j in range(400)) for i in range(10)]
     data = write(tmp_path / "small.txt", "\n".join(["A short title."] + long_lines) + "\n")
     assert lab_pretrain(data, tmp_path / "run") == 0
+
+
+@pytest.mark.parametrize("content", ['[{"text": "one"}, {"text": "two"}]', '[\n  {"text": "one"},\n  {"text": "two"}\n]\n'])
+def test_a_json_array_of_text_records_loads(tmp_path, content):
+    assert load_texts(str(write(tmp_path / "docs.json", content))) == ["one", "two"]
+
+
+def test_half_a_character_in_alpaca_or_preference_data_is_one_clear_error(tmp_path):
+    from lab_utils.errors import LabError
+    from lab_utils.preferences import load_pairs
+
+    alpaca = write(tmp_path / "a.json", '[{"instruction": "Hi", "output": "ok"}, {"instruction": "Hi", '
+                                        '"output": "\\ud83d"}]')
+    with pytest.raises(LabError, match=r"record 1: field 'output' holds half of a character"):
+        load_alpaca(str(alpaca))
+    pairs = write(tmp_path / "p.jsonl", '{"prompt": "Hi \\udc00", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(LabError, match=r"line 1: field 'prompt' holds half of a character"):
+        load_pairs(str(pairs))

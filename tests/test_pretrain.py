@@ -85,3 +85,75 @@ def test_bench_times_the_architecture_named_by_model(micro_run):
     assert result["params"] == n
     per_token = train_flops_per_token(n, cfg, config.num_hidden_layers, config.hidden_size)
     assert result["flops_per_s"] == pytest.approx(result["tokens_per_s"] * per_token)
+
+
+@pytest.mark.parametrize("profile", ["micro", "tiny"])
+def test_no_validation_document_is_also_a_training_document(profile):
+    """The world's generators repeat short documents word for word; validation keeps only the unseen ones."""
+    from lab_utils.pretrain import generate_corpus, world_corpus
+
+    world_cfg = WorldConfig.for_profile(profile)
+    train, val = world_corpus(world_cfg)
+    assert val and not set(train) & set(val)
+    assert len(train) == world_cfg.n_docs  # the training documents are the ones drawn, all of them
+    from lab_utils.config import build_world_from
+    drawn = generate_corpus(build_world_from(world_cfg), world_cfg.n_docs + world_cfg.val_docs)
+    assert len(val) < world_cfg.val_docs and val == [d for d in drawn[:world_cfg.val_docs] if d not in set(train)]
+
+
+def test_your_own_text_is_split_by_whole_documents(tokenizer, tmp_path):
+    """Validation is the last documents, packed apart: no validation row holds a token of a training document."""
+    from lab_utils.pretrain import training_rows
+
+    docs = [f"Training document number {i} says something about apples and pears." for i in range(49)]
+    docs.append(" ".join(["The held out document talks about winter rain."] * 8))
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    cfg = PretrainConfig.for_profile("micro", data=str(path))
+    train, val = training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
+    assert torch.equal(val, pack(tokenizer, docs[-1:], cfg.seq_len))  # 2% of 50 documents: the last one
+    assert torch.equal(train, pack(tokenizer, docs[:-1], cfg.seq_len))
+
+
+def test_validation_takes_more_documents_until_they_fill_a_row(tokenizer, tmp_path):
+    from lab_utils.pretrain import training_rows
+
+    docs = [f"Line {i} is long enough to matter, with several words in it." for i in range(60)]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    cfg = PretrainConfig.for_profile("micro", data=str(path))
+    train, val = training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
+    n_tokens = [len(tokenizer(d)["input_ids"]) + 1 for d in docs]
+    n_val = next(k for k in range(1, 60) if sum(n_tokens[-k:]) >= cfg.seq_len)
+    assert n_val > 1 and len(val) >= 1
+    assert torch.equal(val, pack(tokenizer, docs[-n_val:], cfg.seq_len))
+
+
+def test_validation_loss_weighs_each_row_once():
+    """Three rows in batches of two: a short last batch counts by its rows, not as a whole batch."""
+    import types
+
+    from lab_utils.pretrain import eval_loss
+
+    class RowValue(torch.nn.Module):  # the "loss" of a batch is the mean of its rows' first tokens
+        def forward(self, input_ids, labels):
+            return types.SimpleNamespace(loss=input_ids[:, 0].float().mean())
+
+    acc = types.SimpleNamespace(device="cpu", autocast=lambda: torch.autocast("cpu", enabled=False))
+    rows = torch.tensor([[0, 0], [0, 0], [3, 3]])
+    assert eval_loss(RowValue(), rows, batch_size=2, n_batches=2, accelerator=acc) == pytest.approx(1.0)
+
+
+def test_resume_with_other_settings_is_one_clear_error(tok_dir, tmp_path):
+    """The optimizer and schedule come back from the checkpoint: a new lr (or data, seed, max_steps) would be
+    ignored, or recorded in metrics.json without having been used. How often to evaluate may change."""
+    from lab_utils.errors import LabError
+
+    cfg, world_cfg = PretrainConfig.for_profile("micro", max_steps=20, save_every=10), WorldConfig.for_profile("micro")
+    out = tmp_path / "base"
+    pretrain(cfg, tok_dir, out, world_cfg, stop_at=10, progress=False)
+    with pytest.raises(LabError, match=r"other settings \(lr 0.002 -> 1e-05\).*without --resume"):
+        pretrain(PretrainConfig.for_profile("micro", max_steps=20, save_every=10, lr=1e-5), tok_dir, out, world_cfg,
+                 resume=True, progress=False)
+    more_evals = PretrainConfig.for_profile("micro", max_steps=20, save_every=10, eval_every=5)
+    assert pretrain(more_evals, tok_dir, out, world_cfg, resume=True, progress=False)["resumed_from"] == 10

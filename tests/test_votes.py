@@ -219,3 +219,13 @@ def test_a_writer_killed_mid_way_leaves_a_consistent_store(db, tmp_path):
     assert [r["vote_id"] for r in rows] == [f"doomed-{k}" for k in range(len(rows))]  # no gap, nothing torn
     assert vote(db, "after", "a")  # the store takes new votes, and exports
     assert votes.export_pairs(db, tmp_path / "after.jsonl") == len(rows) + 1  # the writer voted only a or b
+
+
+def test_a_store_that_cannot_be_written_is_a_lab_error(tmp_path, monkeypatch):
+    """A run folder shared read-only: the arena says so in one line instead of a sqlite3 traceback."""
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with pytest.raises(LabError, match=r"cannot write the vote store .* writable run folder"):
+        votes.init(tmp_path / "votes.db")
