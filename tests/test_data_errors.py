@@ -131,7 +131,8 @@ def test_short_first_line_does_not_sink_a_big_file(tmp_path):
     assert lab_pretrain(data, tmp_path / "run") == 0
 
 
-@pytest.mark.parametrize("content", ['[{"text": "one"}, {"text": "two"}]', '[\n  {"text": "one"},\n  {"text": "two"}\n]\n'])
+@pytest.mark.parametrize("content", ['[{"text": "one"}, {"text": "two"}]',
+                                     '[\n  {"text": "one"},\n  {"text": "two"}\n]\n'])
 def test_a_json_array_of_text_records_loads(tmp_path, content):
     assert load_texts(str(write(tmp_path / "docs.json", content))) == ["one", "two"]
 

@@ -225,7 +225,8 @@ md("""
 - What it buys, measured on `tiny` with the reward models trained in float32 (wip/README.md): *not* held-out pair
   accuracy — 0.742 with it, 0.763 at the same learning rate without it, 0.746 for the earlier default — but a reward
   model PPO can push further without exploiting it. Against it, PPO at β = 0.2 gained +0.40, +0.50 and +0.53 in mean
-  reward over seeds 0–2 at win rates of 0.71–0.82 and task accuracy 0.750–0.788 (SFT 0.755); against the same model
+  reward over seeds 0–2 at win rates of 0.71–0.82 and task accuracy 0.750–0.788 (SFT 0.755; these task accuracies
+  are means over the evaluation prompts, the definition before 2026-11-30, see notebook 03); against the same model
   trained without the regulariser, +0.51 on seed 0 but a win rate of 0.58 and task accuracy down 0.05.
 - `lab reward` trains both models under bf16 autocast (`--bf16`, the default; the two cells above stay in float32 so
   that the checks compare exact numbers): on the CPU where it was measured the stage took 116 s instead of 174 s (the

@@ -388,7 +388,8 @@ mean reward on the evaluation prompts beats SFT's by at least 0.5 normalised uni
 target holds on four of the five seeds we tried (not on seed 2): a claim about this seed, with little margin.
 
 What we measured (`tiny`, 64 prompts per iteration, 25 iterations, β = 0.2; wip/README.md), gain / annotator win
-rate / task accuracy (SFT 0.755):
+rate / task accuracy (SFT 0.755). These task accuracies are means over the 208 evaluation prompts, the definition
+before 2026-11-30 (notebook 03, section 7); the table above uses today's mean over tasks:
 
 | reward model (notebook 04) | seed 0 | seed 1 | seed 2 |
 |---|---|---|---|
