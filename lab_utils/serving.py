@@ -69,7 +69,7 @@ def check_fits(model, tokenizer, prompt: str) -> int:
     (past its context a model answers nonsense, and the arena would store votes on it)."""
     n, ctx = len(tokenizer(prompt)["input_ids"]), context_length(model)
     if ctx is not None and n >= ctx:
-        raise LabError(f"the prompt has {n} tokens with its template, and this model reads at most {ctx}",
+        raise LabError(f"the prompt has {n} tokens (template included), and this model reads at most {ctx}",
                        fix="shorten the prompt")
     return n
 

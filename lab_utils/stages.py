@@ -74,11 +74,10 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
 def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
                  **changes) -> dict:
     """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts."""
+    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .pretrain import pretrain
-
-    from accelerate import PartialState
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)

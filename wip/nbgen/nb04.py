@@ -231,7 +231,8 @@ md("""
 - `lab reward` trains both models under bf16 autocast (`--bf16`, the default; the two cells above stay in float32 so
   that the checks compare exact numbers): on the CPU where it was measured the stage took 116 s instead of 174 s (the
   table below has this run's time), with 0.737 instead of 0.742 on the same held-out pairs, and PPO against it gained
-  +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784. Notebook 05
+  +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784 (means over prompts,
+  as above). Notebook 05
   measures seed 0 again.
 """)
 
