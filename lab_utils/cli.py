@@ -61,8 +61,9 @@ def cmd_pretrain(argv):
     from .stages import run_pretrain
     args, (cfg,) = _parse("pretrain", argv, (PretrainConfig,), doc="pretrain the base model", extra=[RESUME])
     m = run_pretrain(args.profile, args.out, resume=args.resume, **cfg)
-    print(f"[lab] pretrain: val_loss={m['val_loss']} fact_accuracy={m['fact_accuracy']} "
-          f"tokens_per_s={m['tokens_per_s']} wall_s={m['wall_s']}")
+    if m.get("main_process", True):  # under torchrun / accelerate launch, one line from the main process
+        print(f"[lab] pretrain: val_loss={m['val_loss']} fact_accuracy={m['fact_accuracy']} "
+              f"tokens_per_s={m['tokens_per_s']} wall_s={m['wall_s']}")
 
 
 def cmd_sft(argv):

@@ -74,6 +74,7 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
 def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
                  **changes) -> dict:
     """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts."""
+    import torch
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -81,15 +82,16 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
-    with PartialState().main_process_first():  # under `accelerate launch`, one process trains the tokenizer
+    state = PartialState(cpu=not torch.cuda.is_available())  # (on a CPU, `cpu` makes torchrun's processes a group)
+    with state.main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
         if not cfg.model and not is_done(root, "tokenizer"):
             print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
             run_tokenizer(profile, root)
     built_from = _built_from(root, "pretrain", cfg)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     metrics["config"] = cfg.to_dict()
-    if not PartialState().is_main_process:  # the main process probes the model and writes metrics and report
-        return metrics
+    if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:  # the main one probes and reports
+        return metrics | {"fact_accuracy": None, "main_process": False}
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
         return _finish(root, "pretrain", metrics, profile, built_from)

@@ -157,3 +157,21 @@ def test_resume_with_other_settings_is_one_clear_error(tok_dir, tmp_path):
                  resume=True, progress=False)
     more_evals = PretrainConfig.for_profile("micro", max_steps=20, save_every=10, eval_every=5)
     assert pretrain(more_evals, tok_dir, out, world_cfg, resume=True, progress=False)["resumed_from"] == 10
+
+
+def test_two_processes_under_torchrun_train_one_tokenizer_and_report_once(tmp_path):
+    """`accelerate launch` / torchrun: the main process trains the tokenizer (the other waits), both train their share
+    of each batch, and only the main process probes the model and writes metrics and report."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "lab_utils.cli", "pretrain", "--profile",
+                           "micro", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("training it first") == 1 and proc.stdout.count("[lab] pretrain:") == 1, proc.stdout
+    report = ck.read_json(tmp_path / "report.json")
+    assert report["stages"]["pretrain"]["steps"] == PretrainConfig.for_profile("micro").max_steps
