@@ -67,11 +67,18 @@ def context_length(model) -> int | None:
 def check_fits(model, tokenizer, prompt: str) -> int:
     """The prompt's length in tokens, if it leaves room for an answer in the model's context; a LabError otherwise
     (past its context a model answers nonsense, and the arena would store votes on it)."""
-    n, ctx = len(tokenizer(prompt)["input_ids"]), context_length(model)
-    if ctx is not None and n >= ctx:
-        raise LabError(f"the prompt has {n} tokens (template included), and this model reads at most {ctx}",
-                       fix="shorten the prompt")
+    n = len(tokenizer(prompt)["input_ids"])
+    _room(model, n)
     return n
+
+
+def _room(model, n_prompt: int) -> int:
+    """Tokens left for the answer after a prompt of `n_prompt` tokens; a LabError when none are."""
+    ctx = context_length(model)
+    if ctx is not None and n_prompt >= ctx:
+        raise LabError(f"the prompt has {n_prompt} tokens (template included), and this model reads at most {ctx}",
+                       fix="shorten the prompt")
+    return (ctx or 10**9) - n_prompt
 
 
 def start_streams(jobs: list[tuple], **sampling) -> list["Stream"]:
@@ -149,7 +156,7 @@ class Stream:
         enc = tokenizer([prompt], return_tensors="pt").to(model.device)  # (1, T)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
             else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        room = (context_length(model) or 10**9) - check_fits(model, tokenizer, prompt)  # the answer stays inside
+        room = _room(model, enc["input_ids"].shape[1])  # the answer stays inside the context
         new_tokens = min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS, room)
         kwargs = dict(**enc, max_new_tokens=new_tokens, streamer=self._streamer,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

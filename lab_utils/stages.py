@@ -82,15 +82,15 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool = False, pro
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
-    state = PartialState(cpu=not torch.cuda.is_available())  # (on a CPU, `cpu` makes torchrun's processes a group)
-    with state.main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
+    cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
+    with PartialState(cpu=cpu).main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
         if not cfg.model and not is_done(root, "tokenizer"):
             print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
             run_tokenizer(profile, root)
     built_from = _built_from(root, "pretrain", cfg)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     metrics["config"] = cfg.to_dict()
-    if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:  # the main one probes and reports
+    if not PartialState(cpu=cpu).is_main_process:  # the main process probes the model and writes the report
         return metrics | {"fact_accuracy": None, "main_process": False}
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
