@@ -258,12 +258,31 @@ def check_extract(rec: dict, response: str) -> bool:
     return found == rec["answer"]
 
 
-@lru_cache(maxsize=4)
-def _database(w: World) -> sqlite3.Connection:
+# Graded on the world's table and on shuffled copies of it (test-suite accuracy, Zhong et al. 2020): a query that
+# returns the right rows only by coincidence, or hard-codes them (`SELECT 'France' FROM countries WHERE capital =
+# 'Paris'`), does not return the reference query's rows on every copy.
+SQL_VARIANTS = 3
+
+
+def _table(w: World, variant: int) -> list[tuple]:
+    """Variant 0: the world's countries. Variant 1: the same rows with the names and the populations shuffled among
+    them (names, capitals and populations no longer belong together). Variant 2 and on: the same for a seeded two
+    thirds of the rows, so that counts change too."""
+    rows = [(c.name, c.capital, c.continent, c.population) for c in w.countries]
+    if variant == 0:
+        return rows
+    rng = random.Random(f"sql-variant-{variant}")
+    kept = rows if variant == 1 else rng.sample(rows, k=max(1, 2 * len(rows) // 3))
+    names, populations = [r[0] for r in kept], [r[3] for r in kept]
+    rng.shuffle(names), rng.shuffle(populations)
+    return [(n, r[1], r[2], pop) for n, r, pop in zip(names, kept, populations)]
+
+
+@lru_cache(maxsize=4 * SQL_VARIANTS)
+def _database(w: World, variant: int = 0) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False)  # in memory: no file is ever opened
     db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
-    db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)",
-                   [(c.name, c.capital, c.continent, c.population) for c in w.countries])
+    db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)", _table(w, variant))
     db.execute("PRAGMA query_only = ON")  # a generated query can read, never write
     return db
 
@@ -277,9 +296,10 @@ _SQL_LOCK = threading.Lock()  # the authorizer belongs to the shared connection:
 _READ_ONLY = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
 
 
-def run_sql(w: World, sql: str) -> list | None:
+def run_sql(w: World, sql: str, variant: int = 0) -> list | None:
     """Rows of a single SELECT that reads the countries table (order ignored); None for anything else: invalid
-    SQL, a second statement, a query that reads no table (`SELECT 'France'`), or any action but reading."""
+    SQL, a second statement, a query that reads no table (`SELECT 'France'`), or any action but reading.
+    `variant` > 0 runs it on a shuffled copy of the table (`_table`)."""
     end = _statement_end(sql)
     if not sql.lstrip().upper().startswith("SELECT") or (end is not None and sql[end:].strip()):
         return None
@@ -290,7 +310,7 @@ def run_sql(w: World, sql: str) -> list | None:
             tables.add(arg1.lower())
         return sqlite3.SQLITE_OK if action in _READ_ONLY else sqlite3.SQLITE_DENY
 
-    db = _database(w)
+    db = _database(w, variant)
     with _SQL_LOCK:
         db.set_authorizer(authorize)
         try:
@@ -334,10 +354,15 @@ def sql_statement(response: str) -> str | None:
 
 def check_nl2sql(w: World, rec: dict, response: str) -> bool:
     """Graded by execution: the response's one query must read the countries table and return the same rows as
-    the reference query."""
+    the reference query, on the world's table and on each shuffled copy of it."""
     sql = sql_statement(response)
-    got = run_sql(w, sql) if sql else None
-    return got is not None and got == run_sql(w, rec["answer"])
+    if not sql:
+        return False
+    for variant in range(SQL_VARIANTS):
+        got = run_sql(w, sql, variant)
+        if got is None or got != run_sql(w, rec["answer"], variant):
+            return False
+    return True
 
 
 def check(w: World, rec: dict, response: str) -> bool:

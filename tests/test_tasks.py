@@ -197,6 +197,32 @@ def test_nl2sql_literal_that_reads_no_table_rejected(world, response):
     assert not T.check(world, PARIS, response)
 
 
+def asia_count(world) -> int:
+    return T.run_sql(world, "SELECT COUNT(*) FROM countries WHERE continent = 'Asia'")[0][0]
+
+
+@pytest.mark.parametrize("record, response", [
+    (PARIS, "SELECT 'France' FROM countries WHERE capital = 'Paris';"),  # the answer hard-coded, the table read
+    (PARIS, "SELECT 'France' FROM countries LIMIT 1;"),
+    (PARIS, "SELECT name FROM countries WHERE name = 'France';"),        # the right row, not found by its capital
+    ({"task": "nl2sql", "lang": "en", "answer": "SELECT COUNT(*) FROM countries WHERE continent = 'Asia';"},
+     "SELECT {n} FROM countries LIMIT 1;"),                               # the count hard-coded
+])
+def test_nl2sql_right_rows_by_coincidence_rejected(world, record, response):
+    response = response.format(n=asia_count(world))
+    assert T.run_sql(world, response) == T.run_sql(world, record["answer"])  # right on the world's own table ...
+    assert not T.check(world, record, response)                             # ... not on its shuffled copies
+
+
+def test_nl2sql_every_reference_changes_on_a_shuffled_copy(world):
+    """Each shuffled copy of the table tests something: no question's reference rows are the same on all of them."""
+    records = [T.make_nl2sql(random.Random(i), world, "terse", "en") for i in range(300)]
+    assert len({r["input"] for r in records}) > 100
+    same = [r["answer"] for r in records
+            if all(T.run_sql(world, r["answer"], v) == T.run_sql(world, r["answer"]) for v in range(T.SQL_VARIANTS))]
+    assert same == []
+
+
 @pytest.mark.parametrize("response", [
     f"{PARIS_SQL}; DROP TABLE countries;",                   # only one statement may be graded
     f"{PARIS_SQL}; drop table countries",
