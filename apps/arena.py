@@ -4,7 +4,8 @@
 
 A battle pits two different fine-tuned models of the run (SFT, RLHF, experiments) against each other, in a
 random order, or two samples of the same model when the run has only one. The vote buttons unlock when
-both answers are finished; one vote per battle, then the names are revealed. Votes go to
+both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
+be told apart); one vote per battle, then the names are revealed. Votes go to
 `runs/<profile>/votes.db` (`lab_utils.votes`); `lab votes export` turns them into preference pairs and
 `lab reward --data runs/<profile>/votes.db` trains the next reward model on them.
 
@@ -29,6 +30,8 @@ from lab_utils.config import WorldConfig, build_world_from
 from lab_utils.errors import LabError
 
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+SAME_TEXT = ("The two answers are the same text, so neither can be better: vote **Tie** or **Both are bad** (and "
+             "rate them if you like).")
 
 
 class Arena:
@@ -49,15 +52,18 @@ class Arena:
 
     def battle(self, text: str):
         """Stream two anonymous answers: yields (answer A, answer B, battle); battle["done"] once both finished, when
-        battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens)."""
+        battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens) and
+        battle["same"] whether the two answers are the same text (then only tie and both_bad can be voted)."""
         text = checked_prompt(text)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
         streams = started([(*self.models.get(n), serving.rendered_prompt(n, text)) for n in names], **self.sampling)
         for _ in serving.interleave(streams):
             yield streams[0].text, streams[1].text, battle
-        yield streams[0].text, streams[1].text, battle | {"answers": [s.text for s in streams],
-                                                          "ended": [s.ended for s in streams], "done": True}
+        answers, ended = [s.text for s in streams], [s.ended for s in streams]
+        same = answers[0].strip() == answers[1].strip() and ended[0] == ended[1]
+        yield streams[0].text, streams[1].text, battle | {"answers": answers, "ended": ended, "same": same,
+                                                          "done": True}
 
     def vote(self, choice: str, rating_a, rating_b, battle: dict | None, request: gr.Request) -> dict:
         """Store the vote on this session's finished battle and return what was stored. Voting again on the same
@@ -67,6 +73,8 @@ class Arena:
         if not battle or not battle["done"]:
             raise gr.Error("no finished battle to vote on: start one and wait for both answers",
                            print_exception=False)
+        if choice not in votable(battle):  # an A/B vote on one text twice would be a pair that teaches nothing
+            raise gr.Error("both answers are the same text: vote tie or both_bad", print_exception=False)
         a_ended, b_ended = battle["ended"]  # the reward stage appends EOS only to answers that ended
         try:
             recorded = votes.record_vote(self.db, battle["vote_id"], battle["prompt"], *battle["answers"],
@@ -81,6 +89,21 @@ class Arena:
 
     def random_prompt(self) -> str:
         return self.rng.choice(self.pool)
+
+
+def votable(battle: dict | None) -> tuple[str, ...]:
+    """The choices a battle can be voted with: none until both answers are finished, and only tie or both_bad when
+    they are the same text."""
+    if not battle or not battle["done"]:
+        return ()
+    return ("tie", "both_bad") if battle.get("same") else tuple(BUTTONS)
+
+
+def unlocked(battle: dict | None) -> list:
+    """Updates for the vote buttons (in BUTTONS order) and the note under them, once a battle has run."""
+    allowed = votable(battle)
+    note = SAME_TEXT if battle and battle.get("same") and allowed else ""
+    return [gr.update(interactive=c in allowed) for c in BUTTONS] + [note]
 
 
 def _rating(value) -> int | None:
@@ -138,8 +161,8 @@ def build(root: str | Path, profile: str | None = None, **sampling) -> gr.Blocks
                       [*buttons.values(), outcome, rating_a, rating_b], api_name="new_battle",
                       api_visibility="private", queue=False)
         run = start.then(arena.battle, prompt, [answer_a, answer_b, battle], api_name="battle")
-        run.success(lambda b: [gr.update(interactive=b["done"])] * len(BUTTONS), battle, list(buttons.values()),
-                    api_name="unlock_votes", api_visibility="private")
+        run.success(unlocked, battle, [*buttons.values(), outcome], api_name="unlock_votes",
+                    api_visibility="private")
         stop.click(None, cancels=[run], api_name="stop")
         for c, button in buttons.items():
             button.click(_vote_for(arena, c), [rating_a, rating_b, battle], result,

@@ -243,6 +243,27 @@ def test_the_arena_stores_whether_each_answer_ended(app_root, tmp_path, monkeypa
     assert (pair["chosen"], pair["chosen_ended"], pair["rejected_ended"]) == ("Paris is the", False, True)
 
 
+def test_two_answers_of_the_same_text_can_be_voted_only_tie_or_both_bad(app_root, tmp_path, monkeypatch):
+    made = iter([FakeStream(["Paris", "."], ended=True), FakeStream(["Paris.", " "], ended=True),
+                 FakeStream(["Paris."], ended=True), FakeStream(["Paris."], ended=False)])
+    monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro")
+    request = gr.Request(session_hash="session-1")
+    *streaming, (_, _, battle) = a.battle(QUESTION)  # "Paris." and "Paris. ": the same answer
+    assert battle["same"] and arena.votable(battle) == ("tie", "both_bad")
+    assert arena.votable(streaming[0][2]) == ()  # nothing before both answers are finished
+    *buttons, note = arena.unlocked(battle)
+    assert [b["interactive"] for b in buttons] == [False, False, True, True] and "same text" in note
+    for choice in "ab":
+        with pytest.raises(gr.Error, match="both answers are the same text: vote tie or both_bad"):
+            a.vote(choice, None, None, battle, request)
+    assert votes.rows(a.db) == []
+    assert a.vote("tie", 3, 3, battle, request)["recorded"]
+    *_, (_, _, other) = a.battle(QUESTION)  # the same text, but only one ended: B was cut off, A was not
+    assert not other["same"] and arena.votable(other) == tuple(arena.BUTTONS)
+    assert [b["interactive"] for b in arena.unlocked(other)[:-1]] == [True] * 4 and arena.unlocked(other)[-1] == ""
+
+
 def test_the_prompt_pool_holds_instructions_without_input(app_root, tmp_path):
     a = arena.Arena(run_folder(app_root, tmp_path), "micro")
     assert a.pool and a.random_prompt() in a.pool
@@ -306,6 +327,10 @@ def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
     client = Client(url, auth=("alice", "pw"), verbose=False)
     assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
     answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
+    for _ in range(5):  # two samples of one model: draw again until they differ, or B could not be voted for
+        if answer_a.strip() != answer_b.strip():
+            break
+        answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
     result = client.predict("b", 4, None, api_name="/vote")
     assert result["recorded"] and (result["model_a"], result["model_b"]) == ("sft", "sft")
     assert client.predict("b", 4, None, api_name="/vote")["recorded"] is False  # a retry stores nothing
@@ -327,9 +352,10 @@ def test_eight_clients_voting_at_once_store_exactly_200_votes(arena_app):
         client = Client(url, auth=("alice", "pw"), verbose=False)
         ids = set()
         for k in range(25):
-            client.predict(f"{QUESTION} ({k})", api_name="/battle")
-            first = client.predict("ab"[k % 2], None, None, api_name="/vote")
-            retry = client.predict("ab"[k % 2], None, None, api_name="/vote")  # as if the first reply were lost
+            answer_a, answer_b = client.predict(f"{QUESTION} ({k})", api_name="/battle")
+            choice = "ab"[k % 2] if answer_a.strip() != answer_b.strip() else "tie"  # the same text: A, B locked
+            first = client.predict(choice, None, None, api_name="/vote")
+            retry = client.predict(choice, None, None, api_name="/vote")  # as if the first reply were lost
             assert first["recorded"] and not retry["recorded"] and first["vote_id"] == retry["vote_id"]
             ids.add(first["vote_id"])
         return ids

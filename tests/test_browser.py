@@ -79,20 +79,27 @@ def test_arena_in_a_browser_vote_reveals_names_and_lands_in_the_db(page, run_roo
         page.goto(serve(demo))
         page.get_by_role("textbox", name="prompt", exact=True).fill(QUESTION)
         page.get_by_role("button", name="Battle").click()
-        a_better = page.get_by_role("button", name="A is better")
-        expect(a_better).to_be_enabled(timeout=60_000)  # unlocked only when both answers are finished
+        a_better, tie = (page.get_by_role("button", name=n) for n in ("A is better", "Tie"))
+        expect(tie).to_be_enabled(timeout=60_000)  # unlocked only when both answers are finished
         answers = [page.get_by_label(f"Model {x}").input_value() for x in "AB"]
+        same = answers[0].strip() == answers[1].strip()  # two models may well give one text: then A, B stay locked
+        if same:
+            expect(a_better).to_be_disabled()
+            expect(page.get_by_text("The two answers are the same text")).to_be_visible()
+        else:
+            expect(a_better).to_be_enabled()
         page.get_by_text("4", exact=True).first.click()  # rate A: 4
         page.screenshot(path=shots / "arena.png", full_page=True)
-        a_better.click()
+        (tie if same else a_better).click()
         expect(page.get_by_text(re.compile(r"A was \S+, B was \S+"))).to_be_visible(timeout=30_000)
         expect(a_better).to_be_disabled()  # one vote per battle
+        expect(tie).to_be_disabled()
         page.screenshot(path=shots / "arena-voted.png", full_page=True)
     finally:
         demo.close()
     [row] = votes.rows(votes.db_path(run_root))
-    assert row == row | {"prompt": QUESTION, "answer_a": answers[0], "answer_b": answers[1], "choice": "a",
-                         "rating_a": 4, "rating_b": None}
+    assert row == row | {"prompt": QUESTION, "answer_a": answers[0], "answer_b": answers[1],
+                         "choice": "tie" if same else "a", "rating_a": 4, "rating_b": None}
     assert row["model_a"] in serving.available_models(run_root) and row["voter"]  # the browser session
 
 
