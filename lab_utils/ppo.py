@@ -44,7 +44,8 @@ from .errors import LabError
 from .modeling import fresh_accelerator
 from .reward import RewardModel
 
-KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck
+KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck ...
+KL_ALARM_SE = 2.0  # ... when it is below zero by more than this many standard errors (near 0, noise dips below)
 
 
 def disable_dropout(model) -> None:
@@ -213,6 +214,7 @@ class PPOTrainer:
         prompts = self.rng.sample(self.prompts, min(self.cfg.rollout_batch, len(self.prompts)))
         b = self.rollout(prompts)
         kl_per_seq = b["kl"].sum(1)
+        kl_se = (kl_per_seq.std() / len(prompts) ** 0.5).item() if len(prompts) > 1 else 0.0  # of the mean KL
         lr = self.scheduler.get_last_lr()[0]  # the rate of this iteration's updates (optimise steps the schedule)
         opt = self.optimise(b)
         beta = self.kl_ctl.value
@@ -221,6 +223,7 @@ class PPOTrainer:
         row = {"iteration": self.iteration, "episodes": self.iteration * len(prompts),
                "rlhf_reward": round((b["scores"] - beta * kl_per_seq).mean().item(), 4),
                "score": round(b["raw_scores"].mean().item(), 4), "kl": round(kl_per_seq.mean().item(), 4),
+               "kl_se": round(kl_se, 4),
                "entropy": round(b["entropy"].item(), 4), "eos_rate": round(b["ended"].float().mean().item(), 4),
                "response_len": round(b["mask"].sum(1).float().mean().item(), 2), "kl_coef": round(beta, 5),
                "lr": lr} | {k: round(v, 5) for k, v in opt.items()}
@@ -235,8 +238,11 @@ class PPOTrainer:
 
     def _check_kl(self, row: dict) -> None:
         """KL(policy ‖ reference) estimated on samples of the policy cannot stay negative: if it does, the
-        log-probabilities of the two models are not computed the same way (temperature, padding, positions)."""
-        self._negative_kl = self._negative_kl + 1 if row["kl"] < 0 else 0
+        log-probabilities of the two models are not computed the same way (temperature, padding, positions).
+        "Negative" means below zero by more than KL_ALARM_SE standard errors (`kl_se`): while the policy is still
+        near the reference (the first iterations, a small learning rate, LoRA) the true KL is near zero and its
+        estimate on one batch is below zero about half the time."""
+        self._negative_kl = self._negative_kl + 1 if row["kl"] < -KL_ALARM_SE * row.get("kl_se", 0.0) else 0
         row["kl_alarm"] = self._negative_kl >= KL_ALARM_ITERATIONS
         if row["kl_alarm"]:
             message = (f"KL has been negative for {self._negative_kl} iterations (now {row['kl']}): policy and "
