@@ -41,6 +41,11 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     parser.add_argument("--out", default=None, help="run folder (default runs/<profile>)")
     for extra_arg in extra or []:
         parser.add_argument(*extra_arg[0], **extra_arg[1])
+    flags = {a for action in parser._actions for a in action.option_strings}
+    for cfg in configs:  # --no_X for every switch: HfArgumentParser adds it only where the field's default is True,
+        for f in dataclasses.fields(cfg):  # but a profile may turn a switch on (bf16 on full)
+            if f.type in (bool, "bool") and f"--no_{f.name}" not in flags:
+                parser.add_argument(f"--no_{f.name}", action="store_false", dest=f.name, help=f"turn --{f.name} off")
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)

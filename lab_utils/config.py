@@ -26,12 +26,40 @@ def resolve_profile(profile: str | None = None) -> str:
     return profile
 
 
+# Every number of every config is above zero, but these may also be zero (a seed, "off", "all", "none") ...
+_ZERO_OK = {"world_seed", "seed", "max_operand", "heldout_fraction", "context", "min_lr_ratio", "warmup_steps",
+            "weight_decay", "save_every", "data_limit", "n_records", "lora_dropout", "off_topic", "lm_coef", "kl_coef",
+            "vf_coef", "gamma", "lam"}
+_AT_MOST_ONE = {"heldout_fraction", "min_lr_ratio", "eval_fraction", "lora_dropout", "gamma", "lam"}  # ... shares
+_NOT_POSITIVE = {"missing_eos_penalty"}  # ... and a penalty is added, so it is zero or below
+
+
 class _Profiled:
     OVERRIDES: ClassVar[dict[str, dict]] = {}
 
     @classmethod
     def for_profile(cls, profile: str | None = None, **changes):
-        return replace(cls(), **{**cls.OVERRIDES.get(resolve_profile(profile), {}), **changes})
+        cfg = replace(cls(), **{**cls.OVERRIDES.get(resolve_profile(profile), {}), **changes})
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """One clear error for a number no stage can run with (a flag's typo, `--lora_r 0`), before anything
+        is loaded or trained."""
+        from .errors import LabError
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if name in _NOT_POSITIVE:
+                bad, fix = value > 0, "give 0 or a negative number"
+            elif name in _ZERO_OK:
+                bad, fix = value < 0, "give 0 or a positive number"
+            else:
+                bad, fix = not value > 0, "give a positive number"  # `not >` also catches nan
+            if name in _AT_MOST_ONE and value > 1:
+                bad, fix = True, "give a share between 0 and 1"
+            if bad:
+                raise LabError(f"--{name} is {value!r}", fix=fix)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,8 +145,10 @@ def build_world_from(cfg: WorldConfig):
 class SFTConfig(_Profiled):
     method: str = _f("qlora", "qlora (4-bit NF4 base + LoRA), lora (fp32 base + LoRA) or full (every weight)")
     data: str = _f("", "Alpaca data instead of the world's tasks: .json array, .jsonl, or a hub id (full)")
+    data_split: str = _f("train", "split of a hub dataset given with --data")
+    data_limit: int = _f(0, "with --data: train on its first N records only (0: all of them)")
     model: str = _f("", "base model folder or hub id (default: runs/<profile>/base)")
-    n_records: int = _f(3000, "Alpaca records generated from the world's task generators")
+    n_records: int = _f(3000, "Alpaca records generated from the world's task generators (not used with --data)")
     max_steps: int = _f(300, "optimizer steps")
     batch_size: int = _f(16, "records per step")
     lr: float = _f(1e-3, "LoRA learning rate (measured on tiny: 5e-4 learned too slowly in 300 steps, 2e-3 collapsed)")
@@ -127,7 +157,8 @@ class SFTConfig(_Profiled):
     lora_r: int = _f(32, "LoRA rank r (measured on tiny: 16 → 0.63 task accuracy, 32 → 0.69; 64 → 0.70 but trains a third of the model)")
     lora_alpha: int = _f(64, "LoRA scale alpha (update = alpha / r · B·A)")
     lora_dropout: float = _f(0.0, "LoRA dropout")
-    max_length: int = _f(256, "tokens per prompt + response (longer ones are cut)")
+    max_length: int = _f(256, "tokens per prompt + response (longer records are left out, not cut: a cut one "
+                              "would lose its EOS)")
     logging_steps: int = _f(10, "steps between logged losses")
     bf16: bool = _f(False, "bf16 autocast in the trainer")
     seed: int = _f(0, "training seed")
@@ -144,6 +175,7 @@ class SFTConfig(_Profiled):
 class RewardConfig(_Profiled):
     data: str = _f("", "preference pairs instead of sampling: .json/.jsonl (TRL, ShareGPT, HH, vote export), "
                        "the arena's votes.sqlite, or a hub id")
+    data_split: str = _f("train", "split of a hub dataset given with --data (e.g. train_prefs)")
     model: str = _f("", "model the reward model starts from (default: runs/<profile>/sft)")
     n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences")
     n_samples: int = _f(4, "sampled answers per prompt (every distinct pair is labelled)")
@@ -193,6 +225,7 @@ class PPOConfig(_Profiled):
     data: str = _f("", "prompts to optimise on instead of the world's tasks: an Alpaca or TRL prompt-only "
                        ".json/.jsonl, any preference-pair file `lab reward --data` reads (its prompts), the "
                        "arena's votes.sqlite, or a hub id")
+    data_split: str = _f("train", "split of a hub dataset given with --data")
     n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed; "
                               "with --data a seeded sample of the file's distinct prompts)")
     max_prompt_length: int = _f(192, "prompts longer than this (tokens) are left out and counted")

@@ -102,7 +102,7 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
             where, fix = [f"line {r['_line']}" for r in rows], "give every line a \"text\" string"
         else:  # a JSON array of {"text": ...} records
             rows = _json_array(path)
-            where, fix = [f"record {i}" for i in range(len(rows))], "make each record {\"text\": \"...\"}"
+            where, fix = [f"record {i + 1}" for i in range(len(rows))], "make each record {\"text\": \"...\"}"
         docs = []
         for rec, at in zip(rows, where):
             if not isinstance(rec, dict):
@@ -154,13 +154,13 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None) -> li
     path, suffix = Path(spec), _suffix(spec)
     if suffix == ".json":
         rows = _json_array(path)
-        where = [f"record {i}" for i in range(len(rows))]
+        where = [f"record {i + 1}" for i in range(len(rows))]
     elif suffix == ".jsonl":
         rows = read_jsonl(path)
         where = [f"line {r.pop('_line')}" for r in rows]
     elif _is_hub_id(spec):
         rows = _hub_rows(spec, split)
-        where = [f"row {i}" for i in range(len(rows))]
+        where = [f"row {i + 1}" for i in range(len(rows))]
     else:
         _not_loadable(spec, "use an Alpaca .json array, a .jsonl file, or a hub dataset id")
     if not rows:

@@ -47,7 +47,9 @@ from .errors import LabError
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
           "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, or the arena vote export")
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
-_BOUNDARY = set(" \t\n.,;:!?。，；：！？、")  # where a shared text prefix may end
+_CJK_PUNCT = set("。，；：！？、")  # Chinese puts no space after these: a shared prefix may end at any of them
+_PUNCT = set(".,;:!?")  # ... but at these only before a space ("3.14" / "3.15" share "3.1", not a sentence)
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _HH = re.compile(r"\n\n(Human|Assistant):")
 
 Where = tuple[str | None, str | None]  # (file, "record 3" / "line 4" / "row 2") for error messages
@@ -90,7 +92,7 @@ def _rows(spec: str, split: str) -> tuple[list, list[str]]:
     path, suffix = Path(spec), _suffix(spec)
     if suffix == ".json":
         rows = _json_array(path)
-        return rows, [f"record {i}" for i in range(len(rows))]
+        return rows, [f"record {i + 1}" for i in range(len(rows))]
     if suffix == ".jsonl":
         rows = read_jsonl(path)
         return rows, [f"line {r.pop('_line')}" for r in rows]
@@ -99,7 +101,7 @@ def _rows(spec: str, split: str) -> tuple[list, list[str]]:
         return rows, [f"vote {r['vote_id']}" for r in rows]
     if _is_hub_id(spec):
         rows = _hub_rows(spec, split)
-        return rows, [f"row {i}" for i in range(len(rows))]
+        return rows, [f"row {i + 1}" for i in range(len(rows))]
     _not_loadable(spec, "use a .json array, a .jsonl file, the arena's votes.db, or a hub dataset id")
 
 
@@ -198,12 +200,17 @@ def _filled(turns: list[tuple[str, str]], field: str, at: Where) -> None:
                   "give every message of the prompt some text, or remove the empty one")
 
 
-def _prompt(value, field: str, at: Where) -> str:
+def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> str:
+    """A prompt given as a string, a message list, or an HH transcript ending in "\n\nAssistant:" (the layout of
+    HH-derived sets with an explicit prompt); `first` goes before it (ShareGPT's top-level system message)."""
     if isinstance(value, list):
         turns = _turns(value, field, at)
         _filled(turns, field, at)
+    elif isinstance(value, str) and _HH.match("\n\n" + value.lstrip("\n")):
+        turns = _hh_prompt_turns(value, field, at)
     else:
         turns = [("user", _text(value, field, at))]
+    turns = [*first, *turns]
     if turns[-1][0] != "user":
         _fail(at, f"field '{field}' ends with a turn of role '{turns[-1][0]}'", "end the prompt with the user's turn")
     text = render_prompt(turns)
@@ -238,7 +245,14 @@ def _last_reply(turns: list[tuple[str, str]], field: str, at: Where) -> str:
 # ------------------------------------------------------------------ the shapes with no plain prompt field
 
 def _sharegpt(rec: dict, at: Where) -> dict:
-    return {"prompt": _prompt(rec["conversations"], "conversations", at),
+    """ShareGPT pairs (LLaMA-Factory's layout): `conversations`, an optional top-level `system` message, and one
+    assistant message each in `chosen` and `rejected`."""
+    system = rec.get("system")
+    if system is not None and not isinstance(system, str):
+        _fail(at, f"field 'system' is of type {type(system).__name__}, not a string",
+              "make 'system' a string, or leave it out")
+    first = [("system", _text(system, "system", at))] if system and system.strip() else []
+    return {"prompt": _prompt(rec["conversations"], "conversations", at, first),
             "chosen": _reply(_present(rec, "chosen", at), "chosen", at),
             "rejected": _reply(_present(rec, "rejected", at), "rejected", at)}
 
@@ -250,6 +264,18 @@ def _hh_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
         _fail(at, f"field '{field}' is not a transcript ending in an assistant reply",
               'write it as "\\n\\nHuman: …\\n\\nAssistant: …"')
     return [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+
+
+def _hh_prompt_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
+    """The turns of an explicit HH prompt, "\n\nHuman: a\n\nAssistant:" -> [("user", "a")]: the final, empty
+    "Assistant:" is where the reply goes."""
+    encodable(transcript, at[0], at[1], field)
+    parts = _HH.split("\n\n" + transcript.lstrip("\n"))  # ["", "Human", "a", "Assistant", "", ...]
+    turns = [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+    if turns and turns[-1] == ("assistant", ""):
+        turns = turns[:-1]
+    _filled(turns, field, at)
+    return turns
 
 
 def _hh(chosen: str, rejected: str, at: Where) -> dict:
@@ -285,14 +311,28 @@ def _shared_messages(chosen: list, rejected: list, at: Where) -> dict:
     return {"prompt": _prompt_from(c_turns[:k], "chosen", at)} | replies
 
 
+def _cut_allowed(chosen: str, rejected: str, k: int) -> bool:
+    """May the shared prefix end before index k? After whitespace or Chinese punctuation; after . , ; : ! ? only
+    where a space (or the end) follows in both texts; between two Chinese characters. Never inside a word or
+    a number: "is 4" / "is 42" share "is ", not "is 4", and "3.14" / "3.15" share no sentence."""
+    last = chosen[k - 1]
+    if last.isspace() or last in _CJK_PUNCT:
+        return True
+    after = [t[k] if k < len(t) else " " for t in (chosen, rejected)]
+    if last in _PUNCT:
+        return all(a.isspace() for a in after)
+    return bool(_CJK.match(last)) and all(_CJK.match(a) for a in after)
+
+
 def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
     """TRL implicit prompt as strings: the shared leading text, cut back to a word or sentence boundary
-    so that both replies are non-empty ("The sky is blue." / "The sky is green." -> "The sky is")."""
+    so that both replies are non-empty ("The sky is blue." / "The sky is green." -> "The sky is"; "天空是蓝色的。" /
+    "天空是绿色的。" -> "天空是")."""
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
     for k in range(n, 0, -1):
-        if chosen[k - 1] in _BOUNDARY:  # never inside a word: "is 4" / "is 42" share "is ", not "is 4"
+        if _cut_allowed(chosen, rejected, k):
             prompt, c, r = chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
             if prompt and c and r:
                 return {"prompt": prompt, "chosen": c, "rejected": r}

@@ -92,8 +92,12 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     """Fine-tune `base_dir` on `records` with `cfg.method`; save the merged model to `out_dir`."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
+    except OSError as err:  # a mistyped folder, or a hub id that is not cached while offline
+        raise LabError(f"could not load the base model ({err.__class__.__name__})", path=str(base_dir),
+                       fix="run `lab pretrain` first, or pass --model a model folder or a hub id") from None
     weight_bytes = model.get_memory_footprint()
     # sizes of the unquantised base, read before LoRA layers are injected into `model`
     full = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if cfg.method == "qlora" else model

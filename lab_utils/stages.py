@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import time
 import warnings
@@ -112,7 +113,8 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    records = load_alpaca(cfg.data, limit=cfg.n_records or None) if cfg.data else world_records("sft", world, cfg)
+    records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None) if cfg.data \
+        else world_records("sft", world, cfg)
     base = Path(cfg.model) if cfg.model else _finished(root, "pretrain", "base model")
     built_from = _built_from(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
@@ -157,15 +159,25 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     off_topic: list[dict] = []  # only sampled answers get off-topic pairs
     if given:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
         if pairs is None:
-            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data)]
+            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data, cfg.data_split)]
         ratings = []
         n_given = len(pairs)
-        pairs = R.within_length(tokenizer, pairs, cfg.max_length)
+        context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
+        limit = min(cfg.max_length, context)
+        pairs = R.within_length(tokenizer, pairs, limit)
         if not pairs:
-            raise LabError(f"all {n_given} preference pairs are longer than --max_length {cfg.max_length} tokens",
-                           path=cfg.data or None, fix="raise --max_length or bring shorter pairs")
+            raise LabError(f"all {n_given} preference pairs are longer than {limit} tokens (--max_length "
+                           f"{cfg.max_length}, the model's context {context})", path=cfg.data or None,
+                           fix="bring shorter pairs, or raise --max_length if the model's context allows it")
         n_too_long = n_given - len(pairs)
-        prompts = sorted({p["prompt"] for p in pairs})[: cfg.n_prompts]
+        # the scale: the SFT model's answers to a seeded sample of the prompts that leave room for an answer
+        room = [p for p in sorted({p["prompt"] for p in pairs})
+                if len(tokenizer(p)["input_ids"]) + cfg.max_new_tokens <= context]
+        if not room:
+            raise LabError(f"no prompt of the pairs leaves room for a {cfg.max_new_tokens}-token answer in the "
+                           f"model's context ({context} tokens), so the reward scale cannot be measured",
+                           path=cfg.data or None, fix="lower --max_new_tokens or bring shorter prompts")
+        prompts = random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room)))
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
                               temperature=cfg.temperature, seed=cfg.seed)
         samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
@@ -438,13 +450,11 @@ def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
     """PPO's prompts, rendered with the Alpaca template: the world's tasks, or with --data a seeded sample of
     `n_prompts` of the file's distinct prompts. Prompts over `max_prompt_length` tokens are left out; returns the
     prompts and how many were left out."""
-    import random
-
     from .preferences import load_prompts
     from .tokenizer import render_alpaca
 
     if cfg.data:
-        pairs = load_prompts(cfg.data)
+        pairs = load_prompts(cfg.data, cfg.data_split)
         random.Random(cfg.seed + 2).shuffle(pairs)
         rendered = [render_alpaca(instruction, text) for instruction, text in pairs]
     else:

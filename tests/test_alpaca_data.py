@@ -68,13 +68,13 @@ BAD_FILES = [  # (file name, content, words str(error) must contain besides the 
     ("empty.json", "", ["the file is empty"]),
     ("blank.json", "  \n", ["the file is empty"]),
     ("empty_array.json", "[]", ["no records"]),
-    ("not_object.json", json.dumps([rec(), ["Say hi.", "Hi."]]), ["record 1", "expected an object, got list"]),
+    ("not_object.json", json.dumps([rec(), ["Say hi.", "Hi."]]), ["record 2", "expected an object, got list"]),
     ("no_instruction.json", json.dumps([rec(), {"input": "", "output": "Hi."}]),
-     ["record 1", "field 'instruction' is missing"]),
-    ("no_output.json", json.dumps([{"instruction": "Say hi."}]), ["record 0", "field 'output' is missing"]),
+     ["record 2", "field 'instruction' is missing"]),
+    ("no_output.json", json.dumps([{"instruction": "Say hi."}]), ["record 1", "field 'output' is missing"]),
     ("int_output.json", json.dumps([rec(), rec(), rec(output=3)]),
-     ["record 2", "field 'output' is of type int, not a string"]),
-    ("empty_instruction.json", json.dumps([rec(instruction="  ")]), ["record 0", "field 'instruction' is empty"]),
+     ["record 3", "field 'output' is of type int, not a string"]),
+    ("empty_instruction.json", json.dumps([rec(instruction="  ")]), ["record 1", "field 'instruction' is empty"]),
     ("malformed.jsonl", json.dumps(rec()) + '\n{"instruction": "a", \n', ["malformed JSON", "line 2"]),
     ("not_object.jsonl", json.dumps(rec()) + '\n"just a string"\n', ["line 2", "expected a JSON object"]),
     ("no_output.jsonl", json.dumps(rec()) + "\n\n" + json.dumps({"instruction": "Say hi."}) + "\n",
@@ -124,7 +124,7 @@ def test_cli_bad_data_is_one_error_line(micro_run, tmp_path, capsys):
     capsys.readouterr()
     assert lab_sft(data, out) == 2
     line = one_error_line(capsys)
-    assert str(data) in line and "record 1" in line and "field 'output'" in line, line
+    assert str(data) in line and "record 2" in line and "field 'output'" in line, line
     assert_no_sft(out)
 
 
@@ -146,3 +146,16 @@ def test_real_alpaca_demo(alpaca_demo):
     assert all(isinstance(r[k], str) for r in records for k in ALPACA_FIELDS)
     assert all(r["instruction"].strip() and r["output"].strip() for r in records)
     assert any(r["input"] for r in records) and any(not r["input"] for r in records)
+
+
+def test_brought_data_is_not_capped_by_the_worlds_record_count(micro_run, tmp_path):
+    """--n_records sizes the world's generated data (64 on micro); a file is trained on whole, or up to --data_limit."""
+    from lab_utils import stages
+
+    out = tmp_path / "run"
+    shutil.copytree(micro_run / "base", out / "base")
+    data = write(tmp_path / "many.json", json.dumps([rec(instruction=f"Say hi {i} times.") for i in range(70)]))
+    m = stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1)
+    assert m["n_train_records"] == 70
+    m = stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1, data_limit=10)
+    assert m["n_train_records"] == 10

@@ -43,3 +43,33 @@ def test_app_on_a_busy_port_is_one_clear_error(micro_run, capsys, monkeypatch):
         assert main(["app", "compare", "--profile", "micro", "--out", str(micro_run), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}") and "--port" in err[-1], err
+
+
+def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_path, capsys):
+    for argv, said in [(["sft", "--lora_r", "0"], "--lora_r is 0"), (["sft", "--max_steps", "0"], "--max_steps is 0"),
+                       (["reward", "--eval_fraction", "1.5"], "give a share between 0 and 1"),
+                       (["ppo", "--missing_eos_penalty", "1"], "give 0 or a negative number"),
+                       (["pretrain", "--lr=-1e-3"], "--lr is -0.001")]:
+        assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_switch_a_profile_turns_on_can_be_turned_off():
+    from lab_utils.cli import _parse
+    from lab_utils.config import SFTConfig
+
+    assert _parse("sft", ["--profile", "full"], (SFTConfig,))[1][0]["bf16"] is True
+    assert _parse("sft", ["--profile", "full", "--no_bf16"], (SFTConfig,))[1][0]["bf16"] is False
+    assert _parse("sft", ["--profile", "tiny", "--bf16"], (SFTConfig,))[1][0]["bf16"] is True
+
+
+def test_sft_from_a_base_model_that_is_not_there_is_one_clear_error(micro_run, tmp_path, capsys):
+    data = tmp_path / "ok.json"
+    data.write_text('[{"instruction": "Say hi.", "output": "Hi."}]')
+    missing = tmp_path / "no-such-model"
+    assert main(["sft", "--profile", "micro", "--data", str(data), "--model", str(missing),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not load the base model" in err[0] and str(missing) in err[0], err

@@ -44,7 +44,7 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
      ["line 2", "field 'text'", "half of a character"]),
     ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", ["line 1", "nested too deeply"]),
     ("object.json", '{"text": "a whole file as one object"}', ["expected a JSON array"]),
-    ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 1", "field 'text' is missing"]),
+    ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 2", "field 'text' is missing"]),
     ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
 ]
 
@@ -143,7 +143,7 @@ def test_half_a_character_in_alpaca_or_preference_data_is_one_clear_error(tmp_pa
 
     alpaca = write(tmp_path / "a.json", '[{"instruction": "Hi", "output": "ok"}, {"instruction": "Hi", '
                                         '"output": "\\ud83d"}]')
-    with pytest.raises(LabError, match=r"record 1: field 'output' holds half of a character"):
+    with pytest.raises(LabError, match=r"record 2: field 'output' holds half of a character"):
         load_alpaca(str(alpaca))
     pairs = write(tmp_path / "p.jsonl", '{"prompt": "Hi \\udc00", "chosen": "a", "rejected": "b"}\n')
     with pytest.raises(LabError, match=r"line 1: field 'prompt' holds half of a character"):

@@ -67,7 +67,19 @@ FORMATS = {  # name: (record, expected pair)
                                                  {"prompt": "The answer is", "chosen": "4.", "rejected": "42."}),
     "implicit strings, Chinese": ({"chosen": "法国的首都是哪里？巴黎。", "rejected": "法国的首都是哪里？柏林。"},
                                   {"prompt": "法国的首都是哪里？", "chosen": "巴黎。", "rejected": "柏林。"}),
+    "implicit strings, never inside a number": ({"chosen": "Pi is 3.14", "rejected": "Pi is 3.15"},
+                                                 {"prompt": "Pi is", "chosen": "3.14", "rejected": "3.15"}),
+    "implicit strings, never inside a web address": (
+        {"chosen": "See www.a.com", "rejected": "See www.b.com"},
+        {"prompt": "See", "chosen": "www.a.com", "rejected": "www.b.com"}),
+    "implicit strings, Chinese with no punctuation": ({"chosen": "天空是蓝色的。", "rejected": "天空是绿色的。"},
+                                                      {"prompt": "天空是", "chosen": "蓝色的。", "rejected": "绿色的。"}),
     "anthropic hh": ({"chosen": hh(PAIR["prompt"], "Paris."), "rejected": hh(PAIR["prompt"], "Berlin.")}, PAIR),
+    "anthropic hh as an explicit prompt": ({"prompt": hh(PAIR["prompt"], ""), "chosen": " Paris.",
+                                            "rejected": " Berlin."}, PAIR),
+    "anthropic hh as an explicit prompt, multi-turn": (
+        {"prompt": hh("Hi!", "Hello.", "2+2?", ""), "chosen": " 4", "rejected": " 5"},
+        {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
     "anthropic hh, multi-turn": (
         {"chosen": hh("Hi!", "Hello.", "2+2?", "4"), "rejected": hh("Hi!", "Hello.", "2+2?", "5")},
         {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
@@ -76,6 +88,10 @@ FORMATS = {  # name: (record, expected pair)
                  PAIR),
     "sharegpt with system": (
         {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Capital of France?"}],
+         "chosen": {"from": "gpt", "value": "Paris."}, "rejected": {"from": "gpt", "value": "Berlin."}},
+        {"prompt": "Be brief.\n\nCapital of France?", "chosen": "Paris.", "rejected": "Berlin."}),
+    "sharegpt with a top-level system field": (  # LLaMA-Factory's sharegpt layout
+        {"conversations": [{"from": "human", "value": "Capital of France?"}], "system": "Be brief.",
          "chosen": {"from": "gpt", "value": "Paris."}, "rejected": {"from": "gpt", "value": "Berlin."}},
         {"prompt": "Be brief.\n\nCapital of France?", "chosen": "Paris.", "rejected": "Berlin."}),
     "sharegpt, multi-turn": (
@@ -169,6 +185,9 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     ({"chosen": [user("Hi"), assistant(" "), user("2+2?"), assistant("4")],
       "rejected": [user("Hi"), assistant(" "), user("2+2?"), assistant("5")]},
      ["message 1 of field 'chosen' (assistant) is empty"]),
+    (sharegpt([{"from": "human", "value": "Hi"}]) | {"system": 3}, ["field 'system' is of type int, not a string"]),
+    (PAIR | {"prompt": hh("  ", "")}, ["message 0 of field 'prompt' (user) is empty"]),
+    (PAIR | {"prompt": hh("Hi?", "Hello.")}, ["field 'prompt' ends with a turn of role 'assistant'"]),
     # Anthropic HH: the rejected transcript's prompt is the chosen one's
     ({"chosen": hh("Hi!", "Hello.", "2+2?", "4"), "rejected": hh("Hi!", "Go away.", "2+2?", "5")},
      ["'chosen' and 'rejected' differ before their final \"Assistant:\" reply"]),
@@ -195,7 +214,7 @@ def test_bad_json_record_names_file_record_and_field(tmp_path, bad, words):
     spec = write_json(tmp_path / "prefs.json", [PAIR, bad])
     with pytest.raises(LabError) as err:
         load_pairs(spec)
-    for word in [spec, "record 1", *words]:
+    for word in [spec, "record 2", *words]:
         assert word in str(err.value)
     assert "Fix:" in str(err.value)
 
@@ -353,13 +372,13 @@ def test_prompts_of_the_arena_vote_store(tmp_path):
 
 
 @pytest.mark.parametrize("record, words", [
-    ({"text": "no prompt here"}, ["record 1", "no prompt", "'text'"]),
-    ({"instruction": ""}, ["record 1", "'instruction' is empty"]),
-    ({"instruction": 3}, ["record 1", "'instruction'", "not a string"]),
-    ({"instruction": "Sort.", "input": ["a"]}, ["record 1", "'input'", "not a string"]),
-    ({"prompt": [assistant("Hi.")]}, ["record 1", "'prompt'", "end the prompt with the user's turn"]),
-    ({"prompt": ""}, ["record 1", "'prompt' is empty"]),
-    ("just a string", ["record 1", "expected an object"]),
+    ({"text": "no prompt here"}, ["record 2", "no prompt", "'text'"]),
+    ({"instruction": ""}, ["record 2", "'instruction' is empty"]),
+    ({"instruction": 3}, ["record 2", "'instruction'", "not a string"]),
+    ({"instruction": "Sort.", "input": ["a"]}, ["record 2", "'input'", "not a string"]),
+    ({"prompt": [assistant("Hi.")]}, ["record 2", "'prompt'", "end the prompt with the user's turn"]),
+    ({"prompt": ""}, ["record 2", "'prompt' is empty"]),
+    ("just a string", ["record 2", "expected an object"]),
 ])
 def test_a_record_without_a_usable_prompt_names_file_and_record(tmp_path, record, words):
     path = write_json(tmp_path / "p.json", [{"prompt": "fine?"}, record])

@@ -324,8 +324,24 @@ def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path
     shutil.copytree(sft_root / "sft", out / "sft")
     m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=200)
     assert m["n_too_long"] == 1 and m["n_train_pairs"] + m["n_eval_pairs"] == 12
-    with pytest.raises(LabError, match="longer than --max_length 5 tokens"):
+    with pytest.raises(LabError, match=r"longer than 5 tokens \(--max_length 5, the model's context 512\)"):
         stages.run_reward("micro", out, progress=False, data=str(data), max_length=5)
+
+
+def test_pairs_longer_than_the_models_context_are_dropped_whatever_max_length_says(sft_root, tmp_path):
+    """Past its context the model would score at positions it never trained on (rotary: nothing fails, it is wrong)."""
+    from transformers import AutoTokenizer
+
+    rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
+    rows.append({"prompt": "word " * 300, "chosen": "yes", "rejected": "no"})
+    tok = AutoTokenizer.from_pretrained(sft_root / "sft")
+    assert 512 < len(tok(rows[-1]["prompt"])["input_ids"]) < 4000  # micro declares 512 positions
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=4000)
+    assert m["n_too_long"] == 1 and m["n_train_pairs"] + m["n_eval_pairs"] == 12
 
 
 def test_run_reward_without_sft_is_lab_error(tmp_path):
