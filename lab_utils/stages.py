@@ -177,7 +177,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
             raise LabError(f"no prompt of the pairs leaves room for a {cfg.max_new_tokens}-token answer in the "
                            f"model's context ({context} tokens), so the reward scale cannot be measured",
                            path=cfg.data or None, fix="lower --max_new_tokens or bring shorter prompts")
-        prompts = random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room)))
+        prompts = sorted(random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room))))
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
                               temperature=cfg.temperature, seed=cfg.seed)
         samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
