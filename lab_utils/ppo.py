@@ -95,6 +95,10 @@ class PPOTrainer:
                  prompts: list[str], out_dir: Path | None = None, log=print):
         self.cfg, self.tok, self.prompts, self.out_dir, self.log = cfg, tokenizer, prompts, out_dir, log
         self.acc = fresh_accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")  # autocast: ours, below
+        if self.acc.num_processes > 1:  # every process would draw the same prompts and samples and write the same files
+            raise LabError(f"PPO runs in one process, and this is one of {self.acc.num_processes} (torchrun or "
+                           f"accelerate launch)", fix="run `lab ppo` as a plain command, on one GPU or the CPU; "
+                                                      "data-parallel PPO is not implemented")
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
                            fix="pass --mixed_precision bf16 or --mixed_precision no")
@@ -337,6 +341,7 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
+        torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here: by --seed, not by whatever ran before
         policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
         ref = None  # the adapter switched off is the SFT model: no second copy in memory

@@ -353,3 +353,33 @@ def test_ppo_warns_when_its_prompts_are_not_what_the_reward_model_was_trained_on
     ck.write_json(tmp_path / "metrics.json", metrics | {"config": metrics["config"] | {"data": "pairs.json"}})
     with pytest.warns(UserWarning, match="trained on the pairs of pairs.json, but PPO optimises on the world.s tasks.*--data pairs.json"):
         stages._warn_if_prompts_differ(cfg, tmp_path)
+
+
+def test_ppo_under_two_processes_is_one_clear_error_and_writes_nothing(run_root, tmp_path):
+    """Data-parallel PPO is not implemented: every process would draw the same prompts and samples and write the same
+    files. Under torchrun (or accelerate launch) `lab ppo` stops before training, in every process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    for folder in ("tokenizer", "sft", "reward"):
+        shutil.copytree(run_root / folder, out / folder)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "lab_utils.cli", "ppo", "--profile", "micro",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: PPO runs in one process, and this is one of 2") == 2, proc.stderr[-2000:]
+    assert not (out / "rlhf").exists() and not list((out / "rlhf-checkpoints").glob("step-*"))
+
+
+def test_the_lora_policy_is_drawn_by_the_seed_not_by_what_ran_before(run_root):
+    cfg = PPOConfig.for_profile("micro", lora=True)
+    adapters = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # an earlier notebook cell, another test
+        policy = ppo.load_models(cfg, run_root / "sft", run_root / "reward")[0]
+        adapters.append({n: p.detach().clone() for n, p in policy.named_parameters() if "lora_A" in n})
+    assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
