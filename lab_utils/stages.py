@@ -231,7 +231,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                     "ratings_model_per_task": r_accuracy["per_task"], "n_train_ratings": len(train_r),
                     "ratings_model_by_term": by_term(r_accuracy),
                     "ratings_history": r_history}
-    else:
+    else:  # no ratings, no ratings model: an earlier run's must not sit beside this reward model as if it were its peer
+        shutil.rmtree(root / "reward-ratings", ignore_errors=True)
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
     source = cfg.data or (f"{len(pairs)} given pairs" if given else "sft samples")
     metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,

@@ -340,8 +340,10 @@ def test_pairs_longer_than_the_models_context_are_dropped_whatever_max_length_sa
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run"
     shutil.copytree(sft_root / "sft", out / "sft")
+    (out / "reward-ratings").mkdir()  # an earlier sampled run's ratings model
     m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=4000)
     assert m["n_too_long"] == 1 and m["n_train_pairs"] + m["n_eval_pairs"] == 12
+    assert m["ratings_model_pairwise_accuracy"] is None and not (out / "reward-ratings").exists()
 
 
 def test_run_reward_without_sft_is_lab_error(tmp_path):
