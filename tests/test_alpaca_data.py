@@ -159,3 +159,9 @@ def test_brought_data_is_not_capped_by_the_worlds_record_count(micro_run, tmp_pa
     assert m["n_train_records"] == 70
     m = stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1, data_limit=10)
     assert m["n_train_records"] == 10
+
+
+def test_an_output_starts_where_the_template_leaves_off(tmp_path):
+    """"### Response:\\n" + "\\nHi." would tokenize its two newlines as one token the model never sees at inference."""
+    data = write(tmp_path / "lead.json", json.dumps([rec(output="\n\n  Hi.")]))
+    assert load_alpaca(str(data))[0]["output"] == "Hi."
