@@ -95,6 +95,8 @@ def cmd_ppo(argv):
     args, (cfg,) = _parse("ppo", argv, (PPOConfig,), doc="RLHF: optimise the SFT model against the reward model",
                           extra=[RESUME])
     m = run_ppo(args.profile, args.out, resume=args.resume, **cfg)
+    if not m.get("main_process", True):  # under torchrun / accelerate launch the main process evaluates and reports
+        return
     print(f"[lab] ppo: {m['n_prompts']} prompts ({m['data']})  reward {m['reward_start']} -> {m['reward_end']}  "
           f"kl_end={m['kl_end']}  episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))

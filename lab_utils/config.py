@@ -234,7 +234,8 @@ class PPOConfig(_Profiled):
                              "+0.56, 0.83 on seed 0 but +0.35, 0.64 on seed 2 (wip/README.md)")
     rollout_batch: int = _f(64, "prompts answered per iteration (episodes); measured on tiny with an earlier SFT "
                                  "model, 40 iterations: 64 → mean-reward gain 0.57, win rate vs SFT 0.72; 32 → 0.35, 0.69")
-    mini_batch: int = _f(8, "episodes per gradient step")
+    mini_batch: int = _f(8, "episodes per gradient step (like rollout_batch, global: under torchrun each process "
+                            "takes an equal share)")
     grad_accum: int = _f(1, "minibatches accumulated per optimizer step")
     ppo_epochs: int = _f(4, "passes over each rollout batch")
     response_length: int = _f(48, "tokens sampled per response (a response without EOS by then is penalised)")

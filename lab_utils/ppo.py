@@ -72,11 +72,24 @@ def response_logits(model, query, query_mask, response, response_mask, temperatu
     return logits[:, :-1].float() / temperature  # position t predicts token t + 1
 
 
+class ValueModel(torch.nn.Module):
+    """The value model (a sequence-classification model) as one module whose `forward` gives a value at every
+    position, (B, L): the score head on each hidden state, not only the last. One `forward`, because data-parallel
+    training (DDP) synchronises the gradients of what runs through it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return self.model.score(hidden.last_hidden_state).squeeze(-1)
+
+
 def response_values(value_model, query, query_mask, response, response_mask):
     """Per-token values (B, T): the value head read at every position that chose a response token."""
     ids, mask = torch.cat([query, response], 1), torch.cat([query_mask, response_mask.long()], 1)
-    hidden = value_model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
-    values = value_model.score(hidden.last_hidden_state).squeeze(-1)  # (B, P + T)
+    values = value_model(ids, mask, position_ids(mask))  # (B, P + T)
     return values[:, query.shape[1] - 1: -1].float()
 
 
@@ -95,10 +108,15 @@ class PPOTrainer:
                  prompts: list[str], out_dir: Path | None = None, log=print):
         self.cfg, self.tok, self.prompts, self.out_dir, self.log = cfg, tokenizer, prompts, out_dir, log
         self.acc = fresh_accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")  # autocast: ours, below
-        if self.acc.num_processes > 1:  # every process would draw the same prompts and samples and write the same files
-            raise LabError(f"PPO runs in one process, and this is one of {self.acc.num_processes} (torchrun or "
-                           f"accelerate launch)", fix="run `lab ppo` as a plain command, on one GPU or the CPU; "
-                                                      "data-parallel PPO is not implemented")
+        # Under torchrun / accelerate launch (DDP), rollout_batch and mini_batch are global: each process answers its
+        # share of every batch, and the gradients of the shares are averaged.
+        self.n_proc = self.acc.num_processes
+        if cfg.rollout_batch % self.n_proc or cfg.mini_batch % self.n_proc:
+            raise LabError(f"--rollout_batch {cfg.rollout_batch} and --mini_batch {cfg.mini_batch} are shared out "
+                           f"equally among the {self.n_proc} processes", fix=f"make both multiples of {self.n_proc}")
+        if len(prompts) < self.n_proc:
+            raise LabError(f"{len(prompts)} prompts for {self.n_proc} processes", fix="give more prompts")
+        self.mini_batch = cfg.mini_batch // self.n_proc  # this process's share of each minibatch
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
                            fix="pass --mixed_precision bf16 or --mixed_precision no")
@@ -111,13 +129,13 @@ class PPOTrainer:
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
-        self.policy, self.value, self.optimizer = self.acc.prepare(policy, value_model, optimizer)
+        self.policy, self.value, self.optimizer = self.acc.prepare(policy, ValueModel(value_model), optimizer)
         self.scheduler = scheduler
         self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl \
             else M.FixedKLController(cfg.kl_coef)
         self.iteration, self.history, self.samples, self._negative_kl = 0, [], [], 0
-        self.rng = random.Random(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)  # the same in every process: they draw one global batch and share it out
+        torch.manual_seed(cfg.seed + self.acc.process_index)  # ... and sample answers of their own
 
     # ---------------------------------------------------------------- 1–2: rollout and evaluation
 
@@ -180,11 +198,11 @@ class PPOTrainer:
                                                          "ratio_mean", "vf_clipfrac")}
         first: dict | None = None  # the first minibatch of the first epoch: the policy has not moved yet
         n = len(b["prompts"])
-        n_mini = -(-n // cfg.mini_batch)  # minibatches per epoch
+        n_mini = -(-n // self.mini_batch)  # minibatches per epoch
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n)
-            for k, start in enumerate(range(0, n, cfg.mini_batch)):
-                idx = order[start:start + cfg.mini_batch]
+            for k, start in enumerate(range(0, n, self.mini_batch)):
+                idx = order[start:start + self.mini_batch]
                 mb = {key: b[key][idx] for key in ("query", "query_mask", "response", "mask", "logprobs", "values",
                                                    "advantages", "returns")}
                 with self.autocast():
@@ -213,24 +231,32 @@ class PPOTrainer:
         return {k: sum(v) / len(v) for k, v in stats.items()} | (first or {})
 
     def step(self) -> dict:
-        """One PPO iteration on a fresh batch of prompts; returns its logged statistics."""
+        """One PPO iteration on a fresh batch of prompts; returns its logged statistics (over every process's share)."""
         t0 = time.perf_counter()
-        prompts = self.rng.sample(self.prompts, min(self.cfg.rollout_batch, len(self.prompts)))
+        k = min(self.cfg.rollout_batch, len(self.prompts)) // self.n_proc * self.n_proc  # equal shares
+        drawn = self.rng.sample(self.prompts, k)
+        prompts = drawn[self.acc.process_index::self.n_proc]  # this process's share
         b = self.rollout(prompts)
-        kl_per_seq = b["kl"].sum(1)
-        kl_se = (kl_per_seq.std() / len(prompts) ** 0.5).item() if len(prompts) > 1 else 0.0  # of the mean KL
+        every = self.acc.gather  # the whole batch's values, from every process (one process: the tensor itself)
+        kl_per_seq, scores, raw = every(b["kl"].sum(1)), every(b["scores"]), every(b["raw_scores"])
+        ended, lengths = every(b["ended"].float()), every(b["mask"].sum(1).float())
+        kl_se = (kl_per_seq.std() / len(drawn) ** 0.5).item() if len(drawn) > 1 else 0.0  # of the mean KL
         lr = self.scheduler.get_last_lr()[0]  # the rate of this iteration's updates (optimise steps the schedule)
-        opt = self.optimise(b)
+        opt, entropy = self.optimise(b), b["entropy"]
+        if self.n_proc > 1:  # means of equal shares: the mean over the whole batch
+            opt = {key: self.acc.reduce(torch.tensor(v, device=self.acc.device), "mean").item()
+                   for key, v in opt.items()}
+            entropy = self.acc.reduce(entropy, "mean")
         beta = self.kl_ctl.value
-        self.kl_ctl.update(kl_per_seq.mean().item(), len(prompts))
+        self.kl_ctl.update(kl_per_seq.mean().item(), len(drawn))
         self.iteration += 1
-        row = {"iteration": self.iteration, "episodes": self.iteration * len(prompts),
-               "rlhf_reward": round((b["scores"] - beta * kl_per_seq).mean().item(), 4),
-               "score": round(b["raw_scores"].mean().item(), 4), "kl": round(kl_per_seq.mean().item(), 4),
+        row = {"iteration": self.iteration, "episodes": self.iteration * len(drawn),
+               "rlhf_reward": round((scores - beta * kl_per_seq).mean().item(), 4),
+               "score": round(raw.mean().item(), 4), "kl": round(kl_per_seq.mean().item(), 4),
                "kl_se": round(kl_se, 4),
-               "entropy": round(b["entropy"].item(), 4), "eos_rate": round(b["ended"].float().mean().item(), 4),
-               "response_len": round(b["mask"].sum(1).float().mean().item(), 2), "kl_coef": round(beta, 5),
-               "lr": lr} | {k: round(v, 5) for k, v in opt.items()}
+               "entropy": round(entropy.item(), 4), "eos_rate": round(ended.mean().item(), 4),
+               "response_len": round(lengths.mean().item(), 2), "kl_coef": round(beta, 5),
+               "lr": lr} | {key: round(v, 5) for key, v in opt.items()}
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         self._check_kl(row)
         self.history.append(row)
@@ -273,30 +299,47 @@ class PPOTrainer:
         return self.history
 
     def save_checkpoint(self) -> Path:
-        """`out_dir/step-NNNNNNN/`, where `checkpoints.latest_checkpoint(out_dir)` finds it; the two newest stay."""
+        """`out_dir/step-NNNNNNN/`, where `checkpoints.latest_checkpoint(out_dir)` finds it; the two newest stay.
+        The main process writes it; with several processes it holds each one's random state."""
         root = Path(self.out_dir)
         final = root / f"step-{self.iteration:07d}"
-        with ck.atomic_dir(final) as tmp:
-            self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
-            self.acc.unwrap_model(self.value).save_pretrained(tmp / "value")
-            rng = {"torch_rng": torch.get_rng_state()}
-            if torch.cuda.is_available():  # `generate` samples with the GPU's generator there
-                rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
-                       tmp / "state.pt")
-            ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
-                                               "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),
-                                               "negative_kl_streak": self._negative_kl})
-        ck.prune_checkpoints(root)
+        rng = self._rng_states()
+        if self.acc.is_main_process:
+            with ck.atomic_dir(final) as tmp:
+                self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
+                self.acc.unwrap_model(self.value).model.save_pretrained(tmp / "value")
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
+                           tmp / "state.pt")
+                ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
+                                                   "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),
+                                                   "negative_kl_streak": self._negative_kl,
+                                                   "processes": self.n_proc})
+            ck.prune_checkpoints(root)
+        self.acc.wait_for_everyone()  # nobody goes on (or resumes) before the checkpoint is complete
         return final
+
+    def _rng_states(self) -> dict:
+        """The random state `generate` samples with: torch's (and the GPU's, where it samples there); with several
+        processes one row per process, gathered to every process."""
+        cuda = torch.cuda.is_available()
+        if self.n_proc == 1:
+            return {"torch_rng": torch.get_rng_state()} | ({"cuda_rng": torch.cuda.get_rng_state_all()} if cuda else {})
+        rows = {"torch_rng_per_process": torch.get_rng_state()}
+        if cuda:
+            rows["cuda_rng_per_process"] = torch.cuda.get_rng_state()  # this process's device
+        return {key: self.acc.gather(state.to(self.acc.device)[None]).cpu() for key, state in rows.items()}
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore weights, optimizer, schedule, KL coefficient and alarm streak, history and RNGs from
         `save_checkpoint`."""
         from safetensors.torch import load_file
 
-        for model, sub in ((self.policy, "policy"), (self.value, "value")):
-            model = self.acc.unwrap_model(model)
+        meta = ck.read_json(path / "state.json")
+        if meta.get("processes", 1) != self.n_proc:
+            raise LabError(f"the checkpoint was written by {meta.get('processes', 1)} process(es), this run has "
+                           f"{self.n_proc}", path=str(path), fix="resume with as many processes as the run had")
+        for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (self.acc.unwrap_model(self.value).model,
+                                                                            "value")):
             state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
             if hasattr(model, "peft_config"):  # a LoRA policy saved only its adapter
                 from peft import set_peft_model_state_dict
@@ -311,10 +354,13 @@ class PPOTrainer:
         blob = torch.load(path / "state.pt", weights_only=True)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
-        torch.set_rng_state(blob["torch_rng"])
-        if "cuda_rng" in blob and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(blob["cuda_rng"])
-        meta = ck.read_json(path / "state.json")
+        rank = self.acc.process_index
+        torch.set_rng_state(blob["torch_rng_per_process"][rank] if self.n_proc > 1 else blob["torch_rng"])
+        if torch.cuda.is_available():
+            if self.n_proc > 1 and "cuda_rng_per_process" in blob:
+                torch.cuda.set_rng_state(blob["cuda_rng_per_process"][rank])
+            elif "cuda_rng" in blob:
+                torch.cuda.set_rng_state_all(blob["cuda_rng"])
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
         self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
@@ -361,13 +407,16 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
 
 
 def save_policy(trainer: PPOTrainer, out_dir: Path) -> None:
-    """The trained policy as a plain causal LM (LoRA merged), with its tokenizer: `runs/<profile>/rlhf`."""
-    model = trainer.acc.unwrap_model(trainer.policy)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    with ck.atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        trainer.tok.save_pretrained(tmp)
+    """The trained policy as a plain causal LM (LoRA merged), with its tokenizer: `runs/<profile>/rlhf`. The main
+    process writes it (DDP keeps every process's copy the same)."""
+    if trainer.acc.is_main_process:
+        model = trainer.acc.unwrap_model(trainer.policy)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with ck.atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            trainer.tok.save_pretrained(tmp)
+    trainer.acc.wait_for_everyone()
 
 
 def throughput(history: list[dict]) -> float:

@@ -260,9 +260,11 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
-    if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
-        shutil.rmtree(ckpt_root, ignore_errors=True)
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
+    log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
+    if not resume and trainer.acc.is_main_process:  # a fresh run: an earlier run's checkpoints must never be resumed
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    trainer.acc.wait_for_everyone()
     latest = ck.latest_checkpoint(ckpt_root) if resume else None
     if latest is not None:
         trainer.load_checkpoint(latest)
@@ -273,6 +275,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
         return {"iterations": trainer.iteration, "history": history}
     ppo.save_policy(trainer, root / save_to)
+    if not trainer.acc.is_main_process:  # under torchrun / accelerate launch the main process reports
+        return {"iterations": trainer.iteration, "main_process": False}
     first, last = history[: max(1, len(history) // 10)], history[-max(1, len(history) // 10):]
     mean = lambda rows, k: round(sum(r[k] for r in rows) / len(rows), 4)  # noqa: E731
     metrics = {"iterations": trainer.iteration, "episodes": history[-1]["episodes"], "n_prompts": len(prompts),

@@ -355,9 +355,9 @@ def test_ppo_warns_when_its_prompts_are_not_what_the_reward_model_was_trained_on
         stages._warn_if_prompts_differ(cfg, tmp_path)
 
 
-def test_ppo_under_two_processes_is_one_clear_error_and_writes_nothing(run_root, tmp_path):
-    """Data-parallel PPO is not implemented: every process would draw the same prompts and samples and write the same
-    files. Under torchrun (or accelerate launch) `lab ppo` stops before training, in every process."""
+def test_ppo_under_torchrun_shares_each_batch_between_two_processes(run_root, tmp_path):
+    """torchrun / accelerate launch (DDP): each process answers half of every global batch with its own samples, the
+    main process logs, checkpoints (with both processes' random states), saves the policy and reports once."""
     import os
     import shutil
     import subprocess
@@ -368,11 +368,25 @@ def test_ppo_under_two_processes_is_one_clear_error_and_writes_nothing(run_root,
         shutil.copytree(run_root / folder, out / folder)
     torchrun = Path(sys.executable).parent / "torchrun"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cfg = PPOConfig.for_profile("micro")  # 2 iterations of 8 episodes, minibatches of 4, a checkpoint every one
     proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "lab_utils.cli", "ppo", "--profile", "micro",
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode != 0
-    assert proc.stderr.count("error: PPO runs in one process, and this is one of 2") == 2, proc.stderr[-2000:]
-    assert not (out / "rlhf").exists() and not list((out / "rlhf-checkpoints").glob("step-*"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("[lab] ppo:") == 1 and proc.stdout.count("[ppo] it    1") == 1, proc.stdout
+    stage = ck.read_json(out / "report.json")["stages"]["ppo"]
+    assert stage["iterations"] == cfg.iterations and stage["episodes"] == cfg.iterations * cfg.rollout_batch
+    assert (out / "rlhf" / "model.safetensors").is_file()
+    blob = torch.load(ck.latest_checkpoint(out / "rlhf-checkpoints") / "state.pt", weights_only=True)
+    rng = blob["torch_rng_per_process"]
+    assert rng.shape[0] == 2 and not torch.equal(rng[0], rng[1])  # each process samples answers of its own
+
+
+def test_global_batches_must_share_out_equally(run_root, monkeypatch):
+    from accelerate import Accelerator
+
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 3))
+    with pytest.raises(LabError, match="shared out equally among the 3 processes"):
+        make_trainer(run_root)
 
 
 def test_the_lora_policy_is_drawn_by_the_seed_not_by_what_ran_before(run_root):

@@ -555,8 +555,10 @@ md("""
 - The annotator only knows the synthetic world, so on `full` it still judges world prompts. Real feedback comes from
   people in the arena (`lab app arena --host 0.0.0.0 --auth …`): their votes go through `votes.db` and the export
   exactly as the annotator's did here, and join `new_pairs` the way the tip in section 5 shows.
-- PPO runs in one process, on one GPU: `lab ppo --profile full --out runs/full/round2`. Data-parallel PPO is not
-  implemented; under `accelerate launch` or torchrun with several processes `lab ppo` stops with one clear error.
+- PPO runs data-parallel under `accelerate launch` or torchrun (DDP): `accelerate launch -m lab_utils.cli ppo
+  --profile full --out runs/full/round2`. Each process answers its share of every global batch (`rollout_batch`,
+  `mini_batch`) with samples of its own; advantages are whitened per process. Tested with two CPU processes; FSDP
+  and DeepSpeed are not tested.
 """)
 
 save(str(Path(__file__).resolve().parents[2] / "labs" / "06_compare_and_iterate.ipynb"))
