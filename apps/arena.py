@@ -61,7 +61,7 @@ class Arena:
         for _ in serving.interleave(streams):
             yield streams[0].text, streams[1].text, battle
         answers, ended = [s.text for s in streams], [s.ended for s in streams]
-        same = answers[0].strip() == answers[1].strip() and ended[0] == ended[1]
+        same = " ".join(answers[0].split()) == " ".join(answers[1].split()) and ended[0] == ended[1]  # spacing aside
         yield streams[0].text, streams[1].text, battle | {"answers": answers, "ended": ended, "same": same,
                                                           "done": True}
 

@@ -10,6 +10,7 @@ help text once; `lab <stage> --help` turns them into flags with `HfArgumentParse
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
@@ -26,11 +27,12 @@ def resolve_profile(profile: str | None = None) -> str:
     return profile
 
 
-# Every number of every config is above zero, but these may also be zero (a seed, "off", "all", "none") ...
+# Every number of every config is finite and above zero, but these may also be zero (a seed, "off", "never", "all")
 _ZERO_OK = {"world_seed", "seed", "max_operand", "heldout_fraction", "context", "min_lr_ratio", "warmup_steps",
-            "weight_decay", "save_every", "data_limit", "n_records", "lora_dropout", "off_topic", "lm_coef", "kl_coef",
-            "vf_coef", "gamma", "lam"}
-_AT_MOST_ONE = {"heldout_fraction", "min_lr_ratio", "eval_fraction", "lora_dropout", "gamma", "lam"}  # ... shares
+            "weight_decay", "save_every", "log_every", "data_limit", "lora_dropout", "off_topic", "lm_coef",
+            "kl_coef", "vf_coef", "gamma", "lam"}
+_AT_MOST_ONE = {"min_lr_ratio", "gamma", "lam"}  # ... these are shares of one
+_BELOW_ONE = {"heldout_fraction", "eval_fraction", "lora_dropout"}  # ... and these of less than one
 _NOT_POSITIVE = {"missing_eos_penalty"}  # ... and a penalty is added, so it is zero or below
 
 
@@ -50,14 +52,16 @@ class _Profiled:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            if name in _NOT_POSITIVE:
+            if not math.isfinite(value):
+                bad, fix = True, "give a finite number"
+            elif name in _NOT_POSITIVE:
                 bad, fix = value > 0, "give 0 or a negative number"
             elif name in _ZERO_OK:
                 bad, fix = value < 0, "give 0 or a positive number"
             else:
-                bad, fix = not value > 0, "give a positive number"  # `not >` also catches nan
-            if name in _AT_MOST_ONE and value > 1:
-                bad, fix = True, "give a share between 0 and 1"
+                bad, fix = value <= 0, "give a positive number"
+            if not bad and (name in _AT_MOST_ONE and value > 1 or name in _BELOW_ONE and value >= 1):
+                bad, fix = True, f"give a share of {'at most' if name in _AT_MOST_ONE else 'less than'} 1"
             if bad:
                 raise LabError(f"--{name} is {value!r}", fix=fix)
 
@@ -109,7 +113,7 @@ class PretrainConfig(_Profiled):
     weight_decay: float = _f(0.1, "AdamW weight decay (matrices only)")
     grad_clip: float = _f(1.0, "max gradient norm")
     eval_every: int = _f(100, "steps between validation-loss evaluations")
-    save_every: int = _f(250, "steps between resumable checkpoints")
+    save_every: int = _f(250, "steps between resumable checkpoints (0: never)")
     eval_batches: int = _f(8, "validation batches per evaluation")
     mixed_precision: str = _f("bf16", "'bf16' autocast (fast on CPUs with AVX512-BF16 and on GPUs) or 'no'")
     seed: int = _f(0, "training seed (init, data order)")
@@ -166,7 +170,7 @@ class SFTConfig(_Profiled):
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1,
                   "lora_r": 8, "lora_alpha": 16},  # micro's width is 64: rank 32 would be half of it
-        "full": {"data": "tatsu-lab/alpaca", "n_records": 0,
+        "full": {"data": "tatsu-lab/alpaca",
                  "max_steps": 2000, "batch_size": 16, "lr": 2e-4, "max_length": 512, "bf16": True, "lora_r": 16},
     }
 
@@ -262,7 +266,7 @@ class PPOConfig(_Profiled):
     lora: bool = _f(False, "LoRA policy; the reference is the same model with the adapter disabled")
     lora_r: int = _f(16, "LoRA rank when --lora")
     save_every: int = _f(20, "iterations between resumable checkpoints (0: never)")
-    log_every: int = _f(5, "iterations between log lines")
+    log_every: int = _f(5, "iterations between log lines (0: none)")
     seed: int = _f(0, "seed of prompts, sampling and training")
 
     OVERRIDES: ClassVar[dict] = {

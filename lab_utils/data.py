@@ -203,8 +203,8 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
             raise LabError(f"field '{name}' is empty", path=spec, where=where, fix=f"give '{name}' some text")
         out[name] = encodable(value, spec, where, name)
     # the response starts right after the template's "### Response:\n": a leading newline would merge with that one
-    # into one token the model never sees at inference, where the prompt ends in "\n" and the answer comes next
-    out["output"] = out["output"].lstrip()
+    # into one token the model never sees at inference, where the prompt ends in "\n" (an indent stays)
+    out["output"] = out["output"].lstrip("\r\n")
     return out | {"task": "user", "lang": "zh" if is_chinese(out["instruction"]) else "en", "style": None,
                   "answer": None, "entity": None, "heldout": False}
 

@@ -274,7 +274,7 @@ class PPOTrainer:
         estimate on one batch is below zero about half the time."""
         self._negative_kl = self._negative_kl + 1 if row["kl"] < -KL_ALARM_SE * row.get("kl_se", 0.0) else 0
         row["kl_alarm"] = self._negative_kl >= KL_ALARM_ITERATIONS
-        if row["kl_alarm"]:
+        if row["kl_alarm"] and self.acc.is_main_process:  # one process says it
             message = (f"KL has been negative for {self._negative_kl} iterations (now {row['kl']}): policy and "
                        f"reference log-probabilities disagree on something other than the weights")
             warnings.warn(message, stacklevel=2)

@@ -206,7 +206,7 @@ def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> 
     if isinstance(value, list):
         turns = _turns(value, field, at)
         _filled(turns, field, at)
-    elif isinstance(value, str) and _HH.match("\n\n" + value.lstrip("\n")):
+    elif isinstance(value, str) and _is_hh_prompt(value):
         turns = _hh_prompt_turns(value, field, at)
     else:
         turns = [("user", _text(value, field, at))]
@@ -264,6 +264,13 @@ def _hh_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
         _fail(at, f"field '{field}' is not a transcript ending in an assistant reply",
               'write it as "\\n\\nHuman: …\\n\\nAssistant: …"')
     return [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+
+
+def _is_hh_prompt(text: str) -> bool:
+    """An HH transcript given as the prompt: it opens with "\n\nHuman:" or ends with the "Assistant:" the reply
+    follows. A prompt that merely starts with "Human:" is taken as it is."""
+    return bool(_HH.match("\n\n" + text.lstrip("\n"))) and (text.startswith("\n\nHuman:") or
+                                                            text.rstrip().endswith("Assistant:"))
 
 
 def _hh_prompt_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:

@@ -210,7 +210,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
             history["val_loss"].append(round(eval_loss(model, val_rows, cfg.batch_size, cfg.eval_batches,
                                                        accelerator), 4))
         # 5. checkpoint (weights, optimizer, scheduler, RNG) every save_every steps
-        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps and accelerator.is_main_process:
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps and \
+                accelerator.is_main_process:
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
                                    {"history": history, "config": cfg.to_dict()})
             ck.prune_checkpoints(ckpt_root)

@@ -95,9 +95,10 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
-    except OSError as err:  # a mistyped folder, or a hub id that is not cached while offline
-        raise LabError(f"could not load the base model ({err.__class__.__name__})", path=str(base_dir),
-                       fix="run `lab pretrain` first, or pass --model a model folder or a hub id") from None
+    except (OSError, ValueError) as err:  # a mistyped folder, a folder that holds no model, an uncached hub id offline
+        raise LabError(f"could not load the base model ({err.__class__.__name__}: {str(err).splitlines()[0][:160]})",
+                       path=str(base_dir), fix="run `lab pretrain` first, or pass --model a model folder or a hub "
+                                               "id") from None
     weight_bytes = model.get_memory_footprint()
     # sizes of the unquantised base, read before LoRA layers are injected into `model`
     full = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if cfg.method == "qlora" else model

@@ -163,5 +163,5 @@ def test_brought_data_is_not_capped_by_the_worlds_record_count(micro_run, tmp_pa
 
 def test_an_output_starts_where_the_template_leaves_off(tmp_path):
     """"### Response:\\n" + "\\nHi." would tokenize its two newlines as one token the model never sees at inference."""
-    data = write(tmp_path / "lead.json", json.dumps([rec(output="\n\n  Hi.")]))
-    assert load_alpaca(str(data))[0]["output"] == "Hi."
+    data = write(tmp_path / "lead.json", json.dumps([rec(output="\n\nHi."), rec(output="\n    x = 1")]))
+    assert [r["output"] for r in load_alpaca(str(data))] == ["Hi.", "    x = 1"]  # an indented first line keeps it

@@ -244,12 +244,12 @@ def test_the_arena_stores_whether_each_answer_ended(app_root, tmp_path, monkeypa
 
 
 def test_two_answers_of_the_same_text_can_be_voted_only_tie_or_both_bad(app_root, tmp_path, monkeypatch):
-    made = iter([FakeStream(["Paris", "."], ended=True), FakeStream(["Paris.", " "], ended=True),
+    made = iter([FakeStream(["Paris is", " it."], ended=True), FakeStream(["Paris  is\nit. "], ended=True),
                  FakeStream(["Paris."], ended=True), FakeStream(["Paris."], ended=False)])
     monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
     a = arena.Arena(run_folder(app_root, tmp_path), "micro")
     request = gr.Request(session_hash="session-1")
-    *streaming, (_, _, battle) = a.battle(QUESTION)  # "Paris." and "Paris. ": the same answer
+    *streaming, (_, _, battle) = a.battle(QUESTION)  # "Paris is it." and "Paris  is\nit. ": the same words
     assert battle["same"] and arena.votable(battle) == ("tie", "both_bad")
     assert arena.votable(streaming[0][2]) == ()  # nothing before both answers are finished
     *buttons, note = arena.unlocked(battle)

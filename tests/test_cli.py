@@ -47,7 +47,7 @@ def test_app_on_a_busy_port_is_one_clear_error(micro_run, capsys, monkeypatch):
 
 def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_path, capsys):
     for argv, said in [(["sft", "--lora_r", "0"], "--lora_r is 0"), (["sft", "--max_steps", "0"], "--max_steps is 0"),
-                       (["reward", "--eval_fraction", "1.5"], "give a share between 0 and 1"),
+                       (["reward", "--eval_fraction", "1.5"], "give a share of less than 1"),
                        (["ppo", "--missing_eos_penalty", "1"], "give 0 or a negative number"),
                        (["pretrain", "--lr=-1e-3"], "--lr is -0.001")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
@@ -73,3 +73,20 @@ def test_sft_from_a_base_model_that_is_not_there_is_one_clear_error(micro_run, t
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not load the base model" in err[0] and str(missing) in err[0], err
+
+
+def test_numbers_are_finite_and_zero_where_it_means_never():
+    import math
+
+    import pytest
+
+    from lab_utils.config import PPOConfig, PretrainConfig, RewardConfig, WorldConfig
+    from lab_utils.errors import LabError
+
+    for cls, name, value in [(PPOConfig, "kl_coef", math.nan), (PPOConfig, "missing_eos_penalty", math.nan),
+                             (PretrainConfig, "lr", math.inf), (WorldConfig, "heldout_fraction", 1.0),
+                             (RewardConfig, "eval_fraction", 1.0)]:
+        with pytest.raises(LabError, match=f"--{name} is"):
+            cls.for_profile("micro", **{name: value})
+    assert PPOConfig.for_profile("micro", log_every=0, save_every=0).log_every == 0
+    assert PretrainConfig.for_profile("micro", save_every=0).save_every == 0

@@ -209,6 +209,11 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
 ]
 
 
+def test_a_prompt_that_merely_starts_with_human_is_taken_as_it_is():
+    assert parse_pair({"prompt": "Human: the word. Define it.", "chosen": "a", "rejected": "b"})["prompt"] == \
+        "Human: the word. Define it."
+
+
 @pytest.mark.parametrize("bad, words", BAD_RECORDS + BAD_RECORDS_REVIEWED)
 def test_bad_json_record_names_file_record_and_field(tmp_path, bad, words):
     spec = write_json(tmp_path / "prefs.json", [PAIR, bad])

@@ -175,3 +175,11 @@ def test_two_processes_under_torchrun_train_one_tokenizer_and_report_once(tmp_pa
     assert proc.stdout.count("training it first") == 1 and proc.stdout.count("[lab] pretrain:") == 1, proc.stdout
     report = ck.read_json(tmp_path / "report.json")
     assert report["stages"]["pretrain"]["steps"] == PretrainConfig.for_profile("micro").max_steps
+
+
+def test_save_every_zero_means_no_checkpoints(tmp_path):
+    from lab_utils import stages
+
+    out = tmp_path / "run"
+    stages.run_pretrain("micro", out, progress=False, save_every=0, max_steps=4)
+    assert (out / "base" / "model.safetensors").is_file() and not list((out / "base-checkpoints").glob("step-*"))
