@@ -257,13 +257,19 @@ def _sharegpt(rec: dict, at: Where) -> dict:
             "rejected": _reply(_present(rec, "rejected", at), "rejected", at)}
 
 
+def _split_hh(transcript: str) -> tuple[str, list[tuple[str, str]]]:
+    """("text before the first turn", [(role, text), ...]) of "\\n\\nHuman: a\\n\\nAssistant: b"."""
+    parts = _HH.split("\n\n" + transcript.lstrip("\n"))  # ["", "Human", "a", "Assistant", "b", ...]
+    return parts[0], [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+
+
 def _hh_turns(transcript: str, field: str, at: Where) -> list[tuple[str, str]]:
     """Split "\\n\\nHuman: a\\n\\nAssistant: b" into [("user", "a"), ("assistant", "b")]."""
-    parts = _HH.split("\n\n" + transcript.lstrip("\n"))  # ["", "Human", "a", "Assistant", "b", ...]
-    if parts[0].strip() or len(parts) < 5 or parts[-2] != "Assistant":
+    lead, turns = _split_hh(transcript)
+    if lead.strip() or len(turns) < 2 or turns[-1][0] != "assistant":
         _fail(at, f"field '{field}' is not a transcript ending in an assistant reply",
               'write it as "\\n\\nHuman: …\\n\\nAssistant: …"')
-    return [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+    return turns
 
 
 def _is_hh_prompt(text: str) -> bool:
@@ -277,8 +283,7 @@ def _hh_prompt_turns(transcript: str, field: str, at: Where) -> list[tuple[str, 
     """The turns of an explicit HH prompt, "\n\nHuman: a\n\nAssistant:" -> [("user", "a")]: the final, empty
     "Assistant:" is where the reply goes."""
     encodable(transcript, at[0], at[1], field)
-    parts = _HH.split("\n\n" + transcript.lstrip("\n"))  # ["", "Human", "a", "Assistant", "", ...]
-    turns = [(ROLES[role.lower()], text.strip()) for role, text in zip(parts[1::2], parts[2::2])]
+    turns = _split_hh(transcript)[1]
     if turns and turns[-1] == ("assistant", ""):
         turns = turns[:-1]
     _filled(turns, field, at)

@@ -171,8 +171,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                            fix="bring shorter pairs, or raise --max_length if the model's context allows it")
         n_too_long = n_given - len(pairs)
         # the scale: the SFT model's answers to a seeded sample of the prompts that leave room for an answer
-        room = [p for p in sorted({p["prompt"] for p in pairs})
-                if len(tokenizer(p)["input_ids"]) + cfg.max_new_tokens <= context]
+        distinct = sorted({p["prompt"] for p in pairs})
+        room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"])
+                if len(ids) + cfg.max_new_tokens <= context]
         if not room:
             raise LabError(f"no prompt of the pairs leaves room for a {cfg.max_new_tokens}-token answer in the "
                            f"model's context ({context} tokens), so the reward scale cannot be measured",
