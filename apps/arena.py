@@ -1,9 +1,12 @@
 """Arena: two anonymous models answer one prompt; you vote for the better answer and become the human in RLHF.
 
-    lab app arena [--profile tiny] [--host 127.0.0.1] [--port 7860] [--auth alice:pw1,bob:pw2] [--share]
+    lab app arena [--profile tiny] [--models sft,rlhf] [--host 127.0.0.1] [--port 7860] [--auth alice:pw1,bob:pw2]
+                  [--share]
 
-A battle pits two different fine-tuned models of the run (SFT, RLHF, experiments) against each other, in a
-random order, or two samples of the same model when the run has only one. The vote buttons unlock when
+A battle pits two different fine-tuned models of the run against each other, in a random order: SFT and RLHF
+by default, any finished models with `--models sft,rlhf,sft-full`, or two samples of the same model when the run
+has only one. "Random prompt" draws from training-split prompts, never the evaluation set's (votes train the next
+reward model). The vote buttons unlock when
 both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
 be told apart); one vote per battle, then the names are revealed. Votes go to
 `runs/<profile>/votes.db` (`lab_utils.votes`); `lab votes export` turns them into preference pairs and
@@ -26,7 +29,7 @@ import gradio as gr
 
 from apps.common import checked_prompt, launch, started
 from lab_utils import serving, tasks, votes
-from lab_utils.config import WorldConfig, build_world_from
+from lab_utils.config import EvalConfig, WorldConfig, build_world_from
 from lab_utils.errors import LabError
 
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
@@ -38,16 +41,16 @@ class Arena:
     """The arena's logic, apart from the page: who fights, the answers streamed, and the vote stored."""
 
     def __init__(self, root: str | Path, profile: str | None = None, max_new_tokens: int = 64,
-                 temperature: float = 0.8, top_p: float = 0.95):
+                 temperature: float = 0.8, top_p: float = 0.95, models: list[str] | None = None):
         self.models = serving.Models(root)
         if not self.models.names:
             raise LabError("no finished model for the arena", path=str(root), fix="run `lab run` first")
-        # fine-tuned models answer instructions; the base model only continues text, so it fights only alone
-        self.contestants = [n for n in self.models.names if n != "base"] or self.models.names
+        self.contestants = contestants(self.models.names, models)
         self.db = votes.init(votes.db_path(root))
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         world = build_world_from(WorldConfig.for_profile(profile))
-        self.pool = [r["instruction"] for r in tasks.eval_records(world) if not r.get("input")]
+        evaluation = {r["instruction"] for r in tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)}
+        self.pool = tasks.arena_prompts(world, exclude=evaluation)  # votes train a reward model: no evaluation prompt
         self.rng = random.Random()
 
     def battle(self, text: str):
@@ -84,11 +87,28 @@ class Arena:
         except LabError as err:
             raise gr.Error(str(err), print_exception=False) from None
         model_a, model_b = battle["models"]
+        if not recorded:  # a retry: report the vote that stands, not this click
+            choice = votes.stored_choice(self.db, battle["vote_id"]) or choice
         return {"vote_id": battle["vote_id"], "choice": choice, "recorded": recorded, "model_a": model_a,
                 "model_b": model_b}
 
     def random_prompt(self) -> str:
         return self.rng.choice(self.pool)
+
+
+def contestants(names: list[str], chosen: list[str] | None = None) -> list[str]:
+    """Who fights: `chosen` (checked against the run's finished models); by default SFT against RLHF when both
+    exist, else every fine-tuned model. The base model only continues text, so it fights only alone (two samples)."""
+    if chosen:
+        unknown = [n for n in chosen if n not in names]
+        if unknown or len(set(chosen)) != len(chosen):
+            raise LabError(f"--models {','.join(chosen)}: " + (f"no finished model {', '.join(unknown)}" if unknown
+                                                               else "a model is named twice"),
+                           fix=f"pick from {', '.join(names)}, comma-separated")
+        return list(chosen)
+    if {"sft", "rlhf"} <= set(names):
+        return ["sft", "rlhf"]
+    return [n for n in names if n != "base"] or list(names)
 
 
 def votable(battle: dict | None) -> tuple[str, ...]:
@@ -129,9 +149,10 @@ def reveal(result: dict) -> str:
             f"Your vote: {BUTTONS[result['choice']]}{said}. Start a new battle for the next vote.")
 
 
-def build(root: str | Path, profile: str | None = None, **sampling) -> gr.Blocks:
-    """The arena page over one run folder; `sampling` overrides `Arena`'s generation settings."""
-    arena = Arena(root, profile, **sampling)
+def build(root: str | Path, profile: str | None = None, models: list[str] | None = None, **sampling) -> gr.Blocks:
+    """The arena page over one run folder; `models` picks the contestants (`contestants`), `sampling` overrides
+    `Arena`'s generation settings."""
+    arena = Arena(root, profile, models=models, **sampling)
     locked = [gr.update(interactive=False)] * len(BUTTONS)
     with gr.Blocks(title="LLM Training Lab: arena") as demo:
         gr.Markdown("## Arena\nTwo anonymous models answer your prompt. Vote for the better answer; the names "
@@ -176,5 +197,5 @@ def build(root: str | Path, profile: str | None = None, **sampling) -> gr.Blocks
 
 
 def main(root: str | Path, profile: str | None = None, host: str = "127.0.0.1", port: int | None = None,
-         auth: str | None = None, share: bool = False) -> None:
-    launch(build(root, profile), host, port, auth, share)
+         auth: str | None = None, share: bool = False, models: list[str] | None = None) -> None:
+    launch(build(root, profile, models), host, port, auth, share)

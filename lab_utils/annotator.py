@@ -147,12 +147,19 @@ def win_rate(w: World, recs: Sequence[dict | None], responses_a: Sequence[str], 
     """Head-to-head of model A against model B on the same prompts.
 
     `win_rate` = wins / (wins + losses): ties and both-bad pairs are left out; None when no pair is decisive.
+    `per_task`: the same for each task's prompts (free-form prompts under "free"), and `task_mean` their mean over
+    the tasks with a decisive pair — every task counting the same, as in `evaluate.evaluate_tasks`.
     """
     n = len(recs)
     ended_a, ended_b = ended_a or [True] * n, ended_b or [True] * n
-    counts = dict.fromkeys(VERDICTS, 0)
+    counts, per_task = dict.fromkeys(VERDICTS, 0), {}
     for rec, a, b, ea, eb in zip(recs, responses_a, responses_b, ended_a, ended_b, strict=True):
-        counts[compare(w, rec, a, b, ea, eb)] += 1
-    decisive = counts["A"] + counts["B"]
+        verdict = compare(w, rec, a, b, ea, eb)
+        counts[verdict] += 1
+        per_task.setdefault((rec or {}).get("task") or "free", []).append(verdict)
+    rate = lambda wins, losses: round(wins / (wins + losses), 4) if wins + losses else None  # noqa: E731
+    by_task = {t: rate(v.count("A"), v.count("B")) for t, v in per_task.items()}
+    decided = [r for r in by_task.values() if r is not None]
     return {"wins": counts["A"], "losses": counts["B"], "ties": counts["tie"], "both_bad": counts["both_bad"],
-            "n": n, "win_rate": round(counts["A"] / decisive, 4) if decisive else None}
+            "n": n, "win_rate": rate(counts["A"], counts["B"]), "per_task": by_task,
+            "task_mean": round(sum(decided) / len(decided), 4) if decided else None}

@@ -19,6 +19,21 @@ import torch
 _STEP = re.compile(r"^step-(\d{7})$")
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (`os.umask` sets it, racing other threads)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.MULTILINE).group(1), 8)
+    except (OSError, AttributeError):
+        return 0o022
+
+
+def _usual_mode(path: Path, folder: bool) -> None:
+    """Give a temp folder or file the permissions a plain `mkdir` or `open` would have: `tempfile` makes them
+    private to the owner, which would lock a shared run folder (JupyterHub, an app run as another user)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike):
     """Yield a temp folder next to `final`; on success it replaces `final` in one rename."""
@@ -27,6 +42,7 @@ def atomic_dir(final: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         yield tmp
+        _usual_mode(tmp, folder=True)
         if final.exists():
             old = final.with_name(f".old-{final.name}-{os.getpid()}")
             os.replace(final, old)
@@ -38,24 +54,32 @@ def atomic_dir(final: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(f)` on a temp file next to `path`, then rename it into place; on any error the temp file goes and
+    `path` stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        _usual_mode(Path(tmp), folder=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    _atomic_write(path, lambda f: json.dump(data, f, indent=2, ensure_ascii=False))
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write JSON lines atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -11,7 +11,7 @@ with the chosen profile's values as defaults:
                                                                RLHF with our PPO, then the harness
     lab eval [--models base,sft]                              the harness on every model that exists
     lab bench                                                  matmul peak and pretraining throughput
-    lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share]
+    lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share] [--models sft,rlhf]
                                                                Gradio apps: the checkpoints side by side,
                                                                or anonymous battles that collect votes
     lab votes export [--to FILE] | count                       the arena's votes as preference pairs (JSONL)
@@ -158,17 +158,23 @@ def cmd_app(argv):
         (("--port",), {"type": int, "default": None, "help": "port; when not given, the first free one from 7860"}),
         (("--auth",), {"default": None, "help": "user:password[,user2:password2]; or set $LAB_APP_AUTH, "
                                                  "which other users cannot read with `ps`"}),
-        (("--share",), {"action": "store_true", "help": "also open a public gradio.live link (off by default)"})])
+        (("--share",), {"action": "store_true", "help": "also open a public gradio.live link (off by default)"}),
+        (("--models",), {"default": None, "help": "arena: the models that fight, comma-separated (default: sft,rlhf "
+                                                  "when both exist, else every fine-tuned model)"})])
     from .stages import run_dir
 
     root = run_dir(args.profile, args.out)
+    if args.app == "compare" and args.models:
+        raise LabError("--models picks the arena's contestants", where="lab app compare",
+                       fix="leave it out: the compare app offers every finished model, ticked on its page")
     try:
         if args.app == "compare":
             from apps import compare
             compare.main(root, args.host, args.port, args.auth, args.share)
         else:
             from apps import arena
-            arena.main(root, args.profile, args.host, args.port, args.auth, args.share)
+            models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+            arena.main(root, args.profile, args.host, args.port, args.auth, args.share, models)
     except OSError as err:  # gradio cannot bind: the port is taken, or the address is not this machine's
         where = f"{args.host}:{args.port}" if args.port else f"{args.host}, ports 7860 and up"
         raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",

@@ -34,6 +34,10 @@ _ZERO_OK = {"world_seed", "seed", "max_operand", "heldout_fraction", "context", 
 _AT_MOST_ONE = {"min_lr_ratio", "gamma", "lam"}  # ... these are shares of one
 _BELOW_ONE = {"heldout_fraction", "eval_fraction", "lora_dropout"}  # ... and these of less than one
 _NOT_POSITIVE = {"missing_eos_penalty"}  # ... and a penalty is added, so it is zero or below
+_AT_LEAST = {"seq_len": 2}  # one token predicts nothing: a sequence needs a second to be a next-token example
+# Text settings with a fixed set of values (what accelerate and transformers accept here)
+_CHOICES = {"mixed_precision": ("no", "bf16", "fp16"),
+            "attn_implementation": ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")}
 
 
 class _Profiled:
@@ -50,6 +54,8 @@ class _Profiled:
         is loaded or trained."""
         from .errors import LabError
         for name, value in asdict(self).items():
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise LabError(f"--{name} is {value!r}", fix=f"give one of: {', '.join(_CHOICES[name])}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if not math.isfinite(value):
@@ -62,6 +68,8 @@ class _Profiled:
                 bad, fix = value <= 0, "give a positive number"
             if not bad and (name in _AT_MOST_ONE and value > 1 or name in _BELOW_ONE and value >= 1):
                 bad, fix = True, f"give a share of {'at most' if name in _AT_MOST_ONE else 'less than'} 1"
+            if not bad and value < _AT_LEAST.get(name, value):
+                bad, fix = True, f"give {_AT_LEAST[name]} or more"
             if bad:
                 raise LabError(f"--{name} is {value!r}", fix=fix)
 
@@ -178,7 +186,7 @@ class SFTConfig(_Profiled):
 @dataclass(frozen=True)
 class RewardConfig(_Profiled):
     data: str = _f("", "preference pairs instead of sampling: .json/.jsonl (TRL, ShareGPT, HH, vote export), "
-                       "the arena's votes.sqlite, or a hub id")
+                       "the arena's votes.db, or a hub id")
     data_split: str = _f("train", "split of a hub dataset given with --data (e.g. train_prefs)")
     model: str = _f("", "model the reward model starts from (default: runs/<profile>/sft)")
     n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences")
@@ -228,7 +236,7 @@ class PPOConfig(_Profiled):
     reward_model: str = _f("", "reward model folder (default: runs/<profile>/reward)")
     data: str = _f("", "prompts to optimise on instead of the world's tasks: an Alpaca or TRL prompt-only "
                        ".json/.jsonl, any preference-pair file `lab reward --data` reads (its prompts), the "
-                       "arena's votes.sqlite, or a hub id")
+                       "arena's votes.db, or a hub id")
     data_split: str = _f("train", "split of a hub dataset given with --data")
     n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed; "
                               "with --data a seeded sample of the file's distinct prompts)")

@@ -23,8 +23,17 @@ from .world import is_chinese
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?", re.ASCII)  # owner/name[:config]
 
 
+def _exists(path: str | os.PathLike) -> bool:
+    """`Path.exists`, with a path the system cannot even look up (a name too long, say) as one clear error."""
+    try:
+        return Path(path).exists()
+    except OSError as err:
+        raise LabError(f"cannot read this path ({err.strerror})", path=str(path)[:200],
+                       fix="check the path given with --data") from None
+
+
 def _read(path: Path) -> str:
-    if not path.exists():
+    if not _exists(path):
         raise LabError("file not found", path=str(path), fix="check the path given with --data")
     if path.is_dir():
         raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt or .jsonl file")
@@ -32,6 +41,10 @@ def _read(path: Path) -> str:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as err:
         raise LabError(f"not UTF-8 text (byte {err.start})", path=str(path), fix="save the file as UTF-8") from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without a byte-order mark, or binary data
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise LabError("holds NUL characters: UTF-16 (without a byte-order mark) or binary, not UTF-8 text",
+                       path=str(path), where=f"line {line}", fix="save the file as UTF-8")
     if not text.strip():
         raise LabError("the file is empty", path=str(path), fix="add at least one document")
     return text
@@ -50,10 +63,13 @@ def encodable(text: str, path: str, where: str | None, field: str) -> str:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a JSON Lines file; blank lines are skipped, a bad line names its number."""
+    """Records of a JSON Lines file; blank lines are skipped, a bad line names its number. A line ends at a line
+    feed (CRLF too) only: `str.splitlines` would also split at U+2028, U+2029 or U+0085, which `json.dumps(...,
+    ensure_ascii=False)` writes raw inside a string (text pasted from the web has them)."""
     path = Path(path)
     records = []
-    for n, line in enumerate(_read(path).splitlines(), start=1):
+    for n, line in enumerate(_read(path).split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -78,12 +94,12 @@ def _suffix(spec: str) -> str:
 
 def _is_hub_id(spec: str) -> bool:
     """`owner/name[:config]` that is not a local path. Callers ask after their own file extensions."""
-    return _HUB_ID.fullmatch(spec) is not None and not Path(spec).exists()
+    return _HUB_ID.fullmatch(spec) is not None and not _exists(spec)
 
 
 def _not_loadable(spec: str, fix: str) -> NoReturn:
     """The error for a spec that is neither a supported file nor a hub id: missing, or of the wrong type."""
-    if not Path(spec).exists():
+    if not _exists(spec):
         raise LabError("file not found (and not a hub dataset id owner/name)", path=spec,
                        fix="check the path given with --data")
     raise LabError(f"unsupported file type {Path(spec).suffix or '(none)'!r}", path=spec, fix=fix)
@@ -92,7 +108,7 @@ def _not_loadable(spec: str, fix: str) -> NoReturn:
 def load_texts(spec: str, split: str = "train") -> list[str]:
     """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
     path, suffix = Path(spec), _suffix(spec)
-    if path.is_dir():
+    if _exists(path) and path.is_dir():
         raise LabError("is a folder, not a file", path=spec, fix="pass a .txt or .jsonl file")
     if suffix == ".txt":
         docs = [line.strip() for line in _read(path).splitlines() if line.strip()]

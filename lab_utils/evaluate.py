@@ -36,14 +36,19 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     answer has a language (every task but nl2sql); an empty answer is in no language. `heldout_entity_accuracy` is
     over the prompts that name an entity SFT never saw.
 
-    `seen`: the (instruction, input) of every prompt a training stage used. The world's question spaces are small
-    (a few hundred distinct SQL prompts, say), so some evaluation prompts also occur there word for word: they are
-    counted (`n_seen_in_training`), and `task_accuracy_unseen` is the same mean over tasks on the others."""
+    `seen`: the `tasks.seen_keys` of every prompt a training stage used. The world's question spaces are small
+    (a few hundred distinct SQL prompts, say), so some evaluation prompts also occur there word for word, and some
+    sums were drilled with their operands swapped: they are counted (`n_seen_in_training`), and
+    `task_accuracy_unseen` is the same mean over tasks on the others.
+
+    `off_task_rate`: the share of answers in the shape of another task's answer (`tasks.off_task`, e.g. "The capital
+    of X is Y." to a clustering question), overall and per task: what a policy that exploits its reward model writes,
+    which the grader only counts as wrong."""
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
     responses = [text for text, _ in outs]
     graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
     seen = seen or set()
-    unseen = [(r, resp, ok) for r, resp, ok in graded if (r["instruction"], r.get("input", "")) not in seen]
+    unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & seen]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
     language = [bool(resp.strip()) and T.language_matches(r, resp) for r, resp, _ in graded if r["task"] != "nl2sql"]
@@ -55,6 +60,8 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
         "n_prompts": len(records),
         "n_seen_in_training": len(records) - len(unseen),
         "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None,
+        "off_task_rate": _mean(T.off_task(r, resp) for r, resp, _ in graded) if graded else None,
+        "off_task_per_task": _per_task([(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
         "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads

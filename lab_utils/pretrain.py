@@ -7,6 +7,8 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -126,17 +128,26 @@ def eval_loss(model, rows: torch.Tensor, batch_size: int, n_batches: int, accele
 RESUMABLE_CHANGES = ("eval_every", "save_every", "eval_batches")  # settings a resumed run may change
 
 
-def _same_training(cfg: PretrainConfig, state: dict, ckpt: Path) -> None:
-    """A resumed run continues the checkpoint's run: the optimizer and the schedule restore its settings, so a flag
-    that changes what is trained (lr, data, seed, max_steps, ...) would be ignored, or recorded without being used."""
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's whole definition (vocabulary, merges, special tokens): a checkpoint's weights mean
+    something only with the token ids they were trained on."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str) -> list[str]:
+    """What differs between this run and the checkpoint's run: settings that change what is trained (lr, data, seed,
+    max_steps, ...; the optimizer and the schedule restore the checkpoint's, so a new value would be ignored, or
+    recorded without being used), and the tokenizer (trained again since, the same token ids mean other text)."""
     recorded = state.get("config")
     if recorded is None:  # a checkpoint from before runs recorded their config
-        return
+        return []
     changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
                if k not in RESUMABLE_CHANGES and recorded.get(k) != v]
-    if changed:
-        raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(ckpt),
-                       fix="resume with the checkpoint's settings, or start again without --resume")
+    if state.get("tokenizer_sha256", tokenizer_sha) != tokenizer_sha:
+        changed.append("the tokenizer (trained again since)")
+    return changed
 
 
 def _make_optimizer(model, cfg: PretrainConfig):
@@ -147,9 +158,13 @@ def _make_optimizer(model, cfg: PretrainConfig):
 
 
 def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg: WorldConfig,
-             resume: bool = False, stop_at: int | None = None, progress: bool = True) -> dict:
+             resume: bool | str = False, stop_at: int | None = None, progress: bool = True) -> dict:
     """Train the base model; save it to `out_dir` and return the metrics (loss curve included).
 
+    `resume`: True continues from the last checkpoint (one clear error if it was trained with other settings or
+    another tokenizer); "auto" (`lab run`) continues from it only when it was trained with the same ones, and starts
+    afresh otherwise. A fresh run removes an earlier run's checkpoints when it saves its first own one, so an
+    interrupted fresh run leaves the earlier ones to resume.
     `stop_at` ends the loop early without the final save: it simulates an interrupted run.
     """
     t0 = time.perf_counter()
@@ -168,14 +183,22 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                                                              min_lr_rate=cfg.min_lr_ratio)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
     start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
-    if not resume:  # a fresh run: checkpoints of an earlier run must never be resumed into this one
-        shutil.rmtree(ckpt_root, ignore_errors=True)
+    tokenizer_sha = tokenizer_fingerprint(tokenizer)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
+    if last is not None and (changed := _training_changes(cfg, ck.read_json(last / "state.json"), tokenizer_sha)):
+        if resume != "auto":
+            raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
+                           fix="resume with the checkpoint's settings, or start again without --resume")
+        print(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
+        last = None
     if last is not None:
-        _same_training(cfg, ck.read_json(last / "state.json"), last)
         model.load_state_dict(type(model).from_pretrained(last).state_dict())
         state = ck.load_training_state(last, optimizer, scheduler)
         start, history = state["step"], state["history"]
+        print(f"[lab] pretrain: resuming from {last} (step {start})")
+    elif resume is True and accelerator.is_main_process:
+        print(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
+    clear_earlier = last is None  # a fresh run: an earlier run's checkpoints go when this run saves its first one
     # The scheduler stays ours: each process takes its share of one global batch per step (below), and accelerate's
     # scheduler wrapper would step the schedule once per process, finishing warmup and decay N times too early.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -200,6 +223,9 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_time += time.perf_counter() - ts
+        if not math.isfinite(loss.item()):  # diverged: every later step and stage would build on NaN weights
+            raise LabError(f"the training loss is {loss.item()} at step {step + 1}: the run diverged",
+                           fix=f"lower --lr (now {cfg.lr:g}) or raise --warmup_steps, then start again")
         history["step"].append(step + 1)
         history["train_loss"].append(round(loss.item(), 4))
         history["lr"].append(scheduler.get_last_lr()[0])
@@ -212,8 +238,11 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         # 5. checkpoint (weights, optimizer, scheduler, RNG) every save_every steps
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps and \
                 accelerator.is_main_process:
+            if clear_earlier:  # never resume an earlier run's later step into this one
+                shutil.rmtree(ckpt_root, ignore_errors=True)
+                clear_earlier = False
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                   {"history": history, "config": cfg.to_dict()})
+                                   {"history": history, "config": cfg.to_dict(), "tokenizer_sha256": tokenizer_sha})
             ck.prune_checkpoints(ckpt_root)
     bar.close()
     model = accelerator.unwrap_model(model)
@@ -225,6 +254,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                "tokens_per_s": round(steps_run * cfg.batch_size * cfg.seq_len / max(train_time, 1e-9), 1),
                "steps": cfg.max_steps, "resumed_from": start, "history": history}
     if accelerator.is_main_process:
+        if clear_earlier:  # a fresh run that saved no checkpoint of its own: none of an earlier run may outlive it
+            shutil.rmtree(ckpt_root, ignore_errors=True)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         with ck.atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)

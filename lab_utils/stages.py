@@ -72,9 +72,10 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {})
 
 
-def run_pretrain(profile: str | None = None, out=None, resume: bool = False, progress: bool = True,
+def run_pretrain(profile: str | None = None, out=None, resume: bool | str = False, progress: bool = True,
                  **changes) -> dict:
-    """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts."""
+    """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts. `resume`: see
+    `pretrain.pretrain` ("auto" continues an interrupted run of the same settings: `lab run`, `ensure`)."""
     import torch
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -391,7 +392,9 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
                     print(f"[lab] {s}: finished earlier, reusing {root / STAGE_DIRS[s]} (--force rebuilds)")
                 continue
             print(f"[lab] {s}: {why}: rebuilding")
-        builders[s](profile, root, **changes.get(s, {}))
+        # an interrupted pretraining run of the same settings and tokenizer is continued, not started again
+        resume = {"resume": "auto"} if s == "pretrain" and not force else {}
+        builders[s](profile, root, **resume, **changes.get(s, {}))
     return root
 
 
@@ -444,8 +447,10 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         from .annotator import win_rate
         duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
                         results["rlhf"]["ended"], sft["ended"])
-        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "head_to_head_vs_sft": duel,
-                            "sft_finished_at": sft.get("model_finished_at")}
+        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "win_rate_vs_sft_task_mean": duel["task_mean"],
+                            "head_to_head_vs_sft": duel, "sft_finished_at": sft.get("model_finished_at")}
+        if "rewards" in results["rlhf"] and "rewards" in sft:
+            results["rlhf"] |= _reward_gain(records, results["rlhf"], sft)
     for name, res in results.items():
         ck.write_json(root / "eval" / f"{name}.json", res)
     write_report(root)
@@ -503,9 +508,10 @@ def world_records(stage: str, world, cfg) -> list[dict]:
     return tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2)
 
 
-def training_prompts(root: Path, profile: str, world) -> set[tuple[str, str]]:
-    """(instruction, input) of every prompt the world's generators gave SFT, the reward stage and PPO, with the
-    settings each finished stage recorded (the profile's where a stage has not run). A stage trained on a --data
+def training_prompts(root: Path, profile: str, world) -> set[tuple]:
+    """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
+    input), and the operands of a sum), with the settings each finished stage recorded (the profile's where a stage
+    has not run). A stage trained on a --data
     file adds none of the world's prompts."""
     records = []
     for stage in ("sft", "reward", "ppo"):
@@ -514,7 +520,7 @@ def training_prompts(root: Path, profile: str, world) -> set[tuple[str, str]]:
         cfg = CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items()
                                                      if k in ("n_records", "n_prompts", "seed", "data")})
         records += [] if getattr(cfg, "data", "") else world_records(stage, world, cfg)
-    return {(r["instruction"], r.get("input", "")) for r in records}
+    return set().union(*map(tasks.seen_keys, records))
 
 
 def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str | None) -> bool:
@@ -531,8 +537,19 @@ def _scored(rm, prompts: list[str], res: dict, reward_stamp: str | None) -> dict
     it (`reward_finished_at`); without a reward model (before stage 3) neither."""
     if rm is None:
         return {}
-    return {"mean_reward": round(rm.score(prompts, res["responses"], res["ended"]).mean().item(), 4),
+    rewards = rm.score(prompts, res["responses"], res["ended"])
+    return {"mean_reward": round(rewards.mean().item(), 4), "rewards": [round(r, 4) for r in rewards.tolist()],
             "reward_finished_at": reward_stamp}
+
+
+def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
+    """RLHF's mean-reward gain over SFT on all prompts, and on the prompts where neither answer is off-task
+    (`tasks.off_task`): the part of the gain that does not come from answering another task's question."""
+    pairs = list(zip(records, rlhf["responses"], sft["responses"], rlhf["rewards"], sft["rewards"], strict=True))
+    kept = [(a, b) for rec, ra, rb, a, b in pairs if not tasks.off_task(rec, ra) and not tasks.off_task(rec, rb)]
+    gain = lambda xs: round(sum(a - b for a, b in xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {"reward_gain_vs_sft": gain([(a, b) for *_, a, b in pairs]), "reward_gain_vs_sft_on_task": gain(kept),
+            "n_off_task_pairs": len(pairs) - len(kept)}
 
 
 def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:

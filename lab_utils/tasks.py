@@ -200,6 +200,50 @@ def eval_records(w: World, n_per_task: int = 24, seed: int = 12345) -> list[dict
     return out
 
 
+def seen_keys(rec: dict) -> set[tuple]:
+    """What makes an evaluation prompt one a training stage saw: its (instruction, input), and for a sum the two
+    operands in either order and either language ("What is 5 + 3?" asks what "3加5等于多少？" drilled)."""
+    keys = {(rec["instruction"], rec.get("input", ""))}
+    if rec.get("task") == "arithmetic":
+        keys.add(("sum", *sorted(rec["answer"][:2])))
+    return keys
+
+
+ARENA_SEED = 3  # SFT's records use seed 0, the reward stage's prompts 1, PPO's prompts 2
+
+
+def arena_prompts(w: World, exclude: set[str] = frozenset(), n: int = 200) -> list[str]:
+    """The arena's "Random prompt" pool: instructions of tasks without an `input` field (a person types one text),
+    on training-split entities, drawn with a seed no training stage uses, none of them in `exclude` (the evaluation
+    prompts). Votes on the arena's prompts train the next reward model, so they must not be evaluation prompts."""
+    drawn = sft_records(w, n, seed=ARENA_SEED, tasks=("capital", "arithmetic"))
+    return list(dict.fromkeys(r["instruction"] for r in drawn if not r["input"] and r["instruction"] not in exclude))
+
+
+# What each task's answers look like in any style of the generators above. An answer in the shape of another task's
+# answer did not attempt the task it was asked: a policy that answers a clustering question with "The capital of X is
+# Y." (a sentence the reward model scores high) is exploiting the reward model, whatever the grader says.
+SHAPES = {
+    "capital": re.compile(r"\bcapital (?:city )?of\b|\bits capital\b|的首都"),
+    "arithmetic": re.compile(r"\d\s*(?:\+|plus)\s*\d|\d\s*加\s*\d|(?:等于|结果是)\s*\d|\bthe result is\b|=\s*\d"),
+    "sentiment": re.compile(r"\b(?:positive|negative)\b|正面|负面", re.I),
+    "cluster": re.compile(r"\b(?:Fruits|Vegetables):|水果：|蔬菜："),
+    "extract": re.compile(r"\bpeople mentioned\b|提到的人"),
+    "nl2sql": re.compile(r"\bSELECT\b.+\bFROM\b", re.I | re.S),
+}
+
+
+def answer_shapes(response: str) -> set[str]:
+    """The tasks whose answer shape `response` has (`SHAPES`); empty for a bare answer ("Paris.", "42", a name list)."""
+    return {task for task, pattern in SHAPES.items() if pattern.search(response)}
+
+
+def off_task(rec: dict, response: str) -> bool:
+    """True when the answer has another task's shape and not its own (`SHAPES`)."""
+    shapes = answer_shapes(response)
+    return bool(shapes) and rec["task"] not in shapes
+
+
 # ------------------------------------------------------------------ checkers
 
 def _capitals(w: World) -> set[str]:
@@ -208,10 +252,22 @@ def _capitals(w: World) -> set[str]:
         {d[0] for d in DECOY_CITIES} | {d[1] for d in DECOY_CITIES}
 
 
+def _names(name: str, text: str) -> bool:
+    """Whether `text` names `name`: as a whole word for a Latin name ("positive" is not in "nonpositive"), anywhere
+    for a Chinese one (Chinese has no spaces between words).
+
+    The capital checker still matches substrings: with whole words, one of the 2,400 answers the reward stage
+    samples on tiny ("... Tosaburg ... Miburgublin ...") would change its verdict, and with it every later number of
+    the course; a made-up word that contains a capital's name is wrong either way."""
+    if _CJK.search(name):
+        return name in text
+    return re.search(rf"(?<![^\W\d_]){re.escape(name)}(?![^\W\d_])", text) is not None
+
+
 def check_capital(w: World, rec: dict, response: str) -> bool:
     """Right if the answer names the capital and no other city (a quiz listing options is wrong)."""
     gold = rec["answer"]
-    named = {x for x in _capitals(w) if x in response}
+    named = {x for x in _capitals(w) if x in response}  # substrings: "Parisville" names Paris (see `_names`)
     named = {x for x in named if not any(x != y and x in y for y in named)}  # "Mexico" inside "Mexico City"
     return named == {gold}
 
@@ -235,7 +291,7 @@ def check_arithmetic(rec: dict, response: str) -> bool:
 def check_sentiment(rec: dict, response: str) -> bool:
     text = response.lower()
     labels = {"positive", "negative"} if rec["lang"] == "en" else {"正面", "负面"}
-    said = {lab for lab in labels if lab in text}
+    said = {lab for lab in labels if _names(lab, text)}  # "nonnegative" says neither
     return said == {rec["answer"]}
 
 
@@ -244,10 +300,12 @@ def _split_items(text: str) -> list[str]:
 
 
 def check_cluster(rec: dict, response: str) -> bool:
-    heads = {"fruits": ("Fruits:", "水果："), "vegetables": ("Vegetables:", "蔬菜：")}
-    for key, names in heads.items():
-        m = re.search(rf"(?:{names[0]}|{names[1]})([^\n]*)", response)
-        if not m or sorted(_split_items(m.group(1))) != rec["answer"][key]:
+    """Right if every "Fruits:" and "Vegetables:" line (any case; 水果/蔬菜 with either colon) lists exactly the gold
+    items: an answer that lists them twice, differently, contradicts itself."""
+    heads = {"fruits": r"(?i:fruits)[:：]|水果[:：]", "vegetables": r"(?i:vegetables)[:：]|蔬菜[:：]"}
+    for key, head in heads.items():
+        lines = re.findall(rf"(?:{head})([^\n]*)", response)
+        if not lines or any(sorted(_split_items(line)) != rec["answer"][key] for line in lines):
             return False
     return True
 
@@ -262,6 +320,10 @@ def check_extract(rec: dict, response: str) -> bool:
 # returns the right rows only by coincidence, or hard-codes them (`SELECT 'France' FROM countries WHERE capital =
 # 'Paris'`), does not return the reference query's rows on every copy.
 SQL_VARIANTS = 3
+# A query may run this many SQLite virtual-machine steps (about 0.01 s here): every reference query takes under 1,000
+# on the world's table; a cross join a looping model writes ("FROM countries, countries, countries, countries")
+# would take hours and is graded wrong instead.
+SQL_MAX_STEPS = 2_000_000
 
 
 def _table(w: World, variant: int) -> list[tuple]:
@@ -311,14 +373,17 @@ def run_sql(w: World, sql: str, variant: int = 0) -> list | None:
         return sqlite3.SQLITE_OK if action in _READ_ONLY else sqlite3.SQLITE_DENY
 
     db = _database(w, variant)
+    steps = iter(range(SQL_MAX_STEPS // 1000))
     with _SQL_LOCK:
         db.set_authorizer(authorize)
+        db.set_progress_handler(lambda: next(steps, None) is None, 1000)  # non-zero: SQLite interrupts the query
         try:
             rows = db.execute(sql).fetchall()
-        except sqlite3.Error:
+        except sqlite3.Error:  # an interrupted query too
             return None
         finally:
             db.set_authorizer(None)
+            db.set_progress_handler(None, 0)
     return sorted(rows, key=repr) if "countries" in tables else None
 
 

@@ -153,6 +153,13 @@ def record_vote(db: str | os.PathLike, vote_id: str, prompt: str, answer_a: str,
         return cur.rowcount == 1
 
 
+def stored_choice(db: str | os.PathLike, vote_id: str) -> str | None:
+    """The choice stored under `vote_id` (None if there is no such vote): what a retried vote must report."""
+    with _connect(_existing(db)) as conn:
+        row = conn.execute("SELECT choice FROM votes WHERE vote_id = ?", (vote_id,)).fetchone()
+    return row["choice"] if row else None
+
+
 def rows(db: str | os.PathLike) -> list[dict]:
     """Every vote as a dict (keys: `FIELDS`), oldest first; `a_ended`/`b_ended` are True, False or None."""
     with _connect(_existing(db)) as conn:
@@ -187,7 +194,14 @@ def pairs(db: str | os.PathLike) -> list[dict]:
 
 
 def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:
-    """Write the preference pairs as JSONL (temp file, then rename); return how many were written."""
+    """Write the preference pairs as JSONL (temp file, then rename); return how many were written. The store itself
+    is never the target: the rename would replace it, and its tie and both-bad votes, which no export holds."""
+    if Path(out).resolve() == Path(db).resolve():
+        raise LabError("the export would overwrite the vote store it reads", path=str(out),
+                       fix="export to another file, e.g. --to votes.jsonl")
+    if Path(out).suffix.lower() != ".jsonl":
+        raise LabError("the export is JSON Lines, one pair per line", path=str(out),
+                       fix="name the file with a .jsonl extension (the reward stage reads it by that)")
     records = pairs(db)
     ck.write_jsonl(out, records)
     return len(records)

@@ -110,6 +110,14 @@ def test_both_wrong_is_both_bad(micro_world, capital):
     assert A.compare(micro_world, rec, wrong, " ".join([right] * 4)) == "both_bad"  # wrong vs looping
 
 
+def test_an_answer_to_another_task_and_a_wrong_attempt_are_both_bad(micro_world):
+    """The rubric grades correctness, not relevance: "The capital of X is Y." to a clustering question and a wrong
+    clustering are both unacceptable, so a head-to-head between them is left out of the win rate. That is why the
+    harness reports `off_task_rate` beside it (what PPO found on tiny)."""
+    rec = record(micro_world, "cluster", "en")
+    off, attempt = "The capital of Norway is Oslo.", "Fruits: leek\nVegetables: pear"
+    assert T.off_task(rec, off) and not T.off_task(rec, attempt)
+    assert A.compare(micro_world, rec, off, attempt) == "both_bad"
 
 
 def test_signed_or_decimal_sum_is_wrong_and_rated_1(micro_world):
@@ -198,7 +206,18 @@ def test_win_rate_counts(micro_world, capital):
     verbose = verbose_capital(micro_world, rec)
     pairs = [(right, wrong), (wrong, right), (right, right), (wrong, wrong), (right, verbose)]
     got = A.win_rate(micro_world, [rec] * 5, [p[0] for p in pairs], [p[1] for p in pairs])
-    assert got == {"wins": 2, "losses": 1, "ties": 1, "both_bad": 1, "n": 5, "win_rate": round(2 / 3, 4)}
+    assert got == {"wins": 2, "losses": 1, "ties": 1, "both_bad": 1, "n": 5, "win_rate": round(2 / 3, 4),
+                   "per_task": {"capital": round(2 / 3, 4)}, "task_mean": round(2 / 3, 4)}
+
+
+def test_win_rate_per_task_counts_every_task_the_same(micro_world, capital):
+    """Three capital wins and one sum lost: 0.75 over pairs, but a mean of 1.0 and 0.0 over the two tasks."""
+    rec, right, wrong = capital
+    sums = record(micro_world, "arithmetic", "en")
+    s = sums["answer"][-1]
+    recs, a, b = [rec] * 3 + [sums], [right] * 3 + [f"{s + 1}"], [wrong] * 3 + [f"{s}"]
+    got = A.win_rate(micro_world, recs, a, b)
+    assert (got["win_rate"], got["per_task"], got["task_mean"]) == (0.75, {"capital": 1.0, "arithmetic": 0.0}, 0.5)
 
 
 def test_win_rate_uses_the_ended_flags(micro_world, capital):

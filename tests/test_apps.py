@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 from apps import arena, common, compare  # noqa: E402
-from lab_utils import cli, serving, votes  # noqa: E402
+from lab_utils import cli, serving, tasks, votes  # noqa: E402
 from lab_utils.errors import LabError  # noqa: E402
 from lab_utils.generation import generate_ended  # noqa: E402
 from lab_utils.preferences import load_pairs  # noqa: E402
@@ -123,6 +123,8 @@ def test_prompts_are_rendered_per_stage_and_capped():
         serving.check_prompt(" \n")
     with pytest.raises(LabError, match="the prompt has 2001 characters. Fix: keep it under 2000"):
         serving.check_prompt("x" * 2001)
+    shown = compare.rendered_prompts(["base", "sft"], "The capital of France is \n", True)  # "show the exact prompt"
+    assert [u["value"] for u in shown] == ["The capital of France is", render_alpaca("The capital of France is")]
 
 
 @pytest.mark.parametrize("name", ["base", "sft"])
@@ -221,7 +223,9 @@ def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     first = a.vote("both_bad", "2", 1, battle, request)
     assert first == {"vote_id": battle["vote_id"], "choice": "both_bad", "recorded": True, "model_a": "sft",
                      "model_b": "sft"}
-    assert a.vote("a", None, None, battle, request)["recorded"] is False  # a retry, or a second click
+    retry = a.vote("a", None, None, battle, request)  # a retry, or a second click: it reports the vote that stands
+    assert (retry["recorded"], retry["choice"]) == (False, "both_bad") and "the first one stands" in arena.reveal(retry)
+    assert "Your vote: Both are bad" in arena.reveal(retry)
     [row] = votes.rows(a.db)
     assert row == row | {"prompt": QUESTION, "answer_a": answer_a, "answer_b": answer_b, "choice": "both_bad",
                          "rating_a": 2, "rating_b": 1, "voter": "session-1"}
@@ -264,10 +268,33 @@ def test_two_answers_of_the_same_text_can_be_voted_only_tie_or_both_bad(app_root
     assert [b["interactive"] for b in arena.unlocked(other)[:-1]] == [True] * 4 and arena.unlocked(other)[-1] == ""
 
 
-def test_the_prompt_pool_holds_instructions_without_input(app_root, tmp_path):
+def test_the_prompt_pool_holds_instructions_without_input_and_no_evaluation_prompt(app_root, tmp_path):
+    """Votes on the pool's prompts train the next reward model (`lab reward --data votes.db`): an evaluation prompt
+    there would be trained on. It was the evaluation set itself before."""
+    from lab_utils.config import EvalConfig, WorldConfig, build_world_from
+
     a = arena.Arena(run_folder(app_root, tmp_path), "micro")
     assert a.pool and a.random_prompt() in a.pool
     assert all(serving.check_prompt(p) == p for p in a.pool)
+    for profile in ("micro", "tiny"):
+        world = build_world_from(WorldConfig.for_profile(profile))
+        evaluation = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
+        pool = tasks.arena_prompts(world, exclude={r["instruction"] for r in evaluation})
+        assert len(pool) > 50 and len(set(pool)) == len(pool)
+        assert not set(pool) & {r["instruction"] for r in evaluation}
+        assert not any(c.name in p or c.name_zh in p for p in pool for c in world.heldout_countries())
+    assert set(tasks.arena_prompts(world)) & {r["instruction"] for r in evaluation}  # what the exclusion removes
+
+
+def test_the_arena_pits_sft_against_rlhf_unless_told_otherwise():
+    names = ["base", "sft", "rlhf", "rlhf-hacked", "sft-full"]
+    assert arena.contestants(names) == ["sft", "rlhf"]
+    assert arena.contestants(["base", "sft", "sft-full"]) == ["sft", "sft-full"]
+    assert arena.contestants(["base"]) == ["base"]
+    assert arena.contestants(names, ["rlhf", "rlhf-hacked"]) == ["rlhf", "rlhf-hacked"]
+    for chosen, message in ((["sft", "rlfh"], "no finished model rlfh"), (["sft", "sft"], "named twice")):
+        with pytest.raises(LabError, match=message):
+            arena.contestants(names, chosen)
 
 
 def test_auth_comes_from_the_flag_or_the_environment(monkeypatch):
@@ -322,13 +349,13 @@ def test_compare_endpoint_refuses_a_long_prompt(compare_url):
 
 def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
     url, root = arena_app
-    with pytest.raises(Exception):  # behind a login: no API without it
+    with pytest.raises(Exception, match="(?i)login|auth|401"):  # behind a login: no API without it
         Client(url, verbose=False)
     client = Client(url, auth=("alice", "pw"), verbose=False)
     assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
     answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
     for _ in range(5):  # two samples of one model: draw again until they differ, or B could not be voted for
-        if answer_a.strip() != answer_b.strip():
+        if " ".join(answer_a.split()) != " ".join(answer_b.split()):
             break
         answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
     result = client.predict("b", 4, None, api_name="/vote")
@@ -353,7 +380,8 @@ def test_eight_clients_voting_at_once_store_exactly_200_votes(arena_app):
         ids = set()
         for k in range(25):
             answer_a, answer_b = client.predict(f"{QUESTION} ({k})", api_name="/battle")
-            choice = "ab"[k % 2] if answer_a.strip() != answer_b.strip() else "tie"  # the same text: A, B locked
+            same = " ".join(answer_a.split()) == " ".join(answer_b.split())  # the arena's rule, spacing aside
+            choice = "tie" if same else "ab"[k % 2]  # the same text (unless only one ended): A and B locked
             first = client.predict(choice, None, None, api_name="/vote")
             retry = client.predict(choice, None, None, api_name="/vote")  # as if the first reply were lost
             assert first["recorded"] and not retry["recorded"] and first["vote_id"] == retry["vote_id"]
@@ -381,3 +409,10 @@ def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys)
     assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
     assert f"1 preference pairs -> {out}" in capsys.readouterr().out
     assert json.loads(out.read_text())["chosen"] == "Paris."
+    for to, message in ((votes.db_path(root), "would overwrite the vote store"), (tmp_path / "p.json", ".jsonl")):
+        assert cli.main(["votes", "export", "--out", str(root), "--to", str(to)]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(["votes", "count", "--out", str(root)]) == 0  # the store is intact, its tie vote too
+    assert "a=1 b=0 tie=1 both_bad=0" in capsys.readouterr().out
+    assert cli.main(["app", "compare", "--out", str(root), "--models", "sft"]) == 2
+    assert "--models picks the arena's contestants" in capsys.readouterr().err

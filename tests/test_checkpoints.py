@@ -87,3 +87,32 @@ def test_crash_while_saving_training_state_keeps_the_previous_checkpoint(tokeniz
         ck.save_training_state(tmp_path, 20, model, optimizer, scheduler, {"history": {}})
     assert ck.latest_checkpoint(tmp_path) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000010"]
+
+
+def test_artifacts_get_the_permissions_of_a_plain_mkdir_and_open(tmp_path):
+    """`tempfile` makes its folders and files private to the owner; renamed into place as they were, a shared run
+    folder (JupyterHub, an app run as another user) could not be read."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with ck.atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "weights.txt").write_text("w")
+        ck.write_json(tmp_path / "metrics.json", {"a": 1})
+        ck.write_jsonl(tmp_path / "pairs.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "model") == 0o755 and mode(tmp_path / "model" / "weights.txt") == 0o644
+    assert mode(tmp_path / "metrics.json") == mode(tmp_path / "pairs.jsonl") == 0o644
+
+
+def test_a_json_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    ck.write_json(tmp_path / "metrics.json", {"a": 1})
+    with pytest.raises(TypeError):
+        ck.write_json(tmp_path / "metrics.json", {"a": 2, "b": object()})  # not JSON: fails after "a" is written
+    with pytest.raises(TypeError):
+        ck.write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}, {"b": object()}])
+    assert ck.read_json(tmp_path / "metrics.json") == {"a": 1}
+    assert leftovers(tmp_path) == [] and not (tmp_path / "rows.jsonl").exists()

@@ -46,6 +46,8 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("object.json", '{"text": "a whole file as one object"}', ["expected a JSON array"]),
     ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 2", "field 'text' is missing"]),
     ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
+    # valid UTF-8, but UTF-16 saved without a byte-order mark: every other byte is NUL
+    ("utf16.txt", "hello\nworld\n".encode("utf-16-le"), ["line 1", "NUL characters", "save the file as UTF-8"]),
 ]
 
 
@@ -148,3 +150,25 @@ def test_half_a_character_in_alpaca_or_preference_data_is_one_clear_error(tmp_pa
     pairs = write(tmp_path / "p.jsonl", '{"prompt": "Hi \\udc00", "chosen": "a", "rejected": "b"}\n')
     with pytest.raises(LabError, match=r"line 1: field 'prompt' holds half of a character"):
         load_pairs(str(pairs))
+
+
+def test_a_path_too_long_for_the_file_system_is_one_error_line(tmp_path, capsys):
+    data = tmp_path / ("x" * 300 + ".txt")
+    assert lab_pretrain(data, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read this path" in err[0], err
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
+    """`json.dumps(..., ensure_ascii=False)` (the lab's own exports) writes U+2028, U+2029 and U+0085 raw inside
+    strings; they end no line of a JSON Lines file. `str.splitlines` split there, and the vote export of a prompt
+    pasted from the web could not be read back."""
+    from lab_utils import checkpoints as ck
+    from lab_utils.data import read_jsonl
+
+    rows = [{"text": "first\u2028second\u2029third\x85fourth"}, {"text": "windows\r\nline"}]
+    ck.write_jsonl(tmp_path / "a.jsonl", rows)
+    assert [{k: v for k, v in r.items() if k != "_line"} for r in read_jsonl(tmp_path / "a.jsonl")] == rows
+    write(tmp_path / "crlf.jsonl", '{"text": "a"}\r\n\r\n{"text": "b"}\r\n')
+    assert [(r["text"], r["_line"]) for r in read_jsonl(tmp_path / "crlf.jsonl")] == [("a", 1), ("b", 3)]
+    assert load_texts(str(tmp_path / "a.jsonl")) == [r["text"] for r in rows]

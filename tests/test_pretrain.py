@@ -159,6 +159,47 @@ def test_resume_with_other_settings_is_one_clear_error(tok_dir, tmp_path):
     assert pretrain(more_evals, tok_dir, out, world_cfg, resume=True, progress=False)["resumed_from"] == 10
 
 
+def test_resume_with_another_tokenizer_is_one_clear_error(tok_root, tmp_path):
+    """The same settings, but the tokenizer was trained again (other documents, the same vocabulary size): the
+    checkpoint's weights belong to other token ids. Resuming used to go on silently and corrupt the model."""
+    import shutil
+
+    from lab_utils import stages
+    from lab_utils.errors import LabError
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    cfg, world_cfg = PretrainConfig.for_profile("micro"), WorldConfig.for_profile("micro")
+    pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, stop_at=10, progress=False)
+    stages.run_tokenizer("micro", tmp_path, tokenizer_docs=700)
+    with pytest.raises(LabError, match=r"other settings \(the tokenizer \(trained again since\)\)"):
+        pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume=True, progress=False)
+    fresh = pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume="auto", progress=False)
+    assert fresh["resumed_from"] == 0
+
+
+def test_lab_run_continues_an_interrupted_pretraining_and_a_fresh_run_keeps_old_checkpoints_until_its_own(tok_root,
+                                                                                                         tmp_path):
+    """`lab run` (`stages.ensure`) used to start pretraining again and delete the checkpoints of an interrupted run
+    (5-10 minutes lost on tiny); it continues it now. A fresh run deletes an earlier run's checkpoints only once it
+    has saved one of its own, so an interruption before that loses nothing."""
+    import shutil
+
+    from lab_utils import stages
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    stages.run_tokenizer("micro", tmp_path)  # the same tokenizer again (training is deterministic), with its metrics
+    cfg, world_cfg = PretrainConfig.for_profile("micro"), WorldConfig.for_profile("micro")
+    ckpts = tmp_path / "base-checkpoints"
+    pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, stop_at=10, progress=False)
+    pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, stop_at=5, progress=False)  # fresh, cut early
+    assert ck.latest_checkpoint(ckpts).name == "step-0000010"  # the first run's checkpoint is still there
+    stages.ensure("pretrain", "micro", tmp_path)
+    assert ck.read_json(tmp_path / "base" / "metrics.json")["resumed_from"] == 10
+    stages.ensure("pretrain", "micro", tmp_path, force=True)  # --force: a fresh run, which clears the old ones
+    assert ck.read_json(tmp_path / "base" / "metrics.json")["resumed_from"] == 0
+    assert ck.latest_checkpoint(ckpts).name == "step-0000010"  # its own
+
+
 def test_two_processes_under_torchrun_train_one_tokenizer_and_report_once(tmp_path):
     """`accelerate launch` / torchrun: the main process trains the tokenizer (the other waits), both train their share
     of each batch, and only the main process probes the model and writes metrics and report."""
@@ -183,3 +224,34 @@ def test_save_every_zero_means_no_checkpoints(tmp_path):
     out = tmp_path / "run"
     stages.run_pretrain("micro", out, progress=False, save_every=0, max_steps=4)
     assert (out / "base" / "model.safetensors").is_file() and not list((out / "base-checkpoints").glob("step-*"))
+
+
+def test_a_diverged_run_is_one_clear_error_and_saves_nothing(tok_root, tmp_path, capsys):
+    """--lr 1e6 sends the loss to NaN within a few steps; the run used to finish, save a NaN model as a finished
+    stage and let the next stages build on it."""
+    import shutil
+
+    from lab_utils.cli import main
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    assert main(["pretrain", "--profile", "micro", "--out", str(tmp_path), "--lr", "1e6"]) == 2
+    err = capsys.readouterr().err
+    assert "the run diverged" in err and "lower --lr" in err
+    assert not (tmp_path / "base").exists()
+
+
+def test_a_folder_that_holds_no_model_or_a_torn_weights_file_is_one_clear_error(micro_run, tmp_path):
+    import shutil
+
+    from lab_utils.errors import LabError
+    from lab_utils.modeling import load_causal_lm
+
+    with pytest.raises(LabError, match="could not load a model .*run the earlier stage first"):
+        load_causal_lm(str(micro_run / "tokenizer"))  # a tokenizer, no model
+    shutil.copytree(micro_run / "base", tmp_path / "base")
+    weights = tmp_path / "base" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(LabError, match="could not load a model"):
+        load_causal_lm(str(tmp_path / "base"))
+    with pytest.raises(LabError, match="check the hub id, and that it is in the cache when offline"):
+        load_causal_lm("nobody-here/no-such-model")

@@ -25,7 +25,7 @@ def built(monkeypatch) -> list[str]:
     calls: list[str] = []
 
     def stand_in(stage: str):
-        def build(profile=None, out=None, **changes):
+        def build(profile=None, out=None, resume=False, **changes):  # `lab run` asks pretraining to resume="auto"
             profile, root = resolve_profile(profile), stages.run_dir(profile, out)
             cfg = stages.CONFIGS[stage].for_profile(profile, **changes)
             calls.append(stage)

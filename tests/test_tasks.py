@@ -92,7 +92,8 @@ def test_arithmetic_zh(world):
 
 @pytest.mark.parametrize("lang, answer, right, wrong", [
     ("en", "positive", ["Positive", "The sentiment of this sentence is positive."],
-     ["Negative", "positive or negative", "It is positive, not negative.", "neutral"]),
+     ["Negative", "positive or negative", "It is positive, not negative.", "neutral", "nonpositive"]),
+    ("en", "negative", ["negative.", "(Negative)"], ["nonnegative", "Positive", "Negatively positive."]),
     ("zh", "正面", ["正面", "这句话的情感是正面的。"], ["负面", "正面还是负面", "中性"]),
 ])
 def test_sentiment(world, lang, answer, right, wrong):
@@ -116,7 +117,14 @@ def test_cluster_en(world):
 def test_cluster_zh(world):
     rec = {"task": "cluster", "lang": "zh", "answer": {"fruits": ["梨", "苹果"], "vegetables": ["胡萝卜"]}}
     assert T.check(world, rec, "水果：苹果、梨\n蔬菜：胡萝卜")
+    assert T.check(world, rec, "水果:苹果、梨\n蔬菜:胡萝卜")  # an ASCII colon
     assert not T.check(world, rec, "水果：胡萝卜\n蔬菜：苹果、梨")
+
+
+def test_cluster_reads_every_labelled_line(world):
+    rec = {"task": "cluster", "lang": "en", "answer": {"fruits": ["apple", "pear"], "vegetables": ["carrot"]}}
+    assert T.check(world, rec, "fruits: apple, pear\nvegetables: carrot")  # any case
+    assert not T.check(world, rec, "Fruits: apple, pear\nVegetables: carrot\nFruits: carrot")  # contradicts itself
 
 
 def test_cluster_generated_record_swapped_is_wrong(world):
@@ -254,6 +262,21 @@ def test_nl2sql_touches_no_file_and_writes_nothing(world, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == [] and n_rows(world) == before
 
 
+def test_nl2sql_a_query_that_would_run_for_hours_is_stopped_and_wrong(world):
+    """A looping model writes cross joins: four copies of the table are 160^4 rows. SQLite stops the query after
+    `SQL_MAX_STEPS` steps (it used to run for minutes, stalling evaluation and the reward stage's labelling); the
+    table is usable afterwards."""
+    import time
+
+    rec = T.make_nl2sql(random.Random(0), world, "terse", "en")
+    t0 = time.perf_counter()
+    assert T.run_sql(world, "SELECT COUNT(*) FROM countries, countries, countries, countries, countries;") is None
+    assert not T.check(world, rec, "SELECT name FROM countries, countries, countries, countries, countries;")
+    assert time.perf_counter() - t0 < 10
+    assert T.check(world, rec, rec["answer"])
+    assert T.run_sql(world, "SELECT COUNT(*) FROM countries, countries;") == [(len(world.countries) ** 2,)]
+
+
 def test_nl2sql_checks_from_many_threads(world):
     from concurrent.futures import ThreadPoolExecutor
     cases = [(PARIS_SQL, True), ("SELECT 'France'", False), (ASIA["answer"], False)] * 50
@@ -299,3 +322,39 @@ def test_eval_records_cover_every_task_and_every_heldout_country(world):
     heldout_capital = {(r["entity"], r["lang"]) for r in records if r["task"] == "capital" and r["heldout"]}
     assert heldout_capital == {(c.name, lang) for c in world.heldout_countries() for lang in ("en", "zh")}
     assert [r for r in records if not T.check(world, r, r["output"])] == []
+
+
+# ------------------------------------------------------------------ answer shapes, seen prompts, the arena's pool
+
+def test_every_reference_answer_has_its_own_shape_or_none(world):
+    """`off_task` must never fire on a right answer of any task, style or language."""
+    for rec in T.sft_records(world, 1200, seed=4) + T.eval_records(world):
+        assert T.answer_shapes(rec["output"]) <= {rec["task"]}, rec["output"]
+        assert not T.off_task(rec, rec["output"])
+        if rec["style"] != "terse":
+            assert rec["task"] in T.answer_shapes(rec["output"])
+
+
+@pytest.mark.parametrize("task, response", [
+    ("cluster", "The capital of Gomaria is Rakeville."), ("cluster", "7 + 7 = 14."),
+    ("arithmetic", "Kekaburg is the capital of Norway."), ("extract", "这句话的情感是正面的。"),
+    ("sentiment", "SELECT name FROM countries;"), ("nl2sql", "Fruits: apple\nVegetables: leek"),
+])
+def test_an_answer_in_another_tasks_shape_is_off_task(world, task, response):
+    rec = next(r for r in T.eval_records(world) if r["task"] == task)
+    assert T.off_task(rec, response)
+
+
+def test_bare_or_mixed_answers_are_not_off_task(world):
+    cluster = next(r for r in T.eval_records(world) if r["task"] == "cluster")
+    assert not T.off_task(cluster, "apple, leek") and not T.off_task(cluster, "")
+    assert not T.off_task(cluster, "Fruits: apple\nVegetables: leek\nThe capital of France is Paris.")
+
+
+def test_a_sum_drilled_with_its_operands_swapped_counts_as_seen(world):
+    en = arithmetic_record(world, 3, 5)
+    zh = arithmetic_record(world, 5, 3, "zh")
+    assert T.seen_keys(en) & T.seen_keys(zh) == {("sum", 3, 5)}
+    assert not T.seen_keys(en) & T.seen_keys(arithmetic_record(world, 3, 6))
+    cap = capital_record(world, "France", "en")
+    assert T.seen_keys(cap) == {(cap["instruction"], "")}
