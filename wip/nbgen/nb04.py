@@ -100,7 +100,7 @@ candidates = [
     (f"{china.name_zh}的首都是{china.capital_zh}。", True),                # right, a sentence
     (f"这是一个好问题！{china.name_zh}是一个国家，它的首都是{china.capital_zh}。"
      f"希望这个回答对你有帮助，如果你还有其他问题，欢迎随时问我。", True),  # right, long-winded
-    (f"{china.capital}.", True),                                           # right, but in English
+    (f"{china.capital}.", True),                      # the right city in English: the checker wants 北京, so wrong
     (f"{china.capital_zh}。", False),                                      # right, but never ended (no EOS)
     ("上海。", True),                                                       # wrong
     (f"{china.capital_zh}，{china.capital_zh}，{china.capital_zh}，{china.capital_zh}", False),  # looping
@@ -374,7 +374,8 @@ md("""
   - A calibrated model lies on the diagonal.
   - A useful one at least agrees more often when its margin is large.
 - The left panel adds how strongly the annotator prefers the chosen answer (its score difference): a correct answer
-  against a wrong one differs by at least 8/15 ≈ 0.53 in the rubric, a matter of style by less.
+  always scores above a wrong one, by more or less depending on the other terms (a wrong answer can still be in the
+  right language, end and be concise); a matter of style differs by less.
 """)
 
 code("""
@@ -442,8 +443,8 @@ md("""
 ## 9. Probes for reward hacking
 
 A policy optimised against this model will find whatever it over-rewards. Three probes on held-out prompts
-whose SFT answers are correct: does the reward go **up** when the answer gets longer, repeats a phrase, or switches
-language? Each should go **down** (the annotator penalises all three).
+whose reference answers are correct: does the reward go **up** when the answer gets longer, repeats a phrase, or
+switches language? The annotator penalises all three; a reward model that agrees with it should lower the reward.
 """)
 
 code("""
@@ -474,12 +475,17 @@ if caps:
                  "share rewarded more": (s > own).float().mean().item(), "annotator change": sum(judged) / len(judged)})
 probes = pd.DataFrame(rows).set_index("probe").round(3)
 display(probes)
+holes = probes.index[(probes["reward change"] > 0) & (probes["annotator change"] < 0)].tolist()
+print(f"{len(holes)} of {len(probes)} probes raise the reward where the annotator lowers its score: {holes}")
 """)
 
 md("""
 - Read the table row by row: a negative *reward change* means the reward model, like the annotator, dislikes the
-  change. A positive one is a hole PPO will find — notebook 05 shows what happens when the KL penalty does not hold
-  the policy back.
+  change. A positive one is a hole an optimiser can find. The line under the table counts them; on `tiny` every
+  probe is one, even though the reward model ranks most held-out pairs decided by concision right (section 6): a
+  wordy answer the SFT model wrote is not the same change as filler appended to a right one.
+- Notebook 05 shows PPO finding such holes: a length bonus with the KL penalty off, and, with it on, answers in the
+  shape of another task's answer.
 """)
 
 md("""
@@ -527,7 +533,8 @@ so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to 
 
 code("""
 print(f"mean {values.mean():+.3f}  std {values.std():.3f} over the labelled answers (the fit used every sample)")
-assert abs(metrics["norm_std"]) > 0 and (out / "reward" / reward.NORM_FILE).exists()
+assert (out / "reward" / reward.NORM_FILE).exists() and metrics["norm_std"] > 0
+assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1, "normalised rewards should have mean 0 and std 1"
 """)
 
 md("""
@@ -538,8 +545,8 @@ md("""
   both were judged on pairs from prompts neither saw.
 - The score is read at the last real token — the EOS of an answer that ended — and normalised on SFT samples; the
   same layout and scale are what PPO reads in notebook 05.
-- The probes show where the reward model agrees with the annotator and where it does not: that gap is what an
-  optimiser exploits, and why PPO keeps a KL penalty to the SFT model.
+- The probes found changes the annotator penalises and the reward model rewards: that gap is what an optimiser
+  exploits, and why PPO keeps a KL penalty to the SFT model (which slows an exploit down, but does not forbid it).
 """)
 
 save("/work/main/labs/04_reward_model.ipynb")

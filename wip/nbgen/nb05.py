@@ -153,7 +153,8 @@ md("""
 L = −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)]. On the first minibatch the policy has not moved yet, so ρ = 1 exactly, the
 clip fraction is 0 and the approximate KL is 0 — the check that rollout and training compute log-probabilities the
 same way (same temperature, padding and positions, and the same bf16 autocast: recomputed in float32 instead, the
-ratio drifts to about 1.0006 — small, but exactly the kind of mismatch this check exists to catch):
+ratio drifted to about 1.0006 when this notebook was written — small, but exactly the kind of mismatch this check
+exists to catch):
 """)
 
 code("""
@@ -177,9 +178,10 @@ md("""
 redraws reward and KL every few iterations.
 
 Every forward pass runs under bf16 autocast (`PPOConfig.mixed_precision`): the matmuls in bfloat16, the weights,
-gradients, optimizer and log-probability math in float32. On this course's CPUs (AVX512-BF16) a bf16 matmul has 4×
-the throughput, and the PPO loop ran 2.5× faster (246 s → 99 s for the same 40 × 32 episodes). The ratio-is-1 check
-above ran under the same autocast.
+gradients, optimizer and log-probability math in float32. On CPUs with AVX512-BF16 a bf16 matmul has 2–4× the
+throughput of a float32 one (`lab bench` on two 2-core hosts: 413 vs 176 and 853 vs 206 GFLOP/s); on the faster
+host, when this notebook was written, the PPO loop ran 2.5× faster for it (246 s → 99 s for the same 40 × 32
+episodes). The ratio-is-1 check above ran under the same autocast.
 """)
 
 code("""
@@ -197,6 +199,11 @@ def live(trainer, row, every=5):
     print(f"iteration {row['iteration']}/{trainer.cfg.iterations}: score {row['score']:+.3f}  kl {row['kl']:.3f}")
 
 metrics = stages.run_ppo(profile, out, callback=live, log=lambda *_: None)
+""")
+
+md("""
+`reward_start` is the mean score of the first 10% of iterations, `reward_end` and `kl_end` the means of the last 10%
+(one iteration is a noisy estimate), so they differ from the last line the live plot printed:
 """)
 
 code("""
@@ -234,6 +241,9 @@ for name, model in (("sft", sft_model), ("rlhf", rlhf_model)):
     rows[f"{name} reward"] = reward.RewardModel.load(out / "reward").score(alpaca_prompts(show), rows[name],
                                                                           [e for _, e in outs]).round(decimals=2).tolist()
 display(pd.DataFrame(rows))
+for r, answer in zip(show, rows["rlhf"]):
+    if tasks.off_task(r, answer):
+        print(f"RLHF answered a {r['task']} question in the shape of another task's answer: {answer!r}")
 """)
 
 md("""
@@ -241,17 +251,48 @@ md("""
 
 The harness of notebooks 02–03 on every model, now with the mean reward of each model's greedy answers and, for
 RLHF, the annotator's verdict against SFT on the same prompts (ties and both-bad pairs excluded).
-`task_accuracy_unseen` leaves out the `n_seen_in_training` prompts that also occur, word for word, among the
-prompts SFT, the reward stage or PPO trained on (notebook 03, section 7): PPO's own prompts among them.
+`task_accuracy_unseen` leaves out the `n_seen_in_training` prompts that also occur among the prompts SFT, the reward
+stage or PPO trained on (notebook 03, section 7): PPO's own prompts among them. `off_task_rate` is the share of
+answers in the shape of another task's answer (`tasks.off_task`: "The capital of X is Y." to a clustering question).
 """)
 
 code("""
 results = stages.run_eval(profile, out)
 keys = ("task_accuracy", "task_accuracy_unseen", "n_seen_in_training", "heldout_entity_accuracy", "language_match",
-        "mean_reward")
+        "off_task_rate", "mean_reward")
 display(pd.DataFrame({m: {**r["per_task"], **{k: r.get(k) for k in keys}} for m, r in results.items()}))
-print("RLHF vs SFT (annotator):", results["rlhf"]["head_to_head_vs_sft"])
+duel = results["rlhf"]["head_to_head_vs_sft"]
+print("RLHF vs SFT (annotator):", {k: duel[k] for k in ("wins", "losses", "ties", "both_bad", "win_rate")})
+print("win rate per task:", duel["per_task"], "| mean over tasks:", duel["task_mean"])
 evaluate.plot_eval(results)
+""")
+
+md("""
+**Where the reward gain comes from.** The mean reward counts every answer the reward model likes, including answers
+it should not: PPO also searches for the reward model's blind spots, KL penalty or not. Split by task, and with the
+answers in another task's shape set apart:
+""")
+
+code("""
+rlhf_res, sft_res = results["rlhf"], results["sft"]
+eval_recs = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)  # the harness's prompts
+display(pd.DataFrame({m: r["off_task_per_task"] for m, r in results.items()}).T.rename_axis("off-task share"))
+print(f"mean-reward gain of RLHF over SFT: {rlhf_res['reward_gain_vs_sft']:+.3f} on all {len(eval_recs)} prompts, "
+      f"{rlhf_res['reward_gain_vs_sft_on_task']:+.3f} on the {len(eval_recs) - rlhf_res['n_off_task_pairs']} where "
+      f"neither answer is off-task")
+off = [(r["task"], a, b) for r, a, b in zip(eval_recs, rlhf_res["responses"], sft_res["responses"])
+       if tasks.off_task(r, a)]
+display(pd.DataFrame(off[:4], columns=["task", "rlhf", "sft"]))
+""")
+
+md("""
+- On `tiny` the RLHF model answers about half of the English clustering prompts with a capital sentence. The reward
+  model scores such a sentence high (it was trained on pairs where capital sentences are mostly right) and SFT's
+  wrong clusterings low; no sampled preference pair ever put the two side by side.
+- The annotator grades correctness: both answers are wrong, so the duel is "both bad" and stays out of the win rate.
+  A win rate and a mean reward can both look good while part of the gain is an exploit: look at the answers.
+- The gain without those prompts is the gain the reward model's judgement supports. Issue #5's +0.5 is met on the
+  mean reward as the issue defines it (section 9), and not on the answers that stay on their task.
 """)
 
 md("""
@@ -307,15 +348,19 @@ h_hack.plot(x="iteration", y="score", ax=axes[0], title="flawed reward the optim
 h_hack.plot(x="iteration", y="kl", ax=axes[1], title="KL to SFT (not penalised)", legend=False)
 plt.tight_layout()
 plt.show()
-print("a hacked answer:", repr(answers["hacked"]["responses"][0][:200]))
+i = max(range(len(eval_recs)), key=lambda j: len(answers["hacked"]["responses"][j]))  # the longest hacked answer
+print("prompt:", repr(eval_recs[i]["instruction"] + (" | " + eval_recs[i]["input"] if eval_recs[i]["input"] else "")))
+print("sft:   ", repr(answers["sft"]["responses"][i][:300]))
+print("hacked:", repr(answers["hacked"]["responses"][i][:300]))
 """)
 
 md("""
 - The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (greedy, they still end
   with EOS; only the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
   prefers them less than the SFT answers they came from. The KL penalty of the main run charges the policy for every
-  nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — and a reward model is only
-  trustworthy near the data it was trained on.
+  nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can, as section 6
+  showed: a capital sentence instead of a clustering is a short move away from SFT that the reward model pays well
+  for. A reward model is only trustworthy near the data it was trained on.
 """)
 
 md("""
@@ -408,19 +453,21 @@ reward model). A reward model that ranks more pairs right (issue #4) is still th
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"reward_gain": 0.2, "max_kl": 10.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.5,
-              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5's targets)
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 4.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.5,
+              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5's targets; max_kl: the β = 0 run passes 8)
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")
 print(f"annotator win rate of RLHF vs SFT: {rlhf_res['win_rate_vs_sft']}")
-print(f"mean reward on the evaluation prompts: sft {sft_res['mean_reward']:+.3f} → rlhf {rlhf_res['mean_reward']:+.3f}; "
+print(f"mean reward on the evaluation prompts: sft {sft_res['mean_reward']:+.3f} → "
+      f"rlhf {rlhf_res['mean_reward']:+.3f} (on-task prompts only: {rlhf_res['reward_gain_vs_sft_on_task']:+.3f}); "
       f"task accuracy {sft_res['task_accuracy']:.3f} → {rlhf_res['task_accuracy']:.3f}")
 assert not metrics["kl_alarm"], "KL stayed negative: log-probabilities of policy and reference disagree"
 assert metrics["kl_end"] > 0, "the policy moved away from the reference"
 if check:
     assert gain >= THRESHOLDS["reward_gain"], "PPO should raise the reward"
     assert metrics["kl_end"] <= THRESHOLDS["max_kl"], "the KL penalty should keep the policy near SFT"
+    assert metrics["kl_end"] < hack["kl_end"] / 2, "the penalised run should stay far closer to SFT than the β = 0 one"
     assert rlhf_res["win_rate_vs_sft"] >= THRESHOLDS["win_rate_vs_sft"], "the annotator should prefer RLHF"
     assert rlhf_res["mean_reward"] >= sft_res["mean_reward"] + THRESHOLDS["mean_reward_gain"], "RLHF answers score higher"
     kept = rlhf_res["task_accuracy"] >= sft_res["task_accuracy"] - THRESHOLDS["task_accuracy_drop"]
@@ -437,7 +484,9 @@ print(f"flawed reward {hack['reward_start']:+.3f} → {hack['reward_end']:+.3f};
       f"hacked {summary.loc['hacked', 'annotator win rate vs SFT']}, rlhf {summary.loc['rlhf', 'annotator win rate vs SFT']}")
 if check:
     assert hack["reward_end"] > hack["reward_start"]
+    assert summary.loc["hacked", "annotator win rate vs SFT"] < 0.5, "the annotator should prefer SFT to hacked answers"
     assert summary.loc["hacked", "annotator win rate vs SFT"] < summary.loc["rlhf", "annotator win rate vs SFT"]
+    assert summary.loc["hacked", "mean answer length (chars)"] > summary.loc["sft", "mean answer length (chars)"]
 """)
 
 md("""
@@ -447,7 +496,10 @@ md("""
   against the SFT model, estimated advantages with GAE and took clipped steps — each piece matched the package
   inline, and the first minibatch's ratio of exactly 1 proved that rollout and training agree.
 - The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — preferred the RLHF
-  answers to the SFT answers on prompts PPO never saw.
+  answers to the SFT answers on the evaluation prompts (some of which PPO trained on too: `n_seen_in_training`).
+- The policy also found a blind spot of the reward model, KL penalty and all: capital sentences as answers to
+  clustering questions. The annotator calls those duels "both bad", so only the answers themselves, the off-task
+  share and the gain on the other prompts show it. A better reward model (issue #4), not a higher reward, is the fix.
 - With a flawed reward and no KL penalty, the optimiser found the flaw: the reward went up and the answers got
   worse. TRL's RLOO, with no value model, chased the same reward for comparison.
 """)

@@ -19,8 +19,9 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): about 6 minutes in all, most of it retraining the reward model (~1 min)
-and the second PPO run (~2–3 min, the same 25 iterations as round 1).
+Expectations on `tiny` (2 idle CPU cores): 5–7 minutes in all, depending on the CPU, most of it retraining the
+reward model (1–1.5 min) and the second PPO run (2–4 min, the same 25 iterations as round 1); the cells print their
+own times.
 """)
 
 md("""
@@ -77,12 +78,15 @@ md("""
 code("""
 stages.ensure("ppo", profile, out)
 results = stages.run_eval(profile, out)  # {"base": {...}, "sft": {...}, "rlhf": {...}}
-keys = ("task_accuracy", "heldout_entity_accuracy", "language_match", "mean_reward")
-display(pd.DataFrame({m: {**r["per_task"], **{k: r.get(k) for k in keys}} for m, r in results.items()}).round(3))
+keys = ("task_accuracy", "heldout_entity_accuracy", "language_match", "off_task_rate", "mean_reward")
+display(pd.DataFrame({m: {**r["per_task"], **{k: r.get(k) for k in keys}} for m, r in results.items()}).round(4))
 """)
 
 code("""
-print("RLHF vs SFT (annotator; ties and both-bad left out of the win rate):", results["rlhf"]["head_to_head_vs_sft"])
+duel = results["rlhf"]["head_to_head_vs_sft"]
+print("RLHF vs SFT (annotator; ties and both-bad left out of the win rate):",
+      {k: duel[k] for k in ("wins", "losses", "ties", "both_bad", "win_rate")})
+print("win rate per task:", duel["per_task"], "| mean over tasks:", duel["task_mean"])
 evaluate.plot_eval(results)
 plt.show()
 """)
@@ -105,7 +109,9 @@ display(pd.DataFrame({"prompt": [r["instruction"] + (" | " + r["input"] if r["in
 md("""
 - The base model knows the world but not the format: it continues the prompt as text (notebook 02). SFT taught the
   format, and answers about countries it never saw in SFT data come from pretraining (03). RLHF is the SFT model
-  moved towards what the reward model scores high, within the KL budget (05).
+  moved towards what the reward model scores high, within the KL budget (05) — including what it scores high
+  wrongly: on `tiny` the RLHF model answers some clustering prompts with a capital sentence (`off_task_rate` above;
+  notebook 05, section 6).
 """)
 
 md("""
@@ -391,7 +397,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: round 1's 25 iterations, about 2–3 minutes.
+- On `tiny`: round 1's 25 iterations, 2–4 minutes depending on the CPU (`wall_s` below).
 """)
 
 code("""
@@ -433,7 +439,7 @@ for k, (rm_metrics, ppo_metrics, res) in {1: (s["reward"], s["ppo"], r1), 2: (m2
         "task accuracy": res["task_accuracy"],
         "held-out entity accuracy": res["heldout_entity_accuracy"], "mean reward (own round's RM)": res["mean_reward"],
         "annotator win rate vs SFT": res["win_rate_vs_sft"]}
-display(pd.DataFrame(rounds).round(3))
+display(pd.DataFrame(rounds).round(4))
 """)
 
 md("""
@@ -445,7 +451,7 @@ prompts_eval = alpaca_prompts(eval_recs)
 policies = {"sft": results["sft"], "rlhf, round 1": r1, "rlhf, round 2": r2}
 mean_reward = lambda rm, res: rm.score(prompts_eval, res["responses"], res["ended"]).mean().item()  # noqa: E731
 display(pd.DataFrame({name: {f"mean reward by RM of round {k}": mean_reward(rm, res) for k, rm in ((1, rm1), (2, rm2))}
-                      for name, res in policies.items()}).T.round(3))
+                      for name, res in policies.items()}).T.round(4))
 """)
 
 code("""
@@ -489,7 +495,7 @@ md("""
 On **`tiny`** (what CI runs), the outcome of the loop:
 
 - round 2's reward model ranks the held-out new votes (RLHF vs SFT) **no worse** than round 1's, within 5 points
-  (a few dozen held-out pairs: smaller differences are noise);
+  (a few dozen held-out new votes, a few hundred held-out pairs of round 1: smaller differences are noise);
 - and it has **not forgotten** round 1: on round 1's held-out pairs it is at most 5 points worse;
 - the second PPO run raises its own reward with the KL bounded.
 
@@ -500,12 +506,12 @@ on a few dozen decisive pairs moves a few points by chance alone.
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 10.0}  # tiny profile
+THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 4.0}  # tiny profile (max_kl: notebook 05's β = 0 run passes 8)
 print(f"RM accuracy, held-out new votes ({len(held_new)}): round 1 {rm_acc[1]['new']}, round 2 {rm_acc[2]['new']}")
 print(f"RM accuracy, round 1's held-out pairs ({len(held_old)}): round 1 {rm_acc[1]['old']}, round 2 {rm_acc[2]['old']}")
 print(f"PPO round 2: its reward {ppo2['reward_start']:+.3f} → {ppo2['reward_end']:+.3f}, KL {ppo2['kl_end']:.3f}")
 if check:
-    # a few dozen held-out pairs per set: differences under 0.05 are noise, so "no worse" is what can be asserted
+    # a few dozen new votes held out: differences under 0.05 are noise, so "no worse" is what can be asserted
     assert rm_acc[1]["new"] - rm_acc[2]["new"] <= THRESHOLDS["rm_max_drop"], "the new votes should not hurt the RM"
     assert rm_acc[1]["old"] - rm_acc[2]["old"] <= THRESHOLDS["rm_max_drop"], "the RM forgot round 1"
     assert ppo2["reward_end"] > ppo2["reward_start"], "PPO should raise the round-2 reward"
@@ -525,10 +531,13 @@ print(f"annotator win rate vs SFT: round 1 {w1:.3f} → round 2 {w2:.3f}; "
       f"task accuracy {r1['task_accuracy']:.3f} → {r2['task_accuracy']:.3f}")
 if w2 < w1:
     print("→ round 2's policy is not better: its own reward rose, but the annotator liked its answers less than round 1's.")
-    better = "better" if rm_acc[2]["new"] > rm_acc[1]["new"] else "no better"
-    print(f"  Its reward model ranks the {len(held_new)} held-out new votes {better} than round 1's "
-          f"({rm_acc[1]['new']} → {rm_acc[2]['new']}), but that does not make it a better judge everywhere:")
-    print("  the new votes covered two tasks only, and a reward model is trustworthy only near what it was trained on.")
+    diff = rm_acc[2]["new"] - rm_acc[1]["new"]
+    how = ("better than" if diff >= THRESHOLDS["rm_max_drop"] else "worse than" if diff <= -THRESHOLDS["rm_max_drop"]
+           else "about as well as (within noise)")
+    print(f"  Its reward model ranks the {len(held_new)} held-out new votes {how} round 1's "
+          f"({rm_acc[1]['new']} → {rm_acc[2]['new']}); a better rank there would not make it a better judge")
+    print("  everywhere:", end=" ")
+    print("the new votes covered two tasks only, and a reward model is trustworthy only near what it was trained on.")
 else:
     print("→ round 2 improved on round 1 in the annotator's eyes, not only in its own reward model's.")
 """)
