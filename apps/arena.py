@@ -49,8 +49,9 @@ class Arena:
         self.db = votes.init(votes.db_path(root))
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         world = build_world_from(WorldConfig.for_profile(profile))
-        evaluation = {r["instruction"] for r in tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)}
-        self.pool = tasks.arena_prompts(world, exclude=evaluation)  # votes train a reward model: no evaluation prompt
+        evaluation = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
+        # votes train a reward model: no evaluation prompt, nor a sum it asks with the operands swapped
+        self.pool = tasks.arena_prompts(world, exclude=set().union(*map(tasks.seen_keys, evaluation)))
         self.rng = random.Random()
 
     def battle(self, text: str):

@@ -136,17 +136,19 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str) -> list[str]:
+def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, strict: bool) -> list[str]:
     """What differs between this run and the checkpoint's run: settings that change what is trained (lr, data, seed,
     max_steps, ...; the optimizer and the schedule restore the checkpoint's, so a new value would be ignored, or
-    recorded without being used), and the tokenizer (trained again since, the same token ids mean other text)."""
+    recorded without being used), and the tokenizer (trained again since, the same token ids mean other text).
+    A checkpoint from before runs recorded these is taken as the same when asked for explicitly (--resume), and as
+    different when `strict` (`lab run` resumes only what it can check)."""
     recorded = state.get("config")
-    if recorded is None:  # a checkpoint from before runs recorded their config
-        return []
     changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
-               if k not in RESUMABLE_CHANGES and recorded.get(k) != v]
-    if state.get("tokenizer_sha256", tokenizer_sha) != tokenizer_sha:
+               if k not in RESUMABLE_CHANGES and recorded.get(k) != v] if recorded is not None else []
+    if "tokenizer_sha256" in state and state["tokenizer_sha256"] != tokenizer_sha:
         changed.append("the tokenizer (trained again since)")
+    if strict and (recorded is None or "tokenizer_sha256" not in state):
+        changed.append("settings or tokenizer not recorded (an older checkpoint)")
     return changed
 
 
@@ -185,7 +187,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
     tokenizer_sha = tokenizer_fingerprint(tokenizer)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
-    if last is not None and (changed := _training_changes(cfg, ck.read_json(last / "state.json"), tokenizer_sha)):
+    state = ck.read_json(last / "state.json") if last is not None else {}
+    if last is not None and (changed := _training_changes(cfg, state, tokenizer_sha, strict=resume == "auto")):
         if resume != "auto":
             raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
                            fix="resume with the checkpoint's settings, or start again without --resume")
@@ -223,7 +226,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_time += time.perf_counter() - ts
-        if not math.isfinite(loss.item()):  # diverged: every later step and stage would build on NaN weights
+        if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():  # any process: every later step
+            # and stage would build on NaN weights (all processes check the same numbers, so all stop together)
             raise LabError(f"the training loss is {loss.item()} at step {step + 1}: the run diverged",
                            fix=f"lower --lr (now {cfg.lr:g}) or raise --warmup_steps, then start again")
         history["step"].append(step + 1)

@@ -441,7 +441,8 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
                                "prompts_sha256": prompts_sha, "model_finished_at": stamp(root, MODEL_STAGES[name]),
                                "config": cfg.to_dict()}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if "rlhf" in results and reuse_sft else None)
-    if "sft" not in results and sft is not None and sft.get("reward_finished_at") != stamp(root, "reward"):
+    if "sft" not in results and sft is not None and rm is not None and (
+            sft.get("reward_finished_at") != stamp(root, "reward") or "rewards" not in sft):  # or stored before them
         results["sft"] = sft | _scored(rm, prompts, sft, stamp(root, "reward"))  # its answers, by today's reward model
     if "rlhf" in results and sft is not None:  # the annotator's head-to-head, answer i against answer i
         from .annotator import win_rate
@@ -578,7 +579,8 @@ def _reward_model(root: Path):
 
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
-    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "built_from",
+    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "rewards",
+            "built_from",
             "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at")
     return {k: v for k, v in d.items() if k not in skip}
 

@@ -212,12 +212,13 @@ def seen_keys(rec: dict) -> set[tuple]:
 ARENA_SEED = 3  # SFT's records use seed 0, the reward stage's prompts 1, PPO's prompts 2
 
 
-def arena_prompts(w: World, exclude: set[str] = frozenset(), n: int = 200) -> list[str]:
+def arena_prompts(w: World, exclude: set[tuple] = frozenset(), n: int = 200) -> list[str]:
     """The arena's "Random prompt" pool: instructions of tasks without an `input` field (a person types one text),
-    on training-split entities, drawn with a seed no training stage uses, none of them in `exclude` (the evaluation
-    prompts). Votes on the arena's prompts train the next reward model, so they must not be evaluation prompts."""
+    on training-split entities, drawn with a seed no training stage uses, none of them with a `seen_keys` in
+    `exclude` (the evaluation prompts'; a sum with its operands swapped counts). Votes on the arena's prompts train the
+    next reward model, so they must not be evaluation prompts."""
     drawn = sft_records(w, n, seed=ARENA_SEED, tasks=("capital", "arithmetic"))
-    return list(dict.fromkeys(r["instruction"] for r in drawn if not r["input"] and r["instruction"] not in exclude))
+    return list(dict.fromkeys(r["instruction"] for r in drawn if not r["input"] and not seen_keys(r) & exclude))
 
 
 # What each task's answers look like in any style of the generators above. An answer in the shape of another task's

@@ -177,6 +177,24 @@ def test_resume_with_another_tokenizer_is_one_clear_error(tok_root, tmp_path):
     assert fresh["resumed_from"] == 0
 
 
+def test_lab_run_does_not_resume_a_checkpoint_that_recorded_no_tokenizer(tok_root, tmp_path):
+    """Checkpoints saved before the tokenizer's fingerprint was recorded: `lab run` cannot check them, so it starts
+    afresh; an explicit --resume still continues them, as it did."""
+    import shutil
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    cfg, world_cfg = PretrainConfig.for_profile("micro"), WorldConfig.for_profile("micro")
+    pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, stop_at=10, progress=False)
+    state_file = ck.latest_checkpoint(tmp_path / "base-checkpoints") / "state.json"
+    ck.write_json(state_file, {k: v for k, v in ck.read_json(state_file).items() if k != "tokenizer_sha256"})
+    auto = pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume="auto", stop_at=5,
+                    progress=False)
+    assert auto["history"]["step"] == [1, 2, 3, 4, 5]  # started afresh (resumed, it would hold steps 1-10)
+    assert ck.latest_checkpoint(tmp_path / "base-checkpoints") == state_file.parent  # kept: no own save yet
+    assert pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume=True,
+                    progress=False)["resumed_from"] == 10
+
+
 def test_lab_run_continues_an_interrupted_pretraining_and_a_fresh_run_keeps_old_checkpoints_until_its_own(tok_root,
                                                                                                          tmp_path):
     """`lab run` (`stages.ensure`) used to start pretraining again and delete the checkpoints of an interrupted run
@@ -195,9 +213,11 @@ def test_lab_run_continues_an_interrupted_pretraining_and_a_fresh_run_keeps_old_
     assert ck.latest_checkpoint(ckpts).name == "step-0000010"  # the first run's checkpoint is still there
     stages.ensure("pretrain", "micro", tmp_path)
     assert ck.read_json(tmp_path / "base" / "metrics.json")["resumed_from"] == 10
+    marker = ckpts / "step-0000010" / "from-the-first-run"
+    marker.write_text("")
     stages.ensure("pretrain", "micro", tmp_path, force=True)  # --force: a fresh run, which clears the old ones
     assert ck.read_json(tmp_path / "base" / "metrics.json")["resumed_from"] == 0
-    assert ck.latest_checkpoint(ckpts).name == "step-0000010"  # its own
+    assert ck.latest_checkpoint(ckpts).name == "step-0000010" and not marker.exists()  # its own step 10
 
 
 def test_two_processes_under_torchrun_train_one_tokenizer_and_report_once(tmp_path):

@@ -286,7 +286,8 @@ display(pd.DataFrame(off[:4], columns=["task", "rlhf", "sft"]))
 """)
 
 md("""
-- On `tiny` the RLHF model answers about half of the English clustering prompts with a capital sentence. The reward
+- On `tiny` the RLHF model answers every English clustering prompt (half of the clustering prompts) with a capital
+  sentence. The reward
   model scores such a sentence high (it was trained on pairs where capital sentences are mostly right) and SFT's
   wrong clusterings low; no sampled preference pair ever put the two side by side.
 - The annotator grades correctness: both answers are wrong, so the duel is "both bad" and stays out of the win rate.
@@ -460,7 +461,7 @@ sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")
 print(f"annotator win rate of RLHF vs SFT: {rlhf_res['win_rate_vs_sft']}")
 print(f"mean reward on the evaluation prompts: sft {sft_res['mean_reward']:+.3f} → "
-      f"rlhf {rlhf_res['mean_reward']:+.3f} (on-task prompts only: {rlhf_res['reward_gain_vs_sft_on_task']:+.3f}); "
+      f"rlhf {rlhf_res['mean_reward']:+.3f}, a gain of {rlhf_res['reward_gain_vs_sft']:+.3f} (on on-task prompts only: {rlhf_res['reward_gain_vs_sft_on_task']:+.3f}); "
       f"task accuracy {sft_res['task_accuracy']:.3f} → {rlhf_res['task_accuracy']:.3f}")
 assert not metrics["kl_alarm"], "KL stayed negative: log-probabilities of policy and reference disagree"
 assert metrics["kl_end"] > 0, "the policy moved away from the reference"

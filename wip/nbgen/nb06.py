@@ -226,13 +226,18 @@ md("""
 **Fresh prompts.** The vote store keeps what a person typed — plain text — and the arena wraps it in the Alpaca
 prompt. An instruction with a separate `input` field cannot be typed that way, so, like the arena's prompt pool,
 round 2 draws the tasks without one: capital questions and sums in both languages, on training-split entities, from
-a seed no stage has used (SFT records use 0, reward prompts 1, PPO prompts 2). As many as round 1's reward stage had:
+a seed no stage has used (SFT records use 0, reward prompts 1, PPO prompts 2): as many as round 1's reward stage
+had, less those that are evaluation prompts (a sum counts with its operands swapped too), since round 2 trains on the
+votes:
 """)
 
 code("""
 ROUND2_SEED = 3
-fresh = tasks.sft_records(world, RewardConfig.for_profile(profile).n_prompts, seed=ROUND2_SEED,
+evaluation = set().union(*map(tasks.seen_keys, eval_recs))  # the harness's prompts (section 1)
+drawn = tasks.sft_records(world, RewardConfig.for_profile(profile).n_prompts, seed=ROUND2_SEED,
                           tasks=("capital", "arithmetic"))
+fresh = [r for r in drawn if not tasks.seen_keys(r) & evaluation]  # votes train round 2: no evaluation prompt
+print(f"{len(fresh)} of {len(drawn)} drawn prompts kept ({len(drawn) - len(fresh)} are evaluation prompts)")
 assert all(not r["input"] for r in fresh)
 assert alpaca_prompts(fresh) == [render_alpaca(r["instruction"]) for r in fresh]  # the typed text is the whole prompt
 display(pd.DataFrame(fresh)[["task", "lang", "instruction"]].head(4))
