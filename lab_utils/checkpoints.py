@@ -6,6 +6,7 @@ artifact or checkpoint stays intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -80,6 +81,18 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write JSON lines atomically (temp file + rename)."""
     _atomic_write(path, lambda f: f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def file_sha256(spec: str | os.PathLike | None) -> str | None:
+    """The SHA-256 of a local file's bytes (a `--data` file); None for no spec, a hub id or a folder: what a stage
+    records so that the same path with other contents is noticed."""
+    if not spec or not Path(spec).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(spec, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -136,7 +136,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, strict: bool) -> list[str]:
+def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data_sha: str | None,
+                      strict: bool) -> list[str]:
     """What differs between this run and the checkpoint's run: settings that change what is trained (lr, data, seed,
     max_steps, ...; the optimizer and the schedule restore the checkpoint's, so a new value would be ignored, or
     recorded without being used), and the tokenizer (trained again since, the same token ids mean other text).
@@ -147,6 +148,8 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, stri
                if k not in RESUMABLE_CHANGES and recorded.get(k) != v] if recorded is not None else []
     if "tokenizer_sha256" in state and state["tokenizer_sha256"] != tokenizer_sha:
         changed.append("the tokenizer (trained again since)")
+    if state.get("data_sha256") and state["data_sha256"] != data_sha:
+        changed.append(f"the contents of --data {cfg.data}")
     if strict and (recorded is None or "tokenizer_sha256" not in state):
         changed.append("settings or tokenizer not recorded (an older checkpoint)")
     return changed
@@ -185,10 +188,10 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                                                              min_lr_rate=cfg.min_lr_ratio)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
     start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
-    tokenizer_sha = tokenizer_fingerprint(tokenizer)
+    tokenizer_sha, data_sha = tokenizer_fingerprint(tokenizer), ck.file_sha256(cfg.data)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
     state = ck.read_json(last / "state.json") if last is not None else {}
-    if last is not None and (changed := _training_changes(cfg, state, tokenizer_sha, strict=resume == "auto")):
+    if last is not None and (changed := _training_changes(cfg, state, tokenizer_sha, data_sha, strict=resume == "auto")):
         if resume != "auto":
             raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
                            fix="resume with the checkpoint's settings, or start again without --resume")
@@ -246,7 +249,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                 shutil.rmtree(ckpt_root, ignore_errors=True)
                 clear_earlier = False
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                   {"history": history, "config": cfg.to_dict(), "tokenizer_sha256": tokenizer_sha})
+                                   {"history": history, "config": cfg.to_dict(), "tokenizer_sha256": tokenizer_sha,
+                                    "data_sha256": data_sha})
             ck.prune_checkpoints(ckpt_root)
     bar.close()
     model = accelerator.unwrap_model(model)

@@ -49,6 +49,8 @@ def is_done(root: Path, stage: str) -> bool:
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
     """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`)."""
     done = {"profile": profile, "finished_at": _iso(time.time()), "built_from": built_from}
+    if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
+        done["data_sha256"] = data_sha
     ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | done)
     write_report(root)
     return metrics
@@ -350,6 +352,9 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
     changed = _changes(metrics["config"], config, CONFIGS[stage].for_profile(profile).to_dict())
     if changed:
         return f"config changed ({', '.join(changed)})"
+    data_now = ck.file_sha256(config.get("data"))
+    if metrics.get("data_sha256") and data_now and data_now != metrics["data_sha256"]:
+        return f"its --data file {config['data']} changed since"
     built_from = metrics.get("built_from")
     for up in upstream(stage, config):
         now = stamp(root, up)

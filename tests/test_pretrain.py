@@ -275,3 +275,18 @@ def test_a_folder_that_holds_no_model_or_a_torn_weights_file_is_one_clear_error(
         load_causal_lm(str(tmp_path / "base"))
     with pytest.raises(LabError, match="check the hub id, and that it is in the cache when offline"):
         load_causal_lm("nobody-here/no-such-model")
+
+
+def test_resume_after_the_data_file_changed_is_one_clear_error(tok_root, tmp_path):
+    import shutil
+
+    from lab_utils.errors import LabError
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    data = tmp_path / "notes.txt"
+    data.write_text("\n".join(f"Document {i} says the capital of Zorland is Zorburg." for i in range(300)))
+    cfg, world_cfg = PretrainConfig.for_profile("micro", data=str(data)), WorldConfig.for_profile("micro")
+    pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, stop_at=10, progress=False)
+    data.write_text("\n".join(f"Document {i} says the capital of Zorland is Orburg." for i in range(300)))
+    with pytest.raises(LabError, match=r"the contents of --data"):
+        pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume=True, progress=False)

@@ -188,3 +188,16 @@ def test_evaluations_say_which_reward_and_sft_models_they_come_from(eval_root, m
     assert set(report["eval"]) == set() and set(report["eval_stale"]) == {"sft", "rlhf"}
     assert report["eval_stale"]["sft"] == "the sft model was rebuilt after this evaluation: run `lab eval`"
     assert "against an earlier SFT model" in report["eval_stale"]["rlhf"]
+
+
+def test_a_data_file_rewritten_in_place_makes_its_stage_stale(built, tmp_path):
+    """`lab run --data notes.txt` after notes.txt was edited: the same path, other text. Only the path was compared,
+    so the old model was reused."""
+    data = tmp_path / "notes.txt"
+    data.write_text("one document\nanother document\n")
+    changes = {"pretrain": {"data": str(data)}}
+    stages.ensure("pretrain", "micro", tmp_path / "run", changes=changes)
+    cfg = stages.CONFIGS["pretrain"].for_profile("micro", data=str(data)).to_dict()
+    assert stages.stale_reason(tmp_path / "run", "pretrain", cfg, "micro") is None
+    data.write_text("one document\nanother, edited document\n")
+    assert stages.stale_reason(tmp_path / "run", "pretrain", cfg, "micro") == f"its --data file {data} changed since"
