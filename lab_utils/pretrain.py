@@ -191,19 +191,21 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     tokenizer_sha, data_sha = tokenizer_fingerprint(tokenizer), ck.file_sha256(cfg.data)
     last = ck.latest_checkpoint(ckpt_root) if resume else None
     state = ck.read_json(last / "state.json") if last is not None else {}
-    if last is not None and (changed := _training_changes(cfg, state, tokenizer_sha, data_sha, strict=resume == "auto")):
+    changed = _training_changes(cfg, state, tokenizer_sha, data_sha, strict=resume == "auto") if last else []
+    say = print if accelerator.is_main_process else (lambda *_: None)  # one line per run, not per process
+    if changed:
         if resume != "auto":
             raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
                            fix="resume with the checkpoint's settings, or start again without --resume")
-        print(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
+        say(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
         last = None
     if last is not None:
         model.load_state_dict(type(model).from_pretrained(last).state_dict())
         state = ck.load_training_state(last, optimizer, scheduler)
         start, history = state["step"], state["history"]
-        print(f"[lab] pretrain: resuming from {last} (step {start})")
-    elif resume is True and accelerator.is_main_process:
-        print(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
+        say(f"[lab] pretrain: resuming from {last} (step {start})")
+    elif resume is True:
+        say(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
     clear_earlier = last is None  # a fresh run: an earlier run's checkpoints go when this run saves its first one
     # The scheduler stays ours: each process takes its share of one global batch per step (below), and accelerate's
     # scheduler wrapper would step the schedule once per process, finishing warmup and decay N times too early.
