@@ -51,6 +51,7 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & seen]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
+    off_task = [(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
     language = [bool(resp.strip()) and T.language_matches(r, resp) for r, resp, _ in graded if r["task"] != "nl2sql"]
     return {
         "task_accuracy": _mean(per_task.values()) if per_task else None,
@@ -60,8 +61,8 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
         "n_prompts": len(records),
         "n_seen_in_training": len(records) - len(unseen),
         "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None,
-        "off_task_rate": _mean(T.off_task(r, resp) for r, resp, _ in graded) if graded else None,
-        "off_task_per_task": _per_task([(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]),
+        "off_task_rate": _mean(off for *_, off in off_task) if off_task else None,
+        "off_task_per_task": _per_task(off_task),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
         "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads
