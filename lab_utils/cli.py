@@ -4,6 +4,7 @@ with the chosen profile's values as defaults:
     lab run [--profile tiny] [--out runs/tiny] [--force]      every stage in order (tokenizer, pretrain, sft,
                                                                reward, ppo, eval), reusing finished ones whose
                                                                config and upstream stages are unchanged
+    lab tokenizer [--vocab_size N] [--data FILE_OR_HUB_ID]    the byte-level BPE (pretrain learns it if missing)
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models

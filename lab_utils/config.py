@@ -97,6 +97,9 @@ class WorldConfig(_Profiled):
 class TokenizerConfig(_Profiled):
     vocab_size: int = _f(4096, "byte-level BPE vocabulary size (specials included)")
     tokenizer_docs: int = _f(20_000, "corpus documents the BPE merges are learned from")
+    data: str = _f("", "learn the merges from this text instead of the world corpus: .txt, .jsonl with 'text', or a "
+                       "hub id (`lab pretrain --data` trains the tokenizer on its text when none exists)")
+    data_split: str = _f("train", "split of a hub dataset given with --data")
 
     OVERRIDES: ClassVar[dict] = {"micro": {"vocab_size": 512, "tokenizer_docs": 1_500}}
 

@@ -42,15 +42,25 @@ def world_corpus(world_cfg: WorldConfig) -> tuple[list[str], list[str]]:
 # ------------------------------------------------------------------ tokenizer stage
 
 def build_tokenizer(tok_cfg: TokenizerConfig, world_cfg: WorldConfig, out_dir: Path) -> dict:
-    """Train the BPE on the world corpus, save it atomically, and return its metrics."""
+    """Train the BPE on the world corpus, or on `tok_cfg.data` (the user's text: the merges then fit the text the
+    model will be pretrained on), save it atomically, and return its metrics. Compression is measured on documents
+    the merges were not learned from: the world's validation documents, or the last 2% of the user's."""
     t0 = time.perf_counter()
-    train_docs, val_docs = world_corpus(world_cfg)
+    if tok_cfg.data:
+        docs = load_texts(tok_cfg.data, tok_cfg.data_split)
+        if len(docs) < 2:
+            raise LabError("one document: nothing left for validation", path=tok_cfg.data,
+                           fix="give at least two documents (lines of a .txt, records of a .jsonl)")
+        n_val = max(1, len(docs) // 50)  # the documents pretraining holds out come first among its validation ones
+        train_docs, val_docs = docs[:-n_val], docs[-n_val:]
+    else:
+        train_docs, val_docs = world_corpus(world_cfg)
     tokenizer = train_tokenizer(train_docs[: tok_cfg.tokenizer_docs], tok_cfg.vocab_size)
-    en = [d for d in val_docs if not is_chinese(d)]
-    zh = [d for d in val_docs if is_chinese(d)]
-    metrics = {"vocab_size": len(tokenizer), "chars_per_token_en": round(chars_per_token(tokenizer, en), 3),
-               "chars_per_token_zh": round(chars_per_token(tokenizer, zh), 3),
-               "wall_s": round(time.perf_counter() - t0, 2)}
+    metrics = {"vocab_size": len(tokenizer)}
+    for lang, chinese in (("en", False), ("zh", True)):  # None when the held-out text has no such document
+        docs = [d for d in val_docs if is_chinese(d) == chinese]
+        metrics[f"chars_per_token_{lang}"] = round(chars_per_token(tokenizer, docs), 3) if docs else None
+    metrics["wall_s"] = round(time.perf_counter() - t0, 2)
     with ck.atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
         ck.write_json(tmp / "metrics.json", metrics)

@@ -74,6 +74,11 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {})
 
 
+def tokenizer_changes(cfg: PretrainConfig) -> dict:
+    """The tokenizer a pretraining run of `cfg` asks for: learned from its --data, or from the world corpus."""
+    return {"data": cfg.data, "data_split": cfg.data_split} if cfg.data else {}
+
+
 def run_pretrain(profile: str | None = None, out=None, resume: bool | str = False, progress: bool = True,
                  **changes) -> dict:
     """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts. `resume`: see
@@ -89,8 +94,15 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
     with PartialState(cpu=cpu).main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
         if not cfg.model and not is_done(root, "tokenizer"):
-            print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first")
-            run_tokenizer(profile, root)
+            print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first"
+                  + (f", on {cfg.data}" if cfg.data else ""))
+            run_tokenizer(profile, root, **tokenizer_changes(cfg))
+        elif not cfg.model and PartialState(cpu=cpu).is_main_process:
+            learned_from = ck.read_json(root / "tokenizer" / "metrics.json").get("config", {}).get("data") or ""
+            if learned_from != cfg.data:  # byte-level BPE encodes any text, but packs text unlike its own poorly
+                print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from "
+                      f"{learned_from or 'the world corpus'}, not from {cfg.data or 'the world corpus'}; `lab tokenizer"
+                      f"{' --data ' + cfg.data if cfg.data else ''}` learns one from this text, then pretrain again")
     built_from = _built_from(root, "pretrain", cfg)
     metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     metrics["config"] = cfg.to_dict()
@@ -382,7 +394,9 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     `changes` ({stage: {field: value}}) are the flags a stage is asked for (the rest are the profile's values);
     `force` rebuilds every stage; `say_reused` also prints a line per reused stage."""
     profile, root = resolve_profile(profile), run_dir(profile, out)
-    changes = changes or {}
+    changes = dict(changes or {})
+    if "tokenizer" not in changes and not changes.get("pretrain", {}).get("model"):  # pretraining on --data text
+        changes["tokenizer"] = tokenizer_changes(PretrainConfig.for_profile(profile, **changes.get("pretrain", {})))
     configs = {s: CONFIGS[s].for_profile(profile, **changes.get(s, {})).to_dict() for s in STAGES}
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from transformers import AutoTokenizer
+
 from lab_utils import checkpoints as ck
 from lab_utils.cli import main
+from lab_utils.data import load_texts
+from lab_utils.tokenizer import chars_per_token
 
 
 def test_pretrain_on_real_text(wiki_demo, tmp_path):
@@ -16,6 +20,25 @@ def test_pretrain_on_real_text(wiki_demo, tmp_path):
     assert metrics["steps"] == 3 and metrics["train_tokens"] == 3 * 8 * 64
     saved = ck.read_json(out / "base" / "lab_config.json")["pretrain"]
     assert saved["data"] == str(wiki_demo) and saved["max_steps"] == 3
+
+
+def test_pretraining_on_real_text_learns_its_tokenizer_from_it(wiki_demo, tokenizer, tmp_path, capsys):
+    """With no tokenizer yet, `lab pretrain --data` learns the merges from that text: the world corpus's merges pack
+    Wikipedia poorly. With one learned from other text, it says so and how to learn one from this text."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--profile", "micro", "--data", str(wiki_demo), "--max_steps", "1",
+                 "--out", str(out)]) == 0
+    assert f"training it first, on {wiki_demo}" in capsys.readouterr().out
+    m = ck.read_json(out / "tokenizer" / "metrics.json")
+    assert m["config"]["data"] == str(wiki_demo) and m["chars_per_token_zh"] is None  # no Chinese document
+    held_out = load_texts(str(wiki_demo))[-1:]  # the document the merges were not learned from
+    assert m["chars_per_token_en"] == round(chars_per_token(AutoTokenizer.from_pretrained(out / "tokenizer"),
+                                                            held_out), 3)
+    assert m["chars_per_token_en"] > 1.2 * chars_per_token(tokenizer, held_out)  # the world tokenizer, same size
+    assert main(["pretrain", "--profile", "micro", "--max_steps", "1", "--out", str(out)]) == 0
+    assert (f"was learned from {wiki_demo}, not from the world corpus; `lab tokenizer` learns one from this text"
+            in capsys.readouterr().out)
+    assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == str(wiki_demo)  # not replaced
 
 
 def test_help_and_unknown_command(capsys):

@@ -201,3 +201,18 @@ def test_a_data_file_rewritten_in_place_makes_its_stage_stale(built, tmp_path):
     assert stages.stale_reason(tmp_path / "run", "pretrain", cfg, "micro") is None
     data.write_text("one document\nanother, edited document\n")
     assert stages.stale_reason(tmp_path / "run", "pretrain", cfg, "micro") == f"its --data file {data} changed since"
+
+
+def test_lab_run_on_your_own_text_learns_the_tokenizer_from_it(built, tmp_path, capsys):
+    """`lab run --data notes.txt`: the BPE merges are learned from the text the model is pretrained on, and a later
+    `lab run` on the world corpus learns them from the world again (and rebuilds everything after)."""
+    data = tmp_path / "notes.txt"
+    data.write_text("one document\nanother document\n")
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "micro", "--out", str(out), "--data", str(data)]) == 0
+    assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == str(data)
+    built.clear()
+    assert main(["run", "--profile", "micro", "--out", str(out)]) == 0
+    assert built == list(stages.STAGES)
+    assert f"[lab] tokenizer: config changed (data '{data}' -> '')" in capsys.readouterr().out
+    assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == ""
