@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -62,6 +63,18 @@ def encodable(text: str, path: str, where: str | None, field: str) -> str:
     return text
 
 
+def no_special_tokens(fields: dict[str, str], special_tokens: Sequence[str], path: str | None,
+                      where: str | None) -> None:
+    """User text must not spell out one of the model's special tokens ("<|eos|>", "<|im_end|>"): the tokenizer reads
+    such text as the control token itself, so a record could end an answer midway, or train the model to write PAD
+    or to open a new turn. One `LabError` naming the record and the field."""
+    for field, text in fields.items():
+        hit = next((tok for tok in special_tokens if tok and tok in text), None)
+        if hit:
+            raise LabError(f"field '{field}' holds {hit!r}, which the tokenizer reads as its special token, not as "
+                           "text", path=path, where=where, fix=f"remove {hit!r} or break it up (e.g. with a space)")
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Records of a JSON Lines file; blank lines are skipped, a bad line names its number. A line ends at a line
     feed (CRLF too) only: `str.splitlines` would also split at U+2028, U+2029 or U+0085, which `json.dumps(...,
@@ -75,14 +88,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
+            array = not records and line.lstrip().startswith("[")  # a JSON array (pretty-printed or not) in a .jsonl
             raise LabError(f"malformed JSON ({err.msg}, column {err.colno})", path=str(path), where=f"line {n}",
-                           fix="make every line one JSON object") from None
+                           fix="this looks like one JSON array: name the file .json" if array
+                           else "make every line one JSON object") from None
         except RecursionError:
             raise LabError("JSON nested too deeply to read", path=str(path), where=f"line {n}",
                            fix="make every line one flat JSON object") from None
         if not isinstance(rec, dict):
             raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
-                           fix="make every line one JSON object")
+                           fix="this looks like one JSON array: name the file .json" if isinstance(rec, list)
+                           and not records else "make every line one JSON object")
         records.append(rec | {"_line": n})
     return records
 
@@ -102,6 +118,8 @@ def _not_loadable(spec: str, fix: str) -> NoReturn:
     if not _exists(spec):
         raise LabError("file not found (and not a hub dataset id owner/name)", path=spec,
                        fix="check the path given with --data")
+    if Path(spec).is_dir():
+        raise LabError("is a folder, not a file", path=spec, fix=fix)
     raise LabError(f"unsupported file type {Path(spec).suffix or '(none)'!r}", path=spec, fix=fix)
 
 
@@ -162,10 +180,13 @@ def _hub_dataset(spec: str, split: str):
 ALPACA_FIELDS = ("instruction", "input", "output")
 
 
-def load_alpaca(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
+def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
+                special_tokens: Sequence[str] = ()) -> list[dict]:
     """Alpaca records {instruction, input, output} from a JSON array, JSONL, or a hub dataset id.
 
-    `input` may be missing (it becomes ""); `instruction` and `output` must be non-empty strings.
+    `input` may be missing (it becomes ""); `instruction` and `output` must be non-empty strings, and no field may
+    spell out one of `special_tokens` (the model's tokenizer's: `no_special_tokens`). LLaMA-Factory's optional
+    `system` and `history` become part of the instruction (`alpaca_context`).
     """
     path, suffix = Path(spec), _suffix(spec)
     if suffix == ".json":
@@ -182,7 +203,10 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None) -> li
     if not rows:
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows
-    return [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
+    records = [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
+    for rec, w in zip(records, where):
+        no_special_tokens({k: rec[k] for k in ALPACA_FIELDS}, special_tokens, spec, w)
+    return records
 
 
 def _json_array(path: Path) -> list:
@@ -198,6 +222,47 @@ def _json_array(path: Path) -> list:
         raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),
                        fix="wrap the records in [ ... ]")
     return data
+
+
+def render_prompt(turns: list[tuple[str, str]]) -> str:
+    """The prompt text: the user's message, a system message first; several turns as a Human/Assistant transcript.
+
+    >>> render_prompt([("system", "Be brief."), ("user", "Hi?")])
+    'Be brief.\\n\\nHi?'
+    >>> render_prompt([("user", "2+2?"), ("assistant", "4"), ("user", "And 3+3?")])
+    'Human: 2+2?\\n\\nAssistant: 4\\n\\nHuman: And 3+3?'
+    """
+    system = [text for role, text in turns if role == "system"]
+    chat = [(role, text) for role, text in turns if role != "system"]
+    if len(chat) == 1:
+        body = chat[0][1]
+    else:
+        body = "\n\n".join(f"{'Human' if role == 'user' else 'Assistant'}: {text}" for role, text in chat)
+    return "\n\n".join(part for part in [*system, body] if part)
+
+
+def alpaca_context(rec: dict, instruction: str, spec: str | None, where: str | None) -> str:
+    """The instruction with the earlier context of an Alpaca record in LLaMA-Factory's layout: a `system` string and
+    a `history` of earlier [instruction, output] turns. They are rendered the way preference prompts are
+    (`render_prompt`): the system message as a paragraph first, the turns as a Human/Assistant transcript ending
+    with this instruction. Without them the instruction is returned as it is."""
+    system, history = rec.get("system"), rec.get("history")
+    if system is not None and not isinstance(system, str):
+        raise LabError(f"field 'system' is of type {type(system).__name__}, not a string", path=spec, where=where,
+                       fix="make 'system' a string, or leave it out")
+    if history is not None and not isinstance(history, list):
+        raise LabError(f"field 'history' is of type {type(history).__name__}, not a list", path=spec, where=where,
+                       fix="make 'history' a list of [instruction, output] pairs, or leave it out")
+    if not (system or "").strip() and not history:
+        return instruction
+    turns = [("system", encodable(system, spec, where, "system").strip())] if (system or "").strip() else []
+    for i, turn in enumerate(history or []):
+        if not (isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) and t.strip() for t in turn)):
+            raise LabError(f"field 'history[{i}]' is not an [instruction, output] pair of non-empty strings",
+                           path=spec, where=where, fix="give each earlier turn as [\"question\", \"answer\"]")
+        turns += [("user", encodable(turn[0], spec, where, f"history[{i}]").strip()),
+                  ("assistant", encodable(turn[1], spec, where, f"history[{i}]").strip())]
+    return render_prompt([*turns, ("user", instruction.strip())])
 
 
 def _alpaca_record(rec, spec: str, where: str) -> dict:
@@ -221,7 +286,9 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
     # the response starts right after the template's "### Response:\n": a leading newline would merge with that one
     # into one token the model never sees at inference, where the prompt ends in "\n" (an indent stays)
     out["output"] = out["output"].lstrip("\r\n")
-    return out | {"task": "user", "lang": "zh" if is_chinese(out["instruction"]) else "en", "style": None,
+    lang = "zh" if is_chinese(out["instruction"]) else "en"
+    out["instruction"] = alpaca_context(rec, out["instruction"], spec, where)
+    return out | {"task": "user", "lang": lang, "style": None,
                   "answer": None, "entity": None, "heldout": False}
 
 

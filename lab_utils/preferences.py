@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from . import votes
-from .data import _hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, encodable, read_jsonl
+from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, alpaca_context, encodable,
+                   no_special_tokens, read_jsonl, render_prompt)
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
@@ -61,17 +63,21 @@ def _fail(at: Where, message: str, fix: str) -> NoReturn:
 
 # ------------------------------------------------------------------ loading
 
-def load_pairs(spec: str, split: str = "train", limit: int | None = None) -> list[dict]:
+def load_pairs(spec: str, split: str = "train", limit: int | None = None,
+               special_tokens: Sequence[str] = ()) -> list[dict]:
     """Preference pairs from a .json array, a .jsonl file, an arena vote store (.db / .sqlite) or a hub
     dataset id `owner/name[:config]`.
 
-    `limit` keeps the first records before parsing, so a later bad record does not stop a small load.
+    `limit` keeps the first records before parsing, so a later bad record does not stop a small load. No text may
+    spell out one of `special_tokens` (the model's tokenizer's: `data.no_special_tokens`).
     """
     rows, where = _rows(spec, split)
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
     pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
+    for pair, at in zip(pairs, where):
+        no_special_tokens({k: pair[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec, at)
     kept = [p for p in pairs if not _identical(p)]
     if not kept:
         _fail((spec, None), "every pair has identical chosen and rejected",
@@ -117,9 +123,12 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         _fail(at, f"unknown record shape (keys: {sorted(rec)})", f"use one of: {SHAPES}")
     chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
     if "prompt" in rec:
-        return {"prompt": _prompt(rec["prompt"], "prompt", at),
-                "chosen": _reply(chosen, "chosen", at), "rejected": _reply(rejected, "rejected", at)} | _ended(rec, at)
+        prompt = _prompt(rec["prompt"], "prompt", at)
+        return {"prompt": prompt, "chosen": _reply(chosen, "chosen", at, prompt),
+                "rejected": _reply(rejected, "rejected", at, prompt)} | _ended(rec, at)
     if isinstance(chosen, str) and isinstance(rejected, str):
+        for field, text in (("chosen", chosen), ("rejected", rejected)):
+            encodable(text, at[0], at[1], field)  # before any split: the tokenizer fails on half a character
         return _hh(chosen, rejected, at) if _HH.search(chosen) else _shared_text(chosen, rejected, at)
     if isinstance(chosen, list) and isinstance(rejected, list):
         return _shared_messages(chosen, rejected, at)
@@ -175,23 +184,6 @@ def _turns(messages, field: str, at: Where) -> list[tuple[str, str]]:
     return [_turn(m, f"{field}[{i}]", at) for i, m in enumerate(messages)]
 
 
-def render_prompt(turns: list[tuple[str, str]]) -> str:
-    """The prompt text: the user's message, a system message first; several turns as a Human/Assistant transcript.
-
-    >>> render_prompt([("system", "Be brief."), ("user", "Hi?")])
-    'Be brief.\\n\\nHi?'
-    >>> render_prompt([("user", "2+2?"), ("assistant", "4"), ("user", "And 3+3?")])
-    'Human: 2+2?\\n\\nAssistant: 4\\n\\nHuman: And 3+3?'
-    """
-    system = [text for role, text in turns if role == "system"]
-    chat = [(role, text) for role, text in turns if role != "system"]
-    if len(chat) == 1:
-        body = chat[0][1]
-    else:
-        body = "\n\n".join(f"{'Human' if role == 'user' else 'Assistant'}: {text}" for role, text in chat)
-    return "\n\n".join(part for part in [*system, body] if part)
-
-
 def _filled(turns: list[tuple[str, str]], field: str, at: Where) -> None:
     """Every prompt message says something: an empty one would vanish from the rendered prompt unnoticed."""
     for i, (role, text) in enumerate(turns):
@@ -219,8 +211,10 @@ def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> 
     return text
 
 
-def _reply(value, field: str, at: Where) -> str:
-    """A response given as a string, one assistant message, or a message list ending in the assistant's."""
+def _reply(value, field: str, at: Where, prompt: str | None = None) -> str:
+    """A response given as a string, one assistant message, or a message list ending in the assistant's. With an
+    explicit `prompt` (its rendered text), a list's messages before the reply must be that prompt's turns (the
+    UltraFeedback layout: the whole conversation in each reply): a reply to some other turn has no place here."""
     if isinstance(value, dict):
         role, text = _turn(value, field, at)
         if role != "assistant":
@@ -228,7 +222,13 @@ def _reply(value, field: str, at: Where) -> str:
                   f"give '{field}' the assistant's message (role 'assistant', or from 'gpt')")
         return text
     if isinstance(value, list):
-        return _last_reply(_turns(value, field, at), field, at)
+        turns = _turns(value, field, at)
+        reply = _last_reply(turns, field, at)
+        if prompt is not None and len(turns) > 1 and render_prompt(turns[:-1]) != prompt:
+            _fail(at, f"field '{field}' holds {len(turns) - 1} message(s) before its reply that are not the "
+                      "conversation of field 'prompt'", f"give '{field}' the assistant's reply alone, or the "
+                      "prompt's messages followed by the reply")
+        return reply
     return _text(value, field, at)
 
 
@@ -343,6 +343,9 @@ def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
+    if n == min(len(chosen), len(rejected)) and 0 < n < max(len(chosen), len(rejected)) and _cut_allowed(
+            chosen, rejected, n):
+        n = 0  # one side is the shared text up to a boundary, and nothing after it: no reply there (below)
     for k in range(n, 0, -1):
         if _cut_allowed(chosen, rejected, k):
             prompt, c, r = chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
@@ -364,20 +367,23 @@ PROMPT_SHAPES = ("Alpaca {instruction, input} (output ignored), TRL prompt-only 
                  f"list), or any preference pair: {SHAPES}")
 
 
-def load_prompts(spec: str, split: str = "train") -> list[tuple[str, str]]:
+def load_prompts(spec: str, split: str = "train", special_tokens: Sequence[str] = ()) -> list[tuple[str, str]]:
     """The distinct prompts of a file or hub dataset, in file order, as (instruction, input) for `render_alpaca`.
 
     Each record may be an Alpaca record (its `instruction` and optional `input`; any `output` is ignored), a TRL
     prompt-only record (`prompt` alone, or with a `completion`), or any preference pair this module reads (its
     prompt; the replies are ignored). The arena's vote store gives its votes' prompts. A record with none of these
-    is one `LabError` naming the file and the record.
+    is one `LabError` naming the file and the record, and so is a prompt that spells out one of `special_tokens`.
     """
     rows, where = _rows(spec, split)
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"instruction\"} or {\"prompt\"} record")
     seen: dict[tuple[str, str], None] = {}
     for row, at in zip(rows, where):
-        seen.setdefault(prompt_of(row, (spec, at)))
+        instruction, text = prompt_of(row, (spec, at))
+        asked = "instruction" if isinstance(row, dict) and "instruction" in row else "prompt"
+        no_special_tokens({asked: instruction, "input": text}, special_tokens, spec, at)
+        seen.setdefault((instruction, text))
     return list(seen)
 
 
@@ -389,6 +395,7 @@ def prompt_of(rec, at: Where = (None, None)) -> tuple[str, str]:
         instruction = _text(rec["instruction"], "instruction", at)
         if not instruction:
             _fail(at, "field 'instruction' is empty", "give 'instruction' the task")
+        instruction = alpaca_context(rec, instruction, at[0], at[1])
         return instruction, _text(rec["input"], "input", at) if rec.get("input") is not None else ""
     if "prompt" in rec and "chosen" not in rec and "rejected" not in rec:
         return _prompt(rec["prompt"], "prompt", at), ""

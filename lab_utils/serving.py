@@ -66,7 +66,12 @@ def context_length(model) -> int | None:
 
 def check_fits(model, tokenizer, prompt: str) -> int:
     """The prompt's length in tokens, if it leaves room for an answer in the model's context; a LabError otherwise
-    (past its context a model answers nonsense, and the arena would store votes on it)."""
+    (past its context a model answers nonsense, and the arena would store votes on it). A prompt that spells out a
+    special token ("<|eos|>") is refused too: the model would read the control token itself."""
+    hit = next((tok for tok in tokenizer.all_special_tokens if tok and tok in prompt), None)
+    if hit:
+        raise LabError(f"the prompt holds {hit!r}, which this model reads as a control token, not as text",
+                       fix=f"remove {hit!r} or break it up (e.g. with a space)")
     n = len(tokenizer(prompt)["input_ids"])
     _room(model, n)
     return n

@@ -128,12 +128,23 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None) if cfg.data \
-        else world_records("sft", world, cfg)
     base = Path(cfg.model) if cfg.model else _finished(root, "pretrain", "base model")
+    records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
+                          special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
     built_from = _built_from(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
+
+
+def _special_tokens(model_dir: Path) -> list[str]:
+    """The special tokens of a model's tokenizer, which text someone brings must not spell out; none when it cannot
+    be loaded (the model's own load then says why, with the fix)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir).all_special_tokens
+    except Exception:  # a missing folder, an uncached hub id: reported by `train_sft`'s load
+        return []
 
 
 REFERENCE_MODES = {"none": (), "train": (False,), "all": (False, True)}  # held-out? → gets the reference answer
@@ -174,7 +185,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     off_topic: list[dict] = []  # only sampled answers get off-topic pairs
     if given:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
         if pairs is None:
-            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in load_pairs(cfg.data, cfg.data_split)]
+            brought = load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)
+            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in brought]
         ratings = []
         n_given = len(pairs)
         context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
@@ -485,7 +497,7 @@ def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
     from .tokenizer import render_alpaca
 
     if cfg.data:
-        pairs = load_prompts(cfg.data, cfg.data_split)
+        pairs = load_prompts(cfg.data, cfg.data_split, tokenizer.all_special_tokens)
         random.Random(cfg.seed + 2).shuffle(pairs)
         rendered = [render_alpaca(instruction, text) for instruction, text in pairs]
     else:

@@ -46,6 +46,7 @@ def _jinja(template: str, instruction: str, input: str | None = None) -> str:
 
 # A user message carries the instruction in `content` and, optionally, the Alpaca `input` in `input`:
 #   [{"role": "user", "content": "Cluster these.", "input": "apple, carrot"}, {"role": "assistant", ...}]
+# Any other role (system, tool) is an error, not a message silently left out.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{%- for m in messages -%}"
@@ -53,6 +54,8 @@ CHAT_TEMPLATE = (
     "{%- if m.get('input') -%}{{ " + _jinja(PROMPT_INPUT, "m['content']", "m['input']") + " }}"
     "{%- else -%}{{ " + _jinja(PROMPT_NO_INPUT, "m['content']") + " }}{%- endif -%}"
     "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}{{ eos_token }}"
+    "{%- else -%}{{ raise_exception('the Alpaca template has only user and assistant turns, not ' + m['role'] + "
+    "': put a system message at the start of the first user message') }}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )

@@ -82,6 +82,11 @@ BAD_FILES = [  # (file name, content, words str(error) must contain besides the 
     ("int_output.jsonl", json.dumps(rec(output=3)) + "\n", ["line 1", "field 'output' is of type int"]),
     ("data.csv", "instruction,output\nSay hi.,Hi.\n", ["unsupported file type '.csv'"]),
     ("data.txt", "Say hi.\n", ["unsupported file type '.txt'"]),
+    ("pretty_array.jsonl", json.dumps([rec()], indent=2), ["line 1", "one JSON array: name the file .json"]),
+    ("array.jsonl", json.dumps([rec()]), ["line 1", "one JSON array: name the file .json"]),
+    ("system_int.json", json.dumps([rec(system=3)]), ["record 1", "field 'system' is of type int, not a string"]),
+    ("history_str.json", json.dumps([rec(history="Hi")]), ["record 1", "field 'history' is of type str"]),
+    ("history_half.json", json.dumps([rec(), rec(history=[["Hi"]])]), ["record 2", "field 'history[0]'"]),
 ]
 
 
@@ -98,6 +103,29 @@ def test_bad_file_is_one_lab_error(tmp_path, name, content, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(LabError, match="file not found"):
         load_alpaca(str(tmp_path / "absent.json"))
+
+
+def test_a_folder_is_named_as_one(tmp_path):
+    with pytest.raises(LabError, match="is a folder, not a file"):
+        load_alpaca(str(tmp_path))
+
+
+def test_system_and_history_become_the_instructions_context(tmp_path):
+    """LLaMA-Factory's Alpaca fields: they used to be dropped, so the answer was trained without the turns it
+    answers ("And in French?" with no hello to translate)."""
+    row = rec(instruction="And in French?", output="Bonjour", system="You translate.",
+              history=[["Say hello in German.", "Hallo"]])
+    records = load_alpaca(str(write(tmp_path / "chat.json", json.dumps([row, rec(history=[], system="")]))))
+    assert alpaca_fields(records) == [
+        {"instruction": "You translate.\n\nHuman: Say hello in German.\n\nAssistant: Hallo\n\nHuman: And in French?",
+         "input": "", "output": "Bonjour"}, rec()]
+
+
+def test_text_that_spells_a_special_token_names_record_and_field(tmp_path):
+    data = write(tmp_path / "data.json", json.dumps([rec(), rec(output="Hi.<|eos|> And more")]))
+    assert len(load_alpaca(str(data))) == 2
+    with pytest.raises(LabError, match=r"record 2: field 'output' holds '<\|eos\|>'"):
+        load_alpaca(str(data), special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
 
 
 # ------------------------------------------------------------------ through `lab sft`
@@ -125,6 +153,19 @@ def test_cli_bad_data_is_one_error_line(micro_run, tmp_path, capsys):
     assert lab_sft(data, out) == 2
     line = one_error_line(capsys)
     assert str(data) in line and "record 2" in line and "field 'output'" in line, line
+    assert_no_sft(out)
+
+
+def test_cli_refuses_text_that_spells_the_models_special_tokens(micro_run, tmp_path, capsys):
+    """`lab sft` checks against the base model's own tokenizer: "<|eos|>" in an answer would train the model to end
+    its answers there."""
+    out = tmp_path / "run"
+    shutil.copytree(micro_run / "base", out / "base")
+    data = write(tmp_path / "eos.json", json.dumps([rec(), rec(instruction="Repeat: <|eos|>")]))
+    capsys.readouterr()
+    assert lab_sft(data, out) == 2
+    line = one_error_line(capsys)
+    assert "record 2: field 'instruction' holds '<|eos|>'" in line, line
     assert_no_sft(out)
 
 

@@ -183,6 +183,14 @@ def test_compare_refuses_bad_requests_before_generating(models, text, names, mes
         next(compare.compare(models, text, names, 0.0, 1.0, 8))
 
 
+def test_a_prompt_that_spells_a_special_token_is_refused(models):
+    """Typed "<|eos|>" would reach the model as its end-of-text token, and the arena would store the vote."""
+    with pytest.raises(gr.Error, match="the prompt holds '<\\|eos\\|>', which this model reads as a control token"):
+        next(compare.compare(models, "Say <|eos|> please", ["base", "sft"], 0.0, 1.0, 8))
+    model, tok = models.get("sft")
+    assert serving.check_fits(model, tok, serving.rendered_prompt("sft", "Say <| eos |> please")) > 0
+
+
 def test_a_prompt_longer_than_the_models_context_is_refused_before_any_answer_starts(models, monkeypatch):
     """Past its context a model answers nonsense (and the arena would store votes on it): the prompt is refused, and
     an answer is cut where the context ends."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejecte
 
 
 def write_json(path: Path, records) -> str:
-    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    try:
+        path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    except UnicodeEncodeError:  # half a character can only be written as a JSON escape
+        path.write_text(json.dumps(records), encoding="utf-8")
     return str(path)
 
 
@@ -202,11 +206,48 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     # implicit strings: the prompt is shared, one reply is empty
     ({"chosen": "Q? ", "rejected": "Q? answer"}, ["field 'chosen' has an empty reply", "'Q?'"]),
     ({"chosen": "Q? answer", "rejected": "Q?"}, ["field 'rejected' has an empty reply"]),
+    # ... also when the shorter side is the prompt up to a sentence end (it used to back off to "Tell me a")
+    ({"chosen": "Tell me a joke.", "rejected": "Tell me a joke. Why did the hen cross?"},
+     ["field 'chosen' has an empty reply", "'Tell me a joke.'"]),
+    # half a character before an HH or implicit split: it used to reach the tokenizer (a bare TypeError)
+    ({"chosen": hh("Hi", "ok \ud83d"), "rejected": hh("Hi", "ok")}, ["field 'chosen' holds half of a character"]),
+    ({"chosen": "Q? ok", "rejected": "Q? no \ud83d"}, ["field 'rejected' holds half of a character"]),
+    # explicit prompt, whole conversations as replies: the turns before the reply are the prompt's
+    (PAIR | {"chosen": [user("What is 2+2?"), assistant("4"), user("And times 3?"), assistant("12")],
+             "rejected": [user("What is 2+2?"), assistant("7")]},
+     ["field 'chosen' holds 3 message(s) before its reply that are not the conversation of field 'prompt'"]),
     # chosen_ended / rejected_ended are JSON booleans
     (PAIR | {"chosen_ended": "yes"}, ["field 'chosen_ended' is of type str, not a boolean"]),
     (PAIR | {"rejected_ended": 1}, ["field 'rejected_ended' is of type int, not a boolean"]),
     (PAIR | {"rejected_ended": None}, ["field 'rejected_ended' is null, not a boolean"]),
 ]
+
+
+def test_implicit_strings_split_inside_a_number_keep_the_number_in_the_replies():
+    assert parse_pair({"chosen": "The answer is 4", "rejected": "The answer is 42"}) == \
+        {"prompt": "The answer is", "chosen": "4", "rejected": "42"}
+
+
+def test_replies_that_repeat_the_explicit_prompt_give_the_last_reply():
+    """UltraFeedback's layout: the prompt as a string, each reply the whole conversation."""
+    q = PAIR["prompt"]
+    pair = parse_pair({"prompt": [system("Be brief."), user(q)], "chosen": [system("Be brief."), user(q),
+                       assistant("Paris.")], "rejected": [system("Be brief."), user(q), assistant("Berlin.")]})
+    assert pair == {"prompt": "Be brief.\n\n" + q, "chosen": "Paris.", "rejected": "Berlin."}
+
+
+@pytest.mark.parametrize("field, text", [("prompt", "Say <|eos|> twice"), ("chosen", "Paris.<|eos|>"),
+                                         ("rejected", "Berlin <|pad|>")])
+def test_text_that_spells_a_special_token_names_record_and_field(tmp_path, field, text):
+    """The tokenizer would read "<|eos|>" written in a reply as the real end of text: data could end an answer
+    midway. Refused when the loader is given the model's special tokens (the reward and PPO stages do)."""
+    spec = write_jsonl(tmp_path / "prefs.jsonl", [PAIR, PAIR | {field: text}])
+    assert len(load_pairs(spec)) == 2  # without them, any text is text
+    token = "<|eos|>" if "eos" in text else "<|pad|>"
+    with pytest.raises(LabError, match=rf"line 2: field '{field}' holds '{token}'.*Fix: remove"):
+        load_pairs(spec, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
+    with pytest.raises(LabError, match=r"line 2: field 'prompt' holds") if field == "prompt" else nullcontext():
+        load_prompts(spec, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
 
 
 def test_a_prompt_that_merely_starts_with_human_is_taken_as_it_is():
@@ -297,7 +338,7 @@ def test_local_folder_that_looks_like_a_hub_id_is_not_one(tmp_path, monkeypatch)
     (tmp_path / "owner" / "name").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda *a: pytest.fail("taken for a hub id"))
-    with pytest.raises(LabError, match="unsupported file type"):
+    with pytest.raises(LabError, match="owner/name: is a folder, not a file"):
         load_pairs("owner/name")
 
 
@@ -357,6 +398,8 @@ def test_every_pair_format_gives_its_prompt(tmp_path, name):
     ({"prompt": "What is 2+2?"}, ("What is 2+2?", "")),  # TRL prompt-only
     ({"prompt": [system("Be brief."), user("What is 2+2?")]}, ("Be brief.\n\nWhat is 2+2?", "")),
     ({"prompt": "What is 2+2?", "completion": "4"}, ("What is 2+2?", "")),  # TRL prompt-completion
+    ({"instruction": "And in French?", "system": "Translate.", "history": [["Hello in German?", "Hallo"]]},
+     ("Translate.\n\nHuman: Hello in German?\n\nAssistant: Hallo\n\nHuman: And in French?", "")),
 ])
 def test_alpaca_and_prompt_only_records_give_their_prompt(tmp_path, record, expected):
     assert load_prompts(write_jsonl(tmp_path / "prompts.jsonl", [record])) == [expected]
