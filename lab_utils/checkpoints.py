@@ -43,6 +43,9 @@ def atomic_dir(final: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         yield tmp
+        for path in tmp.rglob("*"):  # `safetensors` and `tempfile` write owner-only files
+            if not path.is_symlink():
+                _usual_mode(path, folder=path.is_dir())
         _usual_mode(tmp, folder=True)
         if final.exists():
             old = final.with_name(f".old-{final.name}-{os.getpid()}")

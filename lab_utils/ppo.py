@@ -44,6 +44,7 @@ from .errors import LabError
 from .modeling import fresh_accelerator
 from .reward import RewardModel
 
+RESUMABLE_CHANGES = ("save_every", "log_every")  # settings a resumed run may change; any other would mix two runs
 KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck ...
 KL_ALARM_SE = 2.0  # ... when it is below zero by more than this many standard errors (near 0, noise dips below)
 
@@ -116,6 +117,9 @@ class PPOTrainer:
                            f"equally among the {self.n_proc} processes", fix=f"make both multiples of {self.n_proc}")
         if len(prompts) < self.n_proc:
             raise LabError(f"{len(prompts)} prompts for {self.n_proc} processes", fix="give more prompts")
+        if cfg.rollout_batch // self.n_proc < 2:  # advantages are whitened over a process's real tokens: 2 at least
+            raise LabError(f"--rollout_batch {cfg.rollout_batch} gives each of the {self.n_proc} process(es) "
+                           f"{cfg.rollout_batch // self.n_proc} episode(s)", fix=f"give at least {2 * self.n_proc}")
         self.mini_batch = cfg.mini_batch // self.n_proc  # this process's share of each minibatch
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
@@ -134,6 +138,7 @@ class PPOTrainer:
         self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl \
             else M.FixedKLController(cfg.kl_coef)
         self.iteration, self.history, self.samples, self._negative_kl = 0, [], [], 0
+        self.built_from: dict | None = None  # the models' builds (stages.run_ppo sets it): a resume checks them
         self.rng = random.Random(cfg.seed)  # the same in every process: they draw one global batch and share it out
         torch.manual_seed(cfg.seed + self.acc.process_index)  # ... and sample answers of their own
 
@@ -313,7 +318,8 @@ class PPOTrainer:
                 ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
                                                    "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),
                                                    "negative_kl_streak": self._negative_kl,
-                                                   "processes": self.n_proc})
+                                                   "processes": self.n_proc, "config": self.cfg.to_dict(),
+                                                   "built_from": self.built_from})
             ck.prune_checkpoints(root)
         self.acc.wait_for_everyone()  # nobody goes on (or resumes) before the checkpoint is complete
         return final
@@ -338,12 +344,17 @@ class PPOTrainer:
         if meta.get("processes", 1) != self.n_proc:
             raise LabError(f"the checkpoint was written by {meta.get('processes', 1)} process(es), this run has "
                            f"{self.n_proc}", path=str(path), fix="resume with as many processes as the run had")
+        self._check_same_run(meta, path)
         for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (self.acc.unwrap_model(self.value).model,
                                                                             "value")):
             state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
             if hasattr(model, "peft_config"):  # a LoRA policy saved only its adapter
                 from peft import set_peft_model_state_dict
-                set_peft_model_state_dict(model, state)
+                result = set_peft_model_state_dict(model, state)
+                if result.unexpected_keys or not state:
+                    raise LabError(f"checkpoint {sub} is not this LoRA policy's adapter (unexpected "
+                                   f"{result.unexpected_keys[:3]})", path=str(path / sub),
+                                   fix="resume with the same --lora settings, or start without --resume")
                 continue
             missing, unexpected = model.load_state_dict(state, strict=False)
             tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
@@ -351,7 +362,7 @@ class PPOTrainer:
                 raise LabError(f"checkpoint {sub} does not match the model (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]})", path=str(path / sub),
                                fix="resume with the same --profile and model settings, or start without --resume")
-        blob = torch.load(path / "state.pt", weights_only=True)
+        blob = torch.load(path / "state.pt", weights_only=True, map_location="cpu")  # a GPU run, resumed on a CPU
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         rank = self.acc.process_index
@@ -364,6 +375,24 @@ class PPOTrainer:
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
         self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
+
+
+    def _check_same_run(self, meta: dict, path: Path) -> None:
+        """A resumed run continues the checkpoint's: its optimizer, learning-rate schedule, KL coefficient and
+        weights would silently keep the old settings, and its policy was trained against the models it was built
+        from. Any difference is one `LabError` listing them (a checkpoint from before they were saved is not
+        checked)."""
+        if "config" not in meta:
+            return
+        now = self.cfg.to_dict()
+        changed = [f"{k} {meta['config'].get(k)!r} -> {v!r}" for k, v in now.items()
+                   if k not in RESUMABLE_CHANGES and meta["config"].get(k) != v]
+        if meta.get("built_from") and self.built_from and meta["built_from"] != self.built_from:
+            changed += [f"the {stage} model (built again since)" for stage in sorted(self.built_from)
+                        if meta["built_from"].get(stage) != self.built_from[stage]]
+        if changed:
+            raise LabError(f"the checkpoint is of a run with other settings ({'; '.join(changed)})", path=str(path),
+                           fix="resume with the run's settings, or start again without --resume")
 
 
 def _rng_state(rng: random.Random) -> list:

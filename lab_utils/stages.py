@@ -289,6 +289,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
+    trainer.built_from = built_from if reward_model is None else None  # a model passed in has no build to check
     log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
     if not resume and trainer.acc.is_main_process:  # a fresh run: an earlier run's checkpoints must never be resumed
         shutil.rmtree(ckpt_root, ignore_errors=True)

@@ -95,16 +95,21 @@ def test_artifacts_get_the_permissions_of_a_plain_mkdir_and_open(tmp_path):
     import os
     import stat
 
+    from safetensors.torch import save_file
+
     old = os.umask(0o022)
     try:
         with ck.atomic_dir(tmp_path / "model") as tmp:
             (tmp / "weights.txt").write_text("w")
+            (tmp / "sub").mkdir()
+            save_file({"w": torch.zeros(2)}, tmp / "sub" / "model.safetensors")  # written owner-only (0600)
         ck.write_json(tmp_path / "metrics.json", {"a": 1})
         ck.write_jsonl(tmp_path / "pairs.jsonl", [{"a": 1}])
     finally:
         os.umask(old)
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(tmp_path / "model") == 0o755 and mode(tmp_path / "model" / "weights.txt") == 0o644
+    assert mode(tmp_path / "model" / "sub") == 0o755 and mode(tmp_path / "model" / "sub" / "model.safetensors") == 0o644
     assert mode(tmp_path / "metrics.json") == mode(tmp_path / "pairs.jsonl") == 0o644
 
 

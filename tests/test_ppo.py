@@ -165,6 +165,43 @@ def test_lab_ppo_resume_continues_from_the_last_checkpoint(run_root):
     assert_same_weights(a, b)
 
 
+def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_path):
+    """The optimizer, the schedule (its base learning rate and length) and the KL coefficient come back from the
+    checkpoint, so a changed flag used to be silently ignored (`--kl_coef`, `--lr`) or to bend the schedule
+    (`--iterations`); and a policy trained against one reward model used to go on against a rebuilt one."""
+    first = make_trainer(run_root, tmp_path, iterations=3)
+    first.built_from = {"sft": "2026-11-30T10:00:00", "reward": "2026-11-30T11:00:00"}
+    first.train(stop_at=1)
+    latest = ck.latest_checkpoint(tmp_path)
+    for changes, built_from, words in [
+            ({"kl_coef": 0.05}, first.built_from, r"kl_coef 0.2 -> 0.05"),
+            ({"iterations": 5, "lr": 1e-4}, first.built_from, r"iterations 3 -> 5; lr 3e-05 -> 0.0001"),
+            ({}, first.built_from | {"reward": "2026-11-30T12:00:00"}, r"the reward model \(built again since\)")]:
+        again = make_trainer(run_root, tmp_path, **({"iterations": 3} | changes))
+        again.built_from = built_from
+        with pytest.raises(LabError, match=rf"other settings \({words}\).*start again without --resume"):
+            again.load_checkpoint(latest)
+    same = make_trainer(run_root, tmp_path, iterations=3, save_every=2, log_every=0)  # how often it saves or logs
+    same.built_from = first.built_from
+    same.load_checkpoint(latest)
+    assert same.iteration == 1
+
+
+def test_a_full_checkpoint_is_not_loaded_into_a_lora_policy(run_root, tmp_path):
+    make_trainer(run_root, tmp_path, iterations=3).train(stop_at=1)
+    meta = ck.read_json(ck.latest_checkpoint(tmp_path) / "state.json")
+    del meta["config"]  # a checkpoint from before the settings were saved: the weights still have to match
+    ck.write_json(ck.latest_checkpoint(tmp_path) / "state.json", meta)
+    with pytest.raises(LabError, match="is not this LoRA policy's adapter"):
+        make_trainer(run_root, tmp_path, iterations=3, lora=True).load_checkpoint(ck.latest_checkpoint(tmp_path))
+
+
+def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
+    """Advantages are whitened over the batch's real tokens; one response of one token has no variance."""
+    with pytest.raises(LabError, match="--rollout_batch 1 gives each of the 1 process"):
+        make_trainer(run_root, rollout_batch=1, mini_batch=1)
+
+
 def test_learning_rate_decays_linearly_to_zero(run_root):
     trainer = make_trainer(run_root, iterations=4)
     trainer.train()
