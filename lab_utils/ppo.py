@@ -432,6 +432,9 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise LabError("PAD and EOS are the same token", path=str(policy_dir),
                        fix="give the tokenizer a separate pad token (lab_utils.modeling.load_causal_lm adds one)")
+    if rm.tokenizer.get_vocab() != tokenizer.get_vocab():  # the value and reward models read the policy's token ids
+        raise LabError("the reward model's tokenizer is not the policy's", path=str(reward_dir),
+                       fix="train the reward model from this SFT model (`lab reward`), or pass a matching --model")
     return policy, ref, value, rm, tokenizer
 
 

@@ -286,6 +286,11 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     rm = reward_model or rm
     prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
+    context, longest = policy.config.max_position_embeddings, max(map(len, tokenizer(prompts)["input_ids"]))
+    if longest + cfg.response_length > context:
+        warnings.warn(f"the longest PPO prompt ({longest} tokens) plus --response_length {cfg.response_length} is "
+                      f"more than the model's context ({context} tokens): it reads positions it never trained on "
+                      "(lower --max_prompt_length)", stacklevel=2)
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)

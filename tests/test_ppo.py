@@ -196,6 +196,19 @@ def test_a_full_checkpoint_is_not_loaded_into_a_lora_policy(run_root, tmp_path):
         make_trainer(run_root, tmp_path, iterations=3, lora=True).load_checkpoint(ck.latest_checkpoint(tmp_path))
 
 
+def test_a_reward_model_with_another_tokenizer_is_refused(run_root, tmp_path):
+    """The value and reward models read the policy's token ids: another vocabulary would score other text."""
+    import shutil
+
+    from lab_utils.tokenizer import train_tokenizer
+
+    other = tmp_path / "reward"
+    shutil.copytree(run_root / "reward", other)
+    train_tokenizer(["a different corpus", "with other merges"], 300).save_pretrained(other)
+    with pytest.raises(LabError, match="the reward model's tokenizer is not the policy's"):
+        ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", other)
+
+
 def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
     """Advantages are whitened over the batch's real tokens; one response of one token has no variance."""
     with pytest.raises(LabError, match="--rollout_batch 1 gives each of the 1 process"):
@@ -338,6 +351,13 @@ def test_lab_ppo_data_optimises_on_the_files_prompts(run_root, tmp_path):
     allowed = {render_alpaca(r.get("instruction", r.get("prompt")), "") for r in records[:-1]}
     assert m["samples"] and {s["prompt"] for s in m["samples"]} <= allowed
     assert m["config"]["data"] == str(path)
+
+
+def test_prompt_and_response_past_the_models_context_are_warned_about(run_root):
+    ctx = modeling.load_causal_lm(str(run_root / "sft"))[0].config.max_position_embeddings
+    with pytest.warns(UserWarning, match=rf"plus --response_length {ctx} is more than the model's context \({ctx}"):
+        stages.run_ppo("micro", run_root, save_to="past-context", response_length=ctx, stop_at=1,
+                       log=lambda *_: None)
 
 
 def test_lab_ppo_data_with_every_prompt_too_long_is_one_clear_error(run_root, tmp_path):
