@@ -8,8 +8,8 @@ model folders, the prompt list, the settings — into one work folder, runs both
 other with the same torch thread count, and prints a side-by-side table (also written as JSON).
 
 Per side: wall time of the training loop alone (models already loaded), episodes/s, the process's
-peak RSS, the mean reward-model score of the first iteration and over the last 10% of iterations
-(the score is normalised and includes the missing-EOS penalty, as trl logs `objective/scores`),
+peak RSS, the mean reward-model score of the first iteration and over the last quarter of the iterations,
+with its standard error (the score is normalised and includes the missing-EOS penalty, as trl logs `objective/scores`),
 `rlhf_reward` (score − β·KL) and the KL at the end.
 
     nice -n 19 .venv/bin/python bench/ppo_vs_trl.py --episodes 256          # the full comparison
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,8 +99,8 @@ def normalised_reward_model(path: str, load_kwargs: dict):
             super().__init__()
             self.head, self.mean, self.std = head, mean, std
 
-        def forward(self, hidden):
-            return (self.head(hidden) - self.mean) / self.std
+        def forward(self, hidden):  # in float32 like ours, also under autocast (bf16 would round the score)
+            return (self.head(hidden).float() - self.mean) / self.std
 
     rm = AutoModelForSequenceClassification.from_pretrained(path, **load_kwargs)
     norm_file = Path(path) / "normalization.json"
@@ -139,11 +141,19 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     trainer.add_callback(Progress())
     # trl 1.12's PPOTrainer builds its own `Accelerator()` without `mixed_precision`, so `bf16=True` alone
     # leaves every forward pass in float32 (its numbers are bit-identical to bf16=False). One autocast around
-    # the whole loop gives the peer bf16 matmuls everywhere, generation included: the most favourable setting
-    # for it (`accelerate launch --mixed_precision bf16` would autocast only the policy-and-value forward).
+    # the whole loop gives the peer bf16 matmuls everywhere, generation included (`accelerate launch
+    # --mixed_precision bf16` would autocast only the policy-and-value forward). Autocast keeps the bf16 copy of
+    # each weight until the outermost autocast block ends, and an optimizer step does not invalidate it: without
+    # the hook below, trl's policy and value model ran on their first weights for the whole run (KL stayed near 0)
+    # and never paid for a cast again. Clearing the copies after every optimizer step keeps them correct and as
+    # cheap as they can be: each weight is cast once per update, generation included (ours casts once per forward
+    # pass in the PPO epochs, and once per rollout).
     print(f"[trl112] accelerate mixed_precision={trainer.accelerator.mixed_precision} "
           f"native_amp={trainer.accelerator.native_amp}", flush=True)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["mixed_precision"] == "bf16")
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # under accelerate's wrapper
+    optimizer.register_step_post_hook(lambda *_: torch.clear_autocast_cache())
+    autocast = torch.autocast(trainer.accelerator.device.type, dtype=torch.bfloat16,
+                              enabled=s["mixed_precision"] == "bf16")
     t0 = time.perf_counter()
     with autocast:
         trainer.train()
@@ -185,14 +195,18 @@ def run_ours(spec: dict) -> tuple[list[dict], float]:
 
 
 def summarise(rows: list[dict], wall: float) -> dict:
-    """Throughput, peak RSS and the reward at the start (first iteration) and end (last 10% of iterations)."""
-    tail = rows[-max(1, len(rows) // 10):]
+    """Throughput, peak RSS and the reward at the start (first iteration) and end (the last quarter of the
+    iterations: one iteration's mean score over 8 episodes moves by ~0.5, so a shorter window is mostly noise),
+    with the standard error of the end's mean over its iterations."""
+    tail = rows[-max(1, len(rows) // 4):]
     mean = lambda key, rs: round(sum(r[key] for r in rs) / len(rs), 4)  # noqa: E731
+    scores = [r["score"] for r in tail]
+    se = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else math.nan
     episodes = rows[-1]["episodes"]
     return {"iterations": len(rows), "episodes": episodes, "wall_s": round(wall, 2),
             "episodes_per_s": round(episodes / wall, 3),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # KiB on Linux
-            "reward_start": mean("score", rows[:1]), "reward_end": mean("score", tail),
+            "reward_start": mean("score", rows[:1]), "reward_end": mean("score", tail), "reward_end_se": round(se, 4),
             "rlhf_reward_start": mean("rlhf_reward", rows[:1]), "rlhf_reward_end": mean("rlhf_reward", tail),
             "kl_end": mean("kl", tail), "history": rows}
 
@@ -291,7 +305,7 @@ def run_side(side: str, spec_path: Path, threads: int) -> dict:
     return result | {"process_s": round(time.perf_counter() - t0, 2)}
 
 
-ROWS = ("episodes", "wall_s", "episodes_per_s", "peak_rss_gb", "reward_start", "reward_end",
+ROWS = ("episodes", "wall_s", "episodes_per_s", "peak_rss_gb", "reward_start", "reward_end", "reward_end_se",
         "rlhf_reward_start", "rlhf_reward_end", "kl_end", "process_s", "trl", "torch", "threads")
 
 

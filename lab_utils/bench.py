@@ -31,14 +31,16 @@ def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
     device = _device()
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
+    inner = 50 if device.type == "cuda" else 1  # one GPU matmul takes microseconds: launch and sync would dominate
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(inner):
+            a @ b
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    return 2 * n**3 * inner / best
 
 
 def train_flops_per_token(n_params: int, cfg: PretrainConfig, n_layers: int | None = None,
@@ -86,7 +88,8 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
             "flops_per_s": tokens_per_s * train_flops_per_token(n, cfg, *shape), "mixed_precision": cfg.mixed_precision}
 
 
-def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_cfg=None, tokenizer=None) -> dict:
+def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_cfg=None, tokenizer=None,
+              profile: str = "tiny") -> dict:
     """Print and return the machine's matmul peaks, the pretraining step's throughput and, given a
     tokenizer, PPO's episodes/s and sampling tokens/s."""
     fp32 = matmul_flops(dtype=torch.float32)
@@ -101,13 +104,13 @@ def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_
               "params": train["params"], "mixed_precision": cfg.mixed_precision,
               "threads": torch.get_num_threads()}
     if ppo_cfg is not None and tokenizer is not None:
-        result |= ppo_throughput(cfg, ppo_cfg, tokenizer)
+        result |= ppo_throughput(cfg, ppo_cfg, tokenizer, profile=profile)
     width = max(map(len, result))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
     return result
 
 
-def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3) -> dict:
+def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3, profile: str = "tiny") -> dict:
     """PPO episodes/s and sampling tokens/s on freshly initialised models of the profile's size.
 
     Policy, reference, value and reward model are separate Llamas (as on `tiny`); the prompts are the
@@ -131,13 +134,18 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3)
     config.num_labels = 1  # the value and reward models: one output each
     value = LlamaForSequenceClassification(config)
     rm = RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer)
-    prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig()), 256, seed=5))
+    prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig.for_profile(profile)), 256, seed=5))
     trainer = PPOTrainer(ppo_cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
     enc = tokenizer(prompts[: ppo_cfg.rollout_batch], return_tensors="pt", padding=True, padding_side="left")
+
+    def sample(new_tokens: int) -> None:  # as the rollout samples: under the trainer's autocast, no gradients
+        with torch.no_grad(), trainer.autocast():
+            policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                            pad_token_id=tokenizer.pad_token_id)
+
+    sample(2)  # warm-up: first-call setup is not sampling speed
     t0 = time.perf_counter()
-    with torch.no_grad():
-        policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=ppo_cfg.response_length,
-                        min_new_tokens=ppo_cfg.response_length, pad_token_id=tokenizer.pad_token_id)
+    sample(ppo_cfg.response_length)
     gen_tokens_per_s = ppo_cfg.rollout_batch * ppo_cfg.response_length / (time.perf_counter() - t0)
     trainer.step()  # warm-up
     t0 = time.perf_counter()

@@ -148,7 +148,7 @@ def cmd_bench(argv):
     if tokenizer is None:
         print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
     run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab,
-              PPOConfig.for_profile(args.profile), tokenizer)
+              PPOConfig.for_profile(args.profile), tokenizer, profile=resolve_profile(args.profile))
 
 
 def cmd_app(argv):

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
 PROFILES = ("micro", "tiny", "full")
+FULL_PREFERENCES = "HuggingFaceH4/ultrafeedback_binarized"  # the public preference set of profile `full`
 
 
 def resolve_profile(profile: str | None = None) -> str:
@@ -230,7 +231,8 @@ class RewardConfig(_Profiled):
                   "logging_steps": 1, "reference_answers": "all"},  # micro answers nothing right
         # full: V × T logits of every chosen text (V ≈ 150k) would cost gigabytes; not measured there, opt in
         "full": {"lora": True, "max_length": 1024, "lr": 5e-5, "epochs": 1.0, "lm_coef": 0.0,
-                 "ratings_lr": 1e-4},  # twice the pairwise model's, as on tiny; not measured on full
+                 "ratings_lr": 1e-4,  # twice the pairwise model's, as on tiny; not measured on full
+                 "data": FULL_PREFERENCES, "data_split": "train_prefs"},  # human-scale pairs: no ratings model there
     }
 
 
@@ -286,5 +288,6 @@ class PPOConfig(_Profiled):
                   "response_length": 12, "save_every": 1, "log_every": 1,
                   "max_prompt_length": 512},  # micro's 512-token vocabulary spends ~100 tokens on the template
         "full": {"lora": True, "iterations": 200, "rollout_batch": 64, "mini_batch": 16, "response_length": 128,
-                 "max_prompt_length": 512, "lr": 1e-5, "attn_implementation": "sdpa"},
+                 "max_prompt_length": 512, "lr": 1e-5, "attn_implementation": "sdpa",
+                 "data": FULL_PREFERENCES, "data_split": "train_prefs"},  # the prompts the reward model was trained for
     }

@@ -21,9 +21,11 @@ def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch
                     batch_size=batch_size)
     ok = [o.strip().startswith(p["answer"]) for p, o in zip(probes, outs)]
     by_lang = {lang: _mean([k for k, p in zip(ok, probes) if p["lang"] == lang]) for lang in ("en", "zh")}
+    rows = [{"prompt": p["prompt"], "completion": o, "correct": k, "lang": p["lang"]}
+            for p, o, k in zip(probes, outs, ok)]
+    samples = [r for lang in ("en", "zh") for r in [r for r in rows if r["lang"] == lang][::max(1, len(rows) // 12)]]
     return {"fact_accuracy": _mean(ok), "fact_accuracy_en": by_lang["en"], "fact_accuracy_zh": by_lang["zh"],
-            "samples": [{"prompt": p["prompt"], "completion": o, "correct": k}
-                        for p, o, k in list(zip(probes, outs, ok))[:: max(1, len(probes) // 12)]]}
+            "samples": [{k: r[k] for k in ("prompt", "completion", "correct")} for r in samples]}
 
 
 def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_tokens: int = 64,

@@ -343,8 +343,8 @@ def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
-    if n == min(len(chosen), len(rejected)) and 0 < n < max(len(chosen), len(rejected)) and _cut_allowed(
-            chosen, rejected, n):
+    one_side_ends = n == min(len(chosen), len(rejected)) and 0 < n < max(len(chosen), len(rejected))
+    if one_side_ends and _cut_allowed(chosen, rejected, n):
         n = 0  # one side is the shared text up to a boundary, and nothing after it: no reply there (below)
     for k in range(n, 0, -1):
         if _cut_allowed(chosen, rejected, k):

@@ -223,7 +223,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     model.train()
     n_proc, rank = accelerator.num_processes, accelerator.process_index
     train_time, bar = 0.0, tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps,
-                                desc="pretrain", disable=not progress or not accelerator.is_main_process)
+                                desc="pretrain", disable=not progress or not accelerator.is_main_process,
+                                mininterval=3)  # in a notebook each redraw is a stored output
     for step in bar:
         if stop_at is not None and step >= stop_at:
             break

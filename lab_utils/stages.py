@@ -269,10 +269,11 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 
 
 def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,
-            log=print, callback=None, reward_model=None, save_to: str = "rlhf", **changes) -> dict:
+            log=print, callback=None, reward_override=None, save_to: str = "rlhf", **changes) -> dict:
     """RLHF: optimise the SFT model against the reward model with our PPO; save runs/<profile>/rlhf.
 
-    `reward_model` replaces the saved one (a `reward.RewardModel`, e.g. a deliberately flawed one), and
+    `reward_override` replaces the saved reward model (a `reward.RewardModel`, e.g. a deliberately flawed one; the
+    `--reward_model` flag, in `changes`, names another folder instead), and
     `save_to` names the output folder: the reward-hacking experiment of notebook 05 uses both."""
     from . import ppo
 
@@ -284,7 +285,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     built_from = _built_from(root, "ppo", cfg)
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
-    rm = reward_model or rm
+    rm = reward_override or rm
     prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
     context, longest = policy.config.max_position_embeddings, max(map(len, tokenizer(prompts)["input_ids"]))
     if longest + cfg.response_length > context:
@@ -294,7 +295,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
-    trainer.built_from = built_from if reward_model is None else None  # a model passed in has no build to check
+    trainer.built_from = built_from if reward_override is None else None  # a model passed in has no build to check
     log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
     if not resume and trainer.acc.is_main_process:  # a fresh run: an earlier run's checkpoints must never be resumed
         shutil.rmtree(ckpt_root, ignore_errors=True)

@@ -4,14 +4,15 @@ Pre-tokenisation, in order:
   1. every Chinese character is its own piece, so "法国的首都是" tokenizes the same whether or not
      "巴黎" follows (a merge across the prompt boundary would make fact prompts look unlike the corpus);
   2. digits are split one by one (as in Llama), so "12 + 5 = 17" is built from the same ten digits;
-  3. newlines are pieces of their own, and a space stays with the word after it (GPT-2 style:
-     "apple, banana" -> `apple` `,` ` banana`). Measured on tiny: with every space a token of its own
-     (our first design), two tokens separated list items and the 4-layer model never learned to copy
-     a list from its context (SFT task accuracy 0.57, cluster and extract answers invented items);
-     with the space kept on the word it copies ("Who went?" read-back 0.975) and English packs
-     ~3.8 instead of ~2.4 characters per token. The price: an answer's first word after
-     "### Response:\n" has no leading space, so SFT has to learn that spelling once;
-  4. GPT-2's byte-level split: any Unicode text round-trips exactly, no unknown token.
+  3. newlines are pieces of their own;
+  4. GPT-2's byte-level split: its regex keeps a space with the word after it ("apple, banana" -> `apple`
+     `,` ` banana`), then every byte becomes a printable symbol, so any Unicode text round-trips exactly and
+     there is no unknown token. Measured on tiny: with every space a token of its own (our first design,
+     `space_with_word=False`), two tokens separated list items and the 4-layer model never learned to copy
+     a list from its context (SFT task accuracy 0.57, cluster and extract answers invented items); with the
+     space kept on the word it copies ("Who went?" read-back 0.975), and English packs more characters per
+     token (notebook 01 measures both). The price: an answer's first word after "### Response:\n" has no
+     leading space, so SFT has to learn that spelling once.
 """
 
 from __future__ import annotations
@@ -61,13 +62,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
-    """Learn BPE merges on `texts`; BOS is added by the post-processor, EOS/PAD by the callers."""
+def train_tokenizer(texts: list[str], vocab_size: int = 4096, space_with_word: bool = True) -> PreTrainedTokenizerFast:
+    """Learn BPE merges on `texts`; BOS is added by the post-processor, EOS/PAD by the callers.
+    `space_with_word=False` makes every space a piece of its own (the first design, for comparison)."""
     tok = Tokenizer(models.BPE())
+    spaces = [] if space_with_word else [pre_tokenizers.Split(Regex(" "), behavior="isolated")]
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"),
+        *spaces,
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()

@@ -209,6 +209,23 @@ def test_a_reward_model_with_another_tokenizer_is_refused(run_root, tmp_path):
         ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", other)
 
 
+def test_lab_ppo_reward_model_flag_uses_that_folder(run_root, tmp_path, capsys):
+    """`--reward_model PATH` used to land in a Python argument of the same name (a `RewardModel` object): without a
+    reward stage in the run folder it said there was none, with one it crashed on the string."""
+    import shutil
+
+    from lab_utils.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(run_root / "sft", out / "sft")  # a run folder with no reward stage
+    shutil.copytree(run_root / "reward", tmp_path / "my-reward")
+    assert main(["ppo", "--profile", "micro", "--out", str(out), "--reward_model", str(tmp_path / "my-reward"),
+                 "--iterations", "1"]) == 0
+    assert "[lab] ppo:" in capsys.readouterr().out
+    assert ck.read_json(out / "rlhf-checkpoints" / "step-0000001" / "state.json")["config"]["reward_model"] == \
+        str(tmp_path / "my-reward")
+
+
 def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
     """Advantages are whitened over the batch's real tokens; one response of one token has no variance."""
     with pytest.raises(LabError, match="--rollout_batch 1 gives each of the 1 process"):

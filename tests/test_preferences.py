@@ -236,6 +236,17 @@ def test_replies_that_repeat_the_explicit_prompt_give_the_last_reply():
     assert pair == {"prompt": "Be brief.\n\n" + q, "chosen": "Paris.", "rejected": "Berlin."}
 
 
+def test_the_full_profiles_preference_set_layout_loads(tmp_path):
+    """HuggingFaceH4/ultrafeedback_binarized (profile `full`), offline: a local file of the same schema."""
+    q = "Name a primary colour."
+    rec = {"prompt": q, "prompt_id": "abc", "chosen": [user(q), assistant("Red.")],
+           "rejected": [user(q), assistant("Green.")], "messages": [user(q), assistant("Red.")],
+           "score_chosen": 8.0, "score_rejected": 3.0}
+    path = write_jsonl(tmp_path / "train_prefs.jsonl", [rec])
+    assert load_pairs(path) == [{"prompt": q, "chosen": "Red.", "rejected": "Green."}]
+    assert load_prompts(path) == [(q, "")]
+
+
 @pytest.mark.parametrize("field, text", [("prompt", "Say <|eos|> twice"), ("chosen", "Paris.<|eos|>"),
                                          ("rejected", "Berlin <|pad|>")])
 def test_text_that_spells_a_special_token_names_record_and_field(tmp_path, field, text):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lab_utils.tokenizer import render_alpaca
+from lab_utils.tokenizer import render_alpaca, train_tokenizer
 from lab_utils.world import fact_prompts
 
 # The original Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), written out by hand.
@@ -116,3 +116,17 @@ def test_a_space_stays_with_the_next_word_and_newlines_stand_alone(tokenizer):
     for piece in pieces:
         assert "\n" not in piece or set(piece) == {"\n"}, f"newlines are pieces of their own: {piece!r}"
         assert " " not in piece.strip() and not piece.endswith(" "), f"a space starts a word: {piece!r}"
+
+
+def test_the_first_design_makes_every_space_a_token_of_its_own():
+    docs = ["the cat sat on the mat", "the dog sat on the log"] * 20
+    ours, first = train_tokenizer(docs, 300), train_tokenizer(docs, 300, space_with_word=False)
+    assert ours.tokenize("the cat sat") == ["the", "Ġcat", "Ġsat"]
+    assert first.tokenize("the cat sat") == ["the", "Ġ", "cat", "Ġ", "sat"]
+
+
+def test_the_chat_template_refuses_a_role_it_would_drop(tokenizer):
+    """A system message used to vanish from the rendered prompt without a word."""
+    with pytest.raises(Exception, match="only user and assistant turns, not system"):
+        tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                                      tokenize=False)

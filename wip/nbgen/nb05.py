@@ -316,7 +316,7 @@ class LengthLovingReward(reward.RewardModel):
 trained = reward.RewardModel.load(out / "reward")
 flawed = LengthLovingReward(trained.model, trained.tokenizer, trained.mean, trained.std)
 # half the main run's iterations: the flaw is found long before that (and CI runs this notebook on 2 cores)
-hack = stages.run_ppo(profile, out, reward_model=flawed, save_to="rlhf-hacked", kl_coef=0.0,
+hack = stages.run_ppo(profile, out, reward_override=flawed, save_to="rlhf-hacked", kl_coef=0.0,
                       iterations=cfg.iterations // 2, log=lambda *_: None)
 h_hack = pd.DataFrame(hack["history"])
 """)
