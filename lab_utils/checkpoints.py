@@ -32,7 +32,8 @@ def _umask() -> int:
 def _usual_mode(path: Path, folder: bool) -> None:
     """Give a temp folder or file the permissions a plain `mkdir` or `open` would have: `tempfile` makes them
     private to the owner, which would lock a shared run folder (JupyterHub, an app run as another user)."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+    executable = folder or path.stat().st_mode & 0o111  # a script saved with the artifact stays executable
+    os.chmod(path, (0o777 if executable else 0o666) & ~_umask())
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -73,6 +74,29 @@ def no_special_tokens(fields: dict[str, str], special_tokens: Sequence[str], pat
         if hit:
             raise LabError(f"field '{field}' holds {hit!r}, which the tokenizer reads as its special token, not as "
                            "text", path=path, where=where, fix=f"remove {hit!r} or break it up (e.g. with a space)")
+
+
+def special_token_record(fields: dict[str, str], special_tokens: Sequence[str], path: str, where: str | None,
+                         hub: bool) -> bool:
+    """Whether to leave a record out because it spells a special token (`no_special_tokens`): in a file it is one
+    `LabError` the user can fix; a hub dataset cannot be edited, and one record of 60,000 should not stop the stage,
+    so there the record is left out (the loader warns with the count)."""
+    try:
+        no_special_tokens(fields, special_tokens, path, where)
+    except LabError:
+        if hub:
+            return True
+        raise
+    return False
+
+
+def warn_left_out(spec: str, n_left_out: int, n_kept: int) -> None:
+    if not n_kept:
+        raise LabError("every record spells out a special token of the model's tokenizer", path=spec,
+                       fix="use another dataset, or a model whose special tokens the text does not contain")
+    if n_left_out:
+        warnings.warn(f"{spec}: left out {n_left_out} record(s) that spell out a special token of the model's "
+                      "tokenizer", stacklevel=3)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -204,9 +228,17 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows
     records = [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
-    for rec, w in zip(records, where):
-        no_special_tokens({k: rec[k] for k in ALPACA_FIELDS}, special_tokens, spec, w)
-    return records
+    hub = suffix not in (".json", ".jsonl")
+    kept = [rec for rec, row, w in zip(records, rows, where)
+            if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
+    warn_left_out(spec, len(records) - len(kept), len(kept))
+    return kept
+
+
+def _alpaca_texts(row: dict) -> dict[str, str]:
+    """The text fields of a validated Alpaca record, as the user named them."""
+    texts = {name: row.get(name) or "" for name in (*ALPACA_FIELDS, "system")}
+    return texts | {f"history[{i}]": " ".join(turn) for i, turn in enumerate(row.get("history") or [])}
 
 
 def _json_array(path: Path) -> list:

@@ -352,8 +352,9 @@ class PPOTrainer:
                 from peft import set_peft_model_state_dict
                 result = set_peft_model_state_dict(model, state)
                 if result.unexpected_keys or not state:
-                    raise LabError(f"checkpoint {sub} is not this LoRA policy's adapter (unexpected "
-                                   f"{result.unexpected_keys[:3]})", path=str(path / sub),
+                    found = f"unexpected {result.unexpected_keys[:3]}" if state else "no adapter weights there"
+                    raise LabError(f"checkpoint {sub} is not this LoRA policy's adapter ({found})",
+                                   path=str(path / sub),
                                    fix="resume with the same --lora settings, or start without --resume")
                 continue
             missing, unexpected = model.load_state_dict(state, strict=False)
@@ -375,7 +376,6 @@ class PPOTrainer:
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
         self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
-
 
     def _check_same_run(self, meta: dict, path: Path) -> None:
         """A resumed run continues the checkpoint's: its optimizer, learning-rate schedule, KL coefficient and

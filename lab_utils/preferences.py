@@ -43,7 +43,7 @@ from typing import NoReturn
 
 from . import votes
 from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, alpaca_context, encodable,
-                   no_special_tokens, read_jsonl, render_prompt)
+                   read_jsonl, render_prompt, special_token_record, warn_left_out)
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
@@ -76,8 +76,12 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
     pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
-    for pair, at in zip(pairs, where):
-        no_special_tokens({k: pair[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec, at)
+    hub = _suffix(spec) not in (".json", ".jsonl", ".db", ".sqlite", ".sqlite3")
+    n_parsed = len(pairs)
+    pairs = [p for p, at in zip(pairs, where)
+             if not special_token_record({k: p[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec,
+                                         at, hub)]
+    warn_left_out(spec, n_parsed - len(pairs), len(pairs))
     kept = [p for p in pairs if not _identical(p)]
     if not kept:
         _fail((spec, None), "every pair has identical chosen and rejected",
@@ -124,8 +128,9 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
     chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
     if "prompt" in rec:
         prompt = _prompt(rec["prompt"], "prompt", at)
-        return {"prompt": prompt, "chosen": _reply(chosen, "chosen", at, prompt),
-                "rejected": _reply(rejected, "rejected", at, prompt)} | _ended(rec, at)
+        (c, c_before), (r, r_before) = _reply(chosen, "chosen", at), _reply(rejected, "rejected", at)
+        return {"prompt": _with_context(prompt, rec["prompt"], c_before, r_before, at), "chosen": c,
+                "rejected": r} | _ended(rec, at)
     if isinstance(chosen, str) and isinstance(rejected, str):
         for field, text in (("chosen", chosen), ("rejected", rejected)):
             encodable(text, at[0], at[1], field)  # before any split: the tokenizer fails on half a character
@@ -211,25 +216,43 @@ def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> 
     return text
 
 
-def _reply(value, field: str, at: Where, prompt: str | None = None) -> str:
-    """A response given as a string, one assistant message, or a message list ending in the assistant's. With an
-    explicit `prompt` (its rendered text), a list's messages before the reply must be that prompt's turns (the
-    UltraFeedback layout: the whole conversation in each reply): a reply to some other turn has no place here."""
+def _reply(value, field: str, at: Where) -> tuple[str, list[tuple[str, str]] | None]:
+    """(reply, the turns before it) of a response given as a string, one assistant message, or a message list
+    ending in the assistant's (the turns before it: None unless a list gives some)."""
     if isinstance(value, dict):
         role, text = _turn(value, field, at)
         if role != "assistant":
             _fail(at, f"field '{field}' is a {role} message, not the assistant's reply",
                   f"give '{field}' the assistant's message (role 'assistant', or from 'gpt')")
-        return text
+        return text, None
     if isinstance(value, list):
         turns = _turns(value, field, at)
-        reply = _last_reply(turns, field, at)
-        if prompt is not None and len(turns) > 1 and render_prompt(turns[:-1]) != prompt:
-            _fail(at, f"field '{field}' holds {len(turns) - 1} message(s) before its reply that are not the "
-                      "conversation of field 'prompt'", f"give '{field}' the assistant's reply alone, or the "
-                      "prompt's messages followed by the reply")
-        return reply
-    return _text(value, field, at)
+        return _last_reply(turns, field, at), (turns[:-1] or None)
+    return _text(value, field, at), None
+
+
+def _with_context(prompt: str, raw_prompt, c_before, r_before, at: Where) -> str:
+    """An explicit prompt, and replies that repeat the conversation before them (UltraFeedback's layout): the
+    conversation must be the same in both and end with the prompt's last user turn; it is then the prompt (it may
+    add a system message or earlier turns the prompt field leaves out). A reply to some other turn has no place."""
+    before = [b for b in (c_before, r_before) if b is not None]
+    if not before:
+        return prompt
+    if len(before) == 2 and c_before != r_before:
+        _fail(at, "fields 'chosen' and 'rejected' hold different conversations before their replies",
+              "give both the same conversation before the reply, or give each the assistant's reply alone")
+    if isinstance(raw_prompt, list):
+        last_user = _turns(raw_prompt, "prompt", at)[-1][1]
+    else:
+        last_user = _hh_prompt_turns(raw_prompt, "prompt", at)[-1][1] if _is_hh_prompt(raw_prompt) else prompt
+    if render_prompt(before[0]) == prompt:
+        return prompt
+    if before[0][-1] == ("user", last_user):
+        return render_prompt(before[0])
+    field = "chosen" if c_before is not None else "rejected"
+    _fail(at, f"field '{field}' holds {len(before[0])} message(s) before its reply that do not end with the "
+              "question of field 'prompt'", f"give '{field}' the assistant's reply alone, or the prompt's messages "
+              "followed by the reply")
 
 
 def _last_reply(turns: list[tuple[str, str]], field: str, at: Where) -> str:
@@ -253,8 +276,8 @@ def _sharegpt(rec: dict, at: Where) -> dict:
               "make 'system' a string, or leave it out")
     first = [("system", _text(system, "system", at))] if system and system.strip() else []
     return {"prompt": _prompt(rec["conversations"], "conversations", at, first),
-            "chosen": _reply(_present(rec, "chosen", at), "chosen", at),
-            "rejected": _reply(_present(rec, "rejected", at), "rejected", at)}
+            "chosen": _reply(_present(rec, "chosen", at), "chosen", at)[0],
+            "rejected": _reply(_present(rec, "rejected", at), "rejected", at)[0]}
 
 
 def _split_hh(transcript: str) -> tuple[str, list[tuple[str, str]]]:
@@ -343,10 +366,13 @@ def _shared_text(chosen: str, rejected: str, at: Where) -> dict:
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
+    # One side is all shared text up to a boundary ("Q? A." / "Q? A. More."): its reply can only start at an earlier
+    # sentence end; without one ("Tell me a joke." / "Tell me a joke. Why..."), that side has no reply (below).
     one_side_ends = n == min(len(chosen), len(rejected)) and 0 < n < max(len(chosen), len(rejected))
-    if one_side_ends and _cut_allowed(chosen, rejected, n):
-        n = 0  # one side is the shared text up to a boundary, and nothing after it: no reply there (below)
+    sentences_only = one_side_ends and _cut_allowed(chosen, rejected, n)
     for k in range(n, 0, -1):
+        if sentences_only and not chosen[:k].rstrip().endswith(tuple("?!.\n") + tuple(_CJK_PUNCT)):
+            continue
         if _cut_allowed(chosen, rejected, k):
             prompt, c, r = chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
             if prompt and c and r:
@@ -379,11 +405,15 @@ def load_prompts(spec: str, split: str = "train", special_tokens: Sequence[str] 
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"instruction\"} or {\"prompt\"} record")
     seen: dict[tuple[str, str], None] = {}
+    hub, n_left_out = _suffix(spec) not in (".json", ".jsonl", ".db", ".sqlite", ".sqlite3"), 0
     for row, at in zip(rows, where):
         instruction, text = prompt_of(row, (spec, at))
         asked = "instruction" if isinstance(row, dict) and "instruction" in row else "prompt"
-        no_special_tokens({asked: instruction, "input": text}, special_tokens, spec, at)
+        if special_token_record({asked: instruction, "input": text}, special_tokens, spec, at, hub):
+            n_left_out += 1
+            continue
         seen.setdefault((instruction, text))
+    warn_left_out(spec, n_left_out, len(seen))
     return list(seen)
 
 

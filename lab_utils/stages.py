@@ -290,8 +290,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     context, longest = policy.config.max_position_embeddings, max(map(len, tokenizer(prompts)["input_ids"]))
     if longest + cfg.response_length > context:
         warnings.warn(f"the longest PPO prompt ({longest} tokens) plus --response_length {cfg.response_length} is "
-                      f"more than the model's context ({context} tokens): it reads positions it never trained on "
-                      "(lower --max_prompt_length)", stacklevel=2)
+                      f"more than the model's declared context ({context} positions): past it the positions are "
+                      "untrained (lower --max_prompt_length)", stacklevel=2)
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
@@ -414,8 +414,9 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     `force` rebuilds every stage; `say_reused` also prints a line per reused stage."""
     profile, root = resolve_profile(profile), run_dir(profile, out)
     changes = dict(changes or {})
-    if "tokenizer" not in changes and not changes.get("pretrain", {}).get("model"):  # pretraining on --data text
-        changes["tokenizer"] = tokenizer_changes(PretrainConfig.for_profile(profile, **changes.get("pretrain", {})))
+    pre = PretrainConfig.for_profile(profile, **changes.get("pretrain", {}))
+    if not pre.model:  # pretraining on --data text: the tokenizer is learned from it
+        changes["tokenizer"] = tokenizer_changes(pre) | changes.get("tokenizer", {})
     configs = {s: CONFIGS[s].for_profile(profile, **changes.get(s, {})).to_dict() for s in STAGES}
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}

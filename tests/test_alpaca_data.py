@@ -121,11 +121,27 @@ def test_system_and_history_become_the_instructions_context(tmp_path):
          "input": "", "output": "Bonjour"}, rec()]
 
 
+SPECIALS = ["<|pad|>", "<|bos|>", "<|eos|>"]
+
+
 def test_text_that_spells_a_special_token_names_record_and_field(tmp_path):
     data = write(tmp_path / "data.json", json.dumps([rec(), rec(output="Hi.<|eos|> And more")]))
     assert len(load_alpaca(str(data))) == 2
     with pytest.raises(LabError, match=r"record 2: field 'output' holds '<\|eos\|>'"):
-        load_alpaca(str(data), special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
+        load_alpaca(str(data), special_tokens=SPECIALS)
+    earlier = write(tmp_path / "chat.json", json.dumps([rec(history=[["Say <|eos|>", "No."]])]))
+    with pytest.raises(LabError, match=r"record 1: field 'history\[0\]' holds '<\|eos\|>'"):
+        load_alpaca(str(earlier), special_tokens=SPECIALS)
+
+
+def test_a_hub_dataset_leaves_out_records_that_spell_a_special_token(monkeypatch):
+    """A hub dataset cannot be edited, and one record in 52,000 should not stop the stage: it is left out, counted."""
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split: [rec(), rec(output="x <|eos|>"), rec()])
+    with pytest.warns(UserWarning, match="owner/alpaca: left out 1 record"):
+        assert len(load_alpaca("owner/alpaca", special_tokens=SPECIALS)) == 2
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split: [rec(output="<|pad|>")])
+    with pytest.raises(LabError, match="every record spells out a special token"):
+        load_alpaca("owner/alpaca", special_tokens=SPECIALS)
 
 
 # ------------------------------------------------------------------ through `lab sft`

@@ -372,8 +372,8 @@ def test_lab_ppo_data_optimises_on_the_files_prompts(run_root, tmp_path):
 
 def test_prompt_and_response_past_the_models_context_are_warned_about(run_root):
     ctx = modeling.load_causal_lm(str(run_root / "sft"))[0].config.max_position_embeddings
-    with pytest.warns(UserWarning, match=rf"plus --response_length {ctx} is more than the model's context \({ctx}"):
-        stages.run_ppo("micro", run_root, save_to="past-context", response_length=ctx, stop_at=1,
+    with pytest.warns(UserWarning, match=rf"--response_length {ctx} is more than the model's declared context \({ctx}"):
+        stages.run_ppo("micro", run_root, save_to="past-context", response_length=ctx, stop_at=1, save_every=0,
                        log=lambda *_: None)
 
 

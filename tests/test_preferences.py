@@ -215,7 +215,10 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     # explicit prompt, whole conversations as replies: the turns before the reply are the prompt's
     (PAIR | {"chosen": [user("What is 2+2?"), assistant("4"), user("And times 3?"), assistant("12")],
              "rejected": [user("What is 2+2?"), assistant("7")]},
-     ["field 'chosen' holds 3 message(s) before its reply that are not the conversation of field 'prompt'"]),
+     ["fields 'chosen' and 'rejected' hold different conversations before their replies"]),
+    (PAIR | {"chosen": [user("Any other question?"), assistant("Paris.")],
+             "rejected": [user("Any other question?"), assistant("Berlin.")]},
+     ["field 'chosen' holds 1 message(s) before its reply that do not end with the question of field 'prompt'"]),
     # chosen_ended / rejected_ended are JSON booleans
     (PAIR | {"chosen_ended": "yes"}, ["field 'chosen_ended' is of type str, not a boolean"]),
     (PAIR | {"rejected_ended": 1}, ["field 'rejected_ended' is of type int, not a boolean"]),
@@ -234,6 +237,25 @@ def test_replies_that_repeat_the_explicit_prompt_give_the_last_reply():
     pair = parse_pair({"prompt": [system("Be brief."), user(q)], "chosen": [system("Be brief."), user(q),
                        assistant("Paris.")], "rejected": [system("Be brief."), user(q), assistant("Berlin.")]})
     assert pair == {"prompt": "Be brief.\n\n" + q, "chosen": "Paris.", "rejected": "Berlin."}
+
+
+def test_replies_may_carry_more_context_than_the_prompt_field():
+    """A system message or earlier turns only in the replies: their conversation, ending with the prompt's
+    question, is the prompt."""
+    q = PAIR["prompt"]
+    with_system = parse_pair({"prompt": q, "chosen": [system("Be brief."), user(q), assistant("Paris.")],
+                              "rejected": [system("Be brief."), user(q), assistant("Berlin.")]})
+    assert with_system == {"prompt": "Be brief.\n\n" + q, "chosen": "Paris.", "rejected": "Berlin."}
+    turns = [user("Hi."), assistant("Hello."), user(q)]
+    multi = parse_pair({"prompt": q, "chosen": [*turns, assistant("Paris.")], "rejected": "Berlin."})
+    assert multi["prompt"] == f"Human: Hi.\n\nAssistant: Hello.\n\nHuman: {q}" and multi["rejected"] == "Berlin."
+
+
+def test_a_longer_reply_that_repeats_the_shorter_one_keeps_the_question_as_the_prompt():
+    """The wordy-answer pairs: "Q? A." against "Q? A. More." share everything the shorter one says."""
+    q = PAIR["prompt"]
+    assert parse_pair({"chosen": f"{q} Paris.", "rejected": f"{q} Paris. It is a lovely city."}) == \
+        {"prompt": q, "chosen": "Paris.", "rejected": "Paris. It is a lovely city."}
 
 
 def test_the_full_profiles_preference_set_layout_loads(tmp_path):
