@@ -137,3 +137,10 @@ def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
     done = sorted((d for d in root.iterdir() if _STEP.match(d.name)), key=lambda d: int(d.name[5:]))
     for d in done[:-keep]:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def resume_changes(recorded: dict, now: dict, resumable: tuple[str, ...]) -> list[str]:
+    """'lr 3e-05 -> 0.0001' for every setting of `now` that differs from the checkpoint's `recorded` one, except
+    those a resumed run may change (`resumable`): the optimizer and schedule come back from the checkpoint, so a new
+    value would be ignored, or mix two runs."""
+    return [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in now.items() if k not in resumable and recorded.get(k) != v]

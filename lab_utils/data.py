@@ -64,14 +64,18 @@ def encodable(text: str, path: str, where: str | None, field: str) -> str:
     return text
 
 
+def spelled_special_token(text: str, special_tokens: Sequence[str]) -> str | None:
+    """The first of `special_tokens` that `text` spells out, if any."""
+    return next((tok for tok in special_tokens if tok and tok in text), None)
+
+
 def no_special_tokens(fields: dict[str, str], special_tokens: Sequence[str], path: str | None,
                       where: str | None) -> None:
     """User text must not spell out one of the model's special tokens ("<|eos|>", "<|im_end|>"): the tokenizer reads
     such text as the control token itself, so a record could end an answer midway, or train the model to write PAD
     or to open a new turn. One `LabError` naming the record and the field."""
     for field, text in fields.items():
-        hit = next((tok for tok in special_tokens if tok and tok in text), None)
-        if hit:
+        if hit := spelled_special_token(text, special_tokens):
             raise LabError(f"field '{field}' holds {hit!r}, which the tokenizer reads as its special token, not as "
                            "text", path=path, where=where, fix=f"remove {hit!r} or break it up (e.g. with a space)")
 
@@ -228,7 +232,7 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows
     records = [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
-    hub = suffix not in (".json", ".jsonl")
+    hub = _is_hub_id(spec)
     kept = [rec for rec, row, w in zip(records, rows, where)
             if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
     warn_left_out(spec, len(records) - len(kept), len(kept))

@@ -384,9 +384,7 @@ class PPOTrainer:
         checked)."""
         if "config" not in meta:
             return
-        now = self.cfg.to_dict()
-        changed = [f"{k} {meta['config'].get(k)!r} -> {v!r}" for k, v in now.items()
-                   if k not in RESUMABLE_CHANGES and meta["config"].get(k) != v]
+        changed = ck.resume_changes(meta["config"], self.cfg.to_dict(), RESUMABLE_CHANGES)
         if meta.get("built_from") and self.built_from and meta["built_from"] != self.built_from:
             changed += [f"the {stage} model (built again since)" for stage in sorted(self.built_from)
                         if meta["built_from"].get(stage) != self.built_from[stage]]

@@ -76,8 +76,7 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
     pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
-    hub = _suffix(spec) not in (".json", ".jsonl", ".db", ".sqlite", ".sqlite3")
-    n_parsed = len(pairs)
+    n_parsed, hub = len(pairs), _is_hub_id(spec)
     pairs = [p for p, at in zip(pairs, where)
              if not special_token_record({k: p[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec,
                                          at, hub)]
@@ -405,7 +404,7 @@ def load_prompts(spec: str, split: str = "train", special_tokens: Sequence[str] 
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"instruction\"} or {\"prompt\"} record")
     seen: dict[tuple[str, str], None] = {}
-    hub, n_left_out = _suffix(spec) not in (".json", ".jsonl", ".db", ".sqlite", ".sqlite3"), 0
+    hub, n_left_out = _is_hub_id(spec), 0
     for row, at in zip(rows, where):
         instruction, text = prompt_of(row, (spec, at))
         asked = "instruction" if isinstance(row, dict) and "instruction" in row else "prompt"

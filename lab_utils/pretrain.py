@@ -154,8 +154,7 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data
     A checkpoint from before runs recorded these is taken as the same when asked for explicitly (--resume), and as
     different when `strict` (`lab run` resumes only what it can check)."""
     recorded = state.get("config")
-    changed = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items()
-               if k not in RESUMABLE_CHANGES and recorded.get(k) != v] if recorded is not None else []
+    changed = ck.resume_changes(recorded, cfg.to_dict(), RESUMABLE_CHANGES) if recorded is not None else []
     if "tokenizer_sha256" in state and state["tokenizer_sha256"] != tokenizer_sha:
         changed.append("the tokenizer (trained again since)")
     if state.get("data_sha256") and state["data_sha256"] != data_sha:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from .data import spelled_special_token
 from .errors import LabError
 from .generation import cut_at_eos
 from .stages import MODEL_DIRS
@@ -68,8 +69,7 @@ def check_fits(model, tokenizer, prompt: str) -> int:
     """The prompt's length in tokens, if it leaves room for an answer in the model's context; a LabError otherwise
     (past its context a model answers nonsense, and the arena would store votes on it). A prompt that spells out a
     special token ("<|eos|>") is refused too: the model would read the control token itself."""
-    hit = next((tok for tok in tokenizer.all_special_tokens if tok and tok in prompt), None)
-    if hit:
+    if hit := spelled_special_token(prompt, tokenizer.all_special_tokens):
         raise LabError(f"the prompt holds {hit!r}, which this model reads as a control token, not as text",
                        fix=f"remove {hit!r} or break it up (e.g. with a space)")
     n = len(tokenizer(prompt)["input_ids"])
