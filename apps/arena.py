@@ -5,8 +5,8 @@
 
 A battle pits two different fine-tuned models of the run against each other, in a random order: SFT and RLHF
 by default, any finished models with `--models sft,rlhf,sft-full`, or two samples of the same model when the run
-has only one. "Random prompt" draws from training-split prompts, never the evaluation set's (votes train the next
-reward model). The vote buttons unlock when
+has only one. "Random prompt" draws from training-split prompts, never the evaluation set's, and a typed prompt
+that is one of the evaluation prompts is refused (votes train the next reward model). The vote buttons unlock when
 both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
 be told apart); one vote per battle, then the names are revealed. Votes go to
 `runs/<profile>/votes.db` (`lab_utils.votes`); `lab votes export` turns them into preference pairs and
@@ -15,7 +15,7 @@ be told apart); one vote per battle, then the names are revealed. Votes go to
 For scripts and load tests, each client session has its own current battle:
 
     c = Client("http://127.0.0.1:7860/")
-    answer_a, answer_b = c.predict("What is the capital of France?", api_name="/battle")
+    answer_a, answer_b = c.predict("Which city is the capital of Norway?", api_name="/battle")
     c.predict("a", None, None, api_name="/vote")  # choice a|b|tie|both_bad, optional 1-5 ratings of A and B
 """
 
@@ -32,6 +32,7 @@ from lab_utils import serving, tasks, votes
 from lab_utils.config import EvalConfig, WorldConfig, build_world_from
 from lab_utils.errors import LabError
 
+MAX_VOTER_CHARS = 64
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 SAME_TEXT = ("The two answers are the same text, so neither can be better: vote **Tie** or **Both are bad** (and "
              "rate them if you like).")
@@ -52,6 +53,7 @@ class Arena:
         evaluation = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
         # votes train a reward model: no evaluation prompt, nor a sum it asks with the operands swapped
         self.pool = tasks.arena_prompts(world, exclude=set().union(*map(tasks.seen_keys, evaluation)))
+        self.evaluation = {" ".join(r["instruction"].split()) for r in evaluation if not r["input"]}
         self.rng = random.Random()
 
     def battle(self, text: str):
@@ -59,6 +61,10 @@ class Arena:
         battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens) and
         battle["same"] whether the two answers are the same text (then only tie and both_bad can be voted)."""
         text = checked_prompt(text)
+        if " ".join(text.split()) in self.evaluation:
+            raise gr.Error("this prompt is one of the evaluation prompts: a vote on it would train the next reward "
+                           "model on the test set. Ask another question (Random prompt draws one that is safe)",
+                           print_exception=False)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
         streams = started([(*self.models.get(n), serving.rendered_prompt(n, text)) for n in names], **self.sampling)
@@ -83,7 +89,7 @@ class Arena:
         try:
             recorded = votes.record_vote(self.db, battle["vote_id"], battle["prompt"], *battle["answers"],
                                          *battle["models"], choice, _rating(rating_a), _rating(rating_b),
-                                         voter=request.username or request.session_hash, a_ended=a_ended,
+                                         voter=_voter(request), a_ended=a_ended,
                                          b_ended=b_ended)
         except LabError as err:
             raise gr.Error(str(err), print_exception=False) from None
@@ -127,6 +133,11 @@ def unlocked(battle: dict | None) -> list:
     return [gr.update(interactive=c in allowed) for c in BUTTONS] + [note]
 
 
+def _voter(request: gr.Request) -> str | None:
+    """Who voted: the login name, else the browser session's id (the client chooses it: capped)."""
+    return (request.username or request.session_hash or "")[:MAX_VOTER_CHARS] or None
+
+
 def _rating(value) -> int | None:
     """An optional 1-5 rating as sent by the radio button or a client (None, "", 3 or "3")."""
     if value in (None, ""):
@@ -160,7 +171,7 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
                     "are revealed after your vote, and your vote trains the next reward model.")
         battle = gr.State()
         with gr.Row():
-            prompt = gr.Textbox(label="prompt", placeholder="What is the capital of France?", lines=2, scale=4,
+            prompt = gr.Textbox(label="prompt", placeholder=arena.pool[0] if arena.pool else "", lines=2, scale=4,
                                 max_length=serving.MAX_PROMPT_CHARS)
             with gr.Column(scale=1):
                 go = gr.Button("Battle", variant="primary")

@@ -8,6 +8,7 @@ that a 2-core CPU is never asked to generate for two requests at once; others wa
 from __future__ import annotations
 
 import os
+import sys
 
 import gradio as gr
 
@@ -51,8 +52,19 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
     """Queue and serve `demo`; returns Gradio's (app, local_url, share_url). `block=False` returns at once
     (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
     demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # no direct POST around the queue
-    served = demo.launch(server_name=host, server_port=port, auth=parse_auth(auth), share=share,
-                         prevent_thread_lock=True, quiet=True, enable_monitoring=False, theme=gr.themes.Soft())
+    logins = parse_auth(auth)
+    try:
+        served = demo.launch(server_name=host, server_port=port, auth=logins, share=share,
+                             prevent_thread_lock=True, quiet=True, enable_monitoring=False, theme=gr.themes.Soft())
+    except OSError as err:  # gradio cannot bind: the port is taken, or the address is not this machine's
+        where = f"{host}:{port}" if port else f"{host}, ports 7860 and up"
+        raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
+                       fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
+            from None
+    if (share or host not in ("127.0.0.1", "localhost", "::1")) and not logins:
+        print(f"[lab] warning: {demo.title} is open to {'anyone with the link' if share else 'the network'} with no "
+              "login, and votes there train the next reward model: pass --auth user:pass (or set $LAB_APP_AUTH)",
+              file=sys.stderr)
     if block:  # Gradio's own banner would advise `share=True` in code; the lab's switch is --share
         print(f"[lab] {demo.title} on {served[1]}" + (f" and {served[2]}" if served[2] else "") +
               ("" if auth or os.environ.get(AUTH_ENV) else " (no login: --auth user:pass)") + "; Ctrl-C stops it")

@@ -64,7 +64,8 @@ def score_line(name: str, results: dict | None) -> str:
 
 def rendered_prompts(names: list[str], text: str, show: bool) -> list:
     """The exact text each pane's model is given, shown only while the box is ticked."""
-    return [gr.update(visible=show, value=serving.rendered_prompt(n, (text or "").strip())) for n in names]
+    text = (text or "").strip()[:serving.MAX_PROMPT_CHARS]  # the page caps the box; a direct call is capped here
+    return [gr.update(visible=show, value=serving.rendered_prompt(n, text)) for n in names]
 
 
 def build(root: str | Path) -> gr.Blocks:

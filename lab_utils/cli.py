@@ -10,7 +10,10 @@ with the chosen profile's values as defaults:
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
     lab ppo [--resume] [--data PROMPTS_FILE_OR_HUB_ID] [--kl_coef B] [--iterations N]
                                                                RLHF with our PPO, then the harness
-    lab eval [--models base,sft]                              the harness on every model that exists
+    lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--data PROMPTS_FILE_OR_HUB_ID]
+                                                               the harness on every model that exists (or on
+                                                               another model); with --data, answers to your
+                                                               prompts scored by the reward model
     lab bench                                                  matmul peak and pretraining throughput
     lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share] [--models sft,rlhf]
                                                                Gradio apps: the checkpoints side by side,
@@ -112,13 +115,31 @@ def _print_eval(results: dict) -> None:
 
 
 def cmd_eval(argv):
-    from .stages import run_eval, stage_table, write_report
-    args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists",
-                          extra=[(("--models",), {"default": None, "help": "comma-separated subset: base,sft,rlhf"})])
-    models = tuple(args.models.split(",")) if args.models else None
-    run_eval(args.profile, args.out, models, **cfg)
-    from .stages import run_dir
-    print(stage_table(write_report(run_dir(args.profile, args.out))))
+    from .stages import run_dir, run_eval, run_eval_data, stage_table, write_report
+    args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists, or another one", extra=[
+        (("--models",), {"default": None, "help": "comma-separated subset of the run's models: base,sft,rlhf"}),
+        (("--model",), {"default": "", "help": "another model to evaluate: a folder written by save_pretrained or a "
+                                              "hub id (only it, unless --models names the run's too)"}),
+        (("--name",), {"default": "", "help": "the report's name for --model; empty: its folder's name"}),
+        (("--data",), {"default": "", "help": "your prompts instead of the world's tasks (any file `lab ppo --data` "
+                                             "reads): the reward model scores the answers"}),
+        (("--data_split",), {"default": "train", "help": "split of a hub dataset given with --data"}),
+        (("--data_limit",), {"type": int, "default": 200, "help": "with --data: its first N distinct prompts"})])
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    if not args.data:
+        run_eval(args.profile, args.out, models, model=args.model, name=args.name, **cfg)
+        print(stage_table(write_report(run_dir(args.profile, args.out))))
+        return
+    r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,
+                      data_split=args.data_split, data_limit=args.data_limit, **cfg)
+    print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']} (scored by the reward model; "
+          f"{r['n_left_out']} too long for the models were left out)")
+    for name, m in r["models"].items():
+        vs = f"  reward_win_rate_vs_sft={m['reward_win_rate_vs_sft']}" if "reward_win_rate_vs_sft" in m else ""
+        print(f"[lab] eval {name}: mean_reward={m['mean_reward']} ended_rate={m['ended_rate']} "
+              f"mean_chars={m['mean_chars']}{vs}")
+    from .harness import data_eval_path
+    print(f"[lab] every answer and its reward: {data_eval_path(run_dir(args.profile, args.out), args.data)}")
 
 
 def cmd_run(argv):
@@ -168,19 +189,13 @@ def cmd_app(argv):
     if args.app == "compare" and args.models:
         raise LabError("--models picks the arena's contestants", where="lab app compare",
                        fix="leave it out: the compare app offers every finished model, ticked on its page")
-    try:
-        if args.app == "compare":
-            from apps import compare
-            compare.main(root, args.host, args.port, args.auth, args.share)
-        else:
-            from apps import arena
-            models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-            arena.main(root, args.profile, args.host, args.port, args.auth, args.share, models)
-    except OSError as err:  # gradio cannot bind: the port is taken, or the address is not this machine's
-        where = f"{args.host}:{args.port}" if args.port else f"{args.host}, ports 7860 and up"
-        raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
-                       fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
-            from None
+    if args.app == "compare":
+        from apps import compare
+        compare.main(root, args.host, args.port, args.auth, args.share)
+    else:
+        from apps import arena
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        arena.main(root, args.profile, args.host, args.port, args.auth, args.share, models)
 
 
 def cmd_votes(argv):

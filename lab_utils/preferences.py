@@ -141,13 +141,13 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
 
 
 def _ended(rec: dict, at: Where) -> dict:
-    """The optional `chosen_ended` / `rejected_ended` flags, as given (absent: the caller takes True). Read only
-    beside an explicit prompt: two identical implicit-prompt strings have no prompt to keep them apart by."""
-    flags = {field: rec[field] for field in ("chosen_ended", "rejected_ended") if field in rec}
+    """The optional `chosen_ended` / `rejected_ended` flags, as given (absent or null, as in a vote export of votes
+    stored before they were recorded: the caller takes True). Read only beside an explicit prompt: two identical
+    implicit-prompt strings have no prompt to keep them apart by."""
+    flags = {field: rec[field] for field in ("chosen_ended", "rejected_ended") if rec.get(field) is not None}
     for field, value in flags.items():
         if not isinstance(value, bool):
-            got = "null" if value is None else f"of type {type(value).__name__}"
-            _fail(at, f"field '{field}' is {got}, not a boolean",
+            _fail(at, f"field '{field}' is of type {type(value).__name__}, not a boolean",
                   f"make '{field}' true (the answer ended with EOS) or false (it was cut off), or leave it out")
     return flags
 

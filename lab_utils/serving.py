@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from .data import spelled_special_token
+from .data import encodable, spelled_special_token
 from .errors import LabError
 from .generation import cut_at_eos
-from .stages import MODEL_DIRS
+from .runs import MODEL_DIRS
 from .tokenizer import render_alpaca
 
 MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
@@ -41,7 +42,13 @@ def _is_causal_lm(folder: Path) -> bool:
     config = folder / "config.json"
     if not config.is_file() or folder.name.startswith("."):  # .tmp-* folders are unfinished saves
         return False
-    return any(a.endswith("ForCausalLM") for a in json.loads(config.read_text()).get("architectures") or [])
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (ValueError, AttributeError):  # not JSON, or JSON but not an object: not a model the apps can load
+        warnings.warn(f"{config} is not a model's config (not a JSON object): {folder.name} is not offered",
+                      stacklevel=2)
+        return False
+    return any(isinstance(a, str) and a.endswith("ForCausalLM") for a in architectures)
 
 
 def rendered_prompt(name: str, text: str) -> str:
@@ -57,7 +64,7 @@ def check_prompt(text: str) -> str:
         raise LabError("the prompt is empty", fix="type a question or an instruction")
     if len(text) > MAX_PROMPT_CHARS:
         raise LabError(f"the prompt has {len(text)} characters", fix=f"keep it under {MAX_PROMPT_CHARS}")
-    return text
+    return encodable(text, None, None, "prompt")
 
 
 def context_length(model) -> int | None:
@@ -90,7 +97,15 @@ def start_streams(jobs: list[tuple], **sampling) -> list["Stream"]:
     """A `Stream` for each (model, tokenizer, prompt), or none at all: every prompt is checked before one starts."""
     for model, tokenizer, prompt in jobs:
         check_fits(model, tokenizer, prompt)
-    return [Stream(model, tokenizer, prompt, **sampling) for model, tokenizer, prompt in jobs]
+    streams: list[Stream] = []
+    try:
+        for model, tokenizer, prompt in jobs:
+            streams.append(Stream(model, tokenizer, prompt, **sampling))
+    except BaseException:  # one failed to start: the others must not generate on with no reader
+        for s in streams:
+            s.stop()
+        raise
+    return streams
 
 
 class Models:

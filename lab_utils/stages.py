@@ -3,8 +3,10 @@ returns its metrics dict. The CLI, the notebooks and the tests all call these.
 
     runs/<profile>/tokenizer/   tokenizer + metrics.json
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
-    runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf)
-    runs/<profile>/report.json  everything above merged (derived, rewritten after every stage)
+    runs/<profile>/sft/, reward/, rlhf/   the later stages' models, each with its metrics.json
+
+The run folder's layout and report are in `runs`, the evaluation stage in `harness`; the names the notebooks use
+from both (`run_eval`, `load_model`, `write_report`, ...) are imported here too.
 
 A stage's metrics.json also records its `config`, when it finished (`finished_at`) and the `finished_at` of each
 upstream stage it was built from (`built_from`): `ensure` (and so `lab run`) reuses a stage, like `make`, only
@@ -13,56 +15,31 @@ while all three still hold.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import shutil
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import checkpoints as ck
-from . import tasks
-from .config import (EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
-                     build_world_from, resolve_profile)
+from .config import (PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
+                     resolve_profile)
 from .errors import LabError
-from .evaluate import evaluate_tasks, fact_accuracy
+from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
-
-STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo")  # pipeline order (`ensure` builds what a stage needs)
-STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward", "ppo": "rlhf"}
-CONFIGS = {"tokenizer": TokenizerConfig, "pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig,
-           "ppo": PPOConfig}
-MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
-MODEL_STAGES = {"base": "pretrain", "sft": "sft", "rlhf": "ppo"}  # the stage that builds each model
-
-
-def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
-    return Path(out) if out else Path("runs") / resolve_profile(profile)
-
-
-def is_done(root: Path, stage: str) -> bool:
-    return (root / STAGE_DIRS[stage] / "metrics.json").exists()
+from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
+from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, is_done, iso_time, run_dir,  # noqa: F401
+                   stage_table, stamp, world_records, write_report)
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
     """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`)."""
-    done = {"profile": profile, "finished_at": _iso(time.time()), "built_from": built_from}
+    done = {"profile": profile, "finished_at": iso_time(time.time()), "built_from": built_from}
     if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
         done["data_sha256"] = data_sha
     ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | done)
     write_report(root)
     return metrics
-
-
-def _finished(root: Path, stage: str, what: str) -> Path:
-    """The folder of a finished upstream stage; a missing or half-written one is a LabError that names the fix."""
-    path = root / STAGE_DIRS[stage]
-    if not is_done(root, stage):
-        half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
-        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}` (or `lab run`) first")
-    return path
 
 
 def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
@@ -128,7 +105,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    base = Path(cfg.model) if cfg.model else _finished(root, "pretrain", "base model")
+    base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model")
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
     built_from = _built_from(root, "sft", cfg)
@@ -175,7 +152,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
     world = build_world_from(WorldConfig.for_profile(profile))
-    sft_dir = Path(cfg.model) if cfg.model else _finished(root, "sft", "SFT model to start the reward model from")
+    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from")
     built_from = _built_from(root, "reward", cfg)
     if not (sft_dir / "config.json").exists():
         raise LabError("no SFT model to start the reward model from", path=str(sft_dir),
@@ -280,8 +257,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    policy_dir = Path(cfg.model) if cfg.model else _finished(root, "sft", "SFT model for PPO")
-    reward_dir = Path(cfg.reward_model) if cfg.reward_model else _finished(root, "reward", "reward model for PPO")
+    policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO")
+    reward_dir = Path(cfg.reward_model) if cfg.reward_model else finished_dir(root, "reward", "reward model for PPO")
     built_from = _built_from(root, "ppo", cfg)
     t0 = time.perf_counter()
     policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
@@ -335,19 +312,6 @@ def upstream(stage: str, config: dict) -> tuple[str, ...]:
         return tuple(s for s, given in (("sft", config["model"]), ("reward", config["reward_model"])) if not given)
     before = {"pretrain": "tokenizer", "sft": "pretrain", "reward": "sft"}.get(stage)
     return (before,) if before and not config.get("model") else ()
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
-
-
-def stamp(root: Path, stage: str) -> str | None:
-    """When `stage` last finished: its recorded `finished_at` (for runs from before stages recorded one, the
-    time metrics.json was written); None while it has not finished."""
-    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
-    if not path.exists():
-        return None
-    return ck.read_json(path).get("finished_at") or _iso(path.stat().st_mtime)
 
 
 def _built_from(root: Path, stage: str, cfg) -> dict:
@@ -437,66 +401,6 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     return root
 
 
-def load_model(root: Path, name: str):
-    """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
-    from .modeling import load_causal_lm
-
-    path = root / MODEL_DIRS[name]
-    if not (path / "config.json").exists():
-        raise LabError(f"no {name} model", path=str(path), fix="run the stage that builds it first (lab run)")
-    return load_causal_lm(str(path))
-
-
-def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, **changes) -> dict:
-    """Evaluate every model that exists (or `models`) on the held-out task prompts."""
-    unknown = [m for m in models or () if m not in MODEL_DIRS]
-    if unknown:
-        raise LabError(f"unknown model {', '.join(map(repr, unknown))}",
-                       fix=f"pick from {', '.join(MODEL_DIRS)}, comma-separated (e.g. --models base,sft)")
-    profile, root = resolve_profile(profile), run_dir(profile, out)
-    cfg = EvalConfig.for_profile(profile, **changes)
-    world = build_world_from(WorldConfig.for_profile(profile))
-    records = tasks.eval_records(world, cfg.n_per_task)
-    prompts = alpaca_prompts(records)
-    prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
-    names = models or tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
-    if not names:
-        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
-    sft_file = root / "eval" / "sft.json"
-    reuse_sft = _same_eval(sft_file, prompts_sha, cfg, stamp(root, "sft"))
-    if "rlhf" in names and "sft" not in names and not reuse_sft and is_done(root, "sft"):
-        print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
-              "evaluating sft again for the head-to-head")
-        names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
-    results = {}
-    rm, seen = _reward_model(root), training_prompts(root, profile, world)
-    for name in names:
-        t0 = time.perf_counter()
-        model, tokenizer = load_model(root, name)
-        res = evaluate_tasks(model, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size,
-                             seen=seen)
-        res |= _scored(rm, prompts, res, stamp(root, "reward"))
-        results[name] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
-                               "prompts_sha256": prompts_sha, "model_finished_at": stamp(root, MODEL_STAGES[name]),
-                               "config": cfg.to_dict()}  # what `_same_eval` checks before a head-to-head
-    sft = results.get("sft") or (ck.read_json(sft_file) if "rlhf" in results and reuse_sft else None)
-    if "sft" not in results and sft is not None and rm is not None and (
-            sft.get("reward_finished_at") != stamp(root, "reward") or "rewards" not in sft):  # or stored before them
-        results["sft"] = sft | _scored(rm, prompts, sft, stamp(root, "reward"))  # its answers, by today's reward model
-    if "rlhf" in results and sft is not None:  # the annotator's head-to-head, answer i against answer i
-        from .annotator import win_rate
-        duel = win_rate(world, records, results["rlhf"]["responses"], sft["responses"],
-                        results["rlhf"]["ended"], sft["ended"])
-        results["rlhf"] |= {"win_rate_vs_sft": duel["win_rate"], "win_rate_vs_sft_task_mean": duel["task_mean"],
-                            "head_to_head_vs_sft": duel, "sft_finished_at": sft.get("model_finished_at")}
-        if "rewards" in results["rlhf"] and "rewards" in sft:
-            results["rlhf"] |= _reward_gain(records, results["rlhf"], sft)
-    for name, res in results.items():
-        ck.write_json(root / "eval" / f"{name}.json", res)
-    write_report(root)
-    return results
-
-
 def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
     """PPO's prompts, rendered with the Alpaca template: the world's tasks, or with --data a seeded sample of
     `n_prompts` of the file's distinct prompts. Prompts over `max_prompt_length` tokens are left out; returns the
@@ -534,132 +438,3 @@ def _warn_if_prompts_differ(cfg: PPOConfig, reward_dir: Path) -> None:
     fix = f"pass --data {trained_on} to optimise on its prompts" if trained_on else "train it on pairs for them"
     warnings.warn(f"the reward model was trained on {trained}, but PPO optimises on {optimised}: its scores there "
                   f"are untested ({fix})", stacklevel=3)
-
-
-def world_records(stage: str, world, cfg) -> list[dict]:
-    """The world's task records a stage trains on: SFT's records, the reward stage's prompts (sampled and labelled
-    there), PPO's prompts. One place, so that `training_prompts` sees exactly what the stages used."""
-    from .reward import preference_records
-
-    if stage == "sft":
-        return tasks.sft_records(world, cfg.n_records)
-    if stage == "reward":
-        return preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
-    return tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2)
-
-
-def training_prompts(root: Path, profile: str, world) -> set[tuple]:
-    """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
-    input), and the operands of a sum), with the settings each finished stage recorded (the profile's where a stage
-    has not run). A stage trained on a --data
-    file adds none of the world's prompts."""
-    records = []
-    for stage in ("sft", "reward", "ppo"):
-        path = root / STAGE_DIRS[stage] / "metrics.json"
-        recorded = ck.read_json(path).get("config", {}) if path.exists() else {}
-        cfg = CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items()
-                                                     if k in ("n_records", "n_prompts", "seed", "data")})
-        records += [] if getattr(cfg, "data", "") else world_records(stage, world, cfg)
-    return set().union(*map(tasks.seen_keys, records))
-
-
-def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str | None) -> bool:
-    """Whether a stored evaluation answered these prompts, with these settings, by the model finished now."""
-    if not path.exists() or model_stamp is None:
-        return False
-    old = ck.read_json(path)
-    return (old.get("prompts_sha256") == prompts_sha and old.get("model_finished_at") == model_stamp
-            and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
-
-
-def _scored(rm, prompts: list[str], res: dict, reward_stamp: str | None) -> dict:
-    """`mean_reward` of an evaluation's answers in the reward model's normalised units, and which reward model gave
-    it (`reward_finished_at`); without a reward model (before stage 3) neither."""
-    if rm is None:
-        return {}
-    rewards = rm.score(prompts, res["responses"], res["ended"])
-    return {"mean_reward": round(rewards.mean().item(), 4), "rewards": [round(r, 4) for r in rewards.tolist()],
-            "reward_finished_at": reward_stamp}
-
-
-def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
-    """RLHF's mean-reward gain over SFT on all prompts, and on the prompts where neither answer is off-task
-    (`tasks.off_task`): the part of the gain that does not come from answering another task's question."""
-    pairs = list(zip(records, rlhf["responses"], sft["responses"], rlhf["rewards"], sft["rewards"], strict=True))
-    kept = [(a, b) for rec, ra, rb, a, b in pairs if not tasks.off_task(rec, ra) and not tasks.off_task(rec, rb)]
-    gain = lambda xs: round(sum(a - b for a, b in xs) / len(xs), 4) if xs else None  # noqa: E731
-    return {"reward_gain_vs_sft": gain([(a, b) for *_, a, b in pairs]), "reward_gain_vs_sft_on_task": gain(kept),
-            "n_off_task_pairs": len(pairs) - len(kept)}
-
-
-def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
-    """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
-    mean reward came from an earlier reward model, or (rlhf) its head-to-head was against an earlier SFT model. An
-    evaluation from before these were recorded is taken as it is."""
-    model_now, reward_now, sft_now = stamp(root, MODEL_STAGES[name]), stamp(root, "reward"), stamp(root, "sft")
-    if res.get("model_finished_at", model_now) != model_now:
-        return f"the {name} model was rebuilt after this evaluation"
-    if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
-        return "its mean_reward is from an earlier reward model"
-    if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
-        return "its head-to-head was against an earlier SFT model"
-    return None
-
-
-def _reward_model(root: Path):
-    """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
-    from .reward import RewardModel
-    if not (root / "reward").exists():
-        return None
-    return RewardModel.load(_finished(root, "reward", "finished reward model to score the answers with"))
-
-
-# ------------------------------------------------------------------ report
-
-def _scalars(d: dict) -> dict:
-    """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
-    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "rewards",
-            "built_from",
-            "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at")
-    return {k: v for k, v in d.items() if k not in skip}
-
-
-def write_report(root: Path) -> dict:
-    """Rebuild runs/<profile>/report.json from the stage metrics on disk."""
-    root = Path(root)
-    report = {"profile": None, "stages": {}, "eval": {}}
-    for stage, folder in STAGE_DIRS.items():
-        if (root / folder / "metrics.json").exists():
-            metrics = ck.read_json(root / folder / "metrics.json")
-            report["profile"] = metrics.pop("profile", report["profile"])
-            report["stages"][stage] = _scalars(metrics)
-    for name in MODEL_DIRS:
-        if (root / "eval" / f"{name}.json").exists():
-            res = ck.read_json(root / "eval" / f"{name}.json")
-            why = eval_stale_reason(root, name, res)
-            if why:  # numbers of another build: left out of the report until `lab eval` measures them again
-                report.setdefault("eval_stale", {})[name] = f"{why}: run `lab eval`"
-                continue
-            report["eval"][name] = _scalars(res)
-            report["profile"] = report["eval"][name].pop("profile", report["profile"])
-    ck.write_json(root / "report.json", report)
-    return report
-
-
-def stage_table(report: dict) -> str:
-    """A fixed-width table of the report: one line per stage and per evaluated model."""
-    keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
-            "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s"),
-            "sft": ("method", "trainable_params", "final_loss"),
-            "reward": ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs"),
-            "ppo": ("reward_start", "reward_end", "kl_end", "episodes_per_s")}
-    lines = [f"{'stage':<12}{'wall_s':>9}  metrics", "-" * 72]
-    for stage, m in report["stages"].items():
-        shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
-        lines.append(f"{stage:<12}{m.get('wall_s', 0):>9.1f}  {shown}")
-    for name, m in report["eval"].items():
-        per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
-        extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
-        accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
-        lines.append(f"{'eval ' + name:<12}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
-    return "\n".join(lines)

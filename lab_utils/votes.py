@@ -177,8 +177,9 @@ def count(db: str | os.PathLike) -> dict[str, int]:
 def pairs(db: str | os.PathLike) -> list[dict]:
     """The A-better / B-better votes as preference records {prompt, chosen, rejected, chosen_ended, rejected_ended,
     vote_id, model_chosen, model_rejected} — the shape `preferences.load_pairs` reads. `chosen_ended` and
-    `rejected_ended` (booleans) appear only where known, so a vote stored without them exports as before. Ties
-    and both-bad votes are left out."""
+    `rejected_ended` are booleans, or None for a vote stored before they were recorded: every record has the same
+    keys, as `datasets` needs (it reads a JSONL file's columns from its first block). Ties and both-bad votes are
+    left out."""
     votes = [v for v in rows(db) if v["choice"] in ("a", "b")]
     if not votes:
         raise LabError(f"no 'A is better' or 'B is better' votes yet ({sum(count(db).values())} votes in all)",
@@ -188,7 +189,7 @@ def pairs(db: str | os.PathLike) -> list[dict]:
         win, lose = ("a", "b") if v["choice"] == "a" else ("b", "a")
         ended = {key: v[f"{side}_ended"] for key, side in (("chosen_ended", win), ("rejected_ended", lose))}
         out.append({"prompt": v["prompt"], "chosen": v[f"answer_{win}"], "rejected": v[f"answer_{lose}"],
-                    **{key: flag for key, flag in ended.items() if flag is not None},
+                    **{key: None if flag is None else bool(flag) for key, flag in ended.items()},
                     "vote_id": v["vote_id"], "model_chosen": v[f"model_{win}"], "model_rejected": v[f"model_{lose}"]})
     return out
 

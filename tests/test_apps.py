@@ -105,6 +105,12 @@ def test_the_apps_offer_the_finished_causal_lms_of_the_run(app_root, tmp_path):
     shutil.copytree(app_root / "reward", tmp_path / "reward")
     assert serving.available_models(tmp_path) == ["base", "sft", "rlhf", "rlhf-nokl"]
     assert serving.available_models(tmp_path / "missing") == []
+    for broken, text in (("notes", "{oops"), ("listed", "[1, 2]")):  # a folder that is no model: skipped, said
+        (tmp_path / broken).mkdir()
+        (tmp_path / broken / "config.json").write_text(text)
+    with pytest.warns(UserWarning, match="is not a model's config") as warned:
+        assert serving.available_models(tmp_path) == ["base", "sft", "rlhf", "rlhf-nokl"]
+    assert len(warned) == 2
 
 
 def test_only_names_of_the_run_are_loaded(models):
@@ -125,6 +131,27 @@ def test_prompts_are_rendered_per_stage_and_capped():
         serving.check_prompt("x" * 2001)
     shown = compare.rendered_prompts(["base", "sft"], "The capital of France is \n", True)  # "show the exact prompt"
     assert [u["value"] for u in shown] == ["The capital of France is", render_alpaca("The capital of France is")]
+    [long] = compare.rendered_prompts(["base"], "x" * 10**6, True)  # a direct call past the page's cap
+    assert long["value"] == "x" * serving.MAX_PROMPT_CHARS
+    with pytest.raises(LabError, match="field 'prompt' holds half of a character"):  # JSON can carry "\ud800"
+        serving.check_prompt("Paris \ud800?")
+
+
+def test_streams_already_started_are_stopped_when_a_later_one_fails_to_start(monkeypatch):
+    started = []
+
+    class Starts(FakeStream):
+        def __init__(self, *args, **kw):
+            if started:
+                raise RuntimeError("out of memory")
+            super().__init__(["a"])
+            started.append(self)
+
+    monkeypatch.setattr(serving, "Stream", Starts)
+    monkeypatch.setattr(serving, "check_fits", lambda *args: 1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        serving.start_streams([(None, None, "p"), (None, None, "p")])
+    assert [s.stopped for s in started] == [True]
 
 
 @pytest.mark.parametrize("name", ["base", "sft"])
@@ -276,6 +303,23 @@ def test_two_answers_of_the_same_text_can_be_voted_only_tie_or_both_bad(app_root
     assert [b["interactive"] for b in arena.unlocked(other)[:-1]] == [True] * 4 and arena.unlocked(other)[-1] == ""
 
 
+def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_root, tmp_path, monkeypatch):
+    from lab_utils.config import EvalConfig, WorldConfig, build_world_from
+
+    world = build_world_from(WorldConfig.for_profile("micro"))
+    asked = next(r["instruction"] for r in tasks.eval_records(world, EvalConfig.for_profile("micro").n_per_task)
+                 if not r["input"])
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro")
+    with pytest.raises(gr.Error, match="one of the evaluation prompts"):
+        next(a.battle(f"  {asked.replace(' ', '  ')} "))  # spacing aside, it is the same question
+    made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)])
+    monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
+    *_, (_, _, battle) = a.battle(a.pool[0])
+    a.vote("a", None, None, battle, gr.Request(session_hash="s" * 10_000))  # the client picks its session id
+    [row] = votes.rows(a.db)
+    assert row["voter"] == "s" * arena.MAX_VOTER_CHARS
+
+
 def test_the_prompt_pool_holds_instructions_without_input_and_no_evaluation_prompt(app_root, tmp_path):
     """Votes on the pool's prompts train the next reward model (`lab reward --data votes.db`): an evaluation prompt
     there would be trained on. It was the evaluation set itself before."""
@@ -366,10 +410,12 @@ def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
     client = Client(url, auth=("alice", "pw"), verbose=False)
     assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
     answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
-    for _ in range(5):  # two samples of one model: draw again until they differ, or B could not be voted for
+    for _ in range(20):  # two samples of one model: draw again until they differ, or B could not be voted for
         if " ".join(answer_a.split()) != " ".join(answer_b.split()):
             break
         answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
+    else:
+        pytest.skip("20 battles in a row gave two answers of the same text: no A/B vote to test")
     result = client.predict("b", 4, None, api_name="/vote")
     assert result["recorded"] and (result["model_a"], result["model_b"]) == ("sft", "sft")
     assert client.predict("b", 4, None, api_name="/vote")["recorded"] is False  # a retry stores nothing

@@ -222,8 +222,12 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     # chosen_ended / rejected_ended are JSON booleans
     (PAIR | {"chosen_ended": "yes"}, ["field 'chosen_ended' is of type str, not a boolean"]),
     (PAIR | {"rejected_ended": 1}, ["field 'rejected_ended' is of type int, not a boolean"]),
-    (PAIR | {"rejected_ended": None}, ["field 'rejected_ended' is null, not a boolean"]),
+    (PAIR | {"rejected_ended": 1.0}, ["field 'rejected_ended' is of type float, not a boolean"]),
 ]
+
+
+def test_a_null_ended_flag_means_not_known_as_in_an_export_of_old_votes():
+    assert parse_pair(PAIR | {"chosen_ended": None, "rejected_ended": False}) == PAIR | {"rejected_ended": False}
 
 
 def test_implicit_strings_split_inside_a_number_keep_the_number_in_the_replies():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab_utils import checkpoints as ck
-from lab_utils import stages
+from lab_utils import harness, stages
 from lab_utils.cli import main
 from lab_utils.config import resolve_profile
 from lab_utils.errors import LabError
@@ -170,7 +170,7 @@ def test_evaluations_say_which_reward_and_sft_models_they_come_from(eval_root, m
     that was rebuilt since."""
     def finish_reward(when: str, value: float):
         ck.write_json(eval_root / "reward" / "metrics.json", {"finished_at": when})
-        monkeypatch.setattr(stages, "_reward_model", lambda root: _ConstantReward(value))
+        monkeypatch.setattr(harness, "_reward_model", lambda root: _ConstantReward(value))
 
     (eval_root / "reward").mkdir()
     finish_reward("2999-01-01T00:00:00+00:00", 1.0)

@@ -104,10 +104,10 @@ def test_export_keeps_a_and_b_votes_and_round_trips_through_load_pairs(db, tmp_p
     assert votes.export_pairs(db, out) == 2
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert lines == [
-        {"prompt": "question 1?", "chosen": "answer A 1", "rejected": "answer B 1", "vote_id": "1",
-         "model_chosen": "sft", "model_rejected": "rlhf"},
-        {"prompt": "question 2?", "chosen": "answer B 2", "rejected": "answer A 2", "vote_id": "2",
-         "model_chosen": "rlhf", "model_rejected": "sft"}]
+        {"prompt": "question 1?", "chosen": "answer A 1", "rejected": "answer B 1", "chosen_ended": None,
+         "rejected_ended": None, "vote_id": "1", "model_chosen": "sft", "model_rejected": "rlhf"},
+        {"prompt": "question 2?", "chosen": "answer B 2", "rejected": "answer A 2", "chosen_ended": None,
+         "rejected_ended": None, "vote_id": "2", "model_chosen": "rlhf", "model_rejected": "sft"}]
     expected = [{k: line[k] for k in ("prompt", "chosen", "rejected")} for line in lines]
     assert load_pairs(str(out)) == expected
     assert load_pairs(str(db)) == expected  # `lab reward --data votes.db` reads the store itself
@@ -118,7 +118,7 @@ def test_export_keeps_a_and_b_votes_and_round_trips_through_load_pairs(db, tmp_p
 def test_whether_each_answer_ended_goes_from_the_vote_to_the_export(db, tmp_path):
     vote(db, "1", "a", a_ended=True, b_ended=False)   # A ended and won over a cut-off B
     vote(db, "2", "b", a_ended=True, b_ended=False)   # the cut-off B won: the flags follow the answers
-    vote(db, "3", "a")                                # unknown: exported as before, without the fields
+    vote(db, "3", "a")                                # unknown: exported as null, so every line has the same keys
     vote(db, "4", "tie", a_ended=False, b_ended=False)
     assert [(r["a_ended"], r["b_ended"]) for r in votes.rows(db)] == [(True, False), (True, False), (None, None),
                                                                       (False, False)]
@@ -129,8 +129,14 @@ def test_whether_each_answer_ended_goes_from_the_vote_to_the_export(db, tmp_path
         ("answer A 1", True, "answer B 1", False),
         ("answer B 2", False, "answer A 2", True),
         ("answer A 3", None, "answer B 3", None)]
-    assert "chosen_ended" not in lines[2] and "rejected_ended" not in lines[2]
+    assert {tuple(line) for line in lines} == {tuple(lines[0])}  # datasets reads a JSONL file's columns from its start
     assert votes.pairs(db) == lines  # `lab reward --data votes.db` reads the same records
+    from datasets import load_dataset
+    loaded = load_dataset("json", data_files=str(out), split="train")  # what `lab reward --data` and TRL use
+    assert loaded["chosen_ended"] == [True, False, None]
+    from lab_utils.preferences import load_pairs
+    assert [(p.get("chosen_ended", True), p.get("rejected_ended", True)) for p in load_pairs(str(out))] == [
+        (True, False), (False, True), (True, True)]  # unknown flags read as ended, as before they were recorded
 
 
 def old_store(path: Path) -> Path:
@@ -162,7 +168,8 @@ def test_an_old_store_is_migrated_in_place_and_its_old_votes_export_as_before(tm
     assert votes.export_pairs(old, out) == 2
     first, second = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert first == {"prompt": "question old?", "chosen": "answer A old", "rejected": "answer B old",
-                     "vote_id": "old", "model_chosen": "sft", "model_rejected": "rlhf"}  # exactly as before
+                     "chosen_ended": None, "rejected_ended": None, "vote_id": "old", "model_chosen": "sft",
+                     "model_rejected": "rlhf"}  # not recorded then: null, the same keys as the new vote's
     assert (second["chosen_ended"], second["rejected_ended"]) == (True, False)
 
 

@@ -1,0 +1,274 @@
+"""The evaluation stage. `run_eval` puts the run's models (base, SFT, RLHF), or any other model, through the task
+harness (`evaluate.evaluate_tasks`), scores every answer with the run's reward model, and has the annotator judge
+RLHF (and any other model) head to head against SFT. `run_eval_data` asks the models a file's prompts instead:
+no grader knows the right answers there, so the reward model scores them.
+
+    runs/<profile>/eval/<name>.json        the harness on one model (merged into report.json)
+    runs/<profile>/eval/data/<file>.json   every model's answers to a file's prompts, with their rewards
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from pathlib import Path
+
+from . import checkpoints as ck
+from . import tasks
+from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
+from .errors import LabError
+from .evaluate import evaluate_tasks
+from .generation import alpaca_prompts, generate_ended
+from .runs import (CONFIGS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, folder_stamp, is_done, run_dir, stamp,
+                   world_records, write_report)
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
+
+
+def load_model(root: Path, name: str):
+    """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
+    from .modeling import load_causal_lm
+
+    path = root / MODEL_DIRS[name]
+    if not (path / "config.json").exists():
+        raise LabError(f"no {name} model", path=str(path), fix="run the stage that builds it first (lab run)")
+    return load_causal_lm(str(path))
+
+
+def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
+    """(name, spec) of a model from outside the run (`lab eval --model`): a local folder, stored by its absolute path,
+    or a hub id. The name defaults to the folder's or the id's last part ("runs/tiny/sft-full" -> "sft-full")."""
+    path = Path(spec)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LabError("not a model folder (no config.json)", path=spec,
+                           fix="pass a folder written by save_pretrained (e.g. runs/tiny/sft-full) or a hub id")
+        spec = str(path.resolve())
+    name = name or re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).name).lstrip("-._")[:64]
+    if not NAME.fullmatch(name or ""):
+        raise LabError(f"{name!r} cannot name a model", where="--name",
+                       fix="use letters, digits, '.', '_' and '-', up to 64 characters (e.g. --name my-model)")
+    if name in MODEL_DIRS:
+        raise LabError(f"{name!r} is the name of the run's own {name} model", where="--name",
+                       fix=f"name it otherwise (--name my-{name}), or evaluate the run's model with --models {name}")
+    return name, spec
+
+
+def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, model: str = "",
+             name: str = "", **changes) -> dict:
+    """Evaluate every model of the run that exists (or `models`), and `model` (a folder or hub id, saved as `name`)
+    when given, on the held-out task prompts."""
+    unknown = [m for m in models or () if m not in MODEL_DIRS]
+    if unknown:
+        raise LabError(f"unknown model {', '.join(map(repr, unknown))}",
+                       fix=f"pick from {', '.join(MODEL_DIRS)}, comma-separated (e.g. --models base,sft)")
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = EvalConfig.for_profile(profile, **changes)
+    other = dict([other_model(model, name or None)]) if model else {}
+    world = build_world_from(WorldConfig.for_profile(profile))
+    records = tasks.eval_records(world, cfg.n_per_task)
+    prompts = alpaca_prompts(records)
+    prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
+    names = models or (() if other else _existing(root))
+    if not names and not other:
+        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
+    sft_file = root / "eval" / "sft.json"
+    reuse_sft = _same_eval(sft_file, prompts_sha, cfg, stamp(root, "sft"))
+    if ("rlhf" in names or other) and "sft" not in names and not reuse_sft and is_done(root, "sft"):
+        print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
+              "evaluating sft again for the head-to-head")
+        names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
+    results = {}
+    rm, seen = _reward_model(root), training_prompts(root, profile, world)
+    for label, spec in [(n, None) for n in names] + list(other.items()):
+        t0 = time.perf_counter()
+        lm, tokenizer = _load(root, label, spec)
+        res = evaluate_tasks(lm, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size, seen=seen)
+        res |= _scored(rm, prompts, res, stamp(root, "reward"))
+        built = stamp(root, MODEL_STAGES[label]) if spec is None else folder_stamp(spec)
+        results[label] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
+                                "prompts_sha256": prompts_sha, "model_finished_at": built, "config": cfg.to_dict(),
+                                **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
+    sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
+    if "sft" not in results and sft is not None and rm is not None and (
+            sft.get("reward_finished_at") != stamp(root, "reward") or "rewards" not in sft):  # or stored before them
+        results["sft"] = sft | _scored(rm, prompts, sft, stamp(root, "reward"))  # its answers, by today's reward model
+    for label in results:
+        if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i
+            results[label] |= _head_to_head(world, records, results[label], sft)
+    for label, res in results.items():
+        ck.write_json(root / "eval" / f"{label}.json", res)
+    write_report(root)
+    return results
+
+
+def _existing(root: Path) -> tuple[str, ...]:
+    return tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
+
+
+def _load(root: Path, name: str, spec: str | None):
+    """The run's model `name`, or the model at `spec` (a folder or hub id)."""
+    from .modeling import load_causal_lm
+    return load_model(root, name) if spec is None else load_causal_lm(spec)
+
+
+def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
+    """The annotator's verdicts on a model's answers against SFT's to the same prompts, and the reward gain."""
+    from .annotator import win_rate
+    duel = win_rate(world, records, res["responses"], sft["responses"], res["ended"], sft["ended"])
+    out = {"win_rate_vs_sft": duel["win_rate"], "win_rate_vs_sft_task_mean": duel["task_mean"],
+           "head_to_head_vs_sft": duel, "sft_finished_at": sft.get("model_finished_at")}
+    return out | (_reward_gain(records, res, sft) if "rewards" in res and "rewards" in sft else {})
+
+
+def training_prompts(root: Path, profile: str, world) -> set[tuple]:
+    """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
+    input), and the operands of a sum), with the settings each finished stage recorded (the profile's where a stage
+    has not run). A stage trained on a --data file adds none of the world's prompts."""
+    records = []
+    for stage in ("sft", "reward", "ppo"):
+        path = root / STAGE_DIRS[stage] / "metrics.json"
+        recorded = ck.read_json(path).get("config", {}) if path.exists() else {}
+        cfg = CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items()
+                                                     if k in ("n_records", "n_prompts", "seed", "data")})
+        records += [] if getattr(cfg, "data", "") else world_records(stage, world, cfg)
+    return set().union(*map(tasks.seen_keys, records))
+
+
+def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str | None) -> bool:
+    """Whether a stored evaluation answered these prompts, with these settings, by the model finished now."""
+    if not path.exists() or model_stamp is None:
+        return False
+    old = ck.read_json(path)
+    return (old.get("prompts_sha256") == prompts_sha and old.get("model_finished_at") == model_stamp
+            and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
+
+
+def _scored(rm, prompts: list[str], res: dict, reward_stamp: str | None) -> dict:
+    """`mean_reward` of an evaluation's answers in the reward model's normalised units, and which reward model gave
+    it (`reward_finished_at`); without a reward model (before stage 3) neither."""
+    if rm is None:
+        return {}
+    rewards = rm.score(prompts, res["responses"], res["ended"])
+    return {"mean_reward": round(rewards.mean().item(), 4), "rewards": [round(r, 4) for r in rewards.tolist()],
+            "reward_finished_at": reward_stamp}
+
+
+def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
+    """RLHF's mean-reward gain over SFT on all prompts, and on the prompts where neither answer is off-task
+    (`tasks.off_task`): the part of the gain that does not come from answering another task's question."""
+    pairs = list(zip(records, rlhf["responses"], sft["responses"], rlhf["rewards"], sft["rewards"], strict=True))
+    kept = [(a, b) for rec, ra, rb, a, b in pairs if not tasks.off_task(rec, ra) and not tasks.off_task(rec, rb)]
+    gain = lambda xs: round(sum(a - b for a, b in xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {"reward_gain_vs_sft": gain([(a, b) for *_, a, b in pairs]), "reward_gain_vs_sft_on_task": gain(kept),
+            "n_off_task_pairs": len(pairs) - len(kept)}
+
+
+def _reward_model(root: Path):
+    """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
+    from .reward import RewardModel
+    if not (root / "reward").exists():
+        return None
+    return RewardModel.load(finished_dir(root, "reward", "finished reward model to score the answers with"))
+
+
+# ------------------------------------------------------------------ your own prompts
+
+def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple[str, ...] | None = None,
+                  model: str = "", name: str = "", data_split: str = "train", data_limit: int = 200,
+                  **changes) -> dict:
+    """Every model of the run (or `models`, and `model`) answers the first `data_limit` distinct prompts of `data`
+    (any file or hub dataset `lab ppo --data` reads), greedily; the run's reward model scores each answer.
+
+    Writes and returns {"data", "n_prompts", "n_left_out", "prompts", "models": {name: {"mean_reward",
+    "ended_rate", "mean_chars", "reward_win_rate_vs_sft", "responses", "ended", "rewards", ...}}}.
+    `reward_win_rate_vs_sft` is the share of prompts whose answer the reward model scores above SFT's (ties left out):
+    the reward model's verdict, not the annotator's, who knows only the world's tasks."""
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = EvalConfig.for_profile(profile, **changes)
+    if data_limit < 1:
+        raise LabError(f"--data_limit {data_limit}", fix="ask for at least one prompt (the default is 200)")
+    unknown = [m for m in models or () if m not in MODEL_DIRS]
+    if unknown:
+        raise LabError(f"unknown model {', '.join(map(repr, unknown))}", fix=f"pick from {', '.join(MODEL_DIRS)}")
+    specs = {n: str(root / MODEL_DIRS[n]) for n in models or (() if model else _existing(root))}
+    specs |= dict([other_model(model, name or None)]) if model else {}
+    if not specs:
+        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first, or pass --model")
+    rm = _reward_model(root)
+    if rm is None:
+        raise LabError("no reward model to score the answers with", path=str(root / "reward"),
+                       fix="run `lab reward` first: without a grader for your prompts, the reward model scores them")
+    prompts, n_left_out = _data_prompts(data, data_split, data_limit, specs, rm, cfg.eval_max_new_tokens)
+    _warn_if_reward_trained_elsewhere(root, data)
+    result = {"data": data, "data_split": data_split, "data_sha256": ck.file_sha256(data), "n_prompts": len(prompts),
+              "n_left_out": n_left_out, "prompts": prompts, "reward_finished_at": stamp(root, "reward"),
+              "config": cfg.to_dict() | {"data_limit": data_limit}, "models": {}}
+    for label, spec in specs.items():
+        t0 = time.perf_counter()
+        lm, tokenizer = _load(root, label, None if label in MODEL_DIRS else spec)
+        outs = generate_ended(lm, tokenizer, prompts, cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
+        responses, ended = [t for t, _ in outs], [e for _, e in outs]
+        rewards = rm.score(prompts, responses, ended).tolist()
+        built = stamp(root, MODEL_STAGES[label]) if label in MODEL_DIRS else folder_stamp(spec)
+        result["models"][label] = {
+            "mean_reward": round(sum(rewards) / len(rewards), 4), "ended_rate": round(sum(ended) / len(ended), 4),
+            "mean_chars": round(sum(map(len, responses)) / len(responses), 1),
+            "responses": responses, "ended": ended, "rewards": [round(r, 4) for r in rewards],
+            "model_finished_at": built, "wall_s": round(time.perf_counter() - t0, 2),
+            **({} if label in MODEL_DIRS else {"model": spec})}
+    sft = result["models"].get("sft")
+    for label, res in result["models"].items():
+        if sft is not None and label != "sft":
+            wins = sum(a > b for a, b in zip(res["rewards"], sft["rewards"]))
+            losses = sum(a < b for a, b in zip(res["rewards"], sft["rewards"]))
+            res["reward_win_rate_vs_sft"] = round(wins / (wins + losses), 4) if wins + losses else None
+    ck.write_json(data_eval_path(root, data), result)
+    write_report(root)
+    return result
+
+
+def data_eval_path(root: Path, data: str) -> Path:
+    """eval/data/<file name>.json: a name made from the file's (or the hub id's) last part, never a path."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(data).stem).strip("-.") or "data"
+    return Path(root) / "eval" / "data" / f"{stem[:80]}.json"
+
+
+def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, max_new_tokens: int):
+    """The first `limit` distinct prompts of `data`, rendered with the Alpaca template, that every model and the
+    reward model can read whole with `max_new_tokens` answer tokens; and how many were left out for their length."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .preferences import load_prompts
+    from .tokenizer import render_alpaca
+
+    readers = [(AutoTokenizer.from_pretrained(s), AutoConfig.from_pretrained(s)) for s in specs.values()]
+    readers.append((rm.tokenizer, rm.model.config))
+    special = sorted({t for tok, _ in readers for t in tok.all_special_tokens})
+    rendered = [render_alpaca(i, x) for i, x in load_prompts(data, split, special)]
+
+    def fits(prompt: str) -> bool:
+        return all(len(tok(prompt)["input_ids"]) + max_new_tokens + 1 <= getattr(conf, "max_position_embeddings", 1e9)
+                   for tok, conf in readers)
+
+    kept = [p for p in rendered if fits(p)]
+    if not kept:
+        raise LabError(f"every prompt is too long for the models' context with {max_new_tokens} answer tokens",
+                       path=data, fix="bring shorter prompts, or lower --eval_max_new_tokens")
+    if len(kept) < len(rendered):
+        warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} prompts of {data} do not fit the models' "
+                      f"context with {max_new_tokens} answer tokens and were left out", stacklevel=3)
+    return kept[:limit], len(rendered) - len(kept)
+
+
+def _warn_if_reward_trained_elsewhere(root: Path, data: str) -> None:
+    """A reward model trained on the world's tasks has never scored answers to a file's questions: say so."""
+    path = root / STAGE_DIRS["reward"] / "metrics.json"
+    trained_on = (ck.read_json(path).get("config") or {}).get("data", "") if path.exists() else ""
+    if trained_on != data:
+        trained = f"the pairs of {trained_on}" if trained_on else "the world's tasks"
+        warnings.warn(f"the reward model was trained on {trained}: its scores of answers to {data} are untested "
+                      f"(`lab reward --data` trains one on pairs for them)", stacklevel=3)

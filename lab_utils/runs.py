@@ -1,0 +1,161 @@
+"""The run folder: where each stage keeps its artifact, when it finished, which task records it trained on, and the
+report that merges every stage's metrics and every evaluation.
+
+    runs/<profile>/tokenizer/   tokenizer + metrics.json
+    runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
+    runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf, or another model `lab eval --model` named)
+    runs/<profile>/report.json  everything above merged (derived, rewritten after every stage)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import checkpoints as ck
+from . import tasks
+from .config import PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, resolve_profile
+from .errors import LabError
+
+STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo")  # pipeline order (`ensure` builds what a stage needs)
+STAGE_DIRS = {"tokenizer": "tokenizer", "pretrain": "base", "sft": "sft", "reward": "reward", "ppo": "rlhf"}
+CONFIGS = {"tokenizer": TokenizerConfig, "pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig,
+           "ppo": PPOConfig}
+MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
+MODEL_STAGES = {"base": "pretrain", "sft": "sft", "rlhf": "ppo"}  # the stage that builds each model
+
+
+def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
+    return Path(out) if out else Path("runs") / resolve_profile(profile)
+
+
+def is_done(root: Path, stage: str) -> bool:
+    return (root / STAGE_DIRS[stage] / "metrics.json").exists()
+
+
+def finished_dir(root: Path, stage: str, what: str) -> Path:
+    """The folder of a finished upstream stage; a missing or half-written one is a LabError that names the fix."""
+    path = root / STAGE_DIRS[stage]
+    if not is_done(root, stage):
+        half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
+        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}` (or `lab run`) first")
+    return path
+
+
+def iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+
+
+def stamp(root: Path, stage: str) -> str | None:
+    """When `stage` last finished: its recorded `finished_at` (for runs from before stages recorded one, the
+    time metrics.json was written); None while it has not finished."""
+    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
+    if not path.exists():
+        return None
+    return ck.read_json(path).get("finished_at") or iso_time(path.stat().st_mtime)
+
+
+def world_records(stage: str, world, cfg) -> list[dict]:
+    """The world's task records a stage trains on: SFT's records, the reward stage's prompts (sampled and labelled
+    there), PPO's prompts. One place, so that `training_prompts` sees exactly what the stages used."""
+    from .reward import preference_records
+
+    if stage == "sft":
+        return tasks.sft_records(world, cfg.n_records)
+    if stage == "reward":
+        return preference_records(world, cfg.n_prompts, seed=cfg.seed + 1)
+    return tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2)
+
+
+
+def folder_stamp(spec: str) -> str | None:
+    """The build of a model from outside the run (`lab eval --model`): a hash of its folder's file names, sizes and
+    modification times, so that retraining it into the same folder makes its evaluation stale; None for a hub id
+    (the hub's cache decides which revision loads) and for a folder that is gone."""
+    path = Path(spec)
+    if not spec or not path.is_dir():
+        return None
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    seen = "".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}\n" for f in files)
+    return hashlib.sha256(seen.encode()).hexdigest()[:16]
+
+
+def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
+    """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
+    mean reward came from an earlier reward model, or its head-to-head was against an earlier SFT model. An
+    evaluation from before these were recorded is taken as it is."""
+    model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(res.get("model", ""))
+    reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
+    if res.get("model_finished_at", model_now) != model_now:
+        if name in MODEL_STAGES:
+            return f"the {name} model was rebuilt after this evaluation"
+        return f"its model folder {res.get('model')} changed or is gone since this evaluation"
+    if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
+        return "its mean_reward is from an earlier reward model"
+    if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
+        return "its head-to-head was against an earlier SFT model"
+    return None
+
+
+# ------------------------------------------------------------------ report
+
+def _scalars(d: dict) -> dict:
+    """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
+    skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "rewards",
+            "built_from", "prompts", "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at")
+    return {k: v for k, v in d.items() if k not in skip}
+
+
+def evaluated(root: Path) -> list[str]:
+    """The models with an evaluation in eval/: the run's own in pipeline order, then the others (`lab eval --model`,
+    their files recording the model they came from) by name."""
+    others = sorted(p.stem for p in (Path(root) / "eval").glob("*.json")
+                    if p.stem not in MODEL_DIRS and "model" in ck.read_json(p))
+    return [m for m in MODEL_DIRS if (Path(root) / "eval" / f"{m}.json").exists()] + others
+
+
+def write_report(root: Path) -> dict:
+    """Rebuild runs/<profile>/report.json from the stage metrics and the evaluations on disk."""
+    root = Path(root)
+    report = {"profile": None, "stages": {}, "eval": {}}
+    for stage, folder in STAGE_DIRS.items():
+        if (root / folder / "metrics.json").exists():
+            metrics = ck.read_json(root / folder / "metrics.json")
+            report["profile"] = metrics.pop("profile", report["profile"])
+            report["stages"][stage] = _scalars(metrics)
+    for name in evaluated(root):
+        res = ck.read_json(root / "eval" / f"{name}.json")
+        why = eval_stale_reason(root, name, res)
+        if why:  # numbers of another build: left out of the report until `lab eval` measures them again
+            report.setdefault("eval_stale", {})[name] = f"{why}: run `lab eval`"
+            continue
+        report["eval"][name] = _scalars(res)
+        report["profile"] = report["eval"][name].pop("profile", report["profile"])
+    for path in sorted((root / "eval" / "data").glob("*.json")):  # `lab eval --data FILE`
+        res = ck.read_json(path)
+        current = {m: _scalars(r) for m, r in res["models"].items()
+                   if not eval_stale_reason(root, m, r | {"reward_finished_at": res.get("reward_finished_at")})}
+        if current:
+            report.setdefault("eval_data", {})[res["data"]] = {"n_prompts": res["n_prompts"], **current}
+    ck.write_json(root / "report.json", report)
+    return report
+
+
+def stage_table(report: dict) -> str:
+    """A fixed-width table of the report: one line per stage and per evaluated model."""
+    keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
+            "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s"),
+            "sft": ("method", "trainable_params", "final_loss"),
+            "reward": ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs"),
+            "ppo": ("reward_start", "reward_end", "kl_end", "episodes_per_s")}
+    lines = [f"{'stage':<16}{'wall_s':>9}  metrics", "-" * 76]
+    for stage, m in report["stages"].items():
+        shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
+        lines.append(f"{stage:<16}{m.get('wall_s', 0):>9.1f}  {shown}")
+    for name, m in report["eval"].items():
+        per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
+        extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
+        accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
+        lines.append(f"{'eval ' + name:<16}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""`lab eval --model`: any model folder (or hub id) through the same harness, next to the run's models; `lab eval
+--data`: every model's answers to a file's prompts, scored by the run's reward model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab_utils import checkpoints as ck
+from lab_utils import stages
+from lab_utils.cli import main
+from lab_utils.errors import LabError
+
+
+@pytest.fixture(scope="module")
+def root(sft_root, tmp_path_factory) -> Path:
+    """A micro run with base, SFT and reward models, in a folder of its own."""
+    stages.ensure("reward", "micro", sft_root)
+    root = tmp_path_factory.mktemp("eval_other")
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(sft_root / folder, root / folder)
+    return root
+
+
+def lab_eval(root: Path, *flags: str) -> int:
+    return main(["eval", "--profile", "micro", "--out", str(root), *flags])
+
+
+def test_another_model_is_evaluated_next_to_the_runs_and_against_sft(root, tmp_path, capsys):
+    other = tmp_path / "my model"  # a copy of the SFT model: the same greedy answers, so no duel is decided
+    shutil.copytree(root / "sft", other)
+    assert lab_eval(root, "--model", str(other)) == 0
+    res = ck.read_json(root / "eval" / "my-model.json")  # the name comes from the folder, made file-safe
+    sft = ck.read_json(root / "eval" / "sft.json")  # evaluated too, for the head-to-head
+    assert res["model"] == str(other.resolve()) and res["responses"] == sft["responses"]
+    assert res["task_accuracy"] == sft["task_accuracy"] and res["mean_reward"] == sft["mean_reward"]
+    duel = res["head_to_head_vs_sft"]
+    assert duel["wins"] == duel["losses"] == 0 and duel["ties"] + duel["both_bad"] == res["n_prompts"]
+    assert res["win_rate_vs_sft"] is None and res["reward_gain_vs_sft"] == 0
+    report = ck.read_json(root / "report.json")
+    assert list(report["eval"]) == ["sft", "my-model"] and "responses" not in report["eval"]["my-model"]
+    assert "eval my-model" in capsys.readouterr().out
+
+    weights = other / "model.safetensors"  # trained again into the same folder: its numbers leave the report
+    later = weights.stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))
+    report = stages.write_report(root)
+    assert "my-model" not in report["eval"] and "changed or is gone since" in report["eval_stale"]["my-model"]
+    assert lab_eval(root, "--model", str(other)) == 0 and "my-model" in ck.read_json(root / "report.json")["eval"]
+
+
+def test_another_model_can_be_named_and_evaluated_with_the_runs_own(root, tmp_path):
+    r = stages.run_eval("micro", root, models=("base",), model=str(root / "sft"), name="sft-copy")
+    assert set(r) == {"base", "sft-copy"}  # sft.json still matches: reused for the head-to-head, not redone
+    assert "head_to_head_vs_sft" in r["sft-copy"] and "head_to_head_vs_sft" not in r["base"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--name", "sft"), "'sft' is the name of the run's own sft model"),
+    (("--name", "../elsewhere"), "'../elsewhere' cannot name a model"),
+    (("--name", "a" * 65), "cannot name a model")])
+def test_a_name_that_is_a_runs_model_or_not_a_plain_name_is_refused(root, flags, message, capsys):
+    assert lab_eval(root, "--model", str(root / "sft"), *flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err and "--name" in err
+
+
+def test_a_folder_without_a_model_is_refused(root, tmp_path, capsys):
+    assert lab_eval(root, "--model", str(tmp_path)) == 2
+    assert "not a model folder (no config.json)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ your own prompts
+
+def prompts_file(tmp_path: Path, n: int = 6) -> Path:
+    path = tmp_path / "my prompts.jsonl"
+    rows = [{"instruction": f"Name a colour you like, number {i}.", "output": "Blue."} for i in range(n)]
+    rows += [{"instruction": "Repeat: " + "word " * 300}, {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_lab_eval_data_scores_every_models_answers_to_the_files_prompts(root, tmp_path, capsys):
+    data = prompts_file(tmp_path)
+    with pytest.warns(UserWarning) as warned:
+        r = stages.run_eval_data(str(data), "micro", root, models=("base", "sft"), data_limit=5)
+    said = " | ".join(str(w.message) for w in warned)
+    assert "1 of 8 prompts" in said and "do not fit" in said  # the 300-word prompt
+    assert "trained on the world's tasks" in said  # the reward model never saw such prompts
+    assert (r["n_prompts"], r["n_left_out"]) == (5, 1) and len(r["prompts"]) == 5
+    assert r["prompts"][0].startswith("Below is an instruction") and "number 0." in r["prompts"][0]
+    base, sft = r["models"]["base"], r["models"]["sft"]
+    for m in (base, sft):
+        assert len(m["responses"]) == len(m["ended"]) == len(m["rewards"]) == 5
+        assert m["mean_reward"] == pytest.approx(sum(m["rewards"]) / 5, abs=1e-3) and 0 <= m["ended_rate"] <= 1
+    wins = sum(a > b for a, b in zip(base["rewards"], sft["rewards"]))
+    decided = sum(a != b for a, b in zip(base["rewards"], sft["rewards"]))
+    assert base["reward_win_rate_vs_sft"] == (round(wins / decided, 4) if decided else None)
+    assert "reward_win_rate_vs_sft" not in sft
+    stored = ck.read_json(root / "eval" / "data" / "my-prompts.json")
+    assert stored["models"]["sft"]["responses"] == sft["responses"]
+    report = ck.read_json(root / "report.json")
+    assert report["eval_data"][str(data)]["sft"]["mean_reward"] == sft["mean_reward"]
+    assert "responses" not in report["eval_data"][str(data)]["sft"] and "base" in report["eval"]  # harness kept
+
+
+def test_lab_eval_data_from_the_command_line(root, tmp_path, capsys):
+    assert lab_eval(root, "--data", str(prompts_file(tmp_path)), "--models", "sft", "--data_limit", "2") == 0
+    out = capsys.readouterr().out
+    assert "[lab] eval on 2 prompts of" in out and "[lab] eval sft: mean_reward=" in out
+    assert "my-prompts.json" in out
+
+
+def test_lab_eval_data_needs_a_reward_model_and_at_least_one_prompt(sft_root, root, tmp_path):
+    bare = tmp_path / "bare"
+    for folder in ("tokenizer", "base", "sft"):
+        shutil.copytree(sft_root / folder, bare / folder)
+    with pytest.raises(LabError, match="no reward model to score the answers with"):
+        stages.run_eval_data(str(prompts_file(tmp_path)), "micro", bare)
+    with pytest.raises(LabError, match="--data_limit 0"):
+        stages.run_eval_data(str(prompts_file(tmp_path)), "micro", root, data_limit=0)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(LabError, match="the file is empty"):
+        stages.run_eval_data(str(empty), "micro", root)
