@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= tiny
 STAMP   := $(VENV)/.installed
+TORCH_INDEX ?=
 
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
@@ -14,8 +15,9 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel (a plain `torch` would pull a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# torch first, pinned (a plain `torch` would pull the newest, multi-GB CUDA build); TORCH_INDEX picks the CPU
+	# wheel where pip does not have it already: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	$(BIN)/python -m pip install -q "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

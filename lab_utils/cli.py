@@ -14,7 +14,7 @@ with the chosen profile's values as defaults:
                                                                the harness on every model that exists (or on
                                                                another model); with --data, answers to your
                                                                prompts scored by the reward model
-    lab bench                                                  matmul peak and pretraining throughput
+    lab bench [--mixed_precision bf16|no]                      matmul peak, pretraining and PPO throughput
     lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share] [--models sft,rlhf]
                                                                Gradio apps: the checkpoints side by side,
                                                                or anonymous battles that collect votes
@@ -168,8 +168,9 @@ def cmd_bench(argv):
     vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size
     if tokenizer is None:
         print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
-    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab,
-              PPOConfig.for_profile(args.profile), tokenizer, profile=resolve_profile(args.profile))
+    ppo = PPOConfig.for_profile(args.profile, mixed_precision=cfg["mixed_precision"])  # one precision for both
+    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab, ppo, tokenizer,
+              profile=resolve_profile(args.profile))
 
 
 def cmd_app(argv):
