@@ -320,8 +320,9 @@ assert style_acc > by_term.loc["correct", "pairwise model"], "style should be th
 """)
 
 md("""
-- Style is the easy part: a cut-off answer, a wordy one or one in the wrong language looks the same whatever the
-  question, so a few hundred pairs teach it. Telling a right answer from a wrong one is the hard part, and most
+- Style is the easy part: a wordy answer looks the same whatever the question, so a few hundred pairs teach it (on
+  `tiny` every held-out pair that style decided was decided by concision; a cut-off answer or one in the wrong
+  language would be of the same kind). Telling a right answer from a wrong one is the hard part, and most
   held-out pairs are of that kind: the model has to check the sum, the capital or the names against the prompt,
   and has to notice an answer that is fluent but about something else (a sum given to an extraction question)
   or garbled by sampling at temperature 1.
@@ -410,8 +411,8 @@ print(f"correlation of the normalised margin and the annotator's score differenc
 md("""
 - Read the diagram from left to right. If the share rises, a large margin really is a safer verdict than a small
   one, and PPO's updates lean on the reward model's surest distinctions most.
-- Where the line runs below the diagonal, the model is **over-confident**: it claims more than it delivers. This is
-  common for reward models trained to a low loss on few pairs.
+- Where the line runs below the diagonal, the model is **over-confident** there: it claims more than it delivers;
+  above it, under-confident. Read both off the plot; they can change from one end of the margins to the other.
 - The correlation with the annotator's score difference asks something else: does the margin grow with *how much*
   better the chosen answer is? A correct-vs-wrong pair and a wordy-vs-concise pair are both just "chosen" to
   Bradley–Terry, so nothing in the loss asks for it.
@@ -424,8 +425,9 @@ assert high > low + 0.1, f"the largest margins ({high:.2f}) should be right more
 md("""
 ## 8. What it likes and dislikes
 
-- The normalised scores of every sampled SFT answer: mean 0 and standard deviation 1 by construction (the
-  normalisation saved with the model). The best and the worst:
+- The normalised scores of the answers in the labelled pairs. The normalisation saved with the model gives every
+  sampled SFT answer mean 0 and standard deviation 1; the answers that made it into pairs are a subset of those, so
+  theirs are near, not equal to, 0 and 1. The best and the worst:
 """)
 
 code("""
@@ -484,8 +486,9 @@ md("""
   change. A positive one is a hole an optimiser can find. The line under the table counts them; on `tiny` every
   probe is one, even though the reward model ranks most held-out pairs decided by concision right (section 6): a
   wordy answer the SFT model wrote is not the same change as filler appended to a right one.
-- Notebook 05 shows PPO finding such holes: a length bonus with the KL penalty off, and, with it on, answers in the
-  shape of another task's answer.
+- Notebook 05 shows what PPO does with such holes: with a length bonus added on purpose and the KL penalty off, it
+  writes longer answers the annotator likes less; and with the KL penalty on, against this very reward model, it
+  finds a hole of its own, answers in the shape of another task's answer.
 """)
 
 md("""

@@ -28,6 +28,7 @@ md("""
 code("""
 import random
 import time
+from collections import Counter
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -114,7 +115,9 @@ display(pd.DataFrame({"instruction": [p.split("### Instruction:\\n")[1].split("\
 
 md("""
 **KL-shaped rewards.** Every response token gets −β·(log π(y_t) − log π_ref(y_t)); the reward model's score (minus
-a fixed penalty when there is no EOS) is added at the **last real token** only:
+a fixed penalty when there is no EOS) is added at the **last real token** only. At this first rollout the policy
+*is* the reference (the KL column above is 0), so the same computation is checked a second time on log-probabilities
+moved away from the reference's, where a wrong sign or a wrong β would show:
 """)
 
 code("""
@@ -127,6 +130,14 @@ rewards[torch.arange(len(last)), last] += scores
 pkg_rewards, _ = ppo_math.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["mask"], beta)
 print("row 0 rewards:", [round(x, 3) for x in rewards[0, : last[0] + 1].tolist()])
 assert torch.allclose(rewards, pkg_rewards, atol=1e-6)
+
+moved = b["logprobs"] + 0.1 * torch.randn(b["logprobs"].shape, generator=torch.Generator().manual_seed(0))
+shaped = -beta * (moved - b["ref_logprobs"]) * b["mask"]
+shaped[torch.arange(len(last)), last] += scores
+pkg_shaped, pkg_kl = ppo_math.kl_shaped_rewards(b["scores"], moved, b["ref_logprobs"], b["mask"], beta)
+print(f"moved log-probs: KL per response {pkg_kl.sum(1).mean().item():+.3f}, "
+      f"max |ours − package| {(shaped - pkg_shaped).abs().max().item():.1e}")
+assert pkg_kl.abs().sum() > 0 and torch.allclose(shaped, pkg_shaped, atol=1e-6)
 """)
 
 md("""
@@ -150,11 +161,13 @@ assert torch.allclose(adv, pkg_adv, atol=1e-5)
 
 md("""
 **The clipped objective.** With ratio ρ = π_new / π_old and whitened advantages A:
-L = −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)]. On the first minibatch the policy has not moved yet, so ρ = 1 exactly, the
-clip fraction is 0 and the approximate KL is 0 — the check that rollout and training compute log-probabilities the
-same way (same temperature, padding and positions, and the same bf16 autocast: recomputed in float32 instead, the
-ratio drifted to about 1.0006 when this notebook was written — small, but exactly the kind of mismatch this check
-exists to catch):
+L = −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)]. Before its first update the policy has not moved, so on this rollout (here one
+minibatch of 8) ρ = 1 exactly, the clip fraction is 0 and the approximate KL is 0 — the check that rollout and
+training compute log-probabilities the same way (same temperature, padding and positions, and the same bf16 autocast:
+recomputed in float32 instead, the ratio drifted to about 1.0006 when this notebook was written — small, but exactly
+the kind of mismatch this check exists to catch). With ρ = 1 and whitened advantages both losses are 0 whatever the
+clip does, so the loss itself is compared on log-probabilities moved as an update would move them, where some ratios
+leave [1 − ε, 1 + ε]:
 """)
 
 code("""
@@ -165,9 +178,18 @@ new_logprobs = ppo_math.logprobs_from_logits(logits, b["response"])
 ratio = torch.exp(new_logprobs - b["logprobs"])
 ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
 pkg, stats = ppo_math.policy_loss(new_logprobs, b["logprobs"], A, mask, cfg.cliprange)
-print(f"loss ours {ours.item():+.6f} package {pkg.item():+.6f}; ratio mean {stats['ratio_mean'].item():.6f}, "
-      f"clipfrac {stats['clipfrac'].item()}, approxkl {stats['approxkl'].item():.2e}")
-assert torch.allclose(ours, pkg) and abs(stats["ratio_mean"].item() - 1) < 1e-5
+print(f"before the update: ratio mean {stats['ratio_mean'].item():.6f}, clipfrac {stats['clipfrac'].item()}, "
+      f"approxkl {stats['approxkl'].item():.2e}")
+assert abs(stats["ratio_mean"].item() - 1) < 1e-5 and stats["clipfrac"] == 0 and stats["approxkl"] < 1e-8
+
+moved = new_logprobs + 0.3 * torch.randn(new_logprobs.shape, generator=torch.Generator().manual_seed(0))
+ratio = torch.exp(moved - b["logprobs"])
+ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
+unclipped = ppo_math.masked_mean(-A * ratio, mask)
+pkg, stats = ppo_math.policy_loss(moved, b["logprobs"], A, mask, cfg.cliprange)
+print(f"moved: loss ours {ours.item():+.6f} package {pkg.item():+.6f} (without the clip {unclipped.item():+.6f}); "
+      f"clipfrac {stats['clipfrac'].item():.3f}")
+assert torch.allclose(ours, pkg, atol=1e-6) and stats["clipfrac"] > 0 and not torch.allclose(ours, unclipped)
 del trainer, policy, ref, value
 """)
 
@@ -280,18 +302,21 @@ display(pd.DataFrame({m: r["off_task_per_task"] for m, r in results.items()}).T.
 print(f"mean-reward gain of RLHF over SFT: {rlhf_res['reward_gain_vs_sft']:+.3f} on all {len(eval_recs)} prompts, "
       f"{rlhf_res['reward_gain_vs_sft_on_task']:+.3f} on the {len(eval_recs) - rlhf_res['n_off_task_pairs']} where "
       f"neither answer is off-task")
-off = [(r["task"], a, b) for r, a, b in zip(eval_recs, rlhf_res["responses"], sft_res["responses"])
-       if tasks.off_task(r, a)]
-display(pd.DataFrame(off[:4], columns=["task", "rlhf", "sft"]))
+duels = list(zip(eval_recs, rlhf_res["responses"], sft_res["responses"], rlhf_res["ended"], sft_res["ended"]))
+off = [(r["task"], r["lang"], a, b, annotator.compare(world, r, a, b, ea, eb))
+       for r, a, b, ea, eb in duels if tasks.off_task(r, a)]
+print(f"{len(off)} off-task RLHF answers, by task and language:", dict(Counter((t, lang) for t, lang, *_ in off)))
+print("the annotator's verdicts on those duels (A = RLHF, B = SFT):", dict(Counter(v for *_, v in off)))
+display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]))
 """)
 
 md("""
-- On `tiny` the RLHF model answers every English clustering prompt (half of the clustering prompts) with a capital
-  sentence. The reward
-  model scores such a sentence high (it was trained on pairs where capital sentences are mostly right) and SFT's
-  wrong clusterings low; no sampled preference pair ever put the two side by side.
-- The annotator grades correctness: both answers are wrong, so the duel is "both bad" and stays out of the win rate.
-  A win rate and a mean reward can both look good while part of the gain is an exploit: look at the answers.
+- On `tiny` the RLHF model answers clustering prompts, mostly the English ones, with a capital sentence (counted
+  above). The reward model scores such a sentence high (it was trained on pairs where capital sentences are mostly
+  right) and SFT's wrong clusterings low; no sampled preference pair ever put the two side by side.
+- The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
+  "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above). A win rate and a
+  mean reward can both look good while part of the gain is an exploit: look at the answers.
 - The gain without those prompts is the gain the reward model's judgement supports. Issue #5's +0.5 is met on the
   mean reward as the issue defines it (section 9), and not on the answers that stay on their task.
 """)
@@ -322,8 +347,8 @@ h_hack = pd.DataFrame(hack["history"])
 """)
 
 md("""
-- The optimiser's view: the flawed reward rises steadily, and with β = 0 nothing stops the policy drifting from
-  SFT (KL grows). The annotator's view of the result, on the evaluation prompts:
+- The optimiser's view: the flawed reward rises over the run, and with β = 0 nothing stops the policy drifting from
+  SFT (the KL grows, printed below). The annotator's view of the result, on the evaluation prompts:
 """)
 
 code("""
@@ -344,6 +369,7 @@ rows["sft"] = {"task accuracy": answers["sft"]["task_accuracy"],
                "ended with EOS": sum(answers["sft"]["ended"]) / len(eval_recs)}
 summary = pd.DataFrame(rows).T
 display(summary.round(3))
+print(f"flawed reward {hack['reward_start']:+.2f} → {hack['reward_end']:+.2f}, KL to SFT at the end {hack['kl_end']:.2f}")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 h_hack.plot(x="iteration", y="score", ax=axes[0], title="flawed reward the optimiser sees", legend=False)
 h_hack.plot(x="iteration", y="kl", ax=axes[1], title="KL to SFT (not penalised)", legend=False)
@@ -356,8 +382,8 @@ print("hacked:", repr(answers["hacked"]["responses"][i][:300]))
 """)
 
 md("""
-- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (greedy, they still end
-  with EOS; only the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
+- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (greedy, nearly all still
+  end with EOS; the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
   prefers them less than the SFT answers they came from. The KL penalty of the main run charges the policy for every
   nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can, as section 6
   showed: a capital sentence instead of a clustering is a short move away from SFT that the reward model pays well
@@ -369,8 +395,9 @@ md("""
 
 REINFORCE Leave-One-Out (Ahmadian et al., 2024) drops the value model: it samples k answers per prompt and uses the
 mean reward of the other k − 1 as each answer's baseline. TRL maintains it, so it is the natural comparison. Same
-SFT start, same reward model (as a reward function), same prompts, same number of episodes, temperature, response
-length, KL coefficient and learning rate, and as many episodes as the main run:
+SFT start, same prompts, number of episodes, temperature, response length, KL coefficient and learning rate, and the
+same reward as a reward function: the reward model's score, with EOS appended only to an answer that ended and the
+missing-EOS penalty on one that was cut off, as PPO scores its rollouts:
 """)
 
 code("""
@@ -380,8 +407,10 @@ from trl import RLOOConfig, RLOOTrainer
 
 rm_fn = reward.RewardModel.load(out / "reward")
 
-def reward_fn(prompts, completions, **_):
-    return rm_fn.score(list(prompts), list(completions)).tolist()
+def reward_fn(prompts, completions, completion_ids, **_):
+    ended = torch.tensor([tok.eos_token_id in ids for ids in completion_ids])  # TRL keeps the EOS it stopped at
+    scores = rm_fn.score(list(prompts), list(completions), ended.tolist())
+    return (scores + cfg.missing_eos_penalty * (~ended).float()).tolist()
 
 k = 4
 rloo = RLOOTrainer(
@@ -422,7 +451,7 @@ display(comparison.round(3))
 
 md("""
 - Read the KL columns with care: ours is the sum over a response's tokens (nats per response); TRL logs its KL per
-  token. Both methods start from the same SFT model and chase the same reward.
+  token. Both methods start from the same SFT model and chase the same reward, the missing-EOS penalty included.
 """)
 
 md("""
@@ -455,7 +484,7 @@ reward model). A reward model that ranks more pairs right (issue #4) is still th
 code("""
 check = profile == "tiny"
 THRESHOLDS = {"reward_gain": 0.2, "max_kl": 4.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.5,
-              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5's targets; max_kl: the β = 0 run passes 8)
+              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5's targets; max_kl: the β = 0 run's is above)
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")

@@ -20,7 +20,7 @@ In this notebook you will see
   pairs, PPO runs again, and the two rounds are compared.
 
 Expectations on `tiny` (2 idle CPU cores): 5–7 minutes in all, depending on the CPU, most of it retraining the
-reward model (1–1.5 min) and the second PPO run (2–4 min, the same 25 iterations as round 1); the cells print their
+reward model (1–1.5 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
 own times.
 """)
 
@@ -70,7 +70,7 @@ md("""
 ## 1. Base, SFT and RLHF on the held-out prompts
 
 - Notebooks 02–05 built the three models; if a stage is missing, the cell builds it and says so (from nothing, on
-  `tiny`, that takes about 17 minutes).
+  `tiny`, that takes about 20 minutes on the slower 2-core host).
 - `stages.run_eval` (what `lab eval` runs) answers every held-out prompt greedily with each model, grades the answers
   with the task checkers, scores them with the reward model and lets the annotator judge RLHF against SFT.
 """)
@@ -402,7 +402,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: round 1's 25 iterations, 2–4 minutes depending on the CPU (`wall_s` below).
+- On `tiny`: round 1's 25 iterations, 2–5 minutes depending on the CPU (`wall_s` below).
 """)
 
 code("""
@@ -558,7 +558,7 @@ md("""
   against it, in a folder of its own.
 - The round-over-round table separates the judges: each reward model on held-out pairs, each policy under both
   reward models, and the annotator and the task checkers — the judges that do not change between rounds. A reward
-  model that ranks the new votes better is necessary for a better policy, not sufficient: the last cell says which
+  model that ranks the new votes better does not by itself make a better policy: the last cell says which
   way this run went, and why a loop needs a judge it does not optimise.
 - `lab app compare --out runs/<profile>/round2` serves the SFT model and the round-2 policy side by side.
 
