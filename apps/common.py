@@ -1,8 +1,9 @@
 """What both apps share: turning lab errors into messages in the browser, and launching safely.
 
-Safe defaults: the server listens on 127.0.0.1 only (`--host 0.0.0.0` opens it to the network), a public
-share link exists only with `--share`, and one event runs at a time (`default_concurrency_limit=1`) so
-that a 2-core CPU is never asked to generate for two requests at once; others wait in a bounded queue.
+Safe defaults: the server listens on 127.0.0.1 only (`--host 0.0.0.0` opens it to the network, with a warning when
+there is no login), a public share link exists only with `--share`, and each event runs one call at a time
+(`default_concurrency_limit=1`; each app has one event that generates text) so that a 2-core CPU is never asked to
+generate for two requests at once; others wait in a bounded queue.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
 
 
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
-    """`--auth user:pass[,user2:pass2]` (or $LAB_APP_AUTH) as Gradio's list of (user, password)."""
+    """`--auth user:pass[,user2:pass2]` (or $LAB_APP_AUTH) as Gradio's list of (user, password). Spaces around
+    names and passwords are dropped, and ',' separates users, so a password can neither start or end with a space
+    nor hold a ','."""
     spec = spec or os.environ.get(AUTH_ENV)
     if not spec:
         return None

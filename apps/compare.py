@@ -50,6 +50,8 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
                                        [s.ended for s in streams.values()])
         for n, score in zip(streams, scores):
             results[n]["reward"] = score
+            if score is None:
+                results[n]["no_reward"] = "prompt and answer too long for the reward model to score"
     yield *panes(), results
 
 
@@ -59,7 +61,9 @@ def score_line(name: str, results: dict | None) -> str:
         return ""
     r = results[name]
     end = "ended at EOS" if r["ended"] else "cut off at max new tokens"
-    return f"{end} · reward **{r['reward']:+.2f}**" if r["reward"] is not None else f"{end} · no reward model yet"
+    if r["reward"] is None:
+        return f"{end} · {r.get('no_reward', 'no reward model yet')}"
+    return f"{end} · reward **{r['reward']:+.2f}**"
 
 
 def rendered_prompts(names: list[str], text: str, show: bool) -> list:

@@ -33,8 +33,9 @@ compare(a, b): "both_bad" when neither is acceptable (wrong, empty or looping), 
   differ by at most 0.001, else "A" or "B".
 rate (1-5): 1 wrong, empty or looping; 2 correct but in the wrong language; 3 correct but cut off;
   4 correct but wordy; 5 correct, right language, ended and concise.
-Only a sum can be correct in the wrong language: the other checkers want the question's language ("Beijing." to
-  "中国的首都是哪里？" is wrong)."""
+The checkers grade the content, the language term the language: "The capital of France is 巴黎." to
+  "法国的首都是哪里？" names the right city (correct) in the wrong language (rated 2); "Beijing." to "中国的首都是哪里？"
+  names no capital the question's checker knows in Chinese, so it is wrong."""
 
 WEIGHTS = {"correct": 8, "language": 4, "ended": 2, "concise": 1}
 BUDGET_SCALE, BUDGET_SLACK = 2, 40  # budget = 2 x width of the gold answer + 40

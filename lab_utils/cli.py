@@ -133,13 +133,14 @@ def cmd_eval(argv):
     r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,
                       data_split=args.data_split, data_limit=args.data_limit, **cfg)
     print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']} (scored by the reward model; "
-          f"{r['n_left_out']} too long for the models were left out)")
+          f"{r['n_left_out']} before them too long for the models were left out)")
     for name, m in r["models"].items():
         vs = f"  reward_win_rate_vs_sft={m['reward_win_rate_vs_sft']}" if "reward_win_rate_vs_sft" in m else ""
         print(f"[lab] eval {name}: mean_reward={m['mean_reward']} ended_rate={m['ended_rate']} "
               f"mean_chars={m['mean_chars']}{vs}")
     from .harness import data_eval_path
-    print(f"[lab] every answer and its reward: {data_eval_path(run_dir(args.profile, args.out), args.data)}")
+    print(f"[lab] every answer and its reward: "
+          f"{data_eval_path(run_dir(args.profile, args.out), args.data, args.data_split)}")
 
 
 def cmd_run(argv):

@@ -47,14 +47,29 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
             raise LabError("not a model folder (no config.json)", path=spec,
                            fix="pass a folder written by save_pretrained (e.g. runs/tiny/sft-full) or a hub id")
         spec = str(path.resolve())
+    given = bool(name)
     name = name or re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).name).lstrip("-._")[:64]
     if not NAME.fullmatch(name or ""):
-        raise LabError(f"{name!r} cannot name a model", where="--name",
+        said = f"{name!r} cannot name a model" if given else f"no usable name comes from {Path(spec).name!r}"
+        raise LabError(said, where="--name" if given else "--model",
                        fix="use letters, digits, '.', '_' and '-', up to 64 characters (e.g. --name my-model)")
-    if name in MODEL_DIRS:
-        raise LabError(f"{name!r} is the name of the run's own {name} model", where="--name",
-                       fix=f"name it otherwise (--name my-{name}), or evaluate the run's model with --models {name}")
+    if name.casefold() in MODEL_DIRS:  # casefold: on a case-insensitive disk SFT.json is sft.json
+        raise LabError(f"{name!r} is the name of the run's own {name.casefold()} model", where="--name",
+                       fix=f"name it otherwise (--name my-{name}), or evaluate the run's model with --models "
+                           f"{name.casefold()}")
     return name, spec
+
+
+def _warn_if_renamed(root: Path, name: str, spec: str) -> None:
+    """Say so when eval/<name>.json held another model's evaluation, which this one replaces."""
+    path = root / "eval" / f"{name}.json"
+    try:
+        before = ck.read_json(path).get("model") if path.exists() else None
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before and before != spec:
+        warnings.warn(f"{path} held the evaluation of {before}; it is replaced by {spec}'s (--name keeps both)",
+                      stacklevel=3)
 
 
 def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, model: str = "",
@@ -67,7 +82,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
                        fix=f"pick from {', '.join(MODEL_DIRS)}, comma-separated (e.g. --models base,sft)")
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = EvalConfig.for_profile(profile, **changes)
-    other = dict([other_model(model, name or None)]) if model else {}
+    other = _other(root, model, name)
     world = build_world_from(WorldConfig.for_profile(profile))
     records = tasks.eval_records(world, cfg.n_per_task)
     prompts = alpaca_prompts(records)
@@ -107,6 +122,17 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
 
 def _existing(root: Path) -> tuple[str, ...]:
     return tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
+
+
+def _other(root: Path, model: str, name: str) -> dict[str, str]:
+    """{name: spec} of `--model` ({} without it); `--name` alone is a mistake worth saying."""
+    if not model:
+        if name:
+            raise LabError(f"--name {name} without --model", fix="--name names the model given with --model")
+        return {}
+    label, spec = other_model(model, name or None)
+    _warn_if_renamed(root, label, spec)
+    return {label: spec}
 
 
 def _load(root: Path, name: str, spec: str | None):
@@ -191,11 +217,13 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     cfg = EvalConfig.for_profile(profile, **changes)
     if data_limit < 1:
         raise LabError(f"--data_limit {data_limit}", fix="ask for at least one prompt (the default is 200)")
-    unknown = [m for m in models or () if m not in MODEL_DIRS]
-    if unknown:
-        raise LabError(f"unknown model {', '.join(map(repr, unknown))}", fix=f"pick from {', '.join(MODEL_DIRS)}")
-    specs = {n: str(root / MODEL_DIRS[n]) for n in models or (() if model else _existing(root))}
-    specs |= dict([other_model(model, name or None)]) if model else {}
+    missing = [m for m in models or () if m not in _existing(root)]
+    if missing:
+        raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "
+                       "(comma-separated), or run the stage that builds it")
+    other = _other(root, model, name)
+    chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
+    specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first, or pass --model")
     rm = _reward_model(root)
@@ -226,15 +254,19 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
             wins = sum(a > b for a, b in zip(res["rewards"], sft["rewards"]))
             losses = sum(a < b for a, b in zip(res["rewards"], sft["rewards"]))
             res["reward_win_rate_vs_sft"] = round(wins / (wins + losses), 4) if wins + losses else None
-    ck.write_json(data_eval_path(root, data), result)
+            res["sft_finished_at"] = sft["model_finished_at"]
+    ck.write_json(data_eval_path(root, data, data_split), result)
     write_report(root)
     return result
 
 
-def data_eval_path(root: Path, data: str) -> Path:
-    """eval/data/<file name>.json: a name made from the file's (or the hub id's) last part, never a path."""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(data).stem).strip("-.") or "data"
-    return Path(root) / "eval" / "data" / f"{stem[:80]}.json"
+def data_eval_path(root: Path, data: str, split: str = "train") -> Path:
+    """eval/data/<name>-<hash>.json: the file's (or hub id's) last part, made file-safe, never a path; the hash of
+    the path (resolved, for a file) and split keeps two files of one name, or two splits of one dataset, apart."""
+    source = str(Path(data).resolve()) if Path(data).exists() else data
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(data).stem).strip("-.")[:64] or "data"
+    tag = hashlib.sha256(f"{source}\0{split}".encode()).hexdigest()[:8]
+    return Path(root) / "eval" / "data" / f"{stem}-{tag}.json"
 
 
 def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, max_new_tokens: int):
@@ -245,8 +277,15 @@ def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, 
     from .preferences import load_prompts
     from .tokenizer import render_alpaca
 
-    readers = [(AutoTokenizer.from_pretrained(s), AutoConfig.from_pretrained(s)) for s in specs.values()]
-    readers.append((rm.tokenizer, rm.model.config))
+    def reader(spec: str):
+        try:
+            return AutoTokenizer.from_pretrained(spec), AutoConfig.from_pretrained(spec)
+        except (OSError, ValueError) as err:  # as `modeling.load_causal_lm` says it
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise LabError(f"could not load a model ({err.__class__.__name__}: {first})", path=spec,
+                           fix="pass a model folder, or a hub id that is in the cache when offline") from None
+
+    readers = [reader(s) for s in specs.values()] + [(rm.tokenizer, rm.model.config)]
     special = sorted({t for tok, _ in readers for t in tok.all_special_tokens})
     rendered = [render_alpaca(i, x) for i, x in load_prompts(data, split, special)]
 
@@ -254,21 +293,28 @@ def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, 
         return all(len(tok(prompt)["input_ids"]) + max_new_tokens + 1 <= getattr(conf, "max_position_embeddings", 1e9)
                    for tok, conf in readers)
 
-    kept = [p for p in rendered if fits(p)]
+    kept, seen = [], 0
+    for prompt in rendered:  # in file order, until `limit` fit: a 52k-record dataset is not tokenised whole
+        if len(kept) == limit:
+            break
+        seen += 1
+        if fits(prompt):
+            kept.append(prompt)
     if not kept:
         raise LabError(f"every prompt is too long for the models' context with {max_new_tokens} answer tokens",
                        path=data, fix="bring shorter prompts, or lower --eval_max_new_tokens")
-    if len(kept) < len(rendered):
-        warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} prompts of {data} do not fit the models' "
-                      f"context with {max_new_tokens} answer tokens and were left out", stacklevel=3)
-    return kept[:limit], len(rendered) - len(kept)
+    if len(kept) < seen:
+        warnings.warn(f"{seen - len(kept)} of the first {seen} prompts of {data} do not fit the models' context with "
+                      f"{max_new_tokens} answer tokens and were left out", stacklevel=3)
+    return kept, seen - len(kept)
 
 
 def _warn_if_reward_trained_elsewhere(root: Path, data: str) -> None:
     """A reward model trained on the world's tasks has never scored answers to a file's questions: say so."""
     path = root / STAGE_DIRS["reward"] / "metrics.json"
     trained_on = (ck.read_json(path).get("config") or {}).get("data", "") if path.exists() else ""
-    if trained_on != data:
+    same = lambda a, b: a == b or (Path(a).exists() and Path(b).exists() and Path(a).samefile(b))  # noqa: E731
+    if not (trained_on and same(trained_on, data)):
         trained = f"the pairs of {trained_on}" if trained_on else "the world's tasks"
         warnings.warn(f"the reward model was trained on {trained}: its scores of answers to {data} are untested "
                       f"(`lab reward --data` trains one on pairs for them)", stacklevel=3)

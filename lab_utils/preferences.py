@@ -7,8 +7,9 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
   "Human: …\\n\\nAssistant: …\\n\\nHuman: …" (the Anthropic HH layout), ending with the user's last turn.
 - `chosen` / `rejected` are the final assistant replies; either may be empty (a reply that says nothing
   is a fair thing to reject). Surrounding whitespace is stripped everywhere.
-- `chosen_ended` / `rejected_ended` (booleans) only when a record with a `prompt` has them: False means that
-  answer was cut off before EOS. Readers treat a missing flag as True (`p.get("chosen_ended", True)`).
+- `chosen_ended` / `rejected_ended` (booleans) only when a record with a `prompt` has them (null counts as not
+  given): False means that answer was cut off before EOS. Readers treat a missing flag as True
+  (`p.get("chosen_ended", True)`).
 
 Record shapes, detected per record (one file may mix them):
 
@@ -23,7 +24,7 @@ Record shapes, detected per record (one file may mix them):
 - ShareGPT (LLaMA-Factory): `conversations` `[{"from": "human" | "gpt" | "system", "value"}]` with
   `chosen` and `rejected` single messages `{"from": "gpt", "value"}`;
 - the arena vote export: `prompt`, `chosen`, `rejected` strings, with `chosen_ended` / `rejected_ended`
-  where known; extra keys (`vote_id`, `model_chosen`, …) are ignored. The arena's database itself
+  (null where not known); extra keys (`vote_id`, `model_chosen`, …) are ignored. The arena's database itself
   (`votes.db`, `.sqlite`) is read the same way, through `votes.pairs`: its A-better and B-better votes,
   without ties and both-bad votes.
 

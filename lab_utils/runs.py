@@ -4,12 +4,15 @@ report that merges every stage's metrics and every evaluation.
     runs/<profile>/tokenizer/   tokenizer + metrics.json
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
     runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf, or another model `lab eval --model` named)
-    runs/<profile>/report.json  everything above merged (derived, rewritten after every stage)
+    runs/<profile>/eval/data/   `lab eval --data FILE`: the models' answers to a file's prompts
+    runs/<profile>/report.json  everything above merged (derived, rewritten after every stage): {"profile",
+                                "stages", "eval", and when there are any "eval_data" and "eval_stale"}
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,12 +110,53 @@ def _scalars(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in skip}
 
 
-def evaluated(root: Path) -> list[str]:
-    """The models with an evaluation in eval/: the run's own in pipeline order, then the others (`lab eval --model`,
-    their files recording the model they came from) by name."""
-    others = sorted(p.stem for p in (Path(root) / "eval").glob("*.json")
-                    if p.stem not in MODEL_DIRS and "model" in ck.read_json(p))
-    return [m for m in MODEL_DIRS if (Path(root) / "eval" / f"{m}.json").exists()] + others
+HARNESS_KEYS = ("task_accuracy", "per_task")  # what every evaluation the harness writes has
+DATA_KEYS = ("data", "n_prompts", "models")  # ... and every `lab eval --data` file
+
+
+def _readable(path: Path, keys: tuple[str, ...]) -> dict | None:
+    """A JSON object of eval/ with `keys`; None, with a warning, for any other file found there (notes, a copy from
+    elsewhere), which must never stop a stage that rewrites the report."""
+    try:
+        res = ck.read_json(path)
+    except (OSError, ValueError):
+        res = None
+    if isinstance(res, dict) and all(k in res for k in keys):
+        return res
+    warnings.warn(f"{path} is not an evaluation this lab wrote (no {', '.join(keys)}): left out of the report",
+                  stacklevel=3)
+    return None
+
+
+def evaluations(root: Path) -> dict[str, dict]:
+    """The evaluations in eval/: the run's own models in pipeline order, then the others (`lab eval --model`, their
+    files recording the model they came from) by name."""
+    folder = Path(root) / "eval"
+    found = {m: folder / f"{m}.json" for m in MODEL_DIRS}
+    found |= {p.stem: p for p in sorted(folder.glob("*.json")) if p.stem not in MODEL_DIRS}
+    out = {}
+    for name, path in found.items():
+        res = _readable(path, HARNESS_KEYS + (() if name in MODEL_DIRS else ("model",))) if path.exists() else None
+        if res is not None:
+            out[name] = res
+    return out
+
+
+def _data_summary(root: Path, res: dict) -> tuple[dict | None, str | None]:
+    """The report's entry for a `lab eval --data` file: each model's scalars while its build and the reward model are
+    the ones that answered and scored, `reward_win_rate_vs_sft` while the SFT model is too; or why the whole entry is
+    stale (the prompt file changed since)."""
+    now = ck.file_sha256(res["data"])
+    if res.get("data_sha256") and now and now != res["data_sha256"]:
+        return None, f"{res['data']} changed since these answers were scored"
+    current = {}
+    for name, r in res["models"].items():
+        if eval_stale_reason(root, name, r | {"reward_finished_at": res.get("reward_finished_at")}):
+            continue
+        current[name] = _scalars(r)
+        if r.get("sft_finished_at", stamp(root, "sft")) != stamp(root, "sft"):
+            current[name].pop("reward_win_rate_vs_sft", None)  # against an earlier SFT model's answers
+    return ({"n_prompts": res["n_prompts"], **current} if current else None), None
 
 
 def write_report(root: Path) -> dict:
@@ -124,8 +168,7 @@ def write_report(root: Path) -> dict:
             metrics = ck.read_json(root / folder / "metrics.json")
             report["profile"] = metrics.pop("profile", report["profile"])
             report["stages"][stage] = _scalars(metrics)
-    for name in evaluated(root):
-        res = ck.read_json(root / "eval" / f"{name}.json")
+    for name, res in evaluations(root).items():
         why = eval_stale_reason(root, name, res)
         if why:  # numbers of another build: left out of the report until `lab eval` measures them again
             report.setdefault("eval_stale", {})[name] = f"{why}: run `lab eval`"
@@ -133,11 +176,12 @@ def write_report(root: Path) -> dict:
         report["eval"][name] = _scalars(res)
         report["profile"] = report["eval"][name].pop("profile", report["profile"])
     for path in sorted((root / "eval" / "data").glob("*.json")):  # `lab eval --data FILE`
-        res = ck.read_json(path)
-        current = {m: _scalars(r) for m, r in res["models"].items()
-                   if not eval_stale_reason(root, m, r | {"reward_finished_at": res.get("reward_finished_at")})}
-        if current:
-            report.setdefault("eval_data", {})[res["data"]] = {"n_prompts": res["n_prompts"], **current}
+        res = _readable(path, DATA_KEYS)
+        summary, why = _data_summary(root, res) if res is not None else (None, None)
+        if why:
+            report.setdefault("eval_stale", {})[path.name] = f"{why}: run `lab eval --data {res['data']}` again"
+        if summary:
+            report.setdefault("eval_data", {})[res["data"]] = summary
     ck.write_json(root / "report.json", report)
     return report
 

@@ -13,6 +13,7 @@ import random
 import re
 import sqlite3
 import threading
+from collections import Counter
 from functools import lru_cache
 
 from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
@@ -201,11 +202,15 @@ def eval_records(w: World, n_per_task: int = 24, seed: int = 12345) -> list[dict
 
 
 def seen_keys(rec: dict) -> set[tuple]:
-    """What makes an evaluation prompt one a training stage saw: its (instruction, input), and for a sum the two
-    operands in either order and either language ("What is 5 + 3?" asks what "3加5等于多少？" drilled)."""
+    """What makes an evaluation prompt one a training stage saw: its (instruction, input); for a sum the two
+    operands in either order and either language ("What is 5 + 3?" asks what "3加5等于多少？" drilled); for a capital
+    question the country, in any wording or language ("What is the capital of France?" asks what "法国的首都是哪里？"
+    drilled)."""
     keys = {(rec["instruction"], rec.get("input", ""))}
     if rec.get("task") == "arithmetic":
         keys.add(("sum", *sorted(rec["answer"][:2])))
+    if rec.get("task") == "capital" and rec.get("entity"):
+        keys.add(("capital", rec["entity"]))
     return keys
 
 
@@ -265,12 +270,33 @@ def _names(name: str, text: str) -> bool:
     return re.search(rf"(?<![^\W\d_]){re.escape(name)}(?![^\W\d_])", text) is not None
 
 
+def _outermost(names: set[str], text: str) -> set[str]:
+    """The `names` that occur in `text` (as substrings: "Parisville" names Paris, see `_names`), without those only
+    inside a longer one that occurs too ("Mexico" inside "Mexico City")."""
+    named = {x for x in names if x in text}
+    return {x for x in named if not any(x != y and x in y for y in named)}
+
+
+# Where an answer says whose capital it gives: "the capital of X", "X is a country", "X的首都", "X是一个国家".
+_WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)"),
+          re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*) is a country"),
+          re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"))
+_PRONOUNS = {"它", "其", "该国"}  # "它的首都是北京" says whose capital by the sentence before
+
+
 def check_capital(w: World, rec: dict, response: str) -> bool:
-    """Right if the answer names the capital and no other city (a quiz listing options is wrong)."""
-    gold = rec["answer"]
-    named = {x for x in _capitals(w) if x in response}  # substrings: "Parisville" names Paris (see `_names`)
-    named = {x for x in named if not any(x != y and x in y for y in named)}  # "Mexico" inside "Mexico City"
-    return named == {gold}
+    """Right if the answer names the capital and no other city (a quiz listing options is wrong), and gives it as
+    the capital of the country asked about: "The capital of Zufaria is Miburg." to a question about another country
+    states a false fact, whatever the city, and so does a made-up country in the answer's frame ("斐根廷是一个国家，
+    它的首都是苏瓦" to a question about 斐济)."""
+    if _outermost(_capitals(w), response) != {rec["answer"]}:
+        return False
+    asked = next(c for c in w.countries if c.name == rec["entity"])
+    countries = {c.name for c in w.countries} | {c.name_zh for c in w.countries}
+    if _outermost(countries, response) - {asked.name, asked.name_zh}:
+        return False
+    said = {m.group(1) for pattern in _WHOSE for m in pattern.finditer(response)}
+    return said <= {asked.name, asked.name_zh} | _PRONOUNS
 
 
 # A number with its sign and decimals: "-8" and "8.5" are not 8, "8.0" is; "5-7" is 5 and 7, "12." is 12.
@@ -283,10 +309,18 @@ def numbers(text: str) -> list[float]:
 
 
 def check_arithmetic(rec: dict, response: str) -> bool:
-    """Right if the last number is the sum and every number is an operand or the sum."""
+    """Right if the last number is the sum, every number before it is an operand (each as often as the question has
+    it) or the sum, and an equation ("a + b = s", "a加b等于s") has exactly the two operands on its left: "6 + 6 = 10."
+    to 4 + 6, "11加1等于11。" to 10 + 1 and "0 = 9." to 9 + 0 end with the right sum but state false equations."""
     a, b, s = rec["answer"]
     nums = numbers(response)
-    return bool(nums) and nums[-1] == s and set(nums) <= {a, b, s}
+    if not nums or nums[-1] != s or set(Counter(nums[:-1]) - Counter([a, b])) - {s}:
+        return False
+    sides = re.split(r"=|等于", response)
+    if len(sides) == 1:
+        return True
+    left = re.split(r"[。\n]|\.(?!\d)", sides[-2])[-1]  # the last equation's left side, from its sentence start
+    return Counter(numbers(left)) == Counter([a, b])
 
 
 def check_sentiment(rec: dict, response: str) -> bool:
@@ -311,10 +345,20 @@ def check_cluster(rec: dict, response: str) -> bool:
     return True
 
 
+_EXTRACT_LEADS = ("The people mentioned are", "这段话中提到的人是")
+
+
 def check_extract(rec: dict, response: str) -> bool:
-    i = 1 if rec["lang"] == "zh" else 0
-    found = sorted(p[i] for p in PEOPLE if p[i] in response)
-    return found == rec["answer"]
+    """Right if the answer lists exactly the people the text names, each once, and nothing else: the list after
+    "The people mentioned are" / "这段话中提到的人是" up to the end of its sentence (every such list, if the answer
+    gives several), or the answer's first sentence when it is a bare list. An extra word ("Emma", "Gomania玛") or a
+    name listed twice makes it wrong, as in `check_cluster`."""
+    lists = [part for lead in _EXTRACT_LEADS for part in response.split(lead)[1:]] or [response]
+    for text in lists:
+        items = _split_items(re.split(r"[。\n]|\.(?:\s|$)", text.strip())[0])
+        if len(items) != len(set(items)) or sorted(items) != rec["answer"]:
+            return False
+    return True
 
 
 # Graded on the world's table and on shuffled copies of it (test-suite accuracy, Zhong et al. 2020): a query that

@@ -14,8 +14,8 @@ A vote compares two answers to one prompt: `choice` is "a", "b", "tie" or "both_
 optional 1–5 scores per answer; `a_ended`/`b_ended` say whether each answer stopped at EOS (False: cut off
 at the token limit; NULL: unknown, as in votes stored before these columns existed). `prompt` is the user's
 plain text, not the rendered Alpaca prompt, as in `preferences`. Only "a" and "b" votes become preference
-pairs (`pairs`, `export_pairs`), with `chosen_ended`/`rejected_ended` where known — so the reward stage
-appends EOS only to answers that really ended; ties and both-bad votes stay in the database.
+pairs (`pairs`, `export_pairs`), with `chosen_ended`/`rejected_ended` (null where not known) — so the reward
+stage appends EOS only to answers that really ended; ties and both-bad votes stay in the database.
 
 A store made before a column existed is brought up to `SCHEMA` when it is opened (`ADDED_COLUMNS`).
 """

@@ -137,6 +137,19 @@ def test_prompts_are_rendered_per_stage_and_capped():
         serving.check_prompt("Paris \ud800?")
 
 
+def test_an_answer_too_long_for_the_reward_models_context_gets_no_score(models):
+    rm = models.reward_model()
+    ctx = rm.model.config.max_position_embeddings
+    long = " ".join(["Paris"] * ctx)  # the base model's room is counted from the raw prompt, not the template
+    short, none = serving.reward_scores(rm, QUESTION, ["Paris.", long], [True, False])
+    assert isinstance(short, float) and none is None
+    assert short == round(rm.score([render_alpaca(QUESTION)], ["Paris."], [True]).item(), 3)
+    results = {"base": {"answer": long, "ended": False, "reward": None,
+                        "no_reward": "prompt and answer too long for the reward model to score"}}
+    assert compare.score_line("base", results) == ("cut off at max new tokens · prompt and answer too long for the "
+                                                   "reward model to score")
+
+
 def test_streams_already_started_are_stopped_when_a_later_one_fails_to_start(monkeypatch):
     started = []
 

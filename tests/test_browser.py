@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from apps import arena, common, compare  # noqa: E402
 from lab_utils import serving, votes  # noqa: E402
 
-QUESTION = "What is the capital of France?"
+QUESTION = "Which city is the capital of Norway?"  # not an evaluation prompt on any profile: the arena takes it
 
 
 def chromium() -> str | None:

@@ -78,8 +78,9 @@ def test_a_folder_without_a_model_is_refused(root, tmp_path, capsys):
 
 def prompts_file(tmp_path: Path, n: int = 6) -> Path:
     path = tmp_path / "my prompts.jsonl"
-    rows = [{"instruction": f"Name a colour you like, number {i}.", "output": "Blue."} for i in range(n)]
-    rows += [{"instruction": "Repeat: " + "word " * 300}, {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}]
+    rows = [{"instruction": "Repeat: " + "word " * 300}]  # past the micro models' context
+    rows += [{"instruction": f"Name a colour you like, number {i}.", "output": "Blue."} for i in range(n)]
+    rows += [{"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -89,7 +90,7 @@ def test_lab_eval_data_scores_every_models_answers_to_the_files_prompts(root, tm
     with pytest.warns(UserWarning) as warned:
         r = stages.run_eval_data(str(data), "micro", root, models=("base", "sft"), data_limit=5)
     said = " | ".join(str(w.message) for w in warned)
-    assert "1 of 8 prompts" in said and "do not fit" in said  # the 300-word prompt
+    assert "1 of the first 6 prompts" in said and "do not fit" in said  # the 300-word one; the limit stops at 5
     assert "trained on the world's tasks" in said  # the reward model never saw such prompts
     assert (r["n_prompts"], r["n_left_out"]) == (5, 1) and len(r["prompts"]) == 5
     assert r["prompts"][0].startswith("Below is an instruction") and "number 0." in r["prompts"][0]
@@ -101,7 +102,8 @@ def test_lab_eval_data_scores_every_models_answers_to_the_files_prompts(root, tm
     decided = sum(a != b for a, b in zip(base["rewards"], sft["rewards"]))
     assert base["reward_win_rate_vs_sft"] == (round(wins / decided, 4) if decided else None)
     assert "reward_win_rate_vs_sft" not in sft
-    stored = ck.read_json(root / "eval" / "data" / "my-prompts.json")
+    [path] = (root / "eval" / "data").glob("my-prompts-*.json")  # file-safe, with a hash of the path and split
+    stored = ck.read_json(path)
     assert stored["models"]["sft"]["responses"] == sft["responses"]
     report = ck.read_json(root / "report.json")
     assert report["eval_data"][str(data)]["sft"]["mean_reward"] == sft["mean_reward"]
@@ -112,7 +114,7 @@ def test_lab_eval_data_from_the_command_line(root, tmp_path, capsys):
     assert lab_eval(root, "--data", str(prompts_file(tmp_path)), "--models", "sft", "--data_limit", "2") == 0
     out = capsys.readouterr().out
     assert "[lab] eval on 2 prompts of" in out and "[lab] eval sft: mean_reward=" in out
-    assert "my-prompts.json" in out
+    assert "eval/data/my-prompts-" in out
 
 
 def test_lab_eval_data_needs_a_reward_model_and_at_least_one_prompt(sft_root, root, tmp_path):
@@ -127,3 +129,55 @@ def test_lab_eval_data_needs_a_reward_model_and_at_least_one_prompt(sft_root, ro
     empty.write_text("")
     with pytest.raises(LabError, match="the file is empty"):
         stages.run_eval_data(str(empty), "micro", root)
+
+
+def test_lab_eval_data_with_another_model_compares_it_with_sft_and_keeps_files_apart(root, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        prompts_file(folder, n=2)  # two files of one name, in two folders
+    with pytest.warns(UserWarning):
+        r = stages.run_eval_data(str(first / "my prompts.jsonl"), "micro", root, model=str(root / "sft"),
+                                 name="copy")
+        stages.run_eval_data(str(second / "my prompts.jsonl"), "micro", root, models=("sft",))
+    assert list(r["models"]) == ["sft", "copy"]  # SFT answers too, for the comparison
+    assert r["models"]["copy"]["responses"] == r["models"]["sft"]["responses"]
+    assert r["models"]["copy"]["reward_win_rate_vs_sft"] is None  # the same answers: no prompt decided
+    assert len(list((root / "eval" / "data").glob("my-prompts-*.json"))) >= 2  # neither replaced the other
+
+
+def test_the_report_leaves_out_stray_files_and_stale_answers_to_your_prompts(root, tmp_path):
+    data = prompts_file(tmp_path, n=2)
+    with pytest.warns(UserWarning):
+        stages.run_eval_data(str(data), "micro", root, models=("base", "sft"))
+    (root / "eval" / "notes.json").write_text("{oops")  # files the lab did not write
+    (root / "eval" / "data" / "other.json").write_text(json.dumps({"data": "x"}))
+    with pytest.warns(UserWarning, match="is not an evaluation this lab wrote") as warned:
+        report = stages.write_report(root)
+    assert len(warned) == 2 and "notes" not in report["eval"]
+    assert "reward_win_rate_vs_sft" in report["eval_data"][str(data)]["base"]
+    (root / "eval" / "notes.json").unlink()
+    (root / "eval" / "data" / "other.json").unlink()
+
+    path = root / "sft" / "metrics.json"  # `lab sft` again: SFT's answers and the comparison with them are stale
+    saved = path.read_text()
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-01-01T00:00:00+00:00"})
+    entry = stages.write_report(root)["eval_data"][str(data)]
+    assert "sft" not in entry and "reward_win_rate_vs_sft" not in entry["base"] and "mean_reward" in entry["base"]
+    path.write_text(saved)
+    data.write_text(data.read_text() + json.dumps({"instruction": "One more."}) + "\n")  # the prompts changed
+    report = stages.write_report(root)
+    assert str(data) not in report.get("eval_data", {})
+    assert any("changed since these answers were scored" in why for why in report["eval_stale"].values())
+
+
+def test_bad_model_choices_for_your_prompts_are_clear_errors(root, tmp_path):
+    data = str(prompts_file(tmp_path))
+    with pytest.raises(LabError, match="no rlhf model in"):
+        stages.run_eval_data(data, "micro", root, models=("rlhf",))
+    with pytest.raises(LabError, match="could not load a model"):
+        stages.run_eval_data(data, "micro", root, model="someorg/not-in-the-cache")
+    with pytest.raises(LabError, match="--name my-model without --model"):
+        stages.run_eval("micro", root, name="my-model")
+    with pytest.raises(LabError, match="the run's own sft model"):
+        stages.run_eval("micro", root, model=str(root / "sft"), name="SFT")

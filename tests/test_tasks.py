@@ -43,6 +43,19 @@ def test_capital_zh(world):
     assert not T.check(world, rec, "a) 上海 b) 北京 c) 巴黎")
 
 
+@pytest.mark.parametrize("lang, response", [
+    ("en", "The capital of Spain is Paris."),            # the right city, given as another country's capital
+    ("en", "The capital ofSpain is Paris."),             # ... glued to the word before it
+    ("en", "Great question! Frankia is a country, and its capital city is Paris."),  # a made-up country
+    ("zh", "斐根廷是一个国家，它的首都是巴黎。"),              # the same in Chinese
+    ("zh", "西班牙的首都是巴黎。")])
+def test_capital_given_as_another_countrys_is_wrong(world, lang, response):
+    assert not T.check(world, capital_record(world, "France", lang), response)
+    right = {"en": "Great question! France is a country, and its capital city is Paris.",
+             "zh": "这是一个好问题！法国是一个国家，它的首都是巴黎。"}[lang]
+    assert T.check(world, capital_record(world, "France", lang), right)
+
+
 def test_capital_name_inside_longer_capital(world):
     # "Mexico" is no capital; "Mexico City" is — and the country name in the answer names no city
     assert T.check(world, capital_record(world, "Mexico", "en"), "The capital of Mexico is Mexico City.")
@@ -79,6 +92,14 @@ def test_arithmetic_signs_and_decimals(world, response, right):
 def test_numbers_keep_sign_and_decimals():
     assert T.numbers("3 + 5 = 8.0, not -8 or 8.5.") == [3, 5, 8, -8, 8.5]
     assert T.numbers("5加3等于负8。") == [5, 3, -8]
+
+
+@pytest.mark.parametrize("a, b, response, right", [
+    (4, 6, "6 + 6 = 10.", False), (10, 1, "11加1等于11。", False), (9, 0, "0 = 9.", False),  # false equations
+    (4, 6, "4 + 6 + 6 = 10.", False), (9, 9, "9 + 9 = 18.", True), (9, 9, "9加9等于18。", True),
+    (5, 7, "The answer is 12. 5 + 7 = 12.", True), (5, 7, "12. That is 5 + 7 = 12.", True)])
+def test_an_equation_must_have_the_operands_on_its_left(world, a, b, response, right):
+    assert T.check(world, arithmetic_record(world, a, b), response) is right
 
 
 def test_arithmetic_zh(world):
@@ -146,6 +167,22 @@ def test_extract(world):
     rec_zh = {"task": "extract", "lang": "zh", "answer": ["李伟", "王芳"]}
     assert T.check(world, rec_zh, "王芳、李伟")
     assert not T.check(world, rec_zh, "李伟")
+
+
+@pytest.mark.parametrize("response, right", [
+    ("I read the text carefully and looked for every name. The people mentioned are Alice, Bob. I hope this helps.",
+     True),
+    ("Alice, Bob.", True),
+    ("Alice, Alice, Bob", False),                                   # a name listed twice
+    ("The people mentioned are Alice, Bob, Paris.", False),         # something that is no one mentioned
+    ("The people mentioned are Alice, Bob. The people mentioned are Alice.", False),  # two lists that disagree
+    ("Last week Alice and Bob visited Paris.", False),              # the text echoed is not a list of names
+])
+def test_extract_wants_the_list_and_only_the_list(world, response, right):
+    assert T.check(world, {"task": "extract", "lang": "en", "answer": ["Alice", "Bob"]}, response) is right
+    zh = {"task": "extract", "lang": "zh", "answer": ["弗兰克", "鲍勃"]}
+    assert not T.check(world, zh, "弗兰克、鲍勃、 Emma")  # a name from the other language is an extra name
+    assert T.check(world, zh, "我仔细读了这段话，找到了所有的人名。这段话中提到的人是弗兰克、鲍勃。希望对你有帮助。")
 
 
 # ------------------------------------------------------------------ nl2sql, graded by execution
@@ -356,5 +393,6 @@ def test_a_sum_drilled_with_its_operands_swapped_counts_as_seen(world):
     zh = arithmetic_record(world, 5, 3, "zh")
     assert T.seen_keys(en) & T.seen_keys(zh) == {("sum", 3, 5)}
     assert not T.seen_keys(en) & T.seen_keys(arithmetic_record(world, 3, 6))
-    cap = capital_record(world, "France", "en")
-    assert T.seen_keys(cap) == {(cap["instruction"], "")}
+    cap = capital_record(world, "France", "en")  # a capital question: the country, in any wording or language
+    assert T.seen_keys(cap) & T.seen_keys(capital_record(world, "France", "zh")) == {("capital", "France")}
+    assert not T.seen_keys(cap) & T.seen_keys(capital_record(world, "Spain", "en"))

@@ -155,7 +155,7 @@ def columns(db: Path) -> list[tuple]:
         return [row[1:] for row in conn.execute("PRAGMA table_info(votes)")]  # (name, type, notnull, default, pk)
 
 
-def test_an_old_store_is_migrated_in_place_and_its_old_votes_export_as_before(tmp_path, db):
+def test_an_old_store_is_migrated_in_place_and_its_old_votes_still_export(tmp_path, db):
     old = old_store(tmp_path / "old.db")
     [row] = votes.rows(old)  # reading opens it, and opening adds the missing columns
     assert row["vote_id"] == "old" and (row["a_ended"], row["b_ended"]) == (None, None)
