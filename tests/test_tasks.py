@@ -56,6 +56,12 @@ def test_capital_given_as_another_countrys_is_wrong(world, lang, response):
     assert T.check(world, capital_record(world, "France", lang), right)
 
 
+def test_a_capital_record_without_its_country_is_graded_by_its_capital(world):
+    rec = {"task": "capital", "lang": "en", "answer": "Paris", "instruction": "What is the capital of France?"}
+    assert T.check(world, rec, "The capital of France is Paris.")
+    assert not T.check(world, rec, "The capital of Spain is Paris.")
+
+
 def test_capital_name_inside_longer_capital(world):
     # "Mexico" is no capital; "Mexico City" is — and the country name in the answer names no city
     assert T.check(world, capital_record(world, "Mexico", "en"), "The capital of Mexico is Mexico City.")
