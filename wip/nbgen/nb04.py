@@ -222,7 +222,9 @@ del trainer, score_model
 """)
 
 md("""
-- What it buys, measured on `tiny` with the reward models trained in float32 (wip/README.md): *not* held-out pair
+- What it buys, measured on `tiny` with the reward models trained in float32 (wip/README.md; before 2026-12-01, when
+  a correction of the graders changed 69 of the 1,169 preference labels, so on reward models of the old labels): *not*
+  held-out pair
   accuracy — 0.742 with it, 0.763 at the same learning rate without it, 0.746 for the earlier default — but a reward
   model PPO can push further without exploiting it. Against it, PPO at β = 0.2 gained +0.40, +0.50 and +0.53 in mean
   reward over seeds 0–2 at win rates of 0.71–0.82 and task accuracy 0.750–0.788 (SFT 0.755; these task accuracies
@@ -232,8 +234,9 @@ md("""
   that the checks compare exact numbers): on the CPU where it was measured the stage took 116 s instead of 174 s (the
   table below has this run's time), with 0.737 instead of 0.742 on the same held-out pairs, and PPO against it gained
   +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784 (means over prompts,
-  as above). Notebook 05
-  measures seed 0 again.
+  as above). Notebook 05 measures seed 0 again, against this run's reward model: with the corrected labels the same
+  settings let the policy exploit it (win rate 0.54 and task accuracy down on the run of 2026-12-01): how far PPO can
+  push a reward model is not read off its held-out accuracy.
 """)
 
 md("""

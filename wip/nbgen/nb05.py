@@ -311,9 +311,11 @@ display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]
 """)
 
 md("""
-- On `tiny` the RLHF model answers clustering prompts, mostly the English ones, with a capital sentence (counted
-  above). The reward model scores such a sentence high (it was trained on pairs where capital sentences are mostly
-  right) and SFT's wrong clusterings low; no sampled preference pair ever put the two side by side.
+- On `tiny` the RLHF model answers some prompts, clustering ones above all, with another task's answer (counted and
+  shown above: on the run of 2026-12-01 "The sentiment of this sentence is positive." to the English clustering
+  prompts; on earlier runs against other reward models, a capital sentence). The reward model scores such a fluent
+  sentence high (it was trained on pairs where those sentences are mostly right) and SFT's wrong clusterings low; no
+  sampled preference pair ever put the two side by side.
 - The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
   "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above). A win rate and a
   mean reward can both look good while part of the gain is an exploit: look at the answers.

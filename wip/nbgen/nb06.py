@@ -110,7 +110,7 @@ md("""
 - The base model knows the world but not the format: it continues the prompt as text (notebook 02). SFT taught the
   format, and answers about countries it never saw in SFT data come from pretraining (03). RLHF is the SFT model
   moved towards what the reward model scores high, within the KL budget (05) — including what it scores high
-  wrongly: on `tiny` the RLHF model answers some clustering prompts with a capital sentence (`off_task_rate` above;
+  wrongly: on `tiny` the RLHF model answers some clustering prompts with another task's sentence (`off_task_rate` above;
   notebook 05, section 6).
 """)
 
@@ -511,7 +511,7 @@ on a few dozen decisive pairs moves a few points by chance alone.
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 4.0}  # tiny profile (max_kl: notebook 05's β = 0 run passes 8)
+THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 4.0}  # tiny profile (max_kl: notebook 05's β = 0 run ends above it)
 print(f"RM accuracy, held-out new votes ({len(held_new)}): round 1 {rm_acc[1]['new']}, round 2 {rm_acc[2]['new']}")
 print(f"RM accuracy, round 1's held-out pairs ({len(held_old)}): round 1 {rm_acc[1]['old']}, round 2 {rm_acc[2]['old']}")
 print(f"PPO round 2: its reward {ppo2['reward_start']:+.3f} → {ppo2['reward_end']:+.3f}, KL {ppo2['kl_end']:.3f}")
