@@ -132,8 +132,8 @@ def cmd_eval(argv):
         return
     r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,
                       data_split=args.data_split, data_limit=args.data_limit, **cfg)
-    print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']} (scored by the reward model; "
-          f"{r['n_left_out']} before them too long for the models were left out)")
+    print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']}, scored by the reward model "
+          f"({r['n_left_out']} left out on the way as too long for the models)")
     for name, m in r["models"].items():
         vs = f"  reward_win_rate_vs_sft={m['reward_win_rate_vs_sft']}" if "reward_win_rate_vs_sft" in m else ""
         print(f"[lab] eval {name}: mean_reward={m['mean_reward']} ended_rate={m['ended_rate']} "
