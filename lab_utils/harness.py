@@ -4,7 +4,7 @@ RLHF (and any other model) head to head against SFT. `run_eval_data` asks the mo
 no grader knows the right answers there, so the reward model scores them.
 
     runs/<profile>/eval/<name>.json        the harness on one model (merged into report.json)
-    runs/<profile>/eval/data/<file>.json   every model's answers to a file's prompts, with their rewards
+    runs/<profile>/eval/data/<file>-<hash>.json   every model's answers to a file's prompts, with their rewards
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def _warn_if_renamed(root: Path, name: str, spec: str) -> None:
 
 def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, model: str = "",
              name: str = "", **changes) -> dict:
-    """Evaluate every model of the run that exists (or `models`), and `model` (a folder or hub id, saved as `name`)
-    when given, on the held-out task prompts."""
+    """Evaluate every model of the run that exists (or `models`) on the held-out task prompts; with `model` (a
+    folder or hub id, saved as `name`) and no `models`, that model alone, and SFT again when its stored evaluation no
+    longer fits the head-to-head."""
     unknown = [m for m in models or () if m not in MODEL_DIRS]
     if unknown:
         raise LabError(f"unknown model {', '.join(map(repr, unknown))}",
@@ -152,7 +153,7 @@ def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
 
 def training_prompts(root: Path, profile: str, world) -> set[tuple]:
     """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
-    input), and the operands of a sum), with the settings each finished stage recorded (the profile's where a stage
+    input), the operands of a sum, and a capital question's country), with the settings each finished stage recorded (the profile's where a stage
     has not run). A stage trained on a --data file adds none of the world's prompts."""
     records = []
     for stage in ("sft", "reward", "ppo"):
@@ -206,8 +207,9 @@ def _reward_model(root: Path):
 def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple[str, ...] | None = None,
                   model: str = "", name: str = "", data_split: str = "train", data_limit: int = 200,
                   **changes) -> dict:
-    """Every model of the run (or `models`, and `model`) answers the first `data_limit` distinct prompts of `data`
-    (any file or hub dataset `lab ppo --data` reads), greedily; the run's reward model scores each answer.
+    """Every model of the run (or `models`; with `model` alone, that model and SFT) answers the first `data_limit`
+    distinct prompts of `data` that fit every model's context (any file or hub dataset `lab ppo --data` reads),
+    greedily; the run's reward model scores each answer.
 
     Writes and returns {"data", "n_prompts", "n_left_out", "prompts", "models": {name: {"mean_reward",
     "ended_rate", "mean_chars", "reward_win_rate_vs_sft", "responses", "ended", "rewards", ...}}}.

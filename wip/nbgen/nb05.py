@@ -312,8 +312,9 @@ display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]
 
 md("""
 - On `tiny` the RLHF model answers some prompts, clustering ones above all, with another task's answer (counted and
-  shown above: on the run of 2026-12-01 "The sentiment of this sentence is positive." to the English clustering
-  prompts; on earlier runs against other reward models, a capital sentence). The reward model scores such a fluent
+  shown above: on the run of 2026-12-01 "The sentiment of this sentence is positive." to 11 of the 12 English
+  clustering prompts, and capital sentences to one more and to 4 SQL prompts; on earlier runs against other reward
+  models, mostly capital sentences). The reward model scores such a fluent
   sentence high (it was trained on pairs where those sentences are mostly right) and SFT's wrong clusterings low; no
   sampled preference pair ever put the two side by side.
 - The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
@@ -388,8 +389,8 @@ md("""
   end with EOS; the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
   prefers them less than the SFT answers they came from. The KL penalty of the main run charges the policy for every
   nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can, as section 6
-  showed: a capital sentence instead of a clustering is a short move away from SFT that the reward model pays well
-  for. A reward model is only trustworthy near the data it was trained on.
+  showed: another task's fluent sentence instead of a clustering is a short move away from SFT that the reward
+  model pays well for. A reward model is only trustworthy near the data it was trained on.
 """)
 
 md("""
@@ -465,8 +466,9 @@ and the mean reward on the evaluation prompts beats SFT's by at least 0.5 normal
 each with whether this run met it, and asserts what the course claims of every run: the reward rose, the KL stayed
 bounded and far below the unpenalised run's, RLHF's answers score at least 0.5 higher, and the annotator gives RLHF
 more duels than SFT. It does **not** assert the win rate of 0.6 or the task accuracy: on `tiny` with the corrected
-graders (2026-12-01) this seed misses both — the policy exploits the reward model (section 6: sentiment flipped to
-the label the reward model likes, names listed twice or dropped), which is the lesson of this section, and issue #5
+graders (2026-12-01) this seed misses both — the policy exploits the reward model (section 6's per-task accuracies
+and off-task answers; in `eval/rlhf.json`, Chinese negative sentences labelled 正面 and names listed twice or dropped),
+which is the lesson of this section, and issue #5
 stays open on it.
 
 What we measured before the graders were corrected (`tiny`, 64 prompts per iteration, 25 iterations, β = 0.2;

@@ -227,8 +227,8 @@ md("""
 prompt. An instruction with a separate `input` field cannot be typed that way, so, like the arena's prompt pool,
 round 2 draws the tasks without one: capital questions and sums in both languages, on training-split entities, from
 a seed no stage has used (SFT records use 0, reward prompts 1, PPO prompts 2): as many as round 1's reward stage
-had, less those that are evaluation prompts (a sum counts with its operands swapped too), since round 2 trains on the
-votes:
+had, less those that are evaluation prompts (a sum counts with its operands swapped too, a capital question in any
+wording or language), since round 2 trains on the votes:
 """)
 
 code("""
