@@ -153,8 +153,8 @@ def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
 
 def training_prompts(root: Path, profile: str, world) -> set[tuple]:
     """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
-    input), the operands of a sum, and a capital question's country), with the settings each finished stage recorded (the profile's where a stage
-    has not run). A stage trained on a --data file adds none of the world's prompts."""
+    input), the operands of a sum, and a capital question's country), with the settings each finished stage recorded
+    (the profile's where a stage has not run). A stage trained on a --data file adds none of the world's prompts."""
     records = []
     for stage in ("sft", "reward", "ppo"):
         path = root / STAGE_DIRS[stage] / "metrics.json"

@@ -286,9 +286,9 @@ _PRONOUNS = {"它", "其", "该国"}  # "它的首都是北京" says whose capit
 
 def check_capital(w: World, rec: dict, response: str) -> bool:
     """Right if the answer names the capital and no other city (a quiz listing options is wrong), names no country
-    of the world but the one asked about, and gives the capital as that country's: "The capital of Zufaria is Miburg." to a question about another country
-    states a false fact, whatever the city, and so does a made-up country in the answer's frame ("斐根廷是一个国家，
-    它的首都是苏瓦" to a question about 斐济)."""
+    of the world but the one asked about, and gives the capital as that country's: "The capital of Zufaria is
+    Miburg." to a question about another country states a false fact, whatever the city, and so does a made-up
+    country in the answer's frame ("斐根廷是一个国家，它的首都是苏瓦" to a question about 斐济)."""
     if _outermost(_capitals(w), response) != {rec["answer"]}:
         return False
     gold = rec["answer"]  # the country asked about: the record's, or (a hand-made record) the one of that capital
