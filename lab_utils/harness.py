@@ -28,6 +28,11 @@ from .runs import (CONFIGS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
 
+def _file_safe(text: str) -> str:
+    """`text` with every character but letters, digits, '.', '_' and '-' made '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
+
+
 def load_model(root: Path, name: str):
     """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
     from .modeling import load_causal_lm
@@ -48,7 +53,7 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
                            fix="pass a folder written by save_pretrained (e.g. runs/tiny/sft-full) or a hub id")
         spec = str(path.resolve())
     given = bool(name)
-    name = name or re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).name).lstrip("-._")[:64]
+    name = name or _file_safe(Path(spec).name).lstrip("-._")[:64]
     if not NAME.fullmatch(name or ""):
         said = f"{name!r} cannot name a model" if given else f"no usable name comes from {Path(spec).name!r}"
         raise LabError(said, where="--name" if given else "--model",
@@ -266,7 +271,7 @@ def data_eval_path(root: Path, data: str, split: str = "train") -> Path:
     """eval/data/<name>-<hash>.json: the file's (or hub id's) last part, made file-safe, never a path; the hash of
     the path (resolved, for a file) and split keeps two files of one name, or two splits of one dataset, apart."""
     source = str(Path(data).resolve()) if Path(data).exists() else data
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(data).stem).strip("-.")[:64] or "data"
+    stem = _file_safe(Path(data).stem).strip("-.")[:64] or "data"
     tag = hashlib.sha256(f"{source}\0{split}".encode()).hexdigest()[:8]
     return Path(root) / "eval" / "data" / f"{stem}-{tag}.json"
 
@@ -276,16 +281,15 @@ def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, 
     reward model can read whole with `max_new_tokens` answer tokens; and how many were left out for their length."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from .modeling import load_error
     from .preferences import load_prompts
     from .tokenizer import render_alpaca
 
     def reader(spec: str):
         try:
             return AutoTokenizer.from_pretrained(spec), AutoConfig.from_pretrained(spec)
-        except (OSError, ValueError) as err:  # as `modeling.load_causal_lm` says it
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            raise LabError(f"could not load a model ({err.__class__.__name__}: {first})", path=spec,
-                           fix="pass a model folder, or a hub id that is in the cache when offline") from None
+        except (OSError, ValueError) as err:
+            raise load_error(spec, err) from None
 
     readers = [reader(s) for s in specs.values()] + [(rm.tokenizer, rm.model.config)]
     special = sorted({t for tok, _ in readers for t in tok.all_special_tokens})

@@ -40,19 +40,23 @@ def count_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def load_error(path_or_id: str, err: Exception) -> LabError:
+    """The one message for a model that does not load: no such folder or id, offline, not a model, a torn file."""
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    hub_id = not Path(path_or_id).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_id) is not None
+    fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
+           "online, or pass a local folder" if hub_id
+           else "run the earlier stage first (lab run), or pass a model folder or hub id")
+    return LabError(f"could not load a model ({err.__class__.__name__}: {first})", path=path_or_id, fix=fix)
+
+
 def load_causal_lm(path_or_id: str, dtype=torch.float32):
     """A causal LM and its tokenizer from a folder or hub id; never runs remote code."""
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
     except (OSError, ValueError, SafetensorError) as err:  # no such folder or id, offline, not a model, a torn file
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        hub_id = not Path(path_or_id).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_id) is not None
-        fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
-               "online, or pass a local folder" if hub_id
-               else "run the earlier stage first (lab run), or pass a model folder or hub id")
-        raise LabError(f"could not load a model ({err.__class__.__name__}: {first})", path=path_or_id,
-                       fix=fix) from None
+        raise load_error(path_or_id, err) from None
     # Many hub models ship no PAD, or reuse EOS as PAD; PAD must differ from EOS: PPO truncates after the first EOS,
     # and the reward model reads its score at the last token that is not PAD.
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
