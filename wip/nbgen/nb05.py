@@ -478,10 +478,11 @@ then `lab eval`; wip/README.md):
 | **0.25 (the default)** | **+0.54 / 0.71 / 0.642** | +0.58 / 0.71 / 0.639 | +0.37 / 0.71 / 0.651 |
 | 0.3 | +0.45 / 0.76 / 0.667 | +0.46 / 0.76 / 0.653 | +0.38 / 0.67 / 0.649 |
 
-A smaller β buys reward by exploiting the reward model, a larger one keeps the tasks and misses the gain; at 0.25
-seed 2 misses the gain. Part of the gain is the exploit of section 6: on the prompts where neither answer is
-off-task it is below +0.5 (printed above and below). A reward model that ranks more pairs right (issue #4) is still
-the lever.
+At β = 0.25 seeds 3 and 4 gave +0.55 / 0.69 / 0.649 and +0.64 / 0.63 / 0.643. A smaller β buys reward by exploiting
+the reward model, a larger one keeps the tasks and misses the gain; at 0.25 seed 2 misses the gain. And the +0.5 is
+reached through the exploit of section 6: on the prompts where neither answer is off-task the gain is +0.32 to +0.37
+on all five seeds (this run's is printed above and below); seed 2, the one with a single off-task answer, is the one
+below +0.5. A reward model that ranks more pairs right (issue #4) is still the lever.
 """)
 
 code("""
