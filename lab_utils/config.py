@@ -260,12 +260,9 @@ class PPOConfig(_Profiled):
     response_length: int = _f(48, "tokens sampled per response (a response without EOS by then is penalised)")
     temperature: float = _f(0.7, "sampling temperature (log-probabilities use the same T)")
     lr: float = _f(3e-5, "learning rate of policy and value model, decayed linearly to zero")
-    kl_coef: float = _f(0.25, "β of the per-token KL penalty against the reference (measured on tiny, 25 iterations, "
-                              "seeds 0/1/2, the reward model of 2026-12-01; gain in mean reward / annotator win rate "
-                              "vs SFT / task accuracy, SFT 0.649: 0.2 → +0.64/0.54/0.540, +0.65/0.64/0.588, "
-                              "+0.60/0.63/0.600, the policy exploiting the reward model; 0.25 → +0.54/0.71/0.642, "
-                              "+0.58/0.71/0.639, +0.37/0.71/0.651; 0.3 → +0.45/0.76/0.667, +0.46/0.76/0.653, "
-                              "+0.38/0.67/0.649; chosen on the evaluation prompts, see wip/README.md)")
+    kl_coef: float = _f(0.25, "β of the per-token KL penalty against the reference (chosen on tiny against 0.2 and 0.3 "
+                              "over seeds 0-2, on the evaluation prompts: 0.2 exploited the reward model, 0.3 missed "
+                              "the reward gain; the table is in wip/README.md)")
     adaptive_kl: bool = _f(False, "adapt β towards kl_target (Ziegler et al. 2019)")
     kl_target: float = _f(6.0, "target KL (nats per response) of the adaptive controller")
     kl_horizon: float = _f(10_000.0, "horizon (episodes) of the adaptive controller")
