@@ -10,7 +10,8 @@ with the chosen profile's values as defaults:
     lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
     lab ppo [--resume] [--data PROMPTS_FILE_OR_HUB_ID] [--kl_coef B] [--iterations N]
                                                                RLHF with our PPO, then the harness
-    lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--data PROMPTS_FILE_OR_HUB_ID]
+    lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--split validation]
+             [--data PROMPTS_FILE_OR_HUB_ID]
                                                                the harness on every model that exists (or on
                                                                another model); with --data, answers to your
                                                                prompts scored by the reward model
@@ -121,13 +122,19 @@ def cmd_eval(argv):
         (("--model",), {"default": "", "help": "another model to evaluate: a folder written by save_pretrained or a "
                                               "hub id (only it, unless --models names the run's too)"}),
         (("--name",), {"default": "", "help": "the report's name for --model; empty: its folder's name"}),
+        (("--split",), {"default": "test", "choices": ("test", "validation"),
+                        "help": "test: the evaluation prompts every target is measured on; validation: prompts "
+                                "apart from them, to choose settings on (eval/validation/)"}),
         (("--data",), {"default": "", "help": "your prompts instead of the world's tasks (any file `lab ppo --data` "
                                              "reads): the reward model scores the answers"}),
         (("--data_split",), {"default": "train", "help": "split of a hub dataset given with --data"}),
         (("--data_limit",), {"type": int, "default": 200, "help": "with --data: its first N distinct prompts"})])
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    if args.data and args.split != "test":
+        raise LabError("--split chooses among the world's task prompts, and --data brings prompts of its own",
+                       fix="drop --split validation, or --data")
     if not args.data:
-        run_eval(args.profile, args.out, models, model=args.model, name=args.name, **cfg)
+        run_eval(args.profile, args.out, models, model=args.model, name=args.name, split=args.split, **cfg)
         print(stage_table(write_report(run_dir(args.profile, args.out))))
         return
     r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,

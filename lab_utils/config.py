@@ -145,10 +145,11 @@ class PretrainConfig(_Profiled):
 @dataclass(frozen=True)
 class EvalConfig(_Profiled):
     n_per_task: int = _f(24, "evaluation prompts per task (plus one per held-out country and language)")
+    n_validation_per_task: int = _f(48, "validation prompts per task (`lab eval --split validation`)")
     eval_max_new_tokens: int = _f(64, "greedy tokens per response")
     eval_batch_size: int = _f(64, "prompts generated together")
 
-    OVERRIDES: ClassVar[dict] = {"micro": {"n_per_task": 4, "eval_max_new_tokens": 24}}
+    OVERRIDES: ClassVar[dict] = {"micro": {"n_per_task": 4, "n_validation_per_task": 4, "eval_max_new_tokens": 24}}
 
 
 def build_world_from(cfg: WorldConfig):

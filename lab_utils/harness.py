@@ -22,8 +22,8 @@ from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
 from .evaluate import evaluate_tasks
 from .generation import alpaca_prompts, generate_ended
-from .runs import (CONFIGS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, folder_stamp, is_done, run_dir, stamp,
-                   world_records, write_report)
+from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, folder_stamp, is_done,
+                   run_dir, stamp, world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -78,10 +78,13 @@ def _warn_if_renamed(root: Path, name: str, spec: str) -> None:
 
 
 def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | None = None, model: str = "",
-             name: str = "", **changes) -> dict:
-    """Evaluate every model of the run that exists (or `models`) on the held-out task prompts; with `model` (a
-    folder or hub id, saved as `name`) and no `models`, that model alone, and SFT again when its stored evaluation no
-    longer fits the head-to-head."""
+             name: str = "", split: str = "test", **changes) -> dict:
+    """Evaluate every model of the run that exists (or `models`) on the held-out task prompts (`split` "test", the
+    prompts every target is measured on; "validation", the prompts apart from them that settings are chosen on);
+    with `model` (a folder or hub id, saved as `name`) and no `models`, that model alone, and SFT again when its
+    stored evaluation no longer fits the head-to-head."""
+    if split not in EVAL_SPLITS:
+        raise LabError(f"unknown split {split!r}", fix=f"pick one of {', '.join(EVAL_SPLITS)}")
     unknown = [m for m in models or () if m not in MODEL_DIRS]
     if unknown:
         raise LabError(f"unknown model {', '.join(map(repr, unknown))}",
@@ -90,13 +93,15 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     cfg = EvalConfig.for_profile(profile, **changes)
     other = _other(root, model, name)
     world = build_world_from(WorldConfig.for_profile(profile))
-    records = tasks.eval_records(world, cfg.n_per_task)
+    records = (tasks.eval_records(world, cfg.n_per_task) if split == "test" else
+               tasks.validation_records(world, cfg.n_validation_per_task, cfg.n_per_task))
+    folder = root / EVAL_SPLITS[split]
     prompts = alpaca_prompts(records)
     prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
     names = models or (() if other else _existing(root))
     if not names and not other:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
-    sft_file = root / "eval" / "sft.json"
+    sft_file = folder / "sft.json"
     reuse_sft = _same_eval(sft_file, prompts_sha, cfg, stamp(root, "sft"))
     if ("rlhf" in names or other) and "sft" not in names and not reuse_sft and is_done(root, "sft"):
         print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
@@ -111,7 +116,8 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         res |= _scored(rm, prompts, res, stamp(root, "reward"))
         built = stamp(root, MODEL_STAGES[label]) if spec is None else folder_stamp(spec)
         results[label] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
-                                "prompts_sha256": prompts_sha, "model_finished_at": built, "config": cfg.to_dict(),
+                                "split": split, "prompts_sha256": prompts_sha, "model_finished_at": built,
+                                "config": cfg.to_dict(),
                                 **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
     if "sft" not in results and sft is not None and rm is not None and (
@@ -121,7 +127,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i
             results[label] |= _head_to_head(world, records, results[label], sft)
     for label, res in results.items():
-        ck.write_json(root / "eval" / f"{label}.json", res)
+        ck.write_json(folder / f"{label}.json", res)
     write_report(root)
     return results
 

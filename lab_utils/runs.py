@@ -5,8 +5,10 @@ report that merges every stage's metrics and every evaluation.
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
     runs/<profile>/eval/<m>.json  evaluation of model m (base, sft, rlhf, or another model `lab eval --model` named)
     runs/<profile>/eval/data/   `lab eval --data FILE`: the models' answers to a file's prompts
+    runs/<profile>/eval/validation/<m>.json  `lab eval --split validation`: model m on the validation prompts
     runs/<profile>/report.json  everything above merged (derived, rewritten after every stage): {"profile",
-                                "stages", "eval", and when there are any "eval_data" and "eval_stale"}
+                                "stages", "eval", and when there are any "eval_validation", "eval_data" and
+                                "eval_stale"}
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ CONFIGS = {"tokenizer": TokenizerConfig, "pretrain": PretrainConfig, "sft": SFTC
            "ppo": PPOConfig}
 MODEL_DIRS = {"base": "base", "sft": "sft", "rlhf": "rlhf"}  # evaluated models and their folders
 MODEL_STAGES = {"base": "pretrain", "sft": "sft", "rlhf": "ppo"}  # the stage that builds each model
+# `lab eval --split`: the evaluation prompts every target is measured on, and the validation prompts apart from them
+# that settings are chosen on (`tasks.validation_records`); where each split's evaluations are kept under the run
+EVAL_SPLITS = {"test": "eval", "validation": "eval/validation"}
 
 
 def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
@@ -128,10 +133,10 @@ def _readable(path: Path, keys: tuple[str, ...]) -> dict | None:
     return None
 
 
-def evaluations(root: Path) -> dict[str, dict]:
-    """The evaluations in eval/: the run's own models in pipeline order, then the others (`lab eval --model`, their
-    files recording the model they came from) by name."""
-    folder = Path(root) / "eval"
+def evaluations(root: Path, split: str = "test") -> dict[str, dict]:
+    """The evaluations of a split (eval/ or eval/validation/): the run's own models in pipeline order, then the
+    others (`lab eval --model`, their files recording the model they came from) by name."""
+    folder = Path(root) / EVAL_SPLITS[split]
     found = {m: folder / f"{m}.json" for m in MODEL_DIRS}
     found |= {p.stem: p for p in sorted(folder.glob("*.json")) if p.stem not in MODEL_DIRS}
     out = {}
@@ -168,13 +173,16 @@ def write_report(root: Path) -> dict:
             metrics = ck.read_json(root / folder / "metrics.json")
             report["profile"] = metrics.pop("profile", report["profile"])
             report["stages"][stage] = _scalars(metrics)
-    for name, res in evaluations(root).items():
-        why = eval_stale_reason(root, name, res)
-        if why:  # numbers of another build: left out of the report until `lab eval` measures them again
-            report.setdefault("eval_stale", {})[name] = f"{why}: run `lab eval`"
-            continue
-        report["eval"][name] = _scalars(res)
-        report["profile"] = report["eval"][name].pop("profile", report["profile"])
+    for split, key in (("test", "eval"), ("validation", "eval_validation")):
+        for name, res in evaluations(root, split).items():
+            why = eval_stale_reason(root, name, res)
+            if why:  # numbers of another build: left out of the report until `lab eval` measures them again
+                flag = "" if split == "test" else " --split validation"
+                report.setdefault("eval_stale", {})[name if split == "test" else f"validation/{name}"] = \
+                    f"{why}: run `lab eval{flag}`"
+                continue
+            report.setdefault(key, {})[name] = _scalars(res)
+            report["profile"] = report[key][name].pop("profile", report["profile"])
     for path in sorted((root / "eval" / "data").glob("*.json")):  # `lab eval --data FILE`
         res = _readable(path, DATA_KEYS)
         summary, why = _data_summary(root, res) if res is not None else (None, None)
@@ -197,7 +205,8 @@ def stage_table(report: dict) -> str:
     for stage, m in report["stages"].items():
         shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
         lines.append(f"{stage:<16}{m.get('wall_s', 0):>9.1f}  {shown}")
-    for name, m in report["eval"].items():
+    for name, m in list(report["eval"].items()) + [
+            (f"valid. {n}", m) for n, m in report.get("eval_validation", {}).items()]:
         per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
         extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
         accuracy = f"task_accuracy={m['task_accuracy']:.3f}"

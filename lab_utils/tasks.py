@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from functools import lru_cache
 
+from .errors import LabError
 from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
 
 TASKS = ("capital", "arithmetic", "sentiment", "cluster", "extract", "nl2sql")
@@ -198,6 +199,30 @@ def eval_records(w: World, n_per_task: int = 24, seed: int = 12345) -> list[dict
     for c in w.heldout_countries():
         for lang in ("en", "zh"):
             out.append(make_capital(rng, w, "terse", lang, c))
+    return out
+
+
+def validation_records(w: World, n_per_task: int = 48, n_eval_per_task: int = 24, seed: int = 54321) -> list[dict]:
+    """Validation prompts, for choosing a setting (PPO's β) without looking at the evaluation prompts: drawn like
+    `eval_records`' task prompts, `n_per_task` per task in the same languages, none with a `seen_keys` of an
+    evaluation prompt (of `eval_records(w, n_eval_per_task)`) and none twice. Every held-out country's capital is an
+    evaluation question, so the capital questions here are about training-split countries only."""
+    taken = set().union(*map(seen_keys, eval_records(w, n_eval_per_task)))
+    rng = random.Random(w.seed * 104729 + seed)
+    out, drawn = [], set()
+    for task in TASKS:
+        for k in range(n_per_task):
+            lang = LANGS[task][k % len(LANGS[task])]
+            for _ in range(2_000):
+                rec = MAKERS[task](rng, w, "terse", lang, _subject(rng, w, task, "eval"))
+                if (rec["instruction"], rec["input"]) not in drawn and not seen_keys(rec) & taken:
+                    break
+            else:
+                raise LabError(f"the world has too few {task} prompts in {lang} apart from the evaluation prompts "
+                               f"for {n_per_task} validation prompts per task",
+                               fix="lower --n_validation_per_task, or build a larger world (--n_countries, --max_operand)")
+            drawn.add((rec["instruction"], rec["input"]))
+            out.append(rec)
     return out
 
 

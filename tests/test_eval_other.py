@@ -181,3 +181,22 @@ def test_bad_model_choices_for_your_prompts_are_clear_errors(root, tmp_path):
         stages.run_eval("micro", root, name="my-model")
     with pytest.raises(LabError, match="the run's own sft model"):
         stages.run_eval("micro", root, model=str(root / "sft"), name="SFT")
+
+
+def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_path, capsys):
+    """`lab eval --split validation`: the validation prompts, kept in eval/validation/ and the report's
+    "eval_validation", never mixed with the evaluation the targets are measured on."""
+    run = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, run / folder)
+    assert lab_eval(run, "--models", "sft") == 0
+    assert lab_eval(run, "--models", "sft", "--split", "validation") == 0
+    test, valid = ck.read_json(run / "eval" / "sft.json"), ck.read_json(run / "eval" / "validation" / "sft.json")
+    assert (test["split"], valid["split"]) == ("test", "validation")
+    assert valid["prompts_sha256"] != test["prompts_sha256"] and valid["n_prompts"] == 4 * 6  # micro: 4 per task
+    report = ck.read_json(run / "report.json")
+    assert report["eval"]["sft"]["task_accuracy"] == test["task_accuracy"]
+    assert report["eval_validation"]["sft"]["task_accuracy"] == valid["task_accuracy"]
+    assert "eval valid. sft" in capsys.readouterr().out
+    assert lab_eval(run, "--split", "validation", "--data", "prompts.json") == 2
+    assert "--split chooses among the world's task prompts" in capsys.readouterr().err
