@@ -220,7 +220,8 @@ def validation_records(w: World, n_per_task: int = 48, n_eval_per_task: int = 24
             else:
                 raise LabError(f"the world has too few {task} prompts in {lang} apart from the evaluation prompts "
                                f"for {n_per_task} validation prompts per task",
-                               fix="lower --n_validation_per_task, or build a larger world (--n_countries, --max_operand)")
+                               fix="lower --n_validation_per_task, or build a larger world (--n_countries, "
+                                   "--max_operand)")
             drawn.add((rec["instruction"], rec["input"]))
             out.append(rec)
     return out
