@@ -13,8 +13,9 @@ with the chosen profile's values as defaults:
     lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--split validation]
              [--data PROMPTS_FILE_OR_HUB_ID]
                                                                the harness on every model that exists (or on
-                                                               another model); with --data, answers to your
-                                                               prompts scored by the reward model
+                                                               another model); --split validation: on the
+                                                               prompts settings are chosen on; with --data,
+                                                               answers to your prompts scored by the reward model
     lab bench [--mixed_precision bf16|no]                      matmul peak, pretraining and PPO throughput
     lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share] [--models sft,rlhf]
                                                                Gradio apps: the checkpoints side by side,

@@ -4,6 +4,7 @@ RLHF (and any other model) head to head against SFT. `run_eval_data` asks the mo
 no grader knows the right answers there, so the reward model scores them.
 
     runs/<profile>/eval/<name>.json        the harness on one model (merged into report.json)
+    runs/<profile>/eval/validation/<name>.json   the same on the validation prompts (`--split validation`)
     runs/<profile>/eval/data/<file>-<hash>.json   every model's answers to a file's prompts, with their rewards
 """
 
@@ -65,9 +66,10 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
     return name, spec
 
 
-def _warn_if_renamed(root: Path, name: str, spec: str) -> None:
-    """Say so when eval/<name>.json held another model's evaluation, which this one replaces."""
-    path = root / "eval" / f"{name}.json"
+def _warn_if_renamed(folder: Path, name: str, spec: str) -> None:
+    """Say so when <folder>/<name>.json (eval/ or eval/validation/) held another model's evaluation, which this one
+    replaces."""
+    path = folder / f"{name}.json"
     try:
         before = ck.read_json(path).get("model") if path.exists() else None
     except (OSError, ValueError, AttributeError):
@@ -91,11 +93,11 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
                        fix=f"pick from {', '.join(MODEL_DIRS)}, comma-separated (e.g. --models base,sft)")
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = EvalConfig.for_profile(profile, **changes)
-    other = _other(root, model, name)
+    folder = root / EVAL_SPLITS[split]
+    other = _other(folder, model, name)
     world = build_world_from(WorldConfig.for_profile(profile))
     records = (tasks.eval_records(world, cfg.n_per_task) if split == "test" else
                tasks.validation_records(world, cfg.n_validation_per_task, cfg.n_per_task))
-    folder = root / EVAL_SPLITS[split]
     prompts = alpaca_prompts(records)
     prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
     names = models or (() if other else _existing(root))
@@ -136,14 +138,14 @@ def _existing(root: Path) -> tuple[str, ...]:
     return tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
 
 
-def _other(root: Path, model: str, name: str) -> dict[str, str]:
+def _other(folder: Path, model: str, name: str) -> dict[str, str]:
     """{name: spec} of `--model` ({} without it); `--name` alone is a mistake worth saying."""
     if not model:
         if name:
             raise LabError(f"--name {name} without --model", fix="--name names the model given with --model")
         return {}
     label, spec = other_model(model, name or None)
-    _warn_if_renamed(root, label, spec)
+    _warn_if_renamed(folder, label, spec)
     return {label: spec}
 
 
@@ -234,7 +236,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     if missing:
         raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "
                        "(comma-separated), or run the stage that builds it")
-    other = _other(root, model, name)
+    other = _other(root / "eval", model, name)
     chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:

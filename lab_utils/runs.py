@@ -195,7 +195,8 @@ def write_report(root: Path) -> dict:
 
 
 def stage_table(report: dict) -> str:
-    """A fixed-width table of the report: one line per stage and per evaluated model."""
+    """A fixed-width table of the report: one line per stage, per evaluated model, and per model evaluated on the
+    validation prompts ("valid. <model>")."""
     keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
             "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s"),
             "sft": ("method", "trainable_params", "final_loss"),

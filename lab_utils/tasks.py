@@ -205,8 +205,10 @@ def eval_records(w: World, n_per_task: int = 24, seed: int = 12345) -> list[dict
 def validation_records(w: World, n_per_task: int = 48, n_eval_per_task: int = 24, seed: int = 54321) -> list[dict]:
     """Validation prompts, for choosing a setting (PPO's β) without looking at the evaluation prompts: drawn like
     `eval_records`' task prompts, `n_per_task` per task in the same languages, none with a `seen_keys` of an
-    evaluation prompt (of `eval_records(w, n_eval_per_task)`) and none twice. Every held-out country's capital is an
-    evaluation question, so the capital questions here are about training-split countries only."""
+    evaluation prompt (of `eval_records(w, n_eval_per_task)`) and no (instruction, input) twice. Every held-out
+    country's capital is an evaluation question, so the capital questions here are about training-split countries
+    only; and the world's question spaces are small, so many of these prompts were seen in training, and on `tiny`
+    the 48 sums cover 18 operand pairs in different wordings and languages."""
     taken = set().union(*map(seen_keys, eval_records(w, n_eval_per_task)))
     rng = random.Random(w.seed * 104729 + seed)
     out, drawn = [], set()
@@ -220,8 +222,8 @@ def validation_records(w: World, n_per_task: int = 48, n_eval_per_task: int = 24
             else:
                 raise LabError(f"the world has too few {task} prompts in {lang} apart from the evaluation prompts "
                                f"for {n_per_task} validation prompts per task",
-                               fix="lower --n_validation_per_task, or build a larger world (--n_countries, "
-                                   "--max_operand)")
+                               fix="lower --n_validation_per_task (or --n_per_task); a larger world is "
+                                   "WorldConfig's n_countries and max_operand in lab_utils/config.py")
             drawn.add((rec["instruction"], rec["input"]))
             out.append(rec)
     return out

@@ -13,6 +13,7 @@ import pytest
 from lab_utils import checkpoints as ck
 from lab_utils import stages
 from lab_utils.cli import main
+from lab_utils.config import WorldConfig, build_world_from
 from lab_utils.errors import LabError
 
 
@@ -185,18 +186,37 @@ def test_bad_model_choices_for_your_prompts_are_clear_errors(root, tmp_path):
 
 def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_path, capsys):
     """`lab eval --split validation`: the validation prompts, kept in eval/validation/ and the report's
-    "eval_validation", never mixed with the evaluation the targets are measured on."""
+    "eval_validation", never mixed with the evaluation the targets are measured on; the head-to-head of another model
+    is against SFT's answers to the same validation prompts."""
     run = tmp_path / "run"
     for folder in ("tokenizer", "base", "sft", "reward"):
         shutil.copytree(root / folder, run / folder)
     assert lab_eval(run, "--models", "sft") == 0
-    assert lab_eval(run, "--models", "sft", "--split", "validation") == 0
+    other = tmp_path / "other"
+    shutil.copytree(root / "sft", other)
+    assert lab_eval(run, "--model", str(other), "--split", "validation") == 0  # SFT answers the validation prompts too
     test, valid = ck.read_json(run / "eval" / "sft.json"), ck.read_json(run / "eval" / "validation" / "sft.json")
-    assert (test["split"], valid["split"]) == ("test", "validation")
-    assert valid["prompts_sha256"] != test["prompts_sha256"] and valid["n_prompts"] == 4 * 6  # micro: 4 per task
+    assert (test["split"], valid["split"]) == ("test", "validation") and not (run / "eval" / "other.json").exists()
+    heldout = len(build_world_from(WorldConfig.for_profile("micro")).heldout_countries())
+    assert valid["prompts_sha256"] != test["prompts_sha256"] and (test["n_prompts"], valid["n_prompts"]) == (
+        6 * 4 + 2 * heldout, 6 * 4)  # micro: 4 per task, and the test split two questions per held-out country
+    duel = ck.read_json(run / "eval" / "validation" / "other.json")["head_to_head_vs_sft"]
+    assert duel["n"] == 24 and duel["wins"] == duel["losses"] == 0  # a copy of SFT against SFT, prompt by prompt
     report = ck.read_json(run / "report.json")
-    assert report["eval"]["sft"]["task_accuracy"] == test["task_accuracy"]
-    assert report["eval_validation"]["sft"]["task_accuracy"] == valid["task_accuracy"]
+    assert set(report["eval"]) == {"sft"} and set(report["eval_validation"]) == {"sft", "other"}
+    assert (report["eval"]["sft"]["n_prompts"], report["eval_validation"]["sft"]["n_prompts"]) == (
+        test["n_prompts"], 24)
+    assert report["eval_validation"]["sft"]["split"] == "validation"
     assert "eval valid. sft" in capsys.readouterr().out
+
+    path = run / "sft" / "metrics.json"  # `lab sft` again: both splits' SFT evaluations are stale, each with its fix
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-03-01T00:00:00+00:00"})
+    report = stages.write_report(run)
+    assert "eval_validation" not in report and report["eval_stale"]["validation/sft"] == (
+        "the sft model was rebuilt after this evaluation: run `lab eval --split validation`")
+    assert "against an earlier SFT model" in report["eval_stale"]["validation/other"] and "sft" in report["eval_stale"]
+
     assert lab_eval(run, "--split", "validation", "--data", "prompts.json") == 2
     assert "--split chooses among the world's task prompts" in capsys.readouterr().err
+    with pytest.raises(LabError, match="unknown split 'train'"):
+        stages.run_eval("micro", run, models=("sft",), split="train")

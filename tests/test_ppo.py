@@ -174,7 +174,7 @@ def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_p
     first.train(stop_at=1)
     latest = ck.latest_checkpoint(tmp_path)
     for changes, built_from, words in [
-            ({"kl_coef": 0.05}, first.built_from, r"kl_coef 0.25 -> 0.05"),
+            ({"kl_coef": 0.05}, first.built_from, rf"kl_coef {first.cfg.kl_coef} -> 0.05"),
             ({"iterations": 5, "lr": 1e-4}, first.built_from, r"iterations 3 -> 5; lr 3e-05 -> 0.0001"),
             ({}, first.built_from | {"reward": "2026-11-30T12:00:00"}, r"the reward model \(built again since\)")]:
         again = make_trainer(run_root, tmp_path, **({"iterations": 3} | changes))

@@ -371,20 +371,20 @@ def test_eval_records_cover_every_task_and_every_heldout_country(world):
 def test_validation_records_are_apart_from_the_evaluation_prompts(world):
     """Settings are chosen on the validation prompts: none of them may ask what an evaluation prompt asks (the same
     text, a sum with its operands swapped, the same country's capital in any wording)."""
-    records = T.validation_records(world, n_per_task=6, n_eval_per_task=4)
-    asked = set().union(*map(T.seen_keys, T.eval_records(world, 4)))
+    records = T.validation_records(world, n_per_task=24, n_eval_per_task=24)
+    asked = set().union(*map(T.seen_keys, T.eval_records(world, 24)))
     assert [r for r in records if T.seen_keys(r) & asked] == []
-    assert len({(r["instruction"], r["input"]) for r in records}) == len(records) == 6 * len(T.TASKS)
+    assert len({(r["instruction"], r["input"]) for r in records}) == len(records) == 24 * len(T.TASKS)
     assert {(t, lang): sum(r["task"] == t and r["lang"] == lang for r in records)
-            for t in T.TASKS for lang in T.LANGS[t]} == {(t, lang): 6 // len(T.LANGS[t])
+            for t in T.TASKS for lang in T.LANGS[t]} == {(t, lang): 24 // len(T.LANGS[t])
                                                          for t in T.TASKS for lang in T.LANGS[t]}
     assert not any(r["heldout"] and r["task"] == "capital" for r in records)  # every one is an evaluation question
     assert [r for r in records if not T.check(world, r, r["output"])] == []
-    assert records == T.validation_records(world, n_per_task=6, n_eval_per_task=4)  # the same prompts every time
+    assert records == T.validation_records(world, n_per_task=24, n_eval_per_task=24)  # the same prompts every time
 
 
 def test_a_world_too_small_for_the_validation_prompts_is_one_clear_error(world):
-    with pytest.raises(LabError, match=r"too few arithmetic prompts in zh .* Fix: lower --n_validation_per_task"):
+    with pytest.raises(LabError, match=r"too few arithmetic prompts in zh .* Fix: lower --n_validation_per_task \(or --n_per_task\)"):
         T.validation_records(world, n_per_task=400)
 
 
