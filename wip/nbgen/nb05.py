@@ -470,20 +470,20 @@ reward rose, and the KL stayed bounded and far below the unpenalised run's.
 **How β was chosen.** β is the one knob that trades the reward gain against the annotator's verdict. It was chosen
 on the **validation prompts** (`lab eval --split validation`: 48 per task, none asking what an evaluation prompt
 asks), by the annotator's win rate against SFT — the stand-in for people, which the reward model only approximates
-— averaged over seeds 0–2. The evaluation prompts the targets are measured on took no part. Means over seeds on the
-validation prompts (25 iterations of 64; `lab ppo --kl_coef B --seed S`, then `lab eval --split validation`;
+— averaged over the seeds run. The evaluation prompts the targets are measured on took no part. Means over seeds on
+the validation prompts (25 iterations of 64; `lab ppo --kl_coef B --seed S`, then `lab eval --split validation`;
 wip/README.md has every seed):
 
 | β | mean-reward gain | (where neither answer is off-task) | win rate vs SFT | task accuracy vs SFT's 0.604 |
 |---|---|---|---|---|
 | 0.2 (seeds 1, 2) | +0.82 | +0.48 | 0.25 | −0.130 |
 | 0.25 (seeds 0–4) | +0.60 | +0.36 | 0.48 | −0.036 |
-| **0.3 (the default)** | +0.43 | +0.38 | **0.56** | −0.014 |
-| 0.35 | +0.35 | +0.33 | 0.54 | −0.020 |
+| **0.3 (seeds 0–2; the default)** | +0.43 | +0.38 | **0.56** | −0.014 |
+| 0.35 (seeds 0–2) | +0.35 | +0.33 | 0.54 | −0.020 |
 
-Until 2026-12-01 β was 0.25, chosen on the evaluation prompts themselves; there, on seed 0, it met all three targets
-(+0.54 / 0.71 / −0.007). On the validation prompts its answers lost to SFT's on three seeds of five (win rates
-0.38–0.56): a setting chosen on the test prompts looks better there than it is. No β meets all three targets on the
+On the morning of 2026-12-01 β was 0.25 (0.2 before), chosen on the evaluation prompts themselves; there, on seed 0,
+it met all three targets (+0.54 / 0.71 / −0.007). On the validation prompts its answers lost to SFT's on three seeds
+of five (win rates 0.38–0.56): a setting chosen on the test prompts looks better there than it is. No β meets all three targets on the
 validation prompts, and a gain of +0.5 comes only with the off-task exploit of section 6: on the prompts where
 neither answer is off-task the gain is +0.27 to +0.48 on every seed at every β. A reward model that ranks more pairs
 right (issue #4) is the lever, not β.
