@@ -480,12 +480,18 @@ wip/README.md has every seed):
 | 0.25 (seeds 0–4) | +0.60 | +0.36 | 0.48 | −0.036 |
 | **0.3 (seeds 0–2; the default)** | +0.43 | +0.38 | **0.56** | −0.014 |
 | 0.35 (seeds 0–2) | +0.35 | +0.33 | 0.54 | −0.020 |
+| 0.3, seeds 0–4 (3 and 4 run after the choice) | +0.50 | +0.35 | 0.51 | −0.030 |
+| 0.35, seeds 0–4 | +0.41 | +0.31 | 0.54 | −0.017 |
 
 On the morning of 2026-12-01 β was 0.25 (0.2 before), chosen on the evaluation prompts themselves; there, on seed 0,
 it met all three targets (+0.54 / 0.71 / −0.007). On the validation prompts its answers lost to SFT's on three seeds
-of five (win rates 0.38–0.56): a setting chosen on the test prompts looks better there than it is. No β meets all three targets on the
+of five (win rates 0.38–0.56): a setting chosen on the test prompts looks better there than it is. Seeds 3 and 4,
+run after the choice, make 0.3 against 0.35 a toss-up: at β = 0.3 seed 4 exploits the reward model (KL 3.1, a win
+rate of 0.22 on the validation prompts, 0.52 and task accuracy 0.526 on the evaluation prompts), and over five seeds
+β = 0.35's mean win rate is the higher, within the noise of ±0.15 between seeds; the default was not chosen again on
+them. No β tried is safe on every seed. No β meets all three targets on the
 validation prompts, and a gain of +0.5 comes only with the off-task exploit of section 6: on the prompts where
-neither answer is off-task the gain is +0.27 to +0.48 on every seed at every β. A reward model that ranks more pairs
+neither answer is off-task the gain is +0.26 to +0.48 on every seed at every β. A reward model that ranks more pairs
 right (issue #4) is the lever, not β.
 """)
 
