@@ -41,7 +41,7 @@ TRL_VENV_HELP = ("python3 -m venv .venv-trl112 && .venv-trl112/bin/pip install t
 
 # The settings both trainers get; names follow our PPOConfig. Defaults: the issue's measured peer
 # (batch 8, 4 PPO epochs, 32-token responses) with our tiny profile's PPO hyper-parameters of the results in
-# bench/README.md (β 0.2; the tiny profile's default is 0.25 since 2026-12-01, which does not change the speed).
+# bench/README.md (β 0.2; the tiny profile's default has changed since, to 0.3, which does not change the speed).
 SETTINGS = {
     "episodes": (256, "episodes (prompts answered) per side; a multiple of --rollout-batch"),
     "rollout_batch": (8, "prompts answered per iteration"),

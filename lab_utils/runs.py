@@ -173,13 +173,12 @@ def write_report(root: Path) -> dict:
             metrics = ck.read_json(root / folder / "metrics.json")
             report["profile"] = metrics.pop("profile", report["profile"])
             report["stages"][stage] = _scalars(metrics)
-    for split, key in (("test", "eval"), ("validation", "eval_validation")):
+    for split, key, prefix, flag in (("test", "eval", "", ""),
+                                     ("validation", "eval_validation", "validation/", " --split validation")):
         for name, res in evaluations(root, split).items():
             why = eval_stale_reason(root, name, res)
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
-                flag = "" if split == "test" else " --split validation"
-                report.setdefault("eval_stale", {})[name if split == "test" else f"validation/{name}"] = \
-                    f"{why}: run `lab eval{flag}`"
+                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{flag}`"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)
             report["profile"] = report[key][name].pop("profile", report["profile"])
