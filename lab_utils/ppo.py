@@ -135,7 +135,8 @@ class PPOTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
         self.policy, self.value, self.optimizer = self.acc.prepare(policy, ValueModel(value_model), optimizer)
         self.scheduler = scheduler
-        self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl \
+        self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon,
+                                              floor=cfg.kl_coef if cfg.kl_floor else 0.0) if cfg.adaptive_kl \
             else M.FixedKLController(cfg.kl_coef)
         self.iteration, self.history, self.samples, self._negative_kl = 0, [], [], 0
         self.built_from: dict | None = None  # the models' builds (stages.run_ppo sets it): a resume checks them

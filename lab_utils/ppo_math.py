@@ -257,15 +257,16 @@ class AdaptiveKLController:
 
     After each rollout: proportional_error = clip(current_kl / target - 1, -0.2, 0.2);
     value *= 1 + proportional_error · n_steps / horizon. KL above target → kl_coef rises, below → falls;
-    the clip bounds one update to a factor of 1 ± 0.2·n_steps/horizon.
+    the clip bounds one update to a factor of 1 ± 0.2·n_steps/horizon. `floor` (optional) is the lowest value it
+    may set: a KL ceiling that raises β when the KL runs over target and lets it fall back, but never below `floor`.
     """
 
-    def __init__(self, init_kl_coef: float, target: float, horizon: int):
-        self.value, self.target, self.horizon = init_kl_coef, target, horizon
+    def __init__(self, init_kl_coef: float, target: float, horizon: int, floor: float = 0.0):
+        self.value, self.target, self.horizon, self.floor = init_kl_coef, target, horizon, floor
 
     def update(self, current_kl: float, n_steps: int) -> None:
         proportional_error = min(max(float(current_kl) / self.target - 1, -0.2), 0.2)
-        self.value *= 1 + proportional_error * n_steps / self.horizon
+        self.value = max(self.floor, self.value * (1 + proportional_error * n_steps / self.horizon))
 
 
 class FixedKLController:

@@ -132,17 +132,23 @@ def assert_same_weights(a, b, atol=1e-6):
 
 def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
     """With the adaptive KL controller, so that a coefficient not restored would show."""
-    straight = make_trainer(run_root, tmp_path / "a", iterations=3, adaptive_kl=True)
+    straight = make_trainer(run_root, tmp_path / "a", iterations=3, adaptive_kl=True, kl_floor=False)
     straight.train()
-    resumed = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True)
+    resumed = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True, kl_floor=False)
     resumed.train(stop_at=2)
-    fresh = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True)
+    fresh = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True, kl_floor=False)
     fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
     assert fresh.iteration == 2 and fresh.kl_ctl.value == resumed.kl_ctl.value != straight.cfg.kl_coef
     fresh.train()
     assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
     assert [r["score"] for r in straight.history] == pytest.approx([r["score"] for r in fresh.history], abs=1e-5)
     assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
+
+
+def test_kl_floor_sets_the_adaptive_controllers_floor_at_kl_coef(run_root):
+    assert make_trainer(run_root, adaptive_kl=True, kl_floor=True, kl_coef=0.3).kl_ctl.floor == 0.3
+    assert make_trainer(run_root, adaptive_kl=True, kl_floor=False, kl_coef=0.3).kl_ctl.floor == 0.0
+    assert isinstance(make_trainer(run_root, adaptive_kl=False).kl_ctl, ppo.M.FixedKLController)
 
 
 def test_lab_ppo_resume_continues_from_the_last_checkpoint(run_root):
@@ -333,6 +339,8 @@ def test_run_ppo_then_eval_reports_reward_and_head_to_head(run_root):
     m = stages.run_ppo("micro", run_root, log=lambda *_: None)
     for key in ("iterations", "episodes", "episodes_per_s", "reward_start", "reward_end", "kl_end", "wall_s"):
         assert key in m
+    beta = PPOConfig.for_profile("micro").kl_coef  # micro, like tiny, has the KL ceiling: β never under kl_coef
+    assert m["kl_coef_max"] >= m["kl_coef_end"] >= beta and m["kl_coef_max"] == max(r["kl_coef"] for r in m["history"])
     assert (run_root / "rlhf" / "model.safetensors").is_file()
     results = stages.run_eval("micro", run_root)
     assert set(results) == {"base", "sft", "rlhf"} and all("mean_reward" in r for r in results.values())

@@ -263,6 +263,22 @@ def test_adaptive_kl_controller_moves_toward_target_within_the_clip():
     assert on_target.value == pytest.approx(0.1)
 
 
+def test_adaptive_kl_controller_floor_keeps_beta_at_or_above_it():
+    # with a floor the controller only ever adds to β: below target it falls back, but not under the floor
+    ceiling = P.AdaptiveKLController(0.3, target=1.0, horizon=64, floor=0.3)
+    ceiling.update(current_kl=0.0, n_steps=64)  # would be × 0.8 → held at the floor
+    assert ceiling.value == pytest.approx(0.3)
+    ceiling.update(current_kl=3.0, n_steps=64)  # over target: × 1.2
+    assert ceiling.value == pytest.approx(0.36)
+    ceiling.update(current_kl=0.9, n_steps=64)  # a little under target: × 0.9, not under the floor
+    assert ceiling.value == pytest.approx(0.324)
+    ceiling.update(current_kl=0.0, n_steps=64)
+    assert ceiling.value == pytest.approx(0.3)
+    free = P.AdaptiveKLController(0.3, target=1.0, horizon=64)  # no floor: the same update goes below 0.3
+    free.update(current_kl=0.0, n_steps=64)
+    assert free.value == pytest.approx(0.24)
+
+
 def test_fixed_kl_controller_never_moves():
     fixed = P.FixedKLController(0.05)
     fixed.update(current_kl=100.0, n_steps=10_000)
