@@ -296,7 +296,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
                "episodes_per_s": ppo.throughput(history), "reward_start": mean(first, "score"),
                "reward_end": mean(last, "score"), "kl_end": mean(last, "kl"),
                "eos_rate_end": mean(last, "eos_rate"), "kl_alarm": any(r["kl_alarm"] for r in history),
-               # β as the KL controller set it (equal to kl_coef when it is fixed)
+               # the β each iteration used, as the KL controller set it (kl_coef throughout when it is fixed)
                "kl_coef_max": max(r["kl_coef"] for r in history), "kl_coef_end": history[-1]["kl_coef"],
                "wall_s": round(time.perf_counter() - t0, 2), "history": history, "samples": trainer.samples,
                "config": cfg.to_dict()}

@@ -145,6 +145,29 @@ def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
     assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
 
 
+def test_checkpoint_resume_with_the_kl_ceiling_gives_the_same_run(run_root, tmp_path):
+    """The shipped default (adaptive β with its floor at kl_coef). micro's policy hardly moves at its own learning rate
+    (KL −0.03, under target, so β stays at the floor); at 5e-3 its KL reaches ~1.3 and a tiny target makes β rise."""
+    ceiling = dict(iterations=3, adaptive_kl=True, kl_floor=True, kl_target=1e-3, kl_horizon=8.0, lr=5e-3)
+    straight = make_trainer(run_root, tmp_path / "a", **ceiling)
+    straight.train()
+    resumed = make_trainer(run_root, tmp_path / "b", **ceiling)
+    resumed.train(stop_at=2)
+    fresh = make_trainer(run_root, tmp_path / "b", **ceiling)
+    fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
+    assert fresh.kl_ctl.value == resumed.kl_ctl.value > straight.cfg.kl_coef
+    assert fresh.kl_ctl.floor == straight.cfg.kl_coef
+    fresh.train()
+    assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
+    assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
+
+
+def test_kl_ceiling_is_on_for_tiny_and_off_for_full():
+    tiny, full = PPOConfig.for_profile("tiny"), PPOConfig.for_profile("full")
+    assert tiny.adaptive_kl and tiny.kl_floor and tiny.kl_target == 1.0
+    assert not full.adaptive_kl  # kl_target is tiny's; a real model's KL per response is unmeasured
+
+
 def test_kl_floor_sets_the_adaptive_controllers_floor_at_kl_coef(run_root):
     assert make_trainer(run_root, adaptive_kl=True, kl_floor=True, kl_coef=0.3).kl_ctl.floor == 0.3
     assert make_trainer(run_root, adaptive_kl=True, kl_floor=False, kl_coef=0.3).kl_ctl.floor == 0.0

@@ -233,11 +233,11 @@ md("""
 - `lab reward` trains both models under bf16 autocast (`--bf16`, the default; the two cells above stay in float32 so
   that the checks compare exact numbers): on the CPU where it was measured the stage took 116 s instead of 174 s (the
   table below has this run's time), with 0.737 instead of 0.742 on the same held-out pairs, and PPO against it gained
-  +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784 (means over prompts,
-  as above). Against this run's reward model (the corrected labels of 2026-12-01) the same settings (β = 0.2) let
-  the policy exploit it on seed 0 (win rate 0.54, task accuracy 0.649 → 0.540), so notebook 05 runs with β held at 0.3
-  or above by a KL ceiling now, chosen on validation prompts (its section 9): how far PPO can push a reward model is not read off its held-out
-  accuracy.
+  +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784 (means over prompts, as
+  above). Against this run's reward model (the corrected labels of 2026-12-01) the same settings (β = 0.2) let the
+  policy exploit it on seed 0 (win rate 0.54, task accuracy 0.649 → 0.540), so notebook 05 runs with β held at 0.3 or
+  above by a KL ceiling now, chosen on validation prompts (its section 9): how far PPO can push a reward model is not
+  read off its held-out accuracy.
 """)
 
 md("""

@@ -205,11 +205,12 @@ throughput of a float32 one (`lab bench` on two 2-core hosts: 413 vs 176 and 853
 host, when this notebook was written, the PPO loop ran 2.5× faster for it (246 s → 99 s for the same 40 × 32
 episodes). The ratio-is-1 check above ran under the same autocast.
 
-**β with a ceiling on the KL.** β (`kl_coef`, 0.3) starts fixed, and a controller (Ziegler et al. 2019,
-`ppo_math.AdaptiveKLController`) watches the KL of every rollout: when it runs over `kl_target` (1 nat per response)
-β grows by up to ×1.2 per iteration, and when it is back under β falls back, never below 0.3 (`kl_floor`). A fixed
-β let one seed of five run off to a KL of 3 and into the reward model's blind spots (section 9); the ceiling holds
-every seed near 1 nat. The middle plot shows β beside the KL.
+**β with a ceiling on the KL.** β (`kl_coef`) starts at 0.3, and a controller (Ziegler et al. 2019,
+`ppo_math.AdaptiveKLController`) watches the KL of every rollout: when it runs over `kl_target` (1 nat per response),
+β grows by up to ×1.2 per iteration; when it is back under, β falls back, never below 0.3 (`kl_floor`). A fixed β let
+one seed of five run off to a KL of 3 and into the reward model's blind spots (section 9); with the ceiling, a seed's
+KL can still jump above 2 for an iteration or two, but every seed ended between 0.6 and 1.05 nats. The middle plot
+shows β beside the KL.
 """)
 
 code("""
@@ -322,9 +323,8 @@ md("""
   and shown above: one Chinese clustering prompt on the run of 2026-12-01 with the KL ceiling; without it, at a fixed
   β = 0.3, an SQL query to 9 of the 12 English clustering prompts and a sum to a Chinese one; at β = 0.25 "The
   sentiment of this sentence is positive." to all 12; on earlier runs against other reward models, mostly capital
-  sentences). The reward model scores such a fluent answer high (it was trained
-  on pairs where those answers are mostly right) and SFT's wrong clusterings low; no sampled preference pair ever put
-  the two side by side.
+  sentences). The reward model scores such a fluent answer high (it was trained on pairs where those answers are
+  mostly right) and SFT's wrong clusterings low; no sampled preference pair ever put the two side by side.
 - The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
   "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above). A win rate and a
   mean reward can both look good while part of the gain is an exploit: look at the answers.
@@ -404,12 +404,12 @@ md("""
 md("""
 ## 8. The same reward with TRL's `RLOOTrainer`
 
-REINFORCE Leave-One-Out (Ahmadian et al., 2024) drops the value model: it samples k answers per prompt and uses the
-mean reward of the other k − 1 as each answer's baseline. TRL maintains it, so it is the natural comparison. Same
-SFT start, same prompts, number of episodes, temperature, response length, KL coefficient (RLOO's stays at 0.3, our
-PPO's floor; TRL has no KL controller for it) and learning rate, and the
-same reward as a reward function: the reward model's score, with EOS appended only to an answer that ended and the
-missing-EOS penalty on one that was cut off, as PPO scores its rollouts:
+REINFORCE Leave-One-Out (Ahmadian et al., 2024) drops the value model: it samples k answers per prompt and uses the mean
+reward of the other k − 1 as each answer's baseline. TRL maintains it, so it is the natural comparison. Same SFT start,
+same prompts, number of episodes, temperature, response length, KL coefficient (RLOO's stays at 0.3, our PPO's floor;
+TRL has no KL controller for it) and learning rate, and the same reward as a reward function: the reward model's score,
+with EOS appended only to an answer that ended and the missing-EOS penalty on one that was cut off, as PPO scores its
+rollouts:
 """)
 
 code("""
@@ -476,12 +476,12 @@ each with whether this run met it. On `tiny` they assert the win rate and the ta
 at least +0.25 (not issue #5's +0.5, which this run does not reach; five seeds gave +0.30 to +0.35), and what the
 course claims of every run: the reward rose, and the KL stayed bounded and far below the unpenalised run's.
 
-**How β was chosen.** β is the one knob that trades the reward gain against the annotator's verdict. It was chosen
-on the **validation prompts** (`lab eval --split validation`: 48 per task, none asking what an evaluation prompt
-asks), by the annotator's win rate against SFT — the stand-in for people, which the reward model only approximates
-— averaged over the seeds run. The evaluation prompts the targets are measured on took no part. Means over seeds on
-the validation prompts (25 iterations of 64; `lab ppo --kl_coef B --seed S`, then `lab eval --split validation`;
-wip/README.md has every seed):
+**How β was chosen.** β is the one knob that trades the reward gain against the annotator's verdict. It was chosen on
+the **validation prompts** (`lab eval --split validation`: 48 per task, none asking what an evaluation prompt asks), by
+the annotator's win rate against SFT — the stand-in for people, which the reward model only approximates — averaged over
+the seeds run. The evaluation prompts the targets are measured on took no part. Means over seeds on the validation
+prompts (25 iterations of 64; `lab ppo --kl_coef B --seed S --no_adaptive_kl` for a fixed β, `lab ppo --seed S
+[--no_kl_floor]` for the controllers, then `lab eval --split validation`; wip/README.md has every seed):
 
 | β | mean-reward gain | (where neither answer is off-task) | win rate vs SFT | task accuracy vs SFT's 0.604 |
 |---|---|---|---|---|
@@ -492,7 +492,7 @@ wip/README.md has every seed):
 | 0.3, seeds 0–4 (3 and 4 run after the choice) | +0.50 | +0.35 | 0.51 | −0.030 |
 | 0.35, seeds 0–4 | +0.41 | +0.31 | 0.54 | −0.017 |
 | 0.3, Ziegler's controller (target 1 nat, β free to fall; seeds 0–4) | +0.34 | +0.30 | 0.54 | −0.020 |
-| **0.3 with the KL ceiling (β never below 0.3; seeds 0–4; the default)** | +0.33 | +0.33 | **0.59** | −0.004 |
+| **0.3 with the KL ceiling (β never below 0.3; seeds 0–4; the default)** | +0.33 | +0.32 | **0.59** | −0.004 |
 
 β = 0.25 (the default on the morning of 2026-12-01, 0.2 before) was chosen on the evaluation prompts themselves;
 there, on seed 0, it met all three targets (+0.54 / 0.71 / −0.007), but on the validation prompts its answers lost to
@@ -572,8 +572,8 @@ md("""
 - The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
   on `tiny` a few sentiments flipped to the label the reward model likes and names listed twice or dropped. A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the
-  gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 9's table); a better reward model
-  (issue #4), not a higher reward, is the fix.
+  gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 9's table); a
+  better reward model (issue #4), not a higher reward, is the fix.
 - With a flawed reward and no KL penalty, the optimiser found the flaw: the reward went up and the answers got
   worse. TRL's RLOO, with no value model, chased the same reward for comparison.
 """)
