@@ -493,19 +493,21 @@ prompts (25 iterations of 64; `lab ppo --kl_coef B --seed S --no_adaptive_kl` fo
 | 0.35, seeds 0–4 | +0.41 | +0.31 | 0.54 | −0.017 |
 | 0.3, Ziegler's controller (target 1 nat, β free to fall; seeds 0–4) | +0.34 | +0.30 | 0.54 | −0.020 |
 | **0.3 with the KL ceiling (β never below 0.3; seeds 0–4; the default)** | +0.33 | +0.32 | **0.59** | −0.004 |
+| 0.3 with a looser ceiling, target 1.5 nats (seeds 0–4, run after the choice) | +0.40 | +0.32 | 0.59 | −0.002 |
 
-β = 0.25 (the default on the morning of 2026-12-01, 0.2 before) was chosen on the evaluation prompts themselves;
-there, on seed 0, it met all three targets (+0.54 / 0.71 / −0.007), but on the validation prompts its answers lost to
-SFT's on three seeds of five (win rates 0.38–0.56): a setting chosen on the test prompts looks better there than it
-is. At a fixed β = 0.3, seed 4 exploits the reward model: its KL runs to 3.1, and its win rate is 0.22 on the
-validation prompts (0.52, with task accuracy 0.526, on the evaluation prompts). No fixed β tried is safe on every
-seed. Ziegler's controller as published lets β fall while the KL is still under target — in the first iterations it
-halves — and then overshoots (seed 3 ended at β 0.16, with 26 off-task answers). With β held at 0.3 or above, no
-seed exploits (at most one off-task answer in 288) and the worst seed's win rate is 0.48 (fixed β: 0.22): the ceiling
-is the default. Its price is the gain, +0.29 to +0.35 on every seed, all of it on-task. No setting meets all three
-targets on the validation prompts, and a gain of +0.5 came only with the off-task exploit of section 6: on the
-prompts where neither answer is off-task the gain is +0.22 to +0.48 on every seed in every setting. A reward model
-that ranks more pairs right (issue #4) is the lever, not β.
+β = 0.25 (the default on the morning of 2026-12-01, 0.2 before) was chosen on the evaluation prompts themselves; there,
+on seed 0, it met all three targets (+0.54 / 0.71 / −0.007), but on the validation prompts its answers lost to SFT's on
+three seeds of five (win rates 0.38–0.56): a setting chosen on the test prompts looks better there than it is. At a
+fixed β = 0.3, seed 4 exploits the reward model: its KL runs to 3.1, and its win rate is 0.22 on the validation prompts
+(0.52, with task accuracy 0.526, on the evaluation prompts). No fixed β tried is safe on every seed. Ziegler's
+controller as published lets β fall while the KL is still under target — in the first iterations it halves — and then
+overshoots (seed 3 ended at β 0.16, with 26 off-task answers). With β held at 0.3 or above, no seed exploits (at most
+one off-task answer in 288) and the worst seed's win rate is 0.48 (fixed β: 0.22): the ceiling is the default. Its price
+is the gain, +0.29 to +0.35 on every seed, all of it on-task. A looser ceiling (1.5 nats) wins as often and gains more,
+but the gain over the tighter ceiling's is off-task answers (24 on one seed), so the target stays 1 nat. No setting
+meets all three targets on the validation prompts, and a gain of +0.5 came only with the off-task exploit of section 6:
+on the prompts where neither answer is off-task the gain is +0.22 to +0.48 on every seed in every setting. A reward
+model that ranks more pairs right (issue #4) is the lever, not β.
 """)
 
 code("""
