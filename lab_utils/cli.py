@@ -117,13 +117,14 @@ def _print_eval(results: dict) -> None:
 
 
 def cmd_eval(argv):
+    from .runs import EVAL_SPLITS
     from .stages import run_dir, run_eval, run_eval_data, stage_table, write_report
     args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists, or another one", extra=[
         (("--models",), {"default": None, "help": "comma-separated subset of the run's models: base,sft,rlhf"}),
         (("--model",), {"default": "", "help": "another model to evaluate: a folder written by save_pretrained or a "
                                               "hub id (only it, unless --models names the run's too)"}),
         (("--name",), {"default": "", "help": "the report's name for --model; empty: its folder's name"}),
-        (("--split",), {"default": "test", "choices": ("test", "validation"),
+        (("--split",), {"default": "test", "choices": tuple(EVAL_SPLITS),
                         "help": "test: the evaluation prompts every target is measured on; validation: prompts "
                                 "apart from them, to choose settings on (eval/validation/)"}),
         (("--data",), {"default": "", "help": "your prompts instead of the world's tasks (any file `lab ppo --data` "

@@ -130,14 +130,21 @@ def assert_same_weights(a, b, atol=1e-6):
         assert torch.allclose(x, y, atol=atol), name
 
 
+def straight_resumed_fresh(run_root: Path, tmp_path: Path, **settings):
+    """A 3-iteration run straight through; the same run stopped after 2 (its checkpoint in tmp_path/b); and a fresh
+    trainer that loaded that checkpoint and has not trained yet."""
+    straight = make_trainer(run_root, tmp_path / "a", iterations=3, **settings)
+    straight.train()
+    resumed = make_trainer(run_root, tmp_path / "b", iterations=3, **settings)
+    resumed.train(stop_at=2)
+    fresh = make_trainer(run_root, tmp_path / "b", iterations=3, **settings)
+    fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
+    return straight, resumed, fresh
+
+
 def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
     """With the adaptive KL controller, so that a coefficient not restored would show."""
-    straight = make_trainer(run_root, tmp_path / "a", iterations=3, adaptive_kl=True, kl_floor=False)
-    straight.train()
-    resumed = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True, kl_floor=False)
-    resumed.train(stop_at=2)
-    fresh = make_trainer(run_root, tmp_path / "b", iterations=3, adaptive_kl=True, kl_floor=False)
-    fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
+    straight, resumed, fresh = straight_resumed_fresh(run_root, tmp_path, adaptive_kl=True, kl_floor=False)
     assert fresh.iteration == 2 and fresh.kl_ctl.value == resumed.kl_ctl.value != straight.cfg.kl_coef
     fresh.train()
     assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
@@ -148,13 +155,8 @@ def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
 def test_checkpoint_resume_with_the_kl_ceiling_gives_the_same_run(run_root, tmp_path):
     """The shipped default (adaptive β with its floor at kl_coef). micro's policy hardly moves at its own learning rate
     (KL −0.03, under target, so β stays at the floor); at 5e-3 its KL reaches ~1.3 and a tiny target makes β rise."""
-    ceiling = dict(iterations=3, adaptive_kl=True, kl_floor=True, kl_target=1e-3, kl_horizon=8.0, lr=5e-3)
-    straight = make_trainer(run_root, tmp_path / "a", **ceiling)
-    straight.train()
-    resumed = make_trainer(run_root, tmp_path / "b", **ceiling)
-    resumed.train(stop_at=2)
-    fresh = make_trainer(run_root, tmp_path / "b", **ceiling)
-    fresh.load_checkpoint(ck.latest_checkpoint(tmp_path / "b"))
+    straight, resumed, fresh = straight_resumed_fresh(run_root, tmp_path, adaptive_kl=True, kl_floor=True,
+                                                      kl_target=1e-3, kl_horizon=8.0, lr=5e-3)
     assert fresh.kl_ctl.value == resumed.kl_ctl.value > straight.cfg.kl_coef
     assert fresh.kl_ctl.floor == straight.cfg.kl_coef
     fresh.train()
