@@ -22,6 +22,7 @@ For scripts and load tests, each client session has its own current battle:
 from __future__ import annotations
 
 import random
+import unicodedata
 import uuid
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class Arena:
         evaluation = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
         # votes train a reward model: no evaluation prompt, nor a sum it asks with the operands swapped
         self.pool = tasks.arena_prompts(world, exclude=set().union(*map(tasks.seen_keys, evaluation)))
-        self.evaluation = {" ".join(r["instruction"].split()) for r in evaluation if not r["input"]}
+        self.evaluation = {question_key(r["instruction"]) for r in evaluation if not r["input"]}
         self.rng = random.Random()
 
     def battle(self, text: str):
@@ -61,7 +62,7 @@ class Arena:
         battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens) and
         battle["same"] whether the two answers are the same text (then only tie and both_bad can be voted)."""
         text = checked_prompt(text)
-        if " ".join(text.split()) in self.evaluation:
+        if question_key(text) in self.evaluation:
             raise gr.Error("this prompt is one of the evaluation prompts: a vote on it would train the next reward "
                            "model on the test set. Ask another question (Random prompt draws one that is safe)",
                            print_exception=False)
@@ -133,9 +134,16 @@ def unlocked(battle: dict | None) -> list:
     return [gr.update(interactive=c in allowed) for c in BUTTONS] + [note]
 
 
-def _voter(request: gr.Request) -> str | None:
-    """Who voted: the login name, else the browser session's id (the client chooses it: capped)."""
-    return (request.username or request.session_hash or "")[:MAX_VOTER_CHARS] or None
+def question_key(text: str) -> str:
+    """A question as the evaluation-prompt check compares it: case, punctuation and spacing aside."""
+    kept = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text.casefold())
+    return " ".join(kept.split())
+
+
+def _voter(request: gr.Request) -> str:
+    """Who voted: the login name, else the browser session's id (the client chooses it: capped); "" when a client
+    sends neither (the store's `voter` column is NOT NULL, so None would lose the vote)."""
+    return (request.username or request.session_hash or "")[:MAX_VOTER_CHARS]
 
 
 def _rating(value) -> int | None:

@@ -1,7 +1,8 @@
 """Atomic artifacts: write everything into a temporary folder, then rename it into place.
 
 A crash mid-save leaves only a `.tmp-*` folder, which no loader ever picks up; the previous
-artifact or checkpoint stays intact.
+artifact or checkpoint stays intact. (Replacing a folder takes two renames, the old one out of the way and the new one
+in; a crash in the instant between them leaves the old one as `.old-<name>-<pid>` beside a missing folder.)
 """
 
 from __future__ import annotations

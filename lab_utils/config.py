@@ -215,16 +215,15 @@ class RewardConfig(_Profiled):
     ratings_lr: float = _f(2e-4, "learning rate of the ratings model")
     lm_coef: float = _f(1.0, "weight of the language-modelling regulariser of the pairwise model (GRM, Yang et al. "
                              "2024): the SFT model's frozen LM head must still read the chosen texts from the reward "
-                             "model's hidden states; measured on tiny (trained in float32): PPO at β 0.2 against it "
-                             "gained +0.40/+0.50/+0.53 over seeds 0-2 instead of +0.27/+0.34/+0.26, task accuracy "
-                             "0.750-0.788 (SFT 0.755); 0 turns it off")
+                             "model's hidden states; measured on tiny: PPO against it kept the annotator's win rate and the "
+                             "task accuracy that it lost against a model trained without it (wip/README.md); 0 turns "
+                             "it off")
     lora: bool = _f(False, "train LoRA adapters (+ the score head in full) instead of every weight")
     lora_r: int = _f(16, "LoRA rank when --lora")
     max_length: int = _f(320, "tokens per prompt + answer (longer pairs are dropped)")
     logging_steps: int = _f(10, "steps between logged losses")
-    bf16: bool = _f(True, "bf16 autocast in both trainers (measured on tiny, this CPU: stage 174 → 116 s, held-out "
-                          "accuracy 0.742 → 0.737 on the same pairs, PPO's gain over seeds 0-2 +0.40/+0.50/+0.53 → "
-                          "+0.54/+0.51/+0.46); --no_bf16 on a CPU without bf16 support")
+    bf16: bool = _f(True, "bf16 autocast in both trainers (measured on tiny: 1.5× faster, the same held-out accuracy "
+                          "within noise; wip/README.md); --no_bf16 on a CPU without bf16 support")
     seed: int = _f(0, "seed of prompts, sampling and training")
 
     OVERRIDES: ClassVar[dict] = {

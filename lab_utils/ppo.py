@@ -115,8 +115,13 @@ class PPOTrainer:
         if cfg.rollout_batch % self.n_proc or cfg.mini_batch % self.n_proc:
             raise LabError(f"--rollout_batch {cfg.rollout_batch} and --mini_batch {cfg.mini_batch} are shared out "
                            f"equally among the {self.n_proc} processes", fix=f"make both multiples of {self.n_proc}")
-        if len(prompts) < self.n_proc:
-            raise LabError(f"{len(prompts)} prompts for {self.n_proc} processes", fix="give more prompts")
+        if len(prompts) < 2 * self.n_proc:  # each rollout draws min(rollout_batch, prompts) of them: 2 per process
+            raise LabError(f"{len(prompts)} prompt(s) give each of the {self.n_proc} process(es) fewer than 2 episodes "
+                           "per rollout (advantages are whitened over a rollout)",
+                           fix=f"give at least {2 * self.n_proc} prompts (--data)")
+        if len(prompts) < cfg.rollout_batch:
+            log(f"only {len(prompts)} prompts: each rollout answers all of them, not --rollout_batch "
+                f"{cfg.rollout_batch}")
         if cfg.rollout_batch // self.n_proc < 2:  # advantages are whitened over a process's real tokens: 2 at least
             raise LabError(f"--rollout_batch {cfg.rollout_batch} gives each of the {self.n_proc} process(es) "
                            f"{cfg.rollout_batch // self.n_proc} episode(s)", fix=f"give at least {2 * self.n_proc}")

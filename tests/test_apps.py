@@ -325,12 +325,15 @@ def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_r
     a = arena.Arena(run_folder(app_root, tmp_path), "micro")
     with pytest.raises(gr.Error, match="one of the evaluation prompts"):
         next(a.battle(f"  {asked.replace(' ', '  ')} "))  # spacing aside, it is the same question
-    made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)])
+    with pytest.raises(gr.Error, match="one of the evaluation prompts"):
+        next(a.battle(asked.upper().rstrip("?？") + " !"))  # ... and case and punctuation aside
+    made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)] * 2)
     monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
     *_, (_, _, battle) = a.battle(a.pool[0])
     a.vote("a", None, None, battle, gr.Request(session_hash="s" * 10_000))  # the client picks its session id
-    [row] = votes.rows(a.db)
-    assert row["voter"] == "s" * arena.MAX_VOTER_CHARS
+    *_, (_, _, battle) = a.battle(a.pool[1])
+    a.vote("b", None, None, battle, gr.Request())  # a client that sends no session id: the vote still counts
+    assert [row["voter"] for row in votes.rows(a.db)] == ["s" * arena.MAX_VOTER_CHARS, ""]
 
 
 def test_the_prompt_pool_holds_instructions_without_input_and_no_evaluation_prompt(app_root, tmp_path):

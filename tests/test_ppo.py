@@ -263,6 +263,17 @@ def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
         make_trainer(run_root, rollout_batch=1, mini_batch=1)
 
 
+def test_one_prompt_is_a_lab_error_too(run_root):
+    """A rollout draws min(rollout_batch, prompts) prompts: one prompt would be a rollout of one episode."""
+    cfg = PPOConfig.for_profile("micro")
+    policy, ref, value, rm, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    with pytest.raises(LabError, match="1 prompt\\(s\\) give each of the 1 process"):
+        ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something."], log=lambda *_: None)
+    said = []
+    ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something.", "Say more."], log=said.append)
+    assert said == [f"only 2 prompts: each rollout answers all of them, not --rollout_batch {cfg.rollout_batch}"]
+
+
 def test_learning_rate_decays_linearly_to_zero(run_root):
     trainer = make_trainer(run_root, iterations=4)
     trainer.train()

@@ -15,7 +15,7 @@ In this notebook you will see
   pairwise accuracy;
 - a **calibration** plot, what the reward model likes and dislikes, and **probes for reward hacking**.
 
-Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~2–3½ minutes, depending on the CPU.
+Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~1½–3 minutes, depending on the CPU.
 """)
 
 md("""
@@ -188,7 +188,7 @@ del trainer, score_model
 md("""
 ### A second term: keep the SFT model readable
 
-- Trained on the pairs alone, a reward model is free to rewire every hidden state to separate ~1,000 training pairs,
+- Trained on the pairs alone, a reward model is free to rewire every hidden state to separate ~900 training pairs,
   and with so few it forgets much of what the SFT model knew (section 6 compares it with the SFT model's own
   likelihood, which needs no training at all).
 - The lab's pairwise model therefore adds a regulariser (GRM, Yang et al. 2024): the SFT model's LM head, **frozen**,
@@ -222,22 +222,15 @@ del trainer, score_model
 """)
 
 md("""
-- What it buys, measured on `tiny` with the reward models trained in float32 (wip/README.md; before 2026-12-01, when
-  a correction of the graders changed 69 of the 1,169 preference labels, so on reward models of the old labels): *not*
-  held-out pair
-  accuracy — 0.742 with it, 0.763 at the same learning rate without it, 0.746 for the earlier default — but a reward
-  model PPO can push further without exploiting it. Against it, PPO at β = 0.2 gained +0.40, +0.50 and +0.53 in mean
-  reward over seeds 0–2 at win rates of 0.71–0.82 and task accuracy 0.750–0.788 (SFT 0.755; these task accuracies
-  are means over the evaluation prompts, the definition before 2026-11-30, see notebook 03); against the same model
-  trained without the regulariser, +0.51 on seed 0 but a win rate of 0.58 and task accuracy down 0.05.
+- What it buys is *not* held-out pair accuracy — with and without it the two agree within the ±0.03 that a few
+  hundred held-out pairs move by — but a reward model PPO can push further without exploiting it. In earlier runs on
+  `tiny` (wip/README.md has the tables), PPO against a reward model trained without it gained as much reward but lost
+  the annotator (win rate 0.58) and 0.05 of task accuracy; with it, three seeds kept both.
 - `lab reward` trains both models under bf16 autocast (`--bf16`, the default; the two cells above stay in float32 so
-  that the checks compare exact numbers): on the CPU where it was measured the stage took 116 s instead of 174 s (the
-  table below has this run's time), with 0.737 instead of 0.742 on the same held-out pairs, and PPO against it gained
-  +0.54, +0.51 and +0.46 over seeds 0–2 at win rates of 0.73–0.78 and task accuracy 0.760–0.784 (means over prompts, as
-  above). Against this run's reward model (the corrected labels of 2026-12-01) the same settings (β = 0.2) let the
-  policy exploit it on seed 0 (win rate 0.54, task accuracy 0.649 → 0.540), so notebook 05 runs with β held at 0.3 or
-  above by a KL ceiling now, chosen on validation prompts (its section 9): how far PPO can push a reward model is not
-  read off its held-out accuracy.
+  that the checks compare exact numbers): 1.5× faster on the CPU where it was measured, at the same held-out accuracy
+  within noise (the table below has this run's time).
+- How far PPO can push a reward model is not read off its held-out accuracy: notebook 05 holds β at 0.3 or above with
+  a KL ceiling, chosen on validation prompts (its section 9), because a lower β let PPO exploit this reward model.
 """)
 
 md("""
@@ -524,13 +517,13 @@ pairs is the open gap.
 """)
 
 code("""
-THRESHOLDS = {"pairwise_accuracy": 0.7}  # tiny profile (issue #4's target: 0.85)
+THRESHOLDS = {"pairwise_accuracy": 0.7, "ratings": 0.6}  # tiny profile (issue #4's target: 0.85; ratings: > chance)
 check = profile == "tiny"
 print(f"pairwise model {metrics['pairwise_accuracy']:.3f}   ratings model {metrics['ratings_model_pairwise_accuracy']:.3f}"
       f"   on {metrics['n_eval_pairs']} held-out pairs")
 if check:
     assert metrics["pairwise_accuracy"] >= THRESHOLDS["pairwise_accuracy"], "the reward model should rank held-out pairs"
-assert metrics["ratings_model_pairwise_accuracy"] is not None  # both models are reported
+    assert metrics["ratings_model_pairwise_accuracy"] >= THRESHOLDS["ratings"], "the ratings model should rank them too"
 """)
 
 md("""
@@ -540,7 +533,8 @@ so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to 
 
 code("""
 print(f"mean {values.mean():+.3f}  std {values.std():.3f} over the labelled answers (the fit used every sample)")
-assert (out / "reward" / reward.NORM_FILE).exists() and metrics["norm_std"] > 0
+saved = json.loads((out / "reward" / reward.NORM_FILE).read_text(encoding="utf-8"))  # what PPO will read
+assert (round(saved["mean"], 4), round(saved["std"], 4)) == (metrics["norm_mean"], metrics["norm_std"])
 assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1, "normalised rewards should have mean 0 and std 1"
 """)
 

@@ -202,8 +202,7 @@ redraws reward and KL every few iterations.
 Every forward pass runs under bf16 autocast (`PPOConfig.mixed_precision`): the matmuls in bfloat16, the weights,
 gradients, optimizer and log-probability math in float32. On CPUs with AVX512-BF16 a bf16 matmul has 2–4× the
 throughput of a float32 one (`lab bench` on two 2-core hosts: 413 vs 176 and 853 vs 206 GFLOP/s); on the faster
-host, when this notebook was written, the PPO loop ran 2.5× faster for it (246 s → 99 s for the same 40 × 32
-episodes). The ratio-is-1 check above ran under the same autocast.
+host it made the PPO loop of the time (40 iterations of 32 episodes) 2.5× faster, 246 s → 99 s. The ratio-is-1 check above ran under the same autocast.
 
 **β with a ceiling on the KL.** β (`kl_coef`) starts at 0.3, and a controller (Ziegler et al. 2019,
 `ppo_math.AdaptiveKLController`) watches the KL of every rollout: when it runs over `kl_target` (1 nat per response),
@@ -473,7 +472,7 @@ The thresholds are for the **`tiny`** profile (what CI runs); the structural che
 three targets: the annotator prefers RLHF in at least 60% of the decided duels, task accuracy drops by at most 0.02,
 and the mean reward on the evaluation prompts beats SFT's by at least 0.5 normalised units. The cells below print
 each with whether this run met it. On `tiny` they assert the win rate and the task accuracy, a mean-reward gain of
-at least +0.25 (not issue #5's +0.5, which this run does not reach; five seeds gave +0.30 to +0.35), and what the
+at least +0.25 (not issue #5's +0.5, which this run does not reach; five seeds gave +0.30 to +0.35 on the evaluation prompts), and what the
 course claims of every run: the reward rose, and the KL stayed bounded and far below the unpenalised run's.
 
 **How β was chosen.** β is the one knob that trades the reward gain against the annotator's verdict. It was chosen on
@@ -503,7 +502,7 @@ fixed β = 0.3, seed 4 exploits the reward model: its KL runs to 3.1, and its wi
 controller as published lets β fall while the KL is still under target — in the first iterations it halves — and then
 overshoots (seed 3 ended at β 0.16, with 26 off-task answers). With β held at 0.3 or above, no seed exploits (at most
 one off-task answer in 288) and the worst seed's win rate is 0.48 (fixed β: 0.22): the ceiling is the default. Its price
-is the gain, +0.29 to +0.35 on every seed, all of it on-task. A looser ceiling (1.5 nats) wins as often and gains more,
+is the gain, +0.29 to +0.35 on the validation prompts on every seed, all of it on-task. A looser ceiling (1.5 nats) wins as often and gains more,
 but the gain over the tighter ceiling's is off-task answers (24 on one seed), so the target stays 1 nat. No setting
 meets all three targets on the validation prompts, and a gain of +0.5 came only with the off-task exploit of section 6:
 on the prompts where neither answer is off-task the gain is +0.22 to +0.48 on every seed in every setting. A reward
@@ -521,8 +520,10 @@ display(pd.DataFrame({f"{split}: {m}": {"prompts": r["n_prompts"], "task_accurac
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"reward_gain": 0.2, "max_kl": 4.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.25,
-              "task_accuracy_drop": 0.02}  # tiny profile, seed 0 (issue #5 asks +0.5 of the gain; max_kl: the β = 0 run's is above)
+# tiny profile, seed 0. Issue #5 asks +0.5 of the gain; max_kl is twice the KL ceiling's 1-nat target, under the
+# 3.1 nats of the seed that exploited the reward model at a fixed β = 0.3
+THRESHOLDS = {"reward_gain": 0.2, "max_kl": 2.0, "win_rate_vs_sft": 0.6, "mean_reward_gain": 0.25,
+              "task_accuracy_drop": 0.02}
 gain = metrics["reward_end"] - metrics["reward_start"]
 sft_res, rlhf_res = results["sft"], results["rlhf"]
 print(f"reward {metrics['reward_start']:+.3f} → {metrics['reward_end']:+.3f} (gain {gain:+.3f}), KL at the end {metrics['kl_end']:.3f}")
@@ -570,7 +571,8 @@ md("""
   inline, and the first minibatch's ratio of exactly 1 proved that rollout and training agree.
 - The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — gave the RLHF answers
   more duels than the SFT answers on the evaluation prompts (some of which PPO trained on too:
-  `n_seen_in_training`), by the margin section 9 prints.
+  `n_seen_in_training`), by the margin section 9 prints. On the validation prompts, which share none of their
+  questions, the duel is much closer: section 9's table prints both splits side by side.
 - The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
   on `tiny` a few sentiments flipped to the label the reward model likes and names listed twice or dropped. A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the

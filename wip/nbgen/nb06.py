@@ -20,7 +20,7 @@ In this notebook you will see
   pairs, PPO runs again, and the two rounds are compared.
 
 Expectations on `tiny` (2 idle CPU cores): 5–7 minutes in all, depending on the CPU, most of it retraining the
-reward model (1–1.5 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
+reward model (about 1 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
 own times.
 """)
 
@@ -110,7 +110,7 @@ md("""
 - The base model knows the world but not the format: it continues the prompt as text (notebook 02). SFT taught the
   format, and answers about countries it never saw in SFT data come from pretraining (03). RLHF is the SFT model
   moved towards what the reward model scores high, within the KL budget (05) — including what it scores high
-  wrongly: on `tiny` the RLHF model answers some clustering prompts with another task's sentence (`off_task_rate` above;
+  wrongly: on `tiny` the RLHF model can answer a prompt with another task's sentence (`off_task_rate` above;
   notebook 05, section 6).
 """)
 
@@ -374,8 +374,8 @@ print({k: m2[k] for k in ("pairwise_accuracy", "n_train_pairs", "n_eval_pairs", 
 
 md("""
 **Round 1's reward model against round 2's,** on two held-out sets: round 1's pairs (two SFT samples each), and the
-held-out new votes (an RLHF answer against an SFT answer) — the kind of pair round 1's reward model never saw, and
-the reason to iterate:
+held-out new votes (an RLHF answer against an SFT answer) — the kind of pair round 1's reward model never saw, which
+the loop adds. On a few dozen held-out votes, two or three pairs either way are noise:
 """)
 
 code("""
@@ -488,7 +488,6 @@ The structural checks run on every profile:
 
 code("""
 assert sum(counts.values()) == len(battles), "every battle has exactly one vote"
-assert n_exported == counts["a"] + counts["b"], "ties and both-bad votes stay out of the export"
 assert m2["n_train_pairs"] + m2["n_eval_pairs"] == len(old_pairs) + len(new_pairs), "round 2 trains on old + new"
 assert len(held_old) == sum(p["split"] == "eval" for p in old_pairs), "round 1's held-out pairs are held out again"
 assert not {p["prompt"] for p in pairs2 if p["split"] == "train"} & old_eval_prompts
@@ -511,7 +510,7 @@ on a few dozen decisive pairs moves a few points by chance alone.
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 4.0}  # tiny profile (max_kl: notebook 05's β = 0 run ends above it)
+THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 2.0}  # tiny profile (max_kl: twice the KL ceiling's target, notebook 05)
 print(f"RM accuracy, held-out new votes ({len(held_new)}): round 1 {rm_acc[1]['new']}, round 2 {rm_acc[2]['new']}")
 print(f"RM accuracy, round 1's held-out pairs ({len(held_old)}): round 1 {rm_acc[1]['old']}, round 2 {rm_acc[2]['old']}")
 print(f"PPO round 2: its reward {ppo2['reward_start']:+.3f} → {ppo2['reward_end']:+.3f}, KL {ppo2['kl_end']:.3f}")
@@ -557,9 +556,9 @@ md("""
   the reward model was retrained with round 1's held-out prompts still held out, and PPO ran again from the SFT model
   against it, in a folder of its own.
 - The round-over-round table separates the judges: each reward model on held-out pairs, each policy under both
-  reward models, and the annotator and the task checkers — the judges that do not change between rounds. A reward
-  model that ranks the new votes better does not by itself make a better policy: the last cell says which
-  way this run went, and why a loop needs a judge it does not optimise.
+  reward models, and the annotator and the task checkers — the judges that do not change between rounds. Whether or
+  not the new reward model ranks the new votes better, its held-out accuracy does not by itself make a better
+  policy: the last cell says which way this run went, and why a loop needs a judge it does not optimise.
 - `lab app compare --out runs/<profile>/round2` serves the SFT model and the round-2 policy side by side.
 
 ## On a GPU (profile `full`)
