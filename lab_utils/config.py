@@ -215,9 +215,9 @@ class RewardConfig(_Profiled):
     ratings_lr: float = _f(2e-4, "learning rate of the ratings model")
     lm_coef: float = _f(1.0, "weight of the language-modelling regulariser of the pairwise model (GRM, Yang et al. "
                              "2024): the SFT model's frozen LM head must still read the chosen texts from the reward "
-                             "model's hidden states; measured on tiny: PPO against it kept the annotator's win rate and the "
-                             "task accuracy that it lost against a model trained without it (wip/README.md); 0 turns "
-                             "it off")
+                             "model's hidden states; measured on tiny: PPO against it kept the annotator's win rate "
+                             "and the task accuracy that it lost against a model trained without it (wip/README.md); "
+                             "0 turns it off")
     lora: bool = _f(False, "train LoRA adapters (+ the score head in full) instead of every weight")
     lora_r: int = _f(16, "LoRA rank when --lora")
     max_length: int = _f(320, "tokens per prompt + answer (longer pairs are dropped)")

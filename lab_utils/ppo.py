@@ -391,9 +391,13 @@ class PPOTrainer:
         if "config" not in meta:
             return
         changed = ck.resume_changes(meta["config"], self.cfg.to_dict(), RESUMABLE_CHANGES)
-        if meta.get("built_from") and self.built_from and meta["built_from"] != self.built_from:
-            changed += [f"the {stage} model (built again since)" for stage in sorted(self.built_from)
-                        if meta["built_from"].get(stage) != self.built_from[stage]]
+        if meta.get("built_from") and self.built_from:
+            # an upstream stage's build, or the folder or file given by path (--model, --reward_model, --data); one
+            # only this side records (a checkpoint from before they were recorded) is not compared
+            for key in sorted(self.built_from.keys() & meta["built_from"].keys()):
+                if meta["built_from"][key] != self.built_from[key]:
+                    changed.append(f"the {key} {'file' if key == '--data' else 'folder'} (changed since)"
+                                   if key.startswith("--") else f"the {key} model (built again since)")
         if changed:
             raise LabError(f"the checkpoint is of a run with other settings ({'; '.join(changed)})", path=str(path),
                            fix="resume with the run's settings, or start again without --resume")

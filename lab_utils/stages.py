@@ -28,8 +28,8 @@ from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
-from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, is_done, iso_time, run_dir,  # noqa: F401
-                   stage_table, stamp, world_records, write_report)
+from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, folder_stamp, is_done,  # noqa: F401
+                   iso_time, run_dir, stage_table, stamp, world_records, write_report)
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
@@ -272,7 +272,11 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
-    trainer.built_from = built_from if reward_override is None else None  # a model passed in has no build to check
+    # what a resume checks it still trains with: the upstream stages' builds, and what was given by path instead
+    given = {flag: mark for flag, mark in (("--model", folder_stamp(cfg.model)),
+                                          ("--reward_model", folder_stamp(cfg.reward_model)),
+                                          ("--data", ck.file_sha256(cfg.data))) if mark}
+    trainer.built_from = built_from | given if reward_override is None else None  # a model passed in: none to check
     log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
     if not resume and trainer.acc.is_main_process:  # a fresh run: an earlier run's checkpoints must never be resumed
         shutil.rmtree(ckpt_root, ignore_errors=True)

@@ -201,13 +201,14 @@ def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_p
     checkpoint, so a changed flag used to be silently ignored (`--kl_coef`, `--lr`) or to bend the schedule
     (`--iterations`); and a policy trained against one reward model used to go on against a rebuilt one."""
     first = make_trainer(run_root, tmp_path, iterations=3)
-    first.built_from = {"sft": "2026-11-30T10:00:00", "reward": "2026-11-30T11:00:00"}
+    first.built_from = {"sft": "2026-11-30T10:00:00", "reward": "2026-11-30T11:00:00", "--data": "0a1b"}
     first.train(stop_at=1)
     latest = ck.latest_checkpoint(tmp_path)
     for changes, built_from, words in [
             ({"kl_coef": 0.05}, first.built_from, rf"kl_coef {first.cfg.kl_coef} -> 0.05"),
             ({"iterations": 5, "lr": 1e-4}, first.built_from, r"iterations 3 -> 5; lr 3e-05 -> 0.0001"),
-            ({}, first.built_from | {"reward": "2026-11-30T12:00:00"}, r"the reward model \(built again since\)")]:
+            ({}, first.built_from | {"reward": "2026-11-30T12:00:00"}, r"the reward model \(built again since\)"),
+            ({}, first.built_from | {"--data": "2c3d"}, r"the --data file \(changed since\)")]:
         again = make_trainer(run_root, tmp_path, **({"iterations": 3} | changes))
         again.built_from = built_from
         with pytest.raises(LabError, match=rf"other settings \({words}\).*start again without --resume"):
@@ -216,6 +217,22 @@ def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_p
     same.built_from = first.built_from
     same.load_checkpoint(latest)
     assert same.iteration == 1
+
+
+def test_a_resume_notices_that_the_data_file_changed(run_root, tmp_path):
+    """What --data, --model and --reward_model name is read by path, so no stage's build records it: the checkpoint
+    keeps the file's hash (a folder's stamp), or a resume would go on with other prompts or other models."""
+    path = tmp_path / "prompts.jsonl"
+    write = lambda word: path.write_text("".join(json.dumps({"instruction": f"Name a {word}, number {i}."}) + "\n"  # noqa: E731
+                                                 for i in range(10)), encoding="utf-8")
+    write("colour")
+    run = dict(save_to="resume-data", data=str(path), log=lambda *_: None)
+    stages.run_ppo("micro", run_root, stop_at=1, **run)
+    saved = ck.read_json(ck.latest_checkpoint(run_root / "resume-data-checkpoints") / "state.json")["built_from"]
+    assert saved["--data"] == ck.file_sha256(path) and set(saved) == {"sft", "reward", "--data"}
+    write("fruit")
+    with pytest.raises(LabError, match=r"other settings \(the --data file \(changed since\)\)"):
+        stages.run_ppo("micro", run_root, resume=True, **run)
 
 
 def test_a_full_checkpoint_is_not_loaded_into_a_lora_policy(run_root, tmp_path):
