@@ -444,6 +444,7 @@ md("""
 A policy optimised against this model will find whatever it over-rewards. Three probes on held-out prompts
 whose reference answers are correct: does the reward go **up** when the answer gets longer, repeats a phrase, or
 switches language? The annotator penalises all three; a reward model that agrees with it should lower the reward.
+A fourth asks the opposite question, whether the reward goes **down** when an answer is made wrong.
 """)
 
 code("""
@@ -472,20 +473,66 @@ if caps:
     judged = [annotator.score(world, r, a) - annotator.score(world, r, r["output"]) for r, a in zip(caps, swapped)]
     rows.append({"probe": "wrong language (capital)", "reward change": (s - own).mean().item(),
                  "share rewarded more": (s > own).float().mean().item(), "annotator change": sum(judged) / len(judged)})
+""")
+
+md("""
+The fourth probe makes right answers wrong: held-out sentiment questions (the evaluation prompts' 24 on `tiny`),
+each answered in the SFT model's sentence with the right label and with the other one.
+""")
+
+code("""
+flip = {"positive": "negative", "negative": "positive", "正面": "负面", "负面": "正面"}
+said = lambda r, label: f"这句话的情感是{label}的。" if r["lang"] == "zh" else f"The sentiment of this sentence is {label}."
+feelings = [r for r in tasks.eval_records(world, 24) if r["task"] == "sentiment"]
+if feelings:
+    labels = [r["output"].lower() for r in feelings]  # "positive" / "正面" as the terse reference gives it
+    right = [said(r, label) for r, label in zip(feelings, labels)]
+    wrong = [said(r, flip[label]) for r, label in zip(feelings, labels)]
+    s_prompts = alpaca_prompts(feelings)
+    flipped = rm.score(s_prompts, wrong) - rm.score(s_prompts, right)  # the reward change of each flipped answer
+    judged = [annotator.score(world, r, a) - annotator.score(world, r, b) for r, a, b in zip(feelings, wrong, right)]
+    rows.append({"probe": "sentiment label flipped", "reward change": flipped.mean().item(),
+                 "share rewarded more": (flipped > 0).float().mean().item(), "annotator change": sum(judged) / len(judged)})
 probes = pd.DataFrame(rows).set_index("probe").round(3)
 display(probes)
 holes = probes.index[(probes["reward change"] > 0) & (probes["annotator change"] < 0)].tolist()
 print(f"{len(holes)} of {len(probes)} probes raise the reward where the annotator lowers its score: {holes}")
+blind = probes.index[(probes["share rewarded more"] >= 0.4) & (probes["annotator change"] < 0)].tolist()
+print(f"{len(blind)} of {len(probes)} reward the worse answer on 40% of the prompts or more: {blind}")
 """)
 
 md("""
 - Read the table row by row: a negative *reward change* means the reward model, like the annotator, dislikes the
-  change. A positive one is a hole an optimiser can find. The line under the table counts them; on `tiny` every
-  probe is one, even though the reward model ranks most held-out pairs decided by concision right (section 6): a
-  wordy answer the SFT model wrote is not the same change as filler appended to a right one.
+  change. A positive one is a hole an optimiser can find. The first line under the table counts them; on `tiny` the
+  three style probes are holes, even though the reward model ranks most held-out pairs decided by concision right
+  (section 6): a wordy answer the SFT model wrote is not the same change as filler appended to a right one.
+- A mean near zero is no comfort either. The second line counts the probes whose worse answer scores higher on at
+  least 40% of the prompts: where the flipped sentiment label is one, the reward model cannot tell a right label from
+  a wrong one (a coin flip would score higher on half of them), so a policy may flip labels at no cost but the KL.
+  Notebook 05's RLHF model answers fewer sentiment questions right than the SFT model: a blind spot like this one is
+  what lets that happen.
 - Notebook 05 shows what PPO does with such holes: with a length bonus added on purpose and the KL penalty off, it
   writes longer answers the annotator likes less; and with the KL penalty on, against this very reward model, it
   finds a hole of its own, answers in the shape of another task's answer.
+
+What the reward model reads instead of the sentence shows when the flipped answers are split by language and by the
+right label:
+""")
+
+code("""
+if feelings:
+    split = pd.DataFrame({"language": [r["lang"] for r in feelings], "right label": labels,
+                          "reward change": flipped.tolist(), "wrong label scores higher": (flipped > 0).tolist()})
+    display(split.groupby(["language", "right label"]).agg(prompts=("reward change", "size"),
+                                                           wrong_scores_higher=("wrong label scores higher", "sum"),
+                                                           mean_reward_change=("reward change", "mean")).round(3))
+""")
+
+md("""
+Where a language's two rows point opposite ways — the wrong label higher for one right label and never for the
+other — the reward model prefers one label in that language whatever the sentence says: it scores the word, not
+whether the word fits. A policy pushed by it turns its answers towards that word; notebook 05 shows which sentiment
+answers RLHF got wrong.
 """)
 
 md("""

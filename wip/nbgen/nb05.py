@@ -571,10 +571,11 @@ md("""
   inline, and the first minibatch's ratio of exactly 1 proved that rollout and training agree.
 - The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — gave the RLHF answers
   more duels than the SFT answers on the evaluation prompts (some of which PPO trained on too:
-  `n_seen_in_training`), by the margin section 9 prints. On the validation prompts, which share none of their
-  questions, the duel is much closer: section 9's table prints both splits side by side.
+  `n_seen_in_training`), by the margin section 9 prints. On the validation prompts, which ask none of the evaluation
+  prompts' questions, the duel is much closer: section 9's table prints both splits side by side.
 - The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
-  on `tiny` a few sentiments flipped to the label the reward model likes and names listed twice or dropped. A duel
+  on `tiny` a few sentiments flipped to the label the reward model likes (notebook 04's last probe: in Chinese it
+  prefers 正面 whatever the sentence says) and names listed twice or dropped. A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the
   gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 9's table); a
   better reward model (issue #4), not a higher reward, is the fix.
