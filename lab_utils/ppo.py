@@ -119,9 +119,9 @@ class PPOTrainer:
             raise LabError(f"{len(prompts)} prompt(s) give each of the {self.n_proc} process(es) fewer than 2 episodes "
                            "per rollout (advantages are whitened over a rollout)",
                            fix=f"give at least {2 * self.n_proc} prompts (--data)")
-        if len(prompts) < cfg.rollout_batch:
-            log(f"only {len(prompts)} prompts: each rollout answers all of them, not --rollout_batch "
-                f"{cfg.rollout_batch}")
+        if len(prompts) < cfg.rollout_batch and self.acc.is_main_process:
+            log(f"only {len(prompts)} prompts: each rollout answers {len(prompts) // self.n_proc * self.n_proc} of "
+                f"them, not --rollout_batch {cfg.rollout_batch}")
         if cfg.rollout_batch // self.n_proc < 2:  # advantages are whitened over a process's real tokens: 2 at least
             raise LabError(f"--rollout_batch {cfg.rollout_batch} gives each of the {self.n_proc} process(es) "
                            f"{cfg.rollout_batch // self.n_proc} episode(s)", fix=f"give at least {2 * self.n_proc}")

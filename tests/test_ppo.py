@@ -288,7 +288,7 @@ def test_one_prompt_is_a_lab_error_too(run_root):
         ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something."], log=lambda *_: None)
     said = []
     ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something.", "Say more."], log=said.append)
-    assert said == [f"only 2 prompts: each rollout answers all of them, not --rollout_batch {cfg.rollout_batch}"]
+    assert said == [f"only 2 prompts: each rollout answers 2 of them, not --rollout_batch {cfg.rollout_batch}"]
 
 
 def test_learning_rate_decays_linearly_to_zero(run_root):

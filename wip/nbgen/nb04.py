@@ -531,8 +531,9 @@ if feelings:
 md("""
 Where a language's two rows point opposite ways — the wrong label higher for one right label and never for the
 other — the reward model prefers one label in that language whatever the sentence says: it scores the word, not
-whether the word fits. A policy pushed by it turns its answers towards that word; notebook 05 shows which sentiment
-answers RLHF got wrong.
+whether the word fits. How much it prefers it is the mean reward change: where that is large next to the style
+probes' above, a policy can gain reward by turning its answers towards the word; where it is a hundredth, the KL
+penalty outweighs it. Notebook 05 shows which sentiment answers RLHF got wrong.
 """)
 
 md("""
