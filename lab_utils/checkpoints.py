@@ -134,8 +134,11 @@ def load_training_state(ckpt: Path, optimizer, scheduler) -> dict:
 
 
 def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
+    """Delete all but the `keep` newest complete checkpoints. Temp folders (a save in progress) and incomplete step
+    folders are left alone, so an incomplete newest folder never costs a complete one."""
     root = Path(ckpt_root)
-    done = sorted((d for d in root.iterdir() if _STEP.match(d.name)), key=lambda d: int(d.name[5:]))
+    done = sorted((d for d in root.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()),
+                  key=lambda d: int(_STEP.match(d.name).group(1)))
     for d in done[:-keep]:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -17,7 +17,7 @@ leaves held-out pair accuracy where it was but makes a reward model PPO can push
 After training, the pairwise scores are normalised — mean 0, standard deviation 1 over the SFT model's
 own samples — and that `mean`/`std` is saved next to the weights (`normalization.json`), so that every
 later stage reads rewards on one scale (`RewardModel.score`). The ratings model, which nothing downstream
-reads, keeps the scale it was trained on, (rating − 3) / 2, and is saved without a normalisation file.
+reads, keeps the scale it was trained on, (rating − 3) / 2: its `normalization.json` says mean 0, std 1.
 """
 
 from __future__ import annotations
@@ -157,12 +157,6 @@ def batch(tokenizer, seqs: list[list[int]]) -> dict:
     for i, s in enumerate(seqs):
         ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
     return {"input_ids": ids, "attention_mask": mask}
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of each row's last real token (right or left padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask).argmax(-1)
 
 
 @torch.no_grad()

@@ -9,7 +9,9 @@ import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: tests never phone home
 
+import itertools  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -281,6 +283,28 @@ def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     assert "**A** was **sft**" in arena.reveal(first)
 
 
+def by_model(model, tokenizer, prompt, **sampling):
+    """A stand-in for `serving.Stream` whose answer tells which model gave it (the base model gets the raw text,
+    a fine-tuned one the Alpaca prompt)."""
+    return FakeStream(["base says" if prompt == QUESTION else "sft says", " hi."], ended=True)
+
+
+def test_two_contestants_are_shown_in_a_random_order_and_stored_in_the_order_shown(app_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(serving, "Stream", by_model)
+    a = arena.Arena(run_folder(app_root, tmp_path), "micro", models=["base", "sft"])
+    a.rng = random.Random(0)
+    orders = []
+    for i in range(8):
+        *_, (answer_a, answer_b, battle) = a.battle(QUESTION)
+        assert [answer_a, answer_b] == [f"{name} says hi." for name in battle["models"]]
+        result = a.vote("a", None, None, battle, gr.Request(session_hash=f"session-{i}"))
+        assert [result["model_a"], result["model_b"]] == battle["models"]
+        orders.append(tuple(battle["models"]))
+    assert set(orders) == {("base", "sft"), ("sft", "base")}  # A is not always the same model
+    for row, order in zip(votes.rows(a.db), orders, strict=True):  # the stored row names who gave which answer
+        assert (row["model_a"], row["model_b"], row["answer_a"]) == (*order, f"{order[0]} says hi.")
+
+
 def test_the_arena_stores_whether_each_answer_ended(app_root, tmp_path, monkeypatch):
     made = iter([FakeStream(["Paris", "."], ended=True), FakeStream(["Paris", " is", " the"], ended=False)])
     monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))  # A ends with EOS, B is cut off
@@ -419,19 +443,16 @@ def test_compare_endpoint_refuses_a_long_prompt(compare_url):
         Client(compare_url, verbose=False).predict("x" * 2001, ["sft"], 0.0, 1.0, 8, api_name="/compare")
 
 
-def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path):
+def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path, monkeypatch):
     url, root = arena_app
+    answers = itertools.cycle(["Paris", "Lima"])  # the server runs in this process: two different answers each time
+    monkeypatch.setattr(serving, "Stream", lambda *args, **kw: FakeStream([next(answers), "."], ended=True))
     with pytest.raises(Exception, match="(?i)login|auth|401"):  # behind a login: no API without it
         Client(url, verbose=False)
     client = Client(url, auth=("alice", "pw"), verbose=False)
     assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
     answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
-    for _ in range(20):  # two samples of one model: draw again until they differ, or B could not be voted for
-        if " ".join(answer_a.split()) != " ".join(answer_b.split()):
-            break
-        answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
-    else:
-        pytest.skip("20 battles in a row gave two answers of the same text: no A/B vote to test")
+    assert (answer_a, answer_b) == ("Paris.", "Lima.")
     result = client.predict("b", 4, None, api_name="/vote")
     assert result["recorded"] and (result["model_a"], result["model_b"]) == ("sft", "sft")
     assert client.predict("b", 4, None, api_name="/vote")["recorded"] is False  # a retry stores nothing

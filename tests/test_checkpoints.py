@@ -39,6 +39,17 @@ def test_latest_checkpoint_orders_by_step_number(tmp_path):
     assert ck.latest_checkpoint(tmp_path).name == "step-0000100"
 
 
+def test_prune_keeps_the_two_newest_complete_checkpoints_and_touches_nothing_else(tmp_path):
+    for step in (100, 9, 20, 3, 50):
+        complete_step(tmp_path, step)
+    (tmp_path / "step-0000200").mkdir()  # incomplete: does not count as one of the two kept
+    (tmp_path / ".tmp-step-0000300-abc123").mkdir()  # a save in progress
+    ck.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(d.name for d in tmp_path.iterdir()) == [".tmp-step-0000300-abc123", "step-0000050", "step-0000100",
+                                                          "step-0000200"]
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000100"
+
+
 def test_atomic_dir_failure_leaves_no_final_and_no_temp(tmp_path):
     final = tmp_path / "step-0000010"
     with pytest.raises(RuntimeError, match="disk full"):

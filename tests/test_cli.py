@@ -6,6 +6,7 @@ from transformers import AutoTokenizer
 
 from lab_utils import checkpoints as ck
 from lab_utils.cli import main
+from lab_utils.config import PretrainConfig
 from lab_utils.data import load_texts
 from lab_utils.tokenizer import chars_per_token
 
@@ -17,7 +18,8 @@ def test_pretrain_on_real_text(wiki_demo, tmp_path):
     assert (out / "base" / "model.safetensors").is_file()
     metrics = ck.read_json(out / "report.json")["stages"]["pretrain"]
     assert metrics["fact_accuracy"] is None  # world facts say nothing about a model trained on Wikipedia
-    assert metrics["steps"] == 3 and metrics["train_tokens"] == 3 * 8 * 64
+    cfg = PretrainConfig.for_profile("micro")
+    assert metrics["steps"] == 3 and metrics["train_tokens"] == 3 * cfg.batch_size * cfg.seq_len
     saved = ck.read_json(out / "base" / "lab_config.json")["pretrain"]
     assert saved["data"] == str(wiki_demo) and saved["max_steps"] == 3
 

@@ -73,6 +73,64 @@ def test_response_logits_equal_the_full_forward_pass(run_root):
     assert torch.allclose(kept, full[:, -width - 1:-1] / 0.7, atol=1e-5)
 
 
+def _alone(b: dict, i: int) -> tuple[torch.Tensor, int, int]:
+    """Row i of a rollout without any padding: its prompt tokens and response tokens, one unpadded sequence, with
+    the number of prompt tokens and of response tokens."""
+    prompt = b["query"][i][b["query_mask"][i].bool()]
+    response = b["response"][i][b["mask"][i].bool()]
+    return torch.cat([prompt, response])[None], len(prompt), len(response)
+
+
+def _ragged_rollout(trainer) -> dict:
+    """A rollout of 4 prompts of different lengths (left padding) whose first two responses are cut short (right
+    padding; the micro model rarely samples EOS, so the cut is made here)."""
+    b = trainer.rollout(trainer.prompts[:4])
+    pad = trainer.tok.pad_token_id
+    for i, n in ((0, 2), (1, 5)):
+        b["response"][i, n:], b["mask"][i, n:] = pad, 0
+    assert (b["query_mask"] == 0).any(), "the prompts should need left padding"
+    return b
+
+
+def test_left_padded_logits_equal_each_row_run_alone(run_root):
+    """Padding must change nothing: padding is never attended to, so each row's response logits equal those of the
+    row run by itself, with no mask and the model's own positions. (The test above uses `position_ids` on both sides;
+    this one does not. Under rotary embeddings a constant shift of every position would not change the logits
+    either, so the positions themselves are pinned by the next test.)"""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    b = _ragged_rollout(trainer)
+    model = trainer.acc.unwrap_model(trainer.policy).eval()
+    with torch.no_grad():
+        batched = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["mask"], temperature=0.7)
+        for i in range(4):
+            ids, n_prompt, n_response = _alone(b, i)
+            alone = model(input_ids=ids).logits[0, n_prompt - 1:-1] / 0.7  # (T_i, V): what predicted each token
+            assert torch.allclose(batched[i, :n_response], alone, atol=1e-4)
+
+
+def test_a_left_padded_row_starts_at_position_0():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]])  # (B, L): 0 = padding
+    assert ppo.position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 1, 2, 2]]
+
+
+def test_values_are_read_where_each_response_token_was_chosen(run_root):
+    """`response_values` gives token t of a response the value head's output at the position that chose it (the
+    prompt's last token for t = 0): the same as the score head on each row's hidden states run alone."""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    b = trainer.rollout(trainer.prompts[:4])
+    assert torch.allclose(ppo.response_values(trainer.value, b["query"], b["query_mask"], b["response"], b["mask"]),
+                          b["values"], atol=1e-5)  # the rollout keeps these values
+    b = _ragged_rollout(trainer)
+    value = trainer.acc.unwrap_model(trainer.value).model.eval()
+    with torch.no_grad():
+        batched = ppo.response_values(trainer.value, b["query"], b["query_mask"], b["response"], b["mask"])
+        assert batched.shape == b["response"].shape
+        for i in range(4):
+            ids, n_prompt, n_response = _alone(b, i)
+            per_position = value.score(value.base_model(input_ids=ids).last_hidden_state)[0, :, 0]  # (L,)
+            assert torch.allclose(batched[i, :n_response], per_position[n_prompt - 1:-1], atol=1e-4)
+
+
 def test_kl_is_zero_against_an_identical_reference(run_root):
     trainer = make_trainer(run_root)
     batch = trainer.rollout(trainer.prompts[:4])
@@ -87,10 +145,24 @@ def test_lora_reference_is_the_policy_with_its_adapter_off(run_root):
     assert batch["kl"].abs().max() < 1e-5
 
 
-def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root):
+def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root, monkeypatch):
     trainer = make_trainer(run_root, response_length=6)
-    b = trainer.rollout(trainer.prompts)
     eos, pad = trainer.tok.eos_token_id, trainer.tok.pad_token_id
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    sample = policy.generate
+
+    def ends_some(input_ids, **kwargs):  # rows 0 and 1 sample EOS mid-answer and go on; the others never do
+        out = sample(input_ids=input_ids, **kwargs)
+        start = input_ids.shape[1]
+        response = out[:, start:]
+        response[response == eos] = eos + 1 if eos + 1 != pad else eos + 2
+        response[0, 1], response[1, 3] = eos, eos
+        return out
+
+    monkeypatch.setattr(policy, "generate", ends_some)
+    b = trainer.rollout(trainer.prompts)
+    assert b["ended"].tolist() == [True, True] + [False] * (len(trainer.prompts) - 2)
+    assert b["mask"][0].sum() == 2 and b["mask"][1].sum() == 4  # up to and including the first EOS
     for response, mask, ended in zip(b["response"], b["mask"], b["ended"]):
         n = int(mask.sum())
         assert (response[n:] == pad).all() and (eos not in response[: n - 1].tolist())
@@ -162,6 +234,28 @@ def test_checkpoint_resume_with_the_kl_ceiling_gives_the_same_run(run_root, tmp_
     fresh.train()
     assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
     assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
+
+
+def test_a_lora_run_resumes_to_the_same_adapter_and_is_saved_merged(run_root, tmp_path):
+    """Profile `full`'s layout: LoRA on the policy, the reference is the policy with its adapter off. The resumed run
+    ends with the straight run's weights, and `save_policy` writes a plain causal LM (no adapter keys) whose logits
+    are the trained policy's."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    straight, _, fresh = straight_resumed_fresh(run_root, tmp_path, lora=True, lr=5e-3)
+    fresh.train()
+    policy = straight.acc.unwrap_model(straight.policy)
+    assert any("lora_B" in n and p.abs().max() > 0 for n, p in policy.named_parameters())  # the adapter trained
+    assert_same_weights(policy, fresh.acc.unwrap_model(fresh.policy))
+    ids = straight.tok(straight.prompts[:1], return_tensors="pt")  # one prompt: no padding
+    with torch.no_grad():
+        trained = policy.eval()(**ids).logits
+    ppo.save_policy(straight, tmp_path / "rlhf")
+    assert not any("lora" in k for k in load_file(tmp_path / "rlhf" / "model.safetensors"))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "rlhf").eval()
+    with torch.no_grad():
+        assert torch.allclose(saved(**ids).logits, trained, atol=1e-4)
 
 
 def test_kl_ceiling_is_on_for_tiny_and_off_for_full():

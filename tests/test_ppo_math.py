@@ -58,6 +58,7 @@ def test_masked_whiten_uses_only_real_tokens():
     assert P.masked_var(white, MASK).item() == pytest.approx(1.0, abs=1e-6)
 
     kept_mean = P.masked_whiten(X, MASK, shift_mean=False)  # only the scale changes
+    torch.testing.assert_close(kept_mean, white + 2.5 * MASK)
     assert P.masked_mean(kept_mean, MASK).item() == pytest.approx(2.5)
     assert torch.equal(kept_mean[MASK == 0], torch.zeros(4, dtype=torch.float64))
 

@@ -108,7 +108,6 @@ def test_score_is_read_at_the_last_real_token(score_model):
     seqs = [R.encode(tok, "What is 2 + 3?", "5", True), R.encode(tok, "Name a fruit.", "apple, banana, pear", False)]
     enc = R.batch(tok, seqs)
     assert enc["input_ids"][0, len(seqs[0]):].eq(tok.pad_token_id).all()  # right-padded, as the trainer pads
-    assert R.last_token_index(enc["attention_mask"]).tolist() == [len(s) - 1 for s in seqs]
     with torch.no_grad():
         hidden = model.model(**enc).last_hidden_state                      # (B, T, d)
         by_hand = torch.stack([model.score(hidden[i, len(s) - 1]) for i, s in enumerate(seqs)])[:, 0]
@@ -226,6 +225,25 @@ def test_ratings_model_trains_with_its_own_epochs_and_learning_rate(sft_root, mo
     assert history[-1]["step"] == 2 * len(ratings) // 3  # two passes of two steps each
 
 
+def test_pairwise_training_learns_the_preference_it_is_shown(sft_root):
+    """Bradley–Terry training must move the scores the way the pairs say: trained on pairs where a number beats the
+    same filler answer, the model ranks held-out pairs of that kind right; trained on the opposite preference, it
+    ranks them the other way. An untrained score head ranks them one way whatever it was shown."""
+    def pairs(numbers, number_wins: bool):
+        rows = []
+        for i in numbers:
+            number, filler = f"{i + 1}.", "I do not know, sorry."
+            chosen, rejected = (number, filler) if number_wins else (filler, number)
+            rows.append({"prompt": f"What is {i} plus 1?", "chosen": chosen, "rejected": rejected})
+        return rows
+    cfg = RewardConfig.for_profile("micro", epochs=3.0, lr=1e-3, lm_coef=0.0)
+    for number_wins in (True, False):
+        model, tok, history = R.train_pairwise(cfg, sft_root / "sft", pairs(range(0, 64, 2), number_wins),
+                                               progress=False)
+        assert R.pairwise_accuracy(model.eval(), tok, pairs(range(1, 33, 2), number_wins))["accuracy"] == 1.0
+        assert history[-1]["loss"] < history[0]["loss"]
+
+
 def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path):
     model, tok = score_model
     prompts, responses = ["Q1", "Q2", "Q3"], ["a", "bb", "ccc"]
@@ -235,6 +253,18 @@ def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path)
     assert json.loads((tmp_path / "rm" / R.NORM_FILE).read_text()) == {"mean": 0.5, "std": 2.0}
     loaded = R.RewardModel.load(tmp_path / "rm")
     assert torch.allclose(loaded.score(prompts, responses), (raw - 0.5) / 2.0, atol=1e-5)
+
+
+def test_normalised_scores_of_the_fitted_samples_have_mean_0_std_1(score_model):
+    model, tok = score_model
+    samples = [{"prompt": f"Q{i}", "responses": [(r, e) for r, e in (("a", True), ("bb", False), ("the c", True))]}
+               for i in range(4)]
+    rm = R.RewardModel(model, tok, *R.fit_normalisation(model, tok, samples))
+    scores = rm.score([s["prompt"] for s in samples for _ in s["responses"]],
+                      [r for s in samples for r, _ in s["responses"]], [e for s in samples for _, e in s["responses"]])
+    raw = R.raw_scores(model, tok, [R.encode(tok, s["prompt"], r, e) for s in samples for r, e in s["responses"]])
+    assert raw.std() > 1e-3 and abs(raw.mean()) > 1e-3  # there was something to normalise
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4) and scores.std().item() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_normalisation_of_a_single_sample_keeps_the_raw_unit(score_model):
@@ -279,10 +309,11 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
     assert report["stages"]["reward"]["n_eval_pairs"] == m["n_eval_pairs"]
 
 
-def test_normalised_scores_of_sft_samples_have_mean_0_std_1(reward_metrics, sft_root):
-    rm = R.RewardModel.load(sft_root / "reward")
+def test_the_stage_saves_the_normalisation_it_reports(reward_metrics, sft_root):
+    rm, ratings = R.RewardModel.load(sft_root / "reward"), R.RewardModel.load(sft_root / "reward-ratings")
     m = reward_metrics
     assert (rm.mean, rm.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
+    assert m["norm_std"] != 1.0 and (ratings.mean, ratings.std) == (0.0, 1.0)  # the ratings model keeps its scale
 
 
 def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
