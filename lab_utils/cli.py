@@ -26,9 +26,12 @@ with the chosen profile's values as defaults:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from .config import (PROFILES, EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig,
                      resolve_profile)
@@ -197,6 +200,8 @@ def cmd_app(argv):
     from .stages import run_dir
 
     root = run_dir(args.profile, args.out)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise LabError(f"--port {args.port} is not a port", fix="pass a number from 1 to 65535 (or leave it out)")
     if args.app == "compare" and args.models:
         raise LabError("--models picks the arena's contestants", where="lab app compare",
                        fix="leave it out: the compare app offers every finished model, ticked on its page")
@@ -243,11 +248,35 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # the lab's own bars stay; per-file loading bars are noise here
     try:
-        COMMANDS[argv[0]](argv[1:])
+        with warnings_as_lines():
+            COMMANDS[argv[0]](argv[1:])
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what is finished stays: every artifact is written to a temporary path, then renamed
+        print("\ninterrupted: finished stages and checkpoints are kept; `lab run` reuses them, and `lab pretrain "
+              "--resume` / `lab ppo --resume` continue from the last checkpoint", file=sys.stderr)
+        return 130
     return 0
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """The lab's own warnings as one line each ("[lab] warning: ..."), not Python's "file.py:103: UserWarning"
+    followed by a line of source; other libraries' warnings keep their form, which says where they come from."""
+    package = Path(__file__).resolve().parent
+    form = warnings.formatwarning  # only how a shown warning reads: a recorded one (pytest.warns) stays as it was
+
+    def one_line(message, category, filename, lineno, line=None):
+        if Path(filename).resolve().is_relative_to(package):
+            return f"[lab] warning: {message}\n"
+        return form(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = form
 
 
 if __name__ == "__main__":

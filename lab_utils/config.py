@@ -98,8 +98,8 @@ class WorldConfig(_Profiled):
 class TokenizerConfig(_Profiled):
     vocab_size: int = _f(4096, "byte-level BPE vocabulary size (specials included)")
     tokenizer_docs: int = _f(20_000, "corpus documents the BPE merges are learned from")
-    data: str = _f("", "learn the merges from this text instead of the world corpus: .txt, .jsonl with 'text', or a "
-                       "hub id (`lab pretrain --data` trains the tokenizer on its text when none exists)")
+    data: str = _f("", "learn the merges from this text instead of the world corpus: .txt, .jsonl or .json with "
+                       "'text', or a hub id (`lab pretrain --data` trains the tokenizer on its text when none exists)")
     data_split: str = _f("train", "split of a hub dataset given with --data")
 
     OVERRIDES: ClassVar[dict] = {"micro": {"vocab_size": 512, "tokenizer_docs": 1_500}}
@@ -108,7 +108,8 @@ class TokenizerConfig(_Profiled):
 @dataclass(frozen=True)
 class PretrainConfig(_Profiled):
     model: str = _f("", "start from this model (hub id or local path) instead of a fresh Llama; full only")
-    data: str = _f("", "train on this text instead of the world corpus: .txt, .jsonl with 'text', or a hub id")
+    data: str = _f("", "train on this text instead of the world corpus: .txt, .jsonl or .json with 'text', or a "
+                       "hub id")
     data_split: str = _f("train", "split of a hub dataset given with --data")
     n_layers: int = _f(4, "transformer blocks")
     d_model: int = _f(256, "model width D (keep a multiple of 64 for 4-bit layers on CPU)")

@@ -38,7 +38,7 @@ def _read(path: Path) -> str:
     if not _exists(path):
         raise LabError("file not found", path=str(path), fix="check the path given with --data")
     if path.is_dir():
-        raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt or .jsonl file")
+        raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt, .json or .jsonl file")
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as err:
@@ -48,7 +48,7 @@ def _read(path: Path) -> str:
         raise LabError("holds NUL characters: UTF-16 (without a byte-order mark) or binary, not UTF-8 text",
                        path=str(path), where=f"line {line}", fix="save the file as UTF-8")
     if not text.strip():
-        raise LabError("the file is empty", path=str(path), fix="add at least one document")
+        raise LabError("the file is empty", path=str(path), fix="add at least one record (or document)")
     return text
 
 
@@ -155,7 +155,7 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
     """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
     path, suffix = Path(spec), _suffix(spec)
     if _exists(path) and path.is_dir():
-        raise LabError("is a folder, not a file", path=spec, fix="pass a .txt or .jsonl file")
+        raise LabError("is a folder, not a file", path=spec, fix="pass a .txt, .json or .jsonl file")
     if suffix == ".txt":
         docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
     elif suffix in (".jsonl", ".json"):
@@ -178,7 +178,8 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
     elif _is_hub_id(spec):
         docs = _hub_texts(spec, split)
     else:
-        _not_loadable(spec, "use .txt (one document per line), .jsonl with a 'text' field, or a hub dataset id")
+        _not_loadable(spec, "use .txt (one document per line), .jsonl or a .json array with a 'text' field, or a hub "
+                            "dataset id")
     if not docs:
         raise LabError("no non-empty documents", path=spec, fix="add text to the file")
     return docs
@@ -199,8 +200,11 @@ def _hub_dataset(spec: str, split: str):
     try:
         return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # offline, unknown id, missing split: all end the same way for the user
-        raise LabError(f"could not load hub dataset ({type(err).__name__}: {err})", path=spec,
-                       fix="check the id and your network, or pass a local file") from None
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise LabError(f"no such file, and could not load it as a hub dataset id ({type(err).__name__}: {first})",
+                       path=spec, fix="check the path of a local file (with its extension: .txt, .json, .jsonl), or "
+                                      "the hub id and your network (offline: HF_HUB_OFFLINE=1 reads only the cache)"
+                       ) from None
 
 
 # ------------------------------------------------------------------ Alpaca instruction data

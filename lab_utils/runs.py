@@ -35,7 +35,11 @@ EVAL_SPLITS = {"test": "eval", "validation": "eval/validation"}
 
 
 def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
-    return Path(out) if out else Path("runs") / resolve_profile(profile)
+    """The run folder: --out, or runs/<profile>."""
+    root = Path(out) if out else Path("runs") / resolve_profile(profile)
+    if root.exists() and not root.is_dir():
+        raise LabError("is a file, not a run folder", path=str(root), fix="pass a folder with --out (new or a run's)")
+    return root
 
 
 def is_done(root: Path, stage: str) -> bool:

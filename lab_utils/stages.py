@@ -56,6 +56,20 @@ def tokenizer_changes(cfg: PretrainConfig) -> dict:
     return {"data": cfg.data, "data_split": cfg.data_split} if cfg.data else {}
 
 
+def _say_which_text_the_tokenizer_knows(root: Path, data: str) -> None:
+    """A tokenizer learned from other text, or from an earlier version of this --data file, is kept (every later stage
+    was built on it), but said: byte-level BPE encodes any text, yet packs text unlike its own poorly."""
+    learned = ck.read_json(root / "tokenizer" / "metrics.json")
+    learned_from = learned.get("config", {}).get("data") or ""
+    how = f"`lab tokenizer{' --data ' + data if data else ''}` learns one from this text, then pretrain again"
+    if learned_from != data:
+        print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from {learned_from or 'the world corpus'}, "
+              f"not from {data or 'the world corpus'}; {how}")
+    elif data and learned.get("data_sha256") and learned["data_sha256"] != ck.file_sha256(data):
+        print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from an earlier version of {data} (the file "
+              f"changed since); {how}")
+
+
 def run_pretrain(profile: str | None = None, out=None, resume: bool | str = False, progress: bool = True,
                  **changes) -> dict:
     """Pretrain the base model (training the tokenizer first when it is missing), then probe its facts. `resume`: see
@@ -69,19 +83,23 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
+    trained_tokenizer = False
     with PartialState(cpu=cpu).main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
         if not cfg.model and not is_done(root, "tokenizer"):
             print(f"[lab] no tokenizer in {root / 'tokenizer'}: training it first"
                   + (f", on {cfg.data}" if cfg.data else ""))
             run_tokenizer(profile, root, **tokenizer_changes(cfg))
+            trained_tokenizer = True
         elif not cfg.model and PartialState(cpu=cpu).is_main_process:
-            learned_from = ck.read_json(root / "tokenizer" / "metrics.json").get("config", {}).get("data") or ""
-            if learned_from != cfg.data:  # byte-level BPE encodes any text, but packs text unlike its own poorly
-                print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from "
-                      f"{learned_from or 'the world corpus'}, not from {cfg.data or 'the world corpus'}; `lab tokenizer"
-                      f"{' --data ' + cfg.data if cfg.data else ''}` learns one from this text, then pretrain again")
+            _say_which_text_the_tokenizer_knows(root, cfg.data)
     built_from = _built_from(root, "pretrain", cfg)
-    metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
+    try:
+        metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
+    except LabError:  # bad --data (too little text, ...): the tokenizer learned from it above goes too
+        if trained_tokenizer:
+            shutil.rmtree(root / "tokenizer", ignore_errors=True)
+            write_report(root)
+        raise
     metrics["config"] = cfg.to_dict()
     if not PartialState(cpu=cpu).is_main_process:  # the main process probes the model and writes the report
         return metrics | {"fact_accuracy": None, "main_process": False}
@@ -174,6 +192,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                            f"{cfg.max_length}, the model's context {context})", path=cfg.data or None,
                            fix="bring shorter pairs, or raise --max_length if the model's context allows it")
         n_too_long = n_given - len(pairs)
+        if n_too_long:
+            warnings.warn(f"{n_too_long} of {n_given} preference pairs are longer than {limit} tokens (--max_length "
+                          f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=2)
         # the scale: the SFT model's answers to a seeded sample of the prompts that leave room for an answer
         distinct = sorted({p["prompt"] for p in pairs})
         room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"])
@@ -207,8 +228,12 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
             R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
     train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
     if not train_pairs or not eval_pairs:
-        raise LabError(f"{len(pairs)} preference pairs are too few to train and evaluate a reward model",
-                       path=cfg.data or None, fix="collect more pairs (--n_prompts) or bring a larger --data file")
+        n_prompts = len({p["prompt"] for p in pairs})
+        why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) cannot be split into training and held-out "
+               "prompts" + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
+        raise LabError(why, path=cfg.data or None,
+                       fix="bring pairs on more prompts (a prompt's pairs are never split)" if given
+                       else "collect more pairs (--n_prompts)")
 
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
     accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)

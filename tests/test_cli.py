@@ -43,12 +43,67 @@ def test_pretraining_on_real_text_learns_its_tokenizer_from_it(wiki_demo, tokeni
     assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == str(wiki_demo)  # not replaced
 
 
+def test_a_pretraining_that_fails_on_its_data_leaves_no_tokenizer_learned_from_it(wiki_demo, tmp_path, capsys):
+    """Too little text fails after the tokenizer was learned from it: that tokenizer goes too, so the next run learns
+    one from the text it is given. A tokenizer learned from an earlier version of the same file is kept, and said."""
+    out, data = tmp_path / "run", tmp_path / "notes.txt"
+    data.write_text("Two short lines.\nThat is all.\n", encoding="utf-8")
+    args = ["pretrain", "--profile", "micro", "--data", str(data), "--max_steps", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "fewer than one sequence" in capsys.readouterr().err and not (out / "tokenizer").exists()
+    data.write_text(wiki_demo.read_text(encoding="utf-8"), encoding="utf-8")  # the same name, enough text now
+    assert main(args) == 0
+    assert f"training it first, on {data}" in capsys.readouterr().out
+    data.write_text(wiki_demo.read_text(encoding="utf-8") + "One more line.\n", encoding="utf-8")
+    assert main(args) == 0
+    assert f"was learned from an earlier version of {data} (the file changed since)" in capsys.readouterr().out
+
+
 def test_help_and_unknown_command(capsys):
     assert main(["--help"]) == 0
     assert "lab pretrain" in capsys.readouterr().out
     assert main(["pretrian"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown command 'pretrian'")
+
+
+def test_an_out_that_is_a_file_and_a_port_out_of_range_are_one_clear_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["tokenizer", "--profile", "micro", "--out", str(afile)],
+                 ["sft", "--profile", "micro", "--out", str(afile)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {afile}: is a file, not a run folder. Fix: pass a folder with --out (new or a run's)."]
+    assert main(["app", "compare", "--profile", "micro", "--out", str(tmp_path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.startswith("error: --port 99999 is not a port")
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import lab_utils.cli as cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "votes", interrupted)
+    assert main(["votes", "count"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted: finished stages and checkpoints are kept")
+
+
+def test_the_labs_warnings_read_as_one_line_and_others_keep_their_form():
+    import warnings
+
+    import lab_utils.cli as cli
+    import lab_utils.stages
+
+    before = warnings.formatwarning
+    with cli.warnings_as_lines():
+        ours = warnings.formatwarning("3 of 9 records left out", UserWarning, lab_utils.stages.__file__, 112)
+        theirs = warnings.formatwarning("deprecated", FutureWarning, warnings.__file__, 7)
+    assert ours == "[lab] warning: 3 of 9 records left out\n"
+    assert theirs == before("deprecated", FutureWarning, warnings.__file__, 7) and "FutureWarning" in theirs
+    assert warnings.formatwarning is before  # put back
 
 
 def test_eval_of_an_unknown_model_is_one_clear_error(tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 
 from lab_utils.cli import main
 from lab_utils.data import load_alpaca, load_texts
+from lab_utils.errors import LabError
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -89,6 +90,14 @@ def test_hub_id_with_a_dot_goes_to_the_hub(monkeypatch, load, expected):
     got = load("allenai/tulu-2.5-preference-data")
     assert asked == ["allenai/tulu-2.5-preference-data"]
     assert [r["output"] if isinstance(r, dict) else r for r in got] == [expected]
+
+
+def test_a_missing_file_without_an_extension_says_so_offline(tmp_path, monkeypatch):
+    """"data/pairs" is a hub id by its shape; offline (as in the tests) it cannot be had, and the error names both
+    readings: a local file that is not there, and a hub id that could not be loaded."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabError, match=r"no such file, and could not load it as a hub dataset id .*check the path"):
+        load_texts("data/pairs")
 
 
 def test_unknown_profile_is_one_error_line(tmp_path, capsys):

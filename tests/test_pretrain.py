@@ -275,6 +275,9 @@ def test_a_folder_that_holds_no_model_or_a_torn_weights_file_is_one_clear_error(
         load_causal_lm(str(tmp_path / "base"))
     with pytest.raises(LabError, match="check the hub id, and that it is in the cache when offline"):
         load_causal_lm("nobody-here/no-such-model")
+    for missing in (tmp_path / "runs" / "tiny" / "sft-full", tmp_path / "nothing"):  # a folder not built yet
+        with pytest.raises(LabError, match=r"no such model folder .*check the path, or build it first"):
+            load_causal_lm(str(missing))
 
 
 def test_resume_after_the_data_file_changed_is_one_clear_error(tok_root, tmp_path):

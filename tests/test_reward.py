@@ -353,10 +353,16 @@ def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run"
     shutil.copytree(sft_root / "sft", out / "sft")
-    m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=200)
+    with pytest.warns(UserWarning, match=r"1 of 13 preference pairs are longer than 200 tokens .* left out"):
+        m = stages.run_reward("micro", out, progress=False, data=str(data), eval_fraction=0.25, max_length=200)
     assert m["n_too_long"] == 1 and m["n_train_pairs"] + m["n_eval_pairs"] == 12
     with pytest.raises(LabError, match=r"longer than 5 tokens \(--max_length 5, the model's context 512\)"):
         stages.run_reward("micro", out, progress=False, data=str(data), max_length=5)
+    data.write_text("\n".join(json.dumps(r | {"prompt": "What is 1 + 1?"}) for r in rows[:-1])  # one prompt only,
+                    + "\n" + json.dumps(rows[-1]))  # and the long pair
+    with pytest.raises(LabError, match=r"12 preference pair\(s\) on 1 prompt\(s\) cannot be split .* \(1 more "
+                                       r"were too long and left out\).*\(a prompt's pairs are never split"):
+        stages.run_reward("micro", out, progress=False, data=str(data), max_length=200)
 
 
 def test_pairs_longer_than_the_models_context_are_dropped_whatever_max_length_says(sft_root, tmp_path):
