@@ -176,6 +176,9 @@ def cmd_bench(argv):
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
     from .stages import run_dir
 
+    if cfg["data"]:  # the step is timed on random tokens: text would change nothing, and saying so beats ignoring it
+        raise LabError("lab bench times the training step on random tokens: --data is not used",
+                       fix="leave --data out (--model and the size flags do apply)")
     tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists
     tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").exists() else None
     vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size

@@ -77,6 +77,8 @@ def test_an_out_that_is_a_file_and_a_port_out_of_range_are_one_clear_error(tmp_p
         assert err == [f"error: {afile}: is a file, not a run folder. Fix: pass a folder with --out (new or a run's)."]
     assert main(["app", "compare", "--profile", "micro", "--out", str(tmp_path), "--port", "99999"]) == 2
     assert capsys.readouterr().err.startswith("error: --port 99999 is not a port")
+    assert main(["bench", "--profile", "micro", "--out", str(tmp_path), "--data", "/nonexistent.txt"]) == 2
+    assert capsys.readouterr().err.startswith("error: lab bench times the training step on random tokens")
 
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
