@@ -148,7 +148,7 @@ class PPOTrainer:
         self.rng = random.Random(cfg.seed)  # the same in every process: they draw one global batch and share it out
         torch.manual_seed(cfg.seed + self.acc.process_index)  # ... and sample answers of their own
 
-    # ---------------------------------------------------------------- 1–2: rollout and evaluation
+    # ---------------------------------------------------------------- 1–3: rollout, evaluation, shaping
 
     def autocast(self):
         """bf16 autocast around every forward pass: matmuls in bfloat16 (`lab bench` on the two CPUs with
@@ -171,6 +171,7 @@ class PPOTrainer:
 
     def _rollout(self, prompts: list[str]) -> dict:
         cfg, tok, device = self.cfg, self.tok, self.acc.device
+        # 1. rollout: sample a response to each prompt, truncated after its first EOS
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
         query, query_mask = enc["input_ids"], enc["attention_mask"]
         policy = self.acc.unwrap_model(self.policy)
@@ -182,6 +183,7 @@ class PPOTrainer:
         response, mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
         width = int(mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
         response, mask = response[:, :width], mask[:, :width]
+        # 2. evaluate: log-probabilities under the policy and the reference, values, the reward model's score
         logits = response_logits(self.policy, query, query_mask, response, mask, cfg.temperature)
         logprobs = M.logprobs_from_logits(logits, response)
         entropy = M.masked_mean(M.entropy_from_logits(logits), mask)
@@ -192,6 +194,7 @@ class PPOTrainer:
         values = response_values(self.value, query, query_mask, response, mask)
         raw = score_responses(self.rm, query, query_mask, response, mask)
         scores = M.score_with_penalty(raw, ended, cfg.missing_eos_penalty)
+        # 3. shape: per-token rewards −β·KL plus the score at the last real token; GAE → advantages and returns
         rewards, kl = M.kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = M.gae(rewards, values, mask, cfg.gamma, cfg.lam)
         advantages = M.masked_whiten(advantages, mask)
@@ -200,9 +203,10 @@ class PPOTrainer:
                 "raw_scores": raw, "scores": scores, "kl": kl, "advantages": advantages, "returns": returns,
                 "entropy": entropy}
 
-    # ---------------------------------------------------------------- 3–4: PPO epochs
+    # ---------------------------------------------------------------- 4: PPO epochs
 
     def optimise(self, b: dict) -> dict:
+        """4. optimise: `ppo_epochs` passes over shuffled minibatches of the rollout; clipped policy + value loss."""
         cfg = self.cfg
         self.policy.train(), self.value.train()
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "approxkl", "clipfrac",

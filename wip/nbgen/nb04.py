@@ -25,6 +25,7 @@ md("""
 code("""
 import json
 import random
+import tempfile
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -119,7 +120,8 @@ md("""
 code("""
 for a, b in [(0, 5), (0, 2), (0, 1), (3, 0), (4, 0), (5, 6)]:
     verdict = annotator.compare(world, question, candidates[a][0], candidates[b][0], candidates[a][1], candidates[b][1])
-    print(f"{candidates[a][0][:24]!r:<28} vs {candidates[b][0][:24]!r:<28} → {verdict}")
+    shown = [f"{text[:24]!r}" + ("" if ended else " [no EOS]") for text, ended in (candidates[a], candidates[b])]
+    print(f"{shown[0]:<36} vs {shown[1]:<36} → {verdict}")
 """)
 
 md("""
@@ -172,7 +174,7 @@ code("""
 torch.manual_seed(cfg.seed)
 score_model = reward.load_score_model(out / "sft", tokenizer.pad_token_id)
 trainer = RewardTrainer(model=score_model, processing_class=tokenizer, train_dataset=reward.pair_dataset(tokenizer, demo_pairs),
-                        args=TRLRewardConfig(output_dir=str(out / "tmp-reward-demo"), report_to="none", use_cpu=True,
+                        args=TRLRewardConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
                                              bf16=False, gradient_checkpointing=False, save_strategy="no"))
 batch = trainer.data_collator([trainer.train_dataset[i] for i in range(min(4, len(demo_pairs)))])
 with torch.no_grad():
@@ -207,7 +209,7 @@ score_model = reward.load_score_model(out / "sft", tokenizer.pad_token_id)
 trainer = reward.RegularisedRewardTrainer(
     model=score_model, processing_class=tokenizer, train_dataset=reward.pair_dataset(tokenizer, demo_pairs),
     lm_head=reward.frozen_lm_head(out / "sft"), lm_coef=cfg.lm_coef,
-    args=TRLRewardConfig(output_dir=str(out / "tmp-reward-demo"), report_to="none", use_cpu=True, bf16=False,
+    args=TRLRewardConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True, bf16=False,
                          gradient_checkpointing=False, save_strategy="no"))
 with torch.no_grad():
     total = trainer.compute_loss(trainer.model, dict(batch))
@@ -533,7 +535,7 @@ Where a language's two rows point opposite ways — the wrong label higher for o
 other — the reward model prefers one label in that language whatever the sentence says: it scores the word, not
 whether the word fits. How much it prefers it is the mean reward change: where that is large next to the style
 probes' above, a policy can gain reward by turning its answers towards the word; where it is a hundredth, the KL
-penalty outweighs it. Notebook 05 shows which sentiment answers RLHF got wrong.
+penalty outweighs it. Notebook 05 (section 6) lists the sentiment answers RLHF changed, and which it got wrong.
 """)
 
 md("""
@@ -581,8 +583,8 @@ so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to 
 
 code("""
 print(f"mean {values.mean():+.3f}  std {values.std():.3f} over the labelled answers (the fit used every sample)")
-saved = json.loads((out / "reward" / reward.NORM_FILE).read_text(encoding="utf-8"))  # what PPO will read
-assert (round(saved["mean"], 4), round(saved["std"], 4)) == (metrics["norm_mean"], metrics["norm_std"])
+print("saved with the model, what PPO will read:", json.loads((out / "reward" / reward.NORM_FILE).read_text()))
+# `values` came from reward.RewardModel.load(out / "reward"): the saved weights with the saved normalisation
 assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1, "normalised rewards should have mean 0 and std 1"
 """)
 

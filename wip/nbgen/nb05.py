@@ -27,6 +27,7 @@ md("""
 
 code("""
 import random
+import tempfile
 import time
 from collections import Counter
 import warnings
@@ -294,6 +295,7 @@ duel = results["rlhf"]["head_to_head_vs_sft"]
 print("RLHF vs SFT (annotator):", {k: duel[k] for k in ("wins", "losses", "ties", "both_bad", "win_rate")})
 print("win rate per task:", duel["per_task"], "| mean over tasks:", duel["task_mean"])
 evaluate.plot_eval(results)
+plt.show()
 """)
 
 md("""
@@ -329,6 +331,20 @@ md("""
   mean reward can both look good while part of the gain is an exploit: look at the answers.
 - The gain without those prompts is the gain the reward model's judgement supports; section 9 holds both gains
   against issue #5's +0.5.
+""")
+
+md("""
+**Sentiment, where RLHF loses accuracy.** Notebook 04's probe found that the reward model scores the label word, not
+whether it fits the sentence, and in Chinese prefers 正面 (positive). The sentiment prompts on which SFT's and RLHF's
+greedy answers differ, with the right label and the annotator's grade of each:
+""")
+
+code("""
+changed = [(r["lang"], r["input"], r["answer"], s, tasks.check(world, r, s), a, tasks.check(world, r, a))
+           for r, a, s in zip(eval_recs, rlhf_res["responses"], sft_res["responses"])
+           if r["task"] == "sentiment" and a.strip() != s.strip()]
+display(pd.DataFrame(changed, columns=["lang", "sentence", "right label", "sft", "sft right", "rlhf", "rlhf right"]))
+print("RLHF right on", sum(c[6] for c in changed), "of these", len(changed), "| SFT right on", sum(c[4] for c in changed))
 """)
 
 md("""
@@ -392,12 +408,12 @@ print("hacked:", repr(answers["hacked"]["responses"][i][:300]))
 """)
 
 md("""
-- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (greedy, nearly all still
-  end with EOS; the sampled training answers ended with it less often, `eos_rate` in `h_hack`), and the annotator
-  prefers them less than the SFT answers they came from. The KL penalty of the main run charges the policy for every
-  nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can, as section 6
-  showed: another task's fluent sentence instead of a clustering is a short move away from SFT that the reward
-  model pays well for. A reward model is only trustworthy near the data it was trained on.
+- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (the greedy ones still
+  end with EOS, the table above; the sampled training answers ended with it less often, `eos_rate` in `h_hack`),
+  and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run charges the
+  policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can,
+  as section 6 showed: another task's fluent answer in place of this one's is a short move away from SFT that the
+  reward model pays well for. A reward model is only trustworthy near the data it was trained on.
 """)
 
 md("""
@@ -413,7 +429,7 @@ rollouts:
 
 code("""
 from datasets import Dataset
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PrinterCallback
 from trl import RLOOConfig, RLOOTrainer
 
 rm_fn = reward.RewardModel.load(out / "reward")
@@ -427,11 +443,12 @@ k = 4
 rloo = RLOOTrainer(
     model=AutoModelForCausalLM.from_pretrained(out / "sft"), reward_funcs=reward_fn, processing_class=tok,
     train_dataset=Dataset.from_dict({"prompt": prompts}),
-    args=RLOOConfig(output_dir=str(out / "rloo-tmp"), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
+    args=RLOOConfig(output_dir=tempfile.mkdtemp(), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
                     max_steps=cfg.iterations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
                     beta=cfg.kl_coef, learning_rate=cfg.lr, logging_steps=1, report_to="none", save_strategy="no",
                     use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False, disable_tqdm=True,
                     seed=cfg.seed))
+rloo.remove_callback(PrinterCallback)  # with tqdm off it would print every step's log dict; log_history keeps them
 t0 = time.perf_counter()
 rloo.train()
 rloo_s = time.perf_counter() - t0
