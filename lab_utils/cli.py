@@ -176,7 +176,8 @@ def cmd_bench(argv):
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
     from .stages import run_dir
 
-    if cfg["data"]:  # the step is timed on random tokens: text would change nothing, and saying so beats ignoring it
+    if cfg["data"] != PretrainConfig.for_profile(args.profile).data:  # the step is timed on random tokens: --data
+        # would change nothing, and saying so beats ignoring it (profile full names a dataset by default: not asked)
         raise LabError("lab bench times the training step on random tokens: --data is not used",
                        fix="leave --data out (--model and the size flags do apply)")
     tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists

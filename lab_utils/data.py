@@ -201,10 +201,10 @@ def _hub_dataset(spec: str, split: str):
         return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # offline, unknown id, missing split: all end the same way for the user
         first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise LabError(f"no such file, and could not load it as a hub dataset id ({type(err).__name__}: {first})",
-                       path=spec, fix="check the path of a local file (with its extension: .txt, .json, .jsonl), or "
-                                      "the hub id and your network (offline: HF_HUB_OFFLINE=1 reads only the cache)"
-                       ) from None
+        raise LabError(f"could not load hub dataset ({type(err).__name__}: {first}); no local file has this name "
+                       "either", path=spec, fix=f"check the hub id, its split (--data_split, now {split!r}) and your "
+                       "network (offline, HF_HUB_OFFLINE=1 reads only the cache), or give the path of a local file "
+                       "with its extension (.txt, .json, .jsonl)") from None
 
 
 # ------------------------------------------------------------------ Alpaca instruction data

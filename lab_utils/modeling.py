@@ -43,9 +43,9 @@ def count_params(model) -> int:
 def load_error(path_or_id: str, err: Exception) -> LabError:
     """The one message for a model that does not load: no such folder or id, offline, not a model, a torn file."""
     first = (str(err).strip().splitlines() or [""])[0][:200]
-    hub_id = not Path(path_or_id).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_id) is not None
-    if not hub_id and not Path(path_or_id).exists():
-        return LabError("no such model folder (and not a hub id owner/name)", path=path_or_id,
+    hub_id = not Path(path_or_id).exists() and re.fullmatch(r"(?:[\w.-]+/)?[\w.-]+", path_or_id) is not None
+    if not Path(path_or_id).exists() and not hub_id:  # a path (absolute, or two folders deep): a folder not built
+        return LabError(f"no such model folder ({err.__class__.__name__}: {first})", path=path_or_id,
                         fix="check the path, or build it first: runs/<profile>/<stage> folders come from `lab run` "
                             "(sft-full and sft-lora from notebook 03)")
     fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "

@@ -248,7 +248,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         history["step"].append(step + 1)
         history["train_loss"].append(round(loss.item(), 4))
         history["lr"].append(scheduler.get_last_lr()[0])
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # shown at the next redraw (mininterval)
         # 4. evaluate
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
             history["eval_step"].append(step + 1)

@@ -95,8 +95,8 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     built_from = _built_from(root, "pretrain", cfg)
     try:
         metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
-    except LabError:  # bad --data (too little text, ...): the tokenizer learned from it above goes too
-        if trained_tokenizer:
+    except LabError:  # --data unfit before any step (too little text, ...): the tokenizer just learned from it goes too
+        if trained_tokenizer and cfg.data and ck.latest_checkpoint(root / "base-checkpoints") is None:
             shutil.rmtree(root / "tokenizer", ignore_errors=True)
             write_report(root)
         raise
@@ -229,11 +229,13 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
     if not train_pairs or not eval_pairs:
         n_prompts = len({p["prompt"] for p in pairs})
-        why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) cannot be split into training and held-out "
-               "prompts" + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
-        raise LabError(why, path=cfg.data or None,
-                       fix="bring pairs on more prompts (a prompt's pairs are never split)" if given
-                       else "collect more pairs (--n_prompts)")
+        why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) leave no "
+               f"{'training' if not train_pairs else 'held-out'} prompt"
+               + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
+        fix = ("bring pairs on more prompts (a prompt's pairs are never split), raise --eval_fraction (now "
+               f"{cfg.eval_fraction}), or give some pairs \"split\": \"train\" / \"eval\"" if given
+               else "collect more pairs (--n_prompts)")
+        raise LabError(why, path=cfg.data or None, fix=fix)
 
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
     accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)

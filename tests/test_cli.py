@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from transformers import AutoTokenizer
 
 from lab_utils import checkpoints as ck
@@ -93,18 +95,26 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("interrupted: finished stages and checkpoints are kept")
 
 
-def test_the_labs_warnings_read_as_one_line_and_others_keep_their_form():
+def test_the_labs_warnings_read_as_one_line_and_others_keep_their_form(monkeypatch, capsys):
     import warnings
 
     import lab_utils.cli as cli
     import lab_utils.stages
 
+    def warns(argv):  # as a stage warns (from a file of the package), and as a library does
+        warnings.warn_explicit("3 of 9 records left out", UserWarning, lab_utils.stages.__file__, 112)
+        warnings.warn_explicit("deprecated", FutureWarning, warnings.__file__, 7)
+
+    monkeypatch.setitem(cli.COMMANDS, "votes", warns)
     before = warnings.formatwarning
-    with cli.warnings_as_lines():
-        ours = warnings.formatwarning("3 of 9 records left out", UserWarning, lab_utils.stages.__file__, 112)
-        theirs = warnings.formatwarning("deprecated", FutureWarning, warnings.__file__, 7)
-    assert ours == "[lab] warning: 3 of 9 records left out\n"
-    assert theirs == before("deprecated", FutureWarning, warnings.__file__, 7) and "FutureWarning" in theirs
+    with warnings.catch_warnings():  # shown as on a terminal, through formatwarning (pytest otherwise records them)
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        assert main(["votes", "count"]) == 0
+    err = capsys.readouterr().err
+    assert "[lab] warning: 3 of 9 records left out\n" in err and "UserWarning" not in err
+    assert "FutureWarning: deprecated" in err  # another library's warning keeps its file:line form
     assert warnings.formatwarning is before  # put back
 
 

@@ -96,7 +96,8 @@ def test_a_missing_file_without_an_extension_says_so_offline(tmp_path, monkeypat
     """"data/pairs" is a hub id by its shape; offline (as in the tests) it cannot be had, and the error names both
     readings: a local file that is not there, and a hub id that could not be loaded."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LabError, match=r"no such file, and could not load it as a hub dataset id .*check the path"):
+    with pytest.raises(LabError, match=r"could not load hub dataset .*; no local file has this name either"
+                                       r".*--data_split.*or give the path of a local file"):
         load_texts("data/pairs")
 
 

@@ -314,6 +314,7 @@ def test_the_stage_saves_the_normalisation_it_reports(reward_metrics, sft_root):
     m = reward_metrics
     assert (rm.mean, rm.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
     assert m["norm_std"] != 1.0 and (ratings.mean, ratings.std) == (0.0, 1.0)  # the ratings model keeps its scale
+    assert json.loads((sft_root / "reward-ratings" / R.NORM_FILE).read_text()) == {"mean": 0.0, "std": 1.0}
 
 
 def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
@@ -360,8 +361,9 @@ def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path
         stages.run_reward("micro", out, progress=False, data=str(data), max_length=5)
     data.write_text("\n".join(json.dumps(r | {"prompt": "What is 1 + 1?"}) for r in rows[:-1])  # one prompt only,
                     + "\n" + json.dumps(rows[-1]))  # and the long pair
-    with pytest.raises(LabError, match=r"12 preference pair\(s\) on 1 prompt\(s\) cannot be split .* \(1 more "
-                                       r"were too long and left out\).*\(a prompt's pairs are never split"):
+    with pytest.raises(LabError, match=r"12 preference pair\(s\) on 1 prompt\(s\) leave no held-out prompt \(1 more "
+                                       r"were too long and left out\).*\(a prompt's pairs are never split\), raise "
+                                       r"--eval_fraction"):
         stages.run_reward("micro", out, progress=False, data=str(data), max_length=200)
 
 

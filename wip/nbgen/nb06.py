@@ -517,8 +517,9 @@ print(f"RM accuracy, held-out new votes ({len(held_new)}): round 1 {rm_acc[1]['n
 print(f"RM accuracy, round 1's held-out pairs ({len(held_old)}): round 1 {rm_acc[1]['old']}, round 2 {rm_acc[2]['old']}")
 print(f"PPO round 2: its reward {ppo2['reward_start']:+.3f} → {ppo2['reward_end']:+.3f}, KL {ppo2['kl_end']:.3f}")
 if check:
-    # a few dozen new votes held out: differences under 0.05 are noise, so "no worse" is what can be asserted
-    assert rm_acc[1]["new"] - rm_acc[2]["new"] <= THRESHOLDS["rm_max_drop"], "the new votes should not hurt the RM"
+    # a few dozen new votes held out: a difference of a pair or two is noise, so "at most 5 points worse" is asserted
+    assert rm_acc[1]["new"] - rm_acc[2]["new"] <= THRESHOLDS["rm_max_drop"], \
+        "round 2's reward model ranks the held-out new votes more than 5 points worse than round 1's"
     assert rm_acc[1]["old"] - rm_acc[2]["old"] <= THRESHOLDS["rm_max_drop"], "the RM forgot round 1"
     assert ppo2["reward_end"] > ppo2["reward_start"], "PPO should raise the round-2 reward"
     assert ppo2["kl_end"] <= THRESHOLDS["max_kl"], "the KL penalty should keep round 2 near its start"
