@@ -232,9 +232,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) leave no "
                f"{'training' if not train_pairs else 'held-out'} prompt"
                + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
-        fix = ("bring pairs on more prompts (a prompt's pairs are never split), raise --eval_fraction (now "
-               f"{cfg.eval_fraction}), or give some pairs \"split\": \"train\" / \"eval\"" if given
-               else "collect more pairs (--n_prompts)")
+        fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
+               f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give some "
+               "pairs \"split\": \"train\" / \"eval\"" if given else "collect more pairs (--n_prompts)")
         raise LabError(why, path=cfg.data or None, fix=fix)
 
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
