@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import LabError
+from .errors import LabError, cause
 from .world import is_chinese
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?", re.ASCII)  # owner/name[:config]
@@ -200,8 +200,7 @@ def _hub_dataset(spec: str, split: str):
     try:
         return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # offline, unknown id, missing split: all end the same way for the user
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise LabError(f"could not load hub dataset ({type(err).__name__}: {first}); no local file has this name "
+        raise LabError(f"could not load hub dataset ({cause(err)}); no local file has this name "
                        "either", path=spec, fix=f"check the hub id, its split (--data_split, now {split!r}) and your "
                        "network (offline, HF_HUB_OFFLINE=1 reads only the cache), or give the path of a local file "
                        "with its extension (.txt, .json, .jsonl)") from None

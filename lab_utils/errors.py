@@ -15,3 +15,9 @@ class LabError(Exception):
         head = ", ".join(str(x) for x in (path, where) if x)
         text = f"{head}: {message}" if head else message
         super().__init__(f"{text}. Fix: {fix}." if fix else text)
+
+
+def cause(err: Exception) -> str:
+    """A library's exception as "Type: its first line", cut to 200 characters: enough to tell offline from a
+    missing id or a torn file, without the library's whole message on the CLI's one line."""
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"

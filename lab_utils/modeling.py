@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from .errors import LabError
+from .errors import LabError, cause
 
 
 def llama_config(cfg, tokenizer) -> LlamaConfig:
@@ -42,16 +42,16 @@ def count_params(model) -> int:
 
 def load_error(path_or_id: str, err: Exception) -> LabError:
     """The one message for a model that does not load: no such folder or id, offline, not a model, a torn file."""
-    first = (str(err).strip().splitlines() or [""])[0][:200]
-    hub_id = not Path(path_or_id).exists() and re.fullmatch(r"(?:[\w.-]+/)?[\w.-]+", path_or_id) is not None
-    if not Path(path_or_id).exists() and not hub_id:  # a path (absolute, or two folders deep): a folder not built
-        return LabError(f"no such model folder ({err.__class__.__name__}: {first})", path=path_or_id,
+    exists = Path(path_or_id).exists()
+    hub_id = not exists and re.fullmatch(r"(?:[\w.-]+/)?[\w.-]+", path_or_id) is not None
+    if not exists and not hub_id:  # a path (absolute, or two folders deep): a folder not built
+        return LabError(f"no such model folder ({cause(err)})", path=path_or_id,
                         fix="check the path, or build it first: runs/<profile>/<stage> folders come from `lab run` "
                             "(sft-full and sft-lora from notebook 03)")
     fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
            "online, or pass a local folder" if hub_id
            else "run the earlier stage first (lab run), or pass a model folder or hub id")
-    return LabError(f"could not load a model ({err.__class__.__name__}: {first})", path=path_or_id, fix=fix)
+    return LabError(f"could not load a model ({cause(err)})", path=path_or_id, fix=fix)
 
 
 def load_causal_lm(path_or_id: str, dtype=torch.float32):

@@ -24,7 +24,7 @@ from trl import SFTTrainer
 
 from . import checkpoints as ck
 from .config import SFTConfig
-from .errors import LabError
+from .errors import LabError, cause
 from .tokenizer import render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -96,7 +96,7 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
     except (OSError, ValueError) as err:  # a mistyped folder, a folder that holds no model, an uncached hub id offline
-        raise LabError(f"could not load the base model ({err.__class__.__name__}: {str(err).splitlines()[0][:160]})",
+        raise LabError(f"could not load the base model ({cause(err)})",
                        path=str(base_dir), fix="run `lab pretrain` first, or pass --model a model folder or a hub "
                                                "id") from None
     weight_bytes = model.get_memory_footprint()
