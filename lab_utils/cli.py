@@ -7,7 +7,9 @@ with the chosen profile's values as defaults:
     lab tokenizer [--vocab_size N] [--data FILE_OR_HUB_ID]    the byte-level BPE (pretrain learns it if missing)
     lab pretrain [--resume] [--data FILE_OR_HUB_ID] [--model PATH_OR_HUB_ID] [--max_steps N] ...
     lab sft [--method qlora|lora|full] [--data ALPACA_JSON_OR_HUB_ID]  supervised fine-tuning
-    lab reward [--data PAIRS_FILE_OR_HUB_ID]                  pairwise + ratings reward models
+    lab reward [--data PAIRS_FILE_OR_HUB_ID [--mix_previous]] pairwise + ratings reward models; --mix_previous:
+                                                               --data's pairs (e.g. votes.db) added to the last
+                                                               reward model's, the loop's next round
     lab ppo [--resume] [--data PROMPTS_FILE_OR_HUB_ID] [--kl_coef B] [--no_adaptive_kl] [--iterations N]
                                                                RLHF with our PPO, then the harness
     lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--split validation]

@@ -15,6 +15,7 @@ while all three still hold.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -164,6 +165,13 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if pairs is not None and cfg.data:
         raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
     given = pairs is not None or bool(cfg.data)
+    previous = run_dir(profile, out) / "reward" / "pairs.jsonl"
+    if cfg.mix_previous and not cfg.data:
+        raise LabError("--mix_previous adds --data's pairs to the previous ones, and no --data was given",
+                       fix="give the new pairs with --data (e.g. --data runs/<profile>/votes.db)")
+    if cfg.mix_previous and not previous.is_file():
+        raise LabError("no previous preference pairs to mix --data's with", path=str(previous),
+                       fix="run `lab reward` once without --mix_previous first, or drop --mix_previous")
     if given and cfg.off_topic:
         raise LabError("--off_topic pairs the SFT model's own sampled answers, and given pairs have none",
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
@@ -182,6 +190,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         if pairs is None:
             brought = load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)
             pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in brought]
+            if cfg.mix_previous:
+                n_previous, pairs = _with_previous(previous, pairs)
         ratings = []
         n_given = len(pairs)
         context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
@@ -267,9 +277,32 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         shutil.rmtree(root / "reward-ratings", ignore_errors=True)
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
     source = cfg.data or (f"{len(pairs)} given pairs" if given else "sft samples")
+    if cfg.mix_previous:
+        source += f" + {n_previous} previous pairs"
     metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,
                 "config": cfg.to_dict()}
     return _finish(root, "reward", metrics, profile, built_from)
+
+
+def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
+    """(n, pairs): the n pairs of the run's last reward model (`path`, rendered prompts with their split) followed by
+    the `new` ones not among them already (a second run with the same votes adds nothing twice)."""
+    previous = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected"))):
+            raise LabError("not a preference pair written by `lab reward`", path=f"{path}:{i}",
+                           fix="run `lab reward` again without --mix_previous to write the file anew")
+        previous.append(row)
+    key = lambda p: (p["prompt"], p["chosen"], p["rejected"])  # noqa: E731
+    seen = {key(p) for p in previous}
+    fresh = [p for p in new if key(p) not in seen]
+    print(f"[lab] reward: {len(previous)} previous pairs ({path}) + {len(fresh)} from --data"
+          + (f" ({len(new) - len(fresh)} more were among the previous ones already)" if len(fresh) < len(new) else ""))
+    return len(previous), previous + fresh
 
 
 def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,

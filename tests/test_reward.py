@@ -346,6 +346,43 @@ def test_given_pairs_keep_their_split_and_the_rest_are_split_as_usual(sft_root, 
         stages.run_reward("micro", out, progress=False, pairs=new, data="votes.jsonl")
 
 
+def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_trained_on(sft_root, tmp_path,
+                                                                                         capsys):
+    """`lab reward --data votes.db --mix_previous`, the loop's next round from the command line: the previous pairs
+    keep their split, a new pair already among them counts once, and a second run with the same votes adds none."""
+    from lab_utils.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    old = [{"prompt": render_alpaca(f"Q{i}", ""), "chosen": "yes", "rejected": "no", "chosen_ended": True,
+            "rejected_ended": True, "split": "eval" if i < 3 else "train"} for i in range(8)]
+    (out / "reward").mkdir()
+    (out / "reward" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    data = tmp_path / "votes.jsonl"
+    new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in new + [{"prompt": "Q4", "chosen": "yes", "rejected": "no"}]))
+    for _ in range(2):
+        m = stages.run_reward("micro", out, progress=False, data=str(data), mix_previous=True, eval_fraction=0.25)
+        rows = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
+        assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"] == 20
+        split = {r["prompt"]: r["split"] for r in rows}
+        assert [split[render_alpaca(f"Q{i}", "")] for i in range(8)] == ["eval"] * 3 + ["train"] * 5
+        assert {split[render_alpaca(f"N{i}", "")] for i in range(12)} == {"train", "eval"}
+    printed = capsys.readouterr().out
+    assert "8 previous pairs" in printed
+    assert "+ 12 from --data (1 more were among the previous ones already)" in printed
+    assert "20 previous pairs" in printed and "+ 0 from --data (13 more were" in printed  # the second run
+    assert m["data"] == f"{data} + 20 previous pairs"
+    with pytest.raises(LabError, match="no --data was given"):
+        stages.run_reward("micro", out, progress=False, mix_previous=True)
+    with pytest.raises(LabError, match="no previous preference pairs"):
+        stages.run_reward("micro", tmp_path / "fresh", progress=False, data=str(data), mix_previous=True)
+    (out / "reward" / "pairs.jsonl").write_text(json.dumps(old[0]) + "\n{not json\n")
+    assert main(["reward", "--profile", "micro", "--out", str(out), "--data", str(data), "--mix_previous"]) == 2
+    err = capsys.readouterr().err
+    assert "pairs.jsonl:2" in err and "without --mix_previous" in err
+
+
 def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path):
     """Brought dialogues can be thousands of tokens: past the model's context, they are dropped before sampling."""
     rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
