@@ -7,6 +7,7 @@ stops at EOS. `generate` returns the response text only, cut at the first EOS.
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from .tokenizer import render_alpaca
 
@@ -22,13 +23,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_
 @torch.no_grad()
 def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
-                   seed: int | None = None) -> list[tuple[str, bool]]:
-    """(response, ended) per prompt: `ended` is False when the response hit `max_new_tokens` without EOS."""
+                   seed: int | None = None, progress: str = "") -> list[tuple[str, bool]]:
+    """(response, ended) per prompt: `ended` is False when the response hit `max_new_tokens` without EOS. A
+    `progress` text draws a progress bar with that description, one step per answer."""
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
     out: list[tuple[str, bool]] = []
+    bar = tqdm(total=len(prompts), desc=progress, unit="answer", disable=not progress)
     try:
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
@@ -40,8 +43,10 @@ def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
             new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
             out += [(tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True),
                      bool((row == tokenizer.eos_token_id).any())) for row in new]
+            bar.update(len(new))
     finally:  # an interrupted call (Ctrl-C in a notebook) leaves the model in the mode it was in
         model.train(was_training)
+        bar.close()
     return out
 
 

@@ -50,11 +50,12 @@ NORM_FILE = "normalization.json"
 # ------------------------------------------------------------------ preference data from the SFT model
 
 def sample_responses(model, tokenizer, records: list[dict], n_samples: int, temperature: float,
-                     max_new_tokens: int, seed: int = 0) -> list[dict]:
+                     max_new_tokens: int, seed: int = 0, progress: bool = False) -> list[dict]:
     """`n_samples` sampled answers per record: [{"rec", "prompt", "responses": [(text, ended), ...]}]."""
     prompts = alpaca_prompts(records)
     outs = generate_ended(model, tokenizer, [p for p in prompts for _ in range(n_samples)], max_new_tokens,
-                          do_sample=True, temperature=temperature, seed=seed)
+                          do_sample=True, temperature=temperature, seed=seed,
+                          progress="sampling SFT answers" if progress else "")
     return [{"rec": r, "prompt": p, "responses": outs[i * n_samples:(i + 1) * n_samples]}
             for i, (r, p) in enumerate(zip(records, prompts))]
 

@@ -215,12 +215,13 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                            path=cfg.data or None, fix="lower --max_new_tokens or bring shorter prompts")
         prompts = sorted(random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room))))
         outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
-                              temperature=cfg.temperature, seed=cfg.seed)
+                              temperature=cfg.temperature, seed=cfg.seed,
+                              progress="SFT answers for the reward scale" if progress else "")
         samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
     else:
         records = world_records("reward", world, cfg)
         samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
-                                     cfg.max_new_tokens, seed=cfg.seed)
+                                     cfg.max_new_tokens, seed=cfg.seed, progress=progress)
         held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
         with_reference = REFERENCE_MODES[cfg.reference_answers]
         candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}

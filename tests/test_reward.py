@@ -279,6 +279,21 @@ def test_missing_reward_model_is_lab_error(tmp_path):
         R.RewardModel.load(tmp_path / "nothing")
 
 
+def test_sampling_draws_a_bar_per_answer_and_samples_the_same_answers(sft_root, capsys):
+    """The reward stage's sampling is its longest silent stretch; the bar must not change what is sampled."""
+    from lab_utils.modeling import load_causal_lm
+
+    lm, tok = load_causal_lm(str(sft_root / "sft"))
+    records = [{"instruction": f"What is {i} + 1?", "input": "", "output": str(i + 1)} for i in range(5)]
+    capsys.readouterr()  # the loader's own bar
+    quiet = R.sample_responses(lm, tok, records, 2, 1.0, 6, seed=3)
+    assert capsys.readouterr().err == ""
+    shown = R.sample_responses(lm, tok, records, 2, 1.0, 6, seed=3, progress=True)
+    err = capsys.readouterr().err
+    assert "sampling SFT answers" in err and "10/10" in err
+    assert [s["responses"] for s in shown] == [s["responses"] for s in quiet]
+
+
 # ------------------------------------------------------------------ the stage, end to end on micro
 
 @pytest.fixture(scope="module")
