@@ -134,18 +134,25 @@ def cmd_eval(argv):
                                 "apart from them, to choose settings on (eval/validation/)"}),
         (("--data",), {"default": "", "help": "your prompts instead of the world's tasks (any file `lab ppo --data` "
                                              "reads): the reward model scores the answers"}),
-        (("--data_split",), {"default": "train", "help": "split of a hub dataset given with --data"}),
-        (("--data_limit",), {"type": int, "default": 200, "help": "with --data: its first N distinct prompts"})])
+        (("--data_split",), {"default": None, "help": "split of a hub dataset given with --data (default: train)"}),
+        (("--data_limit",), {"type": int, "default": None, "help": "with --data: its first N distinct prompts "
+                                                                    "(default: 200)"})])
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     if args.data and args.split != "test":
         raise LabError("--split chooses among the world's task prompts, and --data brings prompts of its own",
                        fix="drop --split validation, or --data")
+    given = [flag for flag, value in (("--data_split", args.data_split), ("--data_limit", args.data_limit))
+             if value is not None]
+    if given and not args.data:
+        raise LabError(f"{' and '.join(given)} only apply to prompts brought with --data",
+                       fix=f"add --data FILE_OR_HUB_ID, or drop {' and '.join(given)}")
+    data_split = args.data_split or "train"
     if not args.data:
         run_eval(args.profile, args.out, models, model=args.model, name=args.name, split=args.split, **cfg)
         print(stage_table(write_report(run_dir(args.profile, args.out))))
         return
     r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,
-                      data_split=args.data_split, data_limit=args.data_limit, **cfg)
+                      data_split=data_split, data_limit=200 if args.data_limit is None else args.data_limit, **cfg)
     print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']}, scored by the reward model "
           f"({r['n_left_out']} left out on the way as too long for the models)")
     for name, m in r["models"].items():
@@ -154,7 +161,7 @@ def cmd_eval(argv):
               f"mean_chars={m['mean_chars']}{vs}")
     from .harness import data_eval_path
     print(f"[lab] every answer and its reward: "
-          f"{data_eval_path(run_dir(args.profile, args.out), args.data, args.data_split)}")
+          f"{data_eval_path(run_dir(args.profile, args.out), args.data, data_split)}")
 
 
 def cmd_run(argv):

@@ -123,6 +123,9 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
+    if cfg.data and cfg.n_records != SFTConfig.for_profile(profile).n_records:
+        warnings.warn(f"--n_records counts the world's generated records and is not used with --data; --data_limit "
+                      f"{cfg.n_records} keeps the first {cfg.n_records} records of {cfg.data}", stacklevel=2)
     world = build_world_from(WorldConfig.for_profile(profile))
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model")
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,

@@ -116,6 +116,8 @@ def test_lab_eval_data_from_the_command_line(root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[lab] eval on 2 prompts of" in out and "[lab] eval sft: mean_reward=" in out
     assert "eval/data/my-prompts-" in out
+    assert lab_eval(root, "--models", "sft", "--data_limit", "2", "--data_split", "test") == 2  # no --data
+    assert "--data_split and --data_limit only apply to prompts brought with --data" in capsys.readouterr().err
 
 
 def test_lab_eval_data_needs_a_reward_model_and_at_least_one_prompt(sft_root, root, tmp_path):
