@@ -137,22 +137,21 @@ def cmd_eval(argv):
         (("--data_split",), {"default": None, "help": "split of a hub dataset given with --data (default: train)"}),
         (("--data_limit",), {"type": int, "default": None, "help": "with --data: its first N distinct prompts "
                                                                     "(default: 200)"})])
+    data_flags = {k: v for k, v in (("data_split", args.data_split), ("data_limit", args.data_limit)) if v is not None}
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     if args.data and args.split != "test":
         raise LabError("--split chooses among the world's task prompts, and --data brings prompts of its own",
                        fix="drop --split validation, or --data")
-    given = [flag for flag, value in (("--data_split", args.data_split), ("--data_limit", args.data_limit))
-             if value is not None]
-    if given and not args.data:
-        raise LabError(f"{' and '.join(given)} only apply to prompts brought with --data",
-                       fix=f"add --data FILE_OR_HUB_ID, or drop {' and '.join(given)}")
-    data_split = args.data_split or "train"
+    if data_flags and not args.data:
+        given = " and ".join(f"--{k}" for k in data_flags)
+        raise LabError(f"{given} only apply to prompts brought with --data",
+                       fix=f"add --data FILE_OR_HUB_ID, or drop {given}")
     if not args.data:
         run_eval(args.profile, args.out, models, model=args.model, name=args.name, split=args.split, **cfg)
         print(stage_table(write_report(run_dir(args.profile, args.out))))
         return
     r = run_eval_data(args.data, args.profile, args.out, models, model=args.model, name=args.name,
-                      data_split=data_split, data_limit=200 if args.data_limit is None else args.data_limit, **cfg)
+                      **data_flags, **cfg)
     print(f"[lab] eval on {r['n_prompts']} prompts of {r['data']}, scored by the reward model "
           f"({r['n_left_out']} left out on the way as too long for the models)")
     for name, m in r["models"].items():
@@ -160,8 +159,8 @@ def cmd_eval(argv):
         print(f"[lab] eval {name}: mean_reward={m['mean_reward']} ended_rate={m['ended_rate']} "
               f"mean_chars={m['mean_chars']}{vs}")
     from .harness import data_eval_path
-    print(f"[lab] every answer and its reward: "
-          f"{data_eval_path(run_dir(args.profile, args.out), args.data, data_split)}")
+    split = {"split": args.data_split} if args.data_split else {}
+    print(f"[lab] every answer and its reward: {data_eval_path(run_dir(args.profile, args.out), args.data, **split)}")
 
 
 def cmd_run(argv):

@@ -23,15 +23,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_
 @torch.no_grad()
 def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
-                   seed: int | None = None, progress: str = "") -> list[tuple[str, bool]]:
-    """(response, ended) per prompt: `ended` is False when the response hit `max_new_tokens` without EOS. A
-    `progress` text draws a progress bar with that description, one step per answer."""
+                   seed: int | None = None, desc: str = "") -> list[tuple[str, bool]]:
+    """(response, ended) per prompt: `ended` is False when the response hit `max_new_tokens` without EOS. A `desc`
+    draws a progress bar with that description, one step per answer."""
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
     out: list[tuple[str, bool]] = []
-    bar = tqdm(total=len(prompts), desc=progress, unit="answer", disable=not progress)
+    bar = tqdm(total=len(prompts), desc=desc, unit="answer", disable=not desc)
     try:
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")

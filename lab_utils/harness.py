@@ -167,14 +167,17 @@ def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
 def training_prompts(root: Path, profile: str, world) -> set[tuple]:
     """`tasks.seen_keys` of every prompt the world's generators gave SFT, the reward stage and PPO ((instruction,
     input), the operands of a sum, and a capital question's country), with the settings each finished stage recorded
-    (the profile's where a stage has not run). A stage trained on a --data file adds none of the world's prompts."""
+    (the profile's where a stage has not run). A stage trained on a --data file adds none of the world's prompts;
+    a reward model trained with --mix_previous counts the world's (its previous pairs were sampled on them, unless
+    that round too was --data's: then this over-counts, the safe side for "seen")."""
     records = []
     for stage in ("sft", "reward", "ppo"):
         path = root / STAGE_DIRS[stage] / "metrics.json"
         recorded = ck.read_json(path).get("config", {}) if path.exists() else {}
         cfg = CONFIGS[stage].for_profile(profile, **{k: v for k, v in recorded.items()
                                                      if k in ("n_records", "n_prompts", "seed", "data")})
-        records += [] if getattr(cfg, "data", "") else world_records(stage, world, cfg)
+        mixed = recorded.get("mix_previous", False)
+        records += [] if getattr(cfg, "data", "") and not mixed else world_records(stage, world, cfg)
     return set().union(*map(tasks.seen_keys, records))
 
 

@@ -55,7 +55,7 @@ def sample_responses(model, tokenizer, records: list[dict], n_samples: int, temp
     prompts = alpaca_prompts(records)
     outs = generate_ended(model, tokenizer, [p for p in prompts for _ in range(n_samples)], max_new_tokens,
                           do_sample=True, temperature=temperature, seed=seed,
-                          progress="sampling SFT answers" if progress else "")
+                          desc="sampling SFT answers" if progress else "")
     return [{"rec": r, "prompt": p, "responses": outs[i * n_samples:(i + 1) * n_samples]}
             for i, (r, p) in enumerate(zip(records, prompts))]
 

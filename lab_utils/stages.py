@@ -158,28 +158,11 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     are used, and a pair's `split` ("train"/"eval") is kept for its prompt, so earlier held-out prompts stay
     held out; prompts without one are split as usual."""
     from . import reward as R
-    from .generation import generate_ended
     from .modeling import load_causal_lm
-    from .preferences import load_pairs
-    from .tokenizer import render_alpaca
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
-    if pairs is not None and cfg.data:
-        raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
-    given = pairs is not None or bool(cfg.data)
-    previous = run_dir(profile, out) / "reward" / "pairs.jsonl"
-    if cfg.mix_previous and not cfg.data:
-        raise LabError("--mix_previous adds --data's pairs to the previous ones, and no --data was given",
-                       fix="give the new pairs with --data (e.g. --data runs/<profile>/votes.db)")
-    if cfg.mix_previous and not previous.is_file():
-        raise LabError("no previous preference pairs to mix --data's with", path=str(previous),
-                       fix="run `lab reward` once without --mix_previous first, or drop --mix_previous")
-    if given and cfg.off_topic:
-        raise LabError("--off_topic pairs the SFT model's own sampled answers, and given pairs have none",
-                       path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
-    if cfg.reference_answers not in REFERENCE_MODES:
-        raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+    _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl")
     world = build_world_from(WorldConfig.for_profile(profile))
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from")
     built_from = _built_from(root, "reward", cfg)
@@ -188,76 +171,24 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                        fix="run `lab sft` (or `lab run`) first, or pass --model")
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
-    off_topic: list[dict] = []  # only sampled answers get off-topic pairs
-    if given:  # pairs someone brought: no ratings, and the SFT model answers their prompts for the scale
-        if pairs is None:
-            brought = load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)
-            pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in brought]
-            if cfg.mix_previous:
-                n_previous, pairs = _with_previous(previous, pairs)
-        ratings = []
-        n_given = len(pairs)
-        context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
-        limit = min(cfg.max_length, context)
-        pairs = R.within_length(tokenizer, pairs, limit)
-        if not pairs:
-            raise LabError(f"all {n_given} preference pairs are longer than {limit} tokens (--max_length "
-                           f"{cfg.max_length}, the model's context {context})", path=cfg.data or None,
-                           fix="bring shorter pairs, or raise --max_length if the model's context allows it")
-        n_too_long = n_given - len(pairs)
-        if n_too_long:
-            warnings.warn(f"{n_too_long} of {n_given} preference pairs are longer than {limit} tokens (--max_length "
-                          f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=2)
-        # the scale: the SFT model's answers to a seeded sample of the prompts that leave room for an answer
-        distinct = sorted({p["prompt"] for p in pairs})
-        room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"])
-                if len(ids) + cfg.max_new_tokens <= context]
-        if not room:
-            raise LabError(f"no prompt of the pairs leaves room for a {cfg.max_new_tokens}-token answer in the "
-                           f"model's context ({context} tokens), so the reward scale cannot be measured",
-                           path=cfg.data or None, fix="lower --max_new_tokens or bring shorter prompts")
-        prompts = sorted(random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room))))
-        outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True,
-                              temperature=cfg.temperature, seed=cfg.seed,
-                              progress="SFT answers for the reward scale" if progress else "")
-        samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
+    given = pairs is not None or bool(cfg.data)
+    if given:  # pairs someone brought: no ratings, no off-topic pairs, no task record to judge a pair by
+        pairs, samples, held, n_too_long, source = _given_pairs(cfg, root, pairs, policy, tokenizer, progress)
+        ratings, n_off_topic, asked = [], 0, None
     else:
-        records = world_records("reward", world, cfg)
-        samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
-                                     cfg.max_new_tokens, seed=cfg.seed, progress=progress)
-        held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
-        with_reference = REFERENCE_MODES[cfg.reference_answers]
-        candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}
-                      if (s["prompt"] in held) in with_reference else s for s in samples]
-        pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
-        off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
-                                      cfg.seed)
-        pairs += off_topic
-        n_too_long = 0
+        pairs, ratings, samples, held, n_off_topic = _sampled_pairs(cfg, world, policy, tokenizer, progress)
+        n_too_long, source = 0, "sft samples"
+        asked = {s["prompt"]: s["rec"] for s in samples}  # the records the annotator judged against
     sample_s = time.perf_counter() - t0
-    if given:  # a prompt keeps the split it was given; the others are split as usual
-        fixed = {p["prompt"]: p["split"] for p in pairs if p.get("split") in ("train", "eval")}
-        fresh = [p["prompt"] for p in pairs if p["prompt"] not in fixed]
-        held = {q for q, split in fixed.items() if split == "eval"} | \
-            R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
-    train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
-    if not train_pairs or not eval_pairs:
-        n_prompts = len({p["prompt"] for p in pairs})
-        why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) leave no "
-               f"{'training' if not train_pairs else 'held-out'} prompt"
-               + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
-        fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
-               f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give some "
-               "pairs \"split\": \"train\" / \"eval\"" if given else "collect more pairs (--n_prompts)")
-        raise LabError(why, path=cfg.data or None, fix=fix)
+    train_pairs, eval_pairs = _split_pairs(cfg, pairs, held, given, n_too_long)
 
+    # 1. the pairwise model, normalised on SFT samples, saved with the pairs and their split
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
     accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)
     mean, std = R.fit_normalisation(model, tokenizer, samples)
     R.RewardModel(model, tokenizer, mean, std).save(root / "reward")
     ck.write_jsonl(root / "reward" / "pairs.jsonl",
                    [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
-    asked = None if given else {s["prompt"]: s["rec"] for s in samples}  # the records the annotator judged against
 
     def by_term(acc: dict) -> dict | None:  # which rubric term decided the pairs each model gets wrong
         return R.accuracy_by_term(world, asked, eval_pairs, acc["margins"]) if asked else None
@@ -265,9 +196,10 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     metrics = {"pairwise_accuracy": accuracy["accuracy"], "pairwise_accuracy_per_task": accuracy["per_task"],
                "pairwise_accuracy_by_term": by_term(accuracy),
                "n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_too_long": n_too_long,
-               "n_off_topic_pairs": len(off_topic),
+               "n_off_topic_pairs": n_off_topic,
                "norm_mean": round(mean, 4),
                "norm_std": round(std, 4), "sample_s": round(sample_s, 2), "history": history}
+    # 2. the ratings model, on the same held-out pairs
     if ratings:
         train_r = [r for r in ratings if r["prompt"] not in held]
         rmodel, _, r_history = R.train_ratings(cfg, sft_dir, train_r, progress)
@@ -280,12 +212,104 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     else:  # no ratings, no ratings model: an earlier run's must not sit beside this reward model as if it were its peer
         shutil.rmtree(root / "reward-ratings", ignore_errors=True)
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
-    source = cfg.data or (f"{len(pairs)} given pairs" if given else "sft samples")
-    if cfg.mix_previous:
-        source += f" + {n_previous} previous pairs"
     metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,
                 "config": cfg.to_dict()}
     return _finish(root, "reward", metrics, profile, built_from)
+
+
+def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path) -> None:
+    """The reward stage's flag errors, before any work."""
+    if pairs is not None and cfg.data:
+        raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
+    if cfg.mix_previous and not cfg.data:
+        raise LabError("--mix_previous adds --data's pairs to the previous ones, and no --data was given",
+                       fix="give the new pairs with --data (e.g. --data runs/<profile>/votes.db)")
+    if cfg.mix_previous and not previous.is_file():
+        raise LabError("no previous preference pairs to mix --data's with", path=str(previous),
+                       fix="run `lab reward` once without --mix_previous first, or drop --mix_previous")
+    if (pairs is not None or cfg.data) and cfg.off_topic:
+        raise LabError("--off_topic pairs the SFT model's own sampled answers, and given pairs have none",
+                       path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
+    if cfg.reference_answers not in REFERENCE_MODES:
+        raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+
+
+def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
+    """(pairs, ratings, samples, held-out prompts, n off-topic pairs): the SFT model answers the world's reward
+    prompts n_samples times, the annotator labels every pair and rates every answer."""
+    from . import reward as R
+
+    records = world_records("reward", world, cfg)
+    samples = R.sample_responses(policy, tokenizer, records, cfg.n_samples, cfg.temperature,
+                                 cfg.max_new_tokens, seed=cfg.seed, progress=progress)
+    held = R.held_out_prompts([s["prompt"] for s in samples], cfg.eval_fraction, cfg.seed)
+    with_reference = REFERENCE_MODES[cfg.reference_answers]
+    candidates = [s | {"responses": s["responses"] + [(s["rec"]["output"], True)]}
+                  if (s["prompt"] in held) in with_reference else s for s in samples]
+    pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
+    off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
+                                  cfg.seed)  # only sampled answers get off-topic pairs, and training prompts only
+    return pairs + off_topic, ratings, samples, held, len(off_topic)
+
+
+def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy, tokenizer, progress: bool):
+    """(pairs, samples, held-out prompts, n too long, source) for pairs someone brought (`pairs`, or --data and with
+    --mix_previous the run's previous pairs too): the ones that fit the context, and the SFT model's answers to a
+    seeded sample of their prompts, which the reward scale is measured on."""
+    from . import reward as R
+    from .generation import generate_ended
+    from .preferences import load_pairs
+    from .tokenizer import render_alpaca
+
+    source = cfg.data or ""
+    if pairs is None:
+        brought = load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)
+        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in brought]
+        if cfg.mix_previous:
+            n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
+            source += f" + {n_previous} previous pairs"
+    n_given = len(pairs)
+    context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
+    limit = min(cfg.max_length, context)
+    pairs = R.within_length(tokenizer, pairs, limit)
+    if not pairs:
+        raise LabError(f"all {n_given} preference pairs are longer than {limit} tokens (--max_length "
+                       f"{cfg.max_length}, the model's context {context})", path=cfg.data or None,
+                       fix="bring shorter pairs, or raise --max_length if the model's context allows it")
+    n_too_long = n_given - len(pairs)
+    if n_too_long:
+        warnings.warn(f"{n_too_long} of {n_given} preference pairs are longer than {limit} tokens (--max_length "
+                      f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=3)
+    distinct = sorted({p["prompt"] for p in pairs})
+    room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"]) if len(ids) + cfg.max_new_tokens <= context]
+    if not room:
+        raise LabError(f"no prompt of the pairs leaves room for a {cfg.max_new_tokens}-token answer in the "
+                       f"model's context ({context} tokens), so the reward scale cannot be measured",
+                       path=cfg.data or None, fix="lower --max_new_tokens or bring shorter prompts")
+    prompts = sorted(random.Random(cfg.seed).sample(room, min(cfg.n_prompts, len(room))))
+    outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
+                          seed=cfg.seed, desc="SFT answers for the reward scale" if progress else "")
+    samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
+    # a prompt keeps the split it was given (an earlier round's); the others are split as usual
+    fixed = {p["prompt"]: p["split"] for p in pairs if p.get("split") in ("train", "eval")}
+    fresh = [p["prompt"] for p in pairs if p["prompt"] not in fixed]
+    held = {q for q, split in fixed.items() if split == "eval"} | R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
+    return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
+
+
+def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bool, n_too_long: int):
+    """(training pairs, held-out pairs), or one error that says how to get both."""
+    train_pairs, eval_pairs = ([p for p in pairs if (p["prompt"] in held) == e] for e in (False, True))
+    if not train_pairs or not eval_pairs:
+        n_prompts = len({p["prompt"] for p in pairs})
+        why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) leave no "
+               f"{'training' if not train_pairs else 'held-out'} prompt"
+               + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
+        fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
+               f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give some "
+               "pairs \"split\": \"train\" / \"eval\"" if given else "collect more pairs (--n_prompts)")
+        raise LabError(why, path=cfg.data or None, fix=fix)
+    return train_pairs, eval_pairs
 
 
 def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
@@ -304,8 +328,9 @@ def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
     key = lambda p: (p["prompt"], p["chosen"], p["rejected"])  # noqa: E731
     seen = {key(p) for p in previous}
     fresh = [p for p in new if key(p) not in seen]
+    n_old = len(new) - len(fresh)
     print(f"[lab] reward: {len(previous)} previous pairs ({path}) + {len(fresh)} from --data"
-          + (f" ({len(new) - len(fresh)} more were among the previous ones already)" if len(fresh) < len(new) else ""))
+          + (f" ({n_old} more {'was' if n_old == 1 else 'were'} among the previous ones already)" if n_old else ""))
     return len(previous), previous + fresh
 
 
@@ -500,8 +525,9 @@ def _warn_if_prompts_differ(cfg: PPOConfig, reward_dir: Path) -> None:
     """A reward model trained on a file's pairs has never scored answers to the world's tasks, and one trained on
     the world's tasks has never scored answers to a file's questions: say so when PPO's prompts are the other kind."""
     path = Path(reward_dir) / "metrics.json"
-    trained_on = (ck.read_json(path).get("config") or {}).get("data", "") if path.exists() else None
-    if trained_on is None or bool(trained_on) == bool(cfg.data):
+    recorded = (ck.read_json(path).get("config") or {}) if path.exists() else None
+    trained_on = recorded.get("data", "") if recorded is not None else None
+    if trained_on is None or bool(trained_on) == bool(cfg.data) or recorded.get("mix_previous"):  # mixed: both kinds
         return
     trained = f"the pairs of {trained_on}" if trained_on else "the world's tasks"
     optimised = f"the prompts of {cfg.data}" if cfg.data else "the world's tasks"

@@ -375,19 +375,24 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
     (out / "reward" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
     data = tmp_path / "votes.jsonl"
     new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in new + [{"prompt": "Q4", "chosen": "yes", "rejected": "no"}]))
+    again = {"prompt": "Q4", "chosen": "yes", "rejected": "no"}  # a pair the previous round had already
+    other = {"prompt": "Q0", "chosen": "yes, it is", "rejected": "no", "chosen_ended": False}  # a held-out prompt's
+    data.write_text("".join(json.dumps(r) + "\n" for r in new + [again, other]))
     for _ in range(2):
         m = stages.run_reward("micro", out, progress=False, data=str(data), mix_previous=True, eval_fraction=0.25)
         rows = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
-        assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"] == 20
+        assert len(rows) == m["n_train_pairs"] + m["n_eval_pairs"] == 21
         split = {r["prompt"]: r["split"] for r in rows}
         assert [split[render_alpaca(f"Q{i}", "")] for i in range(8)] == ["eval"] * 3 + ["train"] * 5
         assert {split[render_alpaca(f"N{i}", "")] for i in range(12)} == {"train", "eval"}
+        q0 = [r for r in rows if r["prompt"] == render_alpaca("Q0", "")]
+        assert [(r["chosen"], r["split"], r["chosen_ended"]) for r in q0] == [("yes", "eval", True),
+                                                                              ("yes, it is", "eval", False)]
     printed = capsys.readouterr().out
     assert "8 previous pairs" in printed
-    assert "+ 12 from --data (1 more were among the previous ones already)" in printed
-    assert "20 previous pairs" in printed and "+ 0 from --data (13 more were" in printed  # the second run
-    assert m["data"] == f"{data} + 20 previous pairs"
+    assert "+ 13 from --data (1 more was among the previous ones already)" in printed
+    assert "21 previous pairs" in printed and "+ 0 from --data (14 more were" in printed  # the second run
+    assert m["data"] == f"{data} + 21 previous pairs"
     with pytest.raises(LabError, match="no --data was given"):
         stages.run_reward("micro", out, progress=False, mix_previous=True)
     with pytest.raises(LabError, match="no previous preference pairs"):
@@ -396,6 +401,29 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
     assert main(["reward", "--profile", "micro", "--out", str(out), "--data", str(data), "--mix_previous"]) == 2
     err = capsys.readouterr().err
     assert "pairs.jsonl:2" in err and "without --mix_previous" in err
+
+
+def test_a_mixed_reward_model_counts_as_trained_on_the_worlds_tasks_too(tmp_path):
+    """After `--data votes.db --mix_previous` the reward model knows the world's tasks as well as the votes: PPO on
+    them is not warned about, and the harness counts the world's reward prompts as seen in training."""
+    import warnings
+
+    from lab_utils import checkpoints as ck
+    from lab_utils.config import PPOConfig, WorldConfig, build_world_from
+    from lab_utils.harness import training_prompts
+
+    world = build_world_from(WorldConfig.for_profile("micro"))
+    seen = {}
+    for mixed in (False, True):
+        ck.write_json(tmp_path / "reward" / "metrics.json", {"config": {"data": "votes.db", "mix_previous": mixed}})
+        seen[mixed] = training_prompts(tmp_path, "micro", world)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stages._warn_if_prompts_differ(PPOConfig.for_profile("micro"), tmp_path / "reward")
+        assert [str(w.message) for w in caught if "PPO optimises on" in str(w.message)] == ([] if mixed else [
+            "the reward model was trained on the pairs of votes.db, but PPO optimises on the world's tasks: its "
+            "scores there are untested (pass --data votes.db to optimise on its prompts)"])
+    assert seen[False] < seen[True]  # the reward stage's world prompts are added
 
 
 def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path):
