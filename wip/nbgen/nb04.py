@@ -232,7 +232,7 @@ md("""
   that the checks compare exact numbers): 1.5× faster on the CPU where it was measured, at the same held-out accuracy
   within noise (the table below has this run's time).
 - How far PPO can push a reward model is not read off its held-out accuracy: notebook 05 holds β at 0.3 or above with
-  a KL ceiling, chosen on validation prompts (its section 9), because a lower β let PPO exploit this reward model.
+  a KL ceiling, chosen on validation prompts (its section 10), because a lower β let PPO exploit this reward model.
 """)
 
 md("""

