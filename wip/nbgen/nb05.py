@@ -567,7 +567,9 @@ margin = DPO_BETA * (log_ratio("chosen", dpo_held) - log_ratio("rejected", dpo_h
 both = torch.tensor([both_ended(p) for p in dpo_held])
 loss_by_hand = -F.logsigmoid(margin[both]).mean().item()
 loss_trl = dpo.evaluate(as_dataset([p for p in dpo_held if both_ended(p)]))["eval_loss"]
-DPO_LOSS_TOLERANCE = 1e-3  # TRL's evaluate runs under bf16 autocast on tiny, ours in float32: 1e-4 apart there
+# TRL's evaluate runs under bf16 autocast, ours in float32: 1e-4 apart on tiny; longer answers on full sum more
+# rounding (unmeasured there, so a looser bound)
+DPO_LOSS_TOLERANCE = 1e-3 if profile == "tiny" else 2e-2
 implicit_accuracy = (margin > 0).float().mean().item()
 print(f"held-out DPO loss: by hand {loss_by_hand:.4f}, TRL {loss_trl:.4f} ({int(both.sum())} pairs)")
 ranked = {"DPO's implicit reward": implicit_accuracy,
