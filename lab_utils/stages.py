@@ -15,7 +15,6 @@ while all three still hold.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
@@ -315,16 +314,20 @@ def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bo
 def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
     """(n, pairs): the n pairs of the run's last reward model (`path`, rendered prompts with their split) followed by
     the `new` ones not among them already (a second run with the same votes adds nothing twice)."""
-    previous = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected"))):
-            raise LabError("not a preference pair written by `lab reward`", path=f"{path}:{i}",
-                           fix="run `lab reward` again without --mix_previous to write the file anew")
-        previous.append(row)
+    from .data import read_jsonl
+
+    def broken(line) -> LabError:
+        return LabError("not a preference pair written by `lab reward`", path=f"{path}:{line}",
+                        fix="run `lab reward` again without --mix_previous to write the file anew")
+
+    try:
+        previous = read_jsonl(path)
+    except LabError as err:  # malformed JSON: read_jsonl names the line
+        raise broken((err.where or "").removeprefix("line ")) from None
+    for row in previous:
+        line = row.pop("_line")
+        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+            raise broken(line)
     key = lambda p: (p["prompt"], p["chosen"], p["rejected"])  # noqa: E731
     seen = {key(p) for p in previous}
     fresh = [p for p in new if key(p) not in seen]
