@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test unit notebooks bench clean
+.PHONY: demo test unit notebooks execute bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,15 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/jupyter lab labs/
+
+# Executes labs/*.ipynb in order and saves their outputs in place (what is committed), then merges each cell's
+# consecutive stream outputs as Jupyter shows them (a progress bar is otherwise stored once per update).
+execute: $(STAMP)
+	cd labs && for nb in 0*.ipynb; do \
+	  LAB_PROFILE=$(PROFILE) ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 $$nb && \
+	  ../$(BIN)/jupyter nbconvert --to notebook --inplace --coalesce-streams $$nb || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/lab bench --profile $(PROFILE)
