@@ -1,8 +1,8 @@
 """Loading and validating the data users bring. Every problem is one `LabError` naming the file,
 the line or record, and the fix — never a stack trace from deep inside a library.
 
-Text for pretraining: `.txt` (one document per non-empty line), `.jsonl` (a "text" string per line),
-or a hub dataset id `owner/name[:config]` with a "text" column (profile `full`).
+Text for pretraining: `.txt` (one document per non-empty line), `.jsonl` (a "text" string per line), `.json`
+(an array of {"text": ...} records), or a hub dataset id `owner/name[:config]` with a "text" column (profile `full`).
 
 What a `--data` string is: a name ending in a known extension (any case: `prefs.JSON`) is a file; an existing
 path is a file; otherwise `owner/name` (one slash, hub-legal characters, no leading `.`, `/` or `~`) is a hub

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from common import code, md, save
 
 md("""
@@ -600,4 +602,4 @@ md("""
   exploits, and why PPO keeps a KL penalty to the SFT model (which slows an exploit down, but does not forbid it).
 """)
 
-save("/work/main/labs/04_reward_model.ipynb")
+save(str(Path(__file__).resolve().parents[2] / "labs" / "04_reward_model.ipynb"))
