@@ -1,4 +1,4 @@
-"""Tiny helpers to write a notebook as a list of markdown/code cells (throwaway generator, not in the repo)."""
+"""Helpers that write a notebook as a list of markdown/code cells (the generators in wip/nbgen; not run by tests)."""
 import textwrap
 
 import nbformat

@@ -242,8 +242,8 @@ md("""
 
 `lab reward` runs this one function: sample → label → train the pairwise model → normalise → train the
 ratings model (a regression on (rating − 3) / 2; one pass at twice the pairwise model's learning rate, which on `tiny`
-ranked as many held-out pairs right as two passes at the same rate, in half the time) → evaluate both on the held-out
-pairs.
+ranked as many held-out pairs right as two passes at the same rate in half the time, in an earlier run: wip/README.md)
+→ evaluate both on the held-out pairs.
 """)
 
 code("""
