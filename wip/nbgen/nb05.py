@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from common import code, md, save
 
 md("""
@@ -211,7 +213,7 @@ host it made the PPO loop of the time (40 iterations of 32 episodes) 2.5× faste
 `ppo_math.AdaptiveKLController`) watches the KL of every rollout: when it runs over `kl_target` (1 nat per response),
 β grows by up to ×1.2 per iteration; when it is back under, β falls back, never below 0.3 (`kl_floor`). A fixed β let
 one seed of five run off to a KL of 3 and into the reward model's blind spots (section 10); with the ceiling, a seed's
-KL can still jump above 2 for an iteration or two, but every seed ended between 0.6 and 1.05 nats. The middle plot
+KL can still jump above 2 for an iteration or two, but every seed ended between 0.6 and 1.1 nats. The middle plot
 shows β beside the KL.
 """)
 
@@ -398,6 +400,8 @@ rows["sft"] = {"task accuracy": answers["sft"]["task_accuracy"],
 summary = pd.DataFrame(rows).T
 display(summary.round(3))
 print(f"flawed reward {hack['reward_start']:+.2f} → {hack['reward_end']:+.2f}, KL to SFT at the end {hack['kl_end']:.2f}")
+print(f"sampled training answers that ended with EOS: {h_hack['eos_rate'].iloc[0]:.2f} in the first iteration, "
+      f"{h_hack['eos_rate'].iloc[-1]:.2f} in the last")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 h_hack.plot(x="iteration", y="score", ax=axes[0], title="flawed reward the optimiser sees", legend=False)
 h_hack.plot(x="iteration", y="kl", ax=axes[1], title="KL to SFT (not penalised)", legend=False)
@@ -411,7 +415,8 @@ print("hacked:", repr(answers["hacked"]["responses"][i][:300]))
 
 md("""
 - The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (the greedy ones still
-  end with EOS, the table above; the sampled training answers ended with it less often, `eos_rate` in `h_hack`),
+  end with EOS, the table above; how often the sampled training answers did, first and last iteration, is printed
+  above the plots),
   and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run charges the
   policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can,
   as section 6 showed: another task's fluent answer in place of this one's is a short move away from SFT that the
@@ -526,26 +531,35 @@ print(f"{len(dpo_train)} training pairs ({sum(p['split'] == 'train' for p in pai
 """)
 
 code("""
-dpo = DPOTrainer(
-    model=AutoModelForCausalLM.from_pretrained(out / "sft"), processing_class=tok, train_dataset=as_dataset(dpo_train),
-    args=DPOConfig(output_dir=tempfile.mkdtemp(), beta=DPO_BETA, learning_rate=DPO_LR, num_train_epochs=DPO_EPOCHS,
-                   per_device_train_batch_size=16, max_length=RewardConfig.for_profile(profile).max_length,
-                   logging_steps=10, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                   bf16=RewardConfig.for_profile(profile).bf16, gradient_checkpointing=False, disable_tqdm=True,
-                   seed=cfg.seed))
-dpo.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
-t0 = time.perf_counter()
-dpo.train()
-dpo_s = time.perf_counter() - t0
-with checkpoints.atomic_dir(out / "dpo") as tmp:  # a folder of its own: the compare app offers it too
-    dpo.model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-dpo_log = pd.DataFrame([h for h in dpo.state.log_history if "loss" in h])  # each row: the mean of 10 steps
-first, last = dpo_log.iloc[0], dpo_log.iloc[-1]
-print(f"DPO: {dpo_s:.0f} s for {len(dpo_train) * DPO_EPOCHS:,} pairs seen. Over the first and the last 10 steps: "
-      f"loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right {first['rewards/accuracies']:.2f} → "
-      f"{last['rewards/accuracies']:.2f}; implicit reward of the chosen answers {first['rewards/chosen']:+.3f} → "
-      f"{last['rewards/chosen']:+.3f}, of the rejected {first['rewards/rejected']:+.3f} → {last['rewards/rejected']:+.3f}")
+def train_dpo(loss_type, save_to):
+    \"\"\"DPO from the SFT model on `dpo_train`, saved to out/save_to; the trainer and its training seconds.\"\"\"
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(out / "sft"), processing_class=tok,
+        train_dataset=as_dataset(dpo_train),
+        args=DPOConfig(output_dir=tempfile.mkdtemp(), beta=DPO_BETA, learning_rate=DPO_LR, loss_type=loss_type,
+                       num_train_epochs=DPO_EPOCHS, per_device_train_batch_size=16,
+                       max_length=RewardConfig.for_profile(profile).max_length, logging_steps=10, report_to="none",
+                       save_strategy="no", use_cpu=not torch.cuda.is_available(),
+                       bf16=RewardConfig.for_profile(profile).bf16, gradient_checkpointing=False, disable_tqdm=True,
+                       seed=cfg.seed))
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    with checkpoints.atomic_dir(out / save_to) as tmp:  # a folder of its own: the compare app offers it too
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    log = pd.DataFrame([h for h in trainer.state.log_history if "loss" in h])  # each row: the mean of 10 steps
+    first, last = log.iloc[0], log.iloc[-1]
+    print(f"{save_to}: {seconds:.0f} s for {len(dpo_train) * DPO_EPOCHS:,} pairs seen. Over the first and the last "
+          f"10 steps: loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right {first['rewards/accuracies']:.2f} → "
+          f"{last['rewards/accuracies']:.2f}; implicit reward of the chosen answers {first['rewards/chosen']:+.3f} → "
+          f"{last['rewards/chosen']:+.3f}, of the rejected {first['rewards/rejected']:+.3f} → "
+          f"{last['rewards/rejected']:+.3f}")
+    return trainer, seconds
+
+
+dpo, dpo_s = train_dpo(["sigmoid"], "dpo")  # TRL's name for the loss above
 """)
 
 md("""
@@ -558,12 +572,15 @@ likelihood on the very same pairs:
 """)
 
 code("""
-dpo_model, _ = modeling.load_causal_lm(str(out / "dpo"))
-def log_ratio(side, ps):
-    args = [p["prompt"] for p in ps], [p[side] for p in ps], [ended(p, side) for p in ps]
-    return reward.response_loglik(dpo_model, tok, *args) - reward.response_loglik(sft_model, tok, *args)
+def implicit_margin(policy, ps):
+    \"\"\"r(y_w) − r(y_l) per pair: β times the chosen answer's log-ratio minus the rejected one's.\"\"\"
+    def log_ratio(side):
+        args = [p["prompt"] for p in ps], [p[side] for p in ps], [ended(p, side) for p in ps]
+        return reward.response_loglik(policy, tok, *args) - reward.response_loglik(sft_model, tok, *args)
+    return DPO_BETA * (log_ratio("chosen") - log_ratio("rejected"))
 
-margin = DPO_BETA * (log_ratio("chosen", dpo_held) - log_ratio("rejected", dpo_held))  # r(y_w) − r(y_l)
+
+margin = implicit_margin(modeling.load_causal_lm(str(out / "dpo"))[0], dpo_held)
 both = torch.tensor([both_ended(p) for p in dpo_held])
 loss_by_hand = -F.logsigmoid(margin[both]).mean().item()
 loss_trl = dpo.evaluate(as_dataset([p for p in dpo_held if both_ended(p)]))["eval_loss"]
@@ -622,6 +639,36 @@ md("""
   the 208 evaluation prompts are capital questions, which both methods win nearly always, so the pooled win rate
   flatters both there ("win rate, mean over tasks" weighs the six tasks alike). A method is only as good as it is on
   the prompts nobody chose its settings on.
+
+**Keeping the chosen answers likely.** If the trouble is that the chosen answers lose probability too, add a term
+that keeps them likely: the SFT loss on the chosen answers, beside DPO's (Pang et al. 2024 add it to train on
+reasoning chains; Liu et al. 2024 show it guards against over-optimisation). In TRL that is one setting,
+`loss_type=["sigmoid", "sft"]`: the loss above plus the mean negative log-likelihood of the chosen answers' tokens in
+the batch, weighted alike (`loss_weights`). The pairs, β, learning rate, epochs and seed are the ones above; the term
+was tried after those were chosen, on three seeds (wip/README.md), and not tuned.
+""")
+
+code("""
+dpo_sft, dpo_sft_s = train_dpo(["sigmoid", "sft"], "dpo-sft")
+sft_term_margin = implicit_margin(modeling.load_causal_lm(str(out / "dpo-sft"))[0], dpo_held)
+dpo_sft_res = stages.run_eval(profile, out, model=str(out / "dpo-sft"), name="dpo-sft")["dpo-sft"]
+dpo_sft_valid = stages.run_eval(profile, out, model=str(out / "dpo-sft"), name="dpo-sft", split="validation")["dpo-sft"]
+display(pd.DataFrame({"DPO, evaluation prompts": row(dpo_res, dpo_s),
+                      "DPO + SFT term, evaluation prompts": row(dpo_sft_res, dpo_sft_s),
+                      "DPO, validation prompts": row(dpo_valid, None),
+                      "DPO + SFT term, validation prompts": row(dpo_sft_valid, None)}).T.round(3))
+print(f"held-out pairs ranked right by the implicit reward: DPO {implicit_accuracy:.3f}, "
+      f"DPO + SFT term {(sft_term_margin > 0).float().mean().item():.3f}")
+""")
+
+md("""
+- The SFT term pulls the chosen answers back up where the pairs alone pushed them down (the implicit reward of the
+  chosen answers in the two training printouts), and the probability they keep is the probability that did not
+  leak into other tasks' shapes: compare `off_task_rate`.
+- It ranks held-out pairs a little worse and moves notebook 04's reward model less — the pairs are no longer its
+  only objective — and the annotator, the stand-in for people, prefers it more often, most of all on the
+  validation prompts, where plain DPO's wins were fewest. Which one wins on this run is printed in section 10; the
+  three seeds run so far all went the same way (wip/README.md).
 """)
 
 md("""
@@ -725,7 +772,9 @@ md("""
 **DPO learned the preferences from the pairs alone:** the loss written in section 9 is TRL's, its implicit reward
 ranks held-out pairs far above chance, and on the evaluation prompts both the reward model it never queried and the
 annotator (whose labels the pairs are) prefer its answers to SFT's. Whether it keeps SFT's task accuracy is printed,
-not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md).
+not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md). **The
+SFT term** must answer in another task's shape less often than plain DPO, win more of the annotator's duels on the
+validation prompts, and keep SFT's task accuracy there (on `tiny`; it did on each of three seeds).
 """)
 
 code("""
@@ -743,6 +792,17 @@ if check:
     assert dpo_res["reward_gain_vs_sft"] >= DPO_THRESHOLDS["reward_gain"], "the reward model should score DPO higher"
 """)
 
+code("""
+print(f"DPO → DPO + SFT term: off-task answers {dpo_res['off_task_rate']:.3f} → {dpo_sft_res['off_task_rate']:.3f} "
+      f"(evaluation prompts); on the validation prompts win rate vs SFT {dpo_valid['win_rate_vs_sft']} → "
+      f"{dpo_sft_valid['win_rate_vs_sft']}, task accuracy {dpo_valid['task_accuracy']:.3f} → "
+      f"{dpo_sft_valid['task_accuracy']:.3f} (SFT {valid['sft']['task_accuracy']:.3f})")
+if check:
+    assert dpo_sft_res["off_task_rate"] < dpo_res["off_task_rate"], "the SFT term should keep answers on task"
+    assert dpo_sft_valid["win_rate_vs_sft"] > dpo_valid["win_rate_vs_sft"], "the annotator should prefer the SFT term"
+    assert dpo_sft_valid["task_accuracy"] >= valid["sft"]["task_accuracy"] - THRESHOLDS["task_accuracy_drop"]
+""")
+
 md("""
 ## What just happened
 
@@ -752,17 +812,19 @@ md("""
 - The reward rose while the KL stayed bounded, and the annotator — the stand-in for people — gave the RLHF answers
   more duels than the SFT answers on the evaluation prompts (some of which PPO trained on too:
   `n_seen_in_training`), by the margin section 10 prints. On the validation prompts, which ask none of the evaluation
-  prompts' questions, the duel is much closer: section 10's table prints both splits side by side.
+  prompts' questions, RLHF wins a smaller share of the duels on `tiny`: section 10's table prints both splits side
+  by side.
 - The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
   on `tiny` a few sentiments flipped to the label the reward model likes (notebook 04's last probe: in Chinese it
-  prefers 正面 whatever the sentence says) and names listed twice or dropped. A duel
+  prefers 正面 whatever the sentence says). A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the
   gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 10's table); a
   better reward model (issue #4), not a higher reward, is the fix.
 - With a flawed reward and no KL penalty, the optimiser found the flaw: the reward went up and the answers got
   worse. TRL's RLOO, with no value model, chased the same reward for comparison.
 - DPO skipped the reward model: trained on the same pairs, offline, its policy doubles as a reward model, and the
-  annotator judged it against SFT like PPO's (section 9's table).
+  annotator judged it against SFT like PPO's (section 9's table). Its chosen answers lost probability too, some of
+  it to other tasks' shapes; an SFT term on the chosen answers kept them likely, and the annotator preferred that.
 """)
 
-save("/work/main/labs/05_ppo_rlhf.ipynb")
+save(str(Path(__file__).resolve().parents[2] / "labs" / "05_ppo_rlhf.ipynb"))
