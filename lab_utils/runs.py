@@ -205,14 +205,16 @@ def stage_table(report: dict) -> str:
             "sft": ("method", "trainable_params", "final_loss"),
             "reward": ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs"),
             "ppo": ("reward_start", "reward_end", "kl_end", "episodes_per_s")}
-    lines = [f"{'stage':<16}{'wall_s':>9}  metrics", "-" * 76]
+    evals = [(f"eval {n}", m) for n, m in report["eval"].items()] + [
+        (f"eval valid. {n}", m) for n, m in report.get("eval_validation", {}).items()]
+    width = max([16] + [len(label) + 1 for label, _ in evals])  # a long model name widens the first column
+    lines = [f"{'stage':<{width}}{'wall_s':>9}  metrics", "-" * (width + 60)]
     for stage, m in report["stages"].items():
         shown = "  ".join(f"{k}={m[k]}" for k in keys.get(stage, m) if k in m and k != "wall_s")
-        lines.append(f"{stage:<16}{m.get('wall_s', 0):>9.1f}  {shown}")
-    for name, m in list(report["eval"].items()) + [
-            (f"valid. {n}", m) for n, m in report.get("eval_validation", {}).items()]:
+        lines.append(f"{stage:<{width}}{m.get('wall_s', 0):>9.1f}  {shown}")
+    for label, m in evals:
         per = " ".join(f"{t}={v:.2f}" for t, v in m["per_task"].items())
         extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
         accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
-        lines.append(f"{'eval ' + name:<16}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
+        lines.append(f"{label:<{width}}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
     return "\n".join(lines)

@@ -114,3 +114,18 @@ def test_an_sql_question_is_held_out_only_when_it_names_a_held_out_country():
     for r in drawn_for_heldout:
         c = by_name[r["entity"]]
         assert r["heldout"] == (c.name in r["input"] or c.capital in r["input"]), r["input"]
+
+
+def test_stage_table_keeps_its_columns_for_a_long_model_name():
+    from lab_utils.runs import stage_table
+    evaluated = {"task_accuracy": 0.5, "per_task": {"capital": 0.5}, "wall_s": 3.0}
+    report = {"stages": {"sft": {"method": "qlora", "wall_s": 113.5}},
+              "eval": {"sft": evaluated, "a-long-model-name": evaluated},
+              "eval_validation": {"a-long-model-name": evaluated}}
+    rows = stage_table(report).splitlines()
+    end = rows[0].index("wall_s") + len("wall_s")  # wall_s is right-aligned under its header, 9 wide
+    for row in rows[2:]:
+        label, wall = row[:end - 9], row[end - 9:end]
+        assert float(wall) in (113.5, 3.0), row
+        assert label.strip() and label.endswith(" "), row
+    assert rows[-1].startswith("eval valid. a-long-model-name ")
