@@ -24,12 +24,14 @@ def main(script):
     new = captured["cells"]
     kinds = [(c.cell_type, c.source if c.cell_type == "code" else "") for c in new]
     if kinds != [(c.cell_type, c.source if c.cell_type == "code" else "") for c in executed.cells]:
-        sys.exit(f"{script}: its code cells differ from {captured['path']}'s: execute the notebook instead")
+        sys.exit(f"{script}: its cells (their kinds, order or code) differ from {captured['path']}'s: "
+                 "execute the notebook instead")
     changed = 0
     for old, cell in zip(executed.cells, new):
         if cell.cell_type == "markdown" and old.source != cell.source:
             old.source, changed = cell.source, changed + 1
-    nbformat.write(executed, captured["path"])
+    if changed:
+        nbformat.write(executed, captured["path"])
     print(f"{captured['path']}: {changed} markdown cells updated, outputs kept")
 
 
