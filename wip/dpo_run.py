@@ -1,43 +1,74 @@
-"""DPO on the reward stage's training pairs, from the SFT model; implicit-reward accuracy on the held-out pairs."""
-import json, os, sys, time, tempfile, shutil
+"""DPO on a run's reward-stage pairs, from its SFT model, as in notebook 05's section 9 (not run by `make test`).
+
+    SEED=0 LOSS=sigmoid,sft .venv/bin/python wip/dpo_run.py runs/tiny BETA LR EPOCHS [bf16] [SAVE_DIR]
+
+Trains with TRL's `DPOTrainer` on the training pairs whose answers both ended (LOSS: TRL's `loss_type`, comma
+separated; `sigmoid` is plain DPO, `sigmoid,sft` adds the SFT term), prints the training time and the share of the
+held-out pairs its implicit reward ranks right (computed here one answer at a time), and saves the policy to
+SAVE_DIR for `lab eval --out COPY_OF_RUN --model SAVE_DIR --name NAME [--split validation]`. The sweeps in
+wip/README.md ("DPO on the reward stage's pairs") were run with it.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-run = Path(sys.argv[1]); beta = float(sys.argv[2]); lr = float(sys.argv[3]); epochs = float(sys.argv[4])
+run, beta, lr, epochs = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 bf16 = len(sys.argv) > 5 and sys.argv[5] == "bf16"
-SEED = int(os.environ.get("SEED", "0")); torch.manual_seed(SEED)
+seed = int(os.environ.get("SEED", "0"))
+torch.manual_seed(seed)
 tok = AutoTokenizer.from_pretrained(run / "sft")
-pairs = [json.loads(l) for l in open(run / "reward" / "pairs.jsonl")]
+pairs = [json.loads(line) for line in (run / "reward" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
 train = [p for p in pairs if p["split"] == "train" and p["chosen_ended"] and p["rejected_ended"]]
-ev = [p for p in pairs if p["split"] != "train"]
-print("train pairs", len(train), "eval", len(ev))
-model = AutoModelForCausalLM.from_pretrained(run / "sft")
+held = [p for p in pairs if p["split"] != "train"]
+print("train pairs", len(train), "held out", len(held))
 args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=beta, learning_rate=lr, num_train_epochs=epochs,
                  per_device_train_batch_size=16, max_length=256, report_to="none", save_strategy="no",
-                 logging_steps=10, use_cpu=True, bf16=bf16, disable_tqdm=True, seed=SEED, lr_scheduler_type="linear",
-                 warmup_steps=0, gradient_checkpointing=False, loss_type=os.environ.get('LOSS', 'sigmoid').split(','))
-tr = DPOTrainer(model=model, args=args, processing_class=tok,
-                train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train]))
-t0 = time.perf_counter(); tr.train(); print("train_s", round(time.perf_counter() - t0, 1))
-for h in tr.state.log_history[-3:]:
+                 logging_steps=10, use_cpu=True, bf16=bf16, disable_tqdm=True, seed=seed, lr_scheduler_type="linear",
+                 warmup_steps=0, gradient_checkpointing=False,
+                 loss_type=os.environ.get("LOSS", "sigmoid").split(","))
+trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(run / "sft"), args=args, processing_class=tok,
+                     train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
+                                                      for p in train]))
+t0 = time.perf_counter()
+trainer.train()
+print("train_s", round(time.perf_counter() - t0, 1))
+for h in trainer.state.log_history[-3:]:
     print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()})
-pol = tr.model.eval(); ref = AutoModelForCausalLM.from_pretrained(run / "sft").eval()
+policy, ref = trainer.model.eval(), AutoModelForCausalLM.from_pretrained(run / "sft").eval()
+
 
 @torch.no_grad()
-def logp(m, prompt, ans, ended):
-    p = tok(prompt, add_special_tokens=False)["input_ids"]; a = tok(prompt + ans, add_special_tokens=False)["input_ids"][len(p):]
-    if ended: a = a + [tok.eos_token_id]
-    ids = torch.tensor([p + a]); lp = torch.log_softmax(m(ids).logits[0, :-1].float(), -1)
-    tgt = ids[0, 1:]; tok_lp = lp.gather(-1, tgt[:, None])[:, 0]
-    return tok_lp[len(p) - 1:].sum().item()
-right = 0; by = {}
-for p in ev:
-    rc = logp(pol, p["prompt"], p["chosen"], p["chosen_ended"]) - logp(ref, p["prompt"], p["chosen"], p["chosen_ended"])
-    rr = logp(pol, p["prompt"], p["rejected"], p["rejected_ended"]) - logp(ref, p["prompt"], p["rejected"], p["rejected_ended"])
-    ok = rc > rr; right += ok; by.setdefault(p["task"], []).append(ok)
-print("heldout implicit-reward accuracy", round(right / len(ev), 4), {t: round(sum(v) / len(v), 2) for t, v in by.items()})
+def logp(model, prompt, answer, ended):
+    """log p(answer | prompt), EOS included when the answer ended."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(prompt + answer, add_special_tokens=False)["input_ids"][len(p):] + ([tok.eos_token_id] if ended else [])
+    ids = torch.tensor([p + a])
+    token_logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+    return token_logp[len(p) - 1:].sum().item()
+
+
+def implicit(p, side):
+    args = p["prompt"], p[side], p[f"{side}_ended"]
+    return logp(policy, *args) - logp(ref, *args)
+
+
+by_task = {}
+for p in held:
+    by_task.setdefault(p["task"], []).append(implicit(p, "chosen") > implicit(p, "rejected"))
+right = [ok for oks in by_task.values() for ok in oks]
+print("heldout implicit-reward accuracy", round(sum(right) / len(right), 4),
+      {t: round(sum(v) / len(v), 2) for t, v in by_task.items()})
 if len(sys.argv) > 6:
-    dest = Path(sys.argv[6]); shutil.rmtree(dest, ignore_errors=True); tr.model.save_pretrained(dest); tok.save_pretrained(dest)
+    dest = Path(sys.argv[6])
+    shutil.rmtree(dest, ignore_errors=True)
+    trainer.model.save_pretrained(dest)
+    tok.save_pretrained(dest)
