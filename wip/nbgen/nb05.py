@@ -645,7 +645,7 @@ that keeps them likely: the SFT loss on the chosen answers, beside DPO's (Pang e
 reasoning chains; Liu et al. 2024 show it guards against over-optimisation). In TRL that is one setting,
 `loss_type=["sigmoid", "sft"]`: the loss above plus the mean negative log-likelihood of the chosen answers' tokens in
 the batch, weighted alike (`loss_weights`). The pairs, β, learning rate, epochs and seed are the ones above; the term
-was tried after those were chosen, on three seeds (wip/README.md), and not tuned.
+was tried after those were chosen, on five seeds (wip/README.md), and not tuned.
 """)
 
 code("""
@@ -669,7 +669,7 @@ md("""
   only objective. The annotator, the stand-in for people, judges otherwise: on the validation prompts, where plain
   DPO won fewest, the SFT term wins more of the duels, and on the evaluation prompts it wins more on the mean over
   tasks (the pooled rate leans on the 88 capital questions, which both win). Section 10 prints and checks the
-  validation verdict on this run; the three seeds run so far all went the same way (wip/README.md).
+  validation verdict on this run; the five seeds run so far all went the same way (wip/README.md).
 """)
 
 md("""
@@ -775,7 +775,7 @@ ranks held-out pairs far above chance, and on the evaluation prompts both the re
 annotator (whose labels the pairs are) prefer its answers to SFT's. Whether it keeps SFT's task accuracy is printed,
 not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md). **The
 SFT term** must answer in another task's shape less often than plain DPO, win more of the annotator's duels on the
-validation prompts, and keep SFT's task accuracy there (on `tiny`; it did on each of three seeds).
+validation prompts, and keep SFT's task accuracy there (on `tiny`; it did on each of five seeds).
 """)
 
 code("""
