@@ -22,8 +22,8 @@ def main(script):
     runpy.run_path(script, run_name="__main__")
     executed = nbformat.read(captured["path"], as_version=4)
     new = captured["cells"]
-    kinds = [(c.cell_type, c.source if c.cell_type == "code" else "") for c in new]
-    if kinds != [(c.cell_type, c.source if c.cell_type == "code" else "") for c in executed.cells]:
+    layout = lambda cells: [(c.cell_type, c.source if c.cell_type == "code" else "") for c in cells]
+    if layout(new) != layout(executed.cells):
         sys.exit(f"{script}: its cells (their kinds, order or code) differ from {captured['path']}'s: "
                  "execute the notebook instead")
     changed = 0
