@@ -4,9 +4,9 @@
 
 Trains with TRL's `DPOTrainer` on the training pairs whose answers both ended (LOSS: TRL's `loss_type`, comma
 separated; `sigmoid` is plain DPO, `sigmoid,sft` adds the SFT term), prints the training time and the share of the
-held-out pairs its implicit reward ranks right (computed here one answer at a time), and saves the policy to
-SAVE_DIR for `lab eval --out COPY_OF_RUN --model SAVE_DIR --name NAME [--split validation]`. The sweeps in
-wip/README.md ("DPO on the reward stage's pairs") were run with it.
+held-out pairs its implicit reward ranks right (`reward.response_loglik`, as notebook 05 computes it), and saves
+the policy to SAVE_DIR for `lab eval --out COPY_OF_RUN --model SAVE_DIR --name NAME [--split validation]`. The
+sweeps in wip/README.md ("DPO on the reward stage's pairs") were run with it.
 """
 import json
 import os
@@ -20,6 +20,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
+
+from lab_utils import reward as R
 
 run, beta, lr, epochs = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 bf16 = len(sys.argv) > 5 and sys.argv[5] == "bf16"
@@ -46,24 +48,16 @@ for h in trainer.state.log_history[-3:]:
 policy, ref = trainer.model.eval(), AutoModelForCausalLM.from_pretrained(run / "sft").eval()
 
 
-@torch.no_grad()
-def logp(model, prompt, answer, ended):
-    """log p(answer | prompt), EOS included when the answer ended."""
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
-    a = tok(prompt + answer, add_special_tokens=False)["input_ids"][len(p):] + ([tok.eos_token_id] if ended else [])
-    ids = torch.tensor([p + a])
-    token_logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
-    return token_logp[len(p) - 1:].sum().item()
-
-
-def implicit(p, side):
-    args = p["prompt"], p[side], p[f"{side}_ended"]
-    return logp(policy, *args) - logp(ref, *args)
+def implicit(side):
+    """β-free implicit reward log π − log π_SFT of each held-out pair's `side` answer, on the reward stage's token
+    layout (BOS, prompt, answer, EOS when it ended), which is also the layout TRL's DPOTrainer trains on."""
+    args = [p["prompt"] for p in held], [p[side] for p in held], [p[f"{side}_ended"] for p in held]
+    return R.response_loglik(policy, tok, *args) - R.response_loglik(ref, tok, *args)
 
 
 by_task = {}
-for p in held:
-    by_task.setdefault(p["task"], []).append(implicit(p, "chosen") > implicit(p, "rejected"))
+for p, ok in zip(held, (implicit("chosen") > implicit("rejected")).tolist(), strict=True):
+    by_task.setdefault(p["task"], []).append(ok)
 right = [ok for oks in by_task.values() for ok in oks]
 print("heldout implicit-reward accuracy", round(sum(right) / len(right), 4),
       {t: round(sum(v) / len(v), 2) for t, v in by_task.items()})
