@@ -32,24 +32,18 @@ def same_head(*args, **kwargs):
 
 
 R.load_score_model = same_head
-members = []
+members, margins = [], []  # each member's score margins (chosen − rejected) on the held-out pairs
 for seed in [int(s) for s in sys.argv[1:]] or [0, 1, 2]:
     t0 = time.perf_counter()
     model, tok, _ = R.train_pairwise(RewardConfig.for_profile("tiny", seed=seed), run / "sft", train, progress=False)
-    print("seed", seed, "held out", round(R.pairwise_accuracy(model, tok, held)["accuracy"], 4),
-          f"train {time.perf_counter() - t0:.0f} s", flush=True)
+    ranked = R.pairwise_accuracy(model, tok, held)
+    print("seed", seed, "held out", round(ranked["accuracy"], 4), f"train {time.perf_counter() - t0:.0f} s",
+          flush=True)
     members.append(model)
-
-
-def margins(model):
-    def scores(side):
-        return R.raw_scores(model, tok, [R.encode(tok, p["prompt"], p[side], p.get(f"{side}_ended", True))
-                                         for p in held])
-    return scores("chosen") - scores("rejected")
-
+    margins.append(torch.tensor(ranked["margins"]))
 
 for k in range(2, len(members) + 1):
-    ensemble = sum(margins(m) for m in members[:k])
+    ensemble = sum(margins[:k])
     average = build(run / "sft", tok.pad_token_id)
     average.load_state_dict({name: sum(m.state_dict()[name].float() for m in members[:k]) / k
                              for name in members[0].state_dict()})
