@@ -107,7 +107,8 @@ class TokenizerConfig(_Profiled):
 
 @dataclass(frozen=True)
 class PretrainConfig(_Profiled):
-    model: str = _f("", "start from this model (hub id or local path) instead of a fresh Llama; full only")
+    model: str = _f("", "start from this model (hub id or local path) instead of a fresh Llama (any profile; full starts "
+                                  "from SmolLM2-360M)")
     data: str = _f("", "train on this text instead of the world corpus: .txt, .jsonl or .json with 'text', or a "
                        "hub id")
     data_split: str = _f("train", "split of a hub dataset given with --data")

@@ -72,6 +72,18 @@ def test_resume_equals_straight_run(tok_dir, tmp_path):
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
+def test_pretraining_continues_from_the_model_given(micro_run, tok_dir, tmp_path):
+    """`--model` works on every profile: training starts from the given weights, not from a fresh Llama."""
+    world_cfg = WorldConfig.for_profile("micro")
+    fresh = pretrain(PretrainConfig.for_profile("micro", max_steps=1), tok_dir, tmp_path / "fresh", world_cfg,
+                     progress=False)
+    given = pretrain(PretrainConfig.for_profile("micro", max_steps=1, model=str(micro_run / "base")), tok_dir,
+                     tmp_path / "given", world_cfg, progress=False)
+    trained = ck.read_json(micro_run / "base" / "metrics.json")["val_loss"]
+    assert given["initial_loss"] < fresh["initial_loss"] - 0.5
+    assert given["initial_loss"] == pytest.approx(trained, abs=0.3)
+
+
 def test_bench_times_the_architecture_named_by_model(micro_run):
     """`lab bench --profile full` must time the hub model it would train, not the tiny Llama of the defaults."""
     from transformers import AutoConfig
