@@ -165,10 +165,71 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data
 
 
 def _make_optimizer(model, cfg: PretrainConfig):
+    """AdamW with weight decay on the matrices only (not on norms and biases), and its warmup + cosine schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return optimizer, get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps,
+                                                                  min_lr_rate=cfg.min_lr_ratio)
+
+
+def _model_and_rows(cfg: PretrainConfig, tokenizer_dir: Path, world_cfg: WorldConfig):
+    """The model to train (a fresh Llama, or `--model`'s weights with its own tokenizer), its tokenizer, and the
+    training and validation rows, (N, T) each."""
+    if cfg.model:
+        model, tokenizer = load_causal_lm(cfg.model)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = build_model(cfg, tokenizer, seed=cfg.seed)
+    train_rows, val_rows = training_rows(cfg, tokenizer, world_cfg)
+    if len(train_rows) < cfg.batch_size:
+        raise LabError(f"{len(train_rows)} training sequences cannot fill one batch of {cfg.batch_size}",
+                       path=cfg.data or "the world corpus", fix="give more text, or lower --batch_size")
+    return model, tokenizer, train_rows, val_rows
+
+
+def _check_finite(loss: torch.Tensor, step: int, cfg: PretrainConfig, accelerator) -> None:
+    """Stop at the first NaN or infinite loss of any process: every later step and stage would build on NaN weights
+    (all processes check the same gathered numbers, so all stop together)."""
+    if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():
+        raise LabError(f"the training loss is {loss.item()} at step {step + 1}: the run diverged",
+                       fix=f"lower --lr (now {cfg.lr:g}) or raise --warmup_steps, then start again")
+
+
+def _resume_point(cfg: PretrainConfig, resume: bool | str, ckpt_root: Path, fingerprints: dict, model, optimizer,
+                  scheduler, say) -> tuple[int, dict]:
+    """The step to start at and the history so far: 0 and an empty one, or the last checkpoint's, loaded into
+    `model`, `optimizer` and `scheduler`. A checkpoint trained with other settings is an error for `resume=True`
+    and a fresh start for "auto"."""
+    history = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
+    last = ck.latest_checkpoint(ckpt_root) if resume else None
+    if last is None:
+        if resume is True:
+            say(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
+        return 0, history
+    changed = _training_changes(cfg, ck.read_json(last / "state.json"), fingerprints["tokenizer_sha256"],
+                                fingerprints["data_sha256"], strict=resume == "auto")
+    if changed:
+        if resume != "auto":
+            raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
+                           fix="resume with the checkpoint's settings, or start again without --resume")
+        say(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
+        return 0, history
+    model.load_state_dict(type(model).from_pretrained(last).state_dict())
+    state = ck.load_training_state(last, optimizer, scheduler)
+    say(f"[lab] pretrain: resuming from {last} (step {state['step']})")
+    return state["step"], state["history"]
+
+
+def _save_base(model, tokenizer, out_dir: Path, lab_config: dict) -> None:
+    """The trained model, its tokenizer and the settings it was made with, as one folder (written whole or not at
+    all)."""
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with ck.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        ck.write_json(tmp / "lab_config.json", lab_config)
 
 
 def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg: WorldConfig,
@@ -183,39 +244,13 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     """
     t0 = time.perf_counter()
     accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    if cfg.model:
-        model, tokenizer = load_causal_lm(cfg.model)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = build_model(cfg, tokenizer, seed=cfg.seed)
-    train_rows, val_rows = training_rows(cfg, tokenizer, world_cfg)
-    if len(train_rows) < cfg.batch_size:
-        raise LabError(f"{len(train_rows)} training sequences cannot fill one batch of {cfg.batch_size}",
-                       path=cfg.data or "the world corpus", fix="give more text, or lower --batch_size")
-    optimizer = _make_optimizer(model, cfg)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps,
-                                                             min_lr_rate=cfg.min_lr_ratio)
+    model, tokenizer, train_rows, val_rows = _model_and_rows(cfg, tokenizer_dir, world_cfg)
+    optimizer, scheduler = _make_optimizer(model, cfg)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
-    start, history = 0, {"step": [], "train_loss": [], "lr": [], "eval_step": [], "val_loss": []}
-    tokenizer_sha, data_sha = tokenizer_fingerprint(tokenizer), ck.file_sha256(cfg.data)
-    last = ck.latest_checkpoint(ckpt_root) if resume else None
-    state = ck.read_json(last / "state.json") if last is not None else {}
-    changed = _training_changes(cfg, state, tokenizer_sha, data_sha, strict=resume == "auto") if last else []
+    fingerprints = {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "data_sha256": ck.file_sha256(cfg.data)}
     say = print if accelerator.is_main_process else (lambda *_: None)  # one line per run, not per process
-    if changed:
-        if resume != "auto":
-            raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
-                           fix="resume with the checkpoint's settings, or start again without --resume")
-        say(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
-        last = None
-    if last is not None:
-        model.load_state_dict(type(model).from_pretrained(last).state_dict())
-        state = ck.load_training_state(last, optimizer, scheduler)
-        start, history = state["step"], state["history"]
-        say(f"[lab] pretrain: resuming from {last} (step {start})")
-    elif resume is True:
-        say(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
-    clear_earlier = last is None  # a fresh run: an earlier run's checkpoints go when this run saves its first one
+    start, history = _resume_point(cfg, resume, ckpt_root, fingerprints, model, optimizer, scheduler, say)
+    clear_earlier = start == 0  # a fresh run: an earlier run's checkpoints go when this run saves its first one
     # The scheduler stays ours: each process takes its share of one global batch per step (below), and accelerate's
     # scheduler wrapper would step the schedule once per process, finishing warmup and decay N times too early.
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -241,10 +276,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_time += time.perf_counter() - ts
-        if not torch.isfinite(accelerator.gather(loss.detach().reshape(1))).all():  # any process: every later step
-            # and stage would build on NaN weights (all processes check the same numbers, so all stop together)
-            raise LabError(f"the training loss is {loss.item()} at step {step + 1}: the run diverged",
-                           fix=f"lower --lr (now {cfg.lr:g}) or raise --warmup_steps, then start again")
+        _check_finite(loss, step, cfg, accelerator)
         history["step"].append(step + 1)
         history["train_loss"].append(round(loss.item(), 4))
         history["lr"].append(scheduler.get_last_lr()[0])
@@ -261,8 +293,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                 shutil.rmtree(ckpt_root, ignore_errors=True)
                 clear_earlier = False
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                   {"history": history, "config": cfg.to_dict(), "tokenizer_sha256": tokenizer_sha,
-                                    "data_sha256": data_sha})
+                                   {"history": history, "config": cfg.to_dict(), **fingerprints})
             ck.prune_checkpoints(ckpt_root)
     bar.close()
     model = accelerator.unwrap_model(model)
@@ -276,11 +307,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     if accelerator.is_main_process:
         if clear_earlier:  # a fresh run that saved no checkpoint of its own: none of an earlier run may outlive it
             shutil.rmtree(ckpt_root, ignore_errors=True)
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        with ck.atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            ck.write_json(tmp / "lab_config.json", {"pretrain": cfg.to_dict(), "world": world_cfg.to_dict()})
+        _save_base(model, tokenizer, out_dir, {"pretrain": cfg.to_dict(), "world": world_cfg.to_dict()})
     accelerator.wait_for_everyone()  # no process goes on (to probe or load the model) before it is saved
     metrics["wall_s"] = round(time.perf_counter() - t0, 2)
     return metrics
