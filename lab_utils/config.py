@@ -73,6 +73,10 @@ class _Profiled:
                 bad, fix = True, f"give {_AT_LEAST[name]} or more"
             if bad:
                 raise LabError(f"--{name} is {value!r}", fix=fix)
+        self.check_together()
+
+    def check_together(self) -> None:
+        """Settings that are each fine but do not go together (a stage's own rules)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +135,19 @@ class PretrainConfig(_Profiled):
     eval_batches: int = _f(8, "validation batches per evaluation")
     mixed_precision: str = _f("bf16", "'bf16' autocast (fast on CPUs with AVX512-BF16 and on GPUs) or 'no'")
     seed: int = _f(0, "training seed (init, data order)")
+
+    def check_together(self) -> None:
+        """The head size must be a whole, even number (rotary embeddings turn pairs of dimensions), and the model
+        must read at least the rows it trains on. Not checked with --model: its own config sets the shape."""
+        from .errors import LabError
+        if self.model:
+            return
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise LabError(f"--d_model {self.d_model} / --n_heads {self.n_heads} is not a whole, even head size",
+                           fix="give a --d_model that is a multiple of 2 × --n_heads (e.g. 256 with 4 heads)")
+        if self.context and self.context < self.seq_len:
+            raise LabError(f"--context {self.context} is shorter than the training rows (--seq_len {self.seq_len})",
+                           fix="give a --context of at least --seq_len, or 0 (the model's context is --seq_len)")
 
     OVERRIDES: ClassVar[dict] = {
         # micro (unit tests only) trains on 64-token rows but declares 512 positions (rotary: nothing is learned per

@@ -49,9 +49,9 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
     or a hub id. The name defaults to the folder's or the id's last part ("runs/tiny/sft-full" -> "sft-full")."""
     path = Path(spec)
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise LabError("not a model folder (no config.json)", path=spec,
-                           fix="pass a folder written by save_pretrained (e.g. runs/tiny/sft-full) or a hub id")
+        from .modeling import check_model_folder
+
+        check_model_folder(spec)  # a language model's folder, with its tokenizer
         spec = str(path.resolve())
     given = bool(name)
     name = name or _file_safe(Path(spec).name).lstrip("-._")[:64]

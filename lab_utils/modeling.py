@@ -7,6 +7,7 @@ Every width is a multiple of 64 so the same weights also load as 4-bit NF4 layer
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -54,8 +55,42 @@ def load_error(path_or_id: str, err: Exception) -> LabError:
     return LabError(f"could not load a model ({cause(err)})", path=path_or_id, fix=fix)
 
 
+_HEADS = {"causal": ("ForCausalLM", "LMHeadModel"), "reward": ("ForSequenceClassification",)}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(path_or_id: str, kind: str = "causal") -> None:
+    """One clear error, before anything loads, for a local path that is not the model asked for: a file (data given
+    to --model), a folder without config.json or without a tokenizer, a reward model where a language model goes
+    (kind "causal") or a language model where a reward model goes ("reward"). Hub ids pass: their load says why."""
+    path, other = Path(path_or_id), "reward" if kind == "causal" else "causal"
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise LabError("a file, not a model folder", path=path_or_id,
+                       fix="pass the folder a model was saved to (save_pretrained); data files go to --data")
+    if not (path / "config.json").is_file():
+        raise LabError("not a model folder (no config.json)", path=path_or_id,
+                       fix="pass a folder written by save_pretrained (e.g. runs/tiny/sft) or a hub id")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise LabError("the model folder has no tokenizer", path=path_or_id,
+                       fix="save the tokenizer next to the model: tokenizer.save_pretrained(<the folder>)")
+    try:
+        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (ValueError, AttributeError):
+        raise LabError("config.json is not a JSON object", path=str(path / "config.json"),
+                       fix="save the model again with save_pretrained") from None
+    if any(str(a).endswith(_HEADS[other]) for a in architectures):
+        said = "a reward model" if kind == "causal" else "a language model"
+        fix = ("pass a language model (e.g. runs/tiny/sft); a reward model goes to --reward_model" if kind == "causal"
+               else "pass a reward model written by `lab reward` (e.g. runs/tiny/reward)")
+        raise LabError(f"{said} ({architectures[0]}), not the {'language' if kind == 'causal' else 'reward'} model "
+                       "asked for", path=path_or_id, fix=fix)
+
+
 def load_causal_lm(path_or_id: str, dtype=torch.float32):
     """A causal LM and its tokenizer from a folder or hub id; never runs remote code."""
+    check_model_folder(path_or_id)
     try:
         tok = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)

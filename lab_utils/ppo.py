@@ -34,6 +34,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -41,7 +42,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
-from .modeling import fresh_accelerator
+from .modeling import check_model_folder, fresh_accelerator, load_error
 from .reward import RewardModel
 
 RESUMABLE_CHANGES = ("save_every", "log_every")  # settings a resumed run may change; any other would mix two runs
@@ -424,8 +425,13 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
         if not (Path(path) / "config.json").exists():
             stage = "lab sft" if what == "SFT model" else "lab reward"
             raise LabError(f"no {what} for PPO", path=str(path), fix=f"run `{stage}` (or `lab run`) first")
-    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-    policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+    check_model_folder(str(policy_dir))
+    rm = RewardModel.load(reward_dir)  # checks the folder is a reward model before the policy's copies load
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+        policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+    except (OSError, ValueError, SafetensorError) as err:
+        raise load_error(str(policy_dir), err) from None
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here: by --seed, not by whatever ran before
@@ -436,7 +442,6 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
         ref = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
         ref.requires_grad_(False)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
-    rm = RewardModel.load(reward_dir)
     rm.model.requires_grad_(False)
     for model in (policy, ref, value, rm.model):
         if model is not None:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from peft import LoraConfig
+from safetensors import SafetensorError
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, Trainer,
                           TrainingArguments)
 from trl import RewardConfig as TRLRewardConfig
@@ -382,11 +383,24 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path) -> RewardModel:
         path = Path(path)
+        from .modeling import check_model_folder, load_error
+
         if not (path / "config.json").exists():
             raise LabError("no reward model", path=str(path), fix="run `lab reward` first")
-        norm = ck.read_json(path / NORM_FILE) if (path / NORM_FILE).exists() else {"mean": 0.0, "std": 1.0}
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        check_model_folder(str(path), "reward")
+        norm = {"mean": 0.0, "std": 1.0}
+        if (path / NORM_FILE).exists():
+            try:
+                norm = ck.read_json(path / NORM_FILE)
+                norm = {"mean": float(norm["mean"]), "std": float(norm["std"])}
+            except (ValueError, KeyError, TypeError):
+                raise LabError("not a normalisation (a JSON object with numbers \"mean\" and \"std\")",
+                               path=str(path / NORM_FILE), fix="train the reward model again (`lab reward`)") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError, SafetensorError) as err:
+            raise load_error(str(path), err) from None
         return cls(model.eval(), tokenizer, norm["mean"], norm["std"])
 
     def normalise(self, raw: torch.Tensor) -> torch.Tensor:

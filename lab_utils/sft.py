@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
@@ -25,6 +26,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
+from .modeling import check_model_folder
 from .tokenizer import render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -92,10 +94,11 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     """Fine-tune `base_dir` on `records` with `cfg.method`; save the merged model to `out_dir`."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn when the adapter is attached
+    check_model_folder(str(base_dir))
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
-    except (OSError, ValueError) as err:  # a mistyped folder, a folder that holds no model, an uncached hub id offline
+    except (OSError, ValueError, SafetensorError) as err:  # a mistyped folder, a torn file, an uncached hub id offline
         raise LabError(f"could not load the base model ({cause(err)})",
                        path=str(base_dir), fix="run `lab pretrain` first, or pass --model a model folder or a hub "
                                                "id") from None

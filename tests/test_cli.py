@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from transformers import AutoTokenizer
 
 from lab_utils import checkpoints as ck
@@ -141,7 +142,9 @@ def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_p
     for argv, said in [(["sft", "--lora_r", "0"], "--lora_r is 0"), (["sft", "--max_steps", "0"], "--max_steps is 0"),
                        (["reward", "--eval_fraction", "1.5"], "give a share of less than 1"),
                        (["ppo", "--missing_eos_penalty", "1"], "give 0 or a negative number"),
-                       (["pretrain", "--lr=-1e-3"], "--lr is -0.001")]:
+                       (["pretrain", "--lr=-1e-3"], "--lr is -0.001"),
+                       (["pretrain", "--n_heads", "3"], "--d_model 64 / --n_heads 3 is not a whole, even head size"),
+                       (["pretrain", "--context", "10"], "--context 10 is shorter than the training rows")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
@@ -182,3 +185,35 @@ def test_numbers_are_finite_and_zero_where_it_means_never():
             cls.for_profile("micro", **{name: value})
     assert PPOConfig.for_profile("micro", log_every=0, save_every=0).log_every == 0
     assert PretrainConfig.for_profile("micro", save_every=0).save_every == 0
+
+
+def test_a_model_folder_of_the_wrong_kind_is_one_clear_error_before_any_work(sft_root, tmp_path, capsys):
+    """A reward model where a language model goes and back, data given to --model, a model saved without its
+    tokenizer, a torn normalisation: each one line naming the path, and no run folder left behind."""
+    import json
+    import shutil
+
+    from lab_utils.errors import LabError
+    from lab_utils.reward import NORM_FILE, RewardModel
+
+    sft = sft_root / "sft"
+    reward_like = tmp_path / "reward-like"  # the config of a reward model; nothing else is read before the refusal
+    shutil.copytree(sft, reward_like)
+    config = json.loads((reward_like / "config.json").read_text())
+    (reward_like / "config.json").write_text(json.dumps(config | {"architectures": ["LlamaForSequenceClassification"]}))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(sft, no_tokenizer, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
+    data = tmp_path / "records.json"
+    data.write_text('[{"instruction": "Say hi.", "output": "Hi."}]')
+    out = tmp_path / "run"
+    for argv, said in [(["eval", "--model", str(reward_like)], "a reward model (LlamaForSequenceClassification)"),
+                       (["ppo", "--model", str(sft), "--reward_model", str(sft)], "a language model (LlamaForCausalLM)"),
+                       (["sft", "--model", str(data)], "a file, not a model folder"),
+                       (["eval", "--model", str(no_tokenizer)], "the model folder has no tokenizer")]:
+        assert main([*argv, "--profile", "micro", "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and "Fix:" in err[0], err
+        assert not (out / "eval").exists() and not (out / "rlhf").exists() and not (out / "sft").exists()
+    (reward_like / NORM_FILE).write_text('{"mean": 0.1')
+    with pytest.raises(LabError, match="not a normalisation"):
+        RewardModel.load(reward_like)
