@@ -71,6 +71,7 @@ def _connect(db: str | os.PathLike):
         with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as conn:
             conn.execute("PRAGMA synchronous = FULL")
             conn.row_factory = sqlite3.Row
+            _check_table(conn, db)
             _add_missing_columns(conn)
             yield conn
     except sqlite3.DatabaseError as err:
@@ -84,6 +85,15 @@ def _connect(db: str | os.PathLike):
             raise LabError(f"cannot write the vote store ({err})", path=str(db),
                            fix="the arena needs a writable run folder: copy the run, or pass --out") from None
         raise
+
+
+def _check_table(conn: sqlite3.Connection, db) -> None:
+    """Refuse, before migrating anything, a votes table that is not the arena's (another program's file)."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
+    lost = [name for name in FIELDS if name not in ADDED_COLUMNS and name not in have]
+    if have and lost:
+        raise LabError(f"its votes table is not the arena's (no column {', '.join(lost)})", path=str(db),
+                       fix="pass the votes.db the arena wrote, or move this file away; it was left as it is")
 
 
 def _missing_columns(conn: sqlite3.Connection) -> list[str]:

@@ -199,6 +199,13 @@ def test_missing_or_foreign_files_are_lab_errors(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(LabError, match=r"other\.sqlite: holds no votes table"):
         load_pairs(str(other))
+    foreign = tmp_path / "foreign.db"  # a votes table of another program's: refused, and not migrated
+    sqlite3.connect(foreign).execute("CREATE TABLE votes (a)").connection.close()
+    for read in (votes.count, votes.rows, lambda db: load_pairs(str(db))):
+        with pytest.raises(LabError, match=r"foreign\.db: its votes table is not the arena's \(no column vote_id"):
+            read(foreign)
+    with closing(sqlite3.connect(foreign)) as conn:
+        assert [row[1] for row in conn.execute("PRAGMA table_info(votes)")] == ["a"]
 
 
 def test_eight_writer_processes_lose_nothing_and_retries_add_nothing(db):
