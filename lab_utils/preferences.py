@@ -10,6 +10,8 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
 - `chosen_ended` / `rejected_ended` (booleans) only when a record with a `prompt` has them (null counts as not
   given): False means that answer was cut off before EOS. Readers treat a missing flag as True
   (`p.get("chosen_ended", True)`).
+- `split` ("train" or "eval") only when the record has one, in any shape: `lab reward` keeps that record's prompt in
+  its training or its held-out pairs, and splits the other prompts itself.
 
 Record shapes, detected per record (one file may mix them):
 
@@ -76,7 +78,7 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
-    pairs = [parse_pair(row, (spec, at)) for row, at in zip(rows, where)]
+    pairs = [parse_pair(row, (spec, at)) | _split(row, (spec, at)) for row, at in zip(rows, where)]
     n_parsed, hub = len(pairs), _is_hub_id(spec)
     pairs = [p for p, at in zip(pairs, where)
              if not special_token_record({k: p[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec,
@@ -139,6 +141,16 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         return _shared_messages(chosen, rejected, at)
     _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
           "without a 'prompt', give both as strings or both as message lists")
+
+
+def _split(rec: dict, at: Where) -> dict:
+    """The optional `split` a record's prompt is kept in by `lab reward`: "train" or "eval" (held out)."""
+    if rec.get("split") is None:
+        return {}
+    if rec["split"] not in ("train", "eval"):
+        _fail(at, f"field 'split' is {rec['split']!r}",
+              "make 'split' \"train\" or \"eval\" (held out), or leave it out to let `lab reward` split the prompts")
+    return {"split": rec["split"]}
 
 
 def _ended(rec: dict, at: Where) -> dict:

@@ -387,6 +387,15 @@ def test_ended_flags_pass_through_only_when_given(tmp_path):
     assert got == records  # the third keeps exactly {prompt, chosen, rejected}: absent means ended
 
 
+def test_a_split_passes_through_when_given_and_a_bad_one_names_its_line(tmp_path):
+    """`lab reward` keeps a record's prompt in the split it names (its error for too few prompts says so)."""
+    records = [PAIR | {"split": "eval"}, PAIR | {"split": "train"}, PAIR | {"split": None}, PAIR]
+    assert load_pairs(write_jsonl(tmp_path / "p.jsonl", records)) == [PAIR | {"split": "eval"},
+                                                                       PAIR | {"split": "train"}, PAIR, PAIR]
+    with pytest.raises(LabError, match=r"bad\.jsonl, line 2: field 'split' is 'test'\. Fix: make 'split' \"train\""):
+        load_pairs(write_jsonl(tmp_path / "bad.jsonl", [PAIR, PAIR | {"split": "test"}]))
+
+
 def test_same_text_that_ended_differently_is_not_identical(tmp_path):
     cut_off = PAIR | {"rejected": PAIR["chosen"], "rejected_ended": False}  # "Paris." + EOS vs "Paris." cut off
     assert load_pairs(write_jsonl(tmp_path / "p.jsonl", [cut_off])) == [cut_off]
