@@ -184,6 +184,8 @@ def cmd_bench(argv):
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
     from .stages import run_dir
 
+    if args.bench_steps < 1:
+        raise LabError(f"--bench_steps is {args.bench_steps}", fix="give 1 or more timed steps")
     if cfg["data"] != PretrainConfig.for_profile(args.profile).data:  # the step is timed on random tokens: --data
         # would change nothing, and saying so beats ignoring it (profile full names a dataset by default: not asked)
         raise LabError("lab bench times the training step on random tokens: --data is not used",

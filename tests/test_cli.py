@@ -144,7 +144,8 @@ def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_p
                        (["ppo", "--missing_eos_penalty", "1"], "give 0 or a negative number"),
                        (["pretrain", "--lr=-1e-3"], "--lr is -0.001"),
                        (["pretrain", "--n_heads", "3"], "--d_model 64 / --n_heads 3 is not a whole, even head size"),
-                       (["pretrain", "--context", "10"], "--context 10 is shorter than the training rows")]:
+                       (["pretrain", "--context", "10"], "--context 10 is shorter than the training rows"),
+                       (["bench", "--bench_steps", "0"], "--bench_steps is 0")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
