@@ -95,10 +95,9 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     built_from = _built_from(root, "pretrain", cfg)
     try:
         metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
-    except LabError:  # --data unfit before any step (too little text, ...): the tokenizer just learned from it goes too
-        if trained_tokenizer and cfg.data and ck.latest_checkpoint(root / "base-checkpoints") is None:
-            shutil.rmtree(root / "tokenizer", ignore_errors=True)
-            write_report(root)
+    except LabError:
+        if trained_tokenizer and cfg.data:
+            _drop_unused_tokenizer(root)
         raise
     metrics["config"] = cfg.to_dict()
     if not PartialState(cpu=cpu).is_main_process:  # the main process probes the model and writes the report
@@ -467,6 +466,14 @@ def _needed(stage: str, configs: dict) -> set[str]:
     return {stage}.union(*(_needed(up, configs) for up in upstream(stage, configs[stage])))
 
 
+def _drop_unused_tokenizer(root: Path) -> None:
+    """After a pretraining on --data failed before any checkpoint (too little text, ...): the tokenizer just learned
+    from that text goes too, so the next run learns one from the text it is then given."""
+    if ck.latest_checkpoint(root / "base-checkpoints") is None:
+        shutil.rmtree(root / "tokenizer", ignore_errors=True)
+        write_report(root)
+
+
 def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, dict] | None = None,
            force: bool = False, say_reused: bool = False) -> Path:
     """Build `stage` and the stages it needs, in order, unless finished with the same config from the same upstream
@@ -482,7 +489,7 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     configs = {s: CONFIGS[s].for_profile(profile, **changes.get(s, {})).to_dict() for s in STAGES}
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}
-    needed = _needed(stage, configs)
+    needed, built = _needed(stage, configs), set()
     for s in (s for s in STAGES if s in needed):
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")
@@ -495,7 +502,13 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
             print(f"[lab] {s}: {why}: rebuilding")
         # an interrupted pretraining run of the same settings and tokenizer is continued, not started again
         resume = {"resume": "auto"} if s == "pretrain" and not force else {}
-        builders[s](profile, root, **resume, **changes.get(s, {}))
+        try:
+            builders[s](profile, root, **resume, **changes.get(s, {}))
+        except LabError:
+            if s == "pretrain" and pre.data and "tokenizer" in built:
+                _drop_unused_tokenizer(root)
+            raise
+        built.add(s)
     return root
 
 

@@ -54,6 +54,8 @@ def test_a_pretraining_that_fails_on_its_data_leaves_no_tokenizer_learned_from_i
     args = ["pretrain", "--profile", "micro", "--data", str(data), "--max_steps", "1", "--out", str(out)]
     assert main(args) == 2
     assert "fewer than one sequence" in capsys.readouterr().err and not (out / "tokenizer").exists()
+    assert main(["run", *args[1:]]) == 2  # `lab run` learns the tokenizer as a stage of its own: the same goes
+    assert "fewer than one sequence" in capsys.readouterr().err and not (out / "tokenizer").exists()
     data.write_text(wiki_demo.read_text(encoding="utf-8"), encoding="utf-8")  # the same name, enough text now
     assert main(args) == 0
     assert f"training it first, on {data}" in capsys.readouterr().out
