@@ -419,6 +419,19 @@ def _rng_from(saved: list) -> tuple:
 
 # ------------------------------------------------------------------ building the four models
 
+def _set_attention(model, kernel: str) -> None:
+    """`--attn_implementation`, or one clear error where it cannot run: the flash kernels need a GPU and their
+    package; flex attention failed to compile on this lab's CPU machines (a traceback deep inside torch)."""
+    if kernel.startswith(("flash", "flex")) and not torch.cuda.is_available():
+        raise LabError(f"--attn_implementation {kernel} runs only on a GPU here",
+                       fix="use 'eager' (the default) or 'sdpa' on a CPU")
+    try:
+        model.set_attn_implementation(kernel)
+    except ImportError as err:
+        raise LabError(f"--attn_implementation {kernel} cannot load ({err})",
+                       fix="install the kernel's package (e.g. pip install flash-attn), or use 'sdpa'") from None
+
+
 def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     """(policy, reference or None, value model, reward model, tokenizer) as the config asks."""
     for path, what in ((policy_dir, "SFT model"), (reward_dir, "reward model")):
@@ -445,7 +458,7 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     rm.model.requires_grad_(False)
     for model in (policy, ref, value, rm.model):
         if model is not None:
-            model.set_attn_implementation(cfg.attn_implementation)
+            _set_attention(model, cfg.attn_implementation)
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise LabError("PAD and EOS are the same token", path=str(policy_dir),
                        fix="give the tokenizer a separate pad token (lab_utils.modeling.load_causal_lm adds one)")

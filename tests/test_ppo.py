@@ -626,3 +626,11 @@ def test_the_lora_policy_is_drawn_by_the_seed_not_by_what_ran_before(run_root):
         policy = ppo.load_models(cfg, run_root / "sft", run_root / "reward")[0]
         adapters.append({n: p.detach().clone() for n, p in policy.named_parameters() if "lora_A" in n})
     assert adapters[0] and all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these kernels may run")
+@pytest.mark.parametrize("kernel", ["flash_attention_2", "flex_attention"])
+def test_an_attention_kernel_a_cpu_cannot_run_is_one_clear_error(kernel):
+    model = types.SimpleNamespace(set_attn_implementation=lambda k: pytest.fail("must refuse before setting it"))
+    with pytest.raises(LabError, match=f"--attn_implementation {kernel} runs only on a GPU here. Fix: use 'eager'"):
+        ppo._set_attention(model, kernel)
