@@ -278,7 +278,7 @@ def test_a_folder_that_holds_no_model_or_a_torn_weights_file_is_one_clear_error(
     from lab_utils.errors import LabError
     from lab_utils.modeling import load_causal_lm
 
-    with pytest.raises(LabError, match="could not load a model .*run the earlier stage first"):
+    with pytest.raises(LabError, match=r"not a model folder \(no config.json\)\. Fix: pass a folder written by"):
         load_causal_lm(str(micro_run / "tokenizer"))  # a tokenizer, no model
     shutil.copytree(micro_run / "base", tmp_path / "base")
     weights = tmp_path / "base" / "model.safetensors"
