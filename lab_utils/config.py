@@ -200,6 +200,12 @@ class SFTConfig(_Profiled):
     bf16: bool = _f(False, "bf16 autocast in the trainer")
     seed: int = _f(0, "training seed")
 
+    def check_together(self) -> None:
+        from .errors import LabError
+        if self.data_limit and not self.data:
+            raise LabError("--data_limit only applies to records brought with --data (the world's SFT set has "
+                           f"--n_records {self.n_records})", fix="add --data FILE_OR_HUB_ID, or drop --data_limit")
+
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_records": 64, "max_steps": 4, "batch_size": 8, "warmup_steps": 1, "logging_steps": 1,
                   "lora_r": 8, "lora_alpha": 16},  # micro's width is 64: rank 32 would be half of it

@@ -147,7 +147,8 @@ def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_p
                        (["pretrain", "--lr=-1e-3"], "--lr is -0.001"),
                        (["pretrain", "--n_heads", "3"], "--d_model 64 / --n_heads 3 is not a whole, even head size"),
                        (["pretrain", "--context", "10"], "--context 10 is shorter than the training rows"),
-                       (["bench", "--bench_steps", "0"], "--bench_steps is 0")]:
+                       (["bench", "--bench_steps", "0"], "--bench_steps is 0"),
+                       (["sft", "--data_limit", "5"], "--data_limit only applies to records brought with --data")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
