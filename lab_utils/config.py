@@ -316,6 +316,16 @@ class PPOConfig(_Profiled):
     log_every: int = _f(5, "iterations between log lines (0: none)")
     seed: int = _f(0, "seed of prompts, sampling and training")
 
+    def check_together(self) -> None:
+        """The flash kernels need a GPU and their package; flex attention failed to compile on this lab's CPU
+        machines (a traceback deep inside torch)."""
+        import torch
+
+        from .errors import LabError
+        if self.attn_implementation.startswith(("flash", "flex")) and not torch.cuda.is_available():
+            raise LabError(f"--attn_implementation {self.attn_implementation} runs only on a GPU here",
+                           fix="use 'eager' (the default) or 'sdpa' on a CPU")
+
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_prompts": 32, "iterations": 2, "rollout_batch": 8, "mini_batch": 4, "ppo_epochs": 2,
                   "response_length": 12, "save_every": 1, "log_every": 1,

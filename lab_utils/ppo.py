@@ -420,14 +420,11 @@ def _rng_from(saved: list) -> tuple:
 # ------------------------------------------------------------------ building the four models
 
 def _set_attention(model, kernel: str) -> None:
-    """`--attn_implementation`, or one clear error where it cannot run: the flash kernels need a GPU and their
-    package; flex attention failed to compile on this lab's CPU machines (a traceback deep inside torch)."""
-    if kernel.startswith(("flash", "flex")) and not torch.cuda.is_available():
-        raise LabError(f"--attn_implementation {kernel} runs only on a GPU here",
-                       fix="use 'eager' (the default) or 'sdpa' on a CPU")
+    """`--attn_implementation`, or one clear error where it cannot load (a GPU-only kernel on a CPU is refused by
+    `PPOConfig.check_together`, before any model loads)."""
     try:
         model.set_attn_implementation(kernel)
-    except ImportError as err:
+    except (ImportError, ValueError) as err:
         raise LabError(f"--attn_implementation {kernel} cannot load ({err})",
                        fix="install the kernel's package (e.g. pip install flash-attn), or use 'sdpa'") from None
 

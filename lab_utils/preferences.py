@@ -10,8 +10,8 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
 - `chosen_ended` / `rejected_ended` (booleans) only when a record with a `prompt` has them (null counts as not
   given): False means that answer was cut off before EOS. Readers treat a missing flag as True
   (`p.get("chosen_ended", True)`).
-- `split` ("train" or "eval") only when the record has one, in any shape: `lab reward` keeps that record's prompt in
-  its training or its held-out pairs, and splits the other prompts itself.
+- `split` ("train" or "eval") only when a record of a local file has one, in any shape: `lab reward` keeps that
+  record's prompt in its training or its held-out pairs, and splits the other prompts itself.
 
 Record shapes, detected per record (one file may mix them):
 
@@ -78,8 +78,9 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"prompt\", \"chosen\", \"rejected\"} record")
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
-    pairs = [parse_pair(row, (spec, at)) | _split(row, (spec, at)) for row, at in zip(rows, where)]
-    n_parsed, hub = len(pairs), _is_hub_id(spec)
+    hub = _is_hub_id(spec)  # a hub dataset's own `split` column (if any) is not the lab's field
+    pairs = [parse_pair(row, (spec, at)) | ({} if hub else _split(row, (spec, at))) for row, at in zip(rows, where)]
+    n_parsed = len(pairs)
     pairs = [p for p, at in zip(pairs, where)
              if not special_token_record({k: p[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec,
                                          at, hub)]

@@ -289,7 +289,10 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
                           seed=cfg.seed, desc="SFT answers for the reward scale" if progress else "")
     samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
     # a prompt keeps the split it was given (an earlier round's); the others are split as usual
-    fixed = {p["prompt"]: p["split"] for p in pairs if p.get("split") in ("train", "eval")}
+    fixed = {}  # the first split given wins: --mix_previous puts the previous round's pairs first
+    for p in pairs:
+        if p.get("split") in ("train", "eval"):
+            fixed.setdefault(p["prompt"], p["split"])
     fresh = [p["prompt"] for p in pairs if p["prompt"] not in fixed]
     held = {q for q, split in fixed.items() if split == "eval"} | R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
     return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"

@@ -198,6 +198,7 @@ def test_a_model_folder_of_the_wrong_kind_is_one_clear_error_before_any_work(sft
     import shutil
 
     from lab_utils.errors import LabError
+    from lab_utils.modeling import check_model_folder
     from lab_utils.reward import NORM_FILE, RewardModel
 
     sft = sft_root / "sft"
@@ -218,6 +219,10 @@ def test_a_model_folder_of_the_wrong_kind_is_one_clear_error_before_any_work(sft
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and "Fix:" in err[0], err
         assert not (out / "eval").exists() and not (out / "rlhf").exists() and not (out / "sft").exists()
+    adapter = tmp_path / "adapter"  # a PEFT adapter saved with its tokenizer: transformers loads its base with it
+    shutil.copytree(sft, adapter, ignore=shutil.ignore_patterns("config.json", "model.safetensors"))
+    (adapter / "adapter_config.json").write_text("{}")
+    check_model_folder(str(adapter))
     (reward_like / NORM_FILE).write_text('{"mean": 0.1')
     with pytest.raises(LabError, match="not a normalisation"):
         RewardModel.load(reward_like)

@@ -630,7 +630,14 @@ def test_the_lora_policy_is_drawn_by_the_seed_not_by_what_ran_before(run_root):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these kernels may run")
 @pytest.mark.parametrize("kernel", ["flash_attention_2", "flex_attention"])
-def test_an_attention_kernel_a_cpu_cannot_run_is_one_clear_error(kernel):
-    model = types.SimpleNamespace(set_attn_implementation=lambda k: pytest.fail("must refuse before setting it"))
+def test_an_attention_kernel_a_cpu_cannot_run_is_one_clear_error_before_any_model_loads(kernel):
     with pytest.raises(LabError, match=f"--attn_implementation {kernel} runs only on a GPU here. Fix: use 'eager'"):
-        ppo._set_attention(model, kernel)
+        PPOConfig.for_profile("micro", attn_implementation=kernel)
+
+
+def test_an_attention_kernel_that_cannot_load_is_one_clear_error():
+    def refuse(kernel):
+        raise ImportError("FlashAttention2 has been toggled on, but it cannot be used")
+
+    with pytest.raises(LabError, match="--attn_implementation flash_attention_2 cannot load .*Fix: install"):
+        ppo._set_attention(types.SimpleNamespace(set_attn_implementation=refuse), "flash_attention_2")

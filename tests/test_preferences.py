@@ -396,6 +396,11 @@ def test_a_split_passes_through_when_given_and_a_bad_one_names_its_line(tmp_path
         load_pairs(write_jsonl(tmp_path / "bad.jsonl", [PAIR, PAIR | {"split": "test"}]))
 
 
+def test_a_hub_datasets_own_split_column_is_not_the_labs_field(monkeypatch):
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split: [PAIR | {"split": "test"}])
+    assert load_pairs("owner/name") == [PAIR]
+
+
 def test_same_text_that_ended_differently_is_not_identical(tmp_path):
     cut_off = PAIR | {"rejected": PAIR["chosen"], "rejected_ended": False}  # "Paris." + EOS vs "Paris." cut off
     assert load_pairs(write_jsonl(tmp_path / "p.jsonl", [cut_off])) == [cut_off]

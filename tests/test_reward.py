@@ -376,7 +376,8 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
     data = tmp_path / "votes.jsonl"
     new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
     again = {"prompt": "Q4", "chosen": "yes", "rejected": "no"}  # a pair the previous round had already
-    other = {"prompt": "Q0", "chosen": "yes, it is", "rejected": "no", "chosen_ended": False}  # a held-out prompt's
+    other = {"prompt": "Q0", "chosen": "yes, it is", "rejected": "no", "chosen_ended": False,  # a held-out prompt's,
+             "split": "train"}  # which cannot move it out of the previous round's held-out prompts
     data.write_text("".join(json.dumps(r) + "\n" for r in new + [again, other]))
     for _ in range(2):
         m = stages.run_reward("micro", out, progress=False, data=str(data), mix_previous=True, eval_fraction=0.25)
