@@ -69,19 +69,20 @@ def check_model_folder(path_or_id: str, kind: str = "causal") -> None:
     if not path.is_dir():
         raise LabError("a file, not a model folder", path=path_or_id,
                        fix="pass the folder a model was saved to (save_pretrained); data files go to --data")
+    config = path / "config.json"
     adapter = (path / "adapter_config.json").is_file()  # a PEFT adapter: transformers loads its base model with it
-    if not (path / "config.json").is_file() and not adapter:
+    if not config.is_file() and not adapter:
         raise LabError("not a model folder (no config.json)", path=path_or_id,
                        fix="pass a folder written by save_pretrained (e.g. runs/<profile>/sft) or a hub id")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise LabError("the model folder has no tokenizer", path=path_or_id,
                        fix="save the tokenizer next to the model: tokenizer.save_pretrained(<the folder>)")
-    if not (path / "config.json").is_file():
+    if not config.is_file():
         return
     try:
-        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError, AttributeError):
-        raise LabError("config.json is not a readable JSON object", path=str(path / "config.json"),
+        raise LabError("config.json is not a readable JSON object", path=str(config),
                        fix="save the model again with save_pretrained") from None
     if any(str(a).endswith(_HEADS[other]) for a in architectures):
         said = "a reward model" if kind == "causal" else "a language model"

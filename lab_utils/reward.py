@@ -42,6 +42,7 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
+from .modeling import check_model_folder, load_error
 from .ppo_math import logprobs_from_logits
 from .world import World
 
@@ -383,8 +384,6 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path) -> RewardModel:
         path = Path(path)
-        from .modeling import check_model_folder, load_error
-
         if not (path / "config.json").exists():
             raise LabError("no reward model", path=str(path), fix="run `lab reward` first")
         check_model_folder(str(path), "reward")

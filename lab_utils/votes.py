@@ -71,8 +71,7 @@ def _connect(db: str | os.PathLike):
         with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as conn:
             conn.execute("PRAGMA synchronous = FULL")
             conn.row_factory = sqlite3.Row
-            _check_table(conn, db)
-            _add_missing_columns(conn)
+            _add_missing_columns(conn, db)
             yield conn
     except sqlite3.DatabaseError as err:
         if str(err) in ("file is not a database", "database disk image is malformed"):
@@ -87,25 +86,22 @@ def _connect(db: str | os.PathLike):
         raise
 
 
-def _check_table(conn: sqlite3.Connection, db) -> None:
-    """Refuse, before migrating anything, a votes table that is not the arena's (another program's file)."""
-    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
-    lost = [name for name in FIELDS if name not in ADDED_COLUMNS and name not in have]
-    if have and lost:
-        raise LabError(f"its votes table is not the arena's (no column {', '.join(lost)})", path=str(db),
-                       fix="pass the votes.db the arena wrote, or move this file away; it was left as it is")
-
-
 def _missing_columns(conn: sqlite3.Connection) -> list[str]:
     """The `ADDED_COLUMNS` the votes table lacks (none while there is no votes table)."""
     have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
     return [name for name in ADDED_COLUMNS if have and name not in have]
 
 
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Migrate an older store in place. Checked again inside a write transaction, so two processes opening one
-    old store at once add each column once (the second waits on the lock, then finds nothing missing)."""
-    if not _missing_columns(conn):  # the usual case: one cheap read
+def _add_missing_columns(conn: sqlite3.Connection, db) -> None:
+    """Migrate an older store in place, after refusing a votes table that is not the arena's (another program's
+    file, left as it is). Checked again inside a write transaction, so two processes opening one old store at once
+    add each column once (the second waits on the lock, then finds nothing missing)."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}  # the usual case: this one cheap read
+    lost = [name for name in FIELDS if name not in ADDED_COLUMNS and name not in have]
+    if have and lost:
+        raise LabError(f"its votes table is not the arena's (no column {', '.join(lost)})", path=str(db),
+                       fix="pass the votes.db the arena wrote, or move this file away; it was left as it is")
+    if not any(have and name not in have for name in ADDED_COLUMNS):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
