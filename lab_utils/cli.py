@@ -60,8 +60,21 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)
+    _split_of_a_hub_dataset_only(argv, args)
     changes = [{f.name: getattr(args, f.name) for f in dataclasses.fields(c)} for c in configs]
     return args, changes
+
+
+def _split_of_a_hub_dataset_only(argv: list[str], args) -> None:
+    """--data_split picks a split of a hub dataset; a local file is read whole, so a split given with one would
+    otherwise be ignored without a word."""
+    data = getattr(args, "data", None) or ""
+    if not data or not any(a == "--data_split" or a.startswith("--data_split=") for a in argv):
+        return
+    if Path(data).suffix.lower() in (".txt", ".json", ".jsonl") or Path(data).exists():
+        raise LabError(f"--data_split {args.data_split} picks a split of a hub dataset, but {data} is a local file, "
+                       "which is read whole", fix="drop --data_split, or keep each split in a file of its own "
+                       "(`lab reward --data` also reads a record's own \"split\": \"train\" or \"eval\")")
 
 
 RESUME = (("--resume",), {"action": "store_true", "help": "continue from the last checkpoint"})

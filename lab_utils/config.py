@@ -35,7 +35,9 @@ _ZERO_OK = {"world_seed", "seed", "max_operand", "heldout_fraction", "context", 
 _AT_MOST_ONE = {"min_lr_ratio", "gamma", "lam"}  # ... these are shares of one
 _BELOW_ONE = {"heldout_fraction", "eval_fraction", "lora_dropout"}  # ... and these of less than one
 _NOT_POSITIVE = {"missing_eos_penalty"}  # ... and a penalty is added, so it is zero or below
-_AT_LEAST = {"seq_len": 2}  # one token predicts nothing: a sequence needs a second to be a next-token example
+# One token predicts nothing: a sequence needs a second to be a next-token example. A byte-level BPE holds its 256
+# bytes and 3 specials before any merge, so a smaller vocabulary is not one it can have.
+_AT_LEAST = {"seq_len": 2, "vocab_size": 259}
 # Text settings with a fixed set of values (what accelerate and transformers accept here)
 _CHOICES = {"mixed_precision": ("no", "bf16", "fp16"),
             "attn_implementation": ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")}

@@ -123,6 +123,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except RecursionError:
             raise LabError("JSON nested too deeply to read", path=str(path), where=f"line {n}",
                            fix="make every line one flat JSON object") from None
+        except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
+            raise LabError("an integer of more than 4,300 digits", path=str(path), where=f"line {n}",
+                           fix="write the number as a string, or shorten it") from None
         if not isinstance(rec, dict):
             raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
                            fix="this looks like one JSON array: name the file .json" if isinstance(rec, list)
@@ -257,6 +260,9 @@ def _json_array(path: Path) -> list:
                        fix="fix the JSON syntax there (a JSON Lines file should end in .jsonl)") from None
     except RecursionError:
         raise LabError("JSON nested too deeply to read", path=str(path), fix="give a flat array of records") from None
+    except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
+        raise LabError("an integer of more than 4,300 digits", path=str(path),
+                       fix="write the number as a string, or shorten it") from None
     if not isinstance(data, list):
         raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),
                        fix="wrap the records in [ ... ]")

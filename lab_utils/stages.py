@@ -471,10 +471,15 @@ def _needed(stage: str, configs: dict) -> set[str]:
 
 def _drop_unused_tokenizer(root: Path) -> None:
     """After a pretraining on --data failed before any checkpoint (too little text, ...): the tokenizer just learned
-    from that text goes too, so the next run learns one from the text it is then given."""
+    from that text goes too, so the next run learns one from the text it is then given. A run folder this left with
+    nothing in it goes as well (no report of no stages)."""
     if ck.latest_checkpoint(root / "base-checkpoints") is None:
         shutil.rmtree(root / "tokenizer", ignore_errors=True)
-        write_report(root)
+        report = write_report(root)
+        if not report["stages"] and set(report) == {"profile", "stages", "eval"} and not report["eval"]:
+            (root / "report.json").unlink(missing_ok=True)
+            if not any(root.iterdir()):
+                root.rmdir()
 
 
 def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, dict] | None = None,

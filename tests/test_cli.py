@@ -48,14 +48,20 @@ def test_pretraining_on_real_text_learns_its_tokenizer_from_it(wiki_demo, tokeni
 
 def test_a_pretraining_that_fails_on_its_data_leaves_no_tokenizer_learned_from_it(wiki_demo, tmp_path, capsys):
     """Too little text fails after the tokenizer was learned from it: that tokenizer goes too, so the next run learns
-    one from the text it is given. A tokenizer learned from an earlier version of the same file is kept, and said."""
+    one from the text it is given, and the run folder it leaves empty goes with it (no report of no stages). A
+    tokenizer learned from an earlier version of the same file is kept, and said."""
     out, data = tmp_path / "run", tmp_path / "notes.txt"
     data.write_text("Two short lines.\nThat is all.\n", encoding="utf-8")
     args = ["pretrain", "--profile", "micro", "--data", str(data), "--max_steps", "1", "--out", str(out)]
     assert main(args) == 2
-    assert "fewer than one sequence" in capsys.readouterr().err and not (out / "tokenizer").exists()
+    assert "fewer than one sequence" in capsys.readouterr().err and not out.exists()
     assert main(["run", *args[1:]]) == 2  # `lab run` learns the tokenizer as a stage of its own: the same goes
-    assert "fewer than one sequence" in capsys.readouterr().err and not (out / "tokenizer").exists()
+    assert "fewer than one sequence" in capsys.readouterr().err and not out.exists()
+    out.mkdir()  # a folder that holds something of the user's stays, and only the stub report goes
+    (out / "mine.txt").write_text("keep me")
+    assert main(args) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    capsys.readouterr()
     data.write_text(wiki_demo.read_text(encoding="utf-8"), encoding="utf-8")  # the same name, enough text now
     assert main(args) == 0
     assert f"training it first, on {data}" in capsys.readouterr().out
@@ -148,6 +154,10 @@ def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_p
                        (["pretrain", "--n_heads", "3"], "--d_model 64 / --n_heads 3 is not a whole, even head size"),
                        (["pretrain", "--context", "10"], "--context 10 is shorter than the training rows"),
                        (["bench", "--bench_steps", "0"], "--bench_steps is 0"),
+                       (["tokenizer", "--vocab_size", "10"], "--vocab_size is 10"),
+                       (["sft", "--data", "mine.json", "--data_split", "test"], "but mine.json is a local file"),
+                       (["reward", "--data", "p.jsonl", "--data_split=eval"], "--data_split eval picks a split"),
+                       (["eval", "--data", "q.txt", "--data_split", "test"], "but q.txt is a local file"),
                        (["sft", "--data_limit", "5"], "--data_limit only applies to records brought with --data")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -44,6 +44,8 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("surrogate.jsonl", '{"text": "ok"}\n{"text": "an emoji cut in two: \\ud83d"}\n',
      ["line 2", "field 'text'", "half of a character"]),
     ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", ["line 1", "nested too deeply"]),
+    ("huge.jsonl", '{"text": "ok"}\n{"text": "x", "n": ' + "9" * 5_000 + "}\n", ["line 2", "more than 4,300 digits"]),
+    ("huge.json", '[{"text": "x", "n": ' + "9" * 5_000 + "}]", ["more than 4,300 digits"]),
     ("object.json", '{"text": "a whole file as one object"}', ["expected a JSON array"]),
     ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 2", "field 'text' is missing"]),
     ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
