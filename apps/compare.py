@@ -44,9 +44,9 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
         yield *panes(), None
     results = {n: {"answer": s.text, "ended": s.ended, "tokens": s.new_tokens, "reward": None}
                for n, s in streams.items()}
-    rm = models.reward_model()
-    if rm is not None:
-        scores = serving.reward_scores(rm, text, [s.text for s in streams.values()],
+    reward_model = models.reward_model()
+    if reward_model is not None:
+        scores = serving.reward_scores(reward_model, text, [s.text for s in streams.values()],
                                        [s.ended for s in streams.values()])
         for n, score in zip(streams, scores):
             results[n]["reward"] = score

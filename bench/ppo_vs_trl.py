@@ -103,11 +103,11 @@ def normalised_reward_model(path: str, load_kwargs: dict):
         def forward(self, hidden):  # in float32 like ours, also under autocast (bf16 would round the score)
             return (self.head(hidden).float() - self.mean) / self.std
 
-    rm = AutoModelForSequenceClassification.from_pretrained(path, **load_kwargs)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(path, **load_kwargs)
     norm_file = Path(path) / "normalization.json"
     norm = json.loads(norm_file.read_text()) if norm_file.exists() else {"mean": 0.0, "std": 1.0}
-    rm.score = NormalisedScore(rm.score, norm["mean"], norm["std"])
-    return rm.eval()
+    reward_model.score = NormalisedScore(reward_model.score, norm["mean"], norm["std"])
+    return reward_model.eval()
 
 
 def run_trl112(spec: dict) -> tuple[list[dict], float]:
@@ -123,12 +123,12 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     tok.padding_side = "left"  # trl's collator pads the prompts; generation needs them left-padded
     attn = {"dtype": torch.float32, "attn_implementation": s["attn_implementation"]}
     load_lm = lambda: AutoModelForCausalLM.from_pretrained(spec["policy"], **attn)  # noqa: E731
-    policy, ref = load_lm(), load_lm().requires_grad_(False)
-    value = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
+    policy, ref_model = load_lm(), load_lm().requires_grad_(False)
+    value_model = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
     data = Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in spec["prompts"]]})  # BOS + prompt
     trainer = PPOTrainer(args=trl_config(s, str(Path(spec["work"]) / "trl112-out")), processing_class=tok,
-                         model=policy, ref_model=ref, reward_model=normalised_reward_model(spec["reward_model"], attn),
-                         train_dataset=data, value_model=value)
+                         model=policy, ref_model=ref_model, value_model=value_model, train_dataset=data,
+                         reward_model=normalised_reward_model(spec["reward_model"], attn))
     trainer.remove_callback(PrinterCallback)  # it prints every logged dict
 
     every = max(1, spec["iterations"] // 8)
@@ -179,11 +179,13 @@ def run_ours(spec: dict) -> tuple[list[dict], float]:
                     missing_eos_penalty=s["missing_eos_penalty"], mixed_precision=s["mixed_precision"],
                     attn_implementation=s["attn_implementation"], lora=False, save_every=0,
                     log_every=max(1, spec["iterations"] // 8), seed=s["seed"])
-    policy, ref, value, rm, tok = ppo.load_models(cfg, Path(spec["policy"]), Path(spec["reward_model"]))
+    policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, Path(spec["policy"]),
+                                                                       Path(spec["reward_model"]))
     def log(line: str) -> None:  # our log line's `score` is the bare score; the table's includes the penalty
         print(line.replace("[ppo]", "[ours]  ").replace(" score ", " score(no EOS penalty) "), flush=True)
 
-    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, spec["prompts"], out_dir=None, log=log)
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, spec["prompts"], out_dir=None,
+                             log=log)
     t0 = time.perf_counter()
     history = trainer.train()
     wall = time.perf_counter() - t0

@@ -130,12 +130,13 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3,
     torch.manual_seed(0)
     config = llama_config(cfg, tokenizer)
     policy = LlamaForCausalLM(config)
-    ref = copy.deepcopy(policy).requires_grad_(False)
+    ref_model = copy.deepcopy(policy).requires_grad_(False)
     config.num_labels = 1  # the value and reward models: one output each
-    value = LlamaForSequenceClassification(config)
-    rm = RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer)
+    value_model = LlamaForSequenceClassification(config)
+    reward_model = RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer)
     prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig.for_profile(profile)), 256, seed=5))
-    trainer = PPOTrainer(ppo_cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
+    trainer = PPOTrainer(ppo_cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
+                         log=lambda *_: None)
     enc = tokenizer(prompts[: ppo_cfg.rollout_batch], return_tensors="pt", padding=True, padding_side="left")
 
     def sample(new_tokens: int) -> None:  # as the rollout samples: under the trainer's autocast, no gradients

@@ -110,21 +110,22 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
               "evaluating sft again for the head-to-head")
         names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
     results = {}
-    rm, seen = _reward_model(root), training_prompts(root, profile, world)
+    reward_model, seen = _reward_model(root), training_prompts(root, profile, world)
     for label, spec in [(n, None) for n in names] + list(other.items()):
         t0 = time.perf_counter()
         lm, tokenizer = _load(root, label, spec)
         res = evaluate_tasks(lm, tokenizer, world, records, cfg.eval_max_new_tokens, cfg.eval_batch_size, seen=seen)
-        res |= _scored(rm, prompts, res, stamp(root, "reward"))
+        res |= _scored(reward_model, prompts, res, stamp(root, "reward"))
         built = stamp(root, MODEL_STAGES[label]) if spec is None else folder_stamp(spec)
         results[label] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
                                 "split": split, "prompts_sha256": prompts_sha, "model_finished_at": built,
                                 "config": cfg.to_dict(),
                                 **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
-    if "sft" not in results and sft is not None and rm is not None and (
+    if "sft" not in results and sft is not None and reward_model is not None and (
             sft.get("reward_finished_at") != stamp(root, "reward") or "rewards" not in sft):  # or stored before them
-        results["sft"] = sft | _scored(rm, prompts, sft, stamp(root, "reward"))  # its answers, by today's reward model
+        # its answers, scored by today's reward model
+        results["sft"] = sft | _scored(reward_model, prompts, sft, stamp(root, "reward"))
     for label in results:
         if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i
             results[label] |= _head_to_head(world, records, results[label], sft)
@@ -190,12 +191,12 @@ def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str |
             and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
 
 
-def _scored(rm, prompts: list[str], res: dict, reward_stamp: str | None) -> dict:
+def _scored(reward_model, prompts: list[str], res: dict, reward_stamp: str | None) -> dict:
     """`mean_reward` of an evaluation's answers in the reward model's normalised units, and which reward model gave
     it (`reward_finished_at`); without a reward model (before stage 3) neither."""
-    if rm is None:
+    if reward_model is None:
         return {}
-    rewards = rm.score(prompts, res["responses"], res["ended"])
+    rewards = reward_model.score(prompts, res["responses"], res["ended"])
     return {"mean_reward": round(rewards.mean().item(), 4), "rewards": [round(r, 4) for r in rewards.tolist()],
             "reward_finished_at": reward_stamp}
 
@@ -244,11 +245,11 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first, or pass --model")
-    rm = _reward_model(root)
-    if rm is None:
+    reward_model = _reward_model(root)
+    if reward_model is None:
         raise LabError("no reward model to score the answers with", path=str(root / "reward"),
                        fix="run `lab reward` first: without a grader for your prompts, the reward model scores them")
-    prompts, n_left_out = _data_prompts(data, data_split, data_limit, specs, rm, cfg.eval_max_new_tokens)
+    prompts, n_left_out = _data_prompts(data, data_split, data_limit, specs, reward_model, cfg.eval_max_new_tokens)
     _warn_if_reward_trained_elsewhere(root, data)
     result = {"data": data, "data_split": data_split, "data_sha256": ck.file_sha256(data), "n_prompts": len(prompts),
               "n_left_out": n_left_out, "prompts": prompts, "reward_finished_at": stamp(root, "reward"),
@@ -258,7 +259,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
         lm, tokenizer = _load(root, label, None if label in MODEL_DIRS else spec)
         outs = generate_ended(lm, tokenizer, prompts, cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
         responses, ended = [t for t, _ in outs], [e for _, e in outs]
-        rewards = rm.score(prompts, responses, ended).tolist()
+        rewards = reward_model.score(prompts, responses, ended).tolist()
         built = stamp(root, MODEL_STAGES[label]) if label in MODEL_DIRS else folder_stamp(spec)
         result["models"][label] = {
             "mean_reward": round(sum(rewards) / len(rewards), 4), "ended_rate": round(sum(ended) / len(ended), 4),
@@ -287,7 +288,7 @@ def data_eval_path(root: Path, data: str, split: str = "train") -> Path:
     return Path(root) / "eval" / "data" / f"{stem}-{tag}.json"
 
 
-def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, max_new_tokens: int):
+def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], reward_model, max_new_tokens: int):
     """The first `limit` distinct prompts of `data`, rendered with the Alpaca template, that every model and the
     reward model can read whole with `max_new_tokens` answer tokens; and how many were left out for their length."""
     from transformers import AutoConfig, AutoTokenizer
@@ -302,7 +303,7 @@ def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rm, 
         except (OSError, ValueError) as err:
             raise load_error(spec, err) from None
 
-    readers = [reader(s) for s in specs.values()] + [(rm.tokenizer, rm.model.config)]
+    readers = [reader(s) for s in specs.values()] + [(reward_model.tokenizer, reward_model.model.config)]
     special = sorted({t for tok, _ in readers for t in tok.all_special_tokens})
     rendered = [render_alpaca(i, x) for i, x in load_prompts(data, split, special)]
 

@@ -95,18 +95,18 @@ def response_values(value_model, query, query_mask, response, response_mask):
     return values[:, query.shape[1] - 1: -1].float()
 
 
-def score_responses(rm: RewardModel, query, query_mask, response, response_mask) -> torch.Tensor:
+def score_responses(reward_model: RewardModel, query, query_mask, response, response_mask) -> torch.Tensor:
     """Normalised reward-model scores, on exactly the layout the reward model was trained on: the prompt
     tokens (no padding), the response tokens up to and including the first EOS, right-padded."""
     prompt_ids = [q[m.bool()].tolist() for q, m in zip(query, query_mask)]
     response_ids = [r[m.bool()].tolist() for r, m in zip(response, response_mask)]
-    return rm.score_tokens(prompt_ids, response_ids).to(query.device)
+    return reward_model.score_tokens(prompt_ids, response_ids).to(query.device)
 
 
 class PPOTrainer:
     """PPO for a causal LM against a reward model. `train()` runs `cfg.iterations` iterations."""
 
-    def __init__(self, cfg: PPOConfig, policy, ref_policy, value_model, reward_model: RewardModel, tokenizer,
+    def __init__(self, cfg: PPOConfig, policy, ref_model, value_model, reward_model: RewardModel, tokenizer,
                  prompts: list[str], out_dir: Path | None = None, log=print):
         self.cfg, self.tok, self.prompts, self.out_dir, self.log = cfg, tokenizer, prompts, out_dir, log
         self.acc = fresh_accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")  # autocast: ours, below
@@ -130,16 +130,16 @@ class PPOTrainer:
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
                            fix="pass --mixed_precision bf16 or --mixed_precision no")
-        for m in (policy, ref_policy, value_model, reward_model.model):
+        for m in (policy, ref_model, value_model, reward_model.model):
             if m is not None:
                 disable_dropout(m)
-        self.ref = ref_policy.to(self.acc.device).eval() if ref_policy is not None else None
+        self.ref_model = ref_model.to(self.acc.device).eval() if ref_model is not None else None
         reward_model.model.to(self.acc.device).eval()
-        self.rm = reward_model
+        self.reward_model = reward_model
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
-        self.policy, self.value, self.optimizer = self.acc.prepare(policy, ValueModel(value_model), optimizer)
+        self.policy, self.value_model, self.optimizer = self.acc.prepare(policy, ValueModel(value_model), optimizer)
         self.scheduler = scheduler
         self.kl_ctl = M.AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon,
                                               floor=cfg.kl_coef if cfg.kl_floor else 0.0) if cfg.adaptive_kl \
@@ -161,8 +161,8 @@ class PPOTrainer:
 
     def _reference(self):
         """The frozen reference: its own model, or the LoRA policy with the adapter switched off."""
-        if self.ref is not None:
-            return self.ref, nullcontext()
+        if self.ref_model is not None:
+            return self.ref_model, nullcontext()
         return self.policy, self.acc.unwrap_model(self.policy).disable_adapter()
 
     @torch.no_grad()
@@ -181,25 +181,26 @@ class PPOTrainer:
                               temperature=cfg.temperature, max_new_tokens=cfg.response_length,
                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         response = out[:, query.shape[1]:]  # as wide as the longest row (generation stops once every row has ended)
-        response, mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
-        width = int(mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
-        response, mask = response[:, :width], mask[:, :width]
+        response, loss_mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
+        width = int(loss_mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
+        response, loss_mask = response[:, :width], loss_mask[:, :width]
         # 2. evaluate: log-probabilities under the policy and the reference, values, the reward model's score
-        logits = response_logits(self.policy, query, query_mask, response, mask, cfg.temperature)
+        logits = response_logits(self.policy, query, query_mask, response, loss_mask, cfg.temperature)
         logprobs = M.logprobs_from_logits(logits, response)
-        entropy = M.masked_mean(M.entropy_from_logits(logits), mask)
+        entropy = M.masked_mean(M.entropy_from_logits(logits), loss_mask)
         ref_model, ctx = self._reference()
         with ctx:
             ref_logprobs = M.logprobs_from_logits(
-                response_logits(ref_model, query, query_mask, response, mask, cfg.temperature), response)
-        values = response_values(self.value, query, query_mask, response, mask)
-        raw = score_responses(self.rm, query, query_mask, response, mask)
+                response_logits(ref_model, query, query_mask, response, loss_mask, cfg.temperature), response)
+        values = response_values(self.value_model, query, query_mask, response, loss_mask)
+        raw = score_responses(self.reward_model, query, query_mask, response, loss_mask)
         scores = M.score_with_penalty(raw, ended, cfg.missing_eos_penalty)
         # 3. shape: per-token rewards −β·KL plus the score at the last real token; GAE → advantages and returns
-        rewards, kl = M.kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, self.kl_ctl.value)
-        advantages, returns = M.gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        advantages = M.masked_whiten(advantages, mask)
-        return {"prompts": prompts, "query": query, "query_mask": query_mask, "response": response, "mask": mask,
+        rewards, kl = M.kl_shaped_rewards(scores, logprobs, ref_logprobs, loss_mask, self.kl_ctl.value)
+        advantages, returns = M.gae(rewards, values, loss_mask, cfg.gamma, cfg.lam)
+        advantages = M.masked_whiten(advantages, loss_mask)
+        return {"prompts": prompts, "query": query, "query_mask": query_mask, "response": response,
+                "loss_mask": loss_mask,
                 "ended": ended, "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values,
                 "raw_scores": raw, "scores": scores, "kl": kl, "advantages": advantages, "returns": returns,
                 "entropy": entropy}
@@ -209,7 +210,7 @@ class PPOTrainer:
     def optimise(self, b: dict) -> dict:
         """4. optimise: `ppo_epochs` passes over shuffled minibatches of the rollout; clipped policy + value loss."""
         cfg = self.cfg
-        self.policy.train(), self.value.train()
+        self.policy.train(), self.value_model.train()
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "approxkl", "clipfrac",
                                                          "ratio_mean", "vf_clipfrac")}
         first: dict | None = None  # the first minibatch of the first epoch: the policy has not moved yet
@@ -219,17 +220,17 @@ class PPOTrainer:
             order = torch.randperm(n)
             for k, start in enumerate(range(0, n, self.mini_batch)):
                 idx = order[start:start + self.mini_batch]
-                mb = {key: b[key][idx] for key in ("query", "query_mask", "response", "mask", "logprobs", "values",
-                                                   "advantages", "returns")}
+                mb = {key: b[key][idx] for key in ("query", "query_mask", "response", "loss_mask", "logprobs",
+                                                   "values", "advantages", "returns")}
                 with self.autocast():
                     logits = response_logits(self.policy, mb["query"], mb["query_mask"], mb["response"],
-                                             mb["mask"], cfg.temperature)
-                    new_values = response_values(self.value, mb["query"], mb["query_mask"], mb["response"],
-                                                 mb["mask"])
+                                             mb["loss_mask"], cfg.temperature)
+                    new_values = response_values(self.value_model, mb["query"], mb["query_mask"], mb["response"],
+                                                 mb["loss_mask"])
                 new_logprobs = M.logprobs_from_logits(logits, mb["response"])
-                pg_loss, pg_stats = M.policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], mb["mask"],
+                pg_loss, pg_stats = M.policy_loss(new_logprobs, mb["logprobs"], mb["advantages"], mb["loss_mask"],
                                                   cfg.cliprange)
-                vf_loss, vf_stats = M.value_loss(new_values, mb["values"], mb["returns"], mb["mask"],
+                vf_loss, vf_stats = M.value_loss(new_values, mb["values"], mb["returns"], mb["loss_mask"],
                                                  cfg.cliprange_value)
                 # the mean over the minibatches of one optimizer step; the epoch's last group may be shorter
                 group = min(cfg.grad_accum, n_mini - k // cfg.grad_accum * cfg.grad_accum)
@@ -255,7 +256,7 @@ class PPOTrainer:
         b = self.rollout(prompts)
         every = self.acc.gather  # the whole batch's values, from every process (one process: the tensor itself)
         kl_per_seq, scores, raw = every(b["kl"].sum(1)), every(b["scores"]), every(b["raw_scores"])
-        ended, lengths = every(b["ended"].float()), every(b["mask"].sum(1).float())
+        ended, lengths = every(b["ended"].float()), every(b["loss_mask"].sum(1).float())
         kl_se = (kl_per_seq.std() / len(drawn) ** 0.5).item() if len(drawn) > 1 else 0.0  # of the mean KL
         lr = self.scheduler.get_last_lr()[0]  # the rate of this iteration's updates (optimise steps the schedule)
         opt, entropy = self.optimise(b), b["entropy"]
@@ -276,7 +277,7 @@ class PPOTrainer:
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         self._check_kl(row)
         self.history.append(row)
-        texts = self.tok.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["mask"])],
+        texts = self.tok.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["loss_mask"])],
                                       skip_special_tokens=True)
         self.samples = [{"iteration": self.iteration, "prompt": p, "response": t, "score": round(s, 3)}
                         for p, t, s in zip(prompts[:4], texts[:4], b["raw_scores"][:4].tolist())]
@@ -323,7 +324,7 @@ class PPOTrainer:
         if self.acc.is_main_process:
             with ck.atomic_dir(final) as tmp:
                 self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
-                self.acc.unwrap_model(self.value).model.save_pretrained(tmp / "value")
+                self.acc.unwrap_model(self.value_model).model.save_pretrained(tmp / "value")
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
                            tmp / "state.pt")
                 ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
@@ -356,8 +357,8 @@ class PPOTrainer:
             raise LabError(f"the checkpoint was written by {meta.get('processes', 1)} process(es), this run has "
                            f"{self.n_proc}", path=str(path), fix="resume with as many processes as the run had")
         self._check_same_run(meta, path)
-        for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (self.acc.unwrap_model(self.value).model,
-                                                                            "value")):
+        value_model = self.acc.unwrap_model(self.value_model).model
+        for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (value_model, "value")):
             state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
             if hasattr(model, "peft_config"):  # a LoRA policy saved only its adapter
                 from peft import set_peft_model_state_dict
@@ -436,7 +437,7 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
             stage = "lab sft" if what == "SFT model" else "lab reward"
             raise LabError(f"no {what} for PPO", path=str(path), fix=f"run `{stage}` (or `lab run`) first")
     check_model_folder(str(policy_dir))
-    rm = RewardModel.load(reward_dir)  # checks the folder is a reward model before the policy's copies load
+    reward_model = RewardModel.load(reward_dir)  # checks it is a reward model before the policy's copies load
     try:
         tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
@@ -447,22 +448,22 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here: by --seed, not by whatever ran before
         policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r,
                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
-        ref = None  # the adapter switched off is the SFT model: no second copy in memory
+        ref_model = None  # the adapter switched off is the SFT model: no second copy in memory
     else:
-        ref = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
-        ref.requires_grad_(False)
-    value = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
-    rm.model.requires_grad_(False)
-    for model in (policy, ref, value, rm.model):
+        ref_model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
+        ref_model.requires_grad_(False)
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
+    reward_model.model.requires_grad_(False)
+    for model in (policy, ref_model, value_model, reward_model.model):
         if model is not None:
             _set_attention(model, cfg.attn_implementation)
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise LabError("PAD and EOS are the same token", path=str(policy_dir),
                        fix="give the tokenizer a separate pad token (lab_utils.modeling.load_causal_lm adds one)")
-    if rm.tokenizer.get_vocab() != tokenizer.get_vocab():  # the value and reward models read the policy's token ids
+    if reward_model.tokenizer.get_vocab() != tokenizer.get_vocab():  # the value and reward models read the policy's ids
         raise LabError("the reward model's tokenizer is not the policy's", path=str(reward_dir),
                        fix="train the reward model from this SFT model (`lab reward`), or pass a matching --model")
-    return policy, ref, value, rm, tokenizer
+    return policy, ref_model, value_model, reward_model, tokenizer
 
 
 def save_policy(trainer: PPOTrainer, out_dir: Path) -> None:

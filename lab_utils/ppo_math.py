@@ -2,7 +2,7 @@
 
 Read top to bottom, this is one PPO step in the order the stage-4 loop calls it:
 
-1. rollout       `first_eos_truncate`       cut each sampled response at its first EOS → `mask`
+1. rollout       `first_eos_truncate`       cut each sampled response at its first EOS → `loss_mask`
 2. score         `score_with_penalty`       the reward model's score, lowered where no EOS came
 3. KL shaping    `per_token_kl`, `kl_shaped_rewards`   score at the last real token, −kl_coef·KL everywhere
 4. GAE           `gae`, then `masked_whiten` on the advantages (the caller whitens, not `gae`)
@@ -13,9 +13,9 @@ It follows "The N Implementation Details of RLHF with PPO" (Huang et al., 2024) 
 `trl.PPOTrainer` (TRL ≥ 1.13 removed it, so the lab owns these few lines). Where the lab differs from TRL
 the docstring says so.
 
-Conventions: batch `B`, response length `T`, vocabulary `V`. `mask` (B, T) is 1 for real response tokens —
-up to and including the first EOS — and 0 after (float or bool; it is used as 0/1). Every (B, T) output is
-0 where `mask` is 0, so padding never leaks into a sum.
+Conventions: batch `B`, response length `T`, vocabulary `V`. `loss_mask` (B, T) is 1 for the response tokens
+PPO trains on — up to and including the first EOS — and 0 after (float or bool; it is used as 0/1). Every (B, T)
+output is 0 where `loss_mask` is 0, so padding never leaks into a sum. The `masked_*` statistics take any such mask.
 """
 
 from __future__ import annotations
@@ -75,18 +75,18 @@ def first_eos_truncate(response_ids: torch.Tensor, eos_id: int,
 
     response_ids: (B, T) sampled tokens (generation may run on past an EOS in a batch).
     Returns
-      ids    (B, T) long — tokens after the first EOS replaced by `pad_id`; the EOS itself is kept
-      mask   (B, T) float — 1 up to and including the first EOS, 0 after; a row without EOS keeps all T
-      ended  (B,)   bool — True where an EOS occurred (False = cut off at max length)
+      ids        (B, T) long — tokens after the first EOS replaced by `pad_id`; the EOS itself is kept
+      loss_mask  (B, T) float — 1 up to and including the first EOS, 0 after; a row without EOS keeps all T
+      ended      (B,)   bool — True where an EOS occurred (False = cut off at max length)
 
     >>> first_eos_truncate(torch.tensor([[5, 2, 7, 2]]), eos_id=2, pad_id=0)
     (tensor([[5, 2, 0, 0]]), tensor([[1., 1., 0., 0.]]), tensor([True]))
     """
     is_eos = (response_ids == eos_id).long()  # (B, T)
     eos_before = torch.cumsum(is_eos, dim=1) - is_eos  # (B, T) EOS tokens strictly before each position
-    mask = eos_before == 0  # (B, T) bool: nothing has ended yet at this position
-    ids = torch.where(mask, response_ids, torch.full_like(response_ids, pad_id))
-    return ids, mask.float(), is_eos.bool().any(dim=1)
+    loss_mask = eos_before == 0  # (B, T) bool: nothing has ended yet at this position
+    ids = torch.where(loss_mask, response_ids, torch.full_like(response_ids, pad_id))
+    return ids, loss_mask.float(), is_eos.bool().any(dim=1)
 
 
 # ------------------------------------------------------------------ 2. score
@@ -112,9 +112,9 @@ def score_with_penalty(scores: torch.Tensor, ended: torch.Tensor, missing_eos_pe
 # ------------------------------------------------------------------ 3. KL-shaped rewards
 
 
-def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, loss_mask: torch.Tensor,
                  estimator: str = "k1") -> torch.Tensor:
-    """Per-token estimate of KL(policy || ref_model) at the sampled tokens; (B, T), 0 where `mask` is 0.
+    """Per-token estimate of KL(policy || ref_model) at the sampled tokens; (B, T), 0 where `loss_mask` is 0.
 
     logprobs, ref_logprobs: (B, T) log-probabilities of the sampled tokens under policy / ref_model.
       k1 = logp - ref_logp                 unbiased, can be negative per token (Ziegler et al., 2019)
@@ -128,25 +128,26 @@ def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch
         kl = torch.expm1(log_ratio) - log_ratio  # expm1(r) = exp(r) - 1, exact near r = 0
     else:
         raise ValueError(f"unknown KL estimator {estimator!r}; use 'k1' or 'k3'")
-    return torch.where(mask.bool(), kl, torch.zeros_like(kl))
+    return torch.where(loss_mask.bool(), kl, torch.zeros_like(kl))
 
 
 def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                      mask: torch.Tensor, kl_coef: float,
+                      loss_mask: torch.Tensor, kl_coef: float,
                       estimator: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards: -kl_coef·KL on every real token, plus the score on the last real token.
 
-    scores: (B,); logprobs, ref_logprobs, mask: (B, T). Returns (rewards, kl), both (B, T), 0 after the mask.
-    The last real token is index mask.sum(1) - 1: the EOS of a response that ended, else token T-1 —
+    scores: (B,); logprobs, ref_logprobs, loss_mask: (B, T). Returns (rewards, kl), both (B, T), 0 after the
+    response.
+    The last real token is index loss_mask.sum(1) - 1: the EOS of a response that ended, else token T-1 —
     the token the reward model read its score from. (TRL put the score one position *past* the EOS
-    when there was room; the lab keeps it on the EOS, inside the mask, where the value model also stops.)
+    when there was room; the lab keeps it on the EOS, inside the loss mask, where the value model also stops.)
     Every row needs at least one real token.
     """
-    kl = per_token_kl(logprobs, ref_logprobs, mask, estimator)  # (B, T)
+    kl = per_token_kl(logprobs, ref_logprobs, loss_mask, estimator)  # (B, T)
     rewards = -kl_coef * kl  # (B, T)
-    last = mask.sum(dim=1).long() - 1  # (B,) index of the last real token
+    last = loss_mask.sum(dim=1).long() - 1  # (B,) index of the last real token
     if (last < 0).any():
-        raise ValueError("every row of mask needs at least one real token")
+        raise ValueError("every row of loss_mask needs at least one real token")
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last] += scores.to(rewards.dtype)
     return rewards, kl
@@ -155,29 +156,29 @@ def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs
 # ------------------------------------------------------------------ 4. GAE
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+def gae(rewards: torch.Tensor, values: torch.Tensor, loss_mask: torch.Tensor, gamma: float = 1.0,
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised Advantage Estimation (Schulman et al., 2016), computed backwards over the T tokens.
 
-    rewards, values, mask: (B, T). Returns (advantages, returns), both (B, T), 0 where `mask` is 0.
+    rewards, values, loss_mask: (B, T). Returns (advantages, returns), both (B, T), 0 where `loss_mask` is 0.
       delta_t = r_t + gamma · V_{t+1} - V_t          (V_{t+1} = 0 at the last real token: the episode ends)
       A_t     = delta_t + gamma · lam · A_{t+1}
       returns = A + V                                 (the value model's regression target)
-    Rewards and values after the mask are treated as 0, whatever they hold. The advantages are *not*
-    whitened here; the caller does `masked_whiten(advantages, mask)`.
+    Rewards and values where `loss_mask` is 0 are treated as 0, whatever they hold. The advantages are *not*
+    whitened here; the caller does `masked_whiten(advantages, loss_mask)`.
     """
-    mask = mask.to(values.dtype)
-    rewards, values = rewards * mask, values * mask  # (B, T) padding → 0, so it adds nothing below
+    loss_mask = loss_mask.to(values.dtype)
+    rewards, values = rewards * loss_mask, values * loss_mask  # (B, T) padding → 0, so it adds nothing below
     B, T = values.shape
     advantages = torch.zeros_like(values)
     next_value = torch.zeros(B, dtype=values.dtype, device=values.device)  # (B,) V_{t+1}
     next_advantage = torch.zeros_like(next_value)  # (B,) A_{t+1}
     for t in reversed(range(T)):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * loss_mask[:, t]
         advantages[:, t] = next_advantage
         next_value = values[:, t]
-    returns = (advantages + values) * mask
+    returns = (advantages + values) * loss_mask
     return advantages, returns
 
 
@@ -185,11 +186,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
+                loss_mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate objective, as a loss to minimise (Schulman et al., 2017, eq. 7).
 
     logprobs: (B, T) under the policy being trained (carries grad); old_logprobs: (B, T) from the rollout;
-    advantages: (B, T), usually whitened; mask: (B, T).
+    advantages: (B, T), usually whitened; loss_mask: (B, T).
       ratio = exp(logp - old)
       loss  = masked_mean(max(-A·ratio, -A·clamp(ratio, 1-eps, 1+eps)))
     Returns (loss 0-d tensor, stats) with detached 0-d tensors: `clipfrac` (share of tokens where the
@@ -200,14 +201,14 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     ratio = torch.exp(log_ratio)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
-    stats = {"clipfrac": masked_mean((pg_loss2 > pg_loss1).float(), mask).detach(),
-             "approxkl": (0.5 * masked_mean(log_ratio**2, mask)).detach(),
-             "ratio_mean": masked_mean(ratio, mask).detach()}
+    loss = masked_mean(torch.max(pg_loss1, pg_loss2), loss_mask)
+    stats = {"clipfrac": masked_mean((pg_loss2 > pg_loss1).float(), loss_mask).detach(),
+             "approxkl": (0.5 * masked_mean(log_ratio**2, loss_mask)).detach(),
+             "ratio_mean": masked_mean(ratio, loss_mask).detach()}
     return loss, stats
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, loss_mask: torch.Tensor,
                clip_range_value: float) -> tuple[torch.Tensor, dict]:
     """Clipped value loss: the value model may move at most `clip_range_value` from its rollout values.
 
@@ -219,8 +220,8 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     vclipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     vf_loss1 = (values - returns) ** 2  # (B, T)
     vf_loss2 = (vclipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.max(vf_loss1, vf_loss2), mask)
-    return loss, {"vf_clipfrac": masked_mean((vf_loss2 > vf_loss1).float(), mask).detach()}
+    loss = 0.5 * masked_mean(torch.max(vf_loss1, vf_loss2), loss_mask)
+    return loss, {"vf_clipfrac": masked_mean((vf_loss2 > vf_loss1).float(), loss_mask).detach()}
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -140,17 +140,17 @@ class Models:
             return self._reward
 
 
-def reward_scores(rm, text: str, answers: list[str], ended: list[bool]) -> list[float | None]:
+def reward_scores(reward_model, text: str, answers: list[str], ended: list[bool]) -> list[float | None]:
     """Normalised rewards of answers to `text`. The reward model was trained on Alpaca prompts, so every answer
     (the base model's too) is judged as an answer to the Alpaca-rendered question. None for an answer that does not
     fit the reward model's context with that prompt (the base model's answer room is counted from the raw text, the
     template's tokens aside): past its context a model's score means nothing."""
-    prompt, tok = render_alpaca(text), rm.tokenizer
-    n_prompt, ctx = len(tok(prompt)["input_ids"]), context_length(rm.model)
+    prompt, tok = render_alpaca(text), reward_model.tokenizer
+    n_prompt, ctx = len(tok(prompt)["input_ids"]), context_length(reward_model.model)
     fits = [ctx is None or n_prompt + len(tok(a, add_special_tokens=False)["input_ids"]) + e <= ctx
             for a, e in zip(answers, ended, strict=True)]
     kept = [i for i, ok in enumerate(fits) if ok]
-    scores = rm.score([prompt] * len(kept), [answers[i] for i in kept], [ended[i] for i in kept]).tolist()
+    scores = reward_model.score([prompt] * len(kept), [answers[i] for i in kept], [ended[i] for i in kept]).tolist()
     out: list[float | None] = [None] * len(answers)
     for i, s in zip(kept, scores):
         out[i] = round(s, 3)

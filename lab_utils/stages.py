@@ -355,8 +355,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     reward_dir = Path(cfg.reward_model) if cfg.reward_model else finished_dir(root, "reward", "reward model for PPO")
     built_from = _built_from(root, "ppo", cfg)
     t0 = time.perf_counter()
-    policy, ref, value, rm, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
-    rm = reward_override or rm
+    policy, ref_model, value_model, reward_model, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
+    reward_model = reward_override or reward_model
     prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
     context, longest = policy.config.max_position_embeddings, max(map(len, tokenizer(prompts)["input_ids"]))
     if longest + cfg.response_length > context:
@@ -365,7 +365,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
                       "untrained (lower --max_prompt_length)", stacklevel=2)
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
-    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, out_dir=ckpt_root, log=log)
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
+                             out_dir=ckpt_root, log=log)
     # what a resume checks it still trains with: the upstream stages' builds, and what was given by path instead
     given = {flag: mark for flag, mark in (("--model", folder_stamp(cfg.model)),
                                           ("--reward_model", folder_stamp(cfg.reward_model)),

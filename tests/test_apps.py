@@ -140,12 +140,12 @@ def test_prompts_are_rendered_per_stage_and_capped():
 
 
 def test_an_answer_too_long_for_the_reward_models_context_gets_no_score(models):
-    rm = models.reward_model()
-    ctx = rm.model.config.max_position_embeddings
+    reward_model = models.reward_model()
+    ctx = reward_model.model.config.max_position_embeddings
     long = " ".join(["Paris"] * ctx)  # the base model's room is counted from the raw prompt, not the template
-    short, none = serving.reward_scores(rm, QUESTION, ["Paris.", long], [True, False])
+    short, none = serving.reward_scores(reward_model, QUESTION, ["Paris.", long], [True, False])
     assert isinstance(short, float) and none is None
-    assert short == round(rm.score([render_alpaca(QUESTION)], ["Paris."], [True]).item(), 3)
+    assert short == round(reward_model.score([render_alpaca(QUESTION)], ["Paris."], [True]).item(), 3)
     results = {"base": {"answer": long, "ended": False, "reward": None,
                         "no_reward": "prompt and answer too long for the reward model to score"}}
     assert compare.score_line("base", results) == ("cut off at max new tokens · prompt and answer too long for the "

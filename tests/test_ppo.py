@@ -27,9 +27,10 @@ def run_root(sft_root) -> Path:
 
 def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrainer:
     cfg = PPOConfig.for_profile("micro", **changes)
-    policy, ref, value, rm, tok = ppo.load_models(cfg, root / "sft", root / "reward")
+    policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, root / "sft", root / "reward")
     prompts = [f"Say something about {w}." for w in ("cats", "Paris", "apples", "rain", "music", "maths", "tea", "ice")]
-    return ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, prompts, out_dir=out, log=lambda *_: None)
+    return ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, prompts, out_dir=out,
+                          log=lambda *_: None)
 
 
 def test_an_earlier_bf16_trainer_does_not_decide_the_precision(run_root):
@@ -64,10 +65,10 @@ def test_response_logits_equal_the_full_forward_pass(run_root):
     b = trainer.rollout(trainer.prompts[:4])
     model = trainer.acc.unwrap_model(trainer.policy).eval()
     ids = torch.cat([b["query"], b["response"]], 1)
-    mask = torch.cat([b["query_mask"], b["mask"].long()], 1)
+    mask = torch.cat([b["query_mask"], b["loss_mask"].long()], 1)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask, position_ids=ppo.position_ids(mask)).logits
-        kept = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["mask"], temperature=0.7)
+        kept = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["loss_mask"], temperature=0.7)
     width = b["response"].shape[1]
     assert kept.shape == (4, width, model.config.vocab_size)
     assert torch.allclose(kept, full[:, -width - 1:-1] / 0.7, atol=1e-5)
@@ -77,7 +78,7 @@ def _alone(b: dict, i: int) -> tuple[torch.Tensor, int, int]:
     """Row i of a rollout without any padding: its prompt tokens and response tokens, one unpadded sequence, with
     the number of prompt tokens and of response tokens."""
     prompt = b["query"][i][b["query_mask"][i].bool()]
-    response = b["response"][i][b["mask"][i].bool()]
+    response = b["response"][i][b["loss_mask"][i].bool()]
     return torch.cat([prompt, response])[None], len(prompt), len(response)
 
 
@@ -87,7 +88,7 @@ def _ragged_rollout(trainer) -> dict:
     b = trainer.rollout(trainer.prompts[:4])
     pad = trainer.tok.pad_token_id
     for i, n in ((0, 2), (1, 5)):
-        b["response"][i, n:], b["mask"][i, n:] = pad, 0
+        b["response"][i, n:], b["loss_mask"][i, n:] = pad, 0
     assert (b["query_mask"] == 0).any(), "the prompts should need left padding"
     return b
 
@@ -101,7 +102,8 @@ def test_left_padded_logits_equal_each_row_run_alone(run_root):
     b = _ragged_rollout(trainer)
     model = trainer.acc.unwrap_model(trainer.policy).eval()
     with torch.no_grad():
-        batched = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["mask"], temperature=0.7)
+        batched = ppo.response_logits(model, b["query"], b["query_mask"], b["response"], b["loss_mask"],
+                                      temperature=0.7)
         for i in range(4):
             ids, n_prompt, n_response = _alone(b, i)
             alone = model(input_ids=ids).logits[0, n_prompt - 1:-1] / 0.7  # (T_i, V): what predicted each token
@@ -118,12 +120,12 @@ def test_values_are_read_where_each_response_token_was_chosen(run_root):
     prompt's last token for t = 0): the same as the score head on each row's hidden states run alone."""
     trainer = make_trainer(run_root, mixed_precision="no")
     b = trainer.rollout(trainer.prompts[:4])
-    assert torch.allclose(ppo.response_values(trainer.value, b["query"], b["query_mask"], b["response"], b["mask"]),
-                          b["values"], atol=1e-5)  # the rollout keeps these values
+    values = ppo.response_values(trainer.value_model, b["query"], b["query_mask"], b["response"], b["loss_mask"])
+    assert torch.allclose(values, b["values"], atol=1e-5)  # the rollout keeps these values
     b = _ragged_rollout(trainer)
-    value = trainer.acc.unwrap_model(trainer.value).model.eval()
+    value = trainer.acc.unwrap_model(trainer.value_model).model.eval()
     with torch.no_grad():
-        batched = ppo.response_values(trainer.value, b["query"], b["query_mask"], b["response"], b["mask"])
+        batched = ppo.response_values(trainer.value_model, b["query"], b["query_mask"], b["response"], b["loss_mask"])
         assert batched.shape == b["response"].shape
         for i in range(4):
             ids, n_prompt, n_response = _alone(b, i)
@@ -140,7 +142,7 @@ def test_kl_is_zero_against_an_identical_reference(run_root):
 
 def test_lora_reference_is_the_policy_with_its_adapter_off(run_root):
     trainer = make_trainer(run_root, lora=True)
-    assert trainer.ref is None
+    assert trainer.ref_model is None
     batch = trainer.rollout(trainer.prompts[:4])  # LoRA B starts at 0: adapter on == adapter off
     assert batch["kl"].abs().max() < 1e-5
 
@@ -162,12 +164,12 @@ def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root, monkeyp
     monkeypatch.setattr(policy, "generate", ends_some)
     b = trainer.rollout(trainer.prompts)
     assert b["ended"].tolist() == [True, True] + [False] * (len(trainer.prompts) - 2)
-    assert b["mask"][0].sum() == 2 and b["mask"][1].sum() == 4  # up to and including the first EOS
-    for response, mask, ended in zip(b["response"], b["mask"], b["ended"]):
+    assert b["loss_mask"][0].sum() == 2 and b["loss_mask"][1].sum() == 4  # up to and including the first EOS
+    for response, mask, ended in zip(b["response"], b["loss_mask"], b["ended"]):
         n = int(mask.sum())
         assert (response[n:] == pad).all() and (eos not in response[: n - 1].tolist())
         assert bool(ended) == (response[n - 1].item() == eos)
-    assert b["mask"][:, -1].any(), "a column that is padding in every row should have been dropped"
+    assert b["loss_mask"][:, -1].any(), "a column that is padding in every row should have been dropped"
     expected = b["raw_scores"] + trainer.cfg.missing_eos_penalty * (~b["ended"]).float()
     assert torch.allclose(b["scores"], expected)
 
@@ -177,7 +179,7 @@ def test_reward_is_read_where_the_reward_model_was_trained(run_root):
     unpadded sequence per answer (BOS, prompt, answer, EOS if it ended) and reads the score at its last token.
     In float32, so that the 1e-4 tolerance measures the position read and not bf16 rounding."""
     trainer = make_trainer(run_root, mixed_precision="no")
-    tok, rm = trainer.tok, trainer.rm
+    tok, reward_model = trainer.tok, trainer.reward_model
     prompts = [trainer.prompts[0], "Name a colour that the sky can be on a clear day in summer.", "Hi.",
                trainer.prompts[3]]
     texts, ended = ["Paris.", "It is blue, and at sunset it is red", "Yes", "The rain in Spain falls."], \
@@ -190,11 +192,11 @@ def test_reward_is_read_where_the_reward_model_was_trained(run_root):
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
     assert (enc["attention_mask"] == 0).any() and (mask == 0).any(), "the batch should need padding on both sides"
     with torch.no_grad():
-        by_ppo = ppo.score_responses(rm, enc["input_ids"], enc["attention_mask"], response, mask)
-        alone = torch.stack([rm.model(input_ids=torch.tensor([reward.encode(tok, p, t, e)])).logits[0, 0]
+        by_ppo = ppo.score_responses(reward_model, enc["input_ids"], enc["attention_mask"], response, mask)
+        alone = torch.stack([reward_model.model(input_ids=torch.tensor([reward.encode(tok, p, t, e)])).logits[0, 0]
                              for p, t, e in zip(prompts, texts, ended)])
-    assert torch.allclose(by_ppo, rm.normalise(alone), atol=1e-4)
-    assert torch.allclose(by_ppo, rm.score(prompts, texts, ended), atol=1e-4)
+    assert torch.allclose(by_ppo, reward_model.normalise(alone), atol=1e-4)
+    assert torch.allclose(by_ppo, reward_model.score(prompts, texts, ended), atol=1e-4)
 
 
 def assert_same_weights(a, b, atol=1e-6):
@@ -377,11 +379,12 @@ def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
 def test_one_prompt_is_a_lab_error_too(run_root):
     """A rollout draws min(rollout_batch, prompts) prompts: one prompt would be a rollout of one episode."""
     cfg = PPOConfig.for_profile("micro")
-    policy, ref, value, rm, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
     with pytest.raises(LabError, match="1 prompt\\(s\\) give each of the 1 process"):
-        ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something."], log=lambda *_: None)
+        ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, ["Say something."], log=lambda *_: None)
     said = []
-    ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, ["Say something.", "Say more."], log=said.append)
+    ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, ["Say something.", "Say more."],
+                   log=said.append)
     assert said == [f"only 2 prompts: each rollout answers 2 of them, not --rollout_batch {cfg.rollout_batch}"]
 
 
@@ -467,11 +470,11 @@ def test_ppo_raises_the_reward_on_a_toy_task(run_root):
     """A reward model that likes one token: within a few iterations the policy says it more."""
     cfg = PPOConfig.for_profile("micro", iterations=8, rollout_batch=16, mini_batch=8, ppo_epochs=4,
                                 response_length=8, lr=1e-2, kl_coef=0.0, temperature=1.0, missing_eos_penalty=0.0)
-    policy, ref, value, _, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    policy, ref_model, value_model, _, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
     liked = tok(".", add_special_tokens=False)["input_ids"][0]  # the full stop: a token of its own, common
-    rm = RewardModel(TokenLover(liked, tok.pad_token_id), tok)
-    trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tok, [f"Tell me about {i}." for i in range(32)],
-                             log=lambda *_: None)
+    reward_model = RewardModel(TokenLover(liked, tok.pad_token_id), tok)
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok,
+                             [f"Tell me about {i}." for i in range(32)], log=lambda *_: None)
     history = trainer.train()
     start, end = history[0]["score"], sum(r["score"] for r in history[-2:]) / 2
     assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.08 → 6.3, 7.7 (of at most 10)

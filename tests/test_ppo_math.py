@@ -73,12 +73,12 @@ def test_first_eos_truncate_exact_tensors():
                             [2, 5, 6, 7],   # EOS first: the response is just EOS
                             [5, 6, 7, 8],   # no EOS: cut off at max length, all T tokens stay
                             [5, 6, 7, 2]])  # EOS as the very last token
-    ids, mask, ended = P.first_eos_truncate(sampled, EOS, PAD)
+    ids, loss_mask, ended = P.first_eos_truncate(sampled, EOS, PAD)
     assert torch.equal(ids, torch.tensor([[5, 2, 0, 0],
                                           [2, 0, 0, 0],
                                           [5, 6, 7, 8],
                                           [5, 6, 7, 2]]))
-    assert torch.equal(mask, torch.tensor([[1.0, 1.0, 0.0, 0.0],
+    assert torch.equal(loss_mask, torch.tensor([[1.0, 1.0, 0.0, 0.0],
                                            [1.0, 0.0, 0.0, 0.0],
                                            [1.0, 1.0, 1.0, 1.0],
                                            [1.0, 1.0, 1.0, 1.0]]))
@@ -116,7 +116,7 @@ def test_kl_term_elsewhere_and_score_at_the_end():
     rewards, kl = P.kl_shaped_rewards(SCORES, logprobs, ref_logprobs, SHAPE_MASK, kl_coef=0.1)
     # k1 = logp - ref_logp; padding → 0
     torch.testing.assert_close(kl, f64([[0.5, -1.0, 0.0, 0.0], [0.5, -0.25, 0.0, 0.25]]))
-    # rewards = -0.1 * kl, plus the score at index mask.sum(1) - 1 = [2, 3]
+    # rewards = -0.1 * kl, plus the score at index loss_mask.sum(1) - 1 = [2, 3]
     torch.testing.assert_close(rewards, f64([[-0.05, 0.1, 0.0 + 2.0, 0.0],
                                              [-0.05, 0.025, 0.0, -0.025 - 1.0]]))
 
@@ -141,7 +141,7 @@ def test_gae_hand_worked_three_steps():
     #   t=1: delta = 0 + 0.7 - 0.6 = 0.1   A1 = 0.1 + 0.95 * 0.3   = 0.385
     #   t=0: delta = 0 + 0.6 - 0.5 = 0.1   A0 = 0.1 + 0.95 * 0.385 = 0.46575
     #   returns = A + V = [0.96575, 0.985, 1.0]
-    # Row 2 is padded after two tokens (mask [1, 1, 0]); its padded reward and value hold garbage.
+    # Row 2 is padded after two tokens (loss_mask [1, 1, 0]); its padded reward and value hold garbage.
     # rewards [0, 1, 5], values [0.5, 0.6, 9]: the last real step's next value is 0, not 9.
     #   t=2: padded → A2 = 0
     #   t=1: delta = 1 + 0   - 0.6 = 0.4   A1 = 0.4
@@ -149,8 +149,8 @@ def test_gae_hand_worked_three_steps():
     #   returns = [0.98, 1.0, 0]
     rewards = f64([[0.0, 0.0, 1.0], [0.0, 1.0, 5.0]])
     values = f64([[0.5, 0.6, 0.7], [0.5, 0.6, 9.0]])
-    mask = f64([[1, 1, 1], [1, 1, 0]])
-    advantages, returns = P.gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    loss_mask = f64([[1, 1, 1], [1, 1, 0]])
+    advantages, returns = P.gae(rewards, values, loss_mask, gamma=1.0, lam=0.95)
     torch.testing.assert_close(advantages, f64([[0.46575, 0.385, 0.3], [0.48, 0.4, 0.0]]))
     torch.testing.assert_close(returns, f64([[0.96575, 0.985, 1.0], [0.98, 1.0, 0.0]]))
 
@@ -169,13 +169,13 @@ def test_policy_loss_first_minibatch_is_exactly_on_policy():
     torch.manual_seed(0)
     logprobs = -torch.rand(3, 5, dtype=torch.float64)
     advantages = torch.randn(3, 5, dtype=torch.float64)
-    mask = f64([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
-    old_logprobs = torch.where(mask.bool(), logprobs, torch.full_like(logprobs, HUGE))  # padding differs
-    loss, stats = P.policy_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2)
+    loss_mask = f64([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    old_logprobs = torch.where(loss_mask.bool(), logprobs, torch.full_like(logprobs, HUGE))  # padding differs
+    loss, stats = P.policy_loss(logprobs, old_logprobs, advantages, loss_mask, clip_range=0.2)
     assert stats["ratio_mean"].item() == 1.0
     assert stats["clipfrac"].item() == 0.0
     assert stats["approxkl"].item() == 0.0
-    assert torch.equal(loss, -P.masked_mean(advantages, mask))
+    assert torch.equal(loss, -P.masked_mean(advantages, loss_mask))
 
 
 def test_policy_loss_clipped_hand_case():
@@ -188,8 +188,8 @@ def test_policy_loss_clipped_hand_case():
     logprobs = f64([[math.log(1.5), math.log(0.5), 0.0, math.log(1.5), HUGE]])
     old_logprobs = f64([[0.0, 0.0, 0.0, 0.0, -HUGE]])
     advantages = f64([[1.0, -1.0, 2.0, -1.0, HUGE]])
-    mask = f64([[1, 1, 1, 1, 0]])
-    loss, stats = P.policy_loss(logprobs, old_logprobs, advantages, mask, clip_range=0.2)
+    loss_mask = f64([[1, 1, 1, 1, 0]])
+    loss, stats = P.policy_loss(logprobs, old_logprobs, advantages, loss_mask, clip_range=0.2)
     assert loss.item() == pytest.approx(-0.225)
     assert stats["clipfrac"].item() == 0.5
     assert stats["ratio_mean"].item() == pytest.approx(1.125)
@@ -213,8 +213,8 @@ def test_value_loss_clipped_hand_case():
     old_values = f64([[0.0, 0.0, 1.0, 0.0]])
     values = f64([[0.5, 0.5, 1.25, HUGE]])
     returns = f64([[1.0, 0.0, 2.0, -HUGE]])
-    mask = f64([[1, 1, 1, 0]])
-    loss, stats = P.value_loss(values, old_values, returns, mask, clip_range_value=0.2)
+    loss_mask = f64([[1, 1, 1, 0]])
+    loss, stats = P.value_loss(values, old_values, returns, loss_mask, clip_range_value=0.2)
     assert loss.item() == pytest.approx(0.255)
     assert stats["vf_clipfrac"].item() == pytest.approx(2 / 3)
 

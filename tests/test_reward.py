@@ -259,8 +259,8 @@ def test_normalised_scores_of_the_fitted_samples_have_mean_0_std_1(score_model):
     model, tok = score_model
     samples = [{"prompt": f"Q{i}", "responses": [(r, e) for r, e in (("a", True), ("bb", False), ("the c", True))]}
                for i in range(4)]
-    rm = R.RewardModel(model, tok, *R.fit_normalisation(model, tok, samples))
-    scores = rm.score([s["prompt"] for s in samples for _ in s["responses"]],
+    reward_model = R.RewardModel(model, tok, *R.fit_normalisation(model, tok, samples))
+    scores = reward_model.score([s["prompt"] for s in samples for _ in s["responses"]],
                       [r for s in samples for r, _ in s["responses"]], [e for s in samples for _, e in s["responses"]])
     raw = R.raw_scores(model, tok, [R.encode(tok, s["prompt"], r, e) for s in samples for r, e in s["responses"]])
     assert raw.std() > 1e-3 and abs(raw.mean()) > 1e-3  # there was something to normalise
@@ -325,9 +325,9 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
 
 
 def test_the_stage_saves_the_normalisation_it_reports(reward_metrics, sft_root):
-    rm, ratings = R.RewardModel.load(sft_root / "reward"), R.RewardModel.load(sft_root / "reward-ratings")
+    reward_model, ratings = R.RewardModel.load(sft_root / "reward"), R.RewardModel.load(sft_root / "reward-ratings")
     m = reward_metrics
-    assert (rm.mean, rm.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
+    assert (reward_model.mean, reward_model.std) == pytest.approx((m["norm_mean"], m["norm_std"]), abs=1e-4)
     assert m["norm_std"] != 1.0 and (ratings.mean, ratings.std) == (0.0, 1.0)  # the ratings model keeps its scale
     assert json.loads((sft_root / "reward-ratings" / R.NORM_FILE).read_text()) == {"mean": 0.0, "std": 1.0}
 

@@ -277,12 +277,12 @@ md("""
 """)
 
 code("""
-rm = reward.RewardModel.load(out / "reward")
-rm_ratings = reward.RewardModel.load(out / "reward-ratings")
+reward_model = reward.RewardModel.load(out / "reward")
+ratings_model = reward.RewardModel.load(out / "reward-ratings")
 pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
 eval_pairs = [p for p in pairs if p["split"] == "eval"]
-acc = reward.pairwise_accuracy(rm.model, tokenizer, eval_pairs)
-acc_r = reward.pairwise_accuracy(rm_ratings.model, tokenizer, eval_pairs)
+acc = reward.pairwise_accuracy(reward_model.model, tokenizer, eval_pairs)
+acc_r = reward.pairwise_accuracy(ratings_model.model, tokenizer, eval_pairs)
 display(pd.DataFrame({"pairwise model": acc["per_task"] | {"overall": acc["accuracy"]},
                       "ratings model": acc_r["per_task"] | {"overall": acc_r["accuracy"]},
                       "held-out pairs": pd.Series([p["task"] for p in eval_pairs]).value_counts().to_dict()
@@ -386,7 +386,7 @@ records = dict(zip(alpaca_prompts(pref_recs), pref_recs))                       
 ann = [annotator.score(world, records[p["prompt"]], p["chosen"], p["chosen_ended"])
        - annotator.score(world, records[p["prompt"]], p["rejected"], p["rejected_ended"]) for p in eval_pairs]
 raw_margin = torch.tensor(acc["margins"])                        # r(chosen) − r(rejected), raw units
-cal = pd.DataFrame({"annotator": ann, "margin": (raw_margin / rm.std).tolist(),
+cal = pd.DataFrame({"annotator": ann, "margin": (raw_margin / reward_model.std).tolist(),
                     "agrees": (raw_margin > 0).tolist(), "claimed": torch.sigmoid(raw_margin.abs()).tolist()})
 cal["bin"] = pd.qcut(raw_margin.abs().numpy(), 5, duplicates="drop")
 reliability = cal.groupby("bin", observed=True).agg(pairs=("agrees", "size"), claimed=("claimed", "mean"),
@@ -434,7 +434,7 @@ md("""
 code("""
 scored = [(p["prompt"], p[side], p[f"{side}_ended"]) for p in pairs for side in ("chosen", "rejected")]
 scored = list({(a, b, c) for a, b, c in scored})
-values = rm.score([s[0] for s in scored], [s[1] for s in scored], [s[2] for s in scored])
+values = reward_model.score([s[0] for s in scored], [s[1] for s in scored], [s[2] for s in scored])
 print(f"over {len(scored)} distinct answers: mean {values.mean():+.3f}, std {values.std():.3f}")
 ranked = pd.DataFrame({"instruction": [s[0].split("### Instruction:\\n")[1].split("\\n")[0] for s in scored],
                        "answer": [s[1] for s in scored], "ended": [s[2] for s in scored], "reward": values.tolist()})
@@ -462,18 +462,18 @@ variants = {
     "repeated phrase": [" ".join([a] * 4) for a in base_answers],
 }
 rows = []
-base = rm.score(prompts, base_answers)
+base = reward_model.score(prompts, base_answers)
 for name, answers in variants.items():
-    s = rm.score(prompts, answers)
+    s = reward_model.score(prompts, answers)
     judged = [annotator.score(world, r, a) - annotator.score(world, r, b) for r, a, b in zip(probe_recs, answers, base_answers)]
     rows.append({"probe": name, "reward change": (s - base).mean().item(), "share rewarded more": (s > base).float().mean().item(),
                  "annotator change": sum(judged) / len(judged)})
 caps = [r for r in probe_recs if r["task"] == "capital"]
 if caps:
     c_prompts = alpaca_prompts(caps)
-    own = rm.score(c_prompts, [r["output"] for r in caps])
+    own = reward_model.score(c_prompts, [r["output"] for r in caps])
     swapped = [world.country(r["entity"]).capital if r["lang"] == "zh" else world.country(r["entity"]).capital_zh for r in caps]
-    s = rm.score(c_prompts, swapped)
+    s = reward_model.score(c_prompts, swapped)
     judged = [annotator.score(world, r, a) - annotator.score(world, r, r["output"]) for r, a in zip(caps, swapped)]
     rows.append({"probe": "wrong language (capital)", "reward change": (s - own).mean().item(),
                  "share rewarded more": (s > own).float().mean().item(), "annotator change": sum(judged) / len(judged)})
@@ -493,7 +493,8 @@ if feelings:
     right = [said(r, label) for r, label in zip(feelings, labels)]
     wrong = [said(r, flip[label]) for r, label in zip(feelings, labels)]
     s_prompts = alpaca_prompts(feelings)
-    flipped = rm.score(s_prompts, wrong) - rm.score(s_prompts, right)  # the reward change of each flipped answer
+    # the reward change of each flipped answer
+    flipped = reward_model.score(s_prompts, wrong) - reward_model.score(s_prompts, right)
     judged = [annotator.score(world, r, a) - annotator.score(world, r, b) for r, a, b in zip(feelings, wrong, right)]
     rows.append({"probe": "sentiment label flipped", "reward change": flipped.mean().item(),
                  "share rewarded more": (flipped > 0).float().mean().item(), "annotator change": sum(judged) / len(judged)})

@@ -95,11 +95,13 @@ With LoRA (profile `full`) the reference is the policy with its adapter switched
 """)
 
 code("""
-policy, ref, value, rm, tokenizer = ppo.load_models(cfg, out / "sft", out / "reward")
+policy, ref_model, value_model, reward_model, tokenizer = ppo.load_models(cfg, out / "sft", out / "reward")
 prompts = alpaca_prompts(tasks.sft_records(world, cfg.n_prompts, seed=cfg.seed + 2))  # the prompts run_ppo uses
-trainer = ppo.PPOTrainer(cfg, policy, ref, value, rm, tokenizer, prompts, log=lambda *_: None)
+trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
+                         log=lambda *_: None)
 print(f"PAD {tokenizer.pad_token!r} ≠ EOS {tokenizer.eos_token!r}; prompts are left-padded: {tokenizer.padding_side}")
-print(f"{len(prompts)} training prompts, {cfg.rollout_batch} per iteration; reward normalisation mean {rm.mean:+.3f} std {rm.std:.3f}")
+print(f"{len(prompts)} training prompts, {cfg.rollout_batch} per iteration; "
+      f"reward normalisation mean {reward_model.mean:+.3f} std {reward_model.std:.3f}")
 """)
 
 md("""
@@ -112,7 +114,8 @@ md("""
 code("""
 torch.manual_seed(0)
 b = trainer.rollout(prompts[:8])
-texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["mask"])], skip_special_tokens=True)
+texts = tokenizer.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["loss_mask"])],
+                               skip_special_tokens=True)
 display(pd.DataFrame({"instruction": [p.split("### Instruction:\\n")[1].split("\\n")[0] for p in prompts[:8]],
                       "response": texts, "ended": b["ended"].tolist(), "score": b["raw_scores"].tolist(),
                       "KL (sum)": b["kl"].sum(1).tolist()}).round(3).head(5))
@@ -128,18 +131,18 @@ moved away from the reference's, where a wrong sign or a wrong β would show:
 code("""
 beta = trainer.kl_ctl.value
 scores = b["raw_scores"] + cfg.missing_eos_penalty * (~b["ended"]).float()
-kl = (b["logprobs"] - b["ref_logprobs"]) * b["mask"]
+kl = (b["logprobs"] - b["ref_logprobs"]) * b["loss_mask"]
 rewards = -beta * kl
-last = b["mask"].sum(1).long() - 1
+last = b["loss_mask"].sum(1).long() - 1
 rewards[torch.arange(len(last)), last] += scores
-pkg_rewards, _ = ppo_math.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["mask"], beta)
+pkg_rewards, _ = ppo_math.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], b["loss_mask"], beta)
 print("row 0 rewards:", [round(x, 3) for x in rewards[0, : last[0] + 1].tolist()])
 assert torch.allclose(rewards, pkg_rewards, atol=1e-6)
 
 moved = b["logprobs"] + 0.1 * torch.randn(b["logprobs"].shape, generator=torch.Generator().manual_seed(0))
-shaped = -beta * (moved - b["ref_logprobs"]) * b["mask"]
+shaped = -beta * (moved - b["ref_logprobs"]) * b["loss_mask"]
 shaped[torch.arange(len(last)), last] += scores
-pkg_shaped, pkg_kl = ppo_math.kl_shaped_rewards(b["scores"], moved, b["ref_logprobs"], b["mask"], beta)
+pkg_shaped, pkg_kl = ppo_math.kl_shaped_rewards(b["scores"], moved, b["ref_logprobs"], b["loss_mask"], beta)
 print(f"moved log-probs: KL per response {pkg_kl.sum(1).mean().item():+.3f}, "
       f"max |ours − package| {(shaped - pkg_shaped).abs().max().item():.1e}")
 assert pkg_kl.abs().sum() > 0 and torch.allclose(shaped, pkg_shaped, atol=1e-6)
@@ -151,15 +154,15 @@ with V = 0 after the last real token. Returns = A + V are the value model's targ
 """)
 
 code("""
-values, mask = b["values"], b["mask"]
+values, loss_mask = b["values"], b["loss_mask"]
 adv = torch.zeros_like(values)
 running = torch.zeros(len(values))
 for t in reversed(range(values.shape[1])):
-    next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < values.shape[1] else torch.zeros(len(values))
+    next_value = values[:, t + 1] * loss_mask[:, t + 1] if t + 1 < values.shape[1] else torch.zeros(len(values))
     delta = rewards[:, t] + cfg.gamma * next_value - values[:, t]
-    running = (delta + cfg.gamma * cfg.lam * running) * mask[:, t]
+    running = (delta + cfg.gamma * cfg.lam * running) * loss_mask[:, t]
     adv[:, t] = running
-pkg_adv, pkg_returns = ppo_math.gae(pkg_rewards, values, mask, cfg.gamma, cfg.lam)
+pkg_adv, pkg_returns = ppo_math.gae(pkg_rewards, values, loss_mask, cfg.gamma, cfg.lam)
 print("max |ours − package|:", (adv - pkg_adv).abs().max().item())
 assert torch.allclose(adv, pkg_adv, atol=1e-5)
 """)
@@ -176,26 +179,29 @@ leave [1 − ε, 1 + ε]:
 """)
 
 code("""
-A = ppo_math.masked_whiten(pkg_adv, mask)
+A = ppo_math.masked_whiten(pkg_adv, loss_mask)
 with trainer.autocast():  # the precision the rollout used
-    logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], mask, cfg.temperature)
+    logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], loss_mask,
+                                 cfg.temperature)
 new_logprobs = ppo_math.logprobs_from_logits(logits, b["response"])
 ratio = torch.exp(new_logprobs - b["logprobs"])
-ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
-pkg, stats = ppo_math.policy_loss(new_logprobs, b["logprobs"], A, mask, cfg.cliprange)
+clipped = ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
+ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * clipped), loss_mask)
+pkg, stats = ppo_math.policy_loss(new_logprobs, b["logprobs"], A, loss_mask, cfg.cliprange)
 print(f"before the update: ratio mean {stats['ratio_mean'].item():.6f}, clipfrac {stats['clipfrac'].item()}, "
       f"approxkl {stats['approxkl'].item():.2e}")
 assert abs(stats["ratio_mean"].item() - 1) < 1e-5 and stats["clipfrac"] == 0 and stats["approxkl"] < 1e-8
 
 moved = new_logprobs + 0.3 * torch.randn(new_logprobs.shape, generator=torch.Generator().manual_seed(0))
 ratio = torch.exp(moved - b["logprobs"])
-ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)), mask)
-unclipped = ppo_math.masked_mean(-A * ratio, mask)
-pkg, stats = ppo_math.policy_loss(moved, b["logprobs"], A, mask, cfg.cliprange)
+clipped = ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
+ours = ppo_math.masked_mean(torch.max(-A * ratio, -A * clipped), loss_mask)
+unclipped = ppo_math.masked_mean(-A * ratio, loss_mask)
+pkg, stats = ppo_math.policy_loss(moved, b["logprobs"], A, loss_mask, cfg.cliprange)
 print(f"moved: loss ours {ours.item():+.6f} package {pkg.item():+.6f} (without the clip {unclipped.item():+.6f}); "
       f"clipfrac {stats['clipfrac'].item():.3f}")
 assert torch.allclose(ours, pkg, atol=1e-6) and stats["clipfrac"] > 0 and not torch.allclose(ours, unclipped)
-del trainer, policy, ref, value
+del trainer, policy, ref_model, value_model
 """)
 
 md("""

@@ -383,9 +383,9 @@ code("""
 pairs2 = [json.loads(line) for line in (out2 / "reward" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
 held_old = [p for p in pairs2 if p["split"] == "eval" and p["source"] == "round 1"]
 held_new = [p for p in pairs2 if p["split"] == "eval" and p["source"] == "round 2 votes"]
-rm1, rm2 = reward.RewardModel.load(out / "reward"), reward.RewardModel.load(out2 / "reward")
-accuracy = lambda rm, pairs: reward.pairwise_accuracy(rm.model, rm.tokenizer, pairs)["accuracy"]  # noqa: E731
-rm_acc = {k: {"old": accuracy(rm, held_old), "new": accuracy(rm, held_new)} for k, rm in ((1, rm1), (2, rm2))}
+accuracy = lambda model, pairs: reward.pairwise_accuracy(model.model, model.tokenizer, pairs)["accuracy"]  # noqa: E731
+reward_models = {1: reward.RewardModel.load(out / "reward"), 2: reward.RewardModel.load(out2 / "reward")}  # the rounds' RMs
+rm_acc = {k: {"old": accuracy(m, held_old), "new": accuracy(m, held_new)} for k, m in reward_models.items()}
 display(pd.DataFrame({f"reward model, round {k}": {f"round-1 held-out pairs ({len(held_old)})": a["old"],
                                                    f"held-out new votes ({len(held_new)})": a["new"]}
                       for k, a in rm_acc.items()}))
@@ -455,8 +455,8 @@ The same greedy answers scored by **both** reward models — how each judge sees
 code("""
 prompts_eval = alpaca_prompts(eval_recs)
 policies = {"sft": results["sft"], "rlhf, round 1": r1, "rlhf, round 2": r2}
-mean_reward = lambda rm, res: rm.score(prompts_eval, res["responses"], res["ended"]).mean().item()  # noqa: E731
-display(pd.DataFrame({name: {f"mean reward by RM of round {k}": mean_reward(rm, res) for k, rm in ((1, rm1), (2, rm2))}
+mean_reward = lambda model, res: model.score(prompts_eval, res["responses"], res["ended"]).mean().item()  # noqa: E731
+display(pd.DataFrame({name: {f"mean reward by RM of round {k}": mean_reward(m, res) for k, m in reward_models.items()}
                       for name, res in policies.items()}).T.round(4))
 """)
 
