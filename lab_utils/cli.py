@@ -68,10 +68,14 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
 def _split_of_a_hub_dataset_only(argv: list[str], args) -> None:
     """--data_split picks a split of a hub dataset; a local file is read whole, so a split given with one would
     otherwise be ignored without a word."""
+    from .data import _exists
+
     data = getattr(args, "data", None) or ""
-    if not data or not any(a == "--data_split" or a.startswith("--data_split=") for a in argv):
+    # the flag as given, argparse's abbreviations included (--data_s test); --data_ alone would be ambiguous
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("--data_s")}
+    if not data or not any("--data_split".startswith(flag) for flag in flags):
         return
-    if Path(data).suffix.lower() in (".txt", ".json", ".jsonl") or Path(data).exists():
+    if Path(data).suffix.lower() in (".txt", ".json", ".jsonl") or _exists(data):
         raise LabError(f"--data_split {args.data_split} picks a split of a hub dataset, but {data} is a local file, "
                        "which is read whole", fix="drop --data_split, or keep each split in a file of its own "
                        "(`lab reward --data` also reads a record's own \"split\": \"train\" or \"eval\")")

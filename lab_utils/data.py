@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,7 +125,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             raise LabError("JSON nested too deeply to read", path=str(path), where=f"line {n}",
                            fix="make every line one flat JSON object") from None
         except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
-            raise LabError("an integer of more than 4,300 digits", path=str(path), where=f"line {n}",
+            raise LabError(f"an integer of more than {sys.get_int_max_str_digits():,} digits", path=str(path),
+                           where=f"line {n}",
                            fix="write the number as a string, or shorten it") from None
         if not isinstance(rec, dict):
             raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
@@ -261,7 +263,7 @@ def _json_array(path: Path) -> list:
     except RecursionError:
         raise LabError("JSON nested too deeply to read", path=str(path), fix="give a flat array of records") from None
     except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
-        raise LabError("an integer of more than 4,300 digits", path=str(path),
+        raise LabError(f"an integer of more than {sys.get_int_max_str_digits():,} digits", path=str(path),
                        fix="write the number as a string, or shorten it") from None
     if not isinstance(data, list):
         raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),

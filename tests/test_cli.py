@@ -158,11 +158,30 @@ def test_a_number_no_stage_can_run_with_is_one_clear_error_before_any_work(tmp_p
                        (["sft", "--data", "mine.json", "--data_split", "test"], "but mine.json is a local file"),
                        (["reward", "--data", "p.jsonl", "--data_split=eval"], "--data_split eval picks a split"),
                        (["eval", "--data", "q.txt", "--data_split", "test"], "but q.txt is a local file"),
+                       (["sft", "--data", "mine.json", "--data_s", "test"], "but mine.json is a local file"),
                        (["sft", "--data_limit", "5"], "--data_limit only applies to records brought with --data")]:
         assert main([*argv, "--profile", "micro", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_is_refused_only_for_a_local_file():
+    """--data_split picks a hub dataset's split: with a hub id it is kept, and a name too long to look up is one clear
+    error, not a traceback."""
+    from argparse import Namespace
+
+    import pytest
+
+    from lab_utils.cli import _split_of_a_hub_dataset_only
+    from lab_utils.errors import LabError
+
+    for data in ("owner/prefs", "owner/prefs:config"):
+        _split_of_a_hub_dataset_only(["--data", data, "--data_split", "test"], Namespace(data=data, data_split="test"))
+    with pytest.raises(LabError, match="cannot read this path"):
+        _split_of_a_hub_dataset_only(["--data", "x" * 5000, "--data_split", "test"],
+                                     Namespace(data="x" * 5000, data_split="test"))
+    _split_of_a_hub_dataset_only(["--data", "p.json"], Namespace(data="p.json", data_split="train_prefs"))  # a default
 
 
 def test_a_switch_a_profile_turns_on_can_be_turned_off():
