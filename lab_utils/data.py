@@ -124,10 +124,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except RecursionError:
             raise LabError("JSON nested too deeply to read", path=str(path), where=f"line {n}",
                            fix="make every line one flat JSON object") from None
-        except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
-            raise LabError(f"an integer of more than {sys.get_int_max_str_digits():,} digits", path=str(path),
-                           where=f"line {n}",
-                           fix="write the number as a string, or shorten it") from None
+        except ValueError:
+            raise _integer_too_long(path, f"line {n}") from None
         if not isinstance(rec, dict):
             raise LabError(f"expected a JSON object, got {type(rec).__name__}", path=str(path), where=f"line {n}",
                            fix="this looks like one JSON array: name the file .json" if isinstance(rec, list)
@@ -253,6 +251,13 @@ def _alpaca_texts(row: dict) -> dict[str, str]:
     return texts | {f"history[{i}]": " ".join(turn) for i, turn in enumerate(row.get("history") or [])}
 
 
+def _integer_too_long(path: Path, where: str | None = None) -> LabError:
+    """The only ValueError `json.loads` raises besides a JSONDecodeError: an integer with more digits than the
+    interpreter converts to an int."""
+    return LabError(f"an integer of more than {sys.get_int_max_str_digits():,} digits", path=str(path), where=where,
+                    fix="write the number as a string, or shorten it")
+
+
 def _json_array(path: Path) -> list:
     text = _read(path)
     try:
@@ -262,9 +267,8 @@ def _json_array(path: Path) -> list:
                        fix="fix the JSON syntax there (a JSON Lines file should end in .jsonl)") from None
     except RecursionError:
         raise LabError("JSON nested too deeply to read", path=str(path), fix="give a flat array of records") from None
-    except ValueError:  # the only other ValueError json.loads raises: an integer longer than Python converts
-        raise LabError(f"an integer of more than {sys.get_int_max_str_digits():,} digits", path=str(path),
-                       fix="write the number as a string, or shorten it") from None
+    except ValueError:
+        raise _integer_too_long(path) from None
     if not isinstance(data, list):
         raise LabError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path),
                        fix="wrap the records in [ ... ]")
