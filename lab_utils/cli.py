@@ -12,6 +12,9 @@ with the chosen profile's values as defaults:
                                                                reward model's, the loop's next round
     lab ppo [--resume] [--data PROMPTS_FILE_OR_HUB_ID] [--kl_coef B] [--no_adaptive_kl] [--iterations N]
                                                                RLHF with our PPO, then the harness
+    lab dpo [--data PAIRS_FILE_OR_HUB_ID] [--loss sigmoid,sft] [--name dpo-sft]
+                                                               DPO on the reward stage's pairs (no reward model),
+                                                               saved beside the pipeline, then the harness
     lab eval [--models base,sft] [--model PATH_OR_HUB_ID [--name N]] [--split validation]
              [--data PROMPTS_FILE_OR_HUB_ID]
                                                                the harness on every model that exists (or on
@@ -35,8 +38,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .config import (PROFILES, EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig,
-                     resolve_profile)
+from .config import (PROFILES, DPOConfig, EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig,
+                     TokenizerConfig, resolve_profile)
 from .errors import LabError
 
 
@@ -130,6 +133,24 @@ def cmd_ppo(argv):
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
     print(f"[lab] rlhf vs sft (annotator, ties excluded): win_rate={r['rlhf'].get('win_rate_vs_sft')}")
+
+
+def cmd_dpo(argv):
+    from .stages import run_dir, run_dpo, run_eval
+    args, (cfg,) = _parse("dpo", argv, (DPOConfig,), doc="DPO: fine-tune the SFT model on preference pairs directly, "
+                                                          "without a reward model (TRL's DPOTrainer)", extra=[
+        (("--name",), {"default": "dpo", "help": "the policy's folder in the run, and its name in the evaluation"})])
+    m = run_dpo(args.profile, args.out, name=args.name, **cfg)
+    folder = run_dir(args.profile, args.out) / args.name
+    print(f"[lab] dpo: {m['n_train_pairs']} training pairs ({m['data']}), train_s={m['train_s']}  on "
+          f"{m['n_eval_pairs']} held-out pairs: implicit_accuracy={m['implicit_accuracy']} eval_loss="
+          f"{m['eval_loss'] and round(m['eval_loss'], 4)}  -> {folder}")
+    if cfg["data"]:  # the harness grades the world's tasks; `lab eval --data` scores answers to a file's prompts
+        print(f"[lab] evaluate it on your prompts: lab eval --model {folder} --data {cfg['data']}")
+        return
+    r = run_eval(args.profile, args.out, model=str(folder), name=args.name)
+    _print_eval(r)
+    print(f"[lab] {args.name} vs sft (annotator, ties excluded): win_rate={r[args.name].get('win_rate_vs_sft')}")
 
 
 def _print_eval(results: dict) -> None:
@@ -263,7 +284,7 @@ def cmd_votes(argv):
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-            "reward": cmd_reward, "ppo": cmd_ppo, "eval": cmd_eval, "bench": cmd_bench, "app": cmd_app,
+            "reward": cmd_reward, "ppo": cmd_ppo, "dpo": cmd_dpo, "eval": cmd_eval, "bench": cmd_bench, "app": cmd_app,
             "votes": cmd_votes}
 
 

@@ -266,6 +266,50 @@ class RewardConfig(_Profiled):
     }
 
 
+# TRL 1.16's DPO loss types (`trl.DPOConfig.loss_type`)
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass(frozen=True)
+class DPOConfig(_Profiled):
+    model: str = _f("", "policy to start from, and the frozen reference (default: runs/<profile>/sft)")
+    data: str = _f("", "preference pairs instead of the reward stage's (runs/<profile>/reward/pairs.jsonl, each "
+                       "prompt keeping its train/eval split): any file or hub id `lab reward --data` reads")
+    data_split: str = _f("train", "split of a hub dataset given with --data")
+    loss: str = _f("sigmoid", "TRL's loss_type, comma separated: 'sigmoid' is DPO's; 'sigmoid,sft' adds the SFT "
+                              "loss on the chosen answers (notebook 05, tiny, five seeds: win rate vs SFT on the "
+                              "validation prompts 0.47 → 0.67, off-task answers 0.080 → 0.015; wip/README.md)")
+    beta: float = _f(0.1, "β of the implicit reward β·log π/π_ref (chosen on tiny with lr and epochs, among nine "
+                          "settings by the annotator's win rate on the validation prompts, one seed; wip/README.md)")
+    lr: float = _f(5e-5, "learning rate, decayed linearly to zero (tiny: 5e-4 collapsed the policy)")
+    epochs: float = _f(2.0, "passes over the training pairs (tiny: 1 → win rate 0.64, 2 → 0.77, 3 → 0.69)")
+    batch_size: int = _f(16, "pairs per step")
+    max_length: int = _f(320, "tokens per prompt + answer (longer pairs are left out)")
+    eval_fraction: float = _f(0.2, "share of --data's prompts whose pairs are held out (a record's own \"split\": "
+                                   "\"train\" or \"eval\" is kept)")
+    lora: bool = _f(False, "train LoRA adapters (merged into the saved policy); the reference is the policy with "
+                           "its adapter disabled")
+    lora_r: int = _f(16, "LoRA rank when --lora")
+    bf16: bool = _f(True, "bf16 autocast; --no_bf16 on a CPU without bf16 support")
+    logging_steps: int = _f(10, "steps between logged losses")
+    seed: int = _f(0, "seed of the data order and of --data's held-out split")
+
+    def check_together(self) -> None:
+        from .errors import LabError
+        losses = self.loss.split(",")
+        if not all(loss in DPO_LOSSES for loss in losses):
+            raise LabError(f"--loss is {self.loss!r}", fix="give TRL loss types, comma separated, e.g. sigmoid or "
+                                                           f"sigmoid,sft (TRL 1.16 knows {', '.join(DPO_LOSSES)})")
+
+    OVERRIDES: ClassVar[dict] = {
+        "micro": {"epochs": 1.0, "batch_size": 4, "logging_steps": 1},
+        # not measured on a GPU: a LoRA policy (the reference is the same weights with the adapter off) at a
+        # learning rate for LoRA, on the reward stage's pairs (on full, those of its public preference set)
+        "full": {"lora": True, "lr": 5e-6, "epochs": 1.0, "max_length": 1024},
+    }
+
+
 @dataclass(frozen=True)
 class PPOConfig(_Profiled):
     model: str = _f("", "policy to start from (default: runs/<profile>/sft)")

@@ -22,8 +22,8 @@ import warnings
 from pathlib import Path
 
 from . import checkpoints as ck
-from .config import (PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig, build_world_from,
-                     resolve_profile)
+from .config import (DPOConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
+                     build_world_from, resolve_profile)
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
@@ -313,23 +313,29 @@ def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bo
     return train_pairs, eval_pairs
 
 
-def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
-    """(n, pairs): the n pairs of the run's last reward model (`path`, rendered prompts with their split) followed by
-    the `new` ones not among them already (a second run with the same votes adds nothing twice)."""
+def _run_pairs(path: Path, fix: str) -> list[dict]:
+    """The preference pairs the run's reward model was trained and evaluated on (`reward/pairs.jsonl`: rendered
+    prompts, each pair with its split); a line that is not one names itself and `fix`."""
     from .data import read_jsonl
 
     def broken(line) -> LabError:
-        return LabError("not a preference pair written by `lab reward`", path=f"{path}:{line}",
-                        fix="run `lab reward` again without --mix_previous to write the file anew")
+        return LabError("not a preference pair written by `lab reward`", path=f"{path}:{line}", fix=fix)
 
     try:
-        previous = read_jsonl(path)
+        pairs = read_jsonl(path)
     except LabError as err:  # malformed JSON: read_jsonl names the line
         raise broken((err.where or "").removeprefix("line ")) from None
-    for row in previous:
+    for row in pairs:
         line = row.pop("_line")
         if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
             raise broken(line)
+    return pairs
+
+
+def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
+    """(n, pairs): the n pairs of the run's last reward model (`path`, rendered prompts with their split) followed by
+    the `new` ones not among them already (a second run with the same votes adds nothing twice)."""
+    previous = _run_pairs(path, fix="run `lab reward` again without --mix_previous to write the file anew")
     key = lambda p: (p["prompt"], p["chosen"], p["rejected"])  # noqa: E731
     seen = {key(p) for p in previous}
     fresh = [p for p in new if key(p) not in seen]
@@ -403,6 +409,86 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
         ck.write_json(root / save_to / "metrics.json", metrics)
         return metrics
     return _finish(root, "ppo", metrics, profile, built_from)
+
+
+# ------------------------------------------------------------------ DPO: beside the pipeline
+
+# the run's own folders, which `lab dpo --name` must not write over
+_RUN_FOLDERS = frozenset(STAGE_DIRS.values()) | {"sft-adapter", "reward-ratings", "eval"}
+
+
+def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: bool = True, **changes) -> dict:
+    """DPO from the SFT model on the reward stage's preference pairs (or --data's), saved to runs/<profile>/<name>
+    with its metrics.json. Like notebook 05's experiments it sits beside the pipeline: `lab run` does not build it,
+    the report leaves it out, and `lab eval --model runs/<profile>/<name>` evaluates it like any model."""
+    from . import dpo
+    from . import reward as R
+    from .harness import NAME
+    from .modeling import load_causal_lm
+
+    profile, root = resolve_profile(profile), run_dir(profile, out)
+    cfg = DPOConfig.for_profile(profile, **changes)
+    if not NAME.fullmatch(name) or name in _RUN_FOLDERS or name.endswith("-checkpoints"):
+        raise LabError(f"{name!r} cannot name the DPO policy's folder", where="--name",
+                       fix="use letters, digits, '.', '_' and '-' (up to 64), not one of the run's own folders "
+                           f"({', '.join(sorted(_RUN_FOLDERS))}); e.g. --name dpo-sft")
+    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from")
+    pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO") / "pairs.jsonl"
+    built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
+    t0 = time.perf_counter()
+    policy, tokenizer = load_causal_lm(str(sft_dir))
+    if pairs_file is not None:
+        pairs = _run_pairs(pairs_file, fix="run `lab reward` again to write the file anew")
+        source = str(pairs_file)
+    else:
+        pairs = _dpo_pairs_of(cfg, tokenizer)
+        source = cfg.data
+    context = policy.config.max_position_embeddings
+    limit = min(cfg.max_length, context)
+    fitting = R.within_length(tokenizer, pairs, limit)
+    n_too_long = len(pairs) - len(fitting)
+    if n_too_long:
+        warnings.warn(f"{n_too_long} of {len(pairs)} preference pairs are longer than {limit} tokens (--max_length "
+                      f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=2)
+    # a prompt keeps the split it was given (the reward stage's, or a record's own); the others are split as
+    # `lab reward --data` splits them, so that both hold out the same prompts of one file
+    held_out = R.held_out_prompts([p["prompt"] for p in fitting if p.get("split") not in ("train", "eval")],
+                                  cfg.eval_fraction, cfg.seed)
+    fitting = [p if p.get("split") in ("train", "eval") else
+               p | {"split": "eval" if p["prompt"] in held_out else "train"} for p in fitting]
+    train_pairs = [p for p in fitting if p.get("split") != "eval" and dpo.both_ended(p)]
+    held = [p for p in fitting if p.get("split") == "eval"]
+    if not train_pairs:
+        raise LabError(f"no preference pair to train DPO on: of {len(pairs)}, {n_too_long} are too long, "
+                       f"{len(held)} held out and the rest have an answer cut off before EOS",
+                       path=cfg.data or str(pairs_file), fix="bring more pairs (or shorter ones), or lower "
+                                                             "--eval_fraction")
+    trainer, train_s, eval_loss = dpo.train(cfg, policy, tokenizer, train_pairs, held, progress)
+    implicit = None
+    if held:
+        reference = load_causal_lm(str(sft_dir))[0]
+        implicit = dpo.implicit_accuracy(trainer.model, reference, tokenizer, held, cfg.beta)
+    n_cut = sum(p.get("split") != "eval" for p in fitting) - len(train_pairs)
+    metrics = {"n_train_pairs": len(train_pairs), "n_eval_pairs": len(held), "n_cut_off": n_cut,
+               "n_too_long": n_too_long, "train_s": round(train_s, 2), "eval_loss": eval_loss,  # TRL's, held out
+               "implicit_accuracy": implicit["accuracy"] if implicit else None,
+               "implicit_accuracy_per_task": implicit["per_task"] if implicit else None,
+               "history": trainer.state.log_history, "data": source, "config": cfg.to_dict(), "profile": profile,
+               "built_from": built_from}
+    with ck.atomic_dir(root / name) as tmp:  # a folder of its own: `lab eval --model` and the compare app read it
+        dpo.save(trainer, tokenizer, tmp)
+        metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "finished_at": iso_time(time.time())}
+        ck.write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def _dpo_pairs_of(cfg: DPOConfig, tokenizer) -> list[dict]:
+    """--data's pairs, their prompts rendered like the reward stage's."""
+    from .preferences import load_pairs
+    from .tokenizer import render_alpaca
+
+    return [p | {"prompt": render_alpaca(p["prompt"], "")}
+            for p in load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)]
 
 
 # ------------------------------------------------------------------ reuse, like make

@@ -506,30 +506,28 @@ alone, and in notebook 04's Bradley–Terry loss that term cancels between the t
 L = −log σ(β·[log π(y_w | x) / π_ref(y_w | x) − log π(y_l | x) / π_ref(y_l | x)])
 
 So DPO fine-tunes the policy directly on the reward stage's preference pairs (y_w chosen, y_l rejected), with the
-SFT model as π_ref. TRL maintains it as `DPOTrainer`. Its data here: notebook 04's training pairs
+SFT model as π_ref. TRL maintains it as `DPOTrainer`; `lab dpo` runs it on a run's pairs (`lab_utils/dpo.py` sets it
+up), and this section calls the same function. Its data here: notebook 04's training pairs
 (`reward/pairs.jsonl`, split "train"; TRL appends EOS to every answer, so the few pairs with an answer cut off at the
 token limit are left out).
 
 **Its settings** (β, learning rate, epochs) were picked on `tiny` among nine tried with one seed (wip/README.md): by
 the annotator's win rate against SFT on the validation prompts, among the five measured there. The other four were
-dropped after their results on the evaluation prompts, so those prompts played a part too.
+dropped after their results on the evaluation prompts, so those prompts played a part too. They are `lab dpo`'s
+defaults (`DPOConfig`).
 """)
 
 code("""
 import json
 
 import torch.nn.functional as F
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, PrinterCallback
-from trl import DPOConfig, DPOTrainer
 
-from lab_utils.config import RewardConfig
+from lab_utils import dpo as dpo_lib
+from lab_utils.config import DPOConfig
 
-DPO_BETA, DPO_LR, DPO_EPOCHS = 0.1, 5e-5, 2
+dpo_cfg = DPOConfig.for_profile(profile)  # β, learning rate, epochs: the settings above, `lab dpo`'s defaults
 pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
-ended = lambda p, side: p.get(f"{side}_ended") is not False  # noqa: E731  (a pair without the field: ended)
-both_ended = lambda p: ended(p, "chosen") and ended(p, "rejected")  # noqa: E731
-as_dataset = lambda ps: Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in ps])  # noqa: E731
+ended, both_ended = dpo_lib.ended, dpo_lib.both_ended  # a pair without the `_ended` fields: both ended
 dpo_train = [p for p in pairs if p["split"] == "train" and both_ended(p)]
 dpo_held = [p for p in pairs if p["split"] == "eval"]
 print(f"{len(dpo_train)} training pairs ({sum(p['split'] == 'train' for p in pairs) - len(dpo_train)} with an answer "
@@ -537,35 +535,21 @@ print(f"{len(dpo_train)} training pairs ({sum(p['split'] == 'train' for p in pai
 """)
 
 code("""
-def train_dpo(loss_type, save_to):
-    \"\"\"DPO from the SFT model on `dpo_train`, saved to out/save_to; the trainer and its training seconds.\"\"\"
-    trainer = DPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(out / "sft"), processing_class=tok,
-        train_dataset=as_dataset(dpo_train),
-        args=DPOConfig(output_dir=tempfile.mkdtemp(), beta=DPO_BETA, learning_rate=DPO_LR, loss_type=loss_type,
-                       num_train_epochs=DPO_EPOCHS, per_device_train_batch_size=16,
-                       max_length=RewardConfig.for_profile(profile).max_length, logging_steps=10, report_to="none",
-                       save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                       bf16=RewardConfig.for_profile(profile).bf16, gradient_checkpointing=False, disable_tqdm=True,
-                       seed=cfg.seed))
-    trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    with checkpoints.atomic_dir(out / save_to) as tmp:  # a folder of its own: the compare app offers it too
-        trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    log = pd.DataFrame([h for h in trainer.state.log_history if "loss" in h])  # each row: the mean of 10 steps
+def train_dpo(loss, save_to):
+    \"\"\"`lab dpo --loss LOSS --name SAVE_TO`: TRL's DPOTrainer from the SFT model on `dpo_train`, set up by
+    `lab_utils/dpo.py`, saved to out/save_to with its metrics; those metrics and the training seconds.\"\"\"
+    m = stages.run_dpo(profile, out, name=save_to, progress=False, loss=loss)
+    log = pd.DataFrame([h for h in m["history"] if "loss" in h])  # each row: the mean of 10 steps
     first, last = log.iloc[0], log.iloc[-1]
-    print(f"{save_to}: {seconds:.0f} s for {len(dpo_train) * DPO_EPOCHS:,} pairs seen. Over the first and the last "
-          f"10 steps: loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right {first['rewards/accuracies']:.2f} → "
-          f"{last['rewards/accuracies']:.2f}; implicit reward of the chosen answers {first['rewards/chosen']:+.3f} → "
-          f"{last['rewards/chosen']:+.3f}, of the rejected {first['rewards/rejected']:+.3f} → "
-          f"{last['rewards/rejected']:+.3f}")
-    return trainer, seconds
+    print(f"{save_to}: {m['train_s']:.0f} s for {m['n_train_pairs'] * dpo_cfg.epochs:,.0f} pairs seen. Over the "
+          f"first and the last 10 steps: loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right "
+          f"{first['rewards/accuracies']:.2f} → {last['rewards/accuracies']:.2f}; implicit reward of the chosen "
+          f"answers {first['rewards/chosen']:+.3f} → {last['rewards/chosen']:+.3f}, of the rejected "
+          f"{first['rewards/rejected']:+.3f} → {last['rewards/rejected']:+.3f}")
+    return m, m["train_s"]
 
 
-dpo, dpo_s = train_dpo(["sigmoid"], "dpo")  # TRL's name for the loss above
+dpo, dpo_s = train_dpo("sigmoid", "dpo")  # TRL's name for the loss above
 """)
 
 md("""
@@ -583,13 +567,13 @@ def implicit_margin(policy, ps):
     def log_ratio(side):
         args = [p["prompt"] for p in ps], [p[side] for p in ps], [ended(p, side) for p in ps]
         return reward.response_loglik(policy, tok, *args) - reward.response_loglik(sft_model, tok, *args)
-    return DPO_BETA * (log_ratio("chosen") - log_ratio("rejected"))
+    return dpo_cfg.beta * (log_ratio("chosen") - log_ratio("rejected"))
 
 
 margin = implicit_margin(modeling.load_causal_lm(str(out / "dpo"))[0], dpo_held)
 both = torch.tensor([both_ended(p) for p in dpo_held])
 loss_by_hand = -F.logsigmoid(margin[both]).mean().item()
-loss_trl = dpo.evaluate(as_dataset([p for p in dpo_held if both_ended(p)]))["eval_loss"]
+loss_trl = dpo["eval_loss"]  # TRL's `evaluate` on the held-out pairs whose answers both ended
 # TRL's evaluate runs under bf16 autocast, ours in float32: 1e-4 apart on tiny; longer answers on full sum more
 # rounding (unmeasured there, so a looser bound)
 DPO_LOSS_TOLERANCE = 1e-3 if profile == "tiny" else 2e-2
@@ -655,7 +639,7 @@ was tried after those were chosen, on five seeds (wip/README.md), and not tuned.
 """)
 
 code("""
-dpo_sft, dpo_sft_s = train_dpo(["sigmoid", "sft"], "dpo-sft")
+dpo_sft, dpo_sft_s = train_dpo("sigmoid,sft", "dpo-sft")
 sft_term_margin = implicit_margin(modeling.load_causal_lm(str(out / "dpo-sft"))[0], dpo_held)
 dpo_sft_res = stages.run_eval(profile, out, model=str(out / "dpo-sft"), name="dpo-sft")["dpo-sft"]
 dpo_sft_valid = stages.run_eval(profile, out, model=str(out / "dpo-sft"), name="dpo-sft", split="validation")["dpo-sft"]

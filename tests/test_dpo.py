@@ -1,0 +1,124 @@
+"""`lab dpo`: TRL's DPOTrainer on the reward stage's pairs (or a file's), the policy read as a reward model, and
+the stage's errors, on micro."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lab_utils import checkpoints as ck
+from lab_utils import dpo, stages
+from lab_utils.cli import main
+from lab_utils.errors import LabError
+from lab_utils.modeling import load_causal_lm
+from lab_utils.tokenizer import render_alpaca
+
+
+def _pair(i: int, split: str, **flags) -> dict:
+    """A pair the way `lab reward` writes it: the prompt rendered, the answers' endings and the prompt's split."""
+    return {"prompt": render_alpaca(f"Is {i} a number?", ""), "chosen": "yes", "rejected": "no",
+            "chosen_ended": True, "rejected_ended": True, "split": split} | flags
+
+
+def _run_with_pairs(sft_root, tmp_path, pairs: list[dict]):
+    """A run folder with the micro SFT model and a finished reward stage whose pairs.jsonl holds `pairs`."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    ck.write_jsonl(root / "reward" / "pairs.jsonl", pairs)
+    ck.write_json(root / "reward" / "metrics.json", {"profile": "micro", "finished_at": "2026-12-02T00:00:00"})
+    return root
+
+
+@pytest.fixture(scope="module")
+def dpo_run(sft_root, tmp_path_factory):
+    pairs = [_pair(i, "eval" if i < 6 else "train") for i in range(30)]
+    pairs.append(_pair(99, "train", rejected_ended=False))  # an answer cut off: TRL would append EOS to it
+    root = _run_with_pairs(sft_root, tmp_path_factory.mktemp("dpo"), pairs)
+    # float32 so that TRL's held-out loss and the one written out below agree to rounding; a learning rate that
+    # moves micro's policy within a few steps
+    return root, stages.run_dpo("micro", root, progress=False, bf16=False, lr=1e-3, epochs=3.0)
+
+
+def test_dpo_trains_on_the_training_pairs_whose_answers_ended_and_saves_a_causal_lm(dpo_run, sft_root):
+    root, m = dpo_run
+    assert (m["n_train_pairs"], m["n_eval_pairs"], m["n_cut_off"], m["n_too_long"]) == (24, 6, 1, 0)
+    assert m["built_from"] == {"sft": stages.stamp(root, "sft"), "reward": stages.stamp(root, "reward")}
+    policy, tok = load_causal_lm(str(root / "dpo"))  # a plain causal LM: `lab eval --model` and the apps load it
+    assert tok.pad_token_id != tok.eos_token_id
+    sft, _ = load_causal_lm(str(sft_root / "sft"))
+    assert not torch.equal(policy.lm_head.weight, sft.lm_head.weight)
+    assert ck.read_json(root / "dpo" / "metrics.json")["n_train_pairs"] == 24
+    assert not list(root.glob(".tmp-*"))
+
+
+def test_the_written_out_loss_on_the_implicit_rewards_is_trls(dpo_run):
+    """The implicit reward β·log π/π_ref read on the reward stage's token layout (BOS, prompt, answer, EOS) is the
+    one TRL trains on: −log σ of its margins is TRL's held-out loss."""
+    root, m = dpo_run
+    policy, tok = load_causal_lm(str(root / "dpo"))
+    reference, _ = load_causal_lm(str(root / "sft"))
+    held = [json.loads(line) for line in (root / "reward" / "pairs.jsonl").read_text().splitlines()][:6]
+    acc = dpo.implicit_accuracy(policy, reference, tok, held, beta=0.1)
+    by_hand = -F.logsigmoid(torch.tensor(acc["margins"])).mean().item()
+    assert by_hand == pytest.approx(m["eval_loss"], abs=2e-4)
+    assert acc["accuracy"] == m["implicit_accuracy"]
+
+
+def test_dpo_learns_the_preference_it_is_shown(dpo_run):
+    """Held-out prompts of the same kind: the trained policy's implicit reward ranks their pairs the way the
+    training pairs taught (the untrained policy's log-ratio is 0: it ranks none right)."""
+    root, m = dpo_run
+    assert m["implicit_accuracy"] == 1.0
+    losses = [h["loss"] for h in m["history"] if "loss" in h]
+    assert losses[-1] < losses[0] and losses[0] == pytest.approx(0.693, abs=0.01)  # log 2: the margins start at 0
+
+
+def test_dpo_on_a_pairs_file_holds_out_a_share_of_its_prompts(sft_root, tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": f"Is {i} a number?"}],
+             "chosen": {"from": "gpt", "value": "yes"}, "rejected": {"from": "gpt", "value": "no"}} for i in range(12)]
+    data = tmp_path / "sharegpt.json"
+    data.write_text(json.dumps(rows))
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    m = stages.run_dpo("micro", root, progress=False, data=str(data), eval_fraction=0.25, name="dpo-file")
+    assert (m["n_train_pairs"], m["n_eval_pairs"]) == (9, 3) and m["data"] == str(data)
+    assert m["built_from"] == {"sft": stages.stamp(root, "sft")}  # no reward stage read
+    assert (root / "dpo-file" / "model.safetensors").is_file()
+
+
+def test_bad_dpo_input_is_one_clear_error_before_any_training(sft_root, tmp_path, capsys):
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    with pytest.raises(LabError, match="no preference pairs for DPO"):  # no reward stage: say what builds one
+        stages.run_dpo("micro", root, progress=False)
+    for name in ("sft", "rlhf", "base-checkpoints", "../x", ""):
+        with pytest.raises(LabError, match="cannot name the DPO policy's folder"):
+            stages.run_dpo("micro", root, progress=False, name=name)
+    assert main(["dpo", "--profile", "micro", "--out", str(root), "--loss", "sigmoid,nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--loss is 'sigmoid,nope'" in err[0]
+    only_held = _run_with_pairs(sft_root, tmp_path / "held", [_pair(i, "eval") for i in range(4)])
+    with pytest.raises(LabError, match="no preference pair to train DPO on"):
+        stages.run_dpo("micro", only_held, progress=False)
+    assert not (root / "dpo").exists() and not (only_held / "dpo").exists()
+
+
+def test_lab_dpo_after_the_reward_stage_trains_on_its_pairs_and_evaluates_against_sft(sft_root, tmp_path, capsys):
+    """End to end on micro: the reward stage samples and labels pairs, `lab dpo` trains on its training pairs and
+    the harness judges the policy against SFT."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    r = stages.run_reward("micro", root, progress=False)
+    assert main(["dpo", "--profile", "micro", "--out", str(root), "--name", "dpo-cli"]) == 0
+    out = capsys.readouterr().out
+    m = ck.read_json(root / "dpo-cli" / "metrics.json")
+    # every pair of the stage is trained on, held out, or left out as cut off or as longer than --max_length
+    assert (m["n_train_pairs"] + m["n_eval_pairs"] + m["n_cut_off"] + m["n_too_long"]
+            == r["n_train_pairs"] + r["n_eval_pairs"]) and m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0
+    assert f"[lab] dpo: {m['n_train_pairs']} training pairs" in out and "dpo-cli vs sft (annotator" in out
+    res = ck.read_json(root / "eval" / "dpo-cli.json")
+    assert res["model"] == str((root / "dpo-cli").resolve()) and "win_rate_vs_sft" in res
