@@ -136,19 +136,24 @@ def cmd_ppo(argv):
 
 
 def cmd_dpo(argv):
+    from . import checkpoints as ck
     from .stages import run_dir, run_dpo, run_eval
     args, (cfg,) = _parse("dpo", argv, (DPOConfig,), doc="DPO: fine-tune the SFT model on preference pairs directly, "
                                                           "without a reward model (TRL's DPOTrainer)", extra=[
         (("--name",), {"default": "dpo", "help": "the policy's folder in the run, and its name in the evaluation"})])
     m = run_dpo(args.profile, args.out, name=args.name, **cfg)
-    folder = run_dir(args.profile, args.out) / args.name
-    print(f"[lab] dpo: {m['n_train_pairs']} training pairs ({m['data']}), train_s={m['train_s']}  on "
-          f"{m['n_eval_pairs']} held-out pairs: implicit_accuracy={m['implicit_accuracy']} eval_loss="
-          f"{m['eval_loss'] and round(m['eval_loss'], 4)}  -> {folder}")
-    if cfg["data"]:  # the harness grades the world's tasks; `lab eval --data` scores answers to a file's prompts
-        print(f"[lab] evaluate it on your prompts: lab eval --model {folder} --data {cfg['data']}")
+    root = run_dir(args.profile, args.out)
+    print(f"[lab] dpo: {m['n_train_pairs']} training pairs ({m['data']}), train_s={m['train_s']}; held out: "
+          f"implicit_accuracy={m['implicit_accuracy']} on {m['n_eval_pairs']} pairs, eval_loss="
+          f"{m['eval_loss'] and round(m['eval_loss'], 4)} on the {m['n_eval_loss_pairs']} whose answers both ended "
+          f"-> {root / args.name}")
+    reward_cfg = {} if cfg["data"] else ck.read_json(root / "reward" / "metrics.json").get("config") or {}
+    # a file's pairs (a reward stage that mixed a file's pairs into the world's counts as the world's)
+    pairs_from = cfg["data"] or ("" if reward_cfg.get("mix_previous") else reward_cfg.get("data"))
+    if pairs_from:  # the harness grades the world's tasks, which say little about a policy trained on a file's pairs
+        print(f"[lab] evaluate it on your prompts: lab eval --model {root / args.name} --data {pairs_from}")
         return
-    r = run_eval(args.profile, args.out, model=str(folder), name=args.name)
+    r = run_eval(args.profile, args.out, model=str(root / args.name), name=args.name)
     _print_eval(r)
     print(f"[lab] {args.name} vs sft (annotator, ties excluded): win_rate={r[args.name].get('win_rate_vs_sft')}")
 

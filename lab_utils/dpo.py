@@ -42,10 +42,12 @@ def _lora(cfg: DPOConfig):
     return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def train(cfg: DPOConfig, policy, tokenizer, pairs: list[dict], held: list[dict] = (), progress: bool = False):
-    """(trainer, seconds, held-out loss): TRL's `DPOTrainer` on `pairs` from `policy` (also the frozen reference:
-    TRL copies it, or with --lora disables the adapter), its loss `cfg.loss` (comma separated `loss_type`s); the
-    loss TRL's `evaluate` gives on the `held` pairs whose answers both ended (None without any)."""
+def train(cfg: DPOConfig, policy, ref_model, tokenizer, pairs: list[dict], eval_pairs: list[dict] = (),
+          progress: bool = False):
+    """(trainer, seconds, held-out loss): TRL's `DPOTrainer` on `pairs` from `policy`, its loss `cfg.loss` (comma
+    separated `loss_type`s). `ref_model` is the frozen reference, a model apart from `policy`; None with --lora,
+    where the reference is the policy with its adapter disabled. The loss is TRL's `evaluate` on the `eval_pairs`
+    whose answers both ended (None without any)."""
     from transformers import PrinterCallback
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -56,30 +58,39 @@ def train(cfg: DPOConfig, policy, tokenizer, pairs: list[dict], held: list[dict]
                             max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
                             save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
                             gradient_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
-        trainer = DPOTrainer(model=policy, processing_class=tokenizer, train_dataset=as_dataset(pairs), args=args,
-                             peft_config=_lora(cfg))
+        trainer = DPOTrainer(model=policy, ref_model=ref_model, processing_class=tokenizer,
+                             train_dataset=as_dataset(pairs), args=args, peft_config=_lora(cfg))
         trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
-        held = [p for p in held if both_ended(p)]
-        return trainer, seconds, trainer.evaluate(as_dataset(held))["eval_loss"] if held else None
+        ended_pairs = [p for p in eval_pairs if both_ended(p)]
+        return trainer, seconds, trainer.evaluate(as_dataset(ended_pairs))["eval_loss"] if ended_pairs else None
 
 
-def implicit_accuracy(policy, reference, tokenizer, pairs: list[dict], beta: float) -> dict:
-    """The policy read as a reward model: each pair ranked by β·[log π/π_ref of the chosen answer − of the
-    rejected one] (`reward.response_loglik`, EOS included where an answer ended). Same keys as
-    `reward.pairwise_accuracy`; the margins are the implicit rewards' differences."""
-    def log_ratio(side):
+def implicit_accuracy(trainer, tokenizer, pairs: list[dict], beta: float) -> dict:
+    """The trained policy read as a reward model: each pair ranked by β·[log π/π_ref of the chosen answer − of the
+    rejected one] (`reward.response_loglik`, EOS included where an answer ended), π_ref the trainer's reference
+    (with LoRA, the policy with its adapter disabled). Same keys as `reward.pairwise_accuracy`; the margins are the
+    implicit rewards' differences. In float32, like the saved weights: the trainer's models are unwrapped from the
+    bf16 autocast accelerate wraps their forward in (which moves log-probabilities by ~0.1 nats on tiny)."""
+    def unwrapped(model):
+        return trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    policy = unwrapped(trainer.model)
+    ref_model = unwrapped(trainer.ref_model) if trainer.ref_model is not None else None
+
+    def loglik(side):
         args = [p["prompt"] for p in pairs], [p[side] for p in pairs], [ended(p, side) for p in pairs]
-        return response_loglik(policy, tokenizer, *args) - response_loglik(reference, tokenizer, *args)
-    return _ranking(pairs, beta * log_ratio("chosen"), beta * log_ratio("rejected"))
+        if ref_model is not None:
+            return response_loglik(policy, tokenizer, *args) - response_loglik(ref_model, tokenizer, *args)
+        mine = response_loglik(policy, tokenizer, *args)
+        with policy.disable_adapter():
+            return mine - response_loglik(policy, tokenizer, *args)
+    return _ranking(pairs, beta * loglik("chosen"), beta * loglik("rejected"))
 
 
-def save(trainer, tokenizer, folder: Path) -> None:
-    """The policy as a plain causal LM (a LoRA adapter merged in), with its tokenizer, written in `folder`."""
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(folder)
+def save(trainer, tokenizer, folder: Path, lora: bool) -> None:
+    """The policy as a plain causal LM (with --lora its adapter merged in), with its tokenizer, written in `folder`."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    (model.merge_and_unload() if lora else model).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

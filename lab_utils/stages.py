@@ -254,30 +254,16 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
     """(pairs, samples, held-out prompts, n too long, source) for pairs someone brought (`pairs`, or --data and with
     --mix_previous the run's previous pairs too): the ones that fit the context, and the SFT model's answers to a
     seeded sample of their prompts, which the reward scale is measured on."""
-    from . import reward as R
     from .generation import generate_ended
-    from .preferences import load_pairs
-    from .tokenizer import render_alpaca
 
     source = cfg.data or ""
     if pairs is None:
-        brought = load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)
-        pairs = [p | {"prompt": render_alpaca(p["prompt"], "")} for p in brought]
+        pairs = _rendered_pairs(cfg.data, cfg.data_split, tokenizer)
         if cfg.mix_previous:
             n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
             source += f" + {n_previous} previous pairs"
-    n_given = len(pairs)
     context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
-    limit = min(cfg.max_length, context)
-    pairs = R.within_length(tokenizer, pairs, limit)
-    if not pairs:
-        raise LabError(f"all {n_given} preference pairs are longer than {limit} tokens (--max_length "
-                       f"{cfg.max_length}, the model's context {context})", path=cfg.data or None,
-                       fix="bring shorter pairs, or raise --max_length if the model's context allows it")
-    n_too_long = n_given - len(pairs)
-    if n_too_long:
-        warnings.warn(f"{n_too_long} of {n_given} preference pairs are longer than {limit} tokens (--max_length "
-                      f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=3)
+    pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, context, cfg.data or None)
     distinct = sorted({p["prompt"] for p in pairs})
     room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"]) if len(ids) + cfg.max_new_tokens <= context]
     if not room:
@@ -288,14 +274,39 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
     outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
                           seed=cfg.seed, desc="SFT answers for the reward scale" if progress else "")
     samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
-    # a prompt keeps the split it was given (an earlier round's); the others are split as usual
-    fixed = {}  # the first split given wins: --mix_previous puts the previous round's pairs first
+    held = _held_out(pairs, cfg.eval_fraction, cfg.seed)
+    return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
+
+
+def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None) -> tuple[list[dict], int]:
+    """(the pairs whose prompt and longer answer fit in --max_length and the model's context, how many did not);
+    a warning counts the ones left out, and an error says what to do when none is left."""
+    from .reward import within_length
+
+    limit = min(max_length, context)
+    kept = within_length(tokenizer, pairs, limit)
+    why = f"longer than {limit} tokens (--max_length {max_length}, the model's context {context})"
+    if not kept:
+        raise LabError(f"all {len(pairs)} preference pairs are {why}", path=path,
+                       fix="bring shorter pairs, or raise --max_length if the model's context allows it")
+    if len(kept) < len(pairs):
+        warnings.warn(f"{len(pairs) - len(kept)} of {len(pairs)} preference pairs are {why} and were left out",
+                      stacklevel=3)
+    return kept, len(pairs) - len(kept)
+
+
+def _held_out(pairs: list[dict], eval_fraction: float, seed: int) -> set[str]:
+    """The prompts whose pairs are held out: a prompt keeps the split it was given (an earlier round's, a record's
+    own; the first one given wins: --mix_previous puts the previous round's pairs first), and a seeded share
+    `eval_fraction` of the other prompts is held out."""
+    from .reward import held_out_prompts
+
+    fixed = {}
     for p in pairs:
         if p.get("split") in ("train", "eval"):
             fixed.setdefault(p["prompt"], p["split"])
     fresh = [p["prompt"] for p in pairs if p["prompt"] not in fixed]
-    held = {q for q, split in fixed.items() if split == "eval"} | R.held_out_prompts(fresh, cfg.eval_fraction, cfg.seed)
-    return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
+    return {q for q, split in fixed.items() if split == "eval"} | held_out_prompts(fresh, eval_fraction, seed)
 
 
 def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bool, n_too_long: int):
@@ -413,8 +424,9 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
 
 # ------------------------------------------------------------------ DPO: beside the pipeline
 
-# the run's own folders, which `lab dpo --name` must not write over
-_RUN_FOLDERS = frozenset(STAGE_DIRS.values()) | {"sft-adapter", "reward-ratings", "eval"}
+# the run's own folders and files, which `lab dpo --name` must never write over
+_RUN_FOLDERS = frozenset(STAGE_DIRS.values()) | {"sft-adapter", "reward-ratings", "eval", "round2", "report.json",
+                                                 "votes.db", "votes.jsonl"}
 
 
 def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: bool = True, **changes) -> dict:
@@ -422,73 +434,88 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     with its metrics.json. Like notebook 05's experiments it sits beside the pipeline: `lab run` does not build it,
     the report leaves it out, and `lab eval --model runs/<profile>/<name>` evaluates it like any model."""
     from . import dpo
-    from . import reward as R
-    from .harness import NAME
     from .modeling import load_causal_lm
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = DPOConfig.for_profile(profile, **changes)
-    if not NAME.fullmatch(name) or name in _RUN_FOLDERS or name.endswith("-checkpoints"):
-        raise LabError(f"{name!r} cannot name the DPO policy's folder", where="--name",
-                       fix="use letters, digits, '.', '_' and '-' (up to 64), not one of the run's own folders "
-                           f"({', '.join(sorted(_RUN_FOLDERS))}); e.g. --name dpo-sft")
+    _check_dpo_inputs(cfg, root, name, profile)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from")
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO") / "pairs.jsonl"
     built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
-    if pairs_file is not None:
-        pairs = _run_pairs(pairs_file, fix="run `lab reward` again to write the file anew")
-        source = str(pairs_file)
+    if pairs_file is None:
+        pairs, source = _rendered_pairs(cfg.data, cfg.data_split, tokenizer), cfg.data
     else:
-        pairs = _dpo_pairs_of(cfg, tokenizer)
-        source = cfg.data
-    context = policy.config.max_position_embeddings
-    limit = min(cfg.max_length, context)
-    fitting = R.within_length(tokenizer, pairs, limit)
-    n_too_long = len(pairs) - len(fitting)
-    if n_too_long:
-        warnings.warn(f"{n_too_long} of {len(pairs)} preference pairs are longer than {limit} tokens (--max_length "
-                      f"{cfg.max_length}, the model's context {context}) and were left out", stacklevel=2)
-    # a prompt keeps the split it was given (the reward stage's, or a record's own); the others are split as
-    # `lab reward --data` splits them, so that both hold out the same prompts of one file
-    held_out = R.held_out_prompts([p["prompt"] for p in fitting if p.get("split") not in ("train", "eval")],
-                                  cfg.eval_fraction, cfg.seed)
-    fitting = [p if p.get("split") in ("train", "eval") else
-               p | {"split": "eval" if p["prompt"] in held_out else "train"} for p in fitting]
-    train_pairs = [p for p in fitting if p.get("split") != "eval" and dpo.both_ended(p)]
-    held = [p for p in fitting if p.get("split") == "eval"]
+        pairs, source = _run_pairs(pairs_file, fix="run `lab reward` again to write the file anew"), str(pairs_file)
+    pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
+                                 cfg.data or str(pairs_file))
+    held = _held_out(pairs, cfg.eval_fraction, cfg.seed)  # the reward stage's pairs: its own split
+    eval_pairs = [p for p in pairs if p["prompt"] in held]
+    cut_off = [p for p in pairs if p["prompt"] not in held and not dpo.both_ended(p)]
+    train_pairs = [p for p in pairs if p["prompt"] not in held and dpo.both_ended(p)]
     if not train_pairs:
-        raise LabError(f"no preference pair to train DPO on: of {len(pairs)}, {n_too_long} are too long, "
-                       f"{len(held)} held out and the rest have an answer cut off before EOS",
-                       path=cfg.data or str(pairs_file), fix="bring more pairs (or shorter ones), or lower "
-                                                             "--eval_fraction")
-    trainer, train_s, eval_loss = dpo.train(cfg, policy, tokenizer, train_pairs, held, progress)
-    implicit = None
-    if held:
-        reference = load_causal_lm(str(sft_dir))[0]
-        implicit = dpo.implicit_accuracy(trainer.model, reference, tokenizer, held, cfg.beta)
-    n_cut = sum(p.get("split") != "eval" for p in fitting) - len(train_pairs)
-    metrics = {"n_train_pairs": len(train_pairs), "n_eval_pairs": len(held), "n_cut_off": n_cut,
-               "n_too_long": n_too_long, "train_s": round(train_s, 2), "eval_loss": eval_loss,  # TRL's, held out
+        raise LabError(f"no preference pair to train DPO on: of {len(pairs) + n_too_long}, {n_too_long} are too "
+                       f"long, {len(eval_pairs)} held out and {len(cut_off)} have an answer cut off before EOS",
+                       path=cfg.data or str(pairs_file),
+                       fix="bring more pairs on more prompts, or lower --eval_fraction" if cfg.data else
+                           "collect more pairs: `lab reward --n_prompts N` with more prompts")
+    # the frozen reference: the SFT model as loaded here (a PAD token added where it had none), or with --lora the
+    # policy with its adapter disabled
+    ref_model = None if cfg.lora else load_causal_lm(str(sft_dir))[0]
+    trainer, train_s, eval_loss = dpo.train(cfg, policy, ref_model, tokenizer, train_pairs, eval_pairs, progress)
+    implicit = dpo.implicit_accuracy(trainer, tokenizer, eval_pairs, cfg.beta) if eval_pairs else None
+    metrics = {"n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_cut_off": len(cut_off),
+               "n_too_long": n_too_long, "train_s": round(train_s, 2),
+               # TRL's loss on the held-out pairs whose answers both ended (what it trains on)
+               "eval_loss": eval_loss, "n_eval_loss_pairs": sum(map(dpo.both_ended, eval_pairs)),
                "implicit_accuracy": implicit["accuracy"] if implicit else None,
                "implicit_accuracy_per_task": implicit["per_task"] if implicit else None,
                "history": trainer.state.log_history, "data": source, "config": cfg.to_dict(), "profile": profile,
                "built_from": built_from}
     with ck.atomic_dir(root / name) as tmp:  # a folder of its own: `lab eval --model` and the compare app read it
-        dpo.save(trainer, tokenizer, tmp)
+        dpo.save(trainer, tokenizer, tmp, cfg.lora)
         metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "finished_at": iso_time(time.time())}
         ck.write_json(tmp / "metrics.json", metrics)
     return metrics
 
 
-def _dpo_pairs_of(cfg: DPOConfig, tokenizer) -> list[dict]:
-    """--data's pairs, their prompts rendered like the reward stage's."""
+def _check_dpo_inputs(cfg: DPOConfig, root: Path, name: str, profile: str) -> None:
+    """`lab dpo`'s flag errors, before any work: a --name that is not a folder name or would write over something
+    that is not a DPO policy, and an --eval_fraction that has nothing to split."""
+    from .harness import NAME
+
+    fix = ("use letters, digits, '.', '_' and '-' (up to 64 characters), and a name that is not one of the run's own "
+           "folders or files, e.g. --name dpo-sft")
+    if not NAME.fullmatch(name) or name in _RUN_FOLDERS or name.endswith("-checkpoints"):
+        raise LabError(f"{name!r} cannot name the DPO policy's folder", where="--name", fix=fix)
+    if (root / name).exists() and not _is_dpo_policy(root / name):
+        raise LabError("holds something other than a DPO policy, which --name would replace", path=str(root / name),
+                       fix=f"{fix}, or move that folder away first")
+    if not cfg.data and cfg.eval_fraction != DPOConfig.for_profile(profile).eval_fraction:
+        raise LabError(f"--eval_fraction {cfg.eval_fraction} splits --data's prompts, and the reward stage's pairs "
+                       "keep the split they were trained and held out with", fix="drop --eval_fraction, or give --data")
+
+
+def _is_dpo_policy(path: Path) -> bool:
+    """A folder `lab dpo` wrote (its metrics.json has `implicit_accuracy`), or one notebook 05 wrote before `lab dpo`
+    existed: a model saved alone, with no metrics or config of a stage beside it."""
+    if not path.is_dir():
+        return False
+    metrics = path / "metrics.json"
+    if metrics.is_file():
+        return "implicit_accuracy" in ck.read_json(metrics)
+    return ((path / "config.json").is_file() and not any(f.is_dir() for f in path.iterdir())
+            and not any((path / f).exists() for f in ("lab_config.json", "normalization.json", "adapter_config.json")))
+
+
+def _rendered_pairs(spec: str, split: str, tokenizer) -> list[dict]:
+    """--data's preference pairs, their prompts rendered with the Alpaca template like the reward stage's."""
     from .preferences import load_pairs
     from .tokenizer import render_alpaca
 
     return [p | {"prompt": render_alpaca(p["prompt"], "")}
-            for p in load_pairs(cfg.data, cfg.data_split, special_tokens=tokenizer.all_special_tokens)]
+            for p in load_pairs(spec, split, special_tokens=tokenizer.all_special_tokens)]
 
 
 # ------------------------------------------------------------------ reuse, like make

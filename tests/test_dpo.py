@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lab_utils import checkpoints as ck
-from lab_utils import dpo, stages
+from lab_utils import reward as R
+from lab_utils import stages
 from lab_utils.cli import main
 from lab_utils.errors import LabError
 from lab_utils.modeling import load_causal_lm
@@ -46,9 +47,9 @@ def dpo_run(sft_root, tmp_path_factory):
 def test_dpo_trains_on_the_training_pairs_whose_answers_ended_and_saves_a_causal_lm(dpo_run, sft_root):
     root, m = dpo_run
     assert (m["n_train_pairs"], m["n_eval_pairs"], m["n_cut_off"], m["n_too_long"]) == (24, 6, 1, 0)
+    assert m["n_eval_loss_pairs"] == 6
     assert m["built_from"] == {"sft": stages.stamp(root, "sft"), "reward": stages.stamp(root, "reward")}
-    policy, tok = load_causal_lm(str(root / "dpo"))  # a plain causal LM: `lab eval --model` and the apps load it
-    assert tok.pad_token_id != tok.eos_token_id
+    policy, _ = load_causal_lm(str(root / "dpo"))  # a plain causal LM: `lab eval --model` and the apps load it
     sft, _ = load_causal_lm(str(sft_root / "sft"))
     assert not torch.equal(policy.lm_head.weight, sft.lm_head.weight)
     assert ck.read_json(root / "dpo" / "metrics.json")["n_train_pairs"] == 24
@@ -62,10 +63,38 @@ def test_the_written_out_loss_on_the_implicit_rewards_is_trls(dpo_run):
     policy, tok = load_causal_lm(str(root / "dpo"))
     reference, _ = load_causal_lm(str(root / "sft"))
     held = [json.loads(line) for line in (root / "reward" / "pairs.jsonl").read_text().splitlines()][:6]
-    acc = dpo.implicit_accuracy(policy, reference, tok, held, beta=0.1)
-    by_hand = -F.logsigmoid(torch.tensor(acc["margins"])).mean().item()
-    assert by_hand == pytest.approx(m["eval_loss"], abs=2e-4)
-    assert acc["accuracy"] == m["implicit_accuracy"]
+    assert all(p["split"] == "eval" for p in held)
+
+    def log_ratio(side):
+        args = [p["prompt"] for p in held], [p[side] for p in held], [True] * len(held)
+        return R.response_loglik(policy, tok, *args) - R.response_loglik(reference, tok, *args)
+    margins = 0.1 * (log_ratio("chosen") - log_ratio("rejected"))
+    assert -F.logsigmoid(margins).mean().item() == pytest.approx(m["eval_loss"], abs=2e-4)
+    assert (margins > 0).float().mean().item() == m["implicit_accuracy"]
+
+
+def test_the_implicit_reward_is_read_in_float32_from_the_trained_weights(sft_root):
+    """Trained under bf16 autocast, the policy and the reference come out of the trainer with accelerate's autocast
+    wrapped around their forward; the implicit reward must be the saved float32 weights' (on tiny the wrapped
+    forward moved log-probabilities by ~0.1 nats and a held-out pair's ranking)."""
+    from lab_utils import dpo
+    from lab_utils.config import DPOConfig
+
+    policy, tok = load_causal_lm(str(sft_root / "sft"))
+    ref_model = load_causal_lm(str(sft_root / "sft"))[0]
+    pairs = [_pair(i, "train") for i in range(8)]
+    cfg = DPOConfig.for_profile("micro", bf16=True, lr=1e-3)
+    trainer, _, _ = dpo.train(cfg, policy, ref_model, tok, pairs)
+    got = torch.tensor(dpo.implicit_accuracy(trainer, tok, pairs, beta=cfg.beta)["margins"])
+    trained = load_causal_lm(str(sft_root / "sft"))[0]
+    trained.load_state_dict(trainer.model.state_dict())
+    fresh = load_causal_lm(str(sft_root / "sft"))[0]
+
+    def log_ratio(side):
+        args = [p["prompt"] for p in pairs], [p[side] for p in pairs], [True] * len(pairs)
+        return R.response_loglik(trained, tok, *args) - R.response_loglik(fresh, tok, *args)
+    assert torch.allclose(got, cfg.beta * (log_ratio("chosen") - log_ratio("rejected")), atol=1e-6)
+    assert got.abs().max() > 1e-3  # the policy moved: the check compares something
 
 
 def test_dpo_learns_the_preference_it_is_shown(dpo_run):
@@ -105,6 +134,50 @@ def test_bad_dpo_input_is_one_clear_error_before_any_training(sft_root, tmp_path
     with pytest.raises(LabError, match="no preference pair to train DPO on"):
         stages.run_dpo("micro", only_held, progress=False)
     assert not (root / "dpo").exists() and not (only_held / "dpo").exists()
+
+
+def test_a_prompt_keeps_one_split_and_held_out_cut_off_pairs_are_ranked_but_not_in_trls_loss(sft_root, tmp_path):
+    """A file's record may name its split; a prompt's pairs never straddle training and held out (the first split
+    given wins, as in `lab reward`), and a held-out pair with an answer cut off is ranked by the implicit reward but
+    left out of TRL's loss, which appends EOS to every answer."""
+    rows = [{"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"} for i in range(10)]
+    rows[0] |= {"split": "eval"}
+    rows.append({"prompt": "Is 0 a number?", "chosen": "yes!", "rejected": "no", "split": "train"})  # 0 stays held out
+    rows.append({"prompt": "Is 0 a number?", "chosen": "yes", "rejected": "n", "rejected_ended": False})
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    m = stages.run_dpo("micro", root, progress=False, data=str(data), eval_fraction=0.2)
+    # "Is 0": its three pairs held out; of the nine other prompts round(9 × 0.2) = 2 held out, one pair each
+    assert (m["n_eval_pairs"], m["n_train_pairs"], m["n_cut_off"]) == (5, 7, 0)
+    assert m["n_eval_loss_pairs"] == 4  # the held-out pair whose rejected answer was cut off
+
+
+def test_lora_dpo_trains_only_the_adapter_and_saves_a_merged_model(sft_root, tmp_path):
+    root = _run_with_pairs(sft_root, tmp_path, [_pair(i, "eval" if i < 2 else "train") for i in range(10)])
+    m = stages.run_dpo("micro", root, progress=False, lora=True, lora_r=4, lr=1e-3, bf16=False)
+    policy, _ = load_causal_lm(str(root / "dpo"))  # no adapter files: the adapter is merged into plain weights
+    sft, _ = load_causal_lm(str(sft_root / "sft"))
+    assert not (root / "dpo" / "adapter_config.json").exists()
+    assert torch.equal(policy.model.embed_tokens.weight, sft.model.embed_tokens.weight)  # not a LoRA target
+    assert not torch.equal(policy.model.layers[0].self_attn.q_proj.weight, sft.model.layers[0].self_attn.q_proj.weight)
+    assert m["implicit_accuracy"] is not None and m["eval_loss"] is not None
+
+
+def test_name_never_writes_over_what_is_not_a_dpo_policy(dpo_run, capsys):
+    root, _ = dpo_run
+    (root / "mine").mkdir()
+    (root / "mine" / "notes.txt").write_text("keep me")
+    (root / "votes.jsonl").write_text("{}\n")
+    for name, said in (("mine", "holds something other than a DPO policy"), ("sft", "cannot name"),
+                       ("votes.jsonl", "cannot name"), ("round2", "cannot name")):
+        with pytest.raises(LabError, match=said):
+            stages.run_dpo("micro", root, progress=False, name=name)
+    assert (root / "mine" / "notes.txt").read_text() == "keep me" and (root / "votes.jsonl").is_file()
+    with pytest.raises(LabError, match="--eval_fraction 0.5 splits --data's prompts"):
+        stages.run_dpo("micro", root, progress=False, eval_fraction=0.5)
+    assert stages._is_dpo_policy(root / "dpo")  # its own folder: `lab dpo` may write it again
 
 
 def test_lab_dpo_after_the_reward_stage_trains_on_its_pairs_and_evaluates_against_sft(sft_root, tmp_path, capsys):

@@ -539,6 +539,7 @@ def train_dpo(loss, save_to):
     \"\"\"`lab dpo --loss LOSS --name SAVE_TO`: TRL's DPOTrainer from the SFT model on `dpo_train`, set up by
     `lab_utils/dpo.py`, saved to out/save_to with its metrics; those metrics and the training seconds.\"\"\"
     m = stages.run_dpo(profile, out, name=save_to, progress=False, loss=loss)
+    assert m["n_train_pairs"] == len(dpo_train), "DPO trains on the pairs counted above"
     log = pd.DataFrame([h for h in m["history"] if "loss" in h])  # each row: the mean of 10 steps
     first, last = log.iloc[0], log.iloc[-1]
     print(f"{save_to}: {m['train_s']:.0f} s for {m['n_train_pairs'] * dpo_cfg.epochs:,.0f} pairs seen. Over the "
@@ -578,6 +579,7 @@ loss_trl = dpo["eval_loss"]  # TRL's `evaluate` on the held-out pairs whose answ
 # rounding (unmeasured there, so a looser bound)
 DPO_LOSS_TOLERANCE = 1e-3 if profile == "tiny" else 2e-2
 implicit_accuracy = (margin > 0).float().mean().item()
+assert abs(implicit_accuracy - dpo["implicit_accuracy"]) < 1e-4, "the package ranks the held-out pairs alike"
 print(f"held-out DPO loss: by hand {loss_by_hand:.4f}, TRL {loss_trl:.4f} ({int(both.sum())} pairs)")
 ranked = {"DPO's implicit reward": implicit_accuracy,
           "notebook 04's reward model": checkpoints.read_json(out / "reward" / "metrics.json")["pairwise_accuracy"],
