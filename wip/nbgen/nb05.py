@@ -514,7 +514,8 @@ token limit are left out).
 **Its settings** (β, learning rate, epochs) were picked on `tiny` among nine tried with one seed (wip/README.md): by
 the annotator's win rate against SFT on the validation prompts, among the five measured there. The other four were
 dropped after their results on the evaluation prompts, so those prompts played a part too. They are `lab dpo`'s
-defaults (`DPOConfig`).
+defaults on `tiny` (`DPOConfig`); on `full` it trains a LoRA adapter at lr 5e-6 for one epoch, settings no GPU run
+has measured yet.
 """)
 
 code("""
