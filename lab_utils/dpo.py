@@ -73,7 +73,9 @@ def implicit_accuracy(trainer, tokenizer, pairs: list[dict], beta: float) -> dic
     rejected one] (`reward.response_loglik`, EOS included where an answer ended), π_ref the trainer's reference
     (with LoRA, the policy with its adapter disabled). Same keys as `reward.pairwise_accuracy`; the margins are the
     implicit rewards' differences. In float32, like the saved weights: the trainer's models are unwrapped from the
-    bf16 autocast accelerate wraps their forward in (which moves log-probabilities by ~0.1 nats on tiny)."""
+    bf16 autocast accelerate wraps their forward in (which moves log-probabilities by ~0.1 nats on tiny). The
+    unwrapping is in place and also undoes TRL's fused LM head, so the trainer must not train or evaluate after it;
+    saving (`save`) is unaffected."""
     def unwrapped(model):
         return trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     policy = unwrapped(trainer.model)

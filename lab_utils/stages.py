@@ -15,6 +15,7 @@ while all three still hold.
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import time
@@ -263,7 +264,7 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
             n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
             source += f" + {n_previous} previous pairs"
     context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
-    pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, context, cfg.data or None)
+    pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, context, cfg.data or None, stacklevel=4)
     distinct = sorted({p["prompt"] for p in pairs})
     room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"]) if len(ids) + cfg.max_new_tokens <= context]
     if not room:
@@ -278,9 +279,11 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
     return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
 
 
-def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None) -> tuple[list[dict], int]:
+def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None,
+             stacklevel: int = 3) -> tuple[list[dict], int]:
     """(the pairs whose prompt and longer answer fit in --max_length and the model's context, how many did not);
-    a warning counts the ones left out, and an error says what to do when none is left."""
+    a warning counts the ones left out (`stacklevel`: at the stage's caller), and an error says what to do when none
+    is left."""
     from .reward import within_length
 
     limit = min(max_length, context)
@@ -291,7 +294,7 @@ def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: 
                        fix="bring shorter pairs, or raise --max_length if the model's context allows it")
     if len(kept) < len(pairs):
         warnings.warn(f"{len(pairs) - len(kept)} of {len(pairs)} preference pairs are {why} and were left out",
-                      stacklevel=3)
+                      stacklevel=stacklevel)
     return kept, len(pairs) - len(kept)
 
 
@@ -460,11 +463,12 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
                        path=cfg.data or str(pairs_file),
                        fix="bring more pairs on more prompts, or lower --eval_fraction" if cfg.data else
                            "collect more pairs: `lab reward --n_prompts N` with more prompts")
-    # the frozen reference: the SFT model as loaded here (a PAD token added where it had none), or with --lora the
-    # policy with its adapter disabled
-    ref_model = None if cfg.lora else load_causal_lm(str(sft_dir))[0]
+    # the frozen reference: a copy of the SFT model as loaded here (the same PAD row where one was added), or with
+    # --lora the policy with its adapter disabled
+    ref_model = None if cfg.lora else copy.deepcopy(policy)
     trainer, train_s, eval_loss = dpo.train(cfg, policy, ref_model, tokenizer, train_pairs, eval_pairs, progress)
-    implicit = dpo.implicit_accuracy(trainer, tokenizer, eval_pairs, cfg.beta) if eval_pairs else None
+    implicit = dpo.implicit_accuracy(trainer, tokenizer, eval_pairs, cfg.beta) if eval_pairs else None  # the last use
+    # of the trainer before saving: it unwraps the models in place
     metrics = {"n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_cut_off": len(cut_off),
                "n_too_long": n_too_long, "train_s": round(train_s, 2),
                # TRL's loss on the held-out pairs whose answers both ended (what it trains on)
@@ -498,14 +502,18 @@ def _check_dpo_inputs(cfg: DPOConfig, root: Path, name: str, profile: str) -> No
 
 
 def _is_dpo_policy(path: Path) -> bool:
-    """A folder `lab dpo` wrote (its metrics.json has `implicit_accuracy`), or one notebook 05 wrote before `lab dpo`
-    existed: a model saved alone, with no metrics or config of a stage beside it."""
+    """A folder `lab dpo` wrote (its metrics.json has `implicit_accuracy`), or dpo/ or dpo-sft/ as notebook 05 wrote
+    them before `lab dpo` existed: a model saved alone, with no metrics or config of a stage beside it."""
     if not path.is_dir():
         return False
     metrics = path / "metrics.json"
     if metrics.is_file():
-        return "implicit_accuracy" in ck.read_json(metrics)
-    return ((path / "config.json").is_file() and not any(f.is_dir() for f in path.iterdir())
+        try:
+            return "implicit_accuracy" in ck.read_json(metrics)
+        except (ValueError, OSError):  # not JSON: not one `lab dpo` wrote
+            return False
+    return (path.name in ("dpo", "dpo-sft") and (path / "config.json").is_file()
+            and not any(f.is_dir() for f in path.iterdir())
             and not any((path / f).exists() for f in ("lab_config.json", "normalization.json", "adapter_config.json")))
 
 
