@@ -467,8 +467,8 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     # --lora the policy with its adapter disabled
     ref_model = None if cfg.lora else copy.deepcopy(policy)
     trainer, train_s, eval_loss = dpo.train(cfg, policy, ref_model, tokenizer, train_pairs, eval_pairs, progress)
-    implicit = dpo.implicit_accuracy(trainer, tokenizer, eval_pairs, cfg.beta) if eval_pairs else None  # the last use
-    # of the trainer before saving: it unwraps the models in place
+    # the trainer's last use before saving: implicit_accuracy unwraps its models in place
+    implicit = dpo.implicit_accuracy(trainer, tokenizer, eval_pairs, cfg.beta) if eval_pairs else None
     metrics = {"n_train_pairs": len(train_pairs), "n_eval_pairs": len(eval_pairs), "n_cut_off": len(cut_off),
                "n_too_long": n_too_long, "train_s": round(train_s, 2),
                # TRL's loss on the held-out pairs whose answers both ended (what it trains on)
