@@ -175,8 +175,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         pairs, samples, held, n_too_long, source = _given_pairs(cfg, root, pairs, policy, tokenizer, progress)
         ratings, n_off_topic, asked = [], 0, None
     else:
-        pairs, ratings, samples, held, n_off_topic = _sampled_pairs(cfg, world, policy, tokenizer, progress)
-        n_too_long, source = 0, "sft samples"
+        pairs, ratings, samples, held, n_off_topic, n_too_long = _sampled_pairs(cfg, world, policy, tokenizer,
+                                                                                progress)
+        source = "sft samples"
         asked = {s["prompt"]: s["rec"] for s in samples}  # the records the annotator judged against
     sample_s = time.perf_counter() - t0
     train_pairs, eval_pairs = _split_pairs(cfg, pairs, held, given, n_too_long)
@@ -234,8 +235,9 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
 
 
 def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
-    """(pairs, ratings, samples, held-out prompts, n off-topic pairs): the SFT model answers the world's reward
-    prompts n_samples times, the annotator labels every pair and rates every answer."""
+    """(pairs, ratings, samples, held-out prompts, n off-topic pairs, n too long): the SFT model answers the world's
+    reward prompts n_samples times, the annotator labels every pair and rates every answer. Pairs longer than
+    --max_length are left out and counted here (RewardTrainer would drop them unseen, and n_train_pairs count them)."""
     from . import reward as R
 
     records = world_records("reward", world, cfg)
@@ -248,7 +250,10 @@ def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
     pairs, ratings = R.label_pairs(world, candidates, cfg.seed)
     off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
                                   cfg.seed)  # only sampled answers get off-topic pairs, and training prompts only
-    return pairs + off_topic, ratings, samples, held, len(off_topic)
+    kept, n_too_long = _fitting(pairs + off_topic, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
+                                None, stacklevel=4)
+    off = {id(p) for p in off_topic}  # the kept pairs are the same objects
+    return kept, ratings, samples, held, sum(id(p) in off for p in kept), n_too_long
 
 
 def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy, tokenizer, progress: bool):
