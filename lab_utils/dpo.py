@@ -20,9 +20,8 @@ from .reward import _ranking, response_loglik
 
 
 def ended(pair: dict, side: str) -> bool:
-    """Whether the pair's `side` answer ended with EOS (pairs someone brought carry no flag: they ended), read as
-    `reward.encode` reads it: a flag that is there but false or null means cut off."""
-    return bool(pair.get(f"{side}_ended", True))
+    """Whether the pair's `side` answer ended with EOS (pairs someone brought carry no flag: they ended)."""
+    return pair.get(f"{side}_ended") is not False
 
 
 def both_ended(pair: dict) -> bool:

@@ -251,7 +251,7 @@ def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
     off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
                                   cfg.seed)  # only sampled answers get off-topic pairs, and training prompts only
     kept, n_too_long = _fitting(pairs + off_topic, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
-                                None, stacklevel=4)
+                                None, stacklevel=4, fix="lower --max_new_tokens")
     off = {id(p) for p in off_topic}  # the kept pairs are the same objects
     return kept, ratings, samples, held, sum(id(p) in off for p in kept), n_too_long
 
@@ -285,7 +285,7 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
 
 
 def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None,
-             stacklevel: int = 3) -> tuple[list[dict], int]:
+             stacklevel: int = 3, fix: str = "bring shorter pairs") -> tuple[list[dict], int]:
     """(the pairs whose prompt and longer answer fit in --max_length and the model's context, how many did not);
     a warning counts the ones left out (`stacklevel`: at the stage's caller), and an error says what to do when none
     is left."""
@@ -296,7 +296,7 @@ def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: 
     why = f"longer than {limit} tokens (--max_length {max_length}, the model's context {context})"
     if not kept:
         raise LabError(f"all {len(pairs)} preference pairs are {why}", path=path,
-                       fix="bring shorter pairs, or raise --max_length if the model's context allows it")
+                       fix=f"{fix}, or raise --max_length if the model's context allows it")
     if len(kept) < len(pairs):
         warnings.warn(f"{len(pairs) - len(kept)} of {len(pairs)} preference pairs are {why} and were left out",
                       stacklevel=stacklevel)
@@ -327,7 +327,8 @@ def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bo
                + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
         fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
                f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give some "
-               "pairs \"split\": \"train\" / \"eval\"" if given else "collect more pairs (--n_prompts)")
+               "pairs \"split\": \"train\" / \"eval\"" if given
+               else "collect more pairs (--n_prompts)" + (", or raise --max_length" if n_too_long else ""))
         raise LabError(why, path=cfg.data or None, fix=fix)
     return train_pairs, eval_pairs
 

@@ -324,29 +324,42 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
     assert report["stages"]["reward"]["n_eval_pairs"] == m["n_eval_pairs"]
 
 
-def test_sampled_pairs_longer_than_max_length_are_left_out_and_counted(reward_metrics, sft_root, tmp_path):
+def test_sampled_pairs_longer_than_max_length_are_left_out_and_counted(reward_metrics, sft_root, tmp_path,
+                                                                        monkeypatch):
     """RewardTrainer drops pairs over its max_length without a word, so the stage leaves them out itself and counts
     them: n_train_pairs is then what the model trained on. The same seed samples the same pairs at any limit."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(sft_root / "sft")
+
+    def length(r):  # the longer of the pair's two sequences, as the stage encodes them
+        return max(len(R.encode(tok, r["prompt"], r[side], r.get(f"{side}_ended", True)))
+                   for side in ("chosen", "rejected"))
+
     rows = [json.loads(line) for line in (sft_root / "reward" / "pairs.jsonl").read_text().splitlines()]
-    longest = [max(len(R.encode(tok, r["prompt"], r[side], r.get(f"{side}_ended", True)))
-                   for side in ("chosen", "rejected")) for r in rows]
-    limit = sorted(longest)[len(longest) // 2]
-    over = sum(n > limit for n in longest)
+    limit = sorted(map(length, rows))[len(rows) // 2]
+    over = sum(length(r) > limit for r in rows)
+    assert over > 0
+    drawn = []  # the off-topic pairs the stage draws, before the length filter
+
+    def off_topic_pairs(*args, **kwargs):
+        drawn.extend(pairs := off_topic(*args, **kwargs))
+        return pairs
+
+    off_topic = R.off_topic_pairs
+    monkeypatch.setattr(R, "off_topic_pairs", off_topic_pairs)
     out = tmp_path / "run"
     shutil.copytree(sft_root / "sft", out / "sft")
     n_long = over + reward_metrics["n_too_long"]
     with pytest.warns(UserWarning, match=rf"^{n_long} of {len(rows) + reward_metrics['n_too_long']} preference "
-                                         rf"pairs are longer than {limit} tokens"):
+                                         rf"pairs are longer than {limit} tokens") as caught:
         m = stages.run_reward("micro", out, progress=False, off_topic=1, max_length=limit)
-    assert 0 < over and m["n_too_long"] == n_long
+    assert [w.filename for w in caught if "longer than" in str(w.message)] == [__file__]  # at the stage's caller
+    assert m["n_too_long"] == n_long and len(drawn) >= reward_metrics["n_off_topic_pairs"]
     kept = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
     assert m["n_train_pairs"] + m["n_eval_pairs"] == len(kept) == len(rows) - over
-    assert all(len(R.encode(tok, r["prompt"], r[side], r.get(f"{side}_ended", True))) <= limit
-               for r in kept for side in ("chosen", "rejected"))
-    assert 0 < m["n_off_topic_pairs"] <= reward_metrics["n_off_topic_pairs"]  # the ones left in
+    assert all(length(r) <= limit for r in kept)
+    assert 0 < m["n_off_topic_pairs"] == sum(length(p) <= limit for p in drawn) < len(drawn)  # the ones left in
 
 
 def test_the_stage_saves_the_normalisation_it_reports(reward_metrics, sft_root):
