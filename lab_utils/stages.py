@@ -268,6 +268,10 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
         if cfg.mix_previous:
             n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
             source += f" + {n_previous} previous pairs"
+    else:  # a null `chosen_ended`/`rejected_ended` means unknown: ended, as the loaders read it; drop it, so that
+        # `p.get(flag, True)` below and the saved pairs.jsonl read it so too
+        pairs = [{k: v for k, v in p.items() if v is not None or k not in ("chosen_ended", "rejected_ended")}
+                 for p in pairs]
     context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
     pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, context, cfg.data or None, stacklevel=4)
     distinct = sorted({p["prompt"] for p in pairs})

@@ -387,11 +387,14 @@ def test_given_pairs_keep_their_split_and_the_rest_are_split_as_usual(sft_root, 
     old = [{"prompt": f"Q{i}", "chosen": "yes", "rejected": "no", "split": "eval" if i < 3 else "train"}
            for i in range(8)]
     new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
+    new[0] |= {"chosen_ended": None, "rejected_ended": False}  # a vote stored before the flags were recorded: unknown
     out = tmp_path / "run"
     shutil.copytree(sft_root / "sft", out / "sft")
     m = stages.run_reward("micro", out, progress=False, pairs=old + new, eval_fraction=0.25)
     rows = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
     split = {r["prompt"]: r["split"] for r in rows}
+    n0 = next(r for r in rows if r["prompt"] == "N0")  # unknown reads as ended (no flag), as the loaders read it
+    assert "chosen_ended" not in n0 and n0["rejected_ended"] is False
     assert [split[f"Q{i}"] for i in range(8)] == ["eval"] * 3 + ["train"] * 5
     assert {split[f"N{i}"] for i in range(12)} == {"train", "eval"}
     assert m["n_train_pairs"] + m["n_eval_pairs"] == 20 and m["data"] == "20 given pairs"
