@@ -237,7 +237,8 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
 def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
     """(pairs, ratings, samples, held-out prompts, n off-topic pairs, n too long): the SFT model answers the world's
     reward prompts n_samples times, the annotator labels every pair and rates every answer. Pairs longer than
-    --max_length are left out and counted here (RewardTrainer would drop them unseen, and n_train_pairs count them)."""
+    --max_length are left out and counted here (RewardTrainer would drop them unseen while n_train_pairs counted
+    them)."""
     from . import reward as R
 
     records = world_records("reward", world, cfg)
