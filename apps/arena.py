@@ -28,7 +28,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch, started
+from apps.common import checked_prompt, launch, loaded, started
 from lab_utils import serving, tasks, votes
 from lab_utils.config import EvalConfig, WorldConfig, build_world_from
 from lab_utils.errors import LabError
@@ -68,7 +68,8 @@ class Arena:
                            print_exception=False)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
-        streams = started([(*self.models.get(n), serving.rendered_prompt(n, text)) for n in names], **self.sampling)
+        streams = started([(*loaded(self.models, n), serving.rendered_prompt(n, text)) for n in names],
+                          **self.sampling)
         for _ in serving.interleave(streams):
             yield streams[0].text, streams[1].text, battle
         answers, ended = [s.text for s in streams], [s.ended for s in streams]

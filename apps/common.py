@@ -28,6 +28,15 @@ def checked_prompt(text: str) -> str:
         raise gr.Error(str(err), print_exception=False) from None
 
 
+def loaded(models: serving.Models, name: str) -> tuple:
+    """`models.get(name)`, with a model folder that fails to load shown in the browser instead of a bare "Error"
+    (Gradio hides the text of any exception but its own `gr.Error`)."""
+    try:
+        return models.get(name)
+    except LabError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+
+
 def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
     """`serving.start_streams`, with a prompt too long for a model shown in the browser."""
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch, started
+from apps.common import checked_prompt, launch, loaded, started
 from lab_utils import serving
 from lab_utils.errors import LabError
 
@@ -34,7 +34,7 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     if not names or not set(names) <= set(models.names):
         raise gr.Error(f"pick one or more of: {', '.join(models.names)}", print_exception=False)
     chosen = [n for n in models.names if n in names]
-    jobs = [(*models.get(n), serving.rendered_prompt(n, text)) for n in chosen]
+    jobs = [(*loaded(models, n), serving.rendered_prompt(n, text)) for n in chosen]
     streams = dict(zip(chosen, started(jobs, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)))
 
     def panes() -> list[str]:
@@ -44,7 +44,12 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
         yield *panes(), None
     results = {n: {"answer": s.text, "ended": s.ended, "tokens": s.new_tokens, "reward": None}
                for n, s in streams.items()}
-    reward_model = models.reward_model()
+    try:
+        reward_model = models.reward_model()
+    except LabError as err:  # the answers stand; each score line says why there is no reward
+        reward_model = None
+        for r in results.values():
+            r["no_reward"] = f"the reward model did not load: {err}"
     if reward_model is not None:
         scores = serving.reward_scores(reward_model, text, [s.text for s in streams.values()],
                                        [s.ended for s in streams.values()])

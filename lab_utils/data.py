@@ -160,7 +160,9 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
     if _exists(path) and path.is_dir():
         raise LabError("is a folder, not a file", path=spec, fix="pass a .txt, .json or .jsonl file")
     if suffix == ".txt":
-        docs = [line.strip() for line in _read(path).splitlines() if line.strip()]
+        # one document per "\n"-ended line (a "\r" before it goes with .strip()); str.splitlines would also split
+        # inside a line at U+2028, U+0085, a form feed and the like, cutting one document into several
+        docs = [line.strip() for line in _read(path).split("\n") if line.strip()]
     elif suffix in (".jsonl", ".json"):
         if suffix == ".jsonl":
             rows = read_jsonl(path)
@@ -174,7 +176,8 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
                 raise LabError(f"expected an object, got {type(rec).__name__}", path=str(path), where=at, fix=fix)
             text = rec.get("text")
             if not isinstance(text, str):
-                got = "missing" if text is None else f"of type {type(text).__name__}, not a string"
+                got = ("null" if "text" in rec else "missing") if text is None else \
+                    f"of type {type(text).__name__}, not a string"
                 raise LabError(f"field 'text' is {got}", path=str(path), where=at, fix=fix)
             if text.strip():
                 docs.append(encodable(text, str(path), at, "text"))
@@ -189,14 +192,15 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
 
 
 def _hub_texts(spec: str, split: str) -> list[str]:
-    ds = _hub_dataset(spec, split)
+    ds = _hub_dataset(spec, split, local=".txt, .json or .jsonl")
     if "text" not in ds.column_names:
         raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
     return [t for t in ds["text"] if t and t.strip()]
 
 
-def _hub_dataset(spec: str, split: str):
-    """`name[:config]` from the hub (or its local cache); one clear error when it cannot be had."""
+def _hub_dataset(spec: str, split: str, local: str):
+    """`name[:config]` from the hub (or its local cache); one clear error when it cannot be had, whose fix names the
+    `local` file types the caller reads instead."""
     import datasets
 
     name, _, config = spec.partition(":")
@@ -206,7 +210,7 @@ def _hub_dataset(spec: str, split: str):
         raise LabError(f"could not load hub dataset ({cause(err)}); no local file has this name "
                        "either", path=spec, fix=f"check the hub id, its split (--data_split, now {split!r}) and your "
                        "network (offline, HF_HUB_OFFLINE=1 reads only the cache), or give the path of a local file "
-                       "with its extension (.txt, .json, .jsonl)") from None
+                       f"with its extension ({local})") from None
 
 
 # ------------------------------------------------------------------ Alpaca instruction data
@@ -230,7 +234,7 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
         rows = read_jsonl(path)
         where = [f"line {r.pop('_line')}" for r in rows]
     elif _is_hub_id(spec):
-        rows = _hub_rows(spec, split)
+        rows = _hub_rows(spec, split, local=".json or .jsonl")
         where = [f"row {i + 1}" for i in range(len(rows))]
     else:
         _not_loadable(spec, "use an Alpaca .json array, a .jsonl file, or a hub dataset id")
@@ -334,6 +338,9 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
         if name != "input" and not value.strip():
             raise LabError(f"field '{name}' is empty", path=spec, where=where, fix=f"give '{name}' some text")
         out[name] = encodable(value, spec, where, name)
+    # surrounding whitespace goes, as `preferences.load_prompts` drops it for PPO: a whitespace-only input is no
+    # input (the template without "### Input:") in every stage
+    out["instruction"], out["input"] = out["instruction"].strip(), out["input"].strip()
     # the response starts right after the template's "### Response:\n": a leading newline would merge with that one
     # into one token the model never sees at inference, where the prompt ends in "\n" (an indent stays)
     out["output"] = out["output"].lstrip("\r\n")
@@ -343,5 +350,5 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
                   "answer": None, "entity": None, "heldout": False}
 
 
-def _hub_rows(spec: str, split: str) -> list[dict]:
-    return list(_hub_dataset(spec, split))
+def _hub_rows(spec: str, split: str, local: str) -> list[dict]:
+    return list(_hub_dataset(spec, split, local))

@@ -12,6 +12,8 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
   (`p.get("chosen_ended", True)`).
 - `split` ("train" or "eval") only when a record of a local file has one, in any shape: `lab reward` keeps that
   record's prompt in its training or its held-out pairs, and splits the other prompts itself.
+- `input` only when an Alpaca-style pair has a non-empty one: the caller renders it under the template's
+  "### Input:", as it renders an SFT record's input (`stages._rendered_pairs`).
 
 Record shapes, detected per record (one file may mix them):
 
@@ -25,10 +27,18 @@ Record shapes, detected per record (one file may mix them):
   transcript up to its final "Assistant:", and must be the same in both;
 - ShareGPT (LLaMA-Factory): `conversations` `[{"from": "human" | "gpt" | "system", "value"}]` with
   `chosen` and `rejected` single messages `{"from": "gpt", "value"}`;
+- Alpaca-style (LLaMA-Factory): `instruction`, optional `input`, `system` and `history` (as in `data.load_alpaca`),
+  and `chosen` / `rejected` replies (strings or single assistant messages); optional `chosen_ended` /
+  `rejected_ended` as with a `prompt`;
 - the arena vote export: `prompt`, `chosen`, `rejected` strings, with `chosen_ended` / `rejected_ended`
-  (null where not known); extra keys (`vote_id`, `model_chosen`, …) are ignored. The arena's database itself
-  (`votes.db`, `.sqlite`) is read the same way, through `votes.pairs`: its A-better and B-better votes,
-  without ties and both-bad votes.
+  (null where not known); extra keys (`vote_id`, `model_chosen`, …) are ignored, but a `vote_id` marks the
+  prompt as typed in the arena and shown to both models as it is: it is never read as an HH transcript. The
+  arena's database itself (`votes.db`, `.sqlite`) is read the same way, through `votes.pairs`: its A-better and
+  B-better votes, without ties and both-bad votes.
+
+A record with neither `prompt` nor `instruction` but another field that holds a prompt in other datasets' layouts
+(`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`) is an error rather than a pair whose prompt is
+guessed from the replies with that field dropped.
 
 Every message of a prompt must say something. A pair whose chosen and rejected are identical (same text,
 same ending) teaches nothing (its Bradley–Terry loss is a constant log 2): it is skipped with one warning
@@ -50,7 +60,9 @@ from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, a
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
-          "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, or the arena vote export")
+          "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, Alpaca-style "
+          "instruction/input + chosen/rejected, or the arena vote export")
+PROMPT_LIKE = ("question", "query", "input", "system", "history")  # prompt fields of other datasets' pair layouts
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 _CJK_PUNCT = set("。，；：！？、")  # Chinese puts no space after these: a shared prefix may end at any of them
 _PUNCT = set(".,;:!?")  # ... but at these only before a space ("3.14" / "3.15" share "3.1", not a sentence)
@@ -82,8 +94,8 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     pairs = [parse_pair(row, (spec, at)) | ({} if hub else _split(row, (spec, at))) for row, at in zip(rows, where)]
     n_parsed = len(pairs)
     pairs = [p for p, at in zip(pairs, where)
-             if not special_token_record({k: p[k] for k in ("prompt", "chosen", "rejected")}, special_tokens, spec,
-                                         at, hub)]
+             if not special_token_record({k: p[k] for k in ("prompt", "input", "chosen", "rejected") if k in p},
+                                         special_tokens, spec, at, hub)]
     warn_left_out(spec, n_parsed - len(pairs), len(pairs))
     kept = [p for p in pairs if not _identical(p)]
     if not kept:
@@ -113,7 +125,7 @@ def _rows(spec: str, split: str) -> tuple[list, list[str]]:
         rows = votes.pairs(path)
         return rows, [f"vote {r['vote_id']}" for r in rows]
     if _is_hub_id(spec):
-        rows = _hub_rows(spec, split)
+        rows = _hub_rows(spec, split, local=".json, .jsonl, or the arena's votes.db")
         return rows, [f"row {i + 1}" for i in range(len(rows))]
     _not_loadable(spec, "use a .json array, a .jsonl file, the arena's votes.db, or a hub dataset id")
 
@@ -130,10 +142,18 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         _fail(at, f"unknown record shape (keys: {sorted(rec)})", f"use one of: {SHAPES}")
     chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
     if "prompt" in rec:
-        prompt = _prompt(rec["prompt"], "prompt", at)
+        # the arena's own votes hold the prompt as it was typed and shown to the models: never a transcript to parse
+        prompt = _literal(rec["prompt"], at) if "vote_id" in rec else _prompt(rec["prompt"], "prompt", at)
         (c, c_before), (r, r_before) = _reply(chosen, "chosen", at), _reply(rejected, "rejected", at)
         return {"prompt": _with_context(prompt, rec["prompt"], c_before, r_before, at), "chosen": c,
                 "rejected": r} | _ended(rec, at)
+    if "instruction" in rec:
+        return _alpaca_pair(rec, chosen, rejected, at)
+    for field in PROMPT_LIKE:
+        if rec.get(field) is not None:  # the implicit-prompt shapes below would drop it without a word
+            _fail(at, f"field '{field}' looks like the prompt, but a record without 'prompt' or 'instruction' takes "
+                      "its prompt from the text 'chosen' and 'rejected' share",
+                  f"rename '{field}' to 'prompt' (a system message: make 'prompt' a message list that starts with it)")
     if isinstance(chosen, str) and isinstance(rejected, str):
         for field, text in (("chosen", chosen), ("rejected", rejected)):
             encodable(text, at[0], at[1], field)  # before any split: the tokenizer fails on half a character
@@ -142,6 +162,30 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         return _shared_messages(chosen, rejected, at)
     _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
           "without a 'prompt', give both as strings or both as message lists")
+
+
+def _literal(value, at: Where) -> str:
+    """A vote's prompt: the text the arena rendered for both models, taken as it is."""
+    text = _text(value, "prompt", at)
+    if not text:
+        _fail(at, "field 'prompt' is empty", "give 'prompt' the user's question")
+    return text
+
+
+def _alpaca_pair(rec: dict, chosen, rejected, at: Where) -> dict:
+    """LLaMA-Factory's Alpaca-style pair: `instruction`, an optional `input`, `system` and `history`, and the two
+    replies. The prompt is rendered as `load_prompts` and SFT render that record: the instruction with its context
+    (`data.alpaca_context`), and the input, when there is one, under the template's "### Input:"."""
+    instruction = _text(rec["instruction"], "instruction", at)
+    if not instruction:
+        _fail(at, "field 'instruction' is empty", "give 'instruction' the task")
+    text = _text(rec["input"], "input", at) if rec.get("input") is not None else ""
+    (c, c_before), (r, r_before) = _reply(chosen, "chosen", at), _reply(rejected, "rejected", at)
+    if c_before or r_before:
+        _fail(at, "an Alpaca-style pair's 'chosen' or 'rejected' holds messages before its reply",
+              "give 'chosen' and 'rejected' the assistant's reply alone; earlier turns go in 'history'")
+    return ({"prompt": alpaca_context(rec, instruction, at[0], at[1]), "chosen": c, "rejected": r}
+            | ({"input": text} if text else {}) | _ended(rec, at))
 
 
 def _split(rec: dict, at: Where) -> dict:

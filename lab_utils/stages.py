@@ -529,11 +529,12 @@ def _is_dpo_policy(path: Path) -> bool:
 
 
 def _rendered_pairs(spec: str, split: str, tokenizer) -> list[dict]:
-    """--data's preference pairs, their prompts rendered with the Alpaca template like the reward stage's."""
+    """--data's preference pairs, their prompts rendered with the Alpaca template like the reward stage's (with the
+    "### Input:" part for an Alpaca-style pair's `input`)."""
     from .preferences import load_pairs
     from .tokenizer import render_alpaca
 
-    return [p | {"prompt": render_alpaca(p["prompt"], "")}
+    return [{k: v for k, v in p.items() if k != "input"} | {"prompt": render_alpaca(p["prompt"], p.get("input", ""))}
             for p in load_pairs(spec, split, special_tokens=tokenizer.all_special_tokens)]
 
 

@@ -83,6 +83,10 @@ def _connect(db: str | os.PathLike):
         if str(err) in ("unable to open database file", "attempt to write a readonly database"):
             raise LabError(f"cannot write the vote store ({err})", path=str(db),
                            fix="the arena needs a writable run folder: copy the run, or pass --out") from None
+        if str(err) == "database is locked":  # another writer held it past the busy timeout
+            raise LabError(f"the vote store stayed locked for {BUSY_TIMEOUT_MS / 1000:g} s", path=str(db),
+                           fix="try again; if it persists, close whatever else holds votes.db open (a second arena, "
+                               "a sqlite3 shell inside a transaction)") from None
         raise
 
 

@@ -136,10 +136,10 @@ def test_text_that_spells_a_special_token_names_record_and_field(tmp_path):
 
 def test_a_hub_dataset_leaves_out_records_that_spell_a_special_token(monkeypatch):
     """A hub dataset cannot be edited, and one record in 52,000 should not stop the stage: it is left out, counted."""
-    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split: [rec(), rec(output="x <|eos|>"), rec()])
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split, local: [rec(), rec(output="x <|eos|>"), rec()])
     with pytest.warns(UserWarning, match="owner/alpaca: left out 1 record"):
         assert len(load_alpaca("owner/alpaca", special_tokens=SPECIALS)) == 2
-    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split: [rec(output="<|pad|>")])
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split, local: [rec(output="<|pad|>")])
     with pytest.raises(LabError, match="every record spells out a special token"):
         load_alpaca("owner/alpaca", special_tokens=SPECIALS)
 
@@ -225,3 +225,14 @@ def test_an_output_starts_where_the_template_leaves_off(tmp_path):
     """"### Response:\\n" + "\\nHi." would tokenize its two newlines as one token the model never sees at inference."""
     data = write(tmp_path / "lead.json", json.dumps([rec(output="\n\nHi."), rec(output="\n    x = 1")]))
     assert [r["output"] for r in load_alpaca(str(data))] == ["Hi.", "    x = 1"]  # an indented first line keeps it
+
+
+def test_surrounding_whitespace_is_dropped_as_for_ppos_prompts(tmp_path):
+    """SFT and `lab ppo --data` read one record the same way: a whitespace-only input is no input (the template
+    without "### Input:"), not a blank one."""
+    from lab_utils.preferences import load_prompts
+
+    data = write(tmp_path / "ws.json", json.dumps([{"instruction": " Q?\n", "input": "  ", "output": "A"},
+                                                   {"instruction": "Sum.", "input": "\t2 3 ", "output": "5"}]))
+    records = load_alpaca(str(data))
+    assert [(r["instruction"], r["input"]) for r in records] == load_prompts(str(data)) == [("Q?", ""), ("Sum.", "2 3")]

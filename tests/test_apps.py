@@ -257,6 +257,30 @@ def test_a_prompt_longer_than_the_models_context_is_refused_before_any_answer_st
     assert stream.new_tokens <= 3
 
 
+def test_a_model_or_reward_model_that_fails_to_load_is_said_in_the_browser(app_root, tmp_path):
+    """Gradio shows the text of its own `gr.Error` only; any other exception reaches the page as a bare "Error".
+    A torn weights file is a LabError naming the folder: the arena and compare show it. A reward model that fails
+    to load costs compare only the scores: the answers stand, and each score line says why."""
+    root = tmp_path / "run"
+    shutil.copytree(app_root / "sft", root / "sft")
+    (root / "base").symlink_to(app_root / "base")
+    weights = root / "sft" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # torn mid-write
+    shutil.copytree(app_root / "reward", root / "reward")
+    (root / "reward" / "normalization.json").write_text("{oops")
+    broken = serving.Models(root)
+    with pytest.raises(gr.Error, match=r"run/sft: could not load a model"):
+        next(arena.Arena(root, "micro", max_new_tokens=4).battle(QUESTION))
+    with pytest.raises(gr.Error, match=r"run/sft: could not load a model"):
+        next(compare.compare(broken, QUESTION, ["base", "sft"], 0.0, 1.0, 4))
+    *_, (answer, _, results) = compare.compare(broken, QUESTION, ["base"], 0.0, 1.0, 4)
+    assert results["base"]["answer"] == answer and results["base"]["reward"] is None
+    assert compare.score_line("base", results).endswith(" · the reward model did not load: "
+                                                        f"{root / 'reward' / 'normalization.json'}: not a normalisation"
+                                                        ' (a JSON object with numbers "mean" and "std"). Fix: train the'
+                                                        " reward model again (`lab reward`).")
+
+
 def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     a = arena.Arena(run_folder(app_root, tmp_path), "micro", max_new_tokens=6)
     assert a.contestants == ["sft"]  # with one fine-tuned model: two samples of it; the base model stays out

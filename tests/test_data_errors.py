@@ -48,6 +48,7 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("huge.json", '[{"text": "x", "n": ' + "9" * 5_000 + "}]", ["more than 4,300 digits"]),
     ("object.json", '{"text": "a whole file as one object"}', ["expected a JSON array"]),
     ("record.json", '[{"text": "ok"}, {"body": "hello"}]', ["record 2", "field 'text' is missing"]),
+    ("null.jsonl", '{"text": "ok"}\n{"text": null}\n', ["line 2", "field 'text' is null"]),
     ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
     # valid UTF-8, but UTF-16 saved without a byte-order mark: every other byte is NUL
     ("utf16.txt", "hello\nworld\n".encode("utf-16-le"), ["line 1", "NUL characters", "save the file as UTF-8"]),
@@ -88,7 +89,7 @@ def test_hub_id_with_a_dot_goes_to_the_hub(monkeypatch, load, expected):
     row = {"text": "hello world", "instruction": "Say hi.", "input": "", "output": "Hi."}
     asked = []
     monkeypatch.setattr("lab_utils.data._hub_dataset",
-                        lambda spec, split: asked.append(spec) or Dataset.from_list([row]))  # offline stand-in
+                        lambda spec, split, local: asked.append(spec) or Dataset.from_list([row]))  # offline stand-in
     got = load("allenai/tulu-2.5-preference-data")
     assert asked == ["allenai/tulu-2.5-preference-data"]
     assert [r["output"] if isinstance(r, dict) else r for r in got] == [expected]
@@ -101,6 +102,25 @@ def test_a_missing_file_without_an_extension_says_so_offline(tmp_path, monkeypat
     with pytest.raises(LabError, match=r"could not load hub dataset .*; no local file has this name either"
                                        r".*--data_split.*or give the path of a local file"):
         load_texts("data/pairs")
+
+
+@pytest.mark.parametrize("load, types", [(load_texts, ".txt, .json or .jsonl"), (load_alpaca, ".json or .jsonl"),
+                                         ("pairs", ".json, .jsonl, or the arena's votes.db")])
+def test_a_hub_id_that_cannot_be_loaded_names_the_local_files_that_loader_reads(tmp_path, monkeypatch, load, types):
+    """The fix offers the file types of the loader that failed: a .txt file is no way to give preference pairs."""
+    from lab_utils.preferences import load_pairs
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabError) as err:
+        (load_pairs if load == "pairs" else load)("owner/no-such-set")
+    assert f"give the path of a local file with its extension ({types})." in str(err.value)
+
+
+def test_a_text_file_is_split_into_documents_at_line_ends_only(tmp_path):
+    """U+2028, U+2029, U+0085 and a form feed end no line of a text file (str.splitlines split there): a pasted
+    article keeps its one document. Windows line ends are line ends."""
+    data = write(tmp_path / "docs.txt", "one\u2028still one\x85and\x0cone\r\n\r\ntwo\u2029two\n")
+    assert load_texts(str(data)) == ["one\u2028still one\x85and\x0cone", "two\u2029two"]
 
 
 def test_unknown_profile_is_one_error_line(tmp_path, capsys):

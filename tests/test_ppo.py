@@ -141,10 +141,28 @@ def test_kl_is_zero_against_an_identical_reference(run_root):
 
 
 def test_lora_reference_is_the_policy_with_its_adapter_off(run_root):
-    trainer = make_trainer(run_root, lora=True)
+    """The reference of a LoRA policy is the policy with its adapter switched off: the SFT model itself. LoRA's B
+    starts at 0 (adapter on == off), so B is drawn non-zero first, as after some training; otherwise a reference
+    that kept the adapter on would pass too."""
+    from lab_utils import ppo_math as M
+
+    trainer = make_trainer(run_root, lora=True, mixed_precision="no")
     assert trainer.ref_model is None
-    batch = trainer.rollout(trainer.prompts[:4])  # LoRA B starts at 0: adapter on == adapter off
-    assert batch["kl"].abs().max() < 1e-5
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.05)
+    b = trainer.rollout(trainer.prompts[:4])
+    sft = modeling.load_causal_lm(str(run_root / "sft"))[0].eval()
+    with torch.no_grad():
+        sft_logprobs = M.logprobs_from_logits(
+            ppo.response_logits(sft, b["query"], b["query_mask"], b["response"], b["loss_mask"],
+                                trainer.cfg.temperature), b["response"])
+    mask = b["loss_mask"].bool()
+    assert torch.allclose(b["ref_logprobs"][mask], sft_logprobs[mask], atol=1e-4)  # the adapter was off
+    assert (b["logprobs"] - b["ref_logprobs"])[mask].abs().max() > 1e-2  # ... and it is on for the policy
 
 
 def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root, monkeypatch):

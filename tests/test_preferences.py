@@ -105,6 +105,13 @@ FORMATS = {  # name: (record, expected pair)
         {"prompt": "Human: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"}),
     "arena vote export": ({"vote_id": 7, **PAIR, "model_chosen": "rlhf", "model_rejected": "sft",
                            "created_at": "2025-01-01T00:00:00"}, PAIR),
+    "alpaca-style (LLaMA-Factory)": ({"instruction": PAIR["prompt"], "input": "", "chosen": "Paris.",
+                                      "rejected": "Berlin."}, PAIR),
+    "alpaca-style with system, history and message replies": (
+        {"instruction": "2+2?", "system": "Be brief.", "history": [["Hi!", "Hello."]],
+         "chosen": {"from": "gpt", "value": "4"}, "rejected": {"role": "assistant", "content": "5"}},
+        {"prompt": "Be brief.\n\nHuman: Hi!\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4",
+         "rejected": "5"}),
 }
 
 
@@ -359,7 +366,7 @@ def test_non_utf8_file_is_still_one_clear_error(tmp_path):
 @pytest.mark.parametrize("spec", ["allenai/tulu-2.5-preference-data", "Anthropic/hh-rlhf", "owner/name:config"])
 def test_hub_id_with_dots_goes_to_the_hub(monkeypatch, spec):
     asked = []
-    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split: asked.append(name) or [PAIR])
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split, local: asked.append(name) or [PAIR])
     assert load_pairs(spec) == [PAIR] and asked == [spec]
 
 
@@ -397,7 +404,7 @@ def test_a_split_passes_through_when_given_and_a_bad_one_names_its_line(tmp_path
 
 
 def test_a_hub_datasets_own_split_column_is_not_the_labs_field(monkeypatch):
-    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split: [PAIR | {"split": "test"}])
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda name, split, local: [PAIR | {"split": "test"}])
     assert load_pairs("owner/name") == [PAIR]
 
 
@@ -498,3 +505,44 @@ def test_real_files_give_their_distinct_prompts(dpo_demo, alpaca_demo):
     records = json.loads(alpaca_demo.read_text(encoding="utf-8"))
     expected = list(dict.fromkeys((r["instruction"].strip(), r["input"].strip()) for r in records))
     assert load_prompts(str(alpaca_demo)) == expected and len(expected) > 900
+
+
+# ------------------------------------------------------------------ prompts under other names
+
+def test_an_alpaca_style_pairs_input_reaches_the_reward_stage_as_ppo_sees_it(tmp_path):
+    """LLaMA-Factory's Alpaca-style pair {instruction, input, chosen, rejected}: its prompt is not the text the two
+    replies share (that reading gave "The colour is" with the question dropped), and its input is rendered under
+    "### Input:" for the reward stage exactly as `lab ppo --data` renders the same record."""
+    from types import SimpleNamespace
+
+    from lab_utils.stages import _rendered_pairs
+    from lab_utils.tokenizer import render_alpaca
+
+    spec = write_jsonl(tmp_path / "alpaca_pairs.jsonl", [
+        {"instruction": "Name the colour.", "input": "", "chosen": "The colour is blue.",
+         "rejected": "The colour is red."},
+        {"instruction": " Sum these. ", "input": " 2 3\n", "chosen": "5", "rejected": "6", "rejected_ended": False}])
+    assert load_pairs(spec) == [
+        {"prompt": "Name the colour.", "chosen": "The colour is blue.", "rejected": "The colour is red."},
+        {"prompt": "Sum these.", "input": "2 3", "chosen": "5", "rejected": "6", "rejected_ended": False}]
+    prompts = load_prompts(spec)
+    assert prompts == [("Name the colour.", ""), ("Sum these.", "2 3")]
+    rendered = _rendered_pairs(spec, "train", SimpleNamespace(all_special_tokens=[]))
+    assert [p["prompt"] for p in rendered] == [render_alpaca(*p) for p in prompts]  # what PPO renders
+    assert "### Input:\n2 3" in rendered[1]["prompt"] and all("input" not in p for p in rendered)
+
+
+@pytest.mark.parametrize("record, field", [
+    ({"system": "You are helpful.", "question": "Colour of the sky?", "chosen": "It is blue.",
+      "rejected": "It is green."}, "question"),  # Intel/orca_dpo_pairs
+    ({"input": "Colour of the sky?", "chosen": "It is blue.", "rejected": "It is green."}, "input"),
+    ({"query": "Colour of the sky?", "chosen": [assistant("It is blue.")], "rejected": [assistant("It is green.")]},
+     "query"),
+])
+def test_a_prompt_under_another_name_is_an_error_not_a_guess(tmp_path, record, field):
+    """Without 'prompt' or 'instruction' the prompt would be the replies' shared text ("It is"), the real question
+    dropped without a word: one error names the field instead."""
+    spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, record])
+    with pytest.raises(LabError, match=rf"line 2: field '{field}' looks like the prompt.*Fix: rename '{field}' to "
+                                       r"'prompt'"):
+        load_pairs(spec)

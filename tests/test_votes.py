@@ -115,6 +115,18 @@ def test_export_keeps_a_and_b_votes_and_round_trips_through_load_pairs(db, tmp_p
     assert votes.count(db) == {"a": 1, "b": 1, "tie": 1, "both_bad": 1}  # ties and both-bad stay in the store
 
 
+@pytest.mark.parametrize("prompt", ["Human:\n\nAssistant:", "Human: What is 2+2?\n\nAssistant:",
+                                    "Assistant: hi\n\nAssistant:"])
+def test_a_typed_prompt_that_looks_like_a_transcript_comes_back_as_typed(db, tmp_path, prompt):
+    """The arena shows both models the prompt as typed. Read as an Anthropic HH transcript it either broke the whole
+    store's export ("message 0 ... is empty") or came back as another prompt than the one the answers are to."""
+    votes.record_vote(db, "1", prompt, "4", "5", "sft", "rlhf", "a")
+    out = tmp_path / "votes.jsonl"
+    votes.export_pairs(db, out)
+    for spec in (out, db):
+        assert load_pairs(str(spec)) == [{"prompt": prompt.strip(), "chosen": "4", "rejected": "5"}]
+
+
 def test_whether_each_answer_ended_goes_from_the_vote_to_the_export(db, tmp_path):
     vote(db, "1", "a", a_ended=True, b_ended=False)   # A ended and won over a cut-off B
     vote(db, "2", "b", a_ended=True, b_ended=False)   # the cut-off B won: the flags follow the answers
@@ -233,6 +245,22 @@ def test_a_writer_killed_mid_way_leaves_a_consistent_store(db, tmp_path):
     assert [r["vote_id"] for r in rows] == [f"doomed-{k}" for k in range(len(rows))]  # no gap, nothing torn
     assert vote(db, "after", "a")  # the store takes new votes, and exports
     assert votes.export_pairs(db, tmp_path / "after.jsonl") == len(rows) + 1  # the writer voted only a or b
+
+
+def test_a_store_locked_past_the_busy_timeout_is_a_lab_error(db, monkeypatch):
+    """Another process held the write lock for the whole busy timeout: one line saying so and what to do, not a
+    bare sqlite3 traceback (the arena shows a LabError's text in the browser)."""
+    real = sqlite3.connect
+    holder = real(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the test ends
+    try:
+        monkeypatch.setattr(votes, "BUSY_TIMEOUT_MS", 100)
+        with pytest.raises(LabError, match=r"votes.db: the vote store stayed locked .*Fix: try again"):
+            vote(db, "1", "a")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert vote(db, "1", "a")  # free again: the same vote goes in
 
 
 def test_a_store_that_cannot_be_written_is_a_lab_error(tmp_path, monkeypatch):
