@@ -48,7 +48,9 @@ def atomic_dir(final: str | os.PathLike):
         for path in tmp.rglob("*"):  # `safetensors` and `tempfile` write owner-only files
             if not path.is_symlink():
                 _usual_mode(path, folder=path.is_dir())
+                _fsync(path)  # on disk before the rename: after a power cut the folder is whole or absent
         _usual_mode(tmp, folder=True)
+        _fsync(tmp)
         if final.exists():
             old = final.with_name(f".old-{final.name}-{os.getpid()}")
             os.replace(final, old)
@@ -58,6 +60,15 @@ def atomic_dir(final: str | os.PathLike):
             os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') written data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(path: str | os.PathLike, write) -> None:
@@ -104,14 +115,17 @@ def read_json(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra: dict) -> Path:
-    """A resumable checkpoint `step-NNNNNNN/`: weights (safetensors), optimizer, scheduler, RNG, state."""
+def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra: dict, scaler=None) -> Path:
+    """A resumable checkpoint `step-NNNNNNN/`: weights (safetensors), optimizer, scheduler, RNG, state, and the
+    gradient scaler of an fp16 run (its loss scale; without it a resumed run starts at 2^16 again and skips steps)."""
     final = Path(ckpt_root) / f"step-{step:07d}"
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
         write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
     return final
 
@@ -125,11 +139,18 @@ def latest_checkpoint(ckpt_root) -> Path | None:
     return max(done, key=lambda d: int(_STEP.match(d.name).group(1)), default=None)
 
 
-def load_training_state(ckpt: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG (weights are loaded by the caller); returns state.json."""
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+def load_training_state(ckpt: Path, optimizer, scheduler, scaler=None) -> dict:
+    """Restore optimizer, scheduler, RNG and an fp16 run's gradient scaler (weights are loaded by the caller); returns
+    state.json. Tensors load onto the CPU (`accelerator.prepare` moves the optimizer's after): a checkpoint saved on a
+    GPU resumes on a machine without one."""
+    def load(name: str):
+        return torch.load(ckpt / name, weights_only=True, map_location="cpu")
+
+    optimizer.load_state_dict(load("optimizer.pt"))
+    scheduler.load_state_dict(load("scheduler.pt"))
+    torch.set_rng_state(load("rng.pt")["torch"])
+    if scaler is not None and (ckpt / "scaler.pt").is_file():
+        scaler.load_state_dict(load("scaler.pt"))
     return read_json(ckpt / "state.json")
 
 

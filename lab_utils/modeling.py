@@ -100,14 +100,22 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
     except (OSError, ValueError, SafetensorError) as err:  # no such folder or id, offline, not a model, a torn file
         raise load_error(path_or_id, err) from None
-    # Many hub models ship no PAD, or reuse EOS as PAD; PAD must differ from EOS: PPO truncates after the first EOS,
-    # and the reward model reads its score at the last token that is not PAD.
-    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        tok.add_special_tokens({"pad_token": "<|pad|>"})
+    if with_distinct_pad(tok):
         model.resize_token_embeddings(len(tok))
         model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
     tok.padding_side = "left"
     return model, tok
+
+
+def with_distinct_pad(tok) -> bool:
+    """Give `tok` a PAD of its own ("<|pad|>") when it has none or reuses EOS; True when one was added (the model's
+    embeddings then need `resize_token_embeddings(len(tok))`). Many hub models ship no PAD, or reuse EOS as PAD; PAD
+    must differ from EOS: PPO truncates after the first EOS, and the reward model reads its score at the last token
+    that is not PAD."""
+    if tok.pad_token is not None and tok.pad_token_id != tok.eos_token_id:
+        return False
+    tok.add_special_tokens({"pad_token": "<|pad|>"})
+    return True
 
 
 def fresh_accelerator(**kwargs) -> Accelerator:

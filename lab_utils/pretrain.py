@@ -198,7 +198,7 @@ def _check_finite(loss: torch.Tensor, step: int, cfg: PretrainConfig, accelerato
 
 
 def _resume_point(cfg: PretrainConfig, resume: bool | str, ckpt_root: Path, fingerprints: dict, model, optimizer,
-                  scheduler, say) -> tuple[int, dict]:
+                  scheduler, say, scaler=None) -> tuple[int, dict]:
     """The step to start at and the history so far: 0 and an empty one, or the last checkpoint's, loaded into
     `model`, `optimizer` and `scheduler`. A checkpoint trained with other settings is an error for `resume=True`
     and a fresh start for "auto"."""
@@ -217,7 +217,7 @@ def _resume_point(cfg: PretrainConfig, resume: bool | str, ckpt_root: Path, fing
         say(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
         return 0, history
     model.load_state_dict(type(model).from_pretrained(last).state_dict())
-    state = ck.load_training_state(last, optimizer, scheduler)
+    state = ck.load_training_state(last, optimizer, scheduler, scaler)
     say(f"[lab] pretrain: resuming from {last} (step {state['step']})")
     return state["step"], state["history"]
 
@@ -249,7 +249,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
     fingerprints = {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "data_sha256": ck.file_sha256(cfg.data)}
     say = print if accelerator.is_main_process else (lambda *_: None)  # one line per run, not per process
-    start, history = _resume_point(cfg, resume, ckpt_root, fingerprints, model, optimizer, scheduler, say)
+    start, history = _resume_point(cfg, resume, ckpt_root, fingerprints, model, optimizer, scheduler, say,
+                                   accelerator.scaler)
     clear_earlier = start == 0  # a fresh run: an earlier run's checkpoints go when this run saves its first one
     # The scheduler stays ours: each process takes its share of one global batch per step (below), and accelerate's
     # scheduler wrapper would step the schedule once per process, finishing warmup and decay N times too early.
@@ -273,7 +274,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        scheduler.step()
+        if not optimizer.step_was_skipped:  # fp16 skips a step whose gradients overflowed: the schedule waits too
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_time += time.perf_counter() - ts
         _check_finite(loss, step, cfg, accelerator)
@@ -293,7 +295,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
                 shutil.rmtree(ckpt_root, ignore_errors=True)
                 clear_earlier = False
             ck.save_training_state(ckpt_root, step + 1, accelerator.unwrap_model(model), optimizer, scheduler,
-                                   {"history": history, "config": cfg.to_dict(), **fingerprints})
+                                   {"history": history, "config": cfg.to_dict(), **fingerprints}, accelerator.scaler)
             ck.prune_checkpoints(ckpt_root)
     bar.close()
     model = accelerator.unwrap_model(model)

@@ -42,7 +42,7 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
-from .modeling import check_model_folder, load_error
+from .modeling import check_model_folder, load_error, with_distinct_pad
 from .ppo_math import logprobs_from_logits
 from .world import World
 
@@ -177,11 +177,22 @@ def raw_scores(model, tokenizer, seqs: list[list[int]], batch_size: int = 64) ->
 
 # ------------------------------------------------------------------ the two reward models
 
-def load_score_model(path: str | Path, pad_token_id: int):
-    """The SFT (or any causal LM) checkpoint with a fresh one-output score head."""
+def load_score_model(path: str | Path, pad_token_id: int, n_tokens: int | None = None):
+    """The SFT (or any causal LM) checkpoint with a fresh one-output score head; its embeddings grown to `n_tokens`
+    rows when the tokenizer has more (a PAD added by `score_tokenizer`)."""
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    if n_tokens and n_tokens > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(n_tokens)
     model.config.pad_token_id = pad_token_id  # the score is read at the last non-PAD token
     return model
+
+
+def score_tokenizer(path: str | Path):
+    """The tokenizer of the model a reward model starts from, with a PAD distinct from EOS as `load_causal_lm` gives
+    it to the rest of the stage: with PAD = EOS the score of an answer that ended would be read before its EOS."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with_distinct_pad(tokenizer)
+    return tokenizer
 
 
 def _lora(cfg: RewardConfig) -> LoraConfig | None:
@@ -251,10 +262,10 @@ def frozen_lm_head(sft_dir: Path) -> torch.nn.Module:
 def train_pairwise(cfg: RewardConfig, sft_dir: Path, pairs: list[dict], progress: bool = True):
     """Bradley–Terry reward model: loss = −log σ(r(chosen) − r(rejected)), via `trl.RewardTrainer`, plus the
     language-modelling regulariser of `RegularisedRewardTrainer` when `cfg.lm_coef` > 0."""
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    tokenizer = score_tokenizer(sft_dir)
     lm_head = frozen_lm_head(sft_dir) if cfg.lm_coef else None
     torch.manual_seed(cfg.seed)  # the score head is drawn when the model is built
-    model = load_score_model(sft_dir, tokenizer.pad_token_id)
+    model = load_score_model(sft_dir, tokenizer.pad_token_id, len(tokenizer))
     with tempfile.TemporaryDirectory() as tmp:
         args = TRLRewardConfig(**_common_args(cfg, tmp, progress), max_length=cfg.max_length, disable_dropout=True)
         trainer = RegularisedRewardTrainer(model=model, args=args, train_dataset=pair_dataset(tokenizer, pairs),
@@ -271,9 +282,9 @@ def train_ratings(cfg: RewardConfig, sft_dir: Path, ratings: list[dict], progres
     """The alternative: regress the annotator's 1–5 rating (mean squared error, rating centred as (r − 3) / 2), with
     its own epochs and learning rate (`cfg.ratings_epochs`, `cfg.ratings_lr`)."""
     cfg = replace(cfg, epochs=cfg.ratings_epochs, lr=cfg.ratings_lr)
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    tokenizer = score_tokenizer(sft_dir)
     torch.manual_seed(cfg.seed)
-    model = load_score_model(sft_dir, tokenizer.pad_token_id)
+    model = load_score_model(sft_dir, tokenizer.pad_token_id, len(tokenizer))
     model.config.problem_type = "regression"
     data = Dataset.from_list([{"input_ids": encode(tokenizer, r["prompt"], r["response"], r["ended"]),
                                "labels": (r["rating"] - 3) / 2} for r in ratings])

@@ -10,6 +10,7 @@ base model (`sft/`), which every later stage loads like any other model.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import warnings
@@ -27,7 +28,7 @@ from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
 from .modeling import check_model_folder
-from .tokenizer import render_alpaca
+from .tokenizer import chat_template_for, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
 
@@ -142,14 +143,20 @@ def _bytes_4bit(base_dir) -> int:
 
 
 def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Path | None, cfg: SFTConfig) -> None:
-    """Keep the adapter; merge it into a full-precision copy of the base and save that (safetensors)."""
-    if isinstance(model, PeftModel):
-        adapter_dir = adapter_dir or out_dir.with_name(out_dir.name + "-adapter")
+    """Keep the adapter; merge it into a full-precision copy of the base and save that (safetensors). A full
+    fine-tune has no adapter: an earlier run's beside `out_dir` goes, as it belongs to a model no longer there."""
+    adapter_dir = adapter_dir or out_dir.with_name(out_dir.name + "-adapter")
+    has_adapter = isinstance(model, PeftModel)
+    if has_adapter:
         with ck.atomic_dir(adapter_dir) as tmp:
             model.save_pretrained(tmp)
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()  # W + (alpha/r)·B·A, in fp32
+    # the prompt layout the model was tuned on, for `apply_chat_template` (a hub base brings a template of its own)
+    tokenizer.chat_template = chat_template_for(tokenizer)
     with ck.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         ck.write_json(tmp / "lab_config.json", {"sft": cfg.to_dict(), "base": str(base_dir)})
+    if not has_adapter and (adapter_dir / "adapter_config.json").is_file():  # removed once the new model is in place
+        shutil.rmtree(adapter_dir)

@@ -62,6 +62,14 @@ CHAT_TEMPLATE = (
 )
 
 
+def chat_template_for(tokenizer) -> str:
+    """The Alpaca chat template for `tokenizer`: `CHAT_TEMPLATE`, whose BOS is kept only when the tokenizer itself
+    puts one before a text, as the lab's does (SFT trained on `tokenizer(prompt)`; many hub tokenizers add none)."""
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+    return CHAT_TEMPLATE if adds_bos else CHAT_TEMPLATE.removeprefix("{{ bos_token }}")
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = 4096, space_with_word: bool = True) -> PreTrainedTokenizerFast:
     """Learn BPE merges on `texts`; BOS is added by the post-processor, EOS/PAD by the callers.
     `space_with_word=False` makes every space a piece of its own (the first design, for comparison)."""

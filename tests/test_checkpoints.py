@@ -132,3 +132,35 @@ def test_a_json_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tm
         ck.write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}, {"b": object()}])
     assert ck.read_json(tmp_path / "metrics.json") == {"a": 1}
     assert leftovers(tmp_path) == [] and not (tmp_path / "rows.jsonl").exists()
+
+
+def test_training_state_keeps_an_fp16_runs_loss_scale_and_loads_onto_the_cpu(tokenizer, tmp_path, monkeypatch):
+    """An fp16 run's gradient scaler is saved with the checkpoint (restarted at 2^16, a resumed run would skip steps an
+    uninterrupted one takes), and every tensor loads onto the CPU: a checkpoint saved on a GPU resumes without one."""
+    model = build_model(PretrainConfig.for_profile("micro"), tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.load_state_dict({"scale": 512.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                            "_growth_tracker": 7})  # where a run of many steps left it
+    ckpt = ck.save_training_state(tmp_path, 10, model, optimizer, scheduler, {"history": {}}, scaler)
+    load, places = torch.load, []
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: places.append(kw.get("map_location")) or load(*a, **kw))
+    fresh = torch.amp.GradScaler("cpu")
+    ck.load_training_state(ckpt, optimizer, scheduler, fresh)
+    assert fresh.state_dict() == scaler.state_dict()
+    assert places == ["cpu"] * 4  # optimizer, scheduler, RNG, scaler
+
+
+def test_an_atomic_folder_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """After a power cut the folder must be whole or absent: every file in it, and the folder, are flushed to the disk
+    before the rename (without it, a checkpoint could hold state.json beside an empty model.safetensors)."""
+    synced, rename = [], ck.os.replace
+    monkeypatch.setattr(ck, "_fsync", lambda path: synced.append(path.name))
+    monkeypatch.setattr(ck.os, "replace", lambda a, b: synced.append("<rename>") or rename(a, b))
+    with ck.atomic_dir(tmp_path / "step-0000010") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"weights")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "optimizer.pt").write_bytes(b"state")
+    assert synced[-1] == "<rename>" and sorted(synced[:-1]) == sorted(["model.safetensors", "sub", "optimizer.pt",
+                                                                        tmp.name])

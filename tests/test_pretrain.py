@@ -254,7 +254,7 @@ def test_save_every_zero_means_no_checkpoints(tmp_path):
     from lab_utils import stages
 
     out = tmp_path / "run"
-    stages.run_pretrain("micro", out, progress=False, save_every=0, max_steps=4)
+    stages.run_pretrain("micro", out, progress=False, save_every=0, max_steps=12)  # micro would save at step 10
     assert (out / "base" / "model.safetensors").is_file() and not list((out / "base-checkpoints").glob("step-*"))
 
 

@@ -225,6 +225,28 @@ def test_ratings_model_trains_with_its_own_epochs_and_learning_rate(sft_root, mo
     assert history[-1]["step"] == 2 * len(ratings) // 3  # two passes of two steps each
 
 
+def test_a_model_whose_pad_is_its_eos_gets_a_pad_of_its_own_in_both_reward_models(sft_root, tmp_path):
+    """`lab reward --model DIR` with a folder whose tokenizer reuses EOS as PAD (as many downloaded models do): the
+    reward models get the distinct PAD the rest of the stage gets from `load_causal_lm`, with an embedding row for it.
+    With PAD = EOS the score of an answer that ended would be read before its EOS, as if it had been cut off."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "eos-pad"
+    shutil.copytree(sft_root / "sft", folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(folder)
+    pairs = [{"prompt": f"What is {i} plus 1?", "chosen": f"{i + 1}.", "rejected": "No idea."} for i in range(4)]
+    ratings = [{"prompt": p["prompt"], "response": p["chosen"], "ended": True, "rating": 5} for p in pairs]
+    cfg = RewardConfig.for_profile("micro", epochs=1.0, ratings_epochs=1.0, batch_size=4, lm_coef=1.0, bf16=False)
+    for model, tok, _ in (R.train_pairwise(cfg, folder, pairs, progress=False),
+                          R.train_ratings(cfg, folder, ratings, progress=False)):
+        assert tok.pad_token_id != tok.eos_token_id and model.config.pad_token_id == tok.pad_token_id
+        assert model.get_input_embeddings().num_embeddings >= len(tok)
+        ended, cut = R.encode(tok, "Q?", "4.", True), R.encode(tok, "Q?", "4.", False)
+        assert not torch.allclose(*R.raw_scores(model.eval(), tok, [ended, cut]).chunk(2))  # EOS is read
+
+
 def test_pairwise_training_learns_the_preference_it_is_shown(sft_root):
     """Bradley–Terry training must move the scores the way the pairs say: trained on pairs where a number beats the
     same filler answer, the model ranks held-out pairs of that kind right; trained on the opposite preference, it

@@ -177,6 +177,29 @@ def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base
     assert saved["sft"]["method"] == "qlora" and saved["base"] == str(base_dir)
 
 
+def test_a_base_with_a_chat_template_of_its_own_is_saved_with_the_one_sft_trained_on(base_dir, tmp_path):
+    """A hub base brings its own chat template (ChatML, say); the SFT model is tuned on Alpaca prompts, so
+    `apply_chat_template` on the saved model must render those, not the base's layout. And a full fine-tune leaves
+    no earlier QLoRA run's adapter beside it: that adapter belongs to a model no longer there."""
+    import shutil
+
+    base = tmp_path / "hub-like-base"
+    shutil.copytree(base_dir, base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    tok.save_pretrained(base)
+    out = tmp_path / "sft"
+    (tmp_path / "sft-adapter").mkdir()
+    (tmp_path / "sft-adapter" / "adapter_config.json").write_text("{}")  # an earlier QLoRA run's
+    train_sft(SFTConfig.for_profile("micro", method="full", max_steps=1, batch_size=2), base, RECORDS, out,
+              progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub-like-base", "sft"]
+    saved = AutoTokenizer.from_pretrained(out)
+    ids = saved.apply_chat_template([{"role": "user", "content": "Say hello."}], tokenize=True,
+                                    add_generation_prompt=True)["input_ids"]
+    assert ids == saved(render_alpaca("Say hello."))["input_ids"]
+
+
 def test_train_sft_metrics(qlora_run, fp32_base):
     cfg, metrics, _ = qlora_run
     assert metrics["method"] == "qlora"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lab_utils.tokenizer import render_alpaca, train_tokenizer
+from lab_utils.tokenizer import CHAT_TEMPLATE, chat_template_for, render_alpaca, train_tokenizer, wrap
 from lab_utils.world import fact_prompts
 
 # The original Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), written out by hand.
@@ -130,3 +130,19 @@ def test_the_chat_template_refuses_a_role_it_would_drop(tokenizer):
     with pytest.raises(Exception, match="only user and assistant turns, not system"):
         tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                                       tokenize=False)
+
+
+def test_the_chat_template_writes_bos_only_for_a_tokenizer_that_adds_one(tokenizer):
+    """A hub tokenizer that puts no BOS before a text (SFT then trained on prompts without one) gets the template
+    without BOS; the lab's, which adds one, keeps it. Either way the ids are those SFT trained on."""
+    import copy
+
+    no_bos = wrap(copy.deepcopy(tokenizer.backend_tokenizer))
+    no_bos.backend_tokenizer.post_processor = None
+    assert no_bos("x")["input_ids"][0] != no_bos.bos_token_id
+    assert chat_template_for(tokenizer) == CHAT_TEMPLATE and chat_template_for(no_bos) != CHAT_TEMPLATE
+    msgs = [{"role": "user", "content": "Cluster these.", "input": "apple, carrot"}]
+    for tok in (tokenizer, no_bos):
+        ids = tok.apply_chat_template(msgs, chat_template=chat_template_for(tok), tokenize=True,
+                                      add_generation_prompt=True)["input_ids"]
+        assert ids == tok(render_alpaca("Cluster these.", "apple, carrot"))["input_ids"]
