@@ -63,20 +63,26 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)
-    _split_of_a_hub_dataset_only(argv, args)
+    _split_of_a_hub_dataset_only(argv, args, without_data=cmd != "eval")  # lab eval says it with --data_limit
     changes = [{f.name: getattr(args, f.name) for f in dataclasses.fields(c)} for c in configs]
     return args, changes
 
 
-def _split_of_a_hub_dataset_only(argv: list[str], args) -> None:
+def _split_of_a_hub_dataset_only(argv: list[str], args, without_data: bool = True) -> None:
     """--data_split picks a split of a hub dataset; a local file is read whole, so a split given with one would
     otherwise be ignored without a word."""
     from .data import _exists
 
     data = getattr(args, "data", None) or ""
-    # the flag as given, argparse's abbreviations included (--data_s test); --data_ alone would be ambiguous
-    flags = {a.split("=", 1)[0] for a in argv if a.startswith("--data_s")}
-    if not data or not any("--data_split".startswith(flag) for flag in flags):
+    # the flag as given, argparse's abbreviations and HfArgumentParser's dashed alias included (--data_s test,
+    # --data-split test); --data_ alone would be ambiguous
+    flags = {a.split("=", 1)[0].replace("-", "_") for a in argv if a.replace("-", "_").startswith("__data_s")}
+    if not any("__data_split".startswith(flag) for flag in flags):
+        return
+    if not data and without_data:
+        raise LabError(f"--data_split {args.data_split} picks a split of the hub dataset given with --data, and no "
+                       "--data was given", fix="drop --data_split, or give the dataset with --data OWNER/NAME")
+    if not data:
         return
     if Path(data).suffix.lower() in (".txt", ".json", ".jsonl") or _exists(data):
         raise LabError(f"--data_split {args.data_split} picks a split of a hub dataset, but {data} is a local file, "
@@ -109,7 +115,10 @@ def cmd_sft(argv):
     print(f"[lab] sft ({m['method']}): trainable_params={m['trainable_params']} final_loss={m['final_loss']} "
           f"wall_s={m['wall_s']}")
     if not cfg["data"]:  # the task harness grades the world's tasks; user data has no checkers
-        _print_eval(run_eval(args.profile, args.out, models=("base", "sft")))
+        # from another --model, the run's own base model is not the one this SFT model started from
+        _print_eval(run_eval(args.profile, args.out, models=("sft",) if cfg["model"] else ("base", "sft")))
+        if cfg["model"]:
+            print(f"[lab] sft: started from {cfg['model']}; `lab eval --model {cfg['model']}` evaluates it beside sft")
 
 
 def cmd_reward(argv):
@@ -130,6 +139,11 @@ def cmd_ppo(argv):
         return
     print(f"[lab] ppo: {m['n_prompts']} prompts ({m['data']})  reward {m['reward_start']} -> {m['reward_end']}  "
           f"kl_end={m['kl_end']}  episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
+    if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
+        _print_eval(run_eval(args.profile, args.out, models=("rlhf",)))
+        print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `lab eval --model {cfg['model']}` "
+              "evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT model)")
+        return
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
     print(f"[lab] rlhf vs sft (annotator, ties excluded): win_rate={r['rlhf'].get('win_rate_vs_sft')}")

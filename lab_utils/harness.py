@@ -41,6 +41,9 @@ def load_model(root: Path, name: str):
     path = root / MODEL_DIRS[name]
     if not (path / "config.json").exists():
         raise LabError(f"no {name} model", path=str(path), fix="run the stage that builds it first (lab run)")
+    if not is_done(root, MODEL_STAGES[name]):  # saved, but its stage stopped before it finished (metrics.json last)
+        raise LabError(f"the {name} model's stage did not finish (no metrics.json)", path=str(path),
+                       fix=f"run `lab {MODEL_STAGES[name]}` (or `lab run`) again to finish it")
     return load_causal_lm(str(path))
 
 
@@ -136,7 +139,10 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
 
 
 def _existing(root: Path) -> tuple[str, ...]:
-    return tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists())
+    """The run's models whose stage finished: a model saved by a stage interrupted before its metrics.json (pretraining
+    saves base/ before its fact probe) is not one to evaluate."""
+    return tuple(m for m in MODEL_DIRS if (root / MODEL_DIRS[m] / "config.json").exists()
+                 and is_done(root, MODEL_STAGES[m]))
 
 
 def _other(folder: Path, model: str, name: str) -> dict[str, str]:

@@ -187,6 +187,14 @@ def load_score_model(path: str | Path, pad_token_id: int, n_tokens: int | None =
     return model
 
 
+def as_saved(model):
+    """The trained model as it is saved and as `lab eval`, the apps and the notebooks score it: in float32, without
+    the bf16 autocast that the trainer (accelerate) leaves wrapped around its `forward` under --bf16. In place."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+
+
 def score_tokenizer(path: str | Path):
     """The tokenizer of the model a reward model starts from, with a PAD distinct from EOS as `load_causal_lm` gives
     it to the rest of the stage: with PAD = EOS the score of an answer that ended would be read before its EOS."""

@@ -46,12 +46,18 @@ def is_done(root: Path, stage: str) -> bool:
     return (root / STAGE_DIRS[stage] / "metrics.json").exists()
 
 
-def finished_dir(root: Path, stage: str, what: str) -> Path:
-    """The folder of a finished upstream stage; a missing or half-written one is a LabError that names the fix."""
+def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) -> Path:
+    """The folder of a finished upstream stage; a missing or half-written one, or one built for another `profile`
+    than the stage asking for it, is a LabError that names the fix."""
     path = root / STAGE_DIRS[stage]
     if not is_done(root, stage):
         half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
         raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}` (or `lab run`) first")
+    built_for = ck.read_json(path / "metrics.json").get("profile") if profile else None
+    if built_for and built_for != profile:
+        raise LabError(f"the {what} was built for profile {built_for}, not {profile}", path=str(path),
+                       fix=f"pass --profile {built_for}, or --out a run folder of profile {profile} "
+                           f"(runs/{profile} by default)")
     return path
 
 
@@ -107,6 +113,17 @@ def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
         return "its head-to-head was against an earlier SFT model"
+    return None
+
+
+def _other_prompts(res: dict, pivot_name: str | None, pivot: dict) -> str | None:
+    """Why an evaluation cannot stand beside the SFT model's (else the first one's) in one table: it answered other
+    prompts (`lab run --n_per_task 8`, then a stage rebuilt at the profile's 24: base would be ranked against sft
+    and rlhf on another test). Evaluations that record no prompt hash are taken as they are."""
+    mine, theirs = res.get("prompts_sha256"), pivot.get("prompts_sha256")
+    if mine and theirs and mine != theirs:
+        return (f"it answered other evaluation prompts than the {pivot_name} model's evaluation (another --n_per_task "
+                "or profile)")
     return None
 
 
@@ -179,8 +196,10 @@ def write_report(root: Path) -> dict:
             report["stages"][stage] = _scalars(metrics)
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
-        for name, res in evaluations(root, split).items():
-            why = eval_stale_reason(root, name, res)
+        found = evaluations(root, split)
+        pivot = next((m for m in ("sft", "rlhf", *found) if m in found), None)  # what the others are set against
+        for name, res in found.items():
+            why = eval_stale_reason(root, name, res) or _other_prompts(res, pivot, found.get(pivot, {}))
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{flag}`"
                 continue
@@ -191,8 +210,9 @@ def write_report(root: Path) -> dict:
         summary, why = _data_summary(root, res) if res is not None else (None, None)
         if why:
             report.setdefault("eval_stale", {})[path.name] = f"{why}: run `lab eval --data {res['data']}` again"
-        if summary:
-            report.setdefault("eval_data", {})[res["data"]] = summary
+        if summary:  # one entry per file and split: two splits of a dataset, or two files given by one name
+            key = res["data"] if res.get("data_split", "train") == "train" else f"{res['data']} ({res['data_split']})"
+            report.setdefault("eval_data", {})[key if key not in report.get("eval_data", {}) else path.stem] = summary
     ck.write_json(root / "report.json", report)
     return report
 

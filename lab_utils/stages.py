@@ -38,6 +38,8 @@ def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dic
     done = {"profile": profile, "finished_at": iso_time(time.time()), "built_from": built_from}
     if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
         done["data_sha256"] = data_sha
+    if folders := _folder_stamps(metrics.get("config", {})):  # the same --model folder, trained again in place
+        done["folder_stamps"] = folders
     ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | done)
     write_report(root)
     return metrics
@@ -126,7 +128,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
         warnings.warn(f"--n_records counts the world's generated records and is not used with --data; --data_limit "
                       f"{cfg.n_records} keeps the first {cfg.n_records} records of {cfg.data}", stacklevel=2)
     world = build_world_from(WorldConfig.for_profile(profile))
-    base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model")
+    base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
     built_from = _built_from(root, "sft", cfg)
@@ -161,9 +163,10 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
-    _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl")
+    _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl", RewardConfig.for_profile(profile))
     world = build_world_from(WorldConfig.for_profile(profile))
-    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from")
+    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
+                                                             profile)
     built_from = _built_from(root, "reward", cfg)
     if not (sft_dir / "config.json").exists():
         raise LabError("no SFT model to start the reward model from", path=str(sft_dir),
@@ -184,8 +187,11 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 
     # 1. the pairwise model, normalised on SFT samples, saved with the pairs and their split
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
-    accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)
+    # the normalisation is fitted at the trainer's precision (bf16 autocast under --bf16), the one PPO scores in;
+    # the held-out accuracy is the saved float32 model's, the one `lab eval`, the apps and the notebooks read
     mean, std = R.fit_normalisation(model, tokenizer, samples)
+    model = R.as_saved(model)
+    accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)
     R.RewardModel(model, tokenizer, mean, std).save(root / "reward")
     ck.write_jsonl(root / "reward" / "pairs.jsonl",
                    [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
@@ -203,6 +209,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if ratings:
         train_r = [r for r in ratings if r["prompt"] not in held]
         rmodel, _, r_history = R.train_ratings(cfg, sft_dir, train_r, progress)
+        rmodel = R.as_saved(rmodel)
         r_accuracy = R.pairwise_accuracy(rmodel, tokenizer, eval_pairs)
         R.RewardModel(rmodel, tokenizer).save(root / "reward-ratings")
         metrics |= {"ratings_model_pairwise_accuracy": r_accuracy["accuracy"],
@@ -217,8 +224,16 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     return _finish(root, "reward", metrics, profile, built_from)
 
 
-def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path) -> None:
-    """The reward stage's flag errors, before any work."""
+# settings of the SFT model's own pairs and of the ratings model: with given pairs there is neither
+SAMPLED_ONLY = {"n_samples": "how many answers the SFT model samples per prompt for its own pairs",
+                "reference_answers": "whether the SFT records' answers join the sampled ones",
+                "ratings_epochs": "the ratings model's training, and given pairs carry no ratings",
+                "ratings_lr": "the ratings model's training, and given pairs carry no ratings"}
+
+
+def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path,
+                         defaults: RewardConfig | None = None) -> None:
+    """The reward stage's flag errors, before any work: among them a flag that would be ignored."""
     if pairs is not None and cfg.data:
         raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
     if cfg.mix_previous and not cfg.data:
@@ -232,6 +247,10 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+    for name, what in SAMPLED_ONLY.items():
+        if (pairs is not None or cfg.data) and defaults is not None and getattr(cfg, name) != getattr(defaults, name):
+            raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
+                           fix=f"drop --{name}, or drop --data to sample pairs from the SFT model")
 
 
 def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
@@ -382,8 +401,9 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
     world = build_world_from(WorldConfig.for_profile(profile))
-    policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO")
-    reward_dir = Path(cfg.reward_model) if cfg.reward_model else finished_dir(root, "reward", "reward model for PPO")
+    policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
+    reward_dir = (Path(cfg.reward_model) if cfg.reward_model
+                  else finished_dir(root, "reward", "reward model for PPO", profile))
     built_from = _built_from(root, "ppo", cfg)
     t0 = time.perf_counter()
     policy, ref_model, value_model, reward_model, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
@@ -453,8 +473,8 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = DPOConfig.for_profile(profile, **changes)
     _check_dpo_inputs(cfg, root, name, profile)
-    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from")
-    pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO") / "pairs.jsonl"
+    sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
+    pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"
     built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
@@ -553,6 +573,15 @@ def _built_from(root: Path, stage: str, cfg) -> dict:
     return {up: stamp(root, up) for up in upstream(stage, cfg.to_dict())}
 
 
+FOLDER_SETTINGS = ("model", "reward_model")  # settings that name a model folder from outside the run
+NOT_BUILD_SETTINGS = {"save_every"}  # how often a stage checkpoints: its model and its results are the same
+
+
+def _folder_stamps(config: dict) -> dict:
+    """{setting: `folder_stamp`} of the local model folders a stage was given (`--model`, `--reward_model`)."""
+    return {k: folder_stamp(config[k]) for k in FOLDER_SETTINGS if config.get(k) and folder_stamp(config[k])}
+
+
 def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset). A field the
     old build did not record yet (added to the config since) counts as unchanged while it keeps its default."""
@@ -560,7 +589,7 @@ def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     show = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
     added = {k for k in new if k not in old and (defaults or {}).get(k, unset) == new[k]}
     return [f"{k} {show(old, k)} -> {show(new, k)}" for k in {**old, **new}
-            if k not in added and old.get(k, unset) != new.get(k, unset)]
+            if k not in added | NOT_BUILD_SETTINGS and old.get(k, unset) != new.get(k, unset)]
 
 
 def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | None:
@@ -584,6 +613,9 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
     data_now = ck.file_sha256(config.get("data"))
     if metrics.get("data_sha256") and data_now and data_now != metrics["data_sha256"]:
         return f"its --data file {config['data']} changed since"
+    for k, was in metrics.get("folder_stamps", {}).items():
+        if config.get(k) and folder_stamp(config[k]) != was:
+            return f"its --{k} folder {config[k]} changed since"
     built_from = metrics.get("built_from")
     for up in upstream(stage, config):
         now = stamp(root, up)

@@ -255,3 +255,38 @@ def test_a_model_folder_of_the_wrong_kind_is_one_clear_error_before_any_work(sft
     (reward_like / NORM_FILE).write_text('{"mean": 0.1')
     with pytest.raises(LabError, match="not a normalisation"):
         RewardModel.load(reward_like)
+
+
+@pytest.mark.parametrize("stage, done, usual, from_other", [
+    ("sft", {"method": "qlora", "trainable_params": 1, "final_loss": 0.1, "wall_s": 0.0}, ("base", "sft"), ("sft",)),
+    ("ppo", {"n_prompts": 8, "data": "", "reward_start": 0.0, "reward_end": 0.1, "kl_end": 0.1, "episodes_per_s": 1.0,
+             "wall_s": 0.0}, ("sft", "rlhf"), ("rlhf",)),
+])
+def test_a_stage_started_from_another_model_is_not_reported_against_the_runs_own(tmp_path, monkeypatch, capsys,
+                                                                                 stage, done, usual, from_other):
+    """`lab sft --model X` / `lab ppo --model X` evaluated the run's own base or SFT model next to the new one, as if
+    it were where the new one started (and in a fresh --out failed with "no base model" after training)."""
+    from lab_utils import stages
+
+    asked = []
+    monkeypatch.setattr(stages, f"run_{stage}", lambda *args, **kwargs: done)
+    scores = {"task_accuracy": 0.5, "heldout_entity_accuracy": 0.5, "language_match": 1.0}
+    monkeypatch.setattr(stages, "run_eval", lambda *args, models=(), **kwargs: asked.append(models) or
+                        {m: scores for m in models})
+    out = str(tmp_path / "run")
+    assert main([stage, "--profile", "micro", "--out", out]) == 0
+    assert main([stage, "--profile", "micro", "--out", out, "--model", str(tmp_path / "elsewhere")]) == 0
+    assert asked == [usual, from_other]
+    assert f"started from {tmp_path / 'elsewhere'}" in capsys.readouterr().out
+
+
+def test_a_split_without_a_hub_dataset_is_refused_in_either_spelling(tmp_path, capsys):
+    """--data_split with no --data, or with a local file given as --data-split (HfArgumentParser's dashed alias),
+    would be ignored without a word (and in `lab run` it rebuilt every stage for a setting that changes nothing)."""
+    data = tmp_path / "notes.txt"
+    data.write_text("one document\n")
+    for flags in (["--data_split", "test"], ["--data", str(data), "--data-split", "test"]):
+        capsys.readouterr()
+        assert main(["pretrain", "--profile", "micro", "--out", str(tmp_path / "run"), *flags]) == 2
+        assert "--data_split test picks a split of" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

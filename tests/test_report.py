@@ -129,3 +129,27 @@ def test_stage_table_keeps_its_columns_for_a_long_model_name():
         assert float(wall) in (113.5, 3.0), row
         assert label.strip() and label.endswith(" "), row
     assert rows[-1].startswith("eval valid. a-long-model-name ")
+
+
+def test_an_evaluation_of_other_prompts_is_not_ranked_beside_the_sft_models(tmp_path):
+    """`lab run --n_per_task 8` evaluated every model on 8 prompts per task; a later stage rebuilt at the profile's
+    24 re-evaluates only what it rebuilt. The base model's old numbers answer another test: stale, not ranked."""
+    from lab_utils.runs import write_report
+
+    for name, sha in (("base", "8-per-task"), ("sft", "24-per-task"), ("rlhf", "24-per-task")):
+        ck.write_json(tmp_path / "eval" / f"{name}.json", {"task_accuracy": 0.5, "per_task": {}, "prompts_sha256": sha})
+    report = write_report(tmp_path)
+    assert list(report["eval"]) == ["sft", "rlhf"]
+    assert report["eval_stale"]["base"].startswith("it answered other evaluation prompts than the sft model's")
+
+
+def test_each_split_of_your_prompts_keeps_its_own_report_entry(tmp_path):
+    """`lab eval --data org/ds` and `lab eval --data org/ds --data_split test` write two files; the report kept one
+    entry for both, whichever file came last."""
+    from lab_utils.runs import write_report
+
+    for split, reward in (("train", 0.1), ("test", 0.2)):
+        ck.write_json(tmp_path / "eval" / "data" / f"ds-{split}.json",
+                      {"data": "org/ds", "data_split": split, "n_prompts": 2, "models": {"sft": {"mean_reward": reward}}})
+    entries = write_report(tmp_path)["eval_data"]
+    assert {k: v["sft"]["mean_reward"] for k, v in entries.items()} == {"org/ds": 0.1, "org/ds (test)": 0.2}

@@ -118,6 +118,7 @@ def eval_root(sft_root, tmp_path) -> Path:
     for folder in ("tokenizer", "base", "sft"):
         shutil.copytree(sft_root / folder, root / folder)
     shutil.copytree(sft_root / "sft", root / "rlhf", ignore=shutil.ignore_patterns("metrics.json"))
+    ck.write_json(root / "rlhf" / "metrics.json", {"profile": "micro", "finished_at": "2026-01-01T00:00:00+00:00"})
     return root
 
 
@@ -151,6 +152,18 @@ def test_a_half_finished_reward_stage_is_never_used(tmp_path):
                 lambda: stages.run_eval("micro", tmp_path)):
         with pytest.raises(LabError, match=r"no metrics\.json.*Fix: run `lab reward`"):
             run()
+
+
+def test_a_model_saved_by_a_stage_that_did_not_finish_is_not_evaluated(tmp_path):
+    """Pretraining saves base/ before its fact probe and its metrics.json: a run stopped in between leaves a model
+    folder that `lab eval` took as finished (evaluated, with no build to tell it was rebuilt later)."""
+    for folder in ("base", "sft"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "sft" / "metrics.json").write_text("{}")
+    assert harness._existing(tmp_path) == ("sft",)
+    with pytest.raises(LabError, match=r"base/?: the base model's stage did not finish .*Fix: run `lab pretrain`"):
+        harness.load_model(tmp_path, "base")
 
 
 class _ConstantReward:
@@ -203,6 +216,30 @@ def test_a_data_file_rewritten_in_place_makes_its_stage_stale(built, tmp_path):
     assert stages.stale_reason(tmp_path / "run", "pretrain", cfg, "micro") == f"its --data file {data} changed since"
 
 
+def test_a_model_folder_trained_again_in_place_makes_its_stage_stale(built, tmp_path):
+    """`--model DIR` (here SFT's base) after DIR was trained again into the same folder: the same path, another model.
+    Only the path was compared, so the model built on the old one was reused."""
+    folder = tmp_path / "my-base"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights, first training")
+    changes = {"sft": {"model": str(folder)}}
+    stages.ensure("sft", "micro", tmp_path / "run", changes=changes)
+    cfg = stages.CONFIGS["sft"].for_profile("micro", model=str(folder)).to_dict()
+    assert stages.stale_reason(tmp_path / "run", "sft", cfg, "micro") is None
+    (folder / "model.safetensors").write_bytes(b"weights, the second training")
+    assert stages.stale_reason(tmp_path / "run", "sft", cfg, "micro") == f"its --model folder {folder} changed since"
+
+
+def test_a_new_checkpoint_interval_rebuilds_nothing(built, tmp_path):
+    """How often a stage saves a resumable checkpoint changes neither its model nor its results: `lab run
+    --save_every N` reuses what is finished (it rebuilt every stage from pretraining on)."""
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "micro", "--out", str(out)]) == 0
+    built.clear()
+    assert main(["run", "--profile", "micro", "--out", str(out), "--save_every", "5"]) == 0
+    assert built == []
+
+
 def test_lab_run_on_your_own_text_learns_the_tokenizer_from_it(built, tmp_path, capsys):
     """`lab run --data notes.txt`: the BPE merges are learned from the text the model is pretrained on, and a later
     `lab run` on the world corpus learns them from the world again (and rebuilds everything after)."""
@@ -216,3 +253,15 @@ def test_lab_run_on_your_own_text_learns_the_tokenizer_from_it(built, tmp_path, 
     assert built == list(stages.STAGES)
     assert f"[lab] tokenizer: config changed (data '{data}' -> '')" in capsys.readouterr().out
     assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == ""
+
+
+def test_a_stage_refuses_an_upstream_model_built_for_another_profile(tmp_path):
+    """`lab sft --profile micro --out runs/tiny` (or LAB_PROFILE set to another profile) trained micro's SFT on tiny's
+    base model without a word, and the report then named whichever profile wrote last."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "base" / "metrics.json").write_text(json.dumps({"profile": "tiny"}))
+    with pytest.raises(LabError, match=r"the base model was built for profile tiny, not micro\. Fix: pass --profile "
+                                       r"tiny, or --out a run folder of profile micro"):
+        stages.run_sft("micro", tmp_path)
+    assert not (tmp_path / "sft").exists()
