@@ -63,10 +63,19 @@ def atomic_dir(final: str | os.PathLike):
 
 
 def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') written data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a file's (or a folder's entries') written data to the disk. A folder that cannot be opened or synced
+    (Windows; some network and FUSE file systems answer EINVAL) is left to the OS: its files are synced already."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
     finally:
         os.close(fd)
 

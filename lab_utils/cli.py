@@ -63,21 +63,23 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)
-    _split_of_a_hub_dataset_only(argv, args, without_data=cmd != "eval")  # lab eval says it with --data_limit
+    if hasattr(args, "data_split"):  # given on the command line, in any spelling argparse resolves to it?
+        unset = object()
+        parser.set_defaults(data_split=unset)
+        given = parser.parse_args(argv).data_split is not unset
+        _split_of_a_hub_dataset_only(args, given, without_data=cmd != "eval")  # lab eval says it with --data_limit
     changes = [{f.name: getattr(args, f.name) for f in dataclasses.fields(c)} for c in configs]
     return args, changes
 
 
-def _split_of_a_hub_dataset_only(argv: list[str], args, without_data: bool = True) -> None:
-    """--data_split picks a split of a hub dataset; a local file is read whole, so a split given with one would
-    otherwise be ignored without a word."""
+def _split_of_a_hub_dataset_only(args, given: bool, without_data: bool = True) -> None:
+    """--data_split picks a split of a hub dataset; a local file is read whole, so a split given with one, or with no
+    --data at all, would otherwise be ignored without a word. `given`: whether the command line set it (in any
+    spelling argparse takes: --data_split, --data-split, an abbreviation)."""
     from .data import _exists
 
     data = getattr(args, "data", None) or ""
-    # the flag as given, argparse's abbreviations and HfArgumentParser's dashed alias included (--data_s test,
-    # --data-split test); --data_ alone would be ambiguous
-    flags = {a.split("=", 1)[0].replace("-", "_") for a in argv if a.replace("-", "_").startswith("__data_s")}
-    if not any("__data_split".startswith(flag) for flag in flags):
+    if not given:
         return
     if not data and without_data:
         raise LabError(f"--data_split {args.data_split} picks a split of the hub dataset given with --data, and no "

@@ -62,7 +62,11 @@ from .errors import LabError
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
           "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, Alpaca-style "
           "instruction/input + chosen/rejected, or the arena vote export")
-PROMPT_LIKE = ("question", "query", "input", "system", "history")  # prompt fields of other datasets' pair layouts
+PROMPT_LIKE = {  # prompt fields of other datasets' pair layouts, and how to give them to the lab
+    "question": "rename 'question' to 'prompt'", "query": "rename 'query' to 'prompt'",
+    "input": "rename 'input' to 'prompt', or give the task as 'instruction' and keep 'input' (Alpaca style)",
+    "system": "give 'prompt' as a message list that starts with the system message",
+    "history": "give 'instruction' with 'history' (Alpaca style), or the conversation as a 'prompt' message list"}
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 _CJK_PUNCT = set("。，；：！？、")  # Chinese puts no space after these: a shared prefix may end at any of them
 _PUNCT = set(".,;:!?")  # ... but at these only before a space ("3.14" / "3.15" share "3.1", not a sentence)
@@ -150,10 +154,10 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
     if "instruction" in rec:
         return _alpaca_pair(rec, chosen, rejected, at)
     for field in PROMPT_LIKE:
-        if rec.get(field) is not None:  # the implicit-prompt shapes below would drop it without a word
-            _fail(at, f"field '{field}' looks like the prompt, but a record without 'prompt' or 'instruction' takes "
-                      "its prompt from the text 'chosen' and 'rejected' share",
-                  f"rename '{field}' to 'prompt' (a system message: make 'prompt' a message list that starts with it)")
+        value = rec.get(field)
+        if value and (not isinstance(value, str) or value.strip()):  # the implicit shapes below would drop it
+            _fail(at, f"field '{field}' holds prompt text, but a record without 'prompt' or 'instruction' takes its "
+                      "prompt from the text 'chosen' and 'rejected' share, and would drop it", PROMPT_LIKE[field])
     if isinstance(chosen, str) and isinstance(rejected, str):
         for field, text in (("chosen", chosen), ("rejected", rejected)):
             encodable(text, at[0], at[1], field)  # before any split: the tokenizer fails on half a character

@@ -197,7 +197,8 @@ def write_report(root: Path) -> dict:
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
-        pivot = next((m for m in ("sft", "rlhf", *found) if m in found), None)  # what the others are set against
+        current = [m for m in found if not eval_stale_reason(root, m, found[m])]
+        pivot = next((m for m in ("sft", "rlhf", *current) if m in current), None)  # what the others are set against
         for name, res in found.items():
             why = eval_stale_reason(root, name, res) or _other_prompts(res, pivot, found.get(pivot, {}))
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again

@@ -20,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from .data import encodable, spelled_special_token
 from .errors import LabError
 from .generation import cut_at_eos
-from .runs import MODEL_DIRS
+from .runs import MODEL_DIRS, MODEL_STAGES, is_done
 from .tokenizer import render_alpaca
 
 MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
@@ -31,11 +31,12 @@ STREAM_TIMEOUT_S = 600  # a generation thread silent this long has died; the rea
 # ------------------------------------------------------------------ what a run folder offers
 
 def available_models(root: str | Path) -> list[str]:
-    """Causal LMs saved directly under the run folder: base, sft, rlhf first (those that exist), then any other
-    finished one (e.g. an `rlhf-nokl` experiment). Reward models (a score head) are not offered."""
+    """Causal LMs saved directly under the run folder: base, sft, rlhf first (those whose stage finished), then any
+    other saved one (e.g. an `rlhf-nokl` experiment). Reward models (a score head) are not offered."""
     root = Path(root)
     found = {d.name for d in root.iterdir() if _is_causal_lm(d)} if root.is_dir() else set()
-    return [m for m in MODEL_DIRS if m in found] + sorted(found - set(MODEL_DIRS))
+    # base, sft and rlhf only once their stage finished (pretraining saves base/ before its metrics.json), as `lab eval`
+    return [m for m in MODEL_DIRS if m in found and is_done(root, MODEL_STAGES[m])] + sorted(found - set(MODEL_DIRS))
 
 
 def _is_causal_lm(folder: Path) -> bool:

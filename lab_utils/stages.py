@@ -187,8 +187,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 
     # 1. the pairwise model, normalised on SFT samples, saved with the pairs and their split
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
-    # the normalisation is fitted at the trainer's precision (bf16 autocast under --bf16), the one PPO scores in;
-    # the held-out accuracy is the saved float32 model's, the one `lab eval`, the apps and the notebooks read
+    # the normalisation is fitted at the trainer's precision (bf16 autocast under --bf16, left wrapped around the
+    # model's forward; a --lora model comes merged, without it), the one PPO scores in; the held-out accuracy is the
+    # saved float32 model's, the one `lab eval`, the apps and the notebooks read
     mean, std = R.fit_normalisation(model, tokenizer, samples)
     model = R.as_saved(model)
     accuracy = R.pairwise_accuracy(model, tokenizer, eval_pairs)
@@ -236,6 +237,10 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
     """The reward stage's flag errors, before any work: among them a flag that would be ignored."""
     if pairs is not None and cfg.data:
         raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
+    if pairs is not None and (i := next((i for i, p in enumerate(pairs) if p.get("input")), None)) is not None:
+        raise LabError(f"pair {i + 1} has an 'input' (an Alpaca-style pair from `load_pairs`), and given pairs' "
+                       "prompts are used as they are", fix="render it into the prompt first: "
+                       "render_alpaca(pair['prompt'], pair['input']), as `lab reward --data` does")
     if cfg.mix_previous and not cfg.data:
         raise LabError("--mix_previous adds --data's pairs to the previous ones, and no --data was given",
                        fix="give the new pairs with --data (e.g. --data runs/<profile>/votes.db)")
@@ -615,7 +620,7 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
         return f"its --data file {config['data']} changed since"
     for k, was in metrics.get("folder_stamps", {}).items():
         if config.get(k) and folder_stamp(config[k]) != was:
-            return f"its --{k} folder {config[k]} changed since"
+            return f"its --{k} folder {config[k]} changed or is gone since"
     built_from = metrics.get("built_from")
     for up in upstream(stage, config):
         now = stamp(root, up)

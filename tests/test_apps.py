@@ -105,6 +105,10 @@ def test_the_apps_offer_the_finished_causal_lms_of_the_run(app_root, tmp_path):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "config.json").write_text(config)
     shutil.copytree(app_root / "reward", tmp_path / "reward")
+    for folder in ("sft", "base"):
+        (tmp_path / folder / "metrics.json").write_text("{}")
+    assert serving.available_models(tmp_path) == ["base", "sft", "rlhf-nokl"]  # PPO did not finish: no rlhf yet
+    (tmp_path / "rlhf" / "metrics.json").write_text("{}")
     assert serving.available_models(tmp_path) == ["base", "sft", "rlhf", "rlhf-nokl"]
     assert serving.available_models(tmp_path / "missing") == []
     for broken, text in (("notes", "{oops"), ("listed", "[1, 2]")):  # a folder that is no model: skipped, said

@@ -164,3 +164,21 @@ def test_an_atomic_folder_is_on_disk_before_it_is_renamed_into_place(tmp_path, m
         (tmp / "sub" / "optimizer.pt").write_bytes(b"state")
     assert synced[-1] == "<rename>" and sorted(synced[:-1]) == sorted(["model.safetensors", "sub", "optimizer.pt",
                                                                         tmp.name])
+
+
+def test_a_folder_the_file_system_will_not_sync_is_left_to_it(tmp_path, monkeypatch):
+    """fsync on a folder fails on some file systems (EINVAL on network and FUSE mounts; no folder handles on Windows):
+    the save, at the end of a long run, goes on; a file that cannot be synced is still an error."""
+    import errno
+
+    def refuse(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(ck.os, "fsync", refuse)
+    with ck.atomic_dir(tmp_path / "empty") as tmp:
+        (tmp / "sub").mkdir()
+    assert (tmp_path / "empty" / "sub").is_dir()
+    with pytest.raises(OSError, match="Invalid argument"):
+        with ck.atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "model.safetensors").write_bytes(b"weights")
+    assert not (tmp_path / "model").exists()

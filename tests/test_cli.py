@@ -177,11 +177,10 @@ def test_a_split_is_refused_only_for_a_local_file():
     from lab_utils.errors import LabError
 
     for data in ("owner/prefs", "owner/prefs:config"):
-        _split_of_a_hub_dataset_only(["--data", data, "--data_split", "test"], Namespace(data=data, data_split="test"))
+        _split_of_a_hub_dataset_only(Namespace(data=data, data_split="test"), given=True)
     with pytest.raises(LabError, match="cannot read this path"):
-        _split_of_a_hub_dataset_only(["--data", "x" * 5000, "--data_split", "test"],
-                                     Namespace(data="x" * 5000, data_split="test"))
-    _split_of_a_hub_dataset_only(["--data", "p.json"], Namespace(data="p.json", data_split="train_prefs"))  # a default
+        _split_of_a_hub_dataset_only(Namespace(data="x" * 5000, data_split="test"), given=True)
+    _split_of_a_hub_dataset_only(Namespace(data="p.json", data_split="train_prefs"), given=False)  # a default
 
 
 def test_a_switch_a_profile_turns_on_can_be_turned_off():
@@ -285,7 +284,8 @@ def test_a_split_without_a_hub_dataset_is_refused_in_either_spelling(tmp_path, c
     would be ignored without a word (and in `lab run` it rebuilt every stage for a setting that changes nothing)."""
     data = tmp_path / "notes.txt"
     data.write_text("one document\n")
-    for flags in (["--data_split", "test"], ["--data", str(data), "--data-split", "test"]):
+    for flags in (["--data_split", "test"], ["--data", str(data), "--data-split", "test"],
+                  ["--data", str(data), "--data_", "test"], ["--data", str(data), "--data-s=test"]):
         capsys.readouterr()
         assert main(["pretrain", "--profile", "micro", "--out", str(tmp_path / "run"), *flags]) == 2
         assert "--data_split test picks a split of" in capsys.readouterr().err

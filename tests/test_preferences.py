@@ -543,6 +543,12 @@ def test_a_prompt_under_another_name_is_an_error_not_a_guess(tmp_path, record, f
     """Without 'prompt' or 'instruction' the prompt would be the replies' shared text ("It is"), the real question
     dropped without a word: one error names the field instead."""
     spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, record])
-    with pytest.raises(LabError, match=rf"line 2: field '{field}' looks like the prompt.*Fix: rename '{field}' to "
-                                       r"'prompt'"):
+    with pytest.raises(LabError, match=rf"line 2: field '{field}' holds prompt text.*would drop it\. Fix: rename "
+                                       rf"'{field}' to 'prompt'"):
         load_pairs(spec)
+
+
+def test_an_empty_field_of_those_names_is_no_prompt():
+    """An empty system message, input or history says nothing the implicit prompt would lose: the record loads."""
+    record = {"chosen": "The sky is blue.", "rejected": "The sky is green.", "system": "", "input": " ", "history": []}
+    assert parse_pair(record) == {"prompt": "The sky is", "chosen": "blue.", "rejected": "green."}

@@ -137,7 +137,8 @@ def test_an_evaluation_of_other_prompts_is_not_ranked_beside_the_sft_models(tmp_
     from lab_utils.runs import write_report
 
     for name, sha in (("base", "8-per-task"), ("sft", "24-per-task"), ("rlhf", "24-per-task")):
-        ck.write_json(tmp_path / "eval" / f"{name}.json", {"task_accuracy": 0.5, "per_task": {}, "prompts_sha256": sha})
+        ck.write_json(tmp_path / "eval" / f"{name}.json",
+                      {"task_accuracy": 0.5, "per_task": {}, "prompts_sha256": sha})
     report = write_report(tmp_path)
     assert list(report["eval"]) == ["sft", "rlhf"]
     assert report["eval_stale"]["base"].startswith("it answered other evaluation prompts than the sft model's")
@@ -149,7 +150,20 @@ def test_each_split_of_your_prompts_keeps_its_own_report_entry(tmp_path):
     from lab_utils.runs import write_report
 
     for split, reward in (("train", 0.1), ("test", 0.2)):
-        ck.write_json(tmp_path / "eval" / "data" / f"ds-{split}.json",
-                      {"data": "org/ds", "data_split": split, "n_prompts": 2, "models": {"sft": {"mean_reward": reward}}})
+        ck.write_json(tmp_path / "eval" / "data" / f"ds-{split}.json", {"data": "org/ds", "data_split": split,
+                      "n_prompts": 2, "models": {"sft": {"mean_reward": reward}}})
     entries = write_report(tmp_path)["eval_data"]
     assert {k: v["sft"]["mean_reward"] for k, v in entries.items()} == {"org/ds": 0.1, "org/ds (test)": 0.2}
+
+
+def test_a_stale_sft_evaluation_is_not_what_the_others_are_set_against(tmp_path):
+    """SFT rebuilt without an evaluation, then `lab eval --models base` at another --n_per_task: the fresh base
+    evaluation is not "other prompts than sft's": sft's own is out of date, and the base one stands."""
+    from lab_utils.runs import write_report
+
+    ck.write_json(tmp_path / "sft" / "metrics.json", {"finished_at": "2026-12-02T00:00:00+00:00"})
+    ck.write_json(tmp_path / "eval" / "sft.json", {"task_accuracy": 0.5, "per_task": {}, "prompts_sha256": "old",
+                                                  "model_finished_at": "2026-12-01T00:00:00+00:00"})
+    ck.write_json(tmp_path / "eval" / "base.json", {"task_accuracy": 0.1, "per_task": {}, "prompts_sha256": "new"})
+    report = write_report(tmp_path)
+    assert list(report["eval"]) == ["base"] and report["eval_stale"]["sft"].startswith("the sft model was rebuilt")

@@ -586,3 +586,10 @@ def test_a_sampling_or_ratings_flag_with_given_pairs_is_lab_error_before_any_wor
         stages.run_reward("micro", tmp_path, progress=False, data=str(data), **{flag: value})
     with pytest.raises(LabError, match=rf"--{flag} sets"):
         stages.run_reward("micro", tmp_path, progress=False, pairs=json.loads(data.read_text()), **{flag: value})
+
+
+def test_given_pairs_with_an_input_are_refused_until_it_is_rendered_into_the_prompt(tmp_path):
+    """`run_reward(pairs=...)` takes prompts as they are; an Alpaca-style pair's separate `input` would be dropped."""
+    pairs = [{"prompt": "Sum these.", "input": "2 3", "chosen": "5", "rejected": "6"}]
+    with pytest.raises(LabError, match=r"pair 1 has an 'input'.*Fix: render it into the prompt first"):
+        stages.run_reward("micro", tmp_path, progress=False, pairs=pairs)
