@@ -197,10 +197,10 @@ def write_report(root: Path) -> dict:
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
-        current = [m for m in found if not eval_stale_reason(root, m, found[m])]
-        pivot = next((m for m in ("sft", "rlhf", *current) if m in current), None)  # what the others are set against
+        stale = {name: eval_stale_reason(root, name, res) for name, res in found.items()}
+        pivot = next((m for m in ("sft", "rlhf", *found) if m in found and not stale[m]), None)  # the others' reference
         for name, res in found.items():
-            why = eval_stale_reason(root, name, res) or _other_prompts(res, pivot, found.get(pivot, {}))
+            why = stale[name] or _other_prompts(res, pivot, found.get(pivot, {}))
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{flag}`"
                 continue

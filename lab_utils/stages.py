@@ -252,8 +252,9 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
-    for name, what in SAMPLED_ONLY.items():
-        if (pairs is not None or cfg.data) and defaults is not None and getattr(cfg, name) != getattr(defaults, name):
+    given = pairs is not None or bool(cfg.data)
+    for name, what in SAMPLED_ONLY.items() if given and defaults is not None else ():
+        if getattr(cfg, name) != getattr(defaults, name):
             raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
                            fix=f"drop --{name}, or drop --data to sample pairs from the SFT model")
 
@@ -584,7 +585,8 @@ NOT_BUILD_SETTINGS = {"save_every"}  # how often a stage checkpoints: its model 
 
 def _folder_stamps(config: dict) -> dict:
     """{setting: `folder_stamp`} of the local model folders a stage was given (`--model`, `--reward_model`)."""
-    return {k: folder_stamp(config[k]) for k in FOLDER_SETTINGS if config.get(k) and folder_stamp(config[k])}
+    stamps = {k: folder_stamp(config[k]) for k in FOLDER_SETTINGS if config.get(k)}
+    return {k: v for k, v in stamps.items() if v}  # a hub id has none
 
 
 def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
