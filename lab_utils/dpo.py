@@ -57,7 +57,7 @@ def train(cfg: DPOConfig, policy, ref_model, tokenizer, pairs: list[dict], eval_
                             num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                             max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
                             save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
-                            gradient_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
+                            activation_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
         trainer = DPOTrainer(model=policy, ref_model=ref_model, processing_class=tokenizer,
                              train_dataset=as_dataset(pairs), args=args, peft_config=_lora(cfg))
         trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them

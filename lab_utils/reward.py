@@ -215,7 +215,7 @@ def _common_args(cfg: RewardConfig, output_dir: str, progress: bool) -> dict:
                 learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
                 logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
                 disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
-                dataloader_num_workers=0, gradient_checkpointing=False)
+                dataloader_num_workers=0, activation_checkpointing=False)
 
 
 def chosen_lm_loss(lm_head, hidden: torch.Tensor, input_ids: torch.Tensor,

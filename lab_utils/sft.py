@@ -86,7 +86,7 @@ def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
         warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=cfg.max_length, packing=False,
         completion_only_loss=True, logging_steps=log_every, save_strategy="no", report_to="none",
         optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, activation_checkpointing=False,
     )
 
 

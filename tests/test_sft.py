@@ -17,7 +17,8 @@ from trl import SFTTrainer
 
 from lab_utils.config import SFTConfig
 from lab_utils.errors import LabError
-from lab_utils.sft import load_for_method, lora_config, to_prompt_completion, train_sft, trainable_params, trl_args
+from lab_utils.sft import (keep_adapters_fp32, load_for_method, lora_config, to_prompt_completion, train_sft,
+                           trainable_params, trl_args)
 from lab_utils.tokenizer import render_alpaca
 
 RECORDS = [
@@ -128,6 +129,26 @@ def test_qlora_trains_only_lora_weights(base_dir, base_tokenizer, fp32_base, tmp
     assert torch.equal(before[embed], after[embed].detach())
 
 
+def test_qlora_adapters_train_in_fp32_not_in_the_bf16_trl_casts_them_to(base_dir, base_tokenizer, tmp_path):
+    """TRL casts a quantised model's adapters to bf16 (for bf16 GPUs); with fp32 compute that only rounds small
+    Adam steps away. `keep_adapters_fp32` casts them back and touches nothing frozen."""
+    trainer = build_trainer(SFTConfig.for_profile("micro", method="qlora"), base_dir, base_tokenizer, RECORDS, tmp_path)
+    model = trainer.model
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and {p.dtype for p in lora.values()} == {torch.bfloat16}  # what TRL did; the reason for the function
+    frozen = {n: (p.dtype, p.detach().clone()) for n, p in model.named_parameters() if not p.requires_grad}
+    bf16 = {n: p.detach().clone() for n, p in lora.items()}
+    keep_adapters_fp32(model)
+    assert all(p.dtype == torch.float32 for p in lora.values())
+    assert all(torch.equal(p.detach(), bf16[n].float()) for n, p in lora.items())  # the same values, exactly
+    after = dict(model.named_parameters())
+    assert all(after[n].dtype == dtype and torch.equal(after[n].detach(), w) for n, (dtype, w) in frozen.items())
+    # an update the size of a late Adam step (lr 1e-5) survives in fp32 and rounds away in bf16
+    p = next(p for n, p in lora.items() if "lora_A" in n)  # B starts at zero, where bf16 is exact
+    nudged = p.detach() + 1e-5
+    assert not torch.equal(nudged, p.detach()) and torch.equal(nudged.bfloat16(), p.detach().bfloat16() + 1e-5)
+
+
 # ------------------------------------------------------------------ trainable parameters
 
 @pytest.mark.parametrize("method", ["qlora", "lora"])
@@ -173,6 +194,8 @@ def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base
     adapter_cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert (adapter / "adapter_model.safetensors").is_file()
     assert adapter_cfg["r"] == cfg.lora_r and adapter_cfg["lora_alpha"] == cfg.lora_alpha
+    with safe_open(adapter / "adapter_model.safetensors", "pt") as f:  # trained in fp32 (keep_adapters_fp32)
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
     saved = json.loads((out / "lab_config.json").read_text())
     assert saved["sft"]["method"] == "qlora" and saved["base"] == str(base_dir)
 
