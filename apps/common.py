@@ -56,6 +56,11 @@ def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
     if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
         raise LabError("--auth must look like user:password (several: alice:pw1,bob:pw2)",
                        where=f"--auth or ${AUTH_ENV}", fix="give a user name and a password separated by ':'")
+    users = [user for user, _ in pairs]
+    twice = sorted({u for u in users if users.count(u) > 1})
+    if twice:  # Gradio would keep the last password of each and say nothing; the passwords are never shown
+        raise LabError(f"user {', '.join(map(repr, twice))} is given more than once", where=f"--auth or ${AUTH_ENV}",
+                       fix="give each user one password")
     return [(user, password) for user, password in pairs]
 
 
@@ -65,8 +70,9 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
     (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
     demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # no direct POST around the queue
     logins = parse_auth(auth)
-    try:
-        served = demo.launch(server_name=host, server_port=port, auth=logins, share=share,
+    demo.delete_cache = (3600, 3600)  # Gradio's temporary files older than an hour go, hourly
+    try:  # max_file_size=0: neither app takes a file, and Gradio's upload route would otherwise keep any size
+        served = demo.launch(server_name=host, server_port=port, auth=logins, share=share, max_file_size=0,
                              prevent_thread_lock=True, quiet=True, enable_monitoring=False, theme=gr.themes.Soft())
     except OSError as err:  # gradio cannot bind: the port is taken, or the address is not this machine's
         where = f"{host}:{port}" if port else f"{host}, ports 7860 and up"

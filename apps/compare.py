@@ -14,6 +14,7 @@ answer and then a dict {model: {"answer", "ended", "tokens", "reward"}}:
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     """Stream every chosen model's answer: yields (one text per pane, ..., results); results is None until
     all have finished, then {model: {"answer", "ended", "tokens", "reward"}} (reward None before stage 3)."""
     text = checked_prompt(text)
+    temperature, top_p = _number("temperature", temperature, 0.0, 1.5), _number("top_p", top_p, 0.05, 1.0)
+    max_new_tokens = int(_number("max_new_tokens", max_new_tokens, 1, serving.MAX_NEW_TOKENS))
     if not names or not set(names) <= set(models.names):
         raise gr.Error(f"pick one or more of: {', '.join(models.names)}", print_exception=False)
     chosen = [n for n in models.names if n in names]
@@ -60,14 +63,28 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     yield *panes(), results
 
 
+def _number(name: str, value, lo: float, hi: float) -> float:
+    """A sampling setting from the page or the API, where a client may send anything (NaN passes a slider's bounds)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not lo <= number <= hi:  # NaN fails every comparison
+        raise gr.Error(f"{name} must be a number from {lo:g} to {hi:g}, not {str(value)[:20]!r}", print_exception=False)
+    return number
+
+
 def score_line(name: str, results: dict | None) -> str:
-    """The line under a pane: whether the answer ended at EOS, and its reward."""
-    if not results or name not in results:
+    """The line under a pane: whether the answer ended at EOS, and its reward. `results` comes back from the browser
+    (a hidden gr.JSON that any client may fill): a value `compare` could not have made gives no line."""
+    r = results.get(name) if isinstance(results, dict) else None
+    if not (isinstance(r, dict) and isinstance(r.get("ended"), bool)
+            and (r.get("reward") is None or type(r["reward"]) in (int, float))
+            and isinstance(r.get("no_reward", ""), str)):
         return ""
-    r = results[name]
     end = "ended at EOS" if r["ended"] else "cut off at max new tokens"
     if r["reward"] is None:
-        return f"{end} · {r.get('no_reward', 'no reward model yet')}"
+        return f"{end} · {r.get('no_reward', 'no reward model yet')[:500]}"
     return f"{end} · reward **{r['reward']:+.2f}**"
 
 

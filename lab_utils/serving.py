@@ -20,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from .data import encodable, spelled_special_token
 from .errors import LabError
 from .generation import cut_at_eos
-from .runs import MODEL_DIRS, MODEL_STAGES, is_done
+from .runs import MODEL_DIRS, MODEL_STAGES, finished_dir, is_done
 from .tokenizer import render_alpaca
 
 MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
@@ -132,12 +132,13 @@ class Models:
             return self._loaded[name]
 
     def reward_model(self):
-        """The run's reward model, or None before stage 3 has run."""
+        """The run's reward model, or None before stage 3 has run; a LabError when its stage did not finish (as for
+        `lab eval` and PPO: an interrupted `lab reward` leaves a model without its metrics)."""
         from .reward import RewardModel
 
         with self._lock:
             if self._reward is None and (self.root / "reward" / "config.json").is_file():
-                self._reward = RewardModel.load(self.root / "reward")
+                self._reward = RewardModel.load(finished_dir(self.root, "reward", "reward model"))
             return self._reward
 
 

@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 from apps import arena, common, compare  # noqa: E402
+from lab_utils import checkpoints as ck  # noqa: E402
 from lab_utils import cli, serving, tasks, votes  # noqa: E402
 from lab_utils.errors import LabError  # noqa: E402
 from lab_utils.generation import generate_ended  # noqa: E402
@@ -44,6 +45,7 @@ def app_root(sft_root, tmp_path_factory) -> Path:
         shutil.copytree(sft_root / folder, root / folder)
     tok = AutoTokenizer.from_pretrained(root / "sft")
     RewardModel(load_score_model(root / "sft", tok.pad_token_id).eval(), tok).save(root / "reward")
+    ck.write_json(root / "reward" / "metrics.json", {"stage": "reward"})  # a finished stage, as the apps require
     return root
 
 
@@ -227,6 +229,55 @@ def test_compare_streams_every_chosen_model_then_scores_them(models):
 def test_compare_refuses_bad_requests_before_generating(models, text, names, message):
     with pytest.raises(gr.Error, match=message):
         next(compare.compare(models, text, names, 0.0, 1.0, 8))
+
+
+@pytest.mark.parametrize("temperature, top_p, max_new_tokens, message", [
+    (0.0, 1.0, float("nan"), "max_new_tokens must be a number from 1 to 512, not 'nan'"),
+    (float("nan"), 1.0, 8, "temperature must be a number from 0 to 1.5"),
+    ("hot", 1.0, 8, "temperature must be a number from 0 to 1.5, not 'hot'"),
+    (0.7, 5.0, 8, "top_p must be a number from 0.05 to 1"),
+    (0.7, 1.0, True, "max_new_tokens must be a number")])
+def test_compare_refuses_sampling_settings_out_of_range_before_generating(models, temperature, top_p, max_new_tokens,
+                                                                         message):
+    """A client may send anything a slider would not (NaN passes Gradio's bounds check): each setting is named."""
+    with pytest.raises(gr.Error, match=message):
+        next(compare.compare(models, QUESTION, ["sft"], temperature, top_p, max_new_tokens))
+
+
+def test_values_the_browser_sends_back_are_checked_before_they_are_shown():
+    """The score lines and the arena's reveal read a hidden gr.JSON, which any client can fill: a value the server
+    could not have made gives no line, or a gr.Error, never a traceback."""
+    good = {"sft": {"answer": "Paris.", "ended": True, "tokens": 3, "reward": 0.5}}
+    assert compare.score_line("sft", good) == "ended at EOS · reward **+0.50**"
+    for bad in ({"sft": {"ended": 1, "reward": "x" * 10**6}}, {"sft": {"ended": True, "reward": "0.5"}},
+                {"sft": "x"}, ["sft"], {"sft": {"ended": False, "reward": None, "no_reward": 3}}):
+        assert compare.score_line("sft", bad) == ""
+    long = {"sft": {"ended": False, "reward": None, "no_reward": "y" * 10**4}}
+    assert compare.score_line("sft", long) == "cut off at max new tokens · " + "y" * 500
+    vote = {"choice": "a", "model_a": "sft", "model_b": "rlhf", "recorded": True}
+    assert arena.reveal(vote).startswith("**A** was **sft**, **B** was **rlhf**. Your vote: A is better.")
+    for bad in ({**vote, "choice": "x"}, {**vote, "model_a": ["sft"]}, {**vote, "model_b": "z" * 65},
+                {**vote, "recorded": "yes"}, {"choice": "a"}, None, "a"):
+        with pytest.raises(gr.Error, match="no vote to reveal"):
+            arena.reveal(bad)
+
+
+def test_a_reward_model_whose_stage_did_not_finish_gives_no_scores(app_root, tmp_path):
+    """An interrupted `lab reward` leaves reward/ without metrics.json; `lab eval` and PPO refuse it, and so do the
+    apps: compare keeps the answers, and each score line says why there is no reward."""
+    root = tmp_path / "run"
+    root.mkdir()
+    for folder in ("base", "sft"):
+        (root / folder).symlink_to(app_root / folder)
+    shutil.copytree(app_root / "reward", root / "reward")
+    (root / "reward" / "metrics.json").unlink()
+    half = serving.Models(root)
+    with pytest.raises(LabError, match="no reward model \\(the folder has no metrics.json"):
+        half.reward_model()
+    *_, results = list(compare.compare(half, QUESTION, ["sft"], 0.0, 1.0, 4))[-1]
+    assert results["sft"]["reward"] is None
+    assert "the reward model did not load: " in compare.score_line("sft", results)
+    assert "run `lab reward` (or `lab run`) first" in compare.score_line("sft", results)
 
 
 def test_a_prompt_that_spells_a_special_token_is_refused(models):
@@ -430,6 +481,9 @@ def test_auth_comes_from_the_flag_or_the_environment(monkeypatch):
     assert common.parse_auth(None) == [("carol", "pw")]
     with pytest.raises(LabError, match="--auth must look like user:password"):
         common.parse_auth("alice")
+    with pytest.raises(LabError, match="user 'alice' is given more than once") as info:  # Gradio keeps one password
+        common.parse_auth("alice:pw1,bob:pw3, alice:pw2")
+    assert "pw1" not in str(info.value) and "pw2" not in str(info.value)
 
 
 # ------------------------------------------------------------------ launched apps, driven by gradio_client
@@ -464,6 +518,18 @@ def test_compare_endpoint_streams_all_panes_together_and_returns_final_answers(c
     for before, after in zip(panes, panes[1:]):  # each update adds one piece to one pane
         changed = [i for i in (0, 1) if before[i] != after[i]]
         assert len(changed) == 1 and after[changed[0]].startswith(before[changed[0]])
+
+
+def test_the_served_apps_keep_no_uploaded_file(compare_url, app_root):
+    """Neither app takes a file, but Gradio serves an upload route on every app: it must refuse every file, so that
+    no client can fill the disk."""
+    import httpx
+
+    before = set(Path(gr.utils.get_upload_folder()).rglob("*")) if Path(gr.utils.get_upload_folder()).exists() else set()
+    reply = httpx.post(compare_url + "gradio_api/upload", files={"files": ("x.bin", b"0" * 100_000)})
+    assert reply.status_code == 413
+    after = set(Path(gr.utils.get_upload_folder()).rglob("*")) if Path(gr.utils.get_upload_folder()).exists() else set()
+    assert not {p for p in after - before if p.is_file()}
 
 
 def test_compare_endpoint_refuses_a_long_prompt(compare_url):
