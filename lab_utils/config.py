@@ -368,6 +368,10 @@ class PPOConfig(_Profiled):
         import torch
 
         from .errors import LabError
+        if self.attn_implementation.startswith("flash") and self.mixed_precision == "no":  # float32 q, k, v
+            raise LabError(f"--attn_implementation {self.attn_implementation} computes in bf16 or fp16 only, and "
+                           "--mixed_precision no keeps the four models in float32",
+                           fix="use --mixed_precision bf16, or --attn_implementation sdpa")
         if self.attn_implementation.startswith(("flash", "flex")) and not torch.cuda.is_available():
             raise LabError(f"--attn_implementation {self.attn_implementation} runs only on a GPU here",
                            fix="use 'eager' (the default) or 'sdpa' on a CPU")

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from .errors import LabError, cause
 
@@ -100,11 +100,23 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
     except (OSError, ValueError, SafetensorError) as err:  # no such folder or id, offline, not a model, a torn file
         raise load_error(path_or_id, err) from None
-    if with_distinct_pad(tok):
-        model.resize_token_embeddings(len(tok))
-        model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
+    give_distinct_pad(model, tok)
+    # the lab's sampling settings, and only them: a hub model's generation_config.json (Qwen2.5-Instruct's
+    # repetition_penalty 1.1, say) would otherwise fill every setting a `generate` call leaves out, so that PPO would
+    # sample from another distribution than the one it scores, and greedy decoding would not be greedy
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id, use_cache=True)
     tok.padding_side = "left"
     return model, tok
+
+
+def give_distinct_pad(model, tok) -> None:
+    """`with_distinct_pad`, with the model made to match: a row for the new PAD when the embeddings have none to spare
+    (never shrunk: a hub model's spare rows stay, and its GPU-friendly size with them), and PAD in its configs."""
+    if with_distinct_pad(tok):
+        if len(tok) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tok))
+        model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
 
 
 def with_distinct_pad(tok) -> bool:

@@ -26,6 +26,7 @@ turns it off.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -34,15 +35,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 from trl.trainer.utils import disable_dropout_in_model
 
 from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
-from .modeling import check_model_folder, fresh_accelerator, load_error
+from .modeling import check_model_folder, fresh_accelerator, load_causal_lm
 from .reward import RewardModel
 
 RESUMABLE_CHANGES = ("save_every", "log_every")  # settings a resumed run may change; any other would mix two runs
@@ -432,17 +432,12 @@ def _set_attention(model, kernel: str) -> None:
 
 def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     """(policy, reference or None, value model, reward model, tokenizer) as the config asks."""
-    for path, what in ((policy_dir, "SFT model"), (reward_dir, "reward model")):
-        if not (Path(path) / "config.json").exists():
-            stage = "lab sft" if what == "SFT model" else "lab reward"
-            raise LabError(f"no {what} for PPO", path=str(path), fix=f"run `{stage}` (or `lab run`) first")
-    check_model_folder(str(policy_dir))
+    if not (Path(reward_dir) / "config.json").exists():  # a local folder: it carries its normalisation
+        raise LabError("no reward model for PPO", path=str(reward_dir), fix="run `lab reward` (or `lab run`) first")
+    check_model_folder(str(policy_dir))  # the policy may be a hub id (--model): its load says what is wrong
     reward_model = RewardModel.load(reward_dir)  # checks it is a reward model before the policy's copies load
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-        policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
-    except (OSError, ValueError, SafetensorError) as err:
-        raise load_error(str(policy_dir), err) from None
+    # a PAD of its own (as the reward model's tokenizer got one) and the lab's sampling settings only
+    policy, tokenizer = load_causal_lm(str(policy_dir))
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here: by --seed, not by whatever ran before
@@ -450,8 +445,7 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
         ref_model = None  # the adapter switched off is the SFT model: no second copy in memory
     else:
-        ref_model = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32)
-        ref_model.requires_grad_(False)
+        ref_model = copy.deepcopy(policy).requires_grad_(False)  # the SFT model, before PPO moves the policy
     value_model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
     reward_model.model.requires_grad_(False)
     for model in (policy, ref_model, value_model, reward_model.model):

@@ -247,7 +247,8 @@ class RegularisedRewardTrainer(RewardTrainer):
         if not self.lm_coef:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         captured = {}
-        backbone = (model.get_base_model() if hasattr(model, "get_base_model") else model).base_model
+        inner = self.accelerator.unwrap_model(model)  # under several processes `model` is DDP, which hides both
+        backbone = (inner.get_base_model() if hasattr(inner, "get_base_model") else inner).base_model
         hook = backbone.register_forward_hook(lambda _m, _i, out: captured.update(hidden=out.last_hidden_state))
         try:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)

@@ -27,7 +27,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
-from .modeling import check_model_folder
+from .modeling import check_model_folder, give_distinct_pad
 from .tokenizer import chat_template_for, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -152,6 +152,9 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
             model.save_pretrained(tmp)
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()  # W + (alpha/r)·B·A, in fp32
+    # TRL pads with EOS where the base has no PAD (most hub bases): the saved model gets a PAD of its own, as every
+    # later stage needs (PPO truncates at the first EOS; the reward model reads its score at the last non-PAD token)
+    give_distinct_pad(model, tokenizer)
     # the prompt layout the model was tuned on, for `apply_chat_template` (a hub base brings a template of its own)
     tokenizer.chat_template = chat_template_for(tokenizer)
     with ck.atomic_dir(out_dir) as tmp:

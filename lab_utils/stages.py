@@ -168,9 +168,6 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
     built_from = _built_from(root, "reward", cfg)
-    if not (sft_dir / "config.json").exists():
-        raise LabError("no SFT model to start the reward model from", path=str(sft_dir),
-                       fix="run `lab sft` (or `lab run`) first, or pass --model")
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
     given = pairs is not None or bool(cfg.data)

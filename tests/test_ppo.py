@@ -5,6 +5,7 @@ resume, and a toy task on which PPO must raise the reward."""
 from __future__ import annotations
 
 import json
+import shutil
 import types
 from pathlib import Path
 
@@ -498,9 +499,11 @@ def test_ppo_raises_the_reward_on_a_toy_task(run_root):
     assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.08 → 6.3, 7.7 (of at most 10)
 
 
-def test_missing_models_are_lab_errors(tmp_path):
-    with pytest.raises(LabError, match="lab sft"):
-        ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", tmp_path / "reward")
+def test_missing_models_are_lab_errors(tmp_path, run_root):
+    with pytest.raises(LabError, match="reward: no reward model for PPO. Fix: run `lab reward`"):
+        ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", tmp_path / "reward")
+    with pytest.raises(LabError, match="sft: no such model folder .*Fix: check the path, or build it first"):
+        ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", run_root / "reward")
 
 
 def test_run_ppo_then_eval_reports_reward_and_head_to_head(run_root):
@@ -654,6 +657,71 @@ def test_the_lora_policy_is_drawn_by_the_seed_not_by_what_ran_before(run_root):
 def test_an_attention_kernel_a_cpu_cannot_run_is_one_clear_error_before_any_model_loads(kernel):
     with pytest.raises(LabError, match=f"--attn_implementation {kernel} runs only on a GPU here. Fix: use 'eager'"):
         PPOConfig.for_profile("micro", attn_implementation=kernel)
+
+
+def test_a_flash_kernel_with_float32_models_is_one_clear_error():
+    """Flash attention computes in bf16/fp16 only; with --mixed_precision no the four models stay float32, and it would
+    fail at the first forward pass of a GPU run."""
+    with pytest.raises(LabError, match="flash_attention_2 computes in bf16 or fp16 only.*Fix: use --mixed_precision"):
+        PPOConfig.for_profile("micro", attn_implementation="flash_attention_2", mixed_precision="no")
+
+
+def test_an_sft_model_tuned_from_a_base_whose_pad_is_its_eos_goes_through_reward_and_ppo(run_root, tmp_path):
+    """Most hub bases ship no PAD (Llama 3, Qwen2.5 base, GPT-2): TRL then pads SFT with EOS, on the tokenizer the
+    stage saves. The SFT model is saved with a PAD of its own, and PPO loads its policy as every stage loads a model:
+    reward model and policy read the same ids."""
+    from transformers import AutoTokenizer
+
+    from lab_utils.config import SFTConfig
+    from lab_utils.sft import train_sft
+
+    base = tmp_path / "eos-pad-base"
+    shutil.copytree(run_root / "base", base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = tok.eos_token  # as a hub base whose tokenizer has no PAD ends up inside TRL
+    tok.save_pretrained(base)
+    records = [{"instruction": f"Say {w}.", "input": "", "output": f"{w}!"} for w in ("hi", "yes", "no", "tea")]
+    train_sft(SFTConfig.for_profile("micro", method="full", max_steps=1, batch_size=2), base, records,
+              tmp_path / "sft", progress=False)
+    saved = AutoTokenizer.from_pretrained(tmp_path / "sft")
+    assert saved.pad_token_id != saved.eos_token_id
+    sft = modeling.AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    assert sft.config.pad_token_id == saved.pad_token_id < sft.get_input_embeddings().num_embeddings
+    score_tok = reward.score_tokenizer(tmp_path / "sft")
+    RewardModel(reward.load_score_model(tmp_path / "sft", score_tok.pad_token_id, len(score_tok)).eval(),
+                score_tok).save(tmp_path / "reward")
+    policy, _, _, _, tok = ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", tmp_path / "reward")
+    assert tok.get_vocab() == saved.get_vocab() and tok.pad_token_id != tok.eos_token_id
+
+
+def test_a_hub_models_generation_config_does_not_change_how_the_lab_samples(run_root, tmp_path):
+    """A hub model's generation_config.json (Qwen2.5-Instruct ships repetition_penalty 1.1) fills every setting a
+    `generate` call leaves out: PPO would sample from another distribution than the one it scores, and greedy
+    answers would not be greedy. Models load with the lab's settings only."""
+    from lab_utils.generation import generate_ended
+
+    folder = tmp_path / "sft"
+    shutil.copytree(run_root / "sft", folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 3.0,
+                                                               "no_repeat_ngram_size": 1, "temperature": 0.1}))
+    model, tok = modeling.load_causal_lm(str(folder))
+    clean, _ = modeling.load_causal_lm(str(run_root / "sft"))
+    assert model.generation_config.repetition_penalty in (None, 1.0) and not model.generation_config.no_repeat_ngram_size
+    prompts = ["Say something about cats.", "What is 2 + 3?"]
+    assert generate_ended(model, tok, prompts, 12) == generate_ended(clean, tok, prompts, 12)
+    policy = ppo.load_models(PPOConfig.for_profile("micro"), folder, run_root / "reward")[0]
+    assert policy.generation_config.repetition_penalty in (None, 1.0)
+
+
+def test_a_hub_id_given_as_the_model_is_loaded_as_one_not_refused_as_a_missing_stage(run_root, monkeypatch):
+    """`--model ORG/NAME` for the reward stage and PPO: offline and not cached, the message is about the hub id, not
+    "run `lab sft` first"."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LabError, match="not-a-cached-org/no-such-model: could not load a model.*Fix: check the hub id"):
+        ppo.load_models(PPOConfig.for_profile("micro"), Path("not-a-cached-org/no-such-model"), run_root / "reward")
+    with pytest.raises(LabError, match="not-a-cached-org/no-such-model: could not load a model.*Fix: check the hub id"):
+        stages.run_reward("micro", run_root, progress=False, model="not-a-cached-org/no-such-model")
 
 
 def test_an_attention_kernel_that_cannot_load_is_one_clear_error():

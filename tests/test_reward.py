@@ -180,7 +180,7 @@ def test_lm_regulariser_starts_as_the_sft_models_own_loss_on_the_chosen_texts(sf
             model=model, processing_class=tok, train_dataset=R.pair_dataset(tok, pairs),
             lm_head=R.frozen_lm_head(sft_root / "sft") if lm_coef else None, lm_coef=lm_coef,
             args=TRLRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
-                                 gradient_checkpointing=False))
+                                 activation_checkpointing=False))
 
     plain, regularised = trainer(0.0), trainer(0.5)
     inputs = plain.data_collator([plain.train_dataset[i] for i in range(2)])
@@ -188,6 +188,10 @@ def test_lm_regulariser_starts_as_the_sft_models_own_loss_on_the_chosen_texts(sf
     with torch.no_grad():
         bradley_terry = plain.compute_loss(plain.model, dict(inputs))
     loss = regularised.compute_loss(regularised.model.train(), dict(inputs))  # no dropout in these models
+    # under several processes the trainer passes the model wrapped (DDP); DataParallel wraps it the same way on a CPU
+    wrapped = regularised.compute_loss(torch.nn.DataParallel(regularised.model), dict(inputs))
+    assert wrapped.item() == pytest.approx(loss.item(), abs=1e-6)
+    regularised._metrics["train"]["lm_loss"].pop()
 
     lm = AutoModelForCausalLM.from_pretrained(sft_root / "sft").eval()
     nll, count = 0.0, 0
