@@ -356,8 +356,9 @@ def main(argv=None) -> dict:
     report = {"settings": spec["settings"], "profile": args.profile, "models": spec["models"],
               "policy": spec["policy"], "reward_model": spec["reward_model"],
               "policy_params": spec["policy_params"], "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    from lab_utils import checkpoints as ck  # the driver runs in .venv (the workers may not)
+
+    ck.write_json(args.out, report)  # temporary file, then rename: an interrupted run leaves the old report whole
     print(f"[bench] wrote {args.out}")
     return report
 

@@ -326,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file or folder the lab may not read or write (--out, --to): one line, not a traceback
+        if err.filename is None:
+            raise
+        print(f"error: {err.filename}: {err.strerror}. Fix: check that the path exists and that you may read and "
+              "write there (or pass another --out / --to)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # what is finished stays: every artifact is written to a temporary path, then renamed
         print("\ninterrupted: finished stages and checkpoints are kept; `lab run` reuses them, and `lab pretrain "
               "--resume` / `lab ppo --resume` continue from the last checkpoint", file=sys.stderr)

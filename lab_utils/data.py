@@ -44,6 +44,9 @@ def _read(path: Path) -> str:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
     except UnicodeDecodeError as err:
         raise LabError(f"not UTF-8 text (byte {err.start})", path=str(path), fix="save the file as UTF-8") from None
+    except OSError as err:  # no permission to read it, an unreadable mount
+        raise LabError(f"cannot read this file ({err.strerror})", path=str(path),
+                       fix="check its permissions, or copy it somewhere readable") from None
     if "\x00" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without a byte-order mark, or binary data
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise LabError("holds NUL characters: UTF-16 (without a byte-order mark) or binary, not UTF-8 text",

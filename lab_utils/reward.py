@@ -22,6 +22,7 @@ reads, keeps the scale it was trained on, (rating − 3) / 2: its `normalization
 
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 from dataclasses import replace
@@ -412,8 +413,10 @@ class RewardModel:
             try:
                 norm = ck.read_json(path / NORM_FILE)
                 norm = {"mean": float(norm["mean"]), "std": float(norm["std"])}
+                if not (math.isfinite(norm["mean"]) and math.isfinite(norm["std"]) and norm["std"] > 0):
+                    raise ValueError  # a std of 0 divides by zero, a negative one turns every ranking round
             except (ValueError, KeyError, TypeError):
-                raise LabError("not a normalisation (a JSON object with numbers \"mean\" and \"std\")",
+                raise LabError("not a normalisation (a JSON object with numbers \"mean\" and \"std\", std > 0)",
                                path=str(path / NORM_FILE), fix="train the reward model again (`lab reward`)") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)

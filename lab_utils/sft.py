@@ -147,6 +147,9 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
     fine-tune has no adapter: an earlier run's beside `out_dir` goes, as it belongs to a model no longer there."""
     adapter_dir = adapter_dir or out_dir.with_name(out_dir.name + "-adapter")
     has_adapter = isinstance(model, PeftModel)
+    # two folders are replaced one after the other: the stage counts as unfinished until both are (an interrupted
+    # save must not leave the old, "finished" model beside the new adapter)
+    (out_dir / "metrics.json").unlink(missing_ok=True)
     if has_adapter:
         with ck.atomic_dir(adapter_dir) as tmp:
             model.save_pretrained(tmp)

@@ -418,6 +418,7 @@ def _table(w: World, variant: int) -> list[tuple]:
 @lru_cache(maxsize=4 * SQL_VARIANTS)
 def _database(w: World, variant: int = 0) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False)  # in memory: no file is ever opened
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)  # no generated randomblob(10**9): a string or blob stays small
     db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
     db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)", _table(w, variant))
     db.execute("PRAGMA query_only = ON")  # a generated query can read, never write

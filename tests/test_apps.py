@@ -332,7 +332,7 @@ def test_a_model_or_reward_model_that_fails_to_load_is_said_in_the_browser(app_r
     assert results["base"]["answer"] == answer and results["base"]["reward"] is None
     assert compare.score_line("base", results).endswith(" · the reward model did not load: "
                                                         f"{root / 'reward' / 'normalization.json'}: not a normalisation"
-                                                        ' (a JSON object with numbers "mean" and "std"). Fix: train the'
+                                                        ' (a JSON object with numbers "mean" and "std", std > 0). Fix: train the'
                                                         " reward model again (`lab reward`).")
 
 

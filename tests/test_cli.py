@@ -92,6 +92,32 @@ def test_an_out_that_is_a_file_and_a_port_out_of_range_are_one_clear_error(tmp_p
     assert capsys.readouterr().err.startswith("error: lab bench times the training step on random tokens")
 
 
+def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    """A --data file without read permission (root ignores chmod, so the read is made to fail), or a --to inside a
+    file: one line naming the path and the fix, exit 2, not a traceback."""
+    from pathlib import Path
+
+    from lab_utils import votes
+
+    data = tmp_path / "corpus.txt"
+    data.write_text("One document.\nAnother one.\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(self))) if self == data else real(self, *a, **k))
+    assert main(["tokenizer", "--profile", "micro", "--out", str(tmp_path / "run"), "--data", str(data)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {data}: cannot read this file (Permission denied). Fix: check its permissions, or copy it somewhere "
+        "readable."]
+    monkeypatch.undo()
+    votes.record_vote(votes.init(tmp_path / "run" / votes.DB_NAME), "v1", "Say hi.", "Hi.", "No.", "sft", "rlhf", "a")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["votes", "export", "--profile", "micro", "--out", str(tmp_path / "run"),
+                 "--to", str(afile / "votes.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {afile}: File exists. Fix: check that the path exists")
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     import lab_utils.cli as cli
 
@@ -251,9 +277,11 @@ def test_a_model_folder_of_the_wrong_kind_is_one_clear_error_before_any_work(sft
     shutil.copytree(sft, adapter, ignore=shutil.ignore_patterns("config.json", "model.safetensors"))
     (adapter / "adapter_config.json").write_text("{}")
     check_model_folder(str(adapter))
-    (reward_like / NORM_FILE).write_text('{"mean": 0.1')
-    with pytest.raises(LabError, match="not a normalisation"):
-        RewardModel.load(reward_like)
+    for text in ('{"mean": 0.1', '{"mean": 0.1, "std": 0}', '{"mean": 0.1, "std": -2}', '{"mean": NaN, "std": 1}',
+                 '{"mean": 0, "std": Infinity}'):  # json reads NaN and Infinity; a std of 0 or below breaks the scale
+        (reward_like / NORM_FILE).write_text(text)
+        with pytest.raises(LabError, match="not a normalisation"):
+            RewardModel.load(reward_like)
 
 
 @pytest.mark.parametrize("stage, done, usual, from_other", [

@@ -200,6 +200,21 @@ def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base
     assert saved["sft"]["method"] == "qlora" and saved["base"] == str(base_dir)
 
 
+def test_a_save_interrupted_between_its_two_folders_leaves_the_stage_unfinished(base_dir, tmp_path, monkeypatch):
+    """The adapter is renamed into place before the merged model: until both are, the old SFT model must not count as
+    finished beside an adapter from another run."""
+    import lab_utils.sft as sft
+
+    out = tmp_path / "sft"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # a finished earlier run
+    monkeypatch.setattr(sft.PeftModel, "from_pretrained", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(SFTConfig.for_profile("micro", method="lora", max_steps=1, batch_size=2), base_dir, RECORDS, out,
+                  progress=False)
+    assert (tmp_path / "sft-adapter" / "adapter_config.json").is_file() and not (out / "metrics.json").exists()
+
+
 def test_a_base_with_a_chat_template_of_its_own_is_saved_with_the_one_sft_trained_on(base_dir, tmp_path):
     """A hub base brings its own chat template (ChatML, say); the SFT model is tuned on Alpaca prompts, so
     `apply_chat_template` on the saved model must render those, not the base's layout. And a full fine-tune leaves

@@ -10,7 +10,6 @@ sweeps in wip/README.md ("DPO on the reward stage's pairs") were run with it.
 """
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -62,7 +61,8 @@ right = [ok for oks in by_task.values() for ok in oks]
 print("heldout implicit-reward accuracy", round(sum(right) / len(right), 4),
       {t: round(sum(v) / len(v), 2) for t, v in by_task.items()})
 if len(sys.argv) > 6:
-    dest = Path(sys.argv[6])
-    shutil.rmtree(dest, ignore_errors=True)
-    trainer.model.save_pretrained(dest)
-    tok.save_pretrained(dest)
+    from lab_utils import checkpoints as ck
+
+    with ck.atomic_dir(Path(sys.argv[6])) as tmp:  # the old model stays until the new one is whole
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)

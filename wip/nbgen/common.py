@@ -1,4 +1,5 @@
 """Helpers that write a notebook as a list of markdown/code cells (the generators in wip/nbgen; not run by tests)."""
+import os
 import textwrap
 
 import nbformat
@@ -22,7 +23,8 @@ def save(path):
         "language_info": {"name": "python"},
     }
     nbformat.validate(nb)
-    nbformat.write(nb, path)
+    nbformat.write(nb, f"{path}.tmp")  # then renamed: an error mid-write leaves the notebook whole
+    os.replace(f"{path}.tmp", path)
     lines = sorted(len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code")
     print(f"{path}: {len(nb.cells)} cells, {len(lines)} code, median code lines {lines[len(lines) // 2]}, "
           f"max {lines[-1]}")

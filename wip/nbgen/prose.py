@@ -3,6 +3,7 @@
 For a change to prose only. The generator runs with `save` captured, so nothing is written unless every code cell
 of the generated notebook equals the executed one's (a code change needs the notebook executed again).
 """
+import os
 import runpy
 import sys
 
@@ -31,7 +32,8 @@ def main(script):
         if cell.cell_type == "markdown" and old.source != cell.source:
             old.source, changed = cell.source, changed + 1
     if changed:
-        nbformat.write(executed, captured["path"])
+        nbformat.write(executed, f"{captured['path']}.tmp")  # then renamed, as common.save does
+        os.replace(f"{captured['path']}.tmp", captured["path"])
     print(f"{captured['path']}: {changed} markdown cells updated, outputs kept")
 
 
