@@ -90,6 +90,21 @@ def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
     )
 
 
+def build_trainer(cfg: SFTConfig, model, tokenizer, records: list[dict], output_dir: str,
+                  progress: bool = False) -> SFTTrainer:
+    """TRL's SFTTrainer as `train_sft` runs it: LoRA attached per `cfg.method` (its A matrices drawn from torch's
+    RNG: seed it first), the adapters in fp32, and only the records that still end with their EOS label."""
+    peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
+    trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress), train_dataset=to_prompt_completion(records),
+                         processing_class=tokenizer, peft_config=peft_cfg)
+    keep_adapters_fp32(trainer.model)
+    # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost its EOS
+    # and would teach the model not to stop. Keep only the records that end with their EOS label.
+    eos = tokenizer.eos_token_id
+    trainer.train_dataset = trainer.train_dataset.filter(lambda ex: ex["labels"][-1] == eos)
+    return trainer
+
+
 def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path | None = None,
               adapter_dir: Path | None = None, progress: bool = True) -> dict:
     """Fine-tune `base_dir` on `records` with `cfg.method`; save the merged model to `out_dir`."""
@@ -108,15 +123,8 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     full = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if cfg.method == "qlora" else model
     total_params, full_bytes = sum(p.numel() for p in full.parameters()), full.get_memory_footprint()
     del full
-    peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = SFTTrainer(model=model, args=trl_args(cfg, tmp, progress), train_dataset=to_prompt_completion(records),
-                             processing_class=tokenizer, peft_config=peft_cfg)
-        keep_adapters_fp32(trainer.model)
-        # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost
-        # its EOS and would teach the model not to stop. Keep only the records that end with their EOS label.
-        eos = tokenizer.eos_token_id
-        trainer.train_dataset = trainer.train_dataset.filter(lambda ex: ex["labels"][-1] == eos)
+        trainer = build_trainer(cfg, model, tokenizer, records, tmp, progress)
         n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
         if kept == 0:
             raise LabError(f"no record fits in max_length={cfg.max_length} tokens with its whole response",

@@ -188,9 +188,32 @@ def test_rollout_truncates_after_eos_and_penalises_missing_eos(run_root, monkeyp
         n = int(mask.sum())
         assert (response[n:] == pad).all() and (eos not in response[: n - 1].tolist())
         assert bool(ended) == (response[n - 1].item() == eos)
-    assert b["loss_mask"][:, -1].any(), "a column that is padding in every row should have been dropped"
     expected = b["raw_scores"] + trainer.cfg.missing_eos_penalty * (~b["ended"]).float()
     assert torch.allclose(b["scores"], expected)
+
+
+def test_columns_past_every_rows_end_are_dropped(run_root, monkeypatch):
+    """Generation can run past the point where every row has ended (under several processes each waits for the
+    others): those columns are padding in every row, and the per-token tensors leave them out."""
+    trainer = make_trainer(run_root, response_length=6)
+    eos, pad = trainer.tok.eos_token_id, trainer.tok.pad_token_id
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    sample, seen = policy.generate, {}
+
+    def all_end_early(input_ids, **kwargs):  # 6 columns sampled; every row has ended by the third
+        out = sample(input_ids=input_ids, **kwargs | {"min_new_tokens": kwargs["max_new_tokens"]})
+        response = out[:, input_ids.shape[1]:]
+        response[response == eos] = eos + 1 if eos + 1 != pad else eos + 2
+        response[:, 2], response[0, 1] = eos, eos
+        seen["width"] = response.shape[1]
+        return out
+
+    monkeypatch.setattr(policy, "generate", all_end_early)
+    b = trainer.rollout(trainer.prompts)
+    assert seen["width"] == 6 and b["response"].shape[1] == 3 and b["loss_mask"][:, -1].any()
+    assert b["loss_mask"][0].sum() == 2 and (b["loss_mask"][1:].sum(1) == 3).all()
+    for key in ("logprobs", "ref_logprobs", "values", "advantages", "returns"):
+        assert b[key].shape == b["response"].shape, key
 
 
 def test_reward_is_read_where_the_reward_model_was_trained(run_root):
@@ -511,7 +534,7 @@ def test_run_ppo_then_eval_reports_reward_and_head_to_head(run_root):
     for key in ("iterations", "episodes", "episodes_per_s", "reward_start", "reward_end", "kl_end", "wall_s"):
         assert key in m
     beta = PPOConfig.for_profile("micro").kl_coef  # micro, like tiny, has the KL ceiling: β never under kl_coef
-    assert m["kl_coef_max"] >= m["kl_coef_end"] >= beta and m["kl_coef_max"] == max(r["kl_coef"] for r in m["history"])
+    assert all(r["kl_coef"] >= beta for r in m["history"])  # the floor held at every iteration
     assert (run_root / "rlhf" / "model.safetensors").is_file()
     results = stages.run_eval("micro", run_root)
     assert set(results) == {"base", "sft", "rlhf"} and all("mean_reward" in r for r in results.values())

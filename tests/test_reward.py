@@ -262,7 +262,7 @@ def test_pairwise_training_learns_the_preference_it_is_shown(sft_root):
             chosen, rejected = (number, filler) if number_wins else (filler, number)
             rows.append({"prompt": f"What is {i} plus 1?", "chosen": chosen, "rejected": rejected})
         return rows
-    cfg = RewardConfig.for_profile("micro", epochs=3.0, lr=1e-3, lm_coef=0.0)
+    cfg = RewardConfig.for_profile("micro", epochs=3.0, lr=1e-3, lm_coef=0.0, bf16=False)  # float32: any host alike
     for number_wins in (True, False):
         model, tok, history = R.train_pairwise(cfg, sft_root / "sft", pairs(range(0, 64, 2), number_wins),
                                                progress=False)
@@ -331,7 +331,7 @@ def test_run_reward_writes_both_models_and_report(reward_metrics, sft_root):
     m = reward_metrics
     for key in ("pairwise_accuracy", "ratings_model_pairwise_accuracy", "n_train_pairs", "n_eval_pairs", "wall_s"):
         assert key in m
-    assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0 and 0 <= m["pairwise_accuracy"] <= 1
+    assert m["n_train_pairs"] > 0 and m["n_eval_pairs"] > 0  # the accuracy is rebuilt from its terms below
     assert m["history"] and all(h["lm_loss"] > 0 for h in m["history"])  # the regulariser is on by default
     for key, overall in (("pairwise_accuracy_by_term", "pairwise_accuracy"),
                          ("ratings_model_by_term", "ratings_model_pairwise_accuracy")):
