@@ -198,7 +198,30 @@ def _hub_texts(spec: str, split: str) -> list[str]:
     ds = _hub_dataset(spec, split, local=".txt, .json or .jsonl")
     if "text" not in ds.column_names:
         raise LabError(f"no 'text' column (columns: {ds.column_names})", path=spec, fix="pick a text dataset")
-    return [t for t in ds["text"] if t and t.strip()]
+    texts = ds["text"]
+    bad = next((i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)), None)
+    if bad is not None:
+        raise LabError(f"'text' is {type(texts[bad]).__name__}, not a string", path=spec, where=f"row {bad + 1}",
+                       fix="pick a dataset whose 'text' column holds strings")
+    if spec.partition(":")[0].split("/")[-1].lower() == "wikitext":  # one row per line: join them into articles
+        return wikitext_articles(texts)
+    return [t for t in texts if t and t.strip()]
+
+
+_WIKITEXT_TITLE = re.compile(r" = [^=].* = \n?")  # " = Valkyria Chronicles III = " starts an article
+
+
+def wikitext_articles(lines: list[str | None]) -> list[str]:
+    """wikitext keeps one row per line: a title, a section heading (" = = Gameplay = = "), a paragraph or "". Joined
+    at each article's title into one document each, so that pretraining's EOS ends articles, not every paragraph."""
+    articles: list[list[str]] = []
+    for line in lines:
+        if not line or not line.strip():
+            continue
+        if _WIKITEXT_TITLE.fullmatch(line) or not articles:
+            articles.append([])
+        articles[-1].append(line.strip())
+    return ["\n".join(a) for a in articles if a]
 
 
 def _hub_dataset(spec: str, split: str, local: str):

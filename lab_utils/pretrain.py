@@ -75,7 +75,9 @@ def pack(tokenizer, docs: list[str], seq_len: int, source: str = "the corpus") -
 
 
 def _doc_ids(tokenizer, docs: list[str]) -> list[list[int]]:
-    ids = tokenizer(docs, add_special_tokens=True)["input_ids"]  # BOS comes from the post-processor
+    # BOS comes from the post-processor; text that spells "<|eos|>" is text (split_special_tokens), not the control
+    # token, which would teach the model to end mid-document
+    ids = tokenizer(docs, add_special_tokens=True, split_special_tokens=True)["input_ids"]
     return [row + [tokenizer.eos_token_id] for row in ids]
 
 
@@ -112,10 +114,18 @@ def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tup
                        fix="give at least two documents (lines of a .txt, records of a .jsonl)")
     ids = _doc_ids(tokenizer, docs)
     n_val = max(1, len(docs) // 50)
-    while n_val < len(docs) - 1 and sum(map(len, ids[-n_val:])) < cfg.seq_len:
+    while n_val < len(docs) - 1 and sum(map(len, _unseen(docs, ids, n_val))) < cfg.seq_len:
         n_val += 1
     return (_pack_ids(ids[:-n_val], cfg.seq_len, f"{cfg.data} (training documents)"),
-            _pack_ids(ids[-n_val:], cfg.seq_len, f"{cfg.data} (the last {n_val} documents, for validation)"))
+            _pack_ids(_unseen(docs, ids, n_val), cfg.seq_len,
+                      f"{cfg.data} (the last {n_val} documents that are not also training documents, for validation)"))
+
+
+def _unseen(docs: list[str], ids: list[list[int]], n_val: int) -> list[list[int]]:
+    """The token ids of the last `n_val` documents, less those that are also training documents (a corpus can repeat
+    a document, and its validation loss would then be measured on text it trained on), as the world's split does."""
+    train = set(docs[:-n_val])
+    return [row for doc, row in zip(docs[-n_val:], ids[-n_val:]) if doc not in train]
 
 
 @torch.no_grad()

@@ -95,6 +95,27 @@ def test_hub_id_with_a_dot_goes_to_the_hub(monkeypatch, load, expected):
     assert [r["output"] if isinstance(r, dict) else r for r in got] == [expected]
 
 
+def test_wikitexts_lines_are_joined_into_articles(monkeypatch):
+    """wikitext (the full profile's corpus) keeps one row per line; each article becomes one document, so that
+    pretraining's EOS ends articles, not every heading and paragraph."""
+    from datasets import Dataset
+
+    rows = [" = A = \n", "", " first paragraph \n", " = = Section = = \n", " second \n", "", " = B = \n", " b \n"]
+    monkeypatch.setattr("lab_utils.data._hub_dataset", lambda spec, split, local: Dataset.from_dict({"text": rows}))
+    assert load_texts("Salesforce/wikitext:wikitext-103-raw-v1") == [
+        "= A =\nfirst paragraph\n= = Section = =\nsecond", "= B =\nb"]
+    assert load_texts("someone/line-corpus") == [r for r in rows if r.strip()]  # other datasets: a row, a document
+
+
+def test_a_hub_text_column_that_is_not_strings_is_one_clear_error(monkeypatch):
+    from datasets import Dataset
+
+    monkeypatch.setattr("lab_utils.data._hub_dataset",
+                        lambda spec, split, local: Dataset.from_dict({"text": [["a"], ["b", "c"]]}))
+    with pytest.raises(LabError, match="org/ds, row 1: 'text' is list, not a string. Fix: pick a dataset"):
+        load_texts("org/ds")
+
+
 def test_a_missing_file_without_an_extension_says_so_offline(tmp_path, monkeypatch):
     """"data/pairs" is a hub id by its shape; offline (as in the tests) it cannot be had, and the error names both
     readings: a local file that is not there, and a hub id that could not be loaded."""

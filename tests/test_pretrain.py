@@ -45,6 +45,14 @@ def test_pack_puts_bos_and_eos_around_every_document(tokenizer):
     assert rows.flatten().tolist() == flat[: rows.numel()]
 
 
+def test_text_that_spells_a_special_token_is_packed_as_text(tokenizer):
+    """A document that writes "<|eos|>" (code, a chat log) is text: one EOS per document, the one pack adds."""
+    docs = ["a <|eos|> b <|bos|>", "c"]
+    rows = pack(tokenizer, docs, seq_len=1).flatten().tolist()
+    assert rows.count(tokenizer.eos_token_id) == 2 and rows.count(tokenizer.bos_token_id) == 2
+    assert rows[0] == tokenizer.bos_token_id and rows[-1] == tokenizer.eos_token_id
+
+
 def test_batches_are_a_pure_function_of_seed_and_step():
     a = [batch_indices(40, 8, step, seed=0).tolist() for step in range(10)]
     assert a == [batch_indices(40, 8, step, seed=0).tolist() for step in range(10)]
@@ -125,6 +133,20 @@ def test_your_own_text_is_split_by_whole_documents(tokenizer, tmp_path):
     train, val = training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
     assert torch.equal(val, pack(tokenizer, docs[-1:], cfg.seq_len))  # 2% of 50 documents: the last one
     assert torch.equal(train, pack(tokenizer, docs[:-1], cfg.seq_len))
+
+
+def test_a_validation_document_that_is_also_a_training_document_is_left_out(tokenizer, tmp_path):
+    """A corpus may repeat a document; measured on it, the validation loss would be measured on trained text."""
+    from lab_utils.pretrain import training_rows
+
+    docs = [f"Training document number {i} says something about apples and pears." for i in range(48)]
+    docs += [" ".join(["The held out document talks about winter rain."] * 8), docs[3]]  # the last repeats one
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    cfg = PretrainConfig.for_profile("micro", data=str(path))
+    train, val = training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
+    assert torch.equal(val, pack(tokenizer, docs[-2:-1], cfg.seq_len))  # the last two, less the repeat
+    assert torch.equal(train, pack(tokenizer, docs[:-2], cfg.seq_len))
 
 
 def test_validation_takes_more_documents_until_they_fill_a_row(tokenizer, tmp_path):
