@@ -49,9 +49,11 @@ def train_flops_per_token(n_params: int, cfg: PretrainConfig, n_layers: int | No
 
 
 def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096) -> dict:
-    """Tokens/s of the real training step (same model, optimizer, precision) on random tokens: the profile's
-    fresh Llama, or with `cfg.model` (profile `full`) that model's architecture, randomly initialised."""
+    """Tokens/s of the real training step (same model, optimizer, clipping, schedule and precision) on random tokens:
+    the profile's fresh Llama, or with `cfg.model` (profile `full`) that model's architecture, randomly initialised."""
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
+
+    from .pretrain import _make_optimizer
 
     class _Tok:  # llama_config only needs the vocabulary size and the special ids
         bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
@@ -60,6 +62,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
             return vocab_size
 
     accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
     if cfg.model:  # the weights do not change the speed: the architecture's config is enough (no remote code)
         config = AutoConfig.from_pretrained(cfg.model)
         model = AutoModelForCausalLM.from_config(config)
@@ -67,7 +70,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
     else:
         model = LlamaForCausalLM(llama_config(cfg, _Tok()))
         shape = (cfg.n_layers, cfg.d_model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt, schedule = _make_optimizer(model, cfg)
     model, opt = accelerator.prepare(model, opt)
     x = torch.randint(3, vocab_size, (cfg.batch_size, cfg.seq_len), device=accelerator.device)
     timings = []
@@ -77,7 +80,9 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
         with accelerator.autocast():
             loss = model(input_ids=x, labels=x).loss
         accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        schedule.step()
         opt.zero_grad(set_to_none=True)
         _sync(accelerator.device)
         if i >= 3:  # the first steps warm up allocators and kernels
@@ -111,15 +116,16 @@ def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_
 
 
 def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3, profile: str = "tiny") -> dict:
-    """PPO episodes/s and sampling tokens/s on freshly initialised models of the profile's size.
+    """PPO episodes/s and sampling tokens/s on freshly initialised models: the profile's size, or with `cfg.model`
+    that model's architecture (and `tokenizer` its own).
 
-    Policy, reference, value and reward model are separate Llamas (as on `tiny`); the prompts are the
+    Policy, reference, value and reward model are separate models (as on `tiny`); the prompts are the
     world's Alpaca prompts. Random weights rarely emit EOS, so every response runs to full length: a
     worst case for the sampling step.
     """
     import copy
 
-    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from . import tasks
     from .config import WorldConfig, build_world_from
@@ -127,13 +133,15 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3,
     from .ppo import PPOTrainer
     from .reward import RewardModel
 
-    torch.manual_seed(0)
-    config = llama_config(cfg, tokenizer)
-    policy = LlamaForCausalLM(config)
+    torch.manual_seed(cfg.seed)
+    config = AutoConfig.from_pretrained(cfg.model) if cfg.model else llama_config(cfg, tokenizer)
+    config.vocab_size = max(config.vocab_size, len(tokenizer))  # room for a PAD the tokenizer was given
+    config.pad_token_id = tokenizer.pad_token_id
+    policy = AutoModelForCausalLM.from_config(config)
     ref_model = copy.deepcopy(policy).requires_grad_(False)
     config.num_labels = 1  # the value and reward models: one output each
-    value_model = LlamaForSequenceClassification(config)
-    reward_model = RewardModel(LlamaForSequenceClassification(config).eval(), tokenizer)
+    value_model = AutoModelForSequenceClassification.from_config(config)
+    reward_model = RewardModel(AutoModelForSequenceClassification.from_config(config).eval(), tokenizer)
     prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig.for_profile(profile)), 256, seed=5))
     trainer = PPOTrainer(ppo_cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
                          log=lambda *_: None)

@@ -21,7 +21,7 @@ with the chosen profile's values as defaults:
                                                                another model); --split validation: on the
                                                                prompts settings are chosen on; with --data,
                                                                answers to your prompts scored by the reward model
-    lab bench [--mixed_precision bf16|no]                      matmul peak, pretraining and PPO throughput
+    lab bench [--mixed_precision bf16|no] [--model M]          matmul peak, pretraining and PPO throughput
     lab app compare|arena [--host 127.0.0.1] [--port N] [--auth user:pass] [--share] [--models sft,rlhf]
                                                                Gradio apps: the checkpoints side by side,
                                                                or anonymous battles that collect votes
@@ -63,7 +63,7 @@ def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str 
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)
-    if hasattr(args, "data_split"):  # given on the command line, in any spelling argparse resolves to it?
+    if hasattr(args, "data_split") and cmd != "bench":  # given on the command line, in any spelling argparse takes?
         unset = object()
         parser.set_defaults(data_split=unset)
         given = parser.parse_args(argv).data_split is not unset
@@ -182,7 +182,7 @@ def _print_eval(results: dict) -> None:
 
 def cmd_eval(argv):
     from .runs import EVAL_SPLITS
-    from .stages import run_dir, run_eval, run_eval_data, stage_table, write_report
+    from .stages import refuse_unused, run_dir, run_eval, run_eval_data, stage_table, write_report
     args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists, or another one", extra=[
         (("--models",), {"default": None, "help": "comma-separated subset of the run's models: base,sft,rlhf"}),
         (("--model",), {"default": "", "help": "another model to evaluate: a folder written by save_pretrained or a "
@@ -201,6 +201,14 @@ def cmd_eval(argv):
     if args.data and args.split != "test":
         raise LabError("--split chooses among the world's task prompts, and --data brings prompts of its own",
                        fix="drop --split validation, or --data")
+    if args.split != "validation" and not args.data:
+        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile, ("n_validation_per_task",),
+                      "it sizes the validation prompts, and this evaluation is on the test prompts",
+                      "add --split validation, or drop FLAGS")
+    if args.data:
+        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile, ("n_per_task", "n_validation_per_task"),
+                      "they count the world's task prompts, and --data brings prompts of its own",
+                      "drop FLAGS (--data_limit keeps the first N of --data's prompts)")
     if data_flags and not args.data:
         given = " and ".join(f"--{k}" for k in data_flags)
         raise LabError(f"{given} only apply to prompts brought with --data",
@@ -226,6 +234,9 @@ def cmd_run(argv):
     from . import stages as S
     args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
                              extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
+    S.refuse_unused(EvalConfig.for_profile(args.profile, **ev), args.profile, ("n_validation_per_task",),
+                    "lab run evaluates on the test prompts",
+                    "drop FLAGS, and run `lab eval --split validation --n_validation_per_task N` after it")
     root, t0 = S.run_dir(args.profile, args.out), time.perf_counter()
     # like make: a finished stage is reused only with the same config and upstream builds (a hub --model brings
     # its own tokenizer, so then none is trained); the pretraining flags go to pretrain, the others keep the profile
@@ -239,6 +250,7 @@ def cmd_bench(argv):
     from transformers import AutoTokenizer
 
     from .bench import run_bench
+    from .stages import SHAPE, refuse_unused
     args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak, training and PPO throughput",
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
     from .stages import run_dir
@@ -248,15 +260,37 @@ def cmd_bench(argv):
     if cfg["data"] != PretrainConfig.for_profile(args.profile).data:  # the step is timed on random tokens: --data
         # would change nothing, and saying so beats ignoring it (profile full names a dataset by default: not asked)
         raise LabError("lab bench times the training step on random tokens: --data is not used",
-                       fix="leave --data out (--model and the size flags do apply)")
-    tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").exists() else None
-    vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size
-    if tokenizer is None:
-        print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
+                       fix="leave --data out (--model, or the size flags without it, do apply)")
+    bench_cfg = PretrainConfig.for_profile(args.profile, **cfg)
+    refuse_unused(bench_cfg, args.profile, ("data_split", "eval_every", "eval_batches", "save_every"),
+                  f"lab bench times {args.bench_steps} training steps on random tokens, with no evaluation or checkpoint",
+                  "drop FLAGS")
+    if cfg["model"]:
+        refuse_unused(bench_cfg, args.profile, SHAPE, f"they shape a fresh Llama, and --model {cfg['model']} brings "
+                      "its own", "drop FLAGS, or drop --model to time a fresh Llama of that shape")
+        tokenizer, _ = _model_tokenizer(cfg["model"])
+        vocab = len(tokenizer)
+    else:
+        tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").exists() else None
+        vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size
+        if tokenizer is None:
+            print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
     ppo = PPOConfig.for_profile(args.profile, mixed_precision=cfg["mixed_precision"])  # one precision for both
-    run_bench(PretrainConfig.for_profile(args.profile, **cfg), args.bench_steps, vocab, ppo, tokenizer,
-              profile=resolve_profile(args.profile))
+    run_bench(bench_cfg, args.bench_steps, vocab, ppo, tokenizer, profile=resolve_profile(args.profile))
+
+
+def _model_tokenizer(spec: str):
+    """--model's tokenizer with a PAD of its own, as `lab ppo` gives it (the weights are not needed to time a step)."""
+    from transformers import AutoTokenizer
+
+    from .modeling import check_model_folder, load_error, with_distinct_pad
+    check_model_folder(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise load_error(spec, err) from None
+    return tokenizer, with_distinct_pad(tokenizer)
 
 
 def cmd_app(argv):
@@ -295,6 +329,9 @@ def cmd_votes(argv):
         (("action",), {"choices": ("export", "count")}),
         (("--to",), {"default": None, "help": "JSONL file to write (default: <run folder>/votes.jsonl)"})])
     db = votes.db_path(run_dir(args.profile, args.out))
+    if args.action == "count" and args.to:
+        raise LabError("--to names the file `lab votes export` writes", where="lab votes count",
+                       fix="drop --to, or run `lab votes export --to FILE`")
     if args.action == "count":
         print(f"[lab] votes in {db}: " + " ".join(f"{c}={n}" for c, n in votes.count(db).items()))
         return

@@ -85,6 +85,9 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
+    if cfg.model:
+        refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
+                      "drop FLAGS, or drop --model to pretrain a fresh model of that shape")
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
     trained_tokenizer = False
     with PartialState(cpu=cpu).main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
@@ -124,6 +127,13 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
+    if cfg.method == "full":
+        refuse_unused(cfg, profile, ("lr", "lora_r", "lora_alpha", "lora_dropout"), "they set the LoRA adapter and "
+                      "its learning rate, and --method full trains every weight at --full_lr",
+                      "drop FLAGS, or use --method qlora or lora")
+    else:
+        refuse_unused(cfg, profile, ("full_lr",), f"it is --method full's learning rate; --method {cfg.method} "
+                      "trains at --lr", "drop --full_lr, or use --lr")
     if cfg.data and cfg.n_records != SFTConfig.for_profile(profile).n_records:
         warnings.warn(f"--n_records counts the world's generated records and is not used with --data; --data_limit "
                       f"{cfg.n_records} keeps the first {cfg.n_records} records of {cfg.data}", stacklevel=2)
@@ -164,6 +174,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
     _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl", RewardConfig.for_profile(profile))
+    if not cfg.lora:
+        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
     world = build_world_from(WorldConfig.for_profile(profile))
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
@@ -227,6 +239,21 @@ SAMPLED_ONLY = {"n_samples": "how many answers the SFT model samples per prompt 
                 "reference_answers": "whether the SFT records' answers join the sampled ones",
                 "ratings_epochs": "the ratings model's training, and given pairs carry no ratings",
                 "ratings_lr": "the ratings model's training, and given pairs carry no ratings"}
+
+
+def refuse_unused(cfg, profile: str, names, why: str, fix: str) -> None:
+    """One error for flags that would be ignored: each of `names` whose value differs from the profile's default
+    (so a flag given at its default passes, as elsewhere). `why` follows the flags ("--lora_r ... would be ignored:"
+    + why); FLAGS in `fix` becomes them."""
+    defaults = type(cfg).for_profile(profile)
+    given = [f"--{n}" for n in names if getattr(cfg, n) != getattr(defaults, n)]
+    if given:
+        flags = " ".join(given)
+        raise LabError(f"{flags} would be ignored: {why}", fix=fix.replace("FLAGS", flags))
+
+
+LORA_ONLY = ("lora_r",)  # reward, DPO and PPO: the adapter's rank means nothing without --lora
+SHAPE = ("n_layers", "d_model", "n_heads", "d_ff", "context")  # a fresh Llama's; --model brings its own
 
 
 def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path,
@@ -403,6 +430,11 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
+    if not cfg.lora:
+        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
+    if not cfg.adaptive_kl:
+        refuse_unused(cfg, profile, ("kl_target", "kl_horizon", "kl_floor"), "they steer the adaptive KL "
+                      "controller, and --no_adaptive_kl keeps beta fixed at --kl_coef", "drop FLAGS, or --no_adaptive_kl")
     world = build_world_from(WorldConfig.for_profile(profile))
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
@@ -530,6 +562,8 @@ def _check_dpo_inputs(cfg: DPOConfig, root: Path, name: str, profile: str) -> No
     if (root / name).exists() and not _is_dpo_policy(root / name):
         raise LabError("holds something other than a DPO policy, which --name would replace", path=str(root / name),
                        fix=f"{fix}, or move that folder away first")
+    if not cfg.lora:
+        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
     if not cfg.data and cfg.eval_fraction != DPOConfig.for_profile(profile).eval_fraction:
         raise LabError(f"--eval_fraction {cfg.eval_fraction} splits --data's prompts, and the reward stage's pairs "
                        "keep the split they were trained and held out with", fix="drop --eval_fraction, or give --data")

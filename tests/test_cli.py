@@ -118,6 +118,34 @@ def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_er
     assert len(err) == 1 and err[0].startswith(f"error: {afile}: File exists. Fix: check that the path exists")
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["sft", "--method", "full", "--lora_r", "4", "--lr", "0.1"], "--lr --lora_r would be ignored: they set the LoRA"),
+    (["sft", "--full_lr", "0.1"], "--full_lr would be ignored: it is --method full's learning rate"),
+    (["reward", "--lora_r", "4"], "--lora_r would be ignored: it is the LoRA rank, and --lora is off"),
+    (["dpo", "--lora_r", "4"], "--lora_r would be ignored: it is the LoRA rank"),
+    (["ppo", "--lora_r", "4"], "--lora_r would be ignored: it is the LoRA rank"),
+    (["ppo", "--no_adaptive_kl", "--kl_target", "2", "--no_kl_floor"],
+     "--kl_target --kl_floor would be ignored: they steer the adaptive KL controller"),
+    (["bench", "--eval_every", "5", "--data_split", "test"],
+     "--data_split --eval_every would be ignored: lab bench times 20 training steps on random tokens"),
+    (["bench", "--model", "MICRO_BASE", "--n_layers", "7"], "--n_layers would be ignored: they shape a fresh Llama"),
+    (["pretrain", "--model", "MICRO_BASE", "--d_model", "128"], "--d_model would be ignored: they shape a fresh"),
+    (["eval", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: it sizes the validation"),
+    (["eval", "--data", "prompts.jsonl", "--n_per_task", "3"], "--n_per_task would be ignored: they count the world"),
+    (["run", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: lab run evaluates on the test"),
+    (["votes", "count", "--to", "v.jsonl"], "lab votes count: --to names the file `lab votes export` writes"),
+])
+def test_a_flag_the_command_would_ignore_is_one_clear_error_before_any_work(argv, said, micro_run, tmp_path, capsys):
+    """A flag that changes nothing in what the command does is said, not ignored: the user meant something by it."""
+    argv = [str(micro_run / "base") if a == "MICRO_BASE" else str(tmp_path / a) if a.endswith(".jsonl") else a
+            for a in argv]
+    out = tmp_path / "run"
+    assert main([*argv, "--profile", "micro", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and "Fix:" in err[0], err
+    assert not out.exists() or not any(out.iterdir())  # nothing was built
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     import lab_utils.cli as cli
 

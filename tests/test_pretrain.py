@@ -107,6 +107,31 @@ def test_bench_times_the_architecture_named_by_model(micro_run):
     assert result["flops_per_s"] == pytest.approx(result["tokens_per_s"] * per_token)
 
 
+def test_bench_times_the_real_step_and_ppo_on_the_architecture_named_by_model(micro_run, monkeypatch):
+    """The timed step is pretraining's (its optimizer and schedule, clipped), and with --model the PPO part times that
+    model's architecture too, not the profile's Llama beside the model's pretraining numbers."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lab_utils import bench, ppo, pretrain
+    from lab_utils.config import PPOConfig
+
+    made, policies = [], []
+    real_optimizer, real_trainer = pretrain._make_optimizer, ppo.PPOTrainer
+    monkeypatch.setattr(pretrain, "_make_optimizer", lambda model, cfg: made.append(cfg) or real_optimizer(model, cfg))
+    monkeypatch.setattr(ppo, "PPOTrainer", lambda cfg, policy, *a, **k: policies.append(policy) or
+                        real_trainer(cfg, policy, *a, **k))
+    cfg = PretrainConfig.for_profile("micro", model=str(micro_run / "base"), n_layers=7, d_model=128)  # not its shape
+    bench.pretrain_throughput(cfg, steps=1)
+    assert made == [cfg]
+    tok = AutoTokenizer.from_pretrained(micro_run / "base")
+    r = bench.ppo_throughput(cfg, PPOConfig.for_profile("micro"), tok, iterations=1, profile="micro")
+    assert r["ppo_episodes_per_s"] > 0
+    want = AutoConfig.from_pretrained(micro_run / "base")
+    got = policies[0].config
+    assert (got.num_hidden_layers, got.hidden_size, got.intermediate_size) == \
+        (want.num_hidden_layers, want.hidden_size, want.intermediate_size)
+
+
 @pytest.mark.parametrize("profile", ["micro", "tiny"])
 def test_no_validation_document_is_also_a_training_document(profile):
     """The world's generators repeat short documents word for word; validation keeps only the unseen ones."""
