@@ -374,15 +374,32 @@ def response_loglik(lm, tokenizer, prompts: list[str], responses: list[str], end
     lm.eval()
     out = []
     with torch.no_grad():
-        for i in range(0, len(seqs), batch_size):
-            enc = {k: v.to(lm.device) for k, v in batch(tokenizer, seqs[i:i + batch_size]).items()}
-            logprobs = logprobs_from_logits(lm(**enc).logits[:, :-1].float(), enc["input_ids"][:, 1:])
+        for i, j in _batches([len(s) for s in seqs], batch_size, lm.config.vocab_size):
+            enc = {k: v.to(lm.device) for k, v in batch(tokenizer, seqs[i:j]).items()}
+            logprobs = logprobs_from_logits(lm(**enc).logits[:, :-1].float(), enc["input_ids"][:, 1:])  # (B, T-1)
             position = torch.arange(1, enc["input_ids"].shape[1], device=lm.device)  # of each predicted token
-            first = torch.tensor(starts[i:i + batch_size], device=lm.device)[:, None]
+            first = torch.tensor(starts[i:j], device=lm.device)[:, None]
             keep = (position >= first) & enc["attention_mask"][:, 1:].bool()
             out.append((logprobs * keep).sum(1).cpu())
     lm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+LOGITS_PER_BATCH = 2 ** 28  # float32 logits held at once (1 GiB; their log-softmax takes about as much again)
+
+
+def _batches(lengths: list[int], batch_size: int, vocab_size: int):
+    """(start, end) of consecutive batches of at most `batch_size` sequences whose logits, rows × longest × vocabulary,
+    stay under LOGITS_PER_BATCH: 64 rows of 1,024 tokens of a 150k vocabulary would be 40 GB. On tiny's vocabulary
+    every batch is `batch_size` rows."""
+    start = 0
+    while start < len(lengths):
+        end, longest = start + 1, lengths[start]
+        while end < len(lengths) and end - start < batch_size and \
+                (end - start + 1) * max(longest, lengths[end]) * vocab_size <= LOGITS_PER_BATCH:
+            longest, end = max(longest, lengths[end]), end + 1
+        yield start, end
+        start = end
 
 
 def likelihood_accuracy(lm, tokenizer, pairs: list[dict]) -> dict:

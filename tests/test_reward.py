@@ -116,6 +116,26 @@ def test_score_is_read_at_the_last_real_token(score_model):
     assert torch.allclose(R.raw_scores(model, tok, seqs[:1]), R.raw_scores(model, tok, seqs)[:1], atol=1e-5)
 
 
+def test_response_loglik_holds_a_bounded_number_of_logits_at_once(sft_root, monkeypatch):
+    """A real model's vocabulary (150k) makes 64 long rows of logits tens of GB: batches shrink to fit the cap, and the
+    sums are the same as in one batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(sft_root / "sft").eval()
+    tok = AutoTokenizer.from_pretrained(sft_root / "sft")
+    prompts = [f"Question {i}" + " and more" * (i % 4) for i in range(7)]
+    responses, ended = [f"answer {i}" * (1 + i % 3) for i in range(7)], [i % 2 == 0 for i in range(7)]
+    whole = R.response_loglik(lm, tok, prompts, responses, ended)
+    calls = []
+    monkeypatch.setattr(R, "LOGITS_PER_BATCH", 3 * 40 * lm.config.vocab_size)  # about three rows of 40 tokens
+    real = lm.forward
+    monkeypatch.setattr(lm, "forward", lambda *a, **k: calls.append(k["input_ids"].shape) or real(*a, **k))
+    assert torch.allclose(R.response_loglik(lm, tok, prompts, responses, ended), whole, atol=1e-4)
+    assert len(calls) >= 2 and all(b * t * lm.config.vocab_size <= R.LOGITS_PER_BATCH or b == 1 for b, t in calls)
+    assert list(R._batches([5, 5, 5], 64, 10)) == [(0, 3)] and list(R._batches([5, 9, 2], 2, 10)) == [(0, 2), (2, 3)]
+    assert list(R._batches([5, 9, 2], 64, 10 ** 9)) == [(0, 1), (1, 2), (2, 3)]  # one row over the cap goes alone
+
+
 def test_response_loglik_sums_the_response_tokens_only_and_padding_never_leaks(sft_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
