@@ -499,10 +499,13 @@ assert not ppo2["kl_alarm"], "KL stayed negative: log-probabilities of policy an
 md("""
 On **`tiny`** (what CI runs), the outcome of the loop:
 
-- round 2's reward model ranks the held-out new votes (RLHF vs SFT) at most 5 points worse than round 1's (a few
-  dozen held-out new votes: a difference of a pair or two is noise; this can go either way, and on `tiny`'s run of
-  2026-12-01 round 2 ranked 2 of the 45 fewer right, 0.756 → 0.711);
-- and it has **not forgotten** round 1: on round 1's held-out pairs it is at most 5 points worse;
+- round 2's reward model ranks the held-out new votes (RLHF vs SFT) **no worse than noise allows** than round 1's.
+  Counted on the pairs the two models rank differently (McNemar's test): round 2 may get at most max(2, 2·√n) more
+  of those n pairs wrong than right, about two standard errors, since on a few dozen held-out votes a pair or two
+  either way is noise. It can go either way: on `tiny`'s run of 2026-12-01 round 2 ranked 2 of the 45 fewer right,
+  0.756 → 0.711. A fixed drop in points would not do: the number of held-out votes depends on the machine's answers,
+  and under 40 of them two pairs are more than 5 points;
+- and it has **not forgotten** round 1: on round 1's held-out pairs the same test holds;
 - the second PPO run raises its own reward with the KL bounded.
 
 Whether the round-2 *policy* is better is not asserted: that is the question the loop exists to ask, answered below
@@ -512,15 +515,25 @@ on a few dozen decisive pairs moves a few points by chance alone.
 
 code("""
 check = profile == "tiny"
-THRESHOLDS = {"rm_max_drop": 0.05, "max_kl": 2.0}  # tiny profile (max_kl: twice the KL ceiling's target, notebook 05)
+THRESHOLDS = {"max_kl": 2.0}  # tiny profile: twice the KL ceiling's target (notebook 05)
 print(f"RM accuracy, held-out new votes ({len(held_new)}): round 1 {rm_acc[1]['new']}, round 2 {rm_acc[2]['new']}")
 print(f"RM accuracy, round 1's held-out pairs ({len(held_old)}): round 1 {rm_acc[1]['old']}, round 2 {rm_acc[2]['old']}")
 print(f"PPO round 2: its reward {ppo2['reward_start']:+.3f} → {ppo2['reward_end']:+.3f}, KL {ppo2['kl_end']:.3f}")
+
+
+def rank_change(pairs) -> int:
+    \"\"\"McNemar on the pairs the two rounds' reward models rank differently: +1 when round 2 gets more of those n
+    pairs wrong than right by more than max(2, 2·√n), −1 when it gets more right by as much, 0 within noise.\"\"\"
+    right = [[m > 0 for m in reward.pairwise_accuracy(rm.model, rm.tokenizer, pairs)["margins"]]
+             for rm in (reward_models[1], reward_models[2])]
+    lost, gained = (sum(a and not b for a, b in zip(*right)), sum(b and not a for a, b in zip(*right)))
+    noise = max(2, 2 * (lost + gained) ** 0.5)
+    return 1 if lost - gained > noise else -1 if gained - lost > noise else 0
+
+
 if check:
-    # a few dozen new votes held out: a difference of a pair or two is noise, so "at most 5 points worse" is asserted
-    assert rm_acc[1]["new"] - rm_acc[2]["new"] <= THRESHOLDS["rm_max_drop"], \
-        "round 2's reward model ranks the held-out new votes more than 5 points worse than round 1's"
-    assert rm_acc[1]["old"] - rm_acc[2]["old"] <= THRESHOLDS["rm_max_drop"], "the RM forgot round 1"
+    assert rank_change(held_new) < 1, "round 2's reward model ranks the held-out new votes worse than noise allows"
+    assert rank_change(held_old) < 1, "the RM forgot round 1: it ranks round 1's held-out pairs worse"
     assert ppo2["reward_end"] > ppo2["reward_start"], "PPO should raise the round-2 reward"
     assert ppo2["kl_end"] <= THRESHOLDS["max_kl"], "the KL penalty should keep round 2 near its start"
 """)
@@ -538,9 +551,7 @@ print(f"annotator win rate vs SFT: round 1 {w1:.3f} → round 2 {w2:.3f}; "
       f"task accuracy {r1['task_accuracy']:.3f} → {r2['task_accuracy']:.3f}")
 if w2 < w1:
     print("→ round 2's policy is not better: its own reward rose, but the annotator liked its answers less than round 1's.")
-    diff = rm_acc[2]["new"] - rm_acc[1]["new"]
-    how = ("better than" if diff >= THRESHOLDS["rm_max_drop"] else "worse than" if diff <= -THRESHOLDS["rm_max_drop"]
-           else "about as well as (within noise)")
+    how = {-1: "better than", 1: "worse than", 0: "about as well as (within noise)"}[rank_change(held_new)]
     print(f"  Its reward model ranks the {len(held_new)} held-out new votes {how} round 1's "
           f"({rm_acc[1]['new']} → {rm_acc[2]['new']}); a better rank there would not make it a better judge")
     print("  everywhere:", end=" ")
