@@ -168,7 +168,8 @@ def reveal(result: dict) -> str:
     """The names behind A and B after a vote. `result` comes back from the browser (a hidden gr.JSON that any client
     may fill), so it is checked before it is shown."""
     names = (result.get("model_a"), result.get("model_b")) if isinstance(result, dict) else ()
-    if not (names and result.get("choice") in BUTTONS and isinstance(result.get("recorded"), bool)
+    if not (names and isinstance(result.get("choice"), str) and result["choice"] in BUTTONS
+            and isinstance(result.get("recorded"), bool)
             and all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)):
         raise gr.Error("no vote to reveal: vote with the buttons first", print_exception=False)
     said = "" if result["recorded"] else " (this battle already had your vote; the first one stands)"

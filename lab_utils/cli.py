@@ -206,7 +206,8 @@ def cmd_eval(argv):
                       "it sizes the validation prompts, and this evaluation is on the test prompts",
                       "add --split validation, or drop FLAGS")
     if args.data:
-        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile, ("n_per_task", "n_validation_per_task"),
+        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile,
+                      ("n_per_task", "n_validation_per_task"),
                       "they count the world's task prompts, and --data brings prompts of its own",
                       "drop FLAGS (--data_limit keeps the first N of --data's prompts)")
     if data_flags and not args.data:
@@ -263,11 +264,12 @@ def cmd_bench(argv):
                        fix="leave --data out (--model, or the size flags without it, do apply)")
     bench_cfg = PretrainConfig.for_profile(args.profile, **cfg)
     refuse_unused(bench_cfg, args.profile, ("data_split", "eval_every", "eval_batches", "save_every"),
-                  f"lab bench times {args.bench_steps} training steps on random tokens, with no evaluation or checkpoint",
+                  f"lab bench times {args.bench_steps} training steps on random tokens, with no evaluation or "
+                  "checkpoint",
                   "drop FLAGS")
     if cfg["model"]:
         refuse_unused(bench_cfg, args.profile, SHAPE, f"they shape a fresh Llama, and --model {cfg['model']} brings "
-                      "its own", "drop FLAGS, or drop --model to time a fresh Llama of that shape")
+                      "its own", "drop FLAGS, or pass --model '' to time a fresh Llama of that shape")
         tokenizer, _ = _model_tokenizer(cfg["model"])
         vocab = len(tokenizer)
     else:

@@ -389,9 +389,9 @@ LOGITS_PER_BATCH = 2 ** 28  # float32 logits held at once (1 GiB; their log-soft
 
 
 def _batches(lengths: list[int], batch_size: int, vocab_size: int):
-    """(start, end) of consecutive batches of at most `batch_size` sequences whose logits, rows × longest × vocabulary,
-    stay under LOGITS_PER_BATCH: 64 rows of 1,024 tokens of a 150k vocabulary would be 40 GB. On tiny's vocabulary
-    every batch is `batch_size` rows."""
+    """(start, end) of consecutive batches of at most `batch_size` sequences whose logits (rows × longest ×
+    vocabulary) stay under LOGITS_PER_BATCH: 64 rows of 1,024 tokens of a 150k vocabulary would be 40 GB. On tiny's
+    vocabulary every batch is `batch_size` rows."""
     start = 0
     while start < len(lengths):
         end, longest = start + 1, lengths[start]

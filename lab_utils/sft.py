@@ -95,8 +95,8 @@ def build_trainer(cfg: SFTConfig, model, tokenizer, records: list[dict], output_
     """TRL's SFTTrainer as `train_sft` runs it: LoRA attached per `cfg.method` (its A matrices drawn from torch's
     RNG: seed it first), the adapters in fp32, and only the records that still end with their EOS label."""
     peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
-    trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress), train_dataset=to_prompt_completion(records),
-                         processing_class=tokenizer, peft_config=peft_cfg)
+    trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress),
+                         train_dataset=to_prompt_completion(records), processing_class=tokenizer, peft_config=peft_cfg)
     keep_adapters_fp32(trainer.model)
     # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost its EOS
     # and would teach the model not to stop. Keep only the records that end with their EOS label.

@@ -87,7 +87,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
-                      "drop FLAGS, or drop --model to pretrain a fresh model of that shape")
+                      "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
     trained_tokenizer = False
     with PartialState(cpu=cpu).main_process_first():  # under `accelerate launch` or torchrun, one process trains the tokenizer
@@ -246,7 +246,8 @@ def refuse_unused(cfg, profile: str, names, why: str, fix: str) -> None:
     (so a flag given at its default passes, as elsewhere). `why` follows the flags ("--lora_r ... would be ignored:"
     + why); FLAGS in `fix` becomes them."""
     defaults = type(cfg).for_profile(profile)
-    given = [f"--{n}" for n in names if getattr(cfg, n) != getattr(defaults, n)]
+    given = [f"--{'no_' if getattr(cfg, n) is False else ''}{n}"  # a switch turned off was given as --no_X
+             for n in names if getattr(cfg, n) != getattr(defaults, n)]
     if given:
         flags = " ".join(given)
         raise LabError(f"{flags} would be ignored: {why}", fix=fix.replace("FLAGS", flags))
@@ -434,7 +435,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
         refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
     if not cfg.adaptive_kl:
         refuse_unused(cfg, profile, ("kl_target", "kl_horizon", "kl_floor"), "they steer the adaptive KL "
-                      "controller, and --no_adaptive_kl keeps beta fixed at --kl_coef", "drop FLAGS, or --no_adaptive_kl")
+                      "controller, which is off (beta stays at --kl_coef)", "drop FLAGS, or turn it on: --adaptive_kl")
     world = build_world_from(WorldConfig.for_profile(profile))
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model

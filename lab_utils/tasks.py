@@ -399,6 +399,7 @@ SQL_VARIANTS = 3
 # on the world's table; a cross join a looping model writes ("FROM countries, countries, countries, countries")
 # would take hours and is graded wrong instead.
 SQL_MAX_STEPS = 2_000_000
+SQL_MAX_ROWS = 1_000  # a query that returns more is wrong (the table has 160 rows) and is not fetched
 
 
 def _table(w: World, variant: int) -> list[tuple]:
@@ -418,7 +419,10 @@ def _table(w: World, variant: int) -> list[tuple]:
 @lru_cache(maxsize=4 * SQL_VARIANTS)
 def _database(w: World, variant: int = 0) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False)  # in memory: no file is ever opened
-    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)  # no generated randomblob(10**9): a string or blob stays small
+    # a generated query must not fill the memory (randomblob(10**9), a thousand columns): values, columns and rows
+    # (run_sql) are capped far above any answer's; a real answer is a few names or numbers from 160 rows
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+    db.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, 16)
     db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
     db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)", _table(w, variant))
     db.execute("PRAGMA query_only = ON")  # a generated query can read, never write
@@ -454,7 +458,9 @@ def run_sql(w: World, sql: str, variant: int = 0) -> list | None:
         db.set_authorizer(authorize)
         db.set_progress_handler(lambda: next(steps, None) is None, 1000)  # non-zero: SQLite interrupts the query
         try:
-            rows = db.execute(sql).fetchall()
+            rows = db.execute(sql).fetchmany(SQL_MAX_ROWS + 1)
+            if len(rows) > SQL_MAX_ROWS:  # a cross join: no answer is that long
+                return None
         except sqlite3.Error:  # an interrupted query too
             return None
         finally:

@@ -257,7 +257,8 @@ def test_values_the_browser_sends_back_are_checked_before_they_are_shown():
     vote = {"choice": "a", "model_a": "sft", "model_b": "rlhf", "recorded": True}
     assert arena.reveal(vote).startswith("**A** was **sft**, **B** was **rlhf**. Your vote: A is better.")
     for bad in ({**vote, "choice": "x"}, {**vote, "model_a": ["sft"]}, {**vote, "model_b": "z" * 65},
-                {**vote, "recorded": "yes"}, {"choice": "a"}, None, "a"):
+                {**vote, "recorded": "yes"}, {**vote, "choice": ["a"]}, {**vote, "choice": {}}, {"choice": "a"}, None,
+                "a"):
         with pytest.raises(gr.Error, match="no vote to reveal"):
             arena.reveal(bad)
 
@@ -332,7 +333,8 @@ def test_a_model_or_reward_model_that_fails_to_load_is_said_in_the_browser(app_r
     assert results["base"]["answer"] == answer and results["base"]["reward"] is None
     assert compare.score_line("base", results).endswith(" · the reward model did not load: "
                                                         f"{root / 'reward' / 'normalization.json'}: not a normalisation"
-                                                        ' (a JSON object with numbers "mean" and "std", std > 0). Fix: train the'
+                                                        ' (a JSON object with numbers "mean" and "std", std > 0). Fix:'
+                                                        ' train the'
                                                         " reward model again (`lab reward`).")
 
 
@@ -525,10 +527,11 @@ def test_the_served_apps_keep_no_uploaded_file(compare_url, app_root):
     no client can fill the disk."""
     import httpx
 
-    before = set(Path(gr.utils.get_upload_folder()).rglob("*")) if Path(gr.utils.get_upload_folder()).exists() else set()
+    uploads = Path(gr.utils.get_upload_folder())
+    before = set(uploads.rglob("*")) if uploads.exists() else set()
     reply = httpx.post(compare_url + "gradio_api/upload", files={"files": ("x.bin", b"0" * 100_000)})
     assert reply.status_code == 413
-    after = set(Path(gr.utils.get_upload_folder()).rglob("*")) if Path(gr.utils.get_upload_folder()).exists() else set()
+    after = set(uploads.rglob("*")) if uploads.exists() else set()
     assert not {p for p in after - before if p.is_file()}
 
 

@@ -125,14 +125,14 @@ def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_er
     (["dpo", "--lora_r", "4"], "--lora_r would be ignored: it is the LoRA rank"),
     (["ppo", "--lora_r", "4"], "--lora_r would be ignored: it is the LoRA rank"),
     (["ppo", "--no_adaptive_kl", "--kl_target", "2", "--no_kl_floor"],
-     "--kl_target --kl_floor would be ignored: they steer the adaptive KL controller"),
+     "--kl_target --no_kl_floor would be ignored: they steer the adaptive KL controller"),
     (["bench", "--eval_every", "5", "--data_split", "test"],
      "--data_split --eval_every would be ignored: lab bench times 20 training steps on random tokens"),
     (["bench", "--model", "MICRO_BASE", "--n_layers", "7"], "--n_layers would be ignored: they shape a fresh Llama"),
     (["pretrain", "--model", "MICRO_BASE", "--d_model", "128"], "--d_model would be ignored: they shape a fresh"),
     (["eval", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: it sizes the validation"),
     (["eval", "--data", "prompts.jsonl", "--n_per_task", "3"], "--n_per_task would be ignored: they count the world"),
-    (["run", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: lab run evaluates on the test"),
+    (["run", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: lab run evaluates on"),
     (["votes", "count", "--to", "v.jsonl"], "lab votes count: --to names the file `lab votes export` writes"),
 ])
 def test_a_flag_the_command_would_ignore_is_one_clear_error_before_any_work(argv, said, micro_run, tmp_path, capsys):

@@ -717,6 +717,31 @@ def test_an_sft_model_tuned_from_a_base_whose_pad_is_its_eos_goes_through_reward
     assert tok.get_vocab() == saved.get_vocab() and tok.pad_token_id != tok.eos_token_id
 
 
+@pytest.mark.parametrize("rows", [10, 16])
+def test_a_new_pad_gets_an_embedding_row_and_a_hub_models_spare_rows_stay(rows):
+    """`give_distinct_pad` for a tokenizer of 10 tokens without a PAD: a model with exactly 10 rows grows one for it;
+    one with spare rows (Qwen2.5 has 270) keeps its size, and the PAD uses a spare row."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    class Tok:  # the part of a tokenizer `with_distinct_pad` uses
+        pad_token = pad_token_id = None
+        eos_token_id, n = 2, 10
+
+        def __len__(self):
+            return self.n
+
+        def add_special_tokens(self, special):
+            self.pad_token, self.pad_token_id, self.n = special["pad_token"], self.n, self.n + 1
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=rows, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    tok = Tok()
+    modeling.give_distinct_pad(model, tok)
+    assert (tok.pad_token, tok.pad_token_id, len(tok)) == ("<|pad|>", 10, 11)
+    assert model.get_input_embeddings().num_embeddings == max(rows, 11) == model.get_output_embeddings().out_features
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == 10
+
+
 def test_a_hub_models_generation_config_does_not_change_how_the_lab_samples(run_root, tmp_path):
     """A hub model's generation_config.json (Qwen2.5-Instruct ships repetition_penalty 1.1) fills every setting a
     `generate` call leaves out: PPO would sample from another distribution than the one it scores, and greedy
@@ -730,7 +755,8 @@ def test_a_hub_models_generation_config_does_not_change_how_the_lab_samples(run_
                                                                "no_repeat_ngram_size": 1, "temperature": 0.1}))
     model, tok = modeling.load_causal_lm(str(folder))
     clean, _ = modeling.load_causal_lm(str(run_root / "sft"))
-    assert model.generation_config.repetition_penalty in (None, 1.0) and not model.generation_config.no_repeat_ngram_size
+    config = model.generation_config
+    assert config.repetition_penalty in (None, 1.0) and not config.no_repeat_ngram_size
     prompts = ["Say something about cats.", "What is 2 + 3?"]
     assert generate_ended(model, tok, prompts, 12) == generate_ended(clean, tok, prompts, 12)
     policy = ppo.load_models(PPOConfig.for_profile("micro"), folder, run_root / "reward")[0]

@@ -324,9 +324,11 @@ def test_nl2sql_a_query_that_would_run_for_hours_is_stopped_and_wrong(world, mon
 
 def test_nl2sql_a_query_that_would_fill_the_memory_is_stopped_and_wrong(world):
     """`randomblob` passes every other check (one SELECT that reads the table); 10**9 bytes a row would fill the memory
-    of the machine grading it. Strings and blobs are capped (200 kB a row here: the test itself stays small)."""
+    of the machine grading it. Strings and blobs, columns and rows are capped (the test itself stays small)."""
     assert T.run_sql(world, "SELECT randomblob(200000), name FROM countries") is None
     assert T.run_sql(world, "SELECT zeroblob(200000) FROM countries") is None
+    assert T.run_sql(world, "SELECT " + ", ".join(["name"] * 40) + " FROM countries") is None  # 40 columns
+    assert T.run_sql(world, "SELECT a.name FROM countries a, countries b") is None  # 25,600 rows: not fetched
     assert len(T.run_sql(world, "SELECT name || name FROM countries")) == len(world.countries)
 
 

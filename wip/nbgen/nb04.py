@@ -487,7 +487,8 @@ each answered in the SFT model's sentence with the right label and with the othe
 code("""
 flip = {"positive": "negative", "negative": "positive", "正面": "负面", "负面": "正面"}
 said = lambda r, label: f"这句话的情感是{label}的。" if r["lang"] == "zh" else f"The sentiment of this sentence is {label}."
-feelings = [r for r in tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task) if r["task"] == "sentiment"]
+n_eval = EvalConfig.for_profile(profile).n_per_task  # the evaluation prompts per task
+feelings = [r for r in tasks.eval_records(world, n_eval) if r["task"] == "sentiment"]
 if feelings:
     labels = [r["output"].lower() for r in feelings]  # "positive" / "正面" as the terse reference gives it
     right = [said(r, label) for r, label in zip(feelings, labels)]

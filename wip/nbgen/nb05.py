@@ -544,9 +544,9 @@ def train_dpo(loss, save_to):
     log = pd.DataFrame([h for h in m["history"] if "loss" in h])  # each row: the mean of logging_steps steps
     first, last = log.iloc[0], log.iloc[-1]
     print(f"{save_to}: {m['train_s']:.0f} s for {m['n_train_pairs'] * dpo_cfg.epochs:,.0f} pairs seen. Over the "
-          f"first and the last {dpo_cfg.logging_steps} steps: loss {first.loss:.3f} → {last.loss:.3f}, pairs ranked right "
-          f"{first['rewards/accuracies']:.2f} → {last['rewards/accuracies']:.2f}; implicit reward of the chosen "
-          f"answers {first['rewards/chosen']:+.3f} → {last['rewards/chosen']:+.3f}, of the rejected "
+          f"first and the last {dpo_cfg.logging_steps} steps: loss {first.loss:.3f} → {last.loss:.3f}, pairs "
+          f"ranked right {first['rewards/accuracies']:.2f} → {last['rewards/accuracies']:.2f}; implicit reward of the "
+          f"chosen answers {first['rewards/chosen']:+.3f} → {last['rewards/chosen']:+.3f}, of the rejected "
           f"{first['rewards/rejected']:+.3f} → {last['rewards/rejected']:+.3f}")
     return m, m["train_s"]
 
