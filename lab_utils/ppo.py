@@ -43,6 +43,7 @@ from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
 from .modeling import check_model_folder, fresh_accelerator, load_causal_lm
+from . import reward
 from .reward import RewardModel
 
 RESUMABLE_CHANGES = ("save_every", "log_every")  # settings a resumed run may change; any other would mix two runs
@@ -185,13 +186,7 @@ class PPOTrainer:
         width = int(loss_mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
         response, loss_mask = response[:, :width], loss_mask[:, :width]
         # 2. evaluate: log-probabilities under the policy and the reference, values, the reward model's score
-        logits = response_logits(self.policy, query, query_mask, response, loss_mask, cfg.temperature)
-        logprobs = M.logprobs_from_logits(logits, response)
-        entropy = M.masked_mean(M.entropy_from_logits(logits), loss_mask)
-        ref_model, ctx = self._reference()
-        with ctx:
-            ref_logprobs = M.logprobs_from_logits(
-                response_logits(ref_model, query, query_mask, response, loss_mask, cfg.temperature), response)
+        logprobs, ref_logprobs, entropy = self._logprobs(query, query_mask, response, loss_mask)
         values = response_values(self.value_model, query, query_mask, response, loss_mask)
         raw = score_responses(self.reward_model, query, query_mask, response, loss_mask)
         scores = M.score_with_penalty(raw, ended, cfg.missing_eos_penalty)
@@ -204,6 +199,26 @@ class PPOTrainer:
                 "ended": ended, "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values,
                 "raw_scores": raw, "scores": scores, "kl": kl, "advantages": advantages, "returns": returns,
                 "entropy": entropy}
+
+    def _logprobs(self, query, query_mask, response, loss_mask) -> tuple:
+        """Log-probabilities of the response tokens under the policy and the reference, (B, T) each, and the policy's
+        mean entropy; in groups of rows whose (rows, T, V) float32 logits stay under `reward.LOGITS_PER_BATCH`: a
+        150k vocabulary makes 64 rows of 128 tokens 5 GB, and the entropy's temporaries several times that. On tiny
+        the whole rollout is one group."""
+        vocab = self.acc.unwrap_model(self.policy).config.vocab_size
+        rows = max(1, reward.LOGITS_PER_BATCH // ((response.shape[1] + 1) * vocab))
+        logprobs, ref_logprobs, entropy = [], [], []
+        for i in range(0, len(response), rows):
+            part = [t[i:i + rows] for t in (query, query_mask, response, loss_mask)]
+            logits = response_logits(self.policy, *part, self.cfg.temperature)  # (rows, T, V)
+            logprobs.append(M.logprobs_from_logits(logits, part[2]))
+            entropy.append(M.entropy_from_logits(logits))
+            del logits
+            ref_model, ctx = self._reference()  # the adapter switched off for this group (a context is used once)
+            with ctx:
+                ref_logprobs.append(M.logprobs_from_logits(response_logits(ref_model, *part, self.cfg.temperature),
+                                                           part[2]))
+        return torch.cat(logprobs), torch.cat(ref_logprobs), M.masked_mean(torch.cat(entropy), loss_mask)
 
     # ---------------------------------------------------------------- 4: PPO epochs
 

@@ -216,6 +216,33 @@ def test_columns_past_every_rows_end_are_dropped(run_root, monkeypatch):
         assert b[key].shape == b["response"].shape, key
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["reference model", "adapter off"])
+def test_the_rollout_in_groups_of_rows_equals_it_in_one(run_root, monkeypatch, lora):
+    """A real vocabulary makes the rollout's logits gigabytes: they are taken in groups of rows under a cap, and the
+    log-probabilities, the reference's and the entropy are those of one pass (with LoRA, the adapter is switched off
+    for the reference in every group)."""
+    trainer = make_trainer(run_root, mixed_precision="no", lora=lora)
+    with torch.no_grad():  # a trained adapter: B = 0 would make the policy its own reference
+        for name, weight in trainer.policy.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.05)
+    torch.manual_seed(0)
+    whole = trainer.rollout(trainer.prompts)
+    vocab = trainer.acc.unwrap_model(trainer.policy).config.vocab_size
+    monkeypatch.setattr(reward, "LOGITS_PER_BATCH", 3 * (trainer.cfg.response_length + 1) * vocab)  # 3 rows or more
+    shapes, real = [], ppo.response_logits
+    monkeypatch.setattr(ppo, "response_logits", lambda model, *a: shapes.append(a[2].shape[0]) or real(model, *a))
+    torch.manual_seed(0)
+    grouped = trainer.rollout(trainer.prompts)
+    assert torch.equal(grouped["response"], whole["response"])
+    assert len(shapes) > 2 and sum(shapes) == 2 * len(trainer.prompts) and max(shapes) < len(trainer.prompts)
+    for key in ("logprobs", "ref_logprobs", "entropy", "kl", "advantages"):
+        assert torch.allclose(torch.as_tensor(grouped[key]), torch.as_tensor(whole[key]), atol=1e-5), key
+    if lora:  # the reference is the SFT model, not the policy with its adapter on
+        mask = whole["loss_mask"].bool()
+        assert (whole["logprobs"] - whole["ref_logprobs"])[mask].abs().max() > 1e-3
+
+
 def test_reward_is_read_where_the_reward_model_was_trained(run_root):
     """PPO scores a left-padded batch of prompts with right-padded responses; the reward model was trained on one
     unpadded sequence per answer (BOS, prompt, answer, EOS if it ended) and reads the score at its last token.
