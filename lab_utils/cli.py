@@ -201,13 +201,13 @@ def cmd_eval(argv):
     if args.data and args.split != "test":
         raise LabError("--split chooses among the world's task prompts, and --data brings prompts of its own",
                        fix="drop --split validation, or --data")
+    eval_cfg = EvalConfig.for_profile(args.profile, **cfg)
     if args.split != "validation" and not args.data:
-        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile, ("n_validation_per_task",),
+        refuse_unused(eval_cfg, args.profile, ("n_validation_per_task",),
                       "it sizes the validation prompts, and this evaluation is on the test prompts",
                       "add --split validation, or drop FLAGS")
     if args.data:
-        refuse_unused(EvalConfig.for_profile(args.profile, **cfg), args.profile,
-                      ("n_per_task", "n_validation_per_task"),
+        refuse_unused(eval_cfg, args.profile, ("n_per_task", "n_validation_per_task"),
                       "they count the world's task prompts, and --data brings prompts of its own",
                       "drop FLAGS (--data_limit keeps the first N of --data's prompts)")
     if data_flags and not args.data:
@@ -251,6 +251,7 @@ def cmd_bench(argv):
     from transformers import AutoTokenizer
 
     from .bench import run_bench
+    from .modeling import load_tokenizer, with_distinct_pad
     from .stages import SHAPE, refuse_unused
     args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak, training and PPO throughput",
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
@@ -270,7 +271,8 @@ def cmd_bench(argv):
     if cfg["model"]:
         refuse_unused(bench_cfg, args.profile, SHAPE, f"they shape a fresh Llama, and --model {cfg['model']} brings "
                       "its own", "drop FLAGS, or pass --model '' to time a fresh Llama of that shape")
-        tokenizer, _ = _model_tokenizer(cfg["model"])
+        tokenizer = load_tokenizer(cfg["model"])  # with a PAD of its own, as `lab ppo` gives it
+        with_distinct_pad(tokenizer)
         vocab = len(tokenizer)
     else:
         tok_dir = run_dir(args.profile, args.out) / "tokenizer"  # the real vocabulary when it exists
@@ -281,18 +283,6 @@ def cmd_bench(argv):
     ppo = PPOConfig.for_profile(args.profile, mixed_precision=cfg["mixed_precision"])  # one precision for both
     run_bench(bench_cfg, args.bench_steps, vocab, ppo, tokenizer, profile=resolve_profile(args.profile))
 
-
-def _model_tokenizer(spec: str):
-    """--model's tokenizer with a PAD of its own, as `lab ppo` gives it (the weights are not needed to time a step)."""
-    from transformers import AutoTokenizer
-
-    from .modeling import check_model_folder, load_error, with_distinct_pad
-    check_model_folder(spec)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(spec)
-    except (OSError, ValueError) as err:
-        raise load_error(spec, err) from None
-    return tokenizer, with_distinct_pad(tokenizer)
 
 
 def cmd_app(argv):

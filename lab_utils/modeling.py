@@ -94,9 +94,8 @@ def check_model_folder(path_or_id: str, kind: str = "causal") -> None:
 
 def load_causal_lm(path_or_id: str, dtype=torch.float32):
     """A causal LM and its tokenizer from a folder or hub id; never runs remote code."""
-    check_model_folder(path_or_id)
+    tok = load_tokenizer(path_or_id)
     try:
-        tok = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
     except (OSError, ValueError, SafetensorError) as err:  # no such folder or id, offline, not a model, a torn file
         raise load_error(path_or_id, err) from None
@@ -108,6 +107,16 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
                                                pad_token_id=tok.pad_token_id, use_cache=True)
     tok.padding_side = "left"
     return model, tok
+
+
+def load_tokenizer(path_or_id: str):
+    """The tokenizer of a causal LM's folder or hub id, as saved (`load_causal_lm` then gives it a PAD and the model a
+    row for it); one clear error when the folder is not one or the id cannot be had."""
+    check_model_folder(path_or_id)
+    try:
+        return AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as err:
+        raise load_error(path_or_id, err) from None
 
 
 def give_distinct_pad(model, tok) -> None:

@@ -114,10 +114,12 @@ def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tup
                        fix="give at least two documents (lines of a .txt, records of a .jsonl)")
     ids = _doc_ids(tokenizer, docs)
     n_val = max(1, len(docs) // 50)
-    while n_val < len(docs) - 1 and sum(map(len, _unseen(docs, ids, n_val))) < cfg.seq_len:
+    val = _unseen(docs, ids, n_val)
+    while n_val < len(docs) - 1 and sum(map(len, val)) < cfg.seq_len:
         n_val += 1
+        val = _unseen(docs, ids, n_val)
     return (_pack_ids(ids[:-n_val], cfg.seq_len, f"{cfg.data} (training documents)"),
-            _pack_ids(_unseen(docs, ids, n_val), cfg.seq_len,
+            _pack_ids(val, cfg.seq_len,
                       f"{cfg.data} (the last {n_val} documents that are not also training documents, for validation)"))
 
 

@@ -174,8 +174,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
     _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl", RewardConfig.for_profile(profile))
-    if not cfg.lora:
-        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
+    _lora_rank_only_with_lora(cfg, profile)
     world = build_world_from(WorldConfig.for_profile(profile))
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
@@ -253,7 +252,11 @@ def refuse_unused(cfg, profile: str, names, why: str, fix: str) -> None:
         raise LabError(f"{flags} would be ignored: {why}", fix=fix.replace("FLAGS", flags))
 
 
-LORA_ONLY = ("lora_r",)  # reward, DPO and PPO: the adapter's rank means nothing without --lora
+def _lora_rank_only_with_lora(cfg, profile: str) -> None:
+    """Reward, DPO and PPO: the adapter's rank means nothing without --lora."""
+    if not cfg.lora:
+        refuse_unused(cfg, profile, ("lora_r",), "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
+
 SHAPE = ("n_layers", "d_model", "n_heads", "d_ff", "context")  # a fresh Llama's; --model brings its own
 
 
@@ -431,8 +434,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = PPOConfig.for_profile(profile, **changes)
-    if not cfg.lora:
-        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
+    _lora_rank_only_with_lora(cfg, profile)
     if not cfg.adaptive_kl:
         refuse_unused(cfg, profile, ("kl_target", "kl_horizon", "kl_floor"), "they steer the adaptive KL "
                       "controller, which is off (beta stays at --kl_coef)", "drop FLAGS, or turn it on: --adaptive_kl")
@@ -563,8 +565,7 @@ def _check_dpo_inputs(cfg: DPOConfig, root: Path, name: str, profile: str) -> No
     if (root / name).exists() and not _is_dpo_policy(root / name):
         raise LabError("holds something other than a DPO policy, which --name would replace", path=str(root / name),
                        fix=f"{fix}, or move that folder away first")
-    if not cfg.lora:
-        refuse_unused(cfg, profile, LORA_ONLY, "it is the LoRA rank, and --lora is off", "add --lora, or drop FLAGS")
+    _lora_rank_only_with_lora(cfg, profile)
     if not cfg.data and cfg.eval_fraction != DPOConfig.for_profile(profile).eval_fraction:
         raise LabError(f"--eval_fraction {cfg.eval_fraction} splits --data's prompts, and the reward stage's pairs "
                        "keep the split they were trained and held out with", fix="drop --eval_fraction, or give --data")
