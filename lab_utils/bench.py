@@ -12,12 +12,7 @@ import time
 import torch
 
 from .config import PretrainConfig
-from .modeling import count_params, fresh_accelerator, llama_config
-
-
-def _device() -> torch.device:
-    """Where the training step runs (`fresh_accelerator`'s choice): peaks are measured on the same device."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from .modeling import count_params, fresh_accelerator, inference_device, llama_config
 
 
 def _sync(device: torch.device) -> None:
@@ -28,7 +23,7 @@ def _sync(device: torch.device) -> None:
 
 def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
     """Best-of-`repeats` FLOP/s of an (n, n) @ (n, n) matmul, on the device the training step uses."""
-    device = _device()
+    device = inference_device()  # where the training step runs too (`fresh_accelerator`'s choice, one process)
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
     inner = 50 if device.type == "cuda" else 1  # one GPU matmul takes microseconds: launch and sync would dominate

@@ -36,7 +36,7 @@ def _file_safe(text: str) -> str:
 
 def load_model(root: Path, name: str):
     """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
-    from .modeling import load_causal_lm
+    from .modeling import inference_device, load_causal_lm
 
     path = root / MODEL_DIRS[name]
     if not (path / "config.json").exists():
@@ -44,7 +44,7 @@ def load_model(root: Path, name: str):
     if not is_done(root, MODEL_STAGES[name]):  # saved, but its stage stopped before it finished (metrics.json last)
         raise LabError(f"the {name} model's stage did not finish (no metrics.json)", path=str(path),
                        fix=f"run `lab {MODEL_STAGES[name]}` (or `lab run`) again to finish it")
-    return load_causal_lm(str(path))
+    return load_causal_lm(str(path), device=inference_device())
 
 
 def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
@@ -158,8 +158,8 @@ def _other(folder: Path, model: str, name: str) -> dict[str, str]:
 
 def _load(root: Path, name: str, spec: str | None):
     """The run's model `name`, or the model at `spec` (a folder or hub id)."""
-    from .modeling import load_causal_lm
-    return load_model(root, name) if spec is None else load_causal_lm(spec)
+    from .modeling import inference_device, load_causal_lm
+    return load_model(root, name) if spec is None else load_causal_lm(spec, device=inference_device())
 
 
 def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
@@ -219,10 +219,12 @@ def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
 
 def _reward_model(root: Path):
     """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
+    from .modeling import inference_device
     from .reward import RewardModel
     if not (root / "reward").exists():
         return None
-    return RewardModel.load(finished_dir(root, "reward", "finished reward model to score the answers with"))
+    return RewardModel.load(finished_dir(root, "reward", "finished reward model to score the answers with"),
+                            device=inference_device())
 
 
 # ------------------------------------------------------------------ your own prompts

@@ -8,6 +8,7 @@ Every width is a multiple of 64 so the same weights also load as 4-bit NF4 layer
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -92,8 +93,18 @@ def check_model_folder(path_or_id: str, kind: str = "causal") -> None:
                        "asked for", path=path_or_id, fix=fix)
 
 
-def load_causal_lm(path_or_id: str, dtype=torch.float32):
-    """A causal LM and its tokenizer from a folder or hub id; never runs remote code."""
+def inference_device() -> torch.device:
+    """Where a model that only answers or scores runs (`lab eval`, the apps, the reward stage's sampling): this
+    process's GPU when there is one (LOCAL_RANK's under `accelerate launch` or torchrun), else the CPU. Training
+    stages leave placement to accelerate instead."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def load_causal_lm(path_or_id: str, dtype=torch.float32, device: str | torch.device | None = None):
+    """A causal LM and its tokenizer from a folder or hub id; never runs remote code. On `device` when given (else
+    the CPU, where from_pretrained puts it: a trainer then places it)."""
     tok = load_tokenizer(path_or_id)
     try:
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
@@ -106,7 +117,7 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32):
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id, use_cache=True)
     tok.padding_side = "left"
-    return model, tok
+    return (model.to(device) if device is not None else model), tok
 
 
 def load_tokenizer(path_or_id: str):

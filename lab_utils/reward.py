@@ -420,7 +420,8 @@ class RewardModel:
         self.model, self.tokenizer, self.mean, self.std = model, tokenizer, mean, std
 
     @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> RewardModel:
+        """The reward model saved at `path` with its normalisation, on `device` when given (else the CPU)."""
         path = Path(path)
         if not (path / "config.json").exists():
             raise LabError("no reward model", path=str(path), fix="run `lab reward` first")
@@ -440,6 +441,7 @@ class RewardModel:
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError, SafetensorError) as err:
             raise load_error(str(path), err) from None
+        model = model.to(device) if device is not None else model
         return cls(model.eval(), tokenizer, norm["mean"], norm["std"])
 
     def normalise(self, raw: torch.Tensor) -> torch.Tensor:

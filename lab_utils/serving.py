@@ -121,24 +121,26 @@ class Models:
 
     def get(self, name: str):
         """(model, tokenizer) of `name`."""
-        from .modeling import load_causal_lm
+        from .modeling import inference_device, load_causal_lm
 
         if name not in self.names:
             raise LabError(f"no model {name!r} in {self.root}", fix=f"pick one of {', '.join(self.names)}")
         with self._lock:
             if name not in self._loaded:
-                model, tokenizer = load_causal_lm(str(self.root / name))
+                model, tokenizer = load_causal_lm(str(self.root / name), device=inference_device())
                 self._loaded[name] = (model.eval(), tokenizer)
             return self._loaded[name]
 
     def reward_model(self):
         """The run's reward model, or None before stage 3 has run; a LabError when its stage did not finish (as for
         `lab eval` and PPO: an interrupted `lab reward` leaves a model without its metrics)."""
+        from .modeling import inference_device
         from .reward import RewardModel
 
         with self._lock:
             if self._reward is None and (self.root / "reward" / "config.json").is_file():
-                self._reward = RewardModel.load(finished_dir(self.root, "reward", "reward model"))
+                self._reward = RewardModel.load(finished_dir(self.root, "reward", "reward model"),
+                                                device=inference_device())
             return self._reward
 
 

@@ -134,9 +134,10 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     else:
         refuse_unused(cfg, profile, ("full_lr",), f"it is --method full's learning rate; --method {cfg.method} "
                       "trains at --lr", "drop --full_lr, or use --lr")
-    if cfg.data and cfg.n_records != SFTConfig.for_profile(profile).n_records:
-        warnings.warn(f"--n_records counts the world's generated records and is not used with --data; --data_limit "
-                      f"{cfg.n_records} keeps the first {cfg.n_records} records of {cfg.data}", stacklevel=2)
+    if cfg.data:
+        refuse_unused(cfg, profile, ("n_records",), f"it counts the world's generated records, and --data {cfg.data} "
+                      "brings its own", f"drop FLAGS; --data_limit {cfg.n_records} keeps the first {cfg.n_records} "
+                      "records of the file")
     world = build_world_from(WorldConfig.for_profile(profile))
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
@@ -169,7 +170,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     are used, and a pair's `split` ("train"/"eval") is kept for its prompt, so earlier held-out prompts stay
     held out; prompts without one are split as usual."""
     from . import reward as R
-    from .modeling import load_causal_lm
+    from .modeling import inference_device, load_causal_lm
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
@@ -180,7 +181,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                                                              profile)
     built_from = _built_from(root, "reward", cfg)
     t0 = time.perf_counter()
-    policy, tokenizer = load_causal_lm(str(sft_dir))
+    policy, tokenizer = load_causal_lm(str(sft_dir), device=inference_device())  # it only samples
     given = pairs is not None or bool(cfg.data)
     if given:  # pairs someone brought: no ratings, no off-topic pairs, no task record to judge a pair by
         pairs, samples, held, n_too_long, source = _given_pairs(cfg, root, pairs, policy, tokenizer, progress)
@@ -191,6 +192,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         source = "sft samples"
         asked = {s["prompt"]: s["rec"] for s in samples}  # the records the annotator judged against
     sample_s = time.perf_counter() - t0
+    del policy  # sampled: on a GPU its memory goes to the reward models' training
     train_pairs, eval_pairs = _split_pairs(cfg, pairs, held, given, n_too_long)
 
     # 1. the pairwise model, normalised on SFT samples, saved with the pairs and their split

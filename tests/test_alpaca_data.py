@@ -216,9 +216,9 @@ def test_brought_data_is_not_capped_by_the_worlds_record_count(micro_run, tmp_pa
     assert m["n_train_records"] == 70
     m = stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1, data_limit=10)
     assert m["n_train_records"] == 10
-    with pytest.warns(UserWarning, match="--n_records .* not used with --data; --data_limit 5 keeps the first 5"):
-        m = stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1, n_records=5)
-    assert m["n_train_records"] == 70  # said, not silently applied
+    with pytest.raises(LabError, match="--n_records would be ignored: it counts the world's generated records") as e:
+        stages.run_sft("micro", out, progress=False, data=str(data), max_steps=1, n_records=5)
+    assert "--data_limit 5 keeps the first 5 records" in str(e.value)  # the flag that does it, before any training
 
 
 def test_an_output_starts_where_the_template_leaves_off(tmp_path):

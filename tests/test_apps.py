@@ -121,6 +121,36 @@ def test_the_apps_offer_the_finished_causal_lms_of_the_run(app_root, tmp_path):
     assert len(warned) == 2
 
 
+def test_the_inference_device_is_this_processs_gpu_or_else_the_cpu(monkeypatch):
+    import torch
+
+    from lab_utils.modeling import inference_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert inference_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_device() == torch.device("cuda", 1)  # one GPU per process under accelerate launch / torchrun
+    monkeypatch.delenv("LOCAL_RANK")
+    assert inference_device() == torch.device("cuda", 0)
+
+
+def test_models_that_only_answer_or_score_are_loaded_onto_the_inference_device(app_root, monkeypatch):
+    """The apps and `lab eval` put their models where `inference_device` says (a GPU when there is one): the meta
+    device stands in for it here, and nothing runs on it."""
+    import torch
+
+    from lab_utils import harness, modeling
+
+    meta = torch.device("meta")
+    monkeypatch.setattr(modeling, "inference_device", lambda: meta)
+    fresh = serving.Models(app_root)
+    assert fresh.get("sft")[0].device == meta and fresh.reward_model().model.device == meta
+    assert harness.load_model(app_root, "base")[0].device == meta
+    assert harness._load(app_root, "other", str(app_root / "sft"))[0].device == meta  # lab eval --model
+    assert harness._reward_model(app_root).model.device == meta
+
+
 def test_only_names_of_the_run_are_loaded(models):
     for name in ("rlhf", "../sft", "/etc"):
         with pytest.raises(LabError, match="pick one of base, sft"):

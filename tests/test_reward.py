@@ -416,6 +416,26 @@ def test_the_stage_saves_the_normalisation_it_reports(reward_metrics, sft_root):
     assert json.loads((sft_root / "reward-ratings" / R.NORM_FILE).read_text()) == {"mean": 0.0, "std": 1.0}
 
 
+def test_the_stage_samples_its_pairs_on_the_inference_device(sft_root, tmp_path, monkeypatch):
+    """On a GPU the SFT model's samples are drawn there, not on the CPU where from_pretrained leaves a model (the
+    meta device stands in for the GPU; sampling stops the stage before anything runs on it)."""
+    from lab_utils import modeling
+
+    class Sampled(Exception):
+        pass
+
+    def sample_responses(policy, *args, **kwargs):
+        raise Sampled(policy.device)
+
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    monkeypatch.setattr(modeling, "inference_device", lambda: torch.device("meta"))
+    monkeypatch.setattr(R, "sample_responses", sample_responses)
+    with pytest.raises(Sampled) as caught:
+        stages.run_reward("micro", out, progress=False)
+    assert caught.value.args == (torch.device("meta"),)
+
+
 def test_run_reward_on_a_pairs_file(sft_root, tmp_path):
     rows = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(12)]
     data = tmp_path / "pairs.jsonl"
