@@ -589,7 +589,8 @@ print(f"held-out pairs ranked right ({len(dpo_held)} pairs):", {k: round(v, 3) f
 """)
 
 md("""
-The head-to-head: the harness (`lab eval --model runs/<profile>/dpo --name dpo` does the same) answers the evaluation
+The head-to-head: the harness (`lab eval --model runs/<profile>/dpo --name dpo`, and again with `--split validation`,
+does the same) answers the evaluation
 prompts and the validation prompts with the DPO policy, grades them, scores them with notebook 04's reward model —
 which DPO never queried; it learned from the same pairs — and lets the annotator judge them against SFT's:
 """)

@@ -19,7 +19,7 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): 5–7 minutes in all, depending on the CPU, most of it retraining the
+Expectations on `tiny` (2 idle CPU cores): about 4½–7 minutes in all, depending on the CPU, most of it retraining the
 reward model (about 1 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
 own times.
 """)
