@@ -217,7 +217,8 @@ with torch.no_grad():
     total = trainer.compute_loss(trainer.model, dict(batch))
     n = len(batch["input_ids"]) // 2                 # the chosen rows, without their padding
     chosen = [row[m.bool()] for row, m in zip(batch["input_ids"][:n], batch["attention_mask"][:n])]
-    nll = sum(F.cross_entropy(policy(input_ids=c[None]).logits[0, :-1], c[1:], reduction="sum") for c in chosen)
+    logits = [policy(input_ids=c[None].to(policy.device)).logits[0, :-1].cpu() for c in chosen]  # the SFT model
+    nll = sum(F.cross_entropy(lg, c[1:], reduction="sum") for lg, c in zip(logits, chosen))   # may sit on a GPU
     sft_loss = nll / sum(len(c) - 1 for c in chosen)
 print(f"Bradley–Terry {ours.item():.4f} + {cfg.lm_coef} × {sft_loss.item():.4f} (the SFT model's loss on the chosen "
       f"texts) = {(ours + cfg.lm_coef * sft_loss).item():.4f};  the trainer's loss {total.item():.4f}")
