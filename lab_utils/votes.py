@@ -17,7 +17,9 @@ plain text, not the rendered Alpaca prompt, as in `preferences`. Only "a" and "b
 pairs (`pairs`, `export_pairs`), with `chosen_ended`/`rejected_ended` (null where not known) — so the reward
 stage appends EOS only to answers that really ended; ties and both-bad votes stay in the database.
 
-A store made before a column existed is brought up to `SCHEMA` when it is opened (`ADDED_COLUMNS`).
+A store made before a column existed is brought up to `SCHEMA` when it is opened to write a vote
+(`ADDED_COLUMNS`); reading (`rows`, `count`, `pairs`, `export_pairs`, `stored_choice`) never writes the store, so
+a store one may only read can still be counted and exported.
 """
 
 from __future__ import annotations
@@ -64,14 +66,21 @@ def db_path(root: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def _connect(db: str | os.PathLike):
+def _connect(db: str | os.PathLike, *, read_only: bool = False):
     """One connection for one call. Autocommit (`isolation_level=None`): every statement is its own transaction,
-    and `timeout` is SQLite's busy timeout."""
+    and `timeout` is SQLite's busy timeout. `read_only`: a reader (`_open_reader`) that never changes the store, so a
+    store one may only read (a teacher's shared run) can still be counted and exported; an older store is not
+    migrated then, its missing columns read as NULL (`_select_fields`)."""
     try:
-        with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)) as conn:
-            conn.execute("PRAGMA synchronous = FULL")
+        conn = _open_reader(db) if read_only else sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000,
+                                                                     isolation_level=None)
+        with closing(conn):
             conn.row_factory = sqlite3.Row
-            _add_missing_columns(conn, db)
+            if read_only:
+                _arena_columns(conn, db)
+            else:
+                conn.execute("PRAGMA synchronous = FULL")
+                _add_missing_columns(conn, db)
             yield conn
     except sqlite3.DatabaseError as err:
         if str(err) in ("file is not a database", "database disk image is malformed"):
@@ -80,6 +89,9 @@ def _connect(db: str | os.PathLike):
         if "no such table" in str(err):
             raise LabError("holds no votes table", path=str(db),
                            fix="pass the votes.db the arena wrote (a new store is made with votes.init)") from None
+        if str(err) in ("unable to open database file", "attempt to write a readonly database") and read_only:
+            raise LabError(f"cannot read the vote store ({err})", path=str(db),
+                           fix="check that this file and its folder may be read") from None
         if str(err) in ("unable to open database file", "attempt to write a readonly database"):
             raise LabError(f"cannot write the vote store ({err})", path=str(db),
                            fix="the arena needs a writable run folder: copy the run, or pass --out") from None
@@ -90,21 +102,49 @@ def _connect(db: str | os.PathLike):
         raise
 
 
+def _open_reader(db: str | os.PathLike) -> sqlite3.Connection:
+    """A connection for reading. Where the store and its folder can be written, an ordinary one: it reads through
+    WAL's shared-memory index (`votes.db-shm`) and, as the last connection, removes it and the WAL file on close.
+    Elsewhere (a teacher's run shared read-only) `mode=ro`, which cannot create that index when it is missing, as it
+    is after every arena call has closed its connection: then `immutable=1`, which reads the file alone — what the
+    arena's last connection checkpointed into it; nothing can be voting there from this account."""
+    path = Path(db).resolve()
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    uri = path.as_uri()  # percent-encoded: a "?" or "#" in the path stays part of the path
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read is where WAL opens its index
+        return conn
+    except sqlite3.OperationalError as err:
+        conn.close()
+        if str(err) not in ("unable to open database file", "attempt to write a readonly database"):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+
 def _missing_columns(conn: sqlite3.Connection) -> list[str]:
     """The `ADDED_COLUMNS` the votes table lacks (none while there is no votes table)."""
     have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
     return [name for name in ADDED_COLUMNS if have and name not in have]
 
 
-def _add_missing_columns(conn: sqlite3.Connection, db) -> None:
-    """Migrate an older store in place, after refusing a votes table that is not the arena's (another program's
-    file, left as it is). Checked again inside a write transaction, so two processes opening one old store at once
-    add each column once (the second waits on the lock, then finds nothing missing)."""
-    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}  # the usual case: this one cheap read
+def _arena_columns(conn: sqlite3.Connection, db) -> set[str]:
+    """The votes table's columns (none while there is no votes table), after refusing a table that is not the
+    arena's (another program's file, left as it is)."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(votes)")}
     lost = [name for name in FIELDS if name not in ADDED_COLUMNS and name not in have]
     if have and lost:
         raise LabError(f"its votes table is not the arena's (no column {', '.join(lost)})", path=str(db),
                        fix="pass the votes.db the arena wrote, or move this file away; it was left as it is")
+    return have
+
+
+def _add_missing_columns(conn: sqlite3.Connection, db) -> None:
+    """Migrate an older store in place (`_arena_columns` refuses a foreign table first). Checked again inside a
+    write transaction, so two processes opening one old store at once add each column once (the second waits on the
+    lock, then finds nothing missing)."""
+    have = _arena_columns(conn, db)  # the usual case: this one cheap read
     if not any(have and name not in have for name in ADDED_COLUMNS):
         return
     conn.execute("BEGIN IMMEDIATE")
@@ -115,6 +155,13 @@ def _add_missing_columns(conn: sqlite3.Connection, db) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _select_fields(conn: sqlite3.Connection) -> str:
+    """`FIELDS` as a SELECT list, an `ADDED_COLUMNS` column that an older store (read, not migrated) lacks as NULL.
+    Every name is a constant of this module."""
+    missing = set(_missing_columns(conn))
+    return ", ".join(f"NULL AS {name}" if name in missing else name for name in FIELDS)
 
 
 def init(db: str | os.PathLike) -> Path:
@@ -165,21 +212,21 @@ def record_vote(db: str | os.PathLike, vote_id: str, prompt: str, answer_a: str,
 
 def stored_choice(db: str | os.PathLike, vote_id: str) -> str | None:
     """The choice stored under `vote_id` (None if there is no such vote): what a retried vote must report."""
-    with _connect(_existing(db)) as conn:
+    with _connect(_existing(db), read_only=True) as conn:
         row = conn.execute("SELECT choice FROM votes WHERE vote_id = ?", (vote_id,)).fetchone()
     return row["choice"] if row else None
 
 
 def rows(db: str | os.PathLike) -> list[dict]:
     """Every vote as a dict (keys: `FIELDS`), oldest first; `a_ended`/`b_ended` are True, False or None."""
-    with _connect(_existing(db)) as conn:
-        found = [dict(r) for r in conn.execute(f"SELECT {', '.join(FIELDS)} FROM votes ORDER BY rowid")]
+    with _connect(_existing(db), read_only=True) as conn:
+        found = [dict(r) for r in conn.execute(f"SELECT {_select_fields(conn)} FROM votes ORDER BY rowid")]
     return [v | {k: None if v[k] is None else bool(v[k]) for k in ("a_ended", "b_ended")} for v in found]
 
 
 def count(db: str | os.PathLike) -> dict[str, int]:
     """Votes per choice, every choice listed: {"a": 3, "b": 1, "tie": 0, "both_bad": 2}."""
-    with _connect(_existing(db)) as conn:
+    with _connect(_existing(db), read_only=True) as conn:
         found = dict(conn.execute("SELECT choice, COUNT(*) FROM votes GROUP BY choice").fetchall())
     return {c: found.get(c, 0) for c in CHOICES}
 

@@ -1,5 +1,6 @@
 """The vote store: WAL mode, a retried vote counted once, export that round-trips through `load_pairs`, whether
-each answer ended kept through export, an older store migrated in place, no vote lost under concurrent writer
+each answer ended kept through export, an older store migrated in place when written and read as it is, a store one
+may only read counted and exported without a write, no vote lost under concurrent writer
 processes, and a consistent file after a writer is killed mid-way."""
 
 from __future__ import annotations
@@ -167,12 +168,15 @@ def columns(db: Path) -> list[tuple]:
         return [row[1:] for row in conn.execute("PRAGMA table_info(votes)")]  # (name, type, notnull, default, pk)
 
 
-def test_an_old_store_is_migrated_in_place_and_its_old_votes_still_export(tmp_path, db):
+def test_an_old_store_is_migrated_when_written_and_its_old_votes_still_export(tmp_path, db):
     old = old_store(tmp_path / "old.db")
-    [row] = votes.rows(old)  # reading opens it, and opening adds the missing columns
+    before = columns(old)
+    [row] = votes.rows(old)  # reading leaves it as it is: the missing columns read as NULL
     assert row["vote_id"] == "old" and (row["a_ended"], row["b_ended"]) == (None, None)
-    assert columns(old) == columns(db)  # the same table a new store gets
-    assert votes.init(old) == old and columns(old) == columns(db)  # init on it changes nothing more
+    assert votes.count(old)["a"] == 1 and votes.stored_choice(old, "old") == "a"
+    assert len(votes.pairs(old)) == 1 and columns(old) == before != columns(db)
+    assert votes.init(old) == old and columns(old) == columns(db)  # opening it to write adds them: a new store's table
+    assert votes.init(old) == old and columns(old) == columns(db)  # init again changes nothing more
     with sqlite3.connect(old) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert vote(old, "new", "b", a_ended=False, b_ended=True)
@@ -261,6 +265,52 @@ def test_a_store_locked_past_the_busy_timeout_is_a_lab_error(db, monkeypatch):
         holder.rollback()
         holder.close()
     assert vote(db, "1", "a")  # free again: the same vote goes in
+
+
+def read_only(monkeypatch, fail_mode_ro: bool) -> list[str]:
+    """Make `votes` see a store it may not write, as another account sees a teacher's shared run (the tests run as
+    root, whom no file mode stops): `os.access` denies writing, and with `fail_mode_ro` a `mode=ro` connection fails
+    on its first read the way SQLite fails when it cannot create the WAL index next to the store. Returns the URIs
+    opened."""
+    opened, real_connect = [], sqlite3.connect
+    monkeypatch.setattr(votes.os, "access", lambda path, mode: mode != os.W_OK)
+
+    class NoIndex:  # a `mode=ro` connection where SQLite cannot create votes.db-shm
+        def execute(self, *args):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        def close(self):
+            pass
+
+    def connect(target, *args, **kwargs):
+        opened.append(str(target))
+        if fail_mode_ro and str(target).endswith("?mode=ro"):
+            return NoIndex()
+        return real_connect(target, *args, **kwargs)
+
+    monkeypatch.setattr(votes.sqlite3, "connect", connect)
+    return opened
+
+
+def test_a_store_one_may_only_read_is_read_without_writing_it(tmp_path, db, monkeypatch):
+    vote(db, "1", "a", a_ended=True, b_ended=False)
+    vote(db, "2", "tie")
+    old = old_store(tmp_path / "old.db")
+    before = {p: p.read_bytes() for p in (db, old)}
+    opened = read_only(monkeypatch, fail_mode_ro=False)
+    assert votes.count(db) == {"a": 1, "b": 0, "tie": 1, "both_bad": 0}
+    assert votes.export_pairs(db, tmp_path / "out.jsonl") == 1 and votes.stored_choice(db, "2") == "tie"
+    [row] = votes.rows(old)  # an old store is read, not migrated
+    assert (row["vote_id"], row["a_ended"]) == ("old", None) and votes.count(old)["a"] == 1
+    assert opened and all(uri.startswith("file:") and uri.endswith("?mode=ro") for uri in opened)
+    assert {p: p.read_bytes() for p in (db, old)} == before
+
+
+def test_a_read_only_store_whose_wal_index_cannot_be_made_is_read_immutable(tmp_path, db, monkeypatch):
+    vote(db, "1", "b")
+    opened = read_only(monkeypatch, fail_mode_ro=True)
+    assert votes.count(db)["b"] == 1 and [r["vote_id"] for r in votes.rows(db)] == ["1"]
+    assert opened[-2].endswith("?mode=ro") and opened[-1].endswith("?immutable=1")
 
 
 def test_a_store_that_cannot_be_written_is_a_lab_error(tmp_path, monkeypatch):
