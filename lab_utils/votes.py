@@ -68,7 +68,7 @@ def db_path(root: str | os.PathLike) -> Path:
 @contextmanager
 def _connect(db: str | os.PathLike, *, read_only: bool = False):
     """One connection for one call. Autocommit (`isolation_level=None`): every statement is its own transaction,
-    and `timeout` is SQLite's busy timeout. `read_only`: a reader (`_open_reader`) that never changes the store, so a
+    and `timeout` is SQLite's busy timeout. `read_only`: a reader (`_open_reader`) that changes no vote and no column, so a
     store one may only read (a teacher's shared run) can still be counted and exported; an older store is not
     migrated then, its missing columns read as NULL (`_select_fields`)."""
     try:
@@ -107,7 +107,8 @@ def _open_reader(db: str | os.PathLike) -> sqlite3.Connection:
     WAL's shared-memory index (`votes.db-shm`) and, as the last connection, removes it and the WAL file on close.
     Elsewhere (a teacher's run shared read-only) `mode=ro`, which cannot create that index when it is missing, as it
     is after every arena call has closed its connection: then `immutable=1`, which reads the file alone — what the
-    arena's last connection checkpointed into it; nothing can be voting there from this account."""
+    arena's last connection checkpointed into it. Votes still in a WAL file there (an arena running under another
+    account right now, or killed mid-way) are not seen then; nothing can be voting there from this account."""
     path = Path(db).resolve()
     if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
         return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
