@@ -68,9 +68,9 @@ def db_path(root: str | os.PathLike) -> Path:
 @contextmanager
 def _connect(db: str | os.PathLike, *, read_only: bool = False):
     """One connection for one call. Autocommit (`isolation_level=None`): every statement is its own transaction,
-    and `timeout` is SQLite's busy timeout. `read_only`: a reader (`_open_reader`) that changes no vote and no column, so a
-    store one may only read (a teacher's shared run) can still be counted and exported; an older store is not
-    migrated then, its missing columns read as NULL (`_select_fields`)."""
+    and `timeout` is SQLite's busy timeout. `read_only`: a reader (`_open_reader`) that changes no vote and no
+    column, so a store one may only read (a teacher's shared run) can still be counted and exported; an older store
+    is not migrated then, its missing columns read as NULL (`_select_fields`)."""
     try:
         conn = _open_reader(db) if read_only else sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000,
                                                                      isolation_level=None)
