@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -53,7 +54,22 @@ def load_error(path_or_id: str, err: Exception) -> LabError:
     fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
            "online, or pass a local folder" if hub_id
            else "run the earlier stage first (lab run), or pass a model folder or hub id")
-    return LabError(f"could not load a model ({cause(err)})", path=path_or_id, fix=fix)
+    return pickled_only(path_or_id, err) or LabError(f"could not load a model ({cause(err)})", path=path_or_id,
+                                                     fix=fix)
+
+
+def pickled_only(path_or_id: str, err: Exception) -> LabError | None:
+    """The error for a model whose weights exist only as a pickle (pytorch_model.bin): every load here passes
+    `use_safetensors=True`, so transformers never unpickles weights. None when `err` is another failure."""
+    path = Path(path_or_id)
+    pickled = path.is_dir() and any(path.glob("*.bin"))
+    if "safetensors" in str(err) and ("does not appear to have a file named" in str(err)  # a hub repo without them
+                                      or pickled and "no file named" in str(err)):
+        return LabError(f"no safetensors weights ({cause(err)})", path=path_or_id,
+                        fix="the lab loads weights only from safetensors files, never from a pickle: pick a model "
+                            "(or hub revision) that ships model.safetensors, or load it once yourself and "
+                            "save_pretrained it (safetensors is the default)")
+    return None
 
 
 _HEADS = {"causal": ("ForCausalLM", "LMHeadModel"), "reward": ("ForSequenceClassification",)}
@@ -107,7 +123,7 @@ def load_causal_lm(path_or_id: str, dtype=torch.float32, device: str | torch.dev
     the CPU, where from_pretrained puts it: a trainer then places it)."""
     tok = load_tokenizer(path_or_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, SafetensorError) as err:  # no such folder or id, offline, not a model, a torn file
         raise load_error(path_or_id, err) from None
     give_distinct_pad(model, tok)
@@ -150,9 +166,20 @@ def with_distinct_pad(tok) -> bool:
     return True
 
 
+# what `fresh_accelerator` refuses: each one shards the weights, and pretrain.py and ppo.py save the main process's
+SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+
+
 def fresh_accelerator(**kwargs) -> Accelerator:
     """An `Accelerator` with exactly these settings. accelerate keeps one state per process, and an earlier trainer
     in the same process (a reward model trained under bf16, say) would otherwise decide this one's mixed precision,
     or make asking for another one an error. transformers' `TrainingArguments` resets the state the same way."""
     AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(**kwargs)
+    accelerator = Accelerator(**kwargs)
+    if accelerator.distributed_type in SHARDED:
+        raise LabError(f"accelerate is set up for {accelerator.distributed_type.value}, and the lab's own training "
+                       "loops (pretraining, PPO) run one process per device or DDP only: they save the main "
+                       "process's copy of the weights, which FSDP and DeepSpeed shard",
+                       fix="choose multi-GPU (DDP) in `accelerate config`, or launch without --use_fsdp / "
+                           "--use_deepspeed")
+    return accelerator

@@ -461,7 +461,8 @@ def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
         ref_model = None  # the adapter switched off is the SFT model: no second copy in memory
     else:
         ref_model = copy.deepcopy(policy).requires_grad_(False)  # the SFT model, before PPO moves the policy
-    value_model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
+    value_model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32,
+                                                                     use_safetensors=True)
     reward_model.model.requires_grad_(False)
     for model in (policy, ref_model, value_model, reward_model.model):
         if model is not None:

@@ -181,7 +181,8 @@ def raw_scores(model, tokenizer, seqs: list[list[int]], batch_size: int = 64) ->
 def load_score_model(path: str | Path, pad_token_id: int, n_tokens: int | None = None):
     """The SFT (or any causal LM) checkpoint with a fresh one-output score head; its embeddings grown to `n_tokens`
     rows when the tokenizer has more (a PAD added by `score_tokenizer`)."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                               use_safetensors=True)
     if n_tokens and n_tokens > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(n_tokens)
     model.config.pad_token_id = pad_token_id  # the score is read at the last non-PAD token
@@ -265,7 +266,8 @@ class RegularisedRewardTrainer(RewardTrainer):
 
 def frozen_lm_head(sft_dir: Path) -> torch.nn.Module:
     """The SFT model's output layer (its tied embedding here), detached from training."""
-    head = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).get_output_embeddings()
+    head = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32,
+                                        use_safetensors=True).get_output_embeddings()
     return head.requires_grad_(False)
 
 
@@ -438,7 +440,8 @@ class RewardModel:
                                path=str(path / NORM_FILE), fix="train the reward model again (`lab reward`)") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32,
+                                                                           use_safetensors=True)
         except (OSError, ValueError, SafetensorError) as err:
             raise load_error(str(path), err) from None
         model = model.to(device) if device is not None else model

@@ -27,7 +27,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
-from .modeling import check_model_folder, give_distinct_pad
+from .modeling import check_model_folder, give_distinct_pad, pickled_only
 from .tokenizer import chat_template_for, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -53,7 +53,8 @@ def load_for_method(model_path: str, method: str, compute_dtype=torch.float32):
     if method not in METHODS:
         raise LabError(f"unknown method {method!r}", fix=f"use one of: {', '.join(METHODS)}")
     quant = nf4_config(compute_dtype) if method == "qlora" else None
-    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, dtype=torch.float32,
+                                                 use_safetensors=True)
     return model
 
 
@@ -115,12 +116,13 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
     except (OSError, ValueError, SafetensorError) as err:  # a mistyped folder, a torn file, an uncached hub id offline
-        raise LabError(f"could not load the base model ({cause(err)})",
-                       path=str(base_dir), fix="run `lab pretrain` first, or pass --model a model folder or a hub "
-                                               "id") from None
+        raise pickled_only(str(base_dir), err) or LabError(
+            f"could not load the base model ({cause(err)})", path=str(base_dir),
+            fix="run `lab pretrain` first, or pass --model a model folder or a hub id") from None
     weight_bytes = model.get_memory_footprint()
     # sizes of the unquantised base, read before LoRA layers are injected into `model`
-    full = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32) if cfg.method == "qlora" else model
+    full = (AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True)
+            if cfg.method == "qlora" else model)
     total_params, full_bytes = sum(p.numel() for p in full.parameters()), full.get_memory_footprint()
     del full
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +149,8 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
 
 
 def _bytes_4bit(base_dir) -> int:
-    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=nf4_config()).get_memory_footprint()
+    return AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=nf4_config(),
+                                                use_safetensors=True).get_memory_footprint()
 
 
 def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Path | None, cfg: SFTConfig) -> None:
@@ -161,7 +164,7 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
     if has_adapter:
         with ck.atomic_dir(adapter_dir) as tmp:
             model.save_pretrained(tmp)
-        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True)
         model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()  # W + (alpha/r)·B·A, in fp32
     # TRL pads with EOS where the base has no PAD (most hub bases): the saved model gets a PAD of its own, as every
     # later stage needs (PPO truncates at the first EOS; the reward model reads its score at the last non-PAD token)

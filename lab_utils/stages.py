@@ -112,7 +112,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
         return _finish(root, "pretrain", metrics, profile, built_from)
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(root / "base")
+    model = AutoModelForCausalLM.from_pretrained(root / "base", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
     facts = fact_accuracy(model, tokenizer, build_world_from(world_cfg))
     metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}

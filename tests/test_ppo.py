@@ -48,6 +48,25 @@ def test_an_earlier_bf16_trainer_does_not_decide_the_precision(run_root):
     assert fresh_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
 
 
+@pytest.mark.parametrize("sharded", ["FSDP", "DEEPSPEED"])
+def test_an_accelerate_setup_that_shards_the_weights_is_refused(monkeypatch, sharded):
+    """Pretraining and PPO save the main process's weights: under FSDP or DeepSpeed that copy is a shard, so their
+    accelerator refuses such a setup in one line instead of saving a partial model."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lab_utils import modeling
+
+    monkeypatch.setattr(modeling, "Accelerator", lambda **kw: SimpleNamespace(
+        distributed_type=DistributedType[sharded], **kw))
+    with pytest.raises(LabError, match=rf"accelerate is set up for {sharded}.*Fix: choose multi-GPU \(DDP\)"):
+        modeling.fresh_accelerator(cpu=True)
+    monkeypatch.setattr(modeling, "Accelerator", lambda **kw: SimpleNamespace(
+        distributed_type=DistributedType.MULTI_GPU, **kw))
+    assert modeling.fresh_accelerator(cpu=False).cpu is False  # DDP goes through
+
+
 @pytest.mark.parametrize("precision", ["bf16", "no"])
 def test_first_minibatch_has_ratio_one_and_no_clipping(run_root, precision):
     """Read before the log rounds them (to 5 decimals): the policy has not moved, so the recomputed log-probabilities

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -337,6 +339,42 @@ def test_a_folder_that_holds_no_model_or_a_torn_weights_file_is_one_clear_error(
     for missing in (tmp_path / "runs" / "tiny" / "sft-full", tmp_path / "nothing"):  # a folder not built yet
         with pytest.raises(LabError, match=r"no such model folder .*check the path, or build it first"):
             load_causal_lm(str(missing))
+
+
+def pickled_copy(model_dir: Path, to: Path) -> Path:
+    """`model_dir` with its weights as a pickle (pytorch_model.bin, as older hub models ship them) instead of
+    safetensors: the same state dict, written by torch.save."""
+    import shutil
+
+    shutil.copytree(model_dir, to)
+    torch.save(load_file(to / "model.safetensors"), to / "pytorch_model.bin")
+    (to / "model.safetensors").unlink()
+    return to
+
+
+def test_weights_only_in_a_pickle_are_refused_with_one_clear_error(micro_run, tmp_path, capsys):
+    """Every model load passes use_safetensors=True: transformers would otherwise unpickle pytorch_model.bin."""
+    from lab_utils.cli import main
+    from lab_utils.errors import LabError
+    from lab_utils.modeling import load_causal_lm, pickled_only
+
+    pickled = pickled_copy(micro_run / "base", tmp_path / "base-bin")
+    with pytest.raises(LabError, match=r"base-bin: no safetensors weights \(OSError: .*model\.safetensors.*\)\. "
+                                       r"Fix: the lab loads weights only from safetensors files"):
+        load_causal_lm(str(pickled))
+    data = tmp_path / "ok.json"
+    data.write_text('[{"instruction": "Say hi.", "output": "Hi."}]')
+    assert main(["sft", "--profile", "micro", "--data", str(data), "--model", str(pickled),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "base-bin: no safetensors weights" in err[0], err
+    hub = OSError("org/old-model does not appear to have a file named model.safetensors or "
+                  "model.safetensors.index.json and thus cannot be loaded with `safetensors`. Please do not set "
+                  "`use_safetensors=True`.")  # transformers' words for a hub repo without safetensors weights
+    assert "no safetensors weights" in str(pickled_only("org/old-model", hub))
+    nothing = tmp_path / "empty"  # a folder with no weights at all: not this error
+    nothing.mkdir()
+    assert pickled_only(str(nothing), OSError(f"Error no file named model.safetensors found in {nothing}")) is None
 
 
 def test_resume_after_the_data_file_changed_is_one_clear_error(tok_root, tmp_path):

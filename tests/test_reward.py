@@ -301,6 +301,18 @@ def test_reward_model_saves_and_applies_its_normalisation(score_model, tmp_path)
     assert torch.allclose(loaded.score(prompts, responses), (raw - 0.5) / 2.0, atol=1e-5)
 
 
+def test_a_reward_model_with_pickled_weights_is_refused(score_model, tmp_path):
+    """RewardModel.load passes use_safetensors=True, as every model load does: no pytorch_model.bin is unpickled."""
+    from safetensors.torch import load_file
+
+    model, tok = score_model
+    R.RewardModel(model, tok, mean=0.5, std=2.0).save(tmp_path / "rm")
+    torch.save(load_file(tmp_path / "rm" / "model.safetensors"), tmp_path / "rm" / "pytorch_model.bin")
+    (tmp_path / "rm" / "model.safetensors").unlink()
+    with pytest.raises(LabError, match=r"rm: no safetensors weights .*Fix: the lab loads weights only from "):
+        R.RewardModel.load(tmp_path / "rm")
+
+
 def test_normalised_scores_of_the_fitted_samples_have_mean_0_std_1(score_model):
     model, tok = score_model
     samples = [{"prompt": f"Q{i}", "responses": [(r, e) for r, e in (("a", True), ("bb", False), ("the c", True))]}

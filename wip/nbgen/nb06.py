@@ -584,8 +584,8 @@ md("""
   exactly as the annotator's did here, and join `new_pairs` the way the tip in section 5 shows.
 - PPO runs data-parallel under `accelerate launch` or torchrun (DDP): `accelerate launch -m lab_utils.cli ppo
   --profile full --out runs/full/round2`. Each process answers its share of every global batch (`rollout_batch`,
-  `mini_batch`) with samples of its own; advantages are whitened per process. Tested with two CPU processes; FSDP
-  and DeepSpeed are not tested.
+  `mini_batch`) with samples of its own; advantages are whitened per process. Tested with two CPU processes. FSDP
+  and DeepSpeed are refused in one line: they shard the weights, and PPO saves the main process's copy.
 """)
 
 save(str(Path(__file__).resolve().parents[2] / "labs" / "06_compare_and_iterate.ipynb"))
