@@ -36,6 +36,8 @@ from .errors import LabError
 DB_NAME = "votes.db"  # runs/<profile>/votes.db
 CHOICES = ("a", "b", "tie", "both_bad")
 BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for the lock before giving up
+# SQLite's words when the file or its folder may not be opened (or written) as asked
+NO_ACCESS = ("unable to open database file", "attempt to write a readonly database")
 FIELDS = ("vote_id", "prompt", "answer_a", "answer_b", "model_a", "model_b", "choice", "rating_a", "rating_b",
           "voter", "created_at", "a_ended", "b_ended")
 
@@ -89,10 +91,10 @@ def _connect(db: str | os.PathLike, *, read_only: bool = False):
         if "no such table" in str(err):
             raise LabError("holds no votes table", path=str(db),
                            fix="pass the votes.db the arena wrote (a new store is made with votes.init)") from None
-        if str(err) in ("unable to open database file", "attempt to write a readonly database") and read_only:
+        if str(err) in NO_ACCESS and read_only:
             raise LabError(f"cannot read the vote store ({err})", path=str(db),
                            fix="check that this file and its folder may be read") from None
-        if str(err) in ("unable to open database file", "attempt to write a readonly database"):
+        if str(err) in NO_ACCESS:
             raise LabError(f"cannot write the vote store ({err})", path=str(db),
                            fix="the arena needs a writable run folder: copy the run, or pass --out") from None
         if str(err) == "database is locked":  # another writer held it past the busy timeout
@@ -119,7 +121,7 @@ def _open_reader(db: str | os.PathLike) -> sqlite3.Connection:
         return conn
     except sqlite3.OperationalError as err:
         conn.close()
-        if str(err) not in ("unable to open database file", "attempt to write a readonly database"):
+        if str(err) not in NO_ACCESS:
             raise
     return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
