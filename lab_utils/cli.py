@@ -325,12 +325,16 @@ def cmd_votes(argv):
         raise LabError("--to names the file `lab votes export` writes", where="lab votes count",
                        fix="drop --to, or run `lab votes export --to FILE`")
     if args.action == "count":
-        print(f"[lab] votes in {db}: " + " ".join(f"{c}={n}" for c, n in votes.count(db).items()))
+        print(f"[lab] votes in {db}: " + " ".join(f"{c}={n}" for c, n in votes.count(db).items())
+              + f" (rated answers: {len(votes.ratings(db))})")
         return
     out = args.to or db.with_suffix(".jsonl")
     n = votes.export_pairs(db, out)
+    n_rated = len(votes.ratings(db))
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
-          f"train on them with `lab reward --data {out}`")
+          f"train on them with `lab reward --data {out}`"
+          + (f", or with `lab reward --data {db}` to train the ratings model on its {n_rated} rated answers too"
+             if n_rated else ""))
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,

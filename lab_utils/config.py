@@ -219,11 +219,12 @@ class SFTConfig(_Profiled):
 @dataclass(frozen=True)
 class RewardConfig(_Profiled):
     data: str = _f("", "preference pairs instead of sampling: .json/.jsonl (TRL, ShareGPT, HH, vote export), "
-                       "the arena's votes.db, or a hub id")
+                       "the arena's votes.db (whose 1-5 ratings train the ratings model), or a hub id")
     data_split: str = _f("train", "split of a hub dataset given with --data (e.g. train_prefs)")
     mix_previous: bool = _f(False, "train on --data's pairs plus the pairs the run's reward model was trained on "
-                                   "(<out>/reward/pairs.jsonl, each prompt keeping its train/eval split): the next "
-                                   "round of the loop, e.g. --data runs/<profile>/votes.db")
+                                   "(<out>/reward/pairs.jsonl, each prompt keeping its train/eval split), and its "
+                                   "ratings to --data's (reward/ratings.jsonl): the next round of the loop, e.g. "
+                                   "--data runs/<profile>/votes.db")
     model: str = _f("", "model the reward model starts from (default: runs/<profile>/sft)")
     n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences")
     n_samples: int = _f(4, "sampled answers per prompt (every distinct pair is labelled)")

@@ -34,7 +34,8 @@ Record shapes, detected per record (one file may mix them):
   (null where not known); extra keys (`vote_id`, `model_chosen`, …) are ignored, but a `vote_id` marks the
   prompt as typed in the arena and shown to both models as it is: it is never read as an HH transcript. The
   arena's database itself (`votes.db`, `.sqlite`) is read the same way, through `votes.pairs`: its A-better and
-  B-better votes, without ties and both-bad votes.
+  B-better votes, without ties and both-bad votes. Its 1–5 ratings, of every vote's answers, come from
+  `load_ratings`; no other source carries ratings.
 
 A record with neither `prompt` nor `instruction` but another field that holds a prompt in other datasets' layouts
 (`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`) is an error rather than a pair whose prompt is
@@ -56,12 +57,13 @@ from typing import NoReturn
 
 from . import votes
 from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, alpaca_context, encodable,
-                   read_jsonl, render_prompt, special_token_record, warn_left_out)
+                   no_special_tokens, read_jsonl, render_prompt, special_token_record, warn_left_out)
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
           "prompt, Anthropic HH transcripts, ShareGPT conversations + chosen/rejected, Alpaca-style "
           "instruction/input + chosen/rejected, or the arena vote export")
+VOTE_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # the arena's SQLite store, read through `votes`
 PROMPT_LIKE = {  # prompt fields of other datasets' pair layouts, and how to give them to the lab
     "question": "rename 'question' to 'prompt'", "query": "rename 'query' to 'prompt'",
     "input": "rename 'input' to 'prompt', or give the task as 'instruction' and keep 'input' (Alpaca style)",
@@ -111,6 +113,25 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     return kept
 
 
+def is_vote_store(spec: str) -> bool:
+    """Whether `spec` names an arena vote store (by its extension, as `load_pairs` reads it)."""
+    return _suffix(spec) in VOTE_STORE_SUFFIXES
+
+
+def load_ratings(spec: str, special_tokens: Sequence[str] = ()) -> list[dict]:
+    """The 1–5 ratings `spec` holds, as {"prompt", "response", "ended", "rating", "vote_id", "model"} (`prompt` as
+    typed, not rendered; `ended` None where the store does not know): the arena vote store's rated answers, every
+    vote's (`votes.ratings`); any other source holds pairs only and gives []. A rating whose text spells out one of
+    `special_tokens` is the same `LabError` as such a pair."""
+    if not is_vote_store(spec):
+        return []
+    found = votes.ratings(spec)
+    for r in found:
+        no_special_tokens({"prompt": r["prompt"], "response": r["response"]}, special_tokens, spec,
+                          f"vote {r['vote_id']}")
+    return found
+
+
 def _identical(pair: dict) -> bool:
     """Same text and, when flagged, the same ending: "4" that ended and "4" cut off encode differently."""
     return (pair["chosen"], pair.get("chosen_ended", True)) == (pair["rejected"], pair.get("rejected_ended", True))
@@ -125,7 +146,7 @@ def _rows(spec: str, split: str) -> tuple[list, list[str]]:
     if suffix == ".jsonl":
         rows = read_jsonl(path)
         return rows, [f"line {r.pop('_line')}" for r in rows]
-    if suffix in (".db", ".sqlite", ".sqlite3"):
+    if suffix in VOTE_STORE_SUFFIXES:
         rows = votes.pairs(path)
         return rows, [f"vote {r['vote_id']}" for r in rows]
     if _is_hub_id(spec):

@@ -165,6 +165,10 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                **changes) -> dict:
     """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models.
 
+    With --data naming the arena's vote store, its 1–5 ratings train the ratings model (every rated answer, ties and
+    both-bad votes included; with --mix_previous, after the previous round's `reward/ratings.jsonl`); other sources
+    hold pairs only, and then there is no ratings model.
+
     `pairs` (Python only) replaces both with ready pairs whose prompts are already rendered, e.g. a previous
     round's `reward/pairs.jsonl` plus newly exported votes (notebook 06). Their `chosen_ended`/`rejected_ended`
     are used, and a pair's `split` ("train"/"eval") is kept for its prompt, so earlier held-out prompts stay
@@ -183,9 +187,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir), device=inference_device())  # it only samples
     given = pairs is not None or bool(cfg.data)
-    if given:  # pairs someone brought: no ratings, no off-topic pairs, no task record to judge a pair by
-        pairs, samples, held, n_too_long, source = _given_pairs(cfg, root, pairs, policy, tokenizer, progress)
-        ratings, n_off_topic, asked = [], 0, None
+    if given:  # pairs someone brought: ratings only from a vote store, no off-topic pairs, no task record to judge by
+        pairs, ratings, samples, held, n_too_long, source = _given_pairs(cfg, root, pairs, policy, tokenizer, progress)
+        n_off_topic, asked = 0, None
     else:
         pairs, ratings, samples, held, n_off_topic, n_too_long = _sampled_pairs(cfg, world, policy, tokenizer,
                                                                                 progress)
@@ -194,6 +198,13 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     sample_s = time.perf_counter() - t0
     del policy  # sampled: on a GPU its memory goes to the reward models' training
     train_pairs, eval_pairs = _split_pairs(cfg, pairs, held, given, n_too_long)
+    train_r = [r for r in ratings if r["prompt"] not in held]  # the ratings model's, on the pairs' training prompts
+    if ratings and not train_r:
+        warnings.warn(f"all {len(ratings)} ratings are of answers to held-out prompts: no ratings model is trained",
+                      stacklevel=2)
+    if not train_r:
+        refuse_unused(cfg, profile, RATINGS_FLAGS, "they set the ratings model's training, and no rating is of an "
+                      "answer to a training prompt", "drop FLAGS")
 
     # 1. the pairwise model, normalised on SFT samples, saved with the pairs and their split
     model, _, history = R.train_pairwise(cfg, sft_dir, train_pairs, progress)
@@ -206,6 +217,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     R.RewardModel(model, tokenizer, mean, std).save(root / "reward")
     ck.write_jsonl(root / "reward" / "pairs.jsonl",
                    [p | {"split": "eval" if p["prompt"] in held else "train"} for p in pairs])
+    if ratings:  # what a later --mix_previous trains the next ratings model on, with these pairs
+        ck.write_jsonl(root / "reward" / RATINGS_FILE,
+                       [r | {"split": "eval" if r["prompt"] in held else "train"} for r in ratings])
 
     def by_term(acc: dict) -> dict | None:  # which rubric term decided the pairs each model gets wrong
         return R.accuracy_by_term(world, asked, eval_pairs, acc["margins"]) if asked else None
@@ -217,8 +231,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
                "norm_mean": round(mean, 4),
                "norm_std": round(std, 4), "sample_s": round(sample_s, 2), "history": history}
     # 2. the ratings model, on the same held-out pairs
-    if ratings:
-        train_r = [r for r in ratings if r["prompt"] not in held]
+    if train_r:
         rmodel, _, r_history = R.train_ratings(cfg, sft_dir, train_r, progress)
         rmodel = R.as_saved(rmodel)
         r_accuracy = R.pairwise_accuracy(rmodel, tokenizer, eval_pairs)
@@ -235,11 +248,16 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     return _finish(root, "reward", metrics, profile, built_from)
 
 
-# settings of the SFT model's own pairs and of the ratings model: with given pairs there is neither
+# settings of the SFT model's own pairs and of the ratings model: with given pairs there is neither, unless they come
+# from the arena's vote store (its ratings) or with --mix_previous (the previous round's ratings)
 SAMPLED_ONLY = {"n_samples": "how many answers the SFT model samples per prompt for its own pairs",
                 "reference_answers": "whether the SFT records' answers join the sampled ones",
-                "ratings_epochs": "the ratings model's training, and given pairs carry no ratings",
-                "ratings_lr": "the ratings model's training, and given pairs carry no ratings"}
+                "ratings_epochs": "the ratings model's training, and given pairs carry no ratings (only the arena's "
+                                  "vote store does)",
+                "ratings_lr": "the ratings model's training, and given pairs carry no ratings (only the arena's vote "
+                              "store does)"}
+RATINGS_FLAGS = ("ratings_epochs", "ratings_lr")
+RATINGS_FILE = "ratings.jsonl"  # reward/ratings.jsonl: the ratings the ratings model beside it was trained on
 
 
 def refuse_unused(cfg, profile: str, names, why: str, fix: str) -> None:
@@ -282,9 +300,12 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+    from .preferences import is_vote_store
+
     given = pairs is not None or bool(cfg.data)
+    rated = bool(cfg.data) and (is_vote_store(cfg.data) or cfg.mix_previous)  # given pairs that may bring ratings
     for name, what in SAMPLED_ONLY.items() if given and defaults is not None else ():
-        if getattr(cfg, name) != getattr(defaults, name):
+        if getattr(cfg, name) != getattr(defaults, name) and not (rated and name in RATINGS_FLAGS):
             raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
                            fix=f"drop --{name}, or drop --data to sample pairs from the SFT model")
 
@@ -313,16 +334,19 @@ def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
 
 
 def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy, tokenizer, progress: bool):
-    """(pairs, samples, held-out prompts, n too long, source) for pairs someone brought (`pairs`, or --data and with
-    --mix_previous the run's previous pairs too): the ones that fit the context, and the SFT model's answers to a
-    seeded sample of their prompts, which the reward scale is measured on."""
+    """(pairs, ratings, samples, held-out prompts, n too long, source) for pairs someone brought (`pairs`, or --data
+    and with --mix_previous the run's previous pairs too): the ones that fit the context, the ratings that came with
+    them (a vote store's; with --mix_previous the previous round's too), and the SFT model's answers to a seeded
+    sample of their prompts, which the reward scale is measured on."""
     from .generation import generate_ended
 
-    source = cfg.data or ""
+    source, ratings = cfg.data or "", []
     if pairs is None:
         pairs = _rendered_pairs(cfg.data, cfg.data_split, tokenizer)
+        ratings = _rendered_ratings(cfg.data, tokenizer)
         if cfg.mix_previous:
             n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
+            ratings = _with_previous_ratings(root / "reward" / RATINGS_FILE, ratings)
             source += f" + {n_previous} previous pairs"
     else:  # a null `chosen_ended`/`rejected_ended` means unknown: ended, as the loaders read it; drop it, so that
         # `p.get(flag, True)` below and the saved pairs.jsonl read it so too
@@ -330,6 +354,7 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
                  for p in pairs]
     context = policy.config.max_position_embeddings  # past it the model reads positions it never trained on
     pairs, n_too_long = _fitting(pairs, tokenizer, cfg.max_length, context, cfg.data or None, stacklevel=4)
+    ratings = _fitting_ratings(ratings, tokenizer, min(cfg.max_length, context))
     distinct = sorted({p["prompt"] for p in pairs})
     room = [p for p, ids in zip(distinct, tokenizer(distinct)["input_ids"]) if len(ids) + cfg.max_new_tokens <= context]
     if not room:
@@ -341,7 +366,7 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
                           seed=cfg.seed, desc="SFT answers for the reward scale" if progress else "")
     samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
     held = _held_out(pairs, cfg.eval_fraction, cfg.seed)
-    return pairs, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
+    return pairs, ratings, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
 
 
 def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None,
@@ -361,6 +386,18 @@ def _fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: 
         warnings.warn(f"{len(pairs) - len(kept)} of {len(pairs)} preference pairs are {why} and were left out",
                       stacklevel=stacklevel)
     return kept, len(pairs) - len(kept)
+
+
+def _fitting_ratings(ratings: list[dict], tokenizer, limit: int) -> list[dict]:
+    """The ratings whose prompt and answer fit in `limit` tokens, as `_fitting` keeps pairs; a warning counts the
+    others."""
+    from .reward import encode
+
+    kept = [r for r in ratings if len(encode(tokenizer, r["prompt"], r["response"], r["ended"])) <= limit]
+    if len(kept) < len(ratings):
+        warnings.warn(f"{len(ratings) - len(kept)} of {len(ratings)} ratings are longer than {limit} tokens and were "
+                      "left out", stacklevel=4)
+    return kept
 
 
 def _held_out(pairs: list[dict], eval_fraction: float, seed: int) -> set[str]:
@@ -410,6 +447,32 @@ def _run_pairs(path: Path, fix: str) -> list[dict]:
         if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
             raise broken(line)
     return pairs
+
+
+def _with_previous_ratings(path: Path, new: list[dict]) -> list[dict]:
+    """The ratings the run's last ratings model was trained on (`reward/ratings.jsonl`; none when there was no ratings
+    model) followed by the `new` ones not among them already; a line that is not one names itself."""
+    from .data import read_jsonl
+
+    if not path.is_file():
+        return new
+    fix = "run `lab reward` again without --mix_previous to write the file anew"
+    try:
+        previous = read_jsonl(path)
+    except LabError as err:  # malformed JSON: read_jsonl names the line
+        raise LabError("not a rating written by `lab reward`", path=f"{path}:{(err.where or '').removeprefix('line ')}",
+                       fix=fix) from None
+    for row in previous:
+        line = row.pop("_line")
+        row.pop("split", None)  # the split is the pairs': held-out prompts are decided again with the new pairs
+        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
+                and isinstance(row.get("ended"), bool) and type(row.get("rating")) is int and 1 <= row["rating"] <= 5):
+            raise LabError("not a rating written by `lab reward`", path=f"{path}:{line}", fix=fix)
+    key = lambda r: (r["prompt"], r["response"], r["ended"], r.get("vote_id"))  # noqa: E731
+    seen = {key(r) for r in previous}
+    fresh = [r for r in new if key(r) not in seen]
+    print(f"[lab] reward: {len(previous)} previous ratings ({path}) + {len(fresh)} from --data")
+    return previous + fresh
 
 
 def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:
@@ -587,6 +650,16 @@ def _is_dpo_policy(path: Path) -> bool:
     return (path.name in ("dpo", "dpo-sft") and (path / "config.json").is_file()
             and not any(f.is_dir() for f in path.iterdir())
             and not any((path / f).exists() for f in ("lab_config.json", "normalization.json", "adapter_config.json")))
+
+
+def _rendered_ratings(spec: str, tokenizer) -> list[dict]:
+    """--data's 1–5 ratings (a vote store's; none from other sources), prompts rendered as `_rendered_pairs` renders
+    them; an answer whose ending the store does not know counts as ended, as a pair's does."""
+    from .preferences import load_ratings
+    from .tokenizer import render_alpaca
+
+    return [r | {"prompt": render_alpaca(r["prompt"], ""), "ended": r["ended"] is not False}
+            for r in load_ratings(spec, special_tokens=tokenizer.all_special_tokens)]
 
 
 def _rendered_pairs(spec: str, split: str, tokenizer) -> list[dict]:

@@ -15,11 +15,13 @@ optional 1–5 scores per answer; `a_ended`/`b_ended` say whether each answer st
 at the token limit; NULL: unknown, as in votes stored before these columns existed). `prompt` is the user's
 plain text, not the rendered Alpaca prompt, as in `preferences`. Only "a" and "b" votes become preference
 pairs (`pairs`, `export_pairs`), with `chosen_ended`/`rejected_ended` (null where not known) — so the reward
-stage appends EOS only to answers that really ended; ties and both-bad votes stay in the database.
+stage appends EOS only to answers that really ended; ties and both-bad votes stay in the database. Every rated
+answer, whatever the vote's choice, becomes a rating record (`ratings`): what the reward stage's ratings model
+trains on when `lab reward --data` names the store.
 
 A store made before a column existed is brought up to `SCHEMA` when it is opened to write a vote
-(`ADDED_COLUMNS`); reading (`rows`, `count`, `pairs`, `export_pairs`, `stored_choice`) never writes the store, so
-a store one may only read can still be counted and exported.
+(`ADDED_COLUMNS`); reading (`rows`, `count`, `pairs`, `ratings`, `export_pairs`, `stored_choice`) never writes the
+store, so a store one may only read can still be counted and exported.
 """
 
 from __future__ import annotations
@@ -252,6 +254,15 @@ def pairs(db: str | os.PathLike) -> list[dict]:
                     **{key: None if flag is None else bool(flag) for key, flag in ended.items()},
                     "vote_id": v["vote_id"], "model_chosen": v[f"model_{win}"], "model_rejected": v[f"model_{lose}"]})
     return out
+
+
+def ratings(db: str | os.PathLike) -> list[dict]:
+    """Every 1–5 rating in the store, one record per rated answer, oldest vote first: {prompt, response, ended,
+    rating, vote_id, model}. Ties and both-bad votes count too: a rating says how good one answer is, whichever won.
+    `ended` is None for a vote stored before it was recorded. The shape `preferences.load_ratings` reads."""
+    return [{"prompt": v["prompt"], "response": v[f"answer_{side}"], "ended": v[f"{side}_ended"],
+             "rating": v[f"rating_{side}"], "vote_id": v["vote_id"], "model": v[f"model_{side}"]}
+            for v in rows(db) for side in ("a", "b") if v[f"rating_{side}"] is not None]
 
 
 def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:

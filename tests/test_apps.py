@@ -624,12 +624,14 @@ def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys)
     root = run_folder(app_root, tmp_path)
     votes.init(votes.db_path(root))
     votes.record_vote(votes.db_path(root), "v1", QUESTION, "Paris.", "Berlin.", "sft", "rlhf", "a")
-    votes.record_vote(votes.db_path(root), "v2", QUESTION, "Paris.", "Rome.", "sft", "rlhf", "tie")
+    votes.record_vote(votes.db_path(root), "v2", QUESTION, "Paris.", "Rome.", "sft", "rlhf", "tie", 4)
     assert cli.main(["votes", "count", "--out", str(root)]) == 0
-    assert "a=1 b=0 tie=1 both_bad=0" in capsys.readouterr().out
+    assert "a=1 b=0 tie=1 both_bad=0 (rated answers: 1)" in capsys.readouterr().out
     out = tmp_path / "pairs.jsonl"
     assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
-    assert f"1 preference pairs -> {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the pairs go to the file; the ratings reach a reward model from the store
+    assert f"1 preference pairs -> {out}" in printed
+    assert f"or with `lab reward --data {votes.db_path(root)}` to train the ratings model on its 1 rated" in printed
     assert json.loads(out.read_text())["chosen"] == "Paris."
     for to, message in ((votes.db_path(root), "would overwrite the vote store"), (tmp_path / "p.json", ".jsonl")):
         assert cli.main(["votes", "export", "--out", str(root), "--to", str(to)]) == 2

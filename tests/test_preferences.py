@@ -10,7 +10,7 @@ import pytest
 
 from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
 from lab_utils.errors import LabError
-from lab_utils.preferences import load_pairs, load_prompts, parse_pair
+from lab_utils.preferences import load_pairs, load_prompts, load_ratings, parse_pair
 
 PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
 
@@ -292,6 +292,23 @@ def test_text_that_spells_a_special_token_names_record_and_field(tmp_path, field
         load_pairs(spec, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
     with pytest.raises(LabError, match=r"line 2: field 'prompt' holds") if field == "prompt" else nullcontext():
         load_prompts(spec, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
+
+
+def test_ratings_come_from_the_vote_store_only_and_refuse_a_special_token(tmp_path):
+    """Only the arena's store holds 1–5 ratings; a pairs file gives none. A rated answer that spells out a special
+    token is refused naming the vote, as its pair would be."""
+    from lab_utils import votes
+
+    db = votes.init(tmp_path / "votes.db")
+    votes.record_vote(db, "v1", "What is 2+2?", "4", "5", "sft", "rlhf", "tie", 4, None, a_ended=True)
+    assert load_ratings(str(db)) == [{"prompt": "What is 2+2?", "response": "4", "ended": True, "rating": 4,
+                                      "vote_id": "v1", "model": "sft"}]
+    assert load_ratings(write_jsonl(tmp_path / "prefs.jsonl", [PAIR])) == []
+    votes.record_vote(db, "v2", "Say it", "fine <|eos|>", "no", "sft", "rlhf", "a", None, 2)
+    assert len(load_ratings(str(db), special_tokens=["<|eos|>"])) == 2  # v2's rated answer B says nothing special
+    votes.record_vote(db, "v3", "Say it", "fine <|eos|>", "no", "sft", "rlhf", "b", 3)
+    with pytest.raises(LabError, match=r"votes.db, vote v3: field 'response' holds '<\|eos\|>'.*Fix: remove"):
+        load_ratings(str(db), special_tokens=["<|eos|>"])
 
 
 def test_a_prompt_that_merely_starts_with_human_is_taken_as_it_is():

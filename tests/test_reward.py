@@ -550,6 +550,56 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
     assert "pairs.jsonl:2" in err and "without --mix_previous" in err
 
 
+def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next_round(sft_root, tmp_path, capsys):
+    """`lab reward --data votes.db`: the arena's 1–5 ratings train the ratings model beside the pairwise one (a tie's
+    ratings too), on the pairs' training prompts only, and are saved for `--mix_previous`, which trains on them again
+    with the new votes' without counting a vote twice. A store with no rating on a training prompt has no ratings
+    model, and a ratings flag is then refused."""
+    from lab_utils import votes
+
+    db = votes.init(tmp_path / "votes.db")
+    for i in range(12):
+        votes.record_vote(db, f"v{i}", f"What is {i} + 1?", str(i + 1), str(i + 2), "sft", "rlhf", "a", 5, 1 + i % 3,
+                          a_ended=True, b_ended=True)
+    votes.record_vote(db, "tie", "Name a colour.", "Red.", "Blue.", "sft", "rlhf", "tie", 4, 4)  # no pair, two ratings
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    m = stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25, ratings_lr=3e-4)
+    held = {json.loads(line)["prompt"] for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()
+            if json.loads(line)["split"] == "eval"}
+    saved = [json.loads(line) for line in (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()]
+    assert len(saved) == 26 and len(held) == 3
+    assert {r["prompt"] for r in saved if r["split"] == "eval"} == held  # the split is the pairs'
+    colour = [r for r in saved if r["vote_id"] == "tie"]
+    assert [(r["prompt"], r["response"], r["ended"], r["rating"], r["split"]) for r in colour] == [
+        (render_alpaca("Name a colour.", ""), text, True, 4, "train") for text in ("Red.", "Blue.")]
+    assert m["n_train_ratings"] == 26 - 2 * 3 and m["ratings_model_pairwise_accuracy"] is not None
+    assert R.RewardModel.load(out / "reward-ratings").model.config.problem_type == "regression"
+    assert m["config"]["ratings_lr"] == 3e-4
+
+    capsys.readouterr()
+    again = stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
+    assert "26 previous ratings" in (printed := capsys.readouterr().out) and "+ 0 from --data" in printed
+    assert again["n_train_ratings"] == m["n_train_ratings"]
+    assert len((out / "reward" / stages.RATINGS_FILE).read_text().splitlines()) == 26
+    lines = (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()
+    assert '"rating": 5' in lines[0]
+    (out / "reward" / stages.RATINGS_FILE).write_text(lines[0].replace('"rating": 5', '"rating": true') + "\n")
+    with pytest.raises(LabError, match=r"ratings.jsonl:1: not a rating written by `lab reward`.*without --mix_previous"):
+        stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
+
+    unrated = votes.init(tmp_path / "unrated.db")
+    for i in range(12):
+        votes.record_vote(unrated, f"u{i}", f"What is {i} + 2?", str(i + 2), str(i + 3), "sft", "rlhf", "a")
+    fresh = tmp_path / "fresh"
+    shutil.copytree(sft_root / "sft", fresh / "sft")
+    with pytest.raises(LabError, match=r"--ratings_lr would be ignored: .*no rating is of an answer to a training"):
+        stages.run_reward("micro", fresh, progress=False, data=str(unrated), eval_fraction=0.25, ratings_lr=3e-4)
+    m = stages.run_reward("micro", fresh, progress=False, data=str(unrated), eval_fraction=0.25)
+    assert m["ratings_model_pairwise_accuracy"] is None and m["n_train_ratings"] == 0
+    assert not (fresh / "reward" / stages.RATINGS_FILE).exists() and not (fresh / "reward-ratings").exists()
+
+
 def test_a_mixed_reward_model_counts_as_trained_on_the_worlds_tasks_too(tmp_path):
     """After `--data votes.db --mix_previous` the reward model knows the world's tasks as well as the votes: PPO on
     them is not warned about, and the harness counts the world's reward prompts as seen in training."""

@@ -189,6 +189,23 @@ def test_an_old_store_is_migrated_when_written_and_its_old_votes_still_export(tm
     assert (second["chosen_ended"], second["rejected_ended"]) == (True, False)
 
 
+def test_every_rated_answer_becomes_a_rating_whatever_the_vote_chose(db, tmp_path):
+    """A tie's or a both-bad vote's ratings still say how good each answer was; an unrated answer gives none; an old
+    store's rating is read without its ending, which was not recorded then."""
+    vote(db, "v1", "a", rating_a=5, rating_b=2, a_ended=True, b_ended=False)
+    vote(db, "v2", "tie", rating_b=4)
+    vote(db, "v3", "both_bad", rating_a=1, rating_b=1, a_ended=True, b_ended=True)
+    vote(db, "v4", "b", a_ended=True, b_ended=True)  # not rated
+    assert [(r["vote_id"], r["response"], r["ended"], r["rating"], r["model"]) for r in votes.ratings(db)] == [
+        ("v1", "answer A v1", True, 5, "sft"), ("v1", "answer B v1", False, 2, "rlhf"),
+        ("v2", "answer B v2", None, 4, "rlhf"),
+        ("v3", "answer A v3", True, 1, "sft"), ("v3", "answer B v3", True, 1, "rlhf")]
+    assert [r["prompt"] for r in votes.ratings(db)][::2] == ["question v1?", "question v2?", "question v3?"]
+    assert votes.ratings(old_store(tmp_path / "old.db")) == [
+        {"prompt": "question old?", "response": "answer A old", "ended": None, "rating": 4, "vote_id": "old",
+         "model": "sft"}]
+
+
 def test_writers_opening_one_old_store_at_once_all_succeed(tmp_path):
     old = old_store(tmp_path / "old.db")
     procs = [writer(old, f"w{i}", 5) for i in range(4)]  # each one may be the first to migrate it

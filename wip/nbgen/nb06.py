@@ -365,7 +365,8 @@ md("""
   out of training and both rounds' reward models can be judged on the same held-out pairs; new prompts are split
   80/20 as usual.
 - It starts from the SFT model again, with round 1's settings and seed: only the data changed. Given pairs train
-  the pairwise model only; the votes' optional 1–5 ratings stay in the database.
+  the pairwise model only. (`lab reward --data votes.db --mix_previous` would also retrain the ratings model on
+  round 1's ratings plus the votes' 1–5 ratings; here, only the pairwise model is compared.)
 """)
 
 code("""
