@@ -369,7 +369,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished stages and checkpoints are kept; `lab run` reuses them, and `lab pretrain "
               "--resume` / `lab ppo --resume` continue from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun / accelerate launch, leave the process group before the process exits, as PyTorch asks: a
+    process that exits with gloo's threads still running may abort at exit ("terminate called without an active
+    exception", seen once in CI on the non-main process of `lab ppo` under torchrun). Nothing when torch was never
+    imported or no group was formed."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager

@@ -346,3 +346,15 @@ def test_a_split_without_a_hub_dataset_is_refused_in_either_spelling(tmp_path, c
         assert main(["pretrain", "--profile", "micro", "--out", str(tmp_path / "run"), *flags]) == 2
         assert "--data_split test picks a split of" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_command_under_a_process_group_leaves_it_before_exiting(tmp_path, capsys):
+    """Under torchrun every process leaves its group when the command ends, even when it failed: a process that exits
+    with gloo's threads still running may abort (seen once in CI on a non-main PPO process)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert main(["votes", "count", "--out", str(tmp_path / "none")]) == 2  # no store there: a LabError
+    assert not dist.is_initialized()
+    assert "no vote store" in capsys.readouterr().err
