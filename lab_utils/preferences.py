@@ -121,14 +121,17 @@ def is_vote_store(spec: str) -> bool:
 def load_ratings(spec: str, special_tokens: Sequence[str] = ()) -> list[dict]:
     """The 1–5 ratings `spec` holds, as {"prompt", "response", "ended", "rating", "vote_id", "model"} (`prompt` as
     typed, not rendered; `ended` None where the store does not know): the arena vote store's rated answers, every
-    vote's (`votes.ratings`); any other source holds pairs only and gives []. A rating whose text spells out one of
-    `special_tokens` is the same `LabError` as such a pair."""
+    vote's (`votes.ratings`); any other source holds pairs only and gives []. Prompt and answer are read as a vote's
+    pair reads them (surrounding whitespace stripped), so a rating's prompt is its pair's; a rating whose text spells
+    out one of `special_tokens` is the same `LabError` as such a pair."""
     if not is_vote_store(spec):
         return []
-    found = votes.ratings(spec)
-    for r in found:
-        no_special_tokens({"prompt": r["prompt"], "response": r["response"]}, special_tokens, spec,
-                          f"vote {r['vote_id']}")
+    found = []
+    for r in votes.ratings(spec):
+        at = (spec, f"vote {r['vote_id']}")
+        r = r | {"prompt": _literal(r["prompt"], at), "response": _text(r["response"], "response", at)}
+        no_special_tokens({"prompt": r["prompt"], "response": r["response"]}, special_tokens, *at)
+        found.append(r)
     return found
 
 

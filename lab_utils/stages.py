@@ -166,8 +166,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     """Collect preferences (SFT samples labelled by the annotator, or --data) and train both reward models.
 
     With --data naming the arena's vote store, its 1–5 ratings train the ratings model (every rated answer, ties and
-    both-bad votes included; with --mix_previous, after the previous round's `reward/ratings.jsonl`); other sources
-    hold pairs only, and then there is no ratings model.
+    both-bad votes included). With --mix_previous the previous round's ratings (`reward/ratings.jsonl`) come first,
+    keeping their held-out prompts. Other sources hold pairs only: without previous ratings there is then no ratings
+    model.
 
     `pairs` (Python only) replaces both with ready pairs whose prompts are already rendered, e.g. a previous
     round's `reward/pairs.jsonl` plus newly exported votes (notebook 06). Their `chosen_ended`/`rejected_ended`
@@ -252,10 +253,10 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 # from the arena's vote store (its ratings) or with --mix_previous (the previous round's ratings)
 SAMPLED_ONLY = {"n_samples": "how many answers the SFT model samples per prompt for its own pairs",
                 "reference_answers": "whether the SFT records' answers join the sampled ones",
-                "ratings_epochs": "the ratings model's training, and given pairs carry no ratings (only the arena's "
-                                  "vote store does)",
-                "ratings_lr": "the ratings model's training, and given pairs carry no ratings (only the arena's vote "
-                              "store does)"}
+                "ratings_epochs": "the ratings model's training, and given pairs carry no ratings (only a vote store "
+                                  "with rated answers does)",
+                "ratings_lr": "the ratings model's training, and given pairs carry no ratings (only a vote store with "
+                              "rated answers does)"}
 RATINGS_FLAGS = ("ratings_epochs", "ratings_lr")
 RATINGS_FILE = "ratings.jsonl"  # reward/ratings.jsonl: the ratings the ratings model beside it was trained on
 
@@ -300,10 +301,12 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+    from . import votes
     from .preferences import is_vote_store
 
     given = pairs is not None or bool(cfg.data)
-    rated = bool(cfg.data) and (is_vote_store(cfg.data) or cfg.mix_previous)  # given pairs that may bring ratings
+    rated = bool(cfg.data) and (is_vote_store(cfg.data) and bool(votes.ratings(cfg.data))  # given pairs with ratings
+                                or cfg.mix_previous and previous.with_name(RATINGS_FILE).is_file())
     for name, what in SAMPLED_ONLY.items() if given and defaults is not None else ():
         if getattr(cfg, name) != getattr(defaults, name) and not (rated and name in RATINGS_FLAGS):
             raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
@@ -340,13 +343,13 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
     sample of their prompts, which the reward scale is measured on."""
     from .generation import generate_ended
 
-    source, ratings = cfg.data or "", []
+    source, ratings, held_before = cfg.data or "", [], set()
     if pairs is None:
         pairs = _rendered_pairs(cfg.data, cfg.data_split, tokenizer)
         ratings = _rendered_ratings(cfg.data, tokenizer)
         if cfg.mix_previous:
             n_previous, pairs = _with_previous(root / "reward" / "pairs.jsonl", pairs)
-            ratings = _with_previous_ratings(root / "reward" / RATINGS_FILE, ratings)
+            ratings, held_before = _with_previous_ratings(root / "reward" / RATINGS_FILE, ratings)
             source += f" + {n_previous} previous pairs"
     else:  # a null `chosen_ended`/`rejected_ended` means unknown: ended, as the loaders read it; drop it, so that
         # `p.get(flag, True)` below and the saved pairs.jsonl read it so too
@@ -365,7 +368,8 @@ def _given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy
     outs = generate_ended(policy, tokenizer, prompts, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
                           seed=cfg.seed, desc="SFT answers for the reward scale" if progress else "")
     samples = [{"prompt": p, "responses": [o]} for p, o in zip(prompts, outs)]
-    held = _held_out(pairs, cfg.eval_fraction, cfg.seed)
+    # a prompt held out before stays held out, also one that only ratings had (its answers all tied when sampled)
+    held = _held_out(pairs, cfg.eval_fraction, cfg.seed) | held_before
     return pairs, ratings, samples, held, n_too_long, source or f"{len(pairs)} given pairs"
 
 
@@ -449,22 +453,27 @@ def _run_pairs(path: Path, fix: str) -> list[dict]:
     return pairs
 
 
-def _with_previous_ratings(path: Path, new: list[dict]) -> list[dict]:
-    """The ratings the run's last ratings model was trained on (`reward/ratings.jsonl`; none when there was no ratings
-    model) followed by the `new` ones not among them already; a line that is not one names itself."""
+def _with_previous_ratings(path: Path, new: list[dict]) -> tuple[list[dict], set[str]]:
+    """(ratings, held-out prompts): the ratings of the run's last reward stage (`reward/ratings.jsonl`; none when it
+    had none) followed by the `new` ones not among them already, and the prompts they were held out on; a line that is
+    not one names itself."""
     from .data import read_jsonl
 
     if not path.is_file():
-        return new
+        print(f"[lab] reward: no previous ratings ({path} is absent: the last reward stage had none, or predates the "
+              f"file) + {len(new)} from --data")
+        return new, set()
     fix = "run `lab reward` again without --mix_previous to write the file anew"
     try:
         previous = read_jsonl(path)
     except LabError as err:  # malformed JSON: read_jsonl names the line
         raise LabError("not a rating written by `lab reward`", path=f"{path}:{(err.where or '').removeprefix('line ')}",
                        fix=fix) from None
+    held = set()
     for row in previous:
         line = row.pop("_line")
-        row.pop("split", None)  # the split is the pairs': held-out prompts are decided again with the new pairs
+        if row.pop("split", None) == "eval":
+            held.add(row.get("prompt"))
         if not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
                 and isinstance(row.get("ended"), bool) and type(row.get("rating")) is int and 1 <= row["rating"] <= 5):
             raise LabError("not a rating written by `lab reward`", path=f"{path}:{line}", fix=fix)
@@ -472,7 +481,7 @@ def _with_previous_ratings(path: Path, new: list[dict]) -> list[dict]:
     seen = {key(r) for r in previous}
     fresh = [r for r in new if key(r) not in seen]
     print(f"[lab] reward: {len(previous)} previous ratings ({path}) + {len(fresh)} from --data")
-    return previous + fresh
+    return previous + fresh, held
 
 
 def _with_previous(path: Path, new: list[dict]) -> tuple[int, list[dict]]:

@@ -553,15 +553,16 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
 def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next_round(sft_root, tmp_path, capsys):
     """`lab reward --data votes.db`: the arena's 1–5 ratings train the ratings model beside the pairwise one (a tie's
     ratings too), on the pairs' training prompts only, and are saved for `--mix_previous`, which trains on them again
-    with the new votes' without counting a vote twice. A store with no rating on a training prompt has no ratings
-    model, and a ratings flag is then refused."""
+    with the new votes' without counting a vote twice, keeping the prompts it held out. A store with no rating has no
+    ratings model, and a ratings flag is then refused before any work."""
     from lab_utils import votes
 
     db = votes.init(tmp_path / "votes.db")
     for i in range(12):
         votes.record_vote(db, f"v{i}", f"What is {i} + 1?", str(i + 1), str(i + 2), "sft", "rlhf", "a", 5, 1 + i % 3,
                           a_ended=True, b_ended=True)
-    votes.record_vote(db, "tie", "Name a colour.", "Red.", "Blue.", "sft", "rlhf", "tie", 4, 4)  # no pair, two ratings
+    votes.record_vote(db, "tie", "Name a colour. ", " Red.\n", "Blue.", "sft", "rlhf", "tie", 4, 4)  # no pair; read as
+    # a pair would be (surrounding whitespace stripped)
     out = tmp_path / "run"
     shutil.copytree(sft_root / "sft", out / "sft")
     m = stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25, ratings_lr=3e-4)
@@ -577,24 +578,37 @@ def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next
     assert R.RewardModel.load(out / "reward-ratings").model.config.problem_type == "regression"
     assert m["config"]["ratings_lr"] == 3e-4
 
+    # round 2: one more rated vote, on a training prompt, and a rating round 1 held out on a prompt with no pair
+    train_prompt = next(f"What is {i} + 1?" for i in range(12) if render_alpaca(f"What is {i} + 1?", "") not in held)
+    votes.record_vote(db, "new", train_prompt, "right", "wrong", "sft", "rlhf", "a", 5, 1)
+    lonely = {"prompt": render_alpaca("Lonely?", ""), "response": "Yes.", "ended": True, "rating": 3, "split": "eval"}
+    with (out / "reward" / stages.RATINGS_FILE).open("a") as f:
+        f.write(json.dumps(lonely) + "\n")
     capsys.readouterr()
     again = stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
-    assert "26 previous ratings" in (printed := capsys.readouterr().out) and "+ 0 from --data" in printed
-    assert again["n_train_ratings"] == m["n_train_ratings"]
-    assert len((out / "reward" / stages.RATINGS_FILE).read_text().splitlines()) == 26
+    printed = capsys.readouterr().out
+    assert "27 previous ratings" in printed and "+ 2 from --data" in printed  # round 1's 26 are not counted twice
+    saved = [json.loads(line) for line in (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()]
+    assert len(saved) == 29 and [r["split"] for r in saved if r["prompt"] == lonely["prompt"]] == ["eval"]
+    assert again["n_train_ratings"] == m["n_train_ratings"] + 2  # the new vote's two; the lonely one stays held out
+
     lines = (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()
     assert '"rating": 5' in lines[0]
     (out / "reward" / stages.RATINGS_FILE).write_text(lines[0].replace('"rating": 5', '"rating": true') + "\n")
     with pytest.raises(LabError, match=r"ratings.jsonl:1: not a rating written by `lab reward`.*without --mix_previous"):
         stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
+    (out / "reward" / stages.RATINGS_FILE).unlink()  # as a reward stage from before the file existed left it
+    third = stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
+    assert "no previous ratings" in (printed := capsys.readouterr().out) and "+ 28 from --data" in printed
+    assert third["n_train_ratings"] == 28 - 2 * 3
 
     unrated = votes.init(tmp_path / "unrated.db")
     for i in range(12):
         votes.record_vote(unrated, f"u{i}", f"What is {i} + 2?", str(i + 2), str(i + 3), "sft", "rlhf", "a")
+    with pytest.raises(LabError, match=r"--ratings_lr sets .*given pairs carry no ratings"):  # before any work: no SFT
+        stages.run_reward("micro", tmp_path / "no-sft", progress=False, data=str(unrated), ratings_lr=3e-4)
     fresh = tmp_path / "fresh"
     shutil.copytree(sft_root / "sft", fresh / "sft")
-    with pytest.raises(LabError, match=r"--ratings_lr would be ignored: .*no rating is of an answer to a training"):
-        stages.run_reward("micro", fresh, progress=False, data=str(unrated), eval_fraction=0.25, ratings_lr=3e-4)
     m = stages.run_reward("micro", fresh, progress=False, data=str(unrated), eval_fraction=0.25)
     assert m["ratings_model_pairwise_accuracy"] is None and m["n_train_ratings"] == 0
     assert not (fresh / "reward" / stages.RATINGS_FILE).exists() and not (fresh / "reward-ratings").exists()
