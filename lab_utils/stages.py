@@ -301,16 +301,22 @@ def _check_reward_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: 
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")
     if cfg.reference_answers not in REFERENCE_MODES:
         raise LabError(f"unknown --reference_answers {cfg.reference_answers!r}", fix="use none, train or all")
+    given = pairs is not None or bool(cfg.data)
+    for name, what in SAMPLED_ONLY.items() if given and defaults is not None else ():
+        if getattr(cfg, name) != getattr(defaults, name) and not (name in RATINGS_FLAGS
+                                                                  and _brings_ratings(cfg, previous)):
+            raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
+                           fix=f"drop --{name}, or drop --data to sample pairs from the SFT model")
+
+
+def _brings_ratings(cfg: RewardConfig, previous: Path) -> bool:
+    """Whether --data brings ratings for the ratings model: a vote store with rated answers, or with --mix_previous
+    the previous round's `reward/ratings.jsonl` (`previous` is its `pairs.jsonl`)."""
     from . import votes
     from .preferences import is_vote_store
 
-    given = pairs is not None or bool(cfg.data)
-    rated = bool(cfg.data) and (is_vote_store(cfg.data) and bool(votes.ratings(cfg.data))  # given pairs with ratings
-                                or cfg.mix_previous and previous.with_name(RATINGS_FILE).is_file())
-    for name, what in SAMPLED_ONLY.items() if given and defaults is not None else ():
-        if getattr(cfg, name) != getattr(defaults, name) and not (rated and name in RATINGS_FLAGS):
-            raise LabError(f"--{name} sets {what}; with given pairs it would be ignored", path=cfg.data or None,
-                           fix=f"drop --{name}, or drop --data to sample pairs from the SFT model")
+    return bool(cfg.data) and (is_vote_store(cfg.data) and bool(votes.ratings(cfg.data))
+                               or cfg.mix_previous and previous.with_name(RATINGS_FILE).is_file())
 
 
 def _sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
@@ -434,49 +440,50 @@ def _split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: bo
     return train_pairs, eval_pairs
 
 
-def _run_pairs(path: Path, fix: str) -> list[dict]:
-    """The preference pairs the run's reward model was trained and evaluated on (`reward/pairs.jsonl`: rendered
-    prompts, each pair with its split); a line that is not one names itself and `fix`."""
+def _run_records(path: Path, what: str, valid, fix: str) -> list[dict]:
+    """The records of a JSONL file the reward stage wrote (`pairs.jsonl`, `ratings.jsonl`); a line that is not JSON,
+    or whose record `valid` refuses, names itself, `what` it should be, and `fix`."""
     from .data import read_jsonl
 
     def broken(line) -> LabError:
-        return LabError("not a preference pair written by `lab reward`", path=f"{path}:{line}", fix=fix)
+        return LabError(f"not {what} written by `lab reward`", path=f"{path}:{line}", fix=fix)
 
     try:
-        pairs = read_jsonl(path)
+        records = read_jsonl(path)
     except LabError as err:  # malformed JSON: read_jsonl names the line
         raise broken((err.where or "").removeprefix("line ")) from None
-    for row in pairs:
+    for row in records:
         line = row.pop("_line")
-        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+        if not valid(row):
             raise broken(line)
-    return pairs
+    return records
+
+
+def _run_pairs(path: Path, fix: str) -> list[dict]:
+    """The preference pairs the run's reward model was trained and evaluated on (`reward/pairs.jsonl`: rendered
+    prompts, each pair with its split); a line that is not one names itself and `fix`."""
+    return _run_records(path, "a preference pair", lambda row: all(isinstance(row.get(k), str)
+                                                                    for k in ("prompt", "chosen", "rejected")), fix)
+
+
+def _is_rating(row: dict) -> bool:
+    """A line of `reward/ratings.jsonl`: rendered prompt, answer, whether it ended, a whole 1–5 rating."""
+    return (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
+            and isinstance(row.get("ended"), bool) and type(row.get("rating")) is int and 1 <= row["rating"] <= 5)
 
 
 def _with_previous_ratings(path: Path, new: list[dict]) -> tuple[list[dict], set[str]]:
     """(ratings, held-out prompts): the ratings of the run's last reward stage (`reward/ratings.jsonl`; none when it
     had none) followed by the `new` ones not among them already, and the prompts they were held out on; a line that is
     not one names itself."""
-    from .data import read_jsonl
-
     if not path.is_file():
         print(f"[lab] reward: no previous ratings ({path} is absent: the last reward stage had none, or predates the "
               f"file) + {len(new)} from --data")
         return new, set()
-    fix = "run `lab reward` again without --mix_previous to write the file anew"
-    try:
-        previous = read_jsonl(path)
-    except LabError as err:  # malformed JSON: read_jsonl names the line
-        raise LabError("not a rating written by `lab reward`", path=f"{path}:{(err.where or '').removeprefix('line ')}",
-                       fix=fix) from None
-    held = set()
-    for row in previous:
-        line = row.pop("_line")
-        if row.pop("split", None) == "eval":
-            held.add(row.get("prompt"))
-        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)
-                and isinstance(row.get("ended"), bool) and type(row.get("rating")) is int and 1 <= row["rating"] <= 5):
-            raise LabError("not a rating written by `lab reward`", path=f"{path}:{line}", fix=fix)
+    previous = _run_records(path, "a rating", _is_rating,
+                            fix="run `lab reward` again without --mix_previous to write the file anew")
+    # the split is the prompt's: one held out before stays held out
+    held = {r["prompt"] for r in previous if r.pop("split", None) == "eval"}
     key = lambda r: (r["prompt"], r["response"], r["ended"], r.get("vote_id"))  # noqa: E731
     seen = {key(r) for r in previous}
     fresh = [r for r in new if key(r) not in seen]
