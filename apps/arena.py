@@ -15,7 +15,7 @@ be told apart); one vote per battle, then the names are revealed. Votes go to
 For scripts and load tests, each client session has its own current battle:
 
     c = Client("http://127.0.0.1:7860/")
-    answer_a, answer_b = c.predict("Which city is the capital of Norway?", api_name="/battle")
+    answer_a, answer_b = c.predict("Which city is the capital of Sweden?", api_name="/battle")
     c.predict("a", None, None, api_name="/vote")  # choice a|b|tie|both_bad, optional 1-5 ratings of A and B
 """
 
@@ -50,10 +50,12 @@ class Arena:
         self.contestants = contestants(self.models.names, models)
         self.db = votes.init(votes.db_path(root))
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-        world = build_world_from(WorldConfig.for_profile(profile))
-        evaluation = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
-        # votes train a reward model: no evaluation prompt, nor a sum it asks with the operands swapped
-        self.pool = tasks.arena_prompts(world, exclude=set().union(*map(tasks.seen_keys, evaluation)))
+        self.world = build_world_from(WorldConfig.for_profile(profile))
+        evaluation = tasks.eval_records(self.world, EvalConfig.for_profile(profile).n_per_task)
+        # votes train a reward model: no evaluation prompt, nor a sum it asks with the operands swapped, nor a capital
+        # question about a country it asks about, in any wording
+        self.excluded = set().union(*map(tasks.seen_keys, evaluation))
+        self.pool = tasks.arena_prompts(self.world, exclude=self.excluded)
         self.evaluation = {question_key(r["instruction"]) for r in evaluation if not r["input"]}
         self.rng = random.Random()
 
@@ -62,10 +64,10 @@ class Arena:
         battle["ended"] tells for each whether it stopped at EOS (False: cut off at max_new_tokens) and
         battle["same"] whether the two answers are the same text (then only tie and both_bad can be voted)."""
         text = checked_prompt(text)
-        if question_key(text) in self.evaluation:
-            raise gr.Error("this prompt is one of the evaluation prompts: a vote on it would train the next reward "
-                           "model on the test set. Ask another question (Random prompt draws one that is safe)",
-                           print_exception=False)
+        if question_key(text) in self.evaluation or tasks.typed_keys(self.world, text) & self.excluded:
+            raise gr.Error("this prompt asks what an evaluation prompt asks (the same question, sum or country's "
+                           "capital): a vote on it would train the next reward model on the test set. Ask another "
+                           "question (Random prompt draws one that is safe)", print_exception=False)
         names = self.rng.sample(self.contestants, 2) if len(self.contestants) > 1 else self.contestants * 2
         battle = {"vote_id": uuid.uuid4().hex, "prompt": text, "models": names, "answers": ["", ""], "done": False}
         streams = started([(*loaded(self.models, n), serving.rendered_prompt(n, text)) for n in names],
@@ -135,6 +137,12 @@ def unlocked(battle: dict | None) -> list:
     return [gr.update(interactive=c in allowed) for c in BUTTONS] + [note]
 
 
+def asked_line(battle: dict | None) -> str:
+    """The question a finished battle's answers belong to ("" before): shown beside them, since the prompt box may
+    be edited before the vote."""
+    return battle["prompt"] if battle and battle.get("done") else ""
+
+
 def question_key(text: str) -> str:
     """A question as the evaluation-prompt check compares it: case, punctuation and spacing aside."""
     kept = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text.casefold())
@@ -199,19 +207,30 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
             with gr.Column():
                 answer_b = gr.Textbox(label="Model B", lines=6, interactive=False)
                 rating_b = gr.Radio([1, 2, 3, 4, 5], label="rate B (optional)")
+        # the question of the battle on the page, whatever the prompt box holds by the time of the vote
+        asked = gr.Textbox(label="the question these answers belong to", interactive=False, lines=1)
         with gr.Row():
             buttons = {c: gr.Button(label, interactive=False) for c, label in BUTTONS.items()}
         outcome = gr.Markdown()
         result = gr.JSON(visible=False)
         choice = gr.Textbox(visible=False)  # only the `vote` endpoint for scripts fills it
 
+        # While a battle runs, its prompt cannot change (the answers would be judged against another question), and
+        # a new battle first clears the last one: a refused prompt leaves no old answers on the page to vote on.
+        inputs = [prompt, go, draw]
         draw.click(arena.random_prompt, None, prompt, api_name="random_prompt")
-        start = gr.on([go.click, prompt.submit], lambda: [*locked, "", None, None], None,
-                      [*buttons.values(), outcome, rating_a, rating_b], api_name="new_battle",
-                      api_visibility="private", queue=False)
+        start = gr.on([go.click, prompt.submit],
+                      lambda: [*locked, "", None, None, "", "", None, "", *[gr.update(interactive=False)] * 3], None,
+                      [*buttons.values(), outcome, rating_a, rating_b, answer_a, answer_b, battle, asked, *inputs],
+                      api_name="new_battle", api_visibility="private", queue=False)
         run = start.then(arena.battle, prompt, [answer_a, answer_b, battle], api_name="battle")
+        free = [gr.update(interactive=True)] * 3
+        # Gradio 6's page runs a `.then` step after success only, and `.failure` after an error (or a Stop)
+        run.then(lambda: free, None, inputs, api_name="battle_over", api_visibility="private", queue=False)
+        run.failure(lambda: free, None, inputs, api_name="battle_failed", api_visibility="private", queue=False)
         run.success(unlocked, battle, [*buttons.values(), outcome], api_name="unlock_votes",
                     api_visibility="private")
+        run.success(asked_line, battle, asked, api_name="show_prompt", api_visibility="private", queue=False)
         stop.click(None, cancels=[run], api_name="stop")
         for c, button in buttons.items():
             button.click(_vote_for(arena, c), [rating_a, rating_b, battle], result,

@@ -114,7 +114,8 @@ class Models:
     Only names from `available_models` are accepted, so a request can never point at another path."""
 
     def __init__(self, root: str | Path):
-        self.root, self.names = Path(root), available_models(root)
+        self.root = Path(root).resolve()  # an absolute path is never taken for a hub id ("myrun/sft" could be one)
+        self.names = available_models(self.root)
         self._loaded: dict[str, tuple] = {}
         self._lock = threading.Lock()
         self._reward = None
@@ -127,6 +128,9 @@ class Models:
             raise LabError(f"no model {name!r} in {self.root}", fix=f"pick one of {', '.join(self.names)}")
         with self._lock:
             if name not in self._loaded:
+                if not (self.root / name / "config.json").is_file():  # removed since the app started
+                    raise LabError(f"model {name!r} is no longer in the run folder", path=str(self.root / name),
+                                   fix="restore it (or run its stage again) and restart the app")
                 model, tokenizer = load_causal_lm(str(self.root / name), device=inference_device())
                 self._loaded[name] = (model.eval(), tokenizer)
             return self._loaded[name]

@@ -242,6 +242,24 @@ def seen_keys(rec: dict) -> set[tuple]:
     return keys
 
 
+_TYPED_SUM = re.compile(r"(\d+)\s*(?:\+|plus|and|加|和)\s*(\d+)", re.I)
+_TYPED_CAPITAL = re.compile(r"capital|首都", re.I)
+
+
+def typed_keys(w: World, text: str) -> set[tuple]:
+    """`seen_keys` of a question a person typed, which has no record behind it: the text itself, every sum of two
+    numbers it asks ("what's 3+5", "add 5 and 3", "3加5"), and, when it asks about a capital, every country of the
+    world it names, in English or Chinese. Met against the evaluation prompts' `seen_keys`, it tells whether the
+    question asks what one of them asks, in any wording."""
+    keys: set[tuple] = {(text, "")}
+    keys |= {("sum", *sorted((int(a), int(b)))) for a, b in _TYPED_SUM.findall(text)}
+    if _TYPED_CAPITAL.search(text):
+        folded = text.casefold()
+        keys |= {("capital", c.name) for c in w.countries
+                 if re.search(rf"(?<!\w){re.escape(c.name.casefold())}(?!\w)", folded) or c.name_zh in text}
+    return keys
+
+
 ARENA_SEED = 3  # SFT's records use seed 0, the reward stage's prompts 1, PPO's prompts 2
 
 

@@ -205,6 +205,12 @@ def record_vote(db: str | os.PathLike, vote_id: str, prompt: str, answer_a: str,
         if ended is not None and not isinstance(ended, bool):
             raise LabError(f"{name} is {ended!r}", fix="pass True (the answer stopped at EOS), False (cut off at "
                                                        "the token limit), or leave it out when unknown")
+    if not isinstance(prompt, str) or not prompt.strip():  # it would make every later read of the store fail
+        raise LabError(f"the vote's prompt is {prompt!r}", fix="vote on a battle over a non-empty prompt")
+    if not Path(db).is_file():  # connecting would create an empty file, and the vote would fail on it
+        raise LabError("the vote store is gone (removed since the arena started?)", path=str(db),
+                       fix="restart `lab app arena`, which creates a new, empty store (and move the old one back, "
+                           "if it was moved)")
     created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     with _connect(db) as conn:
         cur = conn.execute(

@@ -29,7 +29,7 @@ from lab_utils.generation import generate_ended  # noqa: E402
 from lab_utils.preferences import load_pairs  # noqa: E402
 from lab_utils.tokenizer import render_alpaca  # noqa: E402
 
-QUESTION = "What is the capital of France?"
+QUESTION = "What is the capital of Sweden?"  # asked by no evaluation prompt of any profile: the arena takes it
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +368,19 @@ def test_a_model_or_reward_model_that_fails_to_load_is_said_in_the_browser(app_r
                                                         " reward model again (`lab reward`).")
 
 
+def test_a_model_folder_removed_while_the_app_runs_is_said_and_never_looked_up_on_the_hub(app_root, tmp_path,
+                                                                                          monkeypatch):
+    """A relative run folder's "myrun/sft" has the shape of a hub id: once the folder is gone, loading it would ask
+    the Hugging Face hub for that repository and, online, serve whatever it holds."""
+    shutil.copytree(app_root / "sft", tmp_path / "myrun" / "sft")
+    monkeypatch.chdir(tmp_path)
+    models = serving.Models("myrun")
+    assert models.names == ["sft"] and models.root == (tmp_path / "myrun").resolve()
+    shutil.rmtree(tmp_path / "myrun" / "sft")
+    with pytest.raises(LabError, match="model 'sft' is no longer in the run folder"):
+        models.get("sft")
+
+
 def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     a = arena.Arena(run_folder(app_root, tmp_path), "micro", max_new_tokens=6)
     assert a.contestants == ["sft"]  # with one fine-tuned model: two samples of it; the base model stays out
@@ -458,10 +471,20 @@ def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_r
     asked = next(r["instruction"] for r in tasks.eval_records(world, EvalConfig.for_profile("micro").n_per_task)
                  if not r["input"])
     a = arena.Arena(run_folder(app_root, tmp_path), "micro")
-    with pytest.raises(gr.Error, match="one of the evaluation prompts"):
+    refused = "asks what an evaluation prompt asks"
+    with pytest.raises(gr.Error, match=refused):
         next(a.battle(f"  {asked.replace(' ', '  ')} "))  # spacing aside, it is the same question
-    with pytest.raises(gr.Error, match="one of the evaluation prompts"):
+    with pytest.raises(gr.Error, match=refused):
         next(a.battle(asked.upper().rstrip("?？") + " !"))  # ... and case and punctuation aside
+    evaluation = tasks.eval_records(world, EvalConfig.for_profile("micro").n_per_task)
+    x, y, _ = next(r["answer"] for r in evaluation if r["task"] == "arithmetic")
+    country = world.country(next(r["entity"] for r in evaluation if r["task"] == "capital"))
+    for other_words in (f"what's {y}+{x}", f"{y}加{x}是几？", f"Tell me the capital city of {country.name}, please",
+                        f"{country.name_zh}的首都叫什么？"):  # the same sum or country's capital, in other words
+        with pytest.raises(gr.Error, match=refused):
+            next(a.battle(other_words))
+    for p in a.pool:  # the pool's prompts, drawn by the records' own keys, pass the check of typed text
+        assert not tasks.typed_keys(world, p) & a.excluded, p
     made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)] * 2)
     monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
     *_, (_, _, battle) = a.battle(a.pool[0])

@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from apps import arena, common, compare  # noqa: E402
 from lab_utils import serving, votes  # noqa: E402
 
-QUESTION = "Which city is the capital of Norway?"  # not an evaluation prompt on any profile: the arena takes it
+QUESTION = "Which city is the capital of Sweden?"  # asked by no evaluation prompt of any profile: the arena takes it
 
 
 def chromium() -> str | None:
@@ -64,6 +64,17 @@ def run_root(tmp_path_factory, request) -> Path:
     return root
 
 
+def evaluation_question(profile: str) -> str:
+    """A capital question about a country the evaluation prompts ask the capital of, worded as none of them is."""
+    from lab_utils import tasks
+    from lab_utils.config import EvalConfig, WorldConfig, build_world_from
+
+    world = build_world_from(WorldConfig.for_profile(profile))
+    country = next(r["entity"] for r in tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)
+                   if r["task"] == "capital" and r["lang"] == "en")
+    return f"Tell me the capital city of {country}, please"
+
+
 def serve(demo) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +85,8 @@ def serve(demo) -> str:
 def test_arena_in_a_browser_vote_reveals_names_and_lands_in_the_db(page, run_root, shots):
     from playwright.sync_api import expect
 
-    demo = arena.build(run_root, os.environ.get("LAB_PROFILE", "micro"), max_new_tokens=24)
+    profile = os.environ.get("LAB_PROFILE", "micro")
+    demo = arena.build(run_root, profile, max_new_tokens=24)
     try:
         page.goto(serve(demo))
         page.get_by_role("textbox", name="prompt", exact=True).fill(QUESTION)
@@ -82,6 +94,9 @@ def test_arena_in_a_browser_vote_reveals_names_and_lands_in_the_db(page, run_roo
         a_better, tie = (page.get_by_role("button", name=n) for n in ("A is better", "Tie"))
         expect(tie).to_be_enabled(timeout=60_000)  # unlocked only when both answers are finished
         answers = [page.get_by_label(f"Model {x}").input_value() for x in "AB"]
+        asked = page.get_by_label("the question these answers belong to")
+        expect(asked).to_have_value(QUESTION)  # shown beside the answers: the prompt box may be edited before the vote
+        expect(page.get_by_role("textbox", name="prompt", exact=True)).to_be_editable()  # locked only while it ran
         # two models may well give one text (spacing aside, both ended or both cut off): the arena says so, and then
         # A and B stay locked; whether both ended is not on the page, so the note tells which case this is
         same = page.get_by_text("The two answers are the same text").is_visible()
@@ -97,6 +112,15 @@ def test_arena_in_a_browser_vote_reveals_names_and_lands_in_the_db(page, run_roo
         expect(a_better).to_be_disabled()  # one vote per battle
         expect(tie).to_be_disabled()
         page.screenshot(path=shots / "arena-voted.png", full_page=True)
+        # a refused prompt (here an evaluation question in other words) leaves no earlier answers on the page
+        page.get_by_role("textbox", name="prompt", exact=True).fill(evaluation_question(profile))
+        page.get_by_role("button", name="Battle").click()
+        expect(page.get_by_text(re.compile("asks what an evaluation prompt asks"))).to_be_visible(timeout=30_000)
+        for x in "AB":
+            expect(page.get_by_label(f"Model {x}")).to_have_value("")
+        expect(asked).to_have_value("")
+        expect(tie).to_be_disabled()
+        expect(page.get_by_role("button", name="Battle")).to_be_enabled()  # free to ask another question
     finally:
         demo.close()
     [row] = votes.rows(votes.db_path(run_root))

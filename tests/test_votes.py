@@ -221,6 +221,20 @@ def test_export_without_a_or_b_votes_is_a_lab_error_naming_the_store(db, tmp_pat
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_blank_prompt_is_refused_and_a_store_removed_under_the_arena_is_not_silently_recreated(db):
+    """A whitespace-only prompt would make every later read of the store fail ("field 'prompt' is empty"), with a
+    fix no one can apply to a database. A store deleted while the arena runs used to come back as an empty file
+    (sqlite3 creates one) on which every later vote failed with "holds no votes table"."""
+    for blank in ("", "  \n "):
+        with pytest.raises(LabError, match="the vote's prompt is"):
+            votes.record_vote(db, "x", blank, "4", "5", "sft", "rlhf", "a")
+    assert votes.rows(db) == []
+    db.unlink()
+    with pytest.raises(LabError, match=r"the vote store is gone .*Fix: restart `lab app arena`"):
+        vote(db, "y", "a")
+    assert not db.exists()
+
+
 def test_missing_or_foreign_files_are_lab_errors(tmp_path):
     with pytest.raises(LabError, match=r"nothing\.db: no vote store\. Fix: collect votes"):
         load_pairs(str(tmp_path / "nothing.db"))
