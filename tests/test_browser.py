@@ -143,5 +143,11 @@ def test_compare_in_a_browser_every_pane_answers(page, run_root, shots):
         expect(done).to_have_count(len(names), timeout=60_000)  # a line under every finished answer
         expect(page.get_by_label("sft: rendered prompt")).to_have_value(re.compile(r"### Instruction:\n" + QUESTION))
         page.screenshot(path=shots / "compare.png", full_page=True)
+        page.get_by_role("textbox", name="prompt", exact=True).fill("   ")  # refused: nothing to answer
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text(re.compile("the prompt is empty"))).to_be_visible(timeout=30_000)
+        for name in names:  # no earlier answer is left under a prompt it does not answer
+            expect(page.get_by_role("textbox", name=name, exact=True)).to_have_value("")
+        expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     finally:
         demo.close()
