@@ -39,7 +39,9 @@ Record shapes, detected per record (one file may mix them):
 
 A record with neither `prompt` nor `instruction` but another field that holds a prompt in other datasets' layouts
 (`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`) is an error rather than a pair whose prompt is
-guessed from the replies with that field dropped.
+guessed from the replies with that field dropped; so is such a field beside a `prompt` (outside the arena's export),
+which the prompt would drop. A reply given as a string that opens with "Human:" beside a `prompt` is an HH
+transcript: its last turn is the reply, and the turns before it must be the prompt's conversation.
 
 Every message of a prompt must say something. A pair whose chosen and rejected are identical (same text,
 same ending) teaches nothing (its Bradley–Terry loss is a constant log 2): it is skipped with one warning
@@ -69,11 +71,17 @@ PROMPT_LIKE = {  # prompt fields of other datasets' pair layouts, and how to giv
     "input": "rename 'input' to 'prompt', or give the task as 'instruction' and keep 'input' (Alpaca style)",
     "system": "give 'prompt' as a message list that starts with the system message",
     "history": "give 'instruction' with 'history' (Alpaca style), or the conversation as a 'prompt' message list"}
+WITH_PROMPT = {  # how to give those fields' text when the record has a 'prompt' too
+    "question": "join 'question' into 'prompt', or remove it", "query": "join 'query' into 'prompt', or remove it",
+    "input": "join 'input' into 'prompt', or give the task as 'instruction' with 'input' (Alpaca style)",
+    "system": "give 'prompt' as a message list that starts with the system message",
+    "history": "give the conversation as a 'prompt' message list, or 'instruction' with 'history' (Alpaca style)"}
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 _CJK_PUNCT = set("。，；：！？、")  # Chinese puts no space after these: a shared prefix may end at any of them
 _PUNCT = set(".,;:!?")  # ... but at these only before a space ("3.14" / "3.15" share "3.1", not a sentence)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _HH = re.compile(r"\n\n(Human|Assistant):")
+_HH_OPENING = re.compile(r"\s*Human:")
 
 Where = tuple[str | None, str | None]  # (file, "record 3" / "line 4" / "row 2") for error messages
 
@@ -171,8 +179,12 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
     chosen, rejected = _present(rec, "chosen", at), _present(rec, "rejected", at)
     if "prompt" in rec:
         # the arena's own votes hold the prompt as it was typed and shown to the models: never a transcript to parse
-        prompt = _literal(rec["prompt"], at) if "vote_id" in rec else _prompt(rec["prompt"], "prompt", at)
-        (c, c_before), (r, r_before) = _reply(chosen, "chosen", at), _reply(rejected, "rejected", at)
+        vote = "vote_id" in rec
+        if not vote:
+            _no_unread_context(rec, at)
+        prompt = _literal(rec["prompt"], at) if vote else _prompt(rec["prompt"], "prompt", at)
+        (c, c_before), (r, r_before) = (_reply(chosen, "chosen", at, transcript=not vote),
+                                        _reply(rejected, "rejected", at, transcript=not vote))
         return {"prompt": _with_context(prompt, rec["prompt"], c_before, r_before, at), "chosen": c,
                 "rejected": r} | _ended(rec, at)
     if "instruction" in rec:
@@ -190,6 +202,16 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         return _shared_messages(chosen, rejected, at)
     _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
           "without a 'prompt', give both as strings or both as message lists")
+
+
+def _no_unread_context(rec: dict, at: Where) -> None:
+    """A record with a `prompt` takes its prompt from that field alone: another field that holds prompt text in
+    other layouts (a system message, an Alpaca input, earlier turns) would be dropped without a word."""
+    for field in PROMPT_LIKE:
+        value = rec.get(field)
+        if value and (not isinstance(value, str) or value.strip()):
+            _fail(at, f"field '{field}' holds prompt text, but a record with 'prompt' reads its prompt from 'prompt' "
+                      "alone and would drop it", WITH_PROMPT[field])
 
 
 def _literal(value, at: Where) -> str:
@@ -301,9 +323,14 @@ def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> 
     return text
 
 
-def _reply(value, field: str, at: Where) -> tuple[str, list[tuple[str, str]] | None]:
+def _reply(value, field: str, at: Where, transcript: bool = False) -> tuple[str, list[tuple[str, str]] | None]:
     """(reply, the turns before it) of a response given as a string, one assistant message, or a message list
-    ending in the assistant's (the turns before it: None unless a list gives some)."""
+    ending in the assistant's (the turns before it: None unless a list gives some). `transcript`: a string that
+    opens with "Human:" is a whole HH transcript ending in the reply (HH-derived sets that also give the prompt),
+    whose earlier turns count as a list's would."""
+    if transcript and isinstance(value, str) and _HH_OPENING.match(value):
+        turns = _hh_turns(value, field, at)
+        return turns[-1][1], turns[:-1]
     if isinstance(value, dict):
         role, text = _turn(value, field, at)
         if role != "assistant":
@@ -360,9 +387,16 @@ def _sharegpt(rec: dict, at: Where) -> dict:
         _fail(at, f"field 'system' is of type {type(system).__name__}, not a string",
               "make 'system' a string, or leave it out")
     first = [("system", _text(system, "system", at))] if system and system.strip() else []
-    return {"prompt": _prompt(rec["conversations"], "conversations", at, first),
-            "chosen": _reply(_present(rec, "chosen", at), "chosen", at)[0],
-            "rejected": _reply(_present(rec, "rejected", at), "rejected", at)[0]}
+    if not isinstance(rec["conversations"], list):  # e.g. a list saved as its JSON text by a CSV round trip
+        _fail(at, f"field 'conversations' is of type {type(rec['conversations']).__name__}, not a list of messages",
+              'give it as a list of {"from", "value"} messages (parse a list that was saved as text)')
+    replies = {}
+    for field in ("chosen", "rejected"):
+        replies[field], before = _reply(_present(rec, field, at), field, at)
+        if before is not None:  # earlier turns here would be dropped, or contradict the conversation
+            _fail(at, f"field '{field}' holds {len(before) + 1} messages, where a ShareGPT pair gives one",
+                  f"give '{field}' the assistant's reply alone, as one message " '{"from": "gpt", "value": …}')
+    return {"prompt": _prompt(rec["conversations"], "conversations", at, first), **replies}
 
 
 def _split_hh(transcript: str) -> tuple[str, list[tuple[str, str]]]:
@@ -513,6 +547,9 @@ def prompt_of(rec, at: Where = (None, None)) -> tuple[str, str]:
         instruction = alpaca_context(rec, instruction, at[0], at[1])
         return instruction, _text(rec["input"], "input", at) if rec.get("input") is not None else ""
     if "prompt" in rec and "chosen" not in rec and "rejected" not in rec:
+        if "vote_id" in rec:  # typed in the arena: never read as a transcript (as `parse_pair` reads it)
+            return _literal(rec["prompt"], at), ""
+        _no_unread_context(rec, at)
         return _prompt(rec["prompt"], "prompt", at), ""
     if "conversations" in rec or "chosen" in rec or "rejected" in rec:
         return parse_pair(rec, at)["prompt"], ""

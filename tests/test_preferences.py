@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
 from lab_utils.errors import LabError
-from lab_utils.preferences import load_pairs, load_prompts, load_ratings, parse_pair
+from lab_utils.preferences import load_pairs, load_prompts, load_ratings, parse_pair, prompt_of
 
 PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
 
@@ -569,3 +570,57 @@ def test_an_empty_field_of_those_names_is_no_prompt():
     """An empty system message, input or history says nothing the implicit prompt would lose: the record loads."""
     record = {"chosen": "The sky is blue.", "rejected": "The sky is green.", "system": "", "input": " ", "history": []}
     assert parse_pair(record) == {"prompt": "The sky is", "chosen": "blue.", "rejected": "green."}
+
+
+@pytest.mark.parametrize("extra, field", [({"system": "You are terse."}, "system"), ({"input": "Long text."}, "input"),
+                                          ({"history": [["Hi", "Hello."]]}, "history"),
+                                          ({"question": "Colour of the sky?"}, "question")])
+def test_beside_a_prompt_another_prompt_field_is_an_error_not_dropped(tmp_path, extra, field):
+    """A record with 'prompt' took its prompt from that field alone: a system message, an input or earlier turns
+    beside it were dropped without a word (a review found the Orca layout, with 'question' renamed to 'prompt' as the
+    error above advises, losing its system message). The same holds for a prompt-only record PPO reads."""
+    spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, PAIR | extra])
+    with pytest.raises(LabError, match=rf"line 2: field '{field}' holds prompt text, but a record with 'prompt' reads "
+                                       r"its prompt from 'prompt' alone"):
+        load_pairs(spec)
+    prompts = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "Colour of the sky?"} | extra])
+    with pytest.raises(LabError, match=rf"line 1: field '{field}' holds prompt text"):
+        load_prompts(prompts)
+    vote = PAIR | extra | {"vote_id": "v1"}  # the arena's export: extra keys are the vote's own, never read
+    assert parse_pair(vote)["prompt"] == PAIR["prompt"]
+
+
+def test_hh_transcripts_beside_an_explicit_hh_prompt_give_their_last_replies():
+    """HH-derived sets that give the prompt and keep whole transcripts as replies: the reply is the transcript's
+    last turn (it used to be the whole transcript, "Human: q\\n\\nAssistant: a"); a transcript of another
+    conversation is an error. A reply that merely mentions "Human:" later is text."""
+    prompt = "\n\nHuman: What is 2 + 2?\n\nAssistant:"
+    rec = {"prompt": prompt, "chosen": prompt + " 4.", "rejected": prompt + " 5."}
+    assert parse_pair(rec) == {"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "5."}
+    with pytest.raises(LabError, match="different conversations before their replies"):
+        parse_pair(rec | {"chosen": "\n\nHuman: What is 3 + 3?\n\nAssistant: 6."})
+    text = {"prompt": "Say hi.", "chosen": "Hi.\n\nHuman: and you?", "rejected": "No."}
+    assert parse_pair(text)["chosen"] == text["chosen"]
+    vote = {"prompt": "Say hi.", "chosen": "Human: hi", "rejected": "No.", "vote_id": "v1"}  # an answer, as typed
+    assert parse_pair(vote)["chosen"] == "Human: hi"
+
+
+@pytest.mark.parametrize("rec, words", [
+    (sharegpt([{"from": "human", "value": "Q1"}]) | {"chosen": [{"from": "human", "value": "Q2"},
+                                                                  {"from": "gpt", "value": "A"}]},
+     "field 'chosen' holds 2 messages, where a ShareGPT pair gives one"),
+    (sharegpt([{"from": "human", "value": "Q1"}]) | {"rejected": [{"from": "gpt", "value": "A1"},
+                                                                    {"from": "gpt", "value": "A2"}]},
+     "field 'rejected' holds 2 messages"),
+    (sharegpt([{"from": "human", "value": "Q1"}]) | {"conversations": '[{"from": "human", "value": "Q1"}]'},
+     "field 'conversations' is of type str, not a list of messages")])
+def test_a_sharegpt_pair_with_replies_of_several_messages_or_a_conversation_as_text_is_an_error(rec, words):
+    """Only the last message of a list reply was kept (the turns before it dropped, even when they contradicted
+    the conversation), and a conversation saved as its JSON text became the prompt."""
+    with pytest.raises(LabError, match=re.escape(words)):
+        parse_pair(rec, ("p.json", "record 1"))
+
+
+def test_a_prompt_only_vote_record_is_read_as_typed():
+    """As `parse_pair` reads a vote's prompt: never as an HH transcript."""
+    assert prompt_of({"prompt": "\n\nHuman: hi\n\nAssistant:", "vote_id": "v"}) == ("Human: hi\n\nAssistant:", "")
