@@ -42,8 +42,10 @@ def _read(path: Path) -> str:
         raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt, .json or .jsonl file")
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
-    except UnicodeDecodeError as err:
-        raise LabError(f"not UTF-8 text (byte {err.start})", path=str(path), fix="save the file as UTF-8") from None
+    except UnicodeDecodeError as err:  # the line too: a byte offset alone is hard to find in a large file
+        line = err.object[:err.start].count(b"\n") + 1
+        raise LabError(f"not UTF-8 text (line {line}, byte {err.start})", path=str(path),
+                       fix="save the file as UTF-8") from None
     except OSError as err:  # no permission to read it, an unreadable mount
         raise LabError(f"cannot read this file ({err.strerror})", path=str(path),
                        fix="check its permissions, or copy it somewhere readable") from None
@@ -184,6 +186,9 @@ def load_texts(spec: str, split: str = "train") -> list[str]:
                 raise LabError(f"field 'text' is {got}", path=str(path), where=at, fix=fix)
             if text.strip():
                 docs.append(encodable(text, str(path), at, "text"))
+        if 0 < len(docs) < len(rows):  # none at all is the error below
+            warnings.warn(f"{spec}: {len(rows) - len(docs)} of {len(rows)} records have an empty 'text' and were left "
+                          "out", stacklevel=2)
     elif _is_hub_id(spec):
         docs = _hub_texts(spec, split)
     else:
@@ -351,6 +356,10 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
         raise LabError(f"expected an object, got {type(rec).__name__}", path=spec, where=where,
                        fix="make each record {\"instruction\": ..., \"input\": ..., \"output\": ...}")
     out = {}
+    if "instruction" not in rec and "output" not in rec:  # another layout, not an Alpaca record with a gap
+        raise LabError(f"not an Alpaca record (keys: {', '.join(map(repr, sorted(rec))) or 'none'})", path=spec,
+                       where=where, fix="SFT data is Alpaca records {\"instruction\", \"input\", \"output\"}: "
+                                        "convert the file (chat or preference layouts are not read here)")
     for name in ALPACA_FIELDS:
         value = rec.get(name)
         if value is None and name == "input":

@@ -139,12 +139,24 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
                       "brings its own", f"drop FLAGS; --data_limit {cfg.n_records} keeps the first {cfg.n_records} "
                       "records of the file")
     world = build_world_from(WorldConfig.for_profile(profile))
+    _read_first(lambda spec, split: load_alpaca(spec, split, limit=cfg.data_limit or None), cfg.data, cfg.data_split)
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
     built_from = _built_from(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
+
+
+def _read_first(loader, spec: str, split: str) -> None:
+    """Read a local --data file once before any upstream stage is looked for or any model loaded, so that what is
+    wrong with it (one error naming the file, record and field) is said first, not after `lab sft` has been run for
+    it. The stage reads it again later, with the model's tokenizer for the special-token check; a hub dataset is read
+    then only (a download)."""
+    if spec and Path(spec).exists():
+        with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
+            warnings.simplefilter("ignore")
+            loader(spec, split)
 
 
 def _special_tokens(model_dir: Path) -> list[str]:
@@ -182,6 +194,9 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     _check_reward_inputs(cfg, pairs, root / "reward" / "pairs.jsonl", RewardConfig.for_profile(profile))
     _lora_rank_only_with_lora(cfg, profile)
     world = build_world_from(WorldConfig.for_profile(profile))
+    if pairs is None:
+        from .preferences import load_pairs
+        _read_first(load_pairs, cfg.data, cfg.data_split)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
     built_from = _built_from(root, "reward", cfg)
@@ -520,6 +535,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
         refuse_unused(cfg, profile, ("kl_target", "kl_horizon", "kl_floor"), "they steer the adaptive KL "
                       "controller, which is off (beta stays at --kl_coef)", "drop FLAGS, or turn it on: --adaptive_kl")
     world = build_world_from(WorldConfig.for_profile(profile))
+    from .preferences import load_prompts
+    _read_first(load_prompts, cfg.data, cfg.data_split)
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
                   else finished_dir(root, "reward", "reward model for PPO", profile))
@@ -592,6 +609,8 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = DPOConfig.for_profile(profile, **changes)
     _check_dpo_inputs(cfg, root, name, profile)
+    from .preferences import load_pairs
+    _read_first(load_pairs, cfg.data, cfg.data_split)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"
     built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}

@@ -225,3 +225,39 @@ def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
     write(tmp_path / "crlf.jsonl", '{"text": "a"}\r\n\r\n{"text": "b"}\r\n')
     assert [(r["text"], r["_line"]) for r in read_jsonl(tmp_path / "crlf.jsonl")] == [("a", 1), ("b", 3)]
     assert load_texts(str(tmp_path / "a.jsonl")) == [r["text"] for r in rows]
+
+
+@pytest.mark.parametrize("stage, record", [("sft", '{"instruction": "Say hi.", "output": "Hi."}'),
+                                           ("reward", '{"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."}'),
+                                           ("dpo", '{"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."}'),
+                                           ("ppo", '{"prompt": "Say hi."}')])
+def test_a_bad_data_file_is_said_before_a_missing_upstream_stage(tmp_path, capsys, stage, record):
+    """In a fresh run folder a malformed --data file used to be reported only once the stage before had been built
+    for it ("no SFT model ... run `lab sft` first", then, after `lab sft`, line 2): the file's error comes first."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(record + "\n{oops\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main([stage, "--profile", "micro", "--data", str(data), "--out", str(tmp_path / "fresh")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{data}, line 2" in err and "malformed JSON" in err, err
+    data.write_text(record + "\n", encoding="utf-8")  # a good file: then the missing stage is what is said
+    assert main([stage, "--profile", "micro", "--data", str(data), "--out", str(tmp_path / "fresh")]) == 2
+    assert "first" in capsys.readouterr().err
+
+
+def test_sft_data_in_another_layout_is_named_as_such_and_empty_text_records_are_counted(tmp_path):
+    """A chat file given to `lab sft` used to get "field 'instruction' is missing. Fix: give 'instruction' a string",
+    as if one record had a gap; text records with an empty 'text' were dropped without a word."""
+    chat = tmp_path / "chat.json"
+    chat.write_text('[{"conversations": [{"from": "human", "value": "Hi"}]}]', encoding="utf-8")
+    with pytest.raises(LabError, match=r"record 1: not an Alpaca record \(keys: 'conversations'\)\. Fix: SFT data is "
+                                       r"Alpaca records"):
+        load_alpaca(str(chat))
+    texts = tmp_path / "t.jsonl"
+    texts.write_text('{"text": "one"}\n{"text": "  "}\n{"text": "two"}\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"1 of 3 records have an empty 'text' and were left out"):
+        assert load_texts(str(texts)) == ["one", "two"]
+    latin = tmp_path / "l.txt"
+    latin.write_bytes("first\nsecond caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LabError, match=r"not UTF-8 text \(line 2, byte 16\)"):
+        load_texts(str(latin))
