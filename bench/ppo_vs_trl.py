@@ -121,7 +121,7 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     set_seed(s["seed"])
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     tok.padding_side = "left"  # trl's collator pads the prompts; generation needs them left-padded
-    attn = {"dtype": torch.float32, "attn_implementation": s["attn_implementation"]}
+    attn = {"dtype": torch.float32, "attn_implementation": s["attn_implementation"], "use_safetensors": True}
     load_lm = lambda: AutoModelForCausalLM.from_pretrained(spec["policy"], **attn)  # noqa: E731
     policy, ref_model = load_lm(), load_lm().requires_grad_(False)
     value_model = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
@@ -284,7 +284,7 @@ def build_spec(args, work: Path) -> dict:
     policy, reward = real_models(args.profile) if models == "real" else random_models(args.profile, work)
     from lab_utils.modeling import count_params
     from transformers import AutoModelForCausalLM
-    n_params = count_params(AutoModelForCausalLM.from_pretrained(policy))
+    n_params = count_params(AutoModelForCausalLM.from_pretrained(policy, use_safetensors=True))
     return {"work": str(work), "profile": args.profile, "models": models, "policy": str(policy),
             "reward_model": str(reward), "policy_params": n_params, "settings": settings,
             "iterations": settings["episodes"] // settings["rollout_batch"],

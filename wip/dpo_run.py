@@ -36,7 +36,8 @@ args = DPOConfig(output_dir=tempfile.mkdtemp(), beta=beta, learning_rate=lr, num
                  logging_steps=10, use_cpu=True, bf16=bf16, disable_tqdm=True, seed=seed, lr_scheduler_type="linear",
                  warmup_steps=0, gradient_checkpointing=False,
                  loss_type=os.environ.get("LOSS", "sigmoid").split(","))
-trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(run / "sft"), args=args, processing_class=tok,
+trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(run / "sft", use_safetensors=True), args=args,
+                     processing_class=tok,
                      train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
                                                       for p in train]))
 t0 = time.perf_counter()
@@ -44,7 +45,7 @@ trainer.train()
 print("train_s", round(time.perf_counter() - t0, 1))
 for h in trainer.state.log_history[-3:]:
     print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in h.items()})
-policy, ref = trainer.model.eval(), AutoModelForCausalLM.from_pretrained(run / "sft").eval()
+policy, ref = trainer.model.eval(), AutoModelForCausalLM.from_pretrained(run / "sft", use_safetensors=True).eval()
 
 
 def implicit(side):

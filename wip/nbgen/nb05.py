@@ -454,7 +454,8 @@ def reward_fn(prompts, completions, completion_ids, **_):
 
 k = 4
 rloo = RLOOTrainer(
-    model=AutoModelForCausalLM.from_pretrained(out / "sft"), reward_funcs=reward_fn, processing_class=tok,
+    model=AutoModelForCausalLM.from_pretrained(out / "sft", use_safetensors=True), reward_funcs=reward_fn,
+    processing_class=tok,
     train_dataset=Dataset.from_dict({"prompt": prompts}),
     args=RLOOConfig(output_dir=tempfile.mkdtemp(), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
                     max_steps=cfg.iterations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
