@@ -28,7 +28,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch, loaded, started
+from apps.common import browser_error, checked_prompt, launch, loaded, started
 from lab_utils import serving, tasks, votes
 from lab_utils.config import EvalConfig, WorldConfig, build_world_from
 from lab_utils.errors import LabError
@@ -96,7 +96,7 @@ class Arena:
                                          voter=_voter(request), a_ended=a_ended,
                                          b_ended=b_ended)
         except LabError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise browser_error(err) from None
         model_a, model_b = battle["models"]
         if not recorded:  # a retry: report the vote that stands, not this click
             choice = votes.stored_choice(self.db, battle["vote_id"]) or choice

@@ -18,6 +18,20 @@ from lab_utils.errors import LabError
 
 AUTH_ENV = "LAB_APP_AUTH"  # "user:pass" or "alice:pw1,bob:pw2"; safer than --auth, which `ps` shows
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away with "queue full"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_served_beyond_this_machine = False  # set by `launch`: --host other than the loopback, or --share
+
+
+def browser_error(err: LabError) -> gr.Error:
+    """A lab error as the page shows it. On this machine, all of it. On a page served beyond it (an arena for a
+    class), the problem without the file it names and without the fix, which are the operator's to act on: the
+    server's own log gets the whole error."""
+    if not _served_beyond_this_machine:
+        return gr.Error(str(err), print_exception=False)
+    print(f"[lab] {err}", file=sys.stderr)
+    if err.path:  # a file of the server's: a model that would not load, the vote store
+        return gr.Error(f"{err.message} (the server's log has the details)", print_exception=False)
+    return gr.Error(str(err), print_exception=False)  # the request's own problem, with the fix its sender applies
 
 
 def checked_prompt(text: str) -> str:
@@ -25,7 +39,7 @@ def checked_prompt(text: str) -> str:
     try:
         return serving.check_prompt(text)
     except LabError as err:
-        raise gr.Error(str(err), print_exception=False) from None
+        raise browser_error(err) from None
 
 
 def loaded(models: serving.Models, name: str) -> tuple:
@@ -34,7 +48,7 @@ def loaded(models: serving.Models, name: str) -> tuple:
     try:
         return models.get(name)
     except LabError as err:
-        raise gr.Error(str(err), print_exception=False) from None
+        raise browser_error(err) from None
 
 
 def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
@@ -42,7 +56,7 @@ def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
     try:
         return serving.start_streams(jobs, **sampling)
     except LabError as err:
-        raise gr.Error(str(err), print_exception=False) from None
+        raise browser_error(err) from None
 
 
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
@@ -68,6 +82,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
            share: bool = False, block: bool = True, queue_size: int = QUEUE_SIZE) -> tuple:
     """Queue and serve `demo`; returns Gradio's (app, local_url, share_url). `block=False` returns at once
     (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
+    global _served_beyond_this_machine
+    _served_beyond_this_machine = share or host not in LOOPBACK
     demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # no direct POST around the queue
     logins = parse_auth(auth)
     demo.delete_cache = (3600, 3600)  # Gradio's temporary files older than an hour go, hourly
@@ -79,7 +95,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
         raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
                        fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
             from None
-    if (share or host not in ("127.0.0.1", "localhost", "::1")) and not logins:
+    if _served_beyond_this_machine and not logins:
         print(f"[lab] warning: {demo.title} is open to {'anyone with the link' if share else 'the network'} with no "
               "login, and votes there train the next reward model: pass --auth user:pass (or set $LAB_APP_AUTH)",
               file=sys.stderr)

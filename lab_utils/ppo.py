@@ -117,6 +117,9 @@ class PPOTrainer:
         if cfg.rollout_batch % self.n_proc or cfg.mini_batch % self.n_proc:
             raise LabError(f"--rollout_batch {cfg.rollout_batch} and --mini_batch {cfg.mini_batch} are shared out "
                            f"equally among the {self.n_proc} processes", fix=f"make both multiples of {self.n_proc}")
+        if cfg.rollout_batch % cfg.mini_batch:  # a short last minibatch would weigh each of its episodes more
+            raise LabError(f"--rollout_batch {cfg.rollout_batch} does not split into minibatches of --mini_batch "
+                           f"{cfg.mini_batch}", fix="give a --mini_batch that divides --rollout_batch")
         if len(prompts) < 2 * self.n_proc:  # each rollout draws min(rollout_batch, prompts) of them: 2 per process
             raise LabError(f"{len(prompts)} prompt(s) give each of the {self.n_proc} process(es) fewer than 2 episodes "
                            "per rollout (advantages are whitened over a rollout)",

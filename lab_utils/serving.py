@@ -125,7 +125,8 @@ class Models:
         from .modeling import inference_device, load_causal_lm
 
         if name not in self.names:
-            raise LabError(f"no model {name!r} in {self.root}", fix=f"pick one of {', '.join(self.names)}")
+            raise LabError(f"no model {name!r} in the run folder", path=str(self.root),
+                           fix=f"pick one of {', '.join(self.names)}")
         with self._lock:
             if name not in self._loaded:
                 if not (self.root / name / "config.json").is_file():  # removed since the app started

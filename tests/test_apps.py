@@ -381,6 +381,27 @@ def test_a_model_folder_removed_while_the_app_runs_is_said_and_never_looked_up_o
         models.get("sft")
 
 
+def test_a_page_served_beyond_this_machine_shows_no_server_path(app_root, tmp_path, monkeypatch, capsys):
+    """Voters on an arena opened to a class (--host 0.0.0.0, --share) are shown what went wrong, but not the
+    server's file paths or the operator's fixes; the server's log gets the whole error. A problem of the request
+    itself (a prompt too long) is shown whole, fix included, everywhere."""
+    shutil.copytree(app_root / "sft", tmp_path / "run" / "sft")
+    weights = tmp_path / "run" / "sft" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # torn mid-write
+    models = serving.Models(tmp_path / "run")
+    monkeypatch.setattr(common, "_served_beyond_this_machine", True)
+    with pytest.raises(gr.Error) as shown:
+        common.loaded(models, "sft")
+    assert str(tmp_path) not in shown.value.message and "Fix:" not in shown.value.message
+    assert shown.value.message.endswith("(the server's log has the details)")
+    assert str(tmp_path / "run" / "sft") in capsys.readouterr().err
+    with pytest.raises(gr.Error, match=r"the prompt has 2001 characters\. Fix: keep it under 2000"):
+        common.checked_prompt("x" * 2001)
+    monkeypatch.setattr(common, "_served_beyond_this_machine", False)  # on this machine: everything
+    with pytest.raises(gr.Error, match="run/sft: could not load a model"):
+        common.loaded(models, "sft")
+
+
 def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     a = arena.Arena(run_folder(app_root, tmp_path), "micro", max_new_tokens=6)
     assert a.contestants == ["sft"]  # with one fine-tuned model: two samples of it; the base model stays out

@@ -469,6 +469,13 @@ def test_a_rollout_of_one_episode_is_a_lab_error(run_root):
         make_trainer(run_root, rollout_batch=1, mini_batch=1)
 
 
+def test_a_rollout_that_does_not_split_into_equal_minibatches_is_a_lab_error(run_root):
+    """Each minibatch's loss is a mean over its own tokens and a step averages its minibatches: 8 episodes in
+    minibatches of 3, 3 and 2 would weigh an episode of the last one half as much again (trl refuses it too)."""
+    with pytest.raises(LabError, match="--rollout_batch 8 does not split into minibatches of --mini_batch 3"):
+        make_trainer(run_root, rollout_batch=8, mini_batch=3)
+
+
 def test_one_prompt_is_a_lab_error_too(run_root):
     """A rollout draws min(rollout_batch, prompts) prompts: one prompt would be a rollout of one episode."""
     cfg = PPOConfig.for_profile("micro")
