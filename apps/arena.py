@@ -6,8 +6,10 @@
 A battle pits two different fine-tuned models of the run against each other, in a random order: SFT and RLHF
 by default, any finished models with `--models sft,rlhf,sft-full`, or two samples of the same model when the run
 has only one. "Random prompt" draws from training-split prompts, never the evaluation set's, and a typed prompt
-that is one of the evaluation prompts is refused (votes train the next reward model). The vote buttons unlock when
-both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
+that asks what an evaluation prompt asks is refused (votes train the next reward model): the same text, the same sum
+in any wording, or a capital question about a country the evaluation prompts ask about (`tasks.typed_keys`). While
+a battle runs its prompt is locked, and the question its answers belong to is shown beside them. The vote buttons
+unlock when both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
 be told apart); one vote per battle, then the names are revealed. Votes go to
 `runs/<profile>/votes.db` (`lab_utils.votes`); `lab votes export` turns them into preference pairs and
 `lab reward --data runs/<profile>/votes.db` trains the next reward model on them.
