@@ -30,7 +30,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import browser_error, checked_prompt, launch, loaded, started
+from apps.common import browser_error, checked_prompt, launch, loaded, started, unlocked_after
 from lab_utils import serving, tasks, votes
 from lab_utils.config import EvalConfig, WorldConfig, build_world_from
 from lab_utils.errors import LabError
@@ -226,10 +226,7 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
                       [*buttons.values(), outcome, rating_a, rating_b, answer_a, answer_b, battle, asked, *inputs],
                       api_name="new_battle", api_visibility="private", queue=False)
         run = start.then(arena.battle, prompt, [answer_a, answer_b, battle], api_name="battle")
-        free = [gr.update(interactive=True)] * 3
-        # Gradio 6's page runs a `.then` step after success only, and `.failure` after an error (or a Stop)
-        run.then(lambda: free, None, inputs, api_name="battle_over", api_visibility="private", queue=False)
-        run.failure(lambda: free, None, inputs, api_name="battle_failed", api_visibility="private", queue=False)
+        unlocked_after(run, inputs, "battle")
         run.success(unlocked, battle, [*buttons.values(), outcome], api_name="unlock_votes",
                     api_visibility="private")
         run.success(asked_line, battle, asked, api_name="show_prompt", api_visibility="private", queue=False)

@@ -59,6 +59,15 @@ def started(jobs: list[tuple], **sampling) -> list[serving.Stream]:
         raise browser_error(err) from None
 
 
+def unlocked_after(event, components: list, name: str) -> None:
+    """Make `components` interactive again once `event` ends, however it ends: Gradio 6's page runs a `.then` step
+    after success only, and a `.failure` step after an error or a Stop, so both are registered (api names
+    `{name}_over` and `{name}_failed`, private)."""
+    free = [gr.update(interactive=True)] * len(components)
+    event.then(lambda: free, None, components, api_name=f"{name}_over", api_visibility="private", queue=False)
+    event.failure(lambda: free, None, components, api_name=f"{name}_failed", api_visibility="private", queue=False)
+
+
 def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
     """`--auth user:pass[,user2:pass2]` (or $LAB_APP_AUTH) as Gradio's list of (user, password). Spaces around
     names and passwords are dropped, and ',' separates users, so a password can neither start or end with a space

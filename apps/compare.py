@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch, loaded, started
+from apps.common import checked_prompt, launch, loaded, started, unlocked_after
 from lab_utils import serving
 from lab_utils.errors import LabError
 
@@ -126,14 +126,13 @@ def build(root: str | Path) -> gr.Blocks:
                       api_name="panes", api_visibility="private", queue=False)
 
         # while the models answer, the prompt cannot change under them; a new request first clears the last answers
-        # (a refused prompt leaves none of them under it). Gradio 6's page runs `.then` after success only.
-        inputs, frozen, free = [prompt, go], [gr.update(interactive=False)] * 2, [gr.update(interactive=True)] * 2
+        # (a refused prompt leaves none of them under it)
+        inputs, frozen = [prompt, go], [gr.update(interactive=False)] * 2
         cleared = gr.on([go.click, prompt.submit], lambda: [*[""] * len(answers), None, *frozen], None,
                         [*answers, results, *inputs], api_name="clear", api_visibility="private", queue=False)
         run = cleared.then(partial(compare, models), [prompt, picked, temperature, top_p, max_new],
                            [*answers, results], api_name="compare")
-        run.then(lambda: free, None, inputs, api_name="compare_over", api_visibility="private", queue=False)
-        run.failure(lambda: free, None, inputs, api_name="compare_failed", api_visibility="private", queue=False)
+        unlocked_after(run, inputs, "compare")
         # results is None while answers stream (the old lines clear) and filled once all have finished
         results.change(lambda r: [score_line(n, r) for n in models.names], results, scores,
                        api_name="scores", api_visibility="private", queue=False)
