@@ -7,7 +7,8 @@ A battle pits two different fine-tuned models of the run against each other, in 
 by default, any finished models with `--models sft,rlhf,sft-full`, or two samples of the same model when the run
 has only one. "Random prompt" draws from training-split prompts, never the evaluation set's, and a typed prompt
 that asks what an evaluation prompt asks is refused (votes train the next reward model): the same text, the same sum
-in any wording, or a capital question about a country the evaluation prompts ask about (`tasks.typed_keys`). While
+in any wording, or a capital question about a country the evaluation prompts ask about (`tasks.typed_keys`); the
+evaluation prompts are those of `--profile`, which must be the profile the run's models were built for. While
 a battle runs its prompt is locked, and the question its answers belong to is shown beside them. The vote buttons
 unlock when both answers are finished (only Tie and Both are bad when the two answers are the same text: A and B cannot
 be told apart); one vote per battle, then the names are revealed. Votes go to
@@ -31,8 +32,9 @@ from pathlib import Path
 import gradio as gr
 
 from apps.common import browser_error, checked_prompt, launch, loaded, started, unlocked_after
+from lab_utils import checkpoints as ck
 from lab_utils import serving, tasks, votes
-from lab_utils.config import EvalConfig, WorldConfig, build_world_from
+from lab_utils.config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from lab_utils.errors import LabError
 
 MAX_VOTER_CHARS = 64
@@ -50,6 +52,14 @@ class Arena:
         if not self.models.names:
             raise LabError("no finished model for the arena", path=str(root), fix="run `lab run` first")
         self.contestants = contestants(self.models.names, models)
+        # typed prompts are checked against the evaluation prompts of the profile the models were built for
+        profile = resolve_profile(profile)
+        built_for = {ck.read_json(f).get("profile") for name in self.contestants
+                     if (f := self.models.root / name / "metrics.json").is_file()} - {None, profile}
+        if built_for:
+            raise LabError(f"the arena's models were built for profile {', '.join(sorted(built_for))}, not {profile} "
+                           "(whose evaluation prompts the arena would keep out of the votes)", path=str(root),
+                           fix=f"pass --profile {min(built_for)}")
         self.db = votes.init(votes.db_path(root))
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         self.world = build_world_from(WorldConfig.for_profile(profile))

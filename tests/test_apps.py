@@ -428,6 +428,20 @@ def test_arena_battle_then_one_vote_per_battle(app_root, tmp_path):
     assert "**A** was **sft**" in arena.reveal(first)
 
 
+def test_the_arena_refuses_models_built_for_another_profile(app_root, tmp_path, monkeypatch, capsys):
+    """It keeps typed prompts apart from the evaluation prompts of its --profile: `lab app arena --out runs/micro`
+    without `--profile micro` checked them against tiny's."""
+    root = run_folder(app_root, tmp_path)
+    assert ck.read_json(root / "sft" / "metrics.json")["profile"] == "micro"
+    with pytest.raises(LabError, match=r"built for profile micro, not tiny .*\. Fix: pass --profile micro\.$"):
+        arena.Arena(root, "tiny")
+    monkeypatch.delenv("LAB_PROFILE", raising=False)
+    assert cli.main(["app", "arena", "--out", str(root)]) == 2  # tiny, the default: refused before anything starts
+    assert "built for profile micro, not tiny" in capsys.readouterr().err
+    monkeypatch.setenv("LAB_PROFILE", "micro")
+    assert arena.Arena(root, None).contestants == ["sft"]
+
+
 def by_model(model, tokenizer, prompt, **sampling):
     """A stand-in for `serving.Stream` whose answer tells which model gave it (the base model gets the raw text,
     a fine-tuned one the Alpaca prompt)."""
