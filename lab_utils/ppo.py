@@ -49,6 +49,7 @@ from .reward import RewardModel
 RESUMABLE_CHANGES = ("save_every", "log_every")  # settings a resumed run may change; any other would mix two runs
 KL_ALARM_ITERATIONS = 3  # a mean KL below zero this many iterations in a row means a bug, not luck ...
 KL_ALARM_SE = 2.0  # ... when it is below zero by more than this many standard errors (near 0, noise dips below)
+SAMPLES_PER_ITERATION = 4  # rows each iteration adds to the table of sample responses (metrics["samples"])
 
 
 def disable_dropout(model) -> None:
@@ -295,10 +296,12 @@ class PPOTrainer:
         row["wall_s"] = round(time.perf_counter() - t0, 3)
         self._check_kl(row)
         self.history.append(row)
-        texts = self.tok.batch_decode([r[m.bool()] for r, m in zip(b["response"], b["loss_mask"])],
+        shown = slice(SAMPLES_PER_ITERATION)
+        texts = self.tok.batch_decode([r[m.bool()] for r, m in zip(b["response"][shown], b["loss_mask"][shown])],
                                       skip_special_tokens=True)
-        self.samples = [{"iteration": self.iteration, "prompt": p, "response": t, "score": round(s, 3)}
-                        for p, t, s in zip(prompts[:4], texts[:4], b["raw_scores"][:4].tolist())]
+        # the table of sample responses grows by a few rows an iteration: how the answers changed, not only how they end
+        self.samples += [{"iteration": self.iteration, "prompt": p, "response": t, "score": round(s, 3)}
+                         for p, t, s in zip(prompts[shown], texts, b["raw_scores"][shown].tolist())]
         return row
 
     def _check_kl(self, row: dict) -> None:
@@ -346,6 +349,7 @@ class PPOTrainer:
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
                            tmp / "state.pt")
                 ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
+                                                   "samples": self.samples,
                                                    "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),
                                                    "negative_kl_streak": self._negative_kl,
                                                    "processes": self.n_proc, "config": self.cfg.to_dict(),
@@ -404,6 +408,7 @@ class PPOTrainer:
             elif "cuda_rng" in blob:
                 torch.cuda.set_rng_state_all(blob["cuda_rng"])
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]
+        self.samples = meta.get("samples", [])  # a checkpoint from before they were saved has none
         self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
 

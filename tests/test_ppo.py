@@ -317,6 +317,12 @@ def test_checkpoint_resume_gives_the_same_run(run_root, tmp_path):
     assert_same_weights(straight.acc.unwrap_model(straight.policy), fresh.acc.unwrap_model(fresh.policy))
     assert [r["score"] for r in straight.history] == pytest.approx([r["score"] for r in fresh.history], abs=1e-5)
     assert [r["kl_coef"] for r in straight.history] == pytest.approx([r["kl_coef"] for r in fresh.history])
+    # the table of sample responses has rows of every iteration, and the checkpoint keeps the ones before it
+    shown = min(ppo.SAMPLES_PER_ITERATION, straight.cfg.rollout_batch)
+    assert [s["iteration"] for s in straight.samples] == [i for i in (1, 2, 3) for _ in range(shown)]
+    assert [(s["prompt"], s["response"]) for s in fresh.samples] == [(s["prompt"], s["response"])
+                                                                     for s in straight.samples]
+    assert [s["score"] for s in fresh.samples] == pytest.approx([s["score"] for s in straight.samples], abs=1e-3)
 
 
 def test_checkpoint_resume_with_the_kl_ceiling_gives_the_same_run(run_root, tmp_path):

@@ -31,6 +31,7 @@ md("""
 
 code("""
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -257,11 +258,17 @@ display(h[["iteration", "score", "rlhf_reward", "kl", "entropy", "approxkl", "cl
 md("""
 *Restart here:* `metrics = checkpoints.read_json(out / "rlhf" / "metrics.json")` reloads this run's numbers.
 
-Sample responses of the last iteration:
+The table of sample responses: the trainer keeps four of each iteration's answers (`metrics["samples"]`, each with
+the reward model's normalised score, before any missing-EOS penalty). Here those of the first, middle and last
+iterations, each prompt shown by its instruction (and input, after "|"):
 """)
 
 code("""
-display(pd.DataFrame(metrics["samples"]))
+samples = pd.DataFrame(metrics["samples"])
+asked = samples["prompt"].str.extract(r"### Instruction:\\n(.*)\\n\\n### Response", flags=re.S)[0]
+samples["asked"] = asked.str.replace("\\n\\n### Input:\\n", " | ", regex=False)
+shown = {1, metrics["iterations"] // 2, metrics["iterations"]}
+display(samples[samples["iteration"].isin(shown)][["iteration", "asked", "response", "score"]])
 """)
 
 md("""
