@@ -20,8 +20,8 @@ Dropout is off in all four, so the log-probabilities of the rollout and of the f
 Speed (tiny, 2 CPU cores; `bench/ppo_vs_trl.py`): every forward pass runs under bf16 autocast
 (`mixed_precision`), the LM head runs only on the response positions, columns that are padding in every
 response are dropped, and the optimizer is fused AdamW. None of these changes the algorithm. Autocast
-lowers the precision of the matmuls (weights, gradients and log-probabilities stay float32); `mixed_precision="no"`
-turns it off.
+lowers the precision of the matmuls, the LM head's included, so the logits carry bf16 rounding; the weights, the
+gradients and the log-softmax over those logits stay float32. `mixed_precision="no"` turns it off.
 """
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def disable_dropout(model) -> None:
     for m in model.modules():
         if isinstance(getattr(m, "attention_dropout", None), float):
             m.attention_dropout = 0.0
+
+
+def episodes_per_rollout(cfg: PPOConfig, n_prompts: int, n_proc: int = 1) -> int:
+    """Prompts each rollout draws: `rollout_batch`, or all the prompts there are when they are fewer — shared out
+    equally among the processes and, past one minibatch, cut to whole minibatches (a short last one would weigh
+    each of its episodes more, as `rollout_batch` itself is refused when it does not split)."""
+    k = min(cfg.rollout_batch, n_prompts) // n_proc * n_proc
+    return k // cfg.mini_batch * cfg.mini_batch if k > cfg.mini_batch else k
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -121,16 +129,19 @@ class PPOTrainer:
         if cfg.rollout_batch % cfg.mini_batch:  # a short last minibatch would weigh each of its episodes more
             raise LabError(f"--rollout_batch {cfg.rollout_batch} does not split into minibatches of --mini_batch "
                            f"{cfg.mini_batch}", fix="give a --mini_batch that divides --rollout_batch")
-        if len(prompts) < 2 * self.n_proc:  # each rollout draws min(rollout_batch, prompts) of them: 2 per process
-            raise LabError(f"{len(prompts)} prompt(s) give each of the {self.n_proc} process(es) fewer than 2 episodes "
-                           "per rollout (advantages are whitened over a rollout)",
-                           fix=f"give at least {2 * self.n_proc} prompts (--data)")
-        if len(prompts) < cfg.rollout_batch and self.acc.is_main_process:
-            log(f"only {len(prompts)} prompts: each rollout answers {len(prompts) // self.n_proc * self.n_proc} of "
-                f"them, not --rollout_batch {cfg.rollout_batch}")
         if cfg.rollout_batch // self.n_proc < 2:  # advantages are whitened over a process's real tokens: 2 at least
             raise LabError(f"--rollout_batch {cfg.rollout_batch} gives each of the {self.n_proc} process(es) "
                            f"{cfg.rollout_batch // self.n_proc} episode(s)", fix=f"give at least {2 * self.n_proc}")
+        self.episodes = episodes_per_rollout(cfg, len(prompts), self.n_proc)
+        if self.episodes < 2 * self.n_proc:  # advantages are whitened over a process's share of a rollout
+            raise LabError(f"{len(prompts)} prompt(s) give each of the {self.n_proc} process(es) fewer than 2 episodes "
+                           "per rollout (advantages are whitened over a rollout)",
+                           fix=f"give at least {2 * self.n_proc} prompts (--data)")
+        if self.episodes < cfg.rollout_batch and self.acc.is_main_process:
+            cut = self.episodes < min(cfg.rollout_batch, len(prompts)) // self.n_proc * self.n_proc
+            whole = f" (whole minibatches of --mini_batch {cfg.mini_batch})" if cut else ""
+            log(f"only {len(prompts)} prompts: each rollout answers {self.episodes} of them{whole}, not "
+                f"--rollout_batch {cfg.rollout_batch}")
         self.mini_batch = cfg.mini_batch // self.n_proc  # this process's share of each minibatch
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
@@ -269,8 +280,7 @@ class PPOTrainer:
     def step(self) -> dict:
         """One PPO iteration on a fresh batch of prompts; returns its logged statistics (over every process's share)."""
         t0 = time.perf_counter()
-        k = min(self.cfg.rollout_batch, len(self.prompts)) // self.n_proc * self.n_proc  # equal shares
-        drawn = self.rng.sample(self.prompts, k)
+        drawn = self.rng.sample(self.prompts, self.episodes)
         prompts = drawn[self.acc.process_index::self.n_proc]  # this process's share
         b = self.rollout(prompts)
         every = self.acc.gather  # the whole batch's values, from every process (one process: the tensor itself)

@@ -168,7 +168,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, loss_mask: torch.Tensor, ga
     whitened here; the caller does `masked_whiten(advantages, loss_mask)`.
     """
     loss_mask = loss_mask.to(values.dtype)
-    rewards, values = rewards * loss_mask, values * loss_mask  # (B, T) padding → 0, so it adds nothing below
+    real = loss_mask.bool()  # padding → 0, so it adds nothing below (where, not ×: 0 × inf would be NaN)
+    rewards, values = torch.where(real, rewards, 0.0), torch.where(real, values, 0.0)  # (B, T)
     B, T = values.shape
     advantages = torch.zeros_like(values)
     next_value = torch.zeros(B, dtype=values.dtype, device=values.device)  # (B,) V_{t+1}
@@ -240,8 +241,9 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log p(label) under softmax(logits); logits (B, T, V), labels (B, T) long → (B, T) float32.
 
-    Equal to log_softmax(logits).gather(labels), without materialising the (B, T, V) log_softmax. Logits are
-    taken in float32 so that ratio = exp(logp - old) is not bf16 noise. Divide logits by the sampling
+    Equal to log_softmax(logits).gather(labels), without materialising the (B, T, V) log_softmax. The softmax is
+    taken in float32, so it adds no bf16 rounding of its own to ratio = exp(logp - old) (logits that come out of a
+    bf16 matmul still carry that matmul's rounding). Divide logits by the sampling
     temperature *before* calling, so the logprobs are those of the distribution that was sampled.
     Remember the shift: logits at position t predict token t+1.
     """

@@ -165,13 +165,29 @@ def batch(tokenizer, seqs: list[list[int]]) -> dict:
 
 @torch.no_grad()
 def raw_scores(model, tokenizer, seqs: list[list[int]], batch_size: int = 64) -> torch.Tensor:
-    """The score head's output at each sequence's last real token (unnormalised)."""
+    """The score head's output at each sequence's last real token (unnormalised).
+
+    transformers' classifiers read their score at the last token that is not PAD. A sequence can hold a PAD token
+    of its own — PPO's policy may sample it, and a typed "<pad>" tokenises to it — and one that ends with it would
+    be scored a token early. So the head's output is taken at every position and read at the last one the attention
+    mask counts; for a sequence without PAD tokens that is the very number the classifier returns."""
     was_training = model.training
     model.eval()
+    head = getattr(model, "score", None)  # decoder classifiers' head (PEFT passes the attribute through)
     out = []
     for i in range(0, len(seqs), batch_size):
         enc = {k: v.to(model.device) for k, v in batch(tokenizer, seqs[i:i + batch_size]).items()}
-        out.append(model(**enc).logits[:, 0].float().cpu())
+        if not isinstance(head, torch.nn.Module):  # another architecture's head: the classifier's own reading
+            out.append(model(**enc).logits[:, 0].float().cpu())
+            continue
+        seen = []
+        hook = head.register_forward_hook(lambda _module, _inputs, output: seen.append(output))
+        try:
+            model(**enc)
+        finally:
+            hook.remove()
+        last = enc["attention_mask"].sum(1) - 1  # right-padded: the last real token
+        out.append(seen[-1][torch.arange(len(last)), last, 0].float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 

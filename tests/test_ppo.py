@@ -29,9 +29,12 @@ def run_root(sft_root) -> Path:
 def make_trainer(root: Path, out: Path | None = None, **changes) -> ppo.PPOTrainer:
     cfg = PPOConfig.for_profile("micro", **changes)
     policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, root / "sft", root / "reward")
-    prompts = [f"Say something about {w}." for w in ("cats", "Paris", "apples", "rain", "music", "maths", "tea", "ice")]
-    return ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, prompts, out_dir=out,
+    return ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, make_trainer.prompts, out_dir=out,
                           log=lambda *_: None)
+
+
+make_trainer.prompts = [f"Say something about {w}." for w in ("cats", "Paris", "apples", "rain", "music", "maths",
+                                                                "tea", "ice")]
 
 
 def test_an_earlier_bf16_trainer_does_not_decide_the_precision(run_root):
@@ -122,7 +125,7 @@ def test_left_padded_logits_equal_each_row_run_alone(run_root):
     """Padding must change nothing: padding is never attended to, so each row's response logits equal those of the
     row run by itself, with no mask and the model's own positions. (The test above uses `position_ids` on both sides;
     this one does not. Under rotary embeddings a constant shift of every position would not change the logits
-    either, so the positions themselves are pinned by the next test.)"""
+    either, so the positions themselves are pinned by the GPT-2 test below, whose positions are absolute.)"""
     trainer = make_trainer(run_root, mixed_precision="no")
     b = _ragged_rollout(trainer)
     model = trainer.acc.unwrap_model(trainer.policy).eval()
@@ -138,6 +141,56 @@ def test_left_padded_logits_equal_each_row_run_alone(run_root):
 def test_a_left_padded_row_starts_at_position_0():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]])  # (B, L): 0 = padding
     assert ppo.position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 1, 2, 2]]
+
+
+def test_left_padding_changes_nothing_for_a_model_with_absolute_positions():
+    """GPT-2 adds a learned embedding of each token's position: a left-padded row gets the positions of the row run
+    alone only if `position_ids` come from the attention mask (rotary Llama hides a wrong position almost entirely).
+    Both the policy's logits and the value model's values."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50, n_positions=32, n_embd=64, n_layer=2, n_head=2, pad_token_id=0,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    policy, value = GPT2LMHeadModel(config).eval(), ppo.ValueModel(GPT2ForSequenceClassification(config).eval())
+    query = torch.tensor([[0, 0, 0, 5, 6], [7, 8, 9, 10, 11]])  # row 0 is left-padded
+    query_mask = (query != 0).long()
+    response, response_mask = torch.tensor([[12, 13, 14], [15, 16, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    with torch.no_grad():
+        logits = ppo.response_logits(policy, query, query_mask, response, response_mask, temperature=0.7)
+        values = ppo.response_values(value, query, query_mask, response, response_mask)
+        for i in range(2):
+            ids = torch.cat([query[i][query_mask[i].bool()], response[i][response_mask[i].bool()]])[None]
+            n_prompt, n_response = int(query_mask[i].sum()), int(response_mask[i].sum())
+            alone = policy(input_ids=ids).logits[0, n_prompt - 1:-1] / 0.7
+            torch.testing.assert_close(logits[i, :n_response], alone, atol=1e-5, rtol=1e-5)
+            per_position = value(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])[0]
+            torch.testing.assert_close(values[i, :n_response], per_position[n_prompt - 1:-1], atol=1e-5, rtol=1e-5)
+
+
+def test_the_rollouts_log_probabilities_are_those_of_the_distribution_it_sampled(run_root, monkeypatch):
+    """Sampling at temperature T and the log-probabilities recomputed with logits / T must describe one distribution:
+    `generate`'s own scores of the tokens it drew (after its temperature) equal the rollout's log-probabilities. A
+    temperature left out on either side shows at once (micro samples at 0.7; float32, so the cached and the full
+    forward pass agree to rounding)."""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    assert trainer.cfg.temperature != 1.0
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    steps = []
+    generate = policy.generate
+
+    def generate_with_scores(**kwargs):
+        out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        steps.extend(out.scores)  # (B, V) per step: the processed logits each token was drawn from
+        return out.sequences
+
+    monkeypatch.setattr(policy, "generate", generate_with_scores)
+    b = trainer.rollout(trainer.prompts)
+    T = b["response"].shape[1]
+    sampled = torch.stack([torch.log_softmax(s.float(), -1) for s in steps[:T]], 1)  # (B, T, V)
+    by_generate = sampled.gather(-1, b["response"].unsqueeze(-1)).squeeze(-1)
+    real = b["loss_mask"].bool()
+    torch.testing.assert_close(b["logprobs"][real], by_generate[real], atol=1e-4, rtol=0)
 
 
 def test_values_are_read_where_each_response_token_was_chosen(run_root):
@@ -290,6 +343,29 @@ def test_reward_is_read_where_the_reward_model_was_trained(run_root):
                              for p, t, e in zip(prompts, texts, ended)])
     assert torch.allclose(by_ppo, reward_model.normalise(alone), atol=1e-4)
     assert torch.allclose(by_ppo, reward_model.score(prompts, texts, ended), atol=1e-4)
+
+
+def test_a_sampled_pad_is_scored_where_the_response_ends(run_root):
+    """PPO samples with top-k 0, so PAD can be drawn (rarely) and stays a real token of the response. The score is
+    read at the response's last real token even when that token is PAD (the classifier's own reading, at the last
+    token that is not PAD, would take the token before); a response without PAD gets the classifier's number."""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    tok, reward_model = trainer.tok, trainer.reward_model
+    enc = tok([trainer.prompts[0], "Hi."], return_tensors="pt", padding=True, padding_side="left")
+    words = tok("Cats are nice", add_special_tokens=False)["input_ids"]
+    response = torch.tensor([words + [tok.pad_token_id], words + [tok.eos_token_id]])
+    mask = torch.ones_like(response)  # the PAD of row 0 was sampled: it counts
+    model = reward_model.model
+    with torch.no_grad():
+        by_ppo = ppo.score_responses(reward_model, enc["input_ids"], enc["attention_mask"], response, mask)
+        ids = torch.cat([enc["input_ids"][0][enc["attention_mask"][0].bool()], response[0]])[None]
+        per_position = model.score(model.base_model(input_ids=ids).last_hidden_state)[0, :, 0]
+        seqs = [reward.encode(tok, p, "Cats are nice") for p in ("Hi.", "Say something about tea, please.")]
+        classifier = model(**reward.batch(tok, seqs)).logits[:, 0]
+    assert by_ppo[0].item() == pytest.approx(reward_model.normalise(per_position[-1:]).item(), abs=1e-4)
+    assert abs(per_position[-1] - per_position[-2]) > 1e-3, "the test needs the two positions to score apart"
+    assert by_ppo[1].item() == pytest.approx(reward_model.score(["Hi."], ["Cats are nice"])[0].item(), abs=1e-4)
+    assert torch.equal(reward.raw_scores(model, tok, seqs), classifier)  # no PAD inside: the classifier's number
 
 
 def assert_same_weights(a, b, atol=1e-6):
@@ -494,6 +570,23 @@ def test_one_prompt_is_a_lab_error_too(run_root):
     assert said == [f"only 2 prompts: each rollout answers 2 of them, not --rollout_batch {cfg.rollout_batch}"]
 
 
+def test_fewer_prompts_than_a_rollout_are_cut_to_whole_minibatches(run_root):
+    """A rollout draws min(rollout_batch, prompts) prompts, but past one minibatch only whole ones: 6 prompts in
+    minibatches of 4 would leave a last minibatch of 2 whose episodes weigh twice as much (micro: rollout 8, mini 4)."""
+    cfg = PPOConfig.for_profile("micro")
+    assert (cfg.rollout_batch, cfg.mini_batch) == (8, 4)
+    policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    said = []
+    six = [f"Say something about {w}." for w in ("cats", "Paris", "apples", "rain", "music", "tea")]
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, six, log=said.append)
+    assert said == ["only 6 prompts: each rollout answers 4 of them (whole minibatches of --mini_batch 4), "
+                    "not --rollout_batch 8"]
+    assert trainer.step()["episodes"] == 4
+    assert [ppo.episodes_per_rollout(PPOConfig.for_profile("tiny"), n) for n in (3, 8, 12, 63, 64, 500)] == \
+        [3, 8, 8, 56, 64, 64]  # tiny: rollout 64, minibatches of 8
+    assert ppo.episodes_per_rollout(cfg, 3, n_proc=2) == 2  # equal shares first
+
+
 def test_learning_rate_decays_linearly_to_zero(run_root):
     trainer = make_trainer(run_root, iterations=4)
     trainer.train()
@@ -512,6 +605,23 @@ def test_a_shorter_last_accumulation_group_is_averaged_over_its_own_minibatches(
     for (name, x), (_, y) in zip(a.acc.unwrap_model(a.policy).named_parameters(),
                                  b.acc.unwrap_model(b.policy).named_parameters()):
         assert torch.equal(x, y), name
+
+
+def test_the_trainer_turns_dropout_off_so_the_first_minibatch_is_on_policy(run_root):
+    """The micro models have no dropout to begin with; given models whose attention drops half its weights in
+    training mode, the trainer must switch that off, or the first minibatch's ratio would not be 1."""
+    cfg = PPOConfig.for_profile("micro", mixed_precision="no")
+    models = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    policy, ref_model, value_model, reward_model, tok = models
+    layers = [m for model in (policy, ref_model, value_model, reward_model.model) for m in model.modules()
+              if isinstance(getattr(m, "attention_dropout", None), float)]
+    assert layers
+    for layer in layers:
+        layer.attention_dropout = 0.5
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, make_trainer.prompts,
+                             log=lambda *_: None)
+    first = trainer.optimise(trainer.rollout(trainer.prompts))
+    assert first["first_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["first_clipfrac"] == 0.0
 
 
 def test_disable_dropout_reaches_modules_and_attention_layers():

@@ -155,6 +155,17 @@ def test_gae_hand_worked_three_steps():
     torch.testing.assert_close(returns, f64([[0.96575, 0.985, 1.0], [0.98, 1.0, 0.0]]))
 
 
+def test_gae_ignores_whatever_padding_holds_even_inf_and_nan():
+    """The docstring's promise, "treated as 0, whatever they hold": not computed as value × mask (0 × inf is NaN)."""
+    rewards, values, loss_mask = f64([[0.0, 1.0, 0.0]]), f64([[0.5, 0.6, 0.0]]), f64([[1, 1, 0]])
+    expected = P.gae(rewards, values, loss_mask)
+    for garbage in (float("inf"), -float("inf"), float("nan")):
+        r, v = rewards.clone(), values.clone()
+        r[0, 2], v[0, 2] = garbage, garbage
+        for got, want in zip(P.gae(r, v, loss_mask), expected):
+            assert torch.equal(got, want), garbage
+
+
 def test_gae_discount_and_no_whitening():
     # gamma = 0.5, lam = 1, values 0: A_t is the discounted reward-to-go: [1 + 0.5*2, 2] = [2, 2]
     advantages, returns = P.gae(f64([[1.0, 2.0]]), f64([[0.0, 0.0]]), f64([[1, 1]]), gamma=0.5, lam=1.0)
