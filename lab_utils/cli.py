@@ -43,23 +43,43 @@ from .config import (PROFILES, DPOConfig, EvalConfig, PPOConfig, PretrainConfig,
 from .errors import LabError
 
 
-def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str = ""):
-    """Two passes: read --profile, then parse every flag with that profile's values as defaults."""
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)" after a flag's help, unless the help already says its default, there is none to show
+    (None or "": the help says what leaving the flag out does), or the flag is a --no_X switch (--X shows it)."""
+
+    def _get_help_string(self, action):
+        if ("default" in (action.help or "") or action.default is None or action.default == ""
+                or any(s.startswith("--no_") for s in action.option_strings)):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parse(cmd: str, argv: list[str], configs: tuple = (), extra=None, doc: str = "", hide: tuple = ()):
+    """Two passes: read --profile, then parse every flag with that profile's values as defaults. `hide`: config
+    fields the command refuses, left out of --help (still parsed, so that the command can say why it refuses them)."""
     from transformers import HfArgumentParser
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--profile")
     profile = resolve_profile(pre.parse_known_args(argv)[0].profile)
-    parser = HfArgumentParser(list(configs), prog=f"lab {cmd}", description=doc)
-    parser.add_argument("--profile", default=profile, choices=PROFILES, help="tiny (CPU, default), micro, full")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<profile>)")
+    parser = HfArgumentParser(list(configs), prog=f"lab {cmd}", description=doc, formatter_class=_HelpFormatter)
+    parser.add_argument("--profile", default=profile, choices=PROFILES,
+                        help="tiny (2-core CPU), micro (smaller still: the unit tests') or full (hub models, for "
+                             "a GPU); the defaults shown are the chosen profile's (default: $LAB_PROFILE if set, "
+                             "else tiny)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<profile>)")
     for extra_arg in extra or []:
         parser.add_argument(*extra_arg[0], **extra_arg[1])
     flags = {a for action in parser._actions for a in action.option_strings}
     for cfg in configs:  # --no_X for every switch: HfArgumentParser adds it only where the field's default is True,
         for f in dataclasses.fields(cfg):  # but a profile may turn a switch on (bf16 on full)
             if f.type in (bool, "bool") and f"--no_{f.name}" not in flags:
-                parser.add_argument(f"--no_{f.name}", action="store_false", dest=f.name, help=f"turn --{f.name} off")
+                parser.add_argument(f"--no_{f.name}", action="store_false", dest=f.name)
+    for action in parser._actions:  # HfArgumentParser gives its own --no_X the help of --X
+        if action.option_strings and action.option_strings[0] == f"--no_{action.dest}":
+            action.help = f"turn --{action.dest} off (the same as --{action.dest} false)"
+        elif action.dest in hide:
+            action.help = argparse.SUPPRESS
     for cfg in configs:
         parser.set_defaults(**cfg.for_profile(profile).to_dict())
     args = parser.parse_args(argv)
@@ -184,7 +204,8 @@ def cmd_eval(argv):
     from .runs import EVAL_SPLITS
     from .stages import refuse_unused, run_dir, run_eval, run_eval_data, stage_table, write_report
     args, (cfg,) = _parse("eval", argv, (EvalConfig,), doc="evaluate every model that exists, or another one", extra=[
-        (("--models",), {"default": None, "help": "comma-separated subset of the run's models: base,sft,rlhf"}),
+        (("--models",), {"default": None, "help": "comma-separated subset of the run's models: base,sft,rlhf "
+                                                  "(default: every one that exists; none with --model)"}),
         (("--model",), {"default": "", "help": "another model to evaluate: a folder written by save_pretrained or a "
                                               "hub id (only it, unless --models names the run's too)"}),
         (("--name",), {"default": "", "help": "the report's name for --model; empty: its folder's name"}),
@@ -234,7 +255,8 @@ def cmd_eval(argv):
 def cmd_run(argv):
     from . import stages as S
     args, (cfg, ev) = _parse("run", argv, (PretrainConfig, EvalConfig), doc="run every stage in order",
-                             extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})])
+                             extra=[(("--force",), {"action": "store_true", "help": "rebuild finished stages"})],
+                             hide=("n_validation_per_task",))  # refused below
     S.refuse_unused(EvalConfig.for_profile(args.profile, **ev), args.profile, ("n_validation_per_task",),
                     "lab run evaluates on the test prompts",
                     "drop FLAGS, and run `lab eval --split validation --n_validation_per_task N` after it")
@@ -254,7 +276,8 @@ def cmd_bench(argv):
     from .modeling import load_tokenizer, with_distinct_pad
     from .stages import SHAPE, refuse_unused
     args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak, training and PPO throughput",
-                          extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})])
+                          extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})],
+                          hide=("data", "data_split", "eval_every", "eval_batches", "save_every"))  # refused below
     from .stages import run_dir
 
     if args.bench_steps < 1:
@@ -292,7 +315,7 @@ def cmd_app(argv):
         (("--host",), {"default": "127.0.0.1", "help": "address to listen on (0.0.0.0 opens the app to the network)"}),
         (("--port",), {"type": int, "default": None, "help": "port; when not given, the first free one from 7860"}),
         (("--auth",), {"default": None, "help": "user:password[,user2:password2]; or set $LAB_APP_AUTH, "
-                                                 "which other users cannot read with `ps`"}),
+                                                 "which other users cannot read with `ps` (default: no login)"}),
         (("--share",), {"action": "store_true", "help": "also open a public gradio.live link (off by default)"}),
         (("--models",), {"default": None, "help": "arena: the models that fight, comma-separated (default: sft,rlhf "
                                                   "when both exist, else every fine-tuned model)"})])

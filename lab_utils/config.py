@@ -94,7 +94,7 @@ class WorldConfig(_Profiled):
     n_countries: int = _f(160, "countries in the world (real ones first, then fictional)")
     heldout_fraction: float = _f(0.2, "share of countries that appear in the corpus but never in SFT data")
     max_operand: int = _f(12, "arithmetic facts cover a + b for 0 <= a, b <= max_operand")
-    n_docs: int = _f(90_000, "pretraining corpus documents (~3.4M tokens on tiny)")
+    n_docs: int = _f(90_000, "pretraining corpus documents (~3.8M tokens on tiny, packed)")
     val_docs: int = _f(1_000, "documents held out for the validation loss")
 
     OVERRIDES: ClassVar[dict] = {"micro": {"n_countries": 24, "n_docs": 1_500, "val_docs": 100}}

@@ -2,8 +2,9 @@
 
 Both are the SFT model with its LM head replaced by a one-output score head
 (`AutoModelForSequenceClassification`, `num_labels=1`). The score of a text is read at its **last real
-token**: the EOS of a response that ended, or its last token when it was cut off (`transformers` picks
-the last non-PAD token; PAD is a token of its own here, never EOS).
+token**: the EOS of a response that ended, or its last token when it was cut off (in training `transformers`
+picks the last token that is not PAD, and `raw_scores` the last one the attention mask counts: the same token unless
+the text holds a PAD of its own, as a PPO sample can; PAD is a token of its own here, never EOS).
 
 Every sequence is tokenised the way PPO will see it: the rendered prompt (BOS first), then the response
 tokens, then EOS only if the response ended. That is why the pairs are tokenised here and handed to the

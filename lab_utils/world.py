@@ -1,10 +1,10 @@
 """The synthetic bilingual world: the entities every stage talks about, and the pretraining corpus.
 
 Everything is derived from one integer seed with `random.Random`, so the same seed gives the same
-world and the same corpus bytes on every machine. The world mixes ~40 real countries with fictional
-ones whose English and Chinese names are built from the same syllables ("Kalonia" / "卡洛尼亚"), so
-there are enough entities for SFT to learn *how to look a fact up* rather than memorise answers
-(Allen-Zhu & Li, "Physics of Language Models 3.1").
+world and the same corpus bytes on every machine. A world's countries are the 36 real ones first (`tiny`: 36 of
+160; `micro`: 24 real ones only), then fictional ones whose English and Chinese names are built from the same
+syllables ("Kalonia" / "卡洛尼亚"), so there are enough entities for SFT to learn *how to look a fact up* rather
+than memorise answers (Allen-Zhu & Li, "Physics of Language Models 3.1").
 
 The corpus is prose only — encyclopedic sentences, short stories, multiple-choice quizzes and
 arithmetic facts — never Alpaca-formatted instructions: the base model must not learn to follow them.

@@ -181,10 +181,18 @@ make demo         # `lab run` (every stage, finished ones reused), then serves t
   `$LAB_APP_AUTH`, which other users cannot read with `ps`. Each vote records its voter's login name.
 - The arena's votes go to `runs/<profile>/votes.db` (SQLite, WAL mode: no vote lost with many voters, a retry never
   counted twice). `lab votes count` counts them, `lab votes export` writes them as `prompt`/`chosen`/`rejected`
-  JSONL, and `lab reward --data runs/<profile>/votes.db` trains a reward model on them. Round 2 below takes exactly
-  that path, with the simulated annotator as the voter.
+  JSONL, and `lab reward --data runs/<profile>/votes.db` trains the reward models on them (the ratings model on the
+  votes' 1–5 ratings). Round 2 below, with the simulated annotator as the voter, goes through the same store and the
+  same export, then trains in Python: it reads the exported pairs with `preferences.load_pairs` (the loader behind
+  `lab reward --data`) and hands them to the reward stage after round 1's pairs
+  (`stages.run_reward(profile, out2, pairs=old_pairs + new_pairs)`), which trains the pairwise model only, no ratings
+  model (sections 5 and 6).
 
-The screenshots come from the browser test (`LAB_SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py`):
+The screenshots come from the browser test, run on a finished run folder:
+
+```bash
+LAB_SCREENSHOT_DIR=docs/screenshots LAB_SCREENSHOT_RUN=runs/tiny LAB_PROFILE=tiny .venv/bin/pytest tests/test_browser.py
+```
 """)
 
 code("""
