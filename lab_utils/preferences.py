@@ -41,7 +41,8 @@ A record with neither `prompt` nor `instruction` but another field that holds a 
 (`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`) is an error rather than a pair whose prompt is
 guessed from the replies with that field dropped; so is such a field beside a `prompt` (outside the arena's export),
 which the prompt would drop. A reply given as a string that opens with "Human:" beside a `prompt` is an HH
-transcript: its last turn is the reply, and the turns before it must be the prompt's conversation.
+transcript: its last turn is the reply, and the turns before it must be the prompt's conversation. A record that
+holds a prompt in two of `conversations`, `prompt` and `instruction` is an error too: one would be dropped.
 
 Every message of a prompt must say something. A pair whose chosen and rejected are identical (same text,
 same ending) teaches nothing (its Bradley–Terry loss is a constant log 2): it is skipped with one warning
@@ -172,6 +173,7 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
     """One record of any accepted shape (see the module docstring) as {prompt, chosen, rejected}."""
     if not isinstance(rec, dict):
         _fail(at, f"expected an object, got {type(rec).__name__}", f"make each record one of: {SHAPES}")
+    _one_prompt_field(rec, at)
     if "conversations" in rec:
         return _sharegpt(rec, at)
     if "chosen" not in rec and "rejected" not in rec:
@@ -202,6 +204,18 @@ def parse_pair(rec, at: Where = (None, None)) -> dict:
         return _shared_messages(chosen, rejected, at)
     _fail(at, f"fields 'chosen' and 'rejected' are of types {type(chosen).__name__} and {type(rejected).__name__}",
           "without a 'prompt', give both as strings or both as message lists")
+
+
+PROMPT_FIELDS = ("conversations", "prompt", "instruction")  # each is a whole prompt in one of the accepted shapes
+
+
+def _one_prompt_field(rec: dict, at: Where) -> None:
+    """A record that holds its prompt in two of the shapes' prompt fields: one would be read and the other dropped
+    (and which one, a matter of the reader), so it is an error, not a guess."""
+    given = [f for f in PROMPT_FIELDS if rec.get(f) not in (None, "", [])]
+    if len(given) > 1:
+        _fail(at, f"fields {' and '.join(repr(f) for f in given)} each hold a prompt, and only one can be read",
+              "keep the one that holds the prompt, or join the others' text into it")
 
 
 def _no_unread_context(rec: dict, at: Where) -> None:
@@ -345,8 +359,10 @@ def _reply(value, field: str, at: Where, transcript: bool = False) -> tuple[str,
 
 def _with_context(prompt: str, raw_prompt, c_before, r_before, at: Where) -> str:
     """An explicit prompt, and replies that repeat the conversation before them (UltraFeedback's layout): the
-    conversation must be the same in both and end with the prompt's last user turn; it is then the prompt (it may
-    add a system message or earlier turns the prompt field leaves out). A reply to some other turn has no place."""
+    conversation must be the same in both and agree with the prompt's. When it holds more (a system message or
+    earlier turns the prompt field leaves out) and ends with the prompt's turns, it is the prompt; when it repeats
+    only the prompt's last turns, the prompt stays whole. A reply to some other turn, or a conversation that
+    contradicts the prompt's, has no place: which of the two to train on is not for the loader to guess."""
     before = [b for b in (c_before, r_before) if b is not None]
     if not before:
         return prompt
@@ -354,17 +370,26 @@ def _with_context(prompt: str, raw_prompt, c_before, r_before, at: Where) -> str
         _fail(at, "fields 'chosen' and 'rejected' hold different conversations before their replies",
               "give both the same conversation before the reply, or give each the assistant's reply alone")
     if isinstance(raw_prompt, list):
-        last_user = _turns(raw_prompt, "prompt", at)[-1][1]
+        asked = _turns(raw_prompt, "prompt", at)
+    elif _is_hh_prompt(raw_prompt):
+        asked = _hh_prompt_turns(raw_prompt, "prompt", at)
     else:
-        last_user = _hh_prompt_turns(raw_prompt, "prompt", at)[-1][1] if _is_hh_prompt(raw_prompt) else prompt
-    if render_prompt(before[0]) == prompt:
+        asked = [("user", _text(raw_prompt, "prompt", at))]
+    said = list(before[0])
+    if not said:
         return prompt
-    if before[0][-1] == ("user", last_user):
-        return render_prompt(before[0])
+    if said[-len(asked):] == asked:  # the same conversation, or more of it before the prompt's turns
+        return render_prompt(said)
+    if asked[-len(said):] == said:  # only the prompt's last turns repeated
+        return prompt
     field = "chosen" if c_before is not None else "rejected"
-    _fail(at, f"field '{field}' holds {len(before[0])} message(s) before its reply that do not end with the "
-              "question of field 'prompt'", f"give '{field}' the assistant's reply alone, or the prompt's messages "
-              "followed by the reply")
+    if said[-1] != asked[-1]:
+        _fail(at, f"field '{field}' holds {len(said)} message(s) before its reply that do not end with the "
+                  "question of field 'prompt'", f"give '{field}' the assistant's reply alone, or the prompt's "
+                  "messages followed by the reply")
+    _fail(at, f"field '{field}' holds {len(said)} message(s) before its reply that end with the question of field "
+              "'prompt' but differ from the prompt's earlier messages", f"give '{field}' the assistant's reply "
+              "alone, or the prompt's messages followed by the reply")
 
 
 def _last_reply(turns: list[tuple[str, str]], field: str, at: Where) -> str:
@@ -540,6 +565,7 @@ def prompt_of(rec, at: Where = (None, None)) -> tuple[str, str]:
     """(instruction, input) of one record of any shape `load_prompts` accepts."""
     if not isinstance(rec, dict):
         _fail(at, f"expected an object, got {type(rec).__name__}", f"make each record one of: {PROMPT_SHAPES}")
+    _one_prompt_field(rec, at)
     if "instruction" in rec:
         instruction = _text(rec["instruction"], "instruction", at)
         if not instruction:

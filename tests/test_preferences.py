@@ -227,6 +227,14 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     (PAIR | {"chosen": [user("Any other question?"), assistant("Paris.")],
              "rejected": [user("Any other question?"), assistant("Berlin.")]},
      ["field 'chosen' holds 1 message(s) before its reply that do not end with the question of field 'prompt'"]),
+    (PAIR | {"prompt": [system("Answer in French."), user("Hi?")], "chosen": [system("Answer in English."),
+             user("Hi?"), assistant("Hello.")], "rejected": [system("Answer in English."), user("Hi?"),
+             assistant("Bonjour.")]},
+     ["field 'chosen' holds 2 message(s) before its reply that end with the question of field 'prompt' but differ "
+      "from the prompt's earlier messages"]),
+    (PAIR | {"instruction": "Name a city."}, ["fields 'prompt' and 'instruction' each hold a prompt"]),
+    ({"conversations": [user("Hi?")], "prompt": "Hello?", "chosen": assistant("Hi."), "rejected": assistant("No.")},
+     ["fields 'conversations' and 'prompt' each hold a prompt", "keep the one that holds the prompt"]),
     # chosen_ended / rejected_ended are JSON booleans
     (PAIR | {"chosen_ended": "yes"}, ["field 'chosen_ended' is of type str, not a boolean"]),
     (PAIR | {"rejected_ended": 1}, ["field 'rejected_ended' is of type int, not a boolean"]),
@@ -261,6 +269,26 @@ def test_replies_may_carry_more_context_than_the_prompt_field():
     turns = [user("Hi."), assistant("Hello."), user(q)]
     multi = parse_pair({"prompt": q, "chosen": [*turns, assistant("Paris.")], "rejected": "Berlin."})
     assert multi["prompt"] == f"Human: Hi.\n\nAssistant: Hello.\n\nHuman: {q}" and multi["rejected"] == "Berlin."
+
+
+def test_replies_that_repeat_only_the_prompts_last_turns_keep_the_whole_prompt():
+    """The system message or the earlier turns are in the prompt field only: the replies' shorter context must not
+    replace it (it did: "Answer in French." was dropped and the pair trained on "Hi?" alone)."""
+    pair = parse_pair({"prompt": [system("Answer in French."), user("Hi?")], "chosen": [user("Hi?"),
+                       assistant("Bonjour.")], "rejected": [user("Hi?"), assistant("Hello.")]})
+    assert pair == {"prompt": "Answer in French.\n\nHi?", "chosen": "Bonjour.", "rejected": "Hello."}
+    hh = "\n\nHuman: Hi.\n\nAssistant: Hello.\n\nHuman: And you?\n\nAssistant:"
+    pair = parse_pair({"prompt": hh, "chosen": "\n\nHuman: And you?\n\nAssistant: Fine.",
+                       "rejected": "\n\nHuman: And you?\n\nAssistant: No."})
+    assert pair["prompt"] == "Human: Hi.\n\nAssistant: Hello.\n\nHuman: And you?" and pair["chosen"] == "Fine."
+
+
+def test_prompt_and_instruction_in_one_record_is_an_error_for_pairs_and_prompts_alike():
+    """`parse_pair` read 'prompt' and `prompt_of` 'instruction': PPO and the reward model disagreed on one file."""
+    rec = PAIR | {"instruction": "Name a city."}
+    for read in (parse_pair, prompt_of):
+        with pytest.raises(LabError, match="fields 'prompt' and 'instruction' each hold a prompt"):
+            read(rec)
 
 
 def test_a_longer_reply_that_repeats_the_shorter_one_keeps_the_question_as_the_prompt():
