@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,9 +53,14 @@ def atomic_dir(final: str | os.PathLike):
         _usual_mode(tmp, folder=True)
         _fsync(tmp)
         if final.exists():
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            # a name no earlier run can have left behind (a pid alone repeats: containers start at 1)
+            old = final.with_name(f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # the previous artifact back where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)

@@ -277,6 +277,9 @@ def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:
     if Path(out).resolve() == Path(db).resolve():
         raise LabError("the export would overwrite the vote store it reads", path=str(out),
                        fix="export to another file, e.g. --to votes.jsonl")
+    if Path(out).is_dir():
+        raise LabError("the export's target is a folder", path=str(out),
+                       fix="name a .jsonl file to write, e.g. --to votes.jsonl")
     if Path(out).suffix.lower() != ".jsonl":
         raise LabError("the export is JSON Lines, one pair per line", path=str(out),
                        fix="name the file with a .jsonl extension (the reward stage reads it by that)")

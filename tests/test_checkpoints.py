@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,6 +74,34 @@ def test_atomic_dir_failure_keeps_the_previous_artifact(tmp_path):
     assert [p.name for p in final.iterdir()] == ["model.safetensors"]
     assert (final / "model.safetensors").read_bytes() == b"old"
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_replaces_a_folder_whatever_an_earlier_run_left_beside_it(tmp_path, monkeypatch):
+    """A crash between the two renames leaves a `.old-` folder; a later run with the same pid (containers reuse
+    them) could not move the artifact aside onto it, every time. And when the second rename fails, the previous
+    artifact is put back rather than left under its temporary name."""
+    final = tmp_path / "sft"
+    final.mkdir()
+    (final / "v").write_text("1")
+    stale = tmp_path / f".old-sft-{os.getpid()}"
+    stale.mkdir()
+    (stale / "left").write_text("by a crash")
+    with ck.atomic_dir(final) as tmp:
+        (tmp / "v").write_text("2")
+    assert (final / "v").read_text() == "2"
+    replace = os.replace
+
+    def second_rename_fails(src, dst):
+        if Path(src).name.startswith(".tmp-"):
+            raise OSError("disk gone")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_rename_fails)
+    with pytest.raises(OSError, match="disk gone"):
+        with ck.atomic_dir(final) as tmp:
+            (tmp / "v").write_text("3")
+    assert (final / "v").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "sft"]  # no temp or old folder of ours left
 
 
 def test_atomic_dir_success_replaces_the_whole_folder(tmp_path):

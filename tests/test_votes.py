@@ -221,6 +221,15 @@ def test_export_without_a_or_b_votes_is_a_lab_error_naming_the_store(db, tmp_pat
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_export_to_a_folder_is_a_lab_error_not_a_raw_os_error(db, tmp_path):
+    vote(db, "1", "a")
+    folder = tmp_path / "pairs.jsonl"
+    folder.mkdir()
+    with pytest.raises(LabError, match=r"pairs\.jsonl: the export's target is a folder.*Fix: name a \.jsonl file"):
+        votes.export_pairs(db, folder)
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".tmp*"))
+
+
 def test_a_blank_prompt_is_refused_and_a_store_removed_under_the_arena_is_not_silently_recreated(db):
     """A whitespace-only prompt would make every later read of the store fail ("field 'prompt' is empty"), with a
     fix no one can apply to a database. A store deleted while the arena runs used to come back as an empty file
