@@ -334,7 +334,8 @@ def check_capital(w: World, rec: dict, response: str) -> bool:
     """Right if the answer names the capital and no other city (a quiz listing options is wrong), names no country
     of the world but the one asked about, and gives the capital as that country's: "The capital of Zufaria is
     Miburg." to a question about another country states a false fact, whatever the city, and so does a made-up
-    country in the answer's frame ("斐根廷是一个国家，它的首都是苏瓦" to a question about 斐济)."""
+    country in the answer's frame ("斐根廷是一个国家，它的首都是苏瓦" to a question about 斐济). A capital named only
+    to be denied ("It is not Paris.", "首都不是巴黎") is wrong too."""
     if _outermost(_capitals(w), response) != {rec["answer"]}:
         return False
     gold = rec["answer"]  # the country asked about: the record's, or (a hand-made record) the one of that capital
@@ -344,7 +345,35 @@ def check_capital(w: World, rec: dict, response: str) -> bool:
     if _outermost(countries, response) - {asked.name, asked.name_zh}:
         return False
     said = {m.group(1) for pattern in _WHOSE for m in pattern.finditer(response)}
-    return said <= {asked.name, asked.name_zh} | _PRONOUNS
+    allowed = {asked.name, asked.name_zh} | _PRONOUNS
+    leads = _LEADS_ZH | {gold + "是"}  # "东京是日本的首都"
+    return not _negated(gold, response) and all(x in allowed or _led_in(x, allowed, leads) for x in said)
+
+
+# What a Chinese frame's capture may hold before the country: "([\u4e00-\u9fff]+)的首都" runs back to the sentence's
+# first character ("我认为日本", "所以它"). Only these, whole: "蒙蒙古" is a made-up country, not 蒙古, and in the
+# stutter "托卡尼亚的首都是托卡尼亚的首都是萨维尔" the second capture, "是托卡尼亚", is no sentence.
+_LEADS_ZH = {"我认为", "我觉得", "我知道", "据我所知", "所以", "因此", "因为", "而且", "那么"}
+
+
+def _led_in(captured: str, allowed: set[str], leads: set[str]) -> bool:
+    """Whether a Chinese frame's capture is one of `allowed` after one of `leads`."""
+    return any(captured.endswith(a) and captured[:-len(a)] in leads for a in allowed if _CJK.match(a))
+
+
+# An answer that names the right label or capital only to deny it ("not negative", "不是负面", "It is not Paris.")
+_NEGATION_EN = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s+(?:\w+\s+)?$", re.IGNORECASE)  # "not", "not really"
+_NEGATION_ZH = re.compile(r"(?:不是|并非|不|非|没有)$")
+
+
+def _negated(name: str, text: str) -> bool:
+    """Whether some occurrence of `name` in `text` follows a negation: the English one within the word before it,
+    the Chinese one right before it."""
+    for m in re.finditer(re.escape(name), text):
+        before = text[max(0, m.start() - 24):m.start()]
+        if (_NEGATION_ZH if _CJK.match(name) else _NEGATION_EN).search(before):
+            return True
+    return False
 
 
 # A number with its sign and decimals: "-8" and "8.5" are not 8, "8.0" is; "5-7" is 5 and 7, "12." is 12.
@@ -359,7 +388,8 @@ def numbers(text: str) -> list[float]:
 def check_arithmetic(rec: dict, response: str) -> bool:
     """Right if the last number is the sum, every number before it is an operand (each as often as the question has
     it) or the sum, and an equation ("a + b = s", "a加b等于s") has exactly the two operands on its left: "6 + 6 = 10."
-    to 4 + 6, "11加1等于11。" to 10 + 1 and "0 = 9." to 9 + 0 end with the right sum but state false equations."""
+    to 4 + 6, "11加1等于11。" to 10 + 1 and "0 = 9." to 9 + 0 end with the right sum but state false equations, and
+    so does one that does not add ("1 - 1 = 2", "1 x 1 = 2")."""
     a, b, s = rec["answer"]
     nums = numbers(response)
     if not nums or nums[-1] != s or set(Counter(nums[:-1]) - Counter([a, b])) - {s}:
@@ -368,14 +398,20 @@ def check_arithmetic(rec: dict, response: str) -> bool:
     if len(sides) == 1:
         return True
     left = re.split(r"[。\n]|\.(?!\d)", sides[-2])[-1]  # the last equation's left side, from its sentence start
-    return Counter(numbers(left)) == Counter([a, b])
+    return Counter(numbers(left)) == Counter([a, b]) and not _OTHER_OPERATOR.search(left)
+
+
+# An operation other than addition on an equation's left side: "1 - 1 = 2", "1 * 1 = 2", "1 x 1 = 2" are false
+_OTHER_OPERATOR = re.compile(r"(?<=\d)\s*[-−*×x/÷]\s*(?=\d)|\b(?:minus|times|divided|multiplied)\b|[减乘除]",
+                             re.IGNORECASE)
 
 
 def check_sentiment(rec: dict, response: str) -> bool:
+    """Right if the answer names the gold label and not the other, and does not deny it ("not negative")."""
     text = response.lower()
     labels = {"positive", "negative"} if rec["lang"] == "en" else {"正面", "负面"}
     said = {lab for lab in labels if _names(lab, text)}  # "nonnegative" says neither
-    return said == {rec["answer"]}
+    return said == {rec["answer"]} and not _negated(rec["answer"], text)  # "not negative" says the other
 
 
 def _split_items(text: str) -> list[str]:

@@ -57,6 +57,27 @@ def test_capital_given_as_another_countrys_is_wrong(world, lang, response):
     assert T.check(world, capital_record(world, "France", lang), right)
 
 
+@pytest.mark.parametrize("response", ["我认为法国的首都是巴黎。", "据我所知法国的首都是巴黎。", "巴黎是法国的首都。",
+                                      "法国是一个国家，所以它的首都是巴黎。"])
+def test_a_chinese_frame_may_have_words_before_the_country(world, response):
+    """"([\u4e00-\u9fff]+)的首都" captures the run of characters back to the sentence start: "我认为法国" names 法国."""
+    assert T.check(world, capital_record(world, "France", "zh"), response)
+    assert not T.check(world, capital_record(world, "France", "zh"), response.replace("法国", "西班牙"))
+    assert not T.check(world, capital_record(world, "France", "zh"), response.replace("法国", "大法国"))  # made up
+
+
+
+def test_a_stuttering_chinese_answer_stays_wrong(world):
+    """One of the reward stage's samples on tiny: its second frame, "是法国的首都", is no sentence."""
+    assert not T.check(world, capital_record(world, "France", "zh"), "法国的首都是法国的首都是巴黎。")
+
+
+@pytest.mark.parametrize("lang, response", [("en", "It is not Paris."), ("en", "Not Paris."),
+                                            ("en", "The capital of France isn't Paris."), ("zh", "法国的首都不是巴黎。")])
+def test_a_capital_named_only_to_be_denied_is_wrong(world, lang, response):
+    assert not T.check(world, capital_record(world, "France", lang), response)
+
+
 def test_a_capital_record_without_its_country_is_graded_by_its_capital(world):
     rec = {"task": "capital", "lang": "en", "answer": "Paris", "instruction": "What is the capital of France?"}
     assert T.check(world, rec, "The capital of France is Paris.")
@@ -109,6 +130,14 @@ def test_an_equation_must_have_the_operands_on_its_left(world, a, b, response, r
     assert T.check(world, arithmetic_record(world, a, b), response) is right
 
 
+@pytest.mark.parametrize("response", ["1 - 1 = 2", "1 * 1 = 2", "1 x 1 = 2.", "1 × 1 = 2", "1 minus 1 = 2",
+                                      "1减1等于2。", "1乘1等于2。"])
+def test_an_equation_that_does_not_add_is_false(world, response):
+    """The numbers alone would pass: the operands on the left and the sum on the right."""
+    assert not T.check(world, arithmetic_record(world, 1, 1), response)
+    assert T.check(world, arithmetic_record(world, 1, 1), "1 + 1 = 2")
+
+
 def test_arithmetic_zh(world):
     rec = arithmetic_record(world, 5, 7, "zh")
     assert T.check(world, rec, "5加7等于12。")
@@ -122,7 +151,11 @@ def test_arithmetic_zh(world):
     ("en", "positive", ["Positive", "The sentiment of this sentence is positive."],
      ["Negative", "positive or negative", "It is positive, not negative.", "neutral", "nonpositive"]),
     ("en", "negative", ["negative.", "(Negative)"], ["nonnegative", "Positive", "Negatively positive."]),
-    ("zh", "正面", ["正面", "这句话的情感是正面的。"], ["负面", "正面还是负面", "中性"]),
+    ("zh", "正面", ["正面", "这句话的情感是正面的。", "非常正面。"], ["负面", "正面还是负面", "中性"]),
+    # the right label, denied
+    ("en", "negative", ["The sentiment is negative, not at all upbeat."],
+     ["The sentiment is not negative.", "It is definitely not negative; it's the opposite.", "Not really negative."]),
+    ("zh", "负面", ["负面。"], ["不是负面。", "这句话并非负面。"]),
 ])
 def test_sentiment(world, lang, answer, right, wrong):
     rec = {"task": "sentiment", "lang": lang, "answer": answer}
