@@ -529,6 +529,10 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     from . import ppo
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
+    if reward_override is not None and save_to == "rlhf":  # the stage would record the saved reward model's build
+        raise LabError("a policy trained against a reward model passed in (reward_override) would be saved as the "
+                       "run's RLHF stage, built from the saved reward model", path=str(root / "rlhf"),
+                       fix="give it a folder of its own: save_to='rlhf-<experiment>'")
     cfg = PPOConfig.for_profile(profile, **changes)
     _lora_rank_only_with_lora(cfg, profile)
     if not cfg.adaptive_kl:

@@ -696,6 +696,16 @@ def test_ppo_raises_the_reward_on_a_toy_task(run_root):
     assert end > start + 3.0, [r["score"] for r in history]  # measured: 0.08 → 6.3, 7.7 (of at most 10)
 
 
+def test_a_policy_trained_against_a_reward_model_passed_in_is_not_saved_as_the_rlhf_stage(run_root):
+    """run_ppo(reward_override=...) records no build to check, and the stage would be reused as a regular RLHF
+    model by `lab run`; notebook 05's reward-hacking run saves to rlhf-hacked."""
+    flawed = RewardModel.load(run_root / "reward")
+    before = sorted(p.name for p in run_root.iterdir())
+    with pytest.raises(LabError, match=r"reward_override.*Fix: give it a folder of its own: save_to='rlhf-"):
+        stages.run_ppo("micro", run_root, reward_override=flawed, log=lambda *_: None)
+    assert sorted(p.name for p in run_root.iterdir()) == before
+
+
 def test_missing_models_are_lab_errors(tmp_path, run_root):
     with pytest.raises(LabError, match="reward: no reward model for PPO. Fix: run `lab reward`"):
         ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", tmp_path / "reward")
