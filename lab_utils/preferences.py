@@ -383,13 +383,10 @@ def _with_context(prompt: str, raw_prompt, c_before, r_before, at: Where) -> str
     if asked[-len(said):] == said:  # only the prompt's last turns repeated
         return prompt
     field = "chosen" if c_before is not None else "rejected"
-    if said[-1] != asked[-1]:
-        _fail(at, f"field '{field}' holds {len(said)} message(s) before its reply that do not end with the "
-                  "question of field 'prompt'", f"give '{field}' the assistant's reply alone, or the prompt's "
-                  "messages followed by the reply")
-    _fail(at, f"field '{field}' holds {len(said)} message(s) before its reply that end with the question of field "
-              "'prompt' but differ from the prompt's earlier messages", f"give '{field}' the assistant's reply "
-              "alone, or the prompt's messages followed by the reply")
+    why = ("do not end with the question of field 'prompt'" if said[-1] != asked[-1] else
+           "end with the question of field 'prompt' but differ from the prompt's earlier messages")
+    _fail(at, f"field '{field}' holds {len(said)} message(s) before its reply that {why}",
+          f"give '{field}' the assistant's reply alone, or the prompt's messages followed by the reply")
 
 
 def _last_reply(turns: list[tuple[str, str]], field: str, at: Where) -> str:
