@@ -332,6 +332,11 @@ def alpaca_context(rec: dict, instruction: str, spec: str | None, where: str | N
     a `history` of earlier [instruction, output] turns. They are rendered the way preference prompts are
     (`render_prompt`): the system message as a paragraph first, the turns as a Human/Assistant transcript ending
     with this instruction. Without them the instruction is returned as it is."""
+    context = rec.get("context")  # Dolly's name for Alpaca's input: read by no stage, it would vanish unnoticed
+    if context is not None and (not isinstance(context, str) or context.strip()):
+        raise LabError("field 'context' is not an Alpaca field, and its text would be dropped", path=spec,
+                       where=where, fix="move its text into 'input', Alpaca's field for the text the instruction "
+                                        "works on (Dolly's 'context')")
     system, history = rec.get("system"), rec.get("history")
     if system is not None and not isinstance(system, str):
         raise LabError(f"field 'system' is of type {type(system).__name__}, not a string", path=spec, where=where,
@@ -366,7 +371,11 @@ def _alpaca_record(rec, spec: str, where: str) -> dict:
             value = ""  # Alpaca's "no input" may be missing, null or empty
         if value is None:
             said = "is null" if name in rec else "is missing"
-            raise LabError(f"field '{name}' {said}", path=spec, where=where, fix=f"give '{name}' a string")
+            dolly = name == "output" and "response" in rec  # databricks-dolly's layout: instruction/context/response
+            fix = (f"give '{name}' a string" if not dolly else "rename 'response' to 'output'"
+                   + (" and 'context' to 'input'" if "context" in rec else "") + ", Alpaca's names for them (this "
+                   "looks like Dolly's layout)")
+            raise LabError(f"field '{name}' {said}", path=spec, where=where, fix=fix)
         if not isinstance(value, str):
             raise LabError(f"field '{name}' is of type {type(value).__name__}, not a string", path=spec, where=where,
                            fix=f"make '{name}' a string")

@@ -18,7 +18,9 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
 Record shapes, detected per record (one file may mix them):
 
 - TRL, explicit prompt: `prompt`, `chosen`, `rejected` as strings, or as message lists
-  `[{"role", "content"}]` (a reply given as a list counts its last message, which must be the assistant's);
+  `[{"role", "content"}]` (a reply given as a list counts its last message, which must be the assistant's; a
+  message's content may be a string or a list of text blocks `{"type": "text", "text"}`, joined by newlines; roles
+  are read in any case, "User" as "user");
   optional booleans `chosen_ended` / `rejected_ended` are kept (only with a `prompt`; other shapes ignore them);
 - TRL, implicit prompt: only `chosen` and `rejected`, as message lists whose shared leading messages
   are the prompt (after them each list holds exactly one assistant message), or as strings whose shared
@@ -38,10 +40,10 @@ Record shapes, detected per record (one file may mix them):
   `load_ratings`; no other source carries ratings.
 
 A record with neither `prompt` nor `instruction` but another field that holds a prompt in other datasets' layouts
-(`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`) is an error rather than a pair whose prompt is
-guessed from the replies with that field dropped; so is such a field beside a `prompt` (outside the arena's export),
-which the prompt would drop. A reply given as a string that opens with "Human:" beside a `prompt` is an HH
-transcript: its last turn is the reply, and the turns before it must be the prompt's conversation. A record that
+(`PROMPT_LIKE`: `question`, `query`, `input`, `system`, `history`, Dolly's `context`) is an error rather than a pair
+whose prompt is guessed from the replies with that field dropped; so is such a field beside a `prompt` (outside the
+arena's export), which the prompt would drop. A reply given as a string that opens with "Human:" beside a `prompt` is
+an HH transcript: its last turn is the reply, and the turns before it must be the prompt's conversation. A record that
 holds a prompt in two of `conversations`, `prompt` and `instruction` is an error too: one would be dropped.
 
 Every message of a prompt must say something. A pair whose chosen and rejected are identical (same text,
@@ -71,12 +73,15 @@ PROMPT_LIKE = {  # prompt fields of other datasets' pair layouts, and how to giv
     "question": "rename 'question' to 'prompt'", "query": "rename 'query' to 'prompt'",
     "input": "rename 'input' to 'prompt', or give the task as 'instruction' and keep 'input' (Alpaca style)",
     "system": "give 'prompt' as a message list that starts with the system message",
-    "history": "give 'instruction' with 'history' (Alpaca style), or the conversation as a 'prompt' message list"}
+    "history": "give 'instruction' with 'history' (Alpaca style), or the conversation as a 'prompt' message list",
+    "context": "rename 'context' to 'input' and give the task as 'instruction' (Alpaca style), or join both into "
+               "'prompt'"}
 WITH_PROMPT = {  # how to give those fields' text when the record has a 'prompt' too
     "question": "join 'question' into 'prompt', or remove it", "query": "join 'query' into 'prompt', or remove it",
     "input": "join 'input' into 'prompt', or give the task as 'instruction' with 'input' (Alpaca style)",
     "system": "give 'prompt' as a message list that starts with the system message",
-    "history": "give the conversation as a 'prompt' message list, or 'instruction' with 'history' (Alpaca style)"}
+    "history": "give the conversation as a 'prompt' message list, or 'instruction' with 'history' (Alpaca style)",
+    "context": "join 'context' into 'prompt', or give the task as 'instruction' with 'input' (Alpaca style)"}
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 _CJK_PUNCT = set("。，；：！？、")  # Chinese puts no space after these: a shared prefix may end at any of them
 _PUNCT = set(".,;:!?")  # ... but at these only before a space ("3.14" / "3.15" share "3.1", not a sentence)
@@ -295,12 +300,35 @@ def _turn(msg, field: str, at: Where) -> tuple[str, str]:
               'make it {"role": ..., "content": ...} or {"from": ..., "value": ...}')
     key, text_key = ("role", "content") if "role" in msg else ("from", "value")
     value = msg.get(key)
-    role = ROLES.get(value) if isinstance(value, str) else None  # a list or dict role is not a name to look up
+    # "Human", "USER": exports differ in case. A list or dict role is not a name to look up
+    role = ROLES.get(value.strip().lower()) if isinstance(value, str) else None
     if role is None:
         said = (repr(value) if isinstance(value, str) else "missing" if key not in msg else
                 "null" if value is None else f"of type {type(value).__name__}, not a string")
         _fail(at, f"field '{field}.{key}' is {said}", f"give each message a role, one of {sorted(ROLES)}")
-    return role, _text(msg.get(text_key), f"{field}.{text_key}", at)
+    content = msg.get(text_key)
+    if isinstance(content, list):  # content blocks [{"type": "text", "text": ...}], as chat APIs and templates use
+        return role, _text(_blocks_text(content, f"{field}.{text_key}", at), f"{field}.{text_key}", at)
+    return role, _text(content, f"{field}.{text_key}", at)
+
+
+def _blocks_text(blocks: list, field: str, at: Where) -> str:
+    """The text of a message's content blocks, joined by newlines; a block of another type (an image) is an error:
+    the lab's models read text only."""
+    texts = []
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            said = f"of type {type(block).__name__}, not a content block"
+        elif block.get("type") != "text":
+            said = f"a {block['type']!r} block" if "type" in block else "a block without a 'type'"
+        elif not isinstance(block.get("text"), str):
+            said = "a text block without a string 'text'"
+        else:
+            texts.append(block["text"])
+            continue
+        _fail(at, f"field '{field}[{i}]' is {said}",
+              'give text only: a string, or blocks {"type": "text", "text": ...} (the models read no images)')
+    return "\n".join(texts)
 
 
 def _turns(messages, field: str, at: Where) -> list[tuple[str, str]]:

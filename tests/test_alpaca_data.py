@@ -87,6 +87,13 @@ BAD_FILES = [  # (file name, content, words str(error) must contain besides the 
     ("system_int.json", json.dumps([rec(system=3)]), ["record 1", "field 'system' is of type int, not a string"]),
     ("history_str.json", json.dumps([rec(history="Hi")]), ["record 1", "field 'history' is of type str"]),
     ("history_half.json", json.dumps([rec(), rec(history=[["Hi"]])]), ["record 2", "field 'history[0]'"]),
+    # databricks-dolly's layout (instruction/context/response): named as such, its text never dropped
+    ("dolly.json", json.dumps([{"instruction": "Summarise.", "context": "The sky is blue.", "response": "Blue."}]),
+     ["record 1", "field 'output' is missing", "rename 'response' to 'output' and 'context' to 'input'", "Dolly"]),
+    ("dolly_response.json", json.dumps([{"instruction": "Say hi.", "response": "Hi."}]),
+     ["field 'output' is missing", "rename 'response' to 'output', Alpaca's names"]),
+    ("context.json", json.dumps([rec(), rec(context="The sky is blue.")]),
+     ["record 2", "field 'context' is not an Alpaca field, and its text would be dropped", "into 'input'"]),
 ]
 
 

@@ -157,7 +157,7 @@ BAD_RECORDS = [  # (second record of a file whose first is fine, words the messa
     (PAIR | {"prompt": [user("Hi"), assistant("Hello")]}, ["field 'prompt' ends with a turn of role 'assistant'"]),
     (PAIR | {"chosen": [{"role": "tool", "content": "x"}]}, ["field 'chosen[0].role' is 'tool'"]),
     (PAIR | {"chosen": [{"role": "assistant", "content": [{"type": "text"}]}]},
-     ["field 'chosen[0].content' is of type list"]),
+     ["field 'chosen[0].content[0]' is a text block without a string 'text'"]),
     ({"instruction": "Hi", "output": "Hello"}, ["unknown record shape", "instruction", "ShareGPT", "Anthropic HH"]),
     (["Paris.", "Berlin."], ["expected an object, got list"]),
     ({"chosen": "Paris.", "rejected": "Berlin."}, ["'chosen' and 'rejected' share no prompt text"]),
@@ -602,7 +602,8 @@ def test_an_empty_field_of_those_names_is_no_prompt():
 
 @pytest.mark.parametrize("extra, field", [({"system": "You are terse."}, "system"), ({"input": "Long text."}, "input"),
                                           ({"history": [["Hi", "Hello."]]}, "history"),
-                                          ({"question": "Colour of the sky?"}, "question")])
+                                          ({"question": "Colour of the sky?"}, "question"),
+                                          ({"context": "The sky is blue."}, "context")])
 def test_beside_a_prompt_another_prompt_field_is_an_error_not_dropped(tmp_path, extra, field):
     """A record with 'prompt' took its prompt from that field alone: a system message, an input or earlier turns
     beside it were dropped without a word (a review found the Orca layout, with 'question' renamed to 'prompt' as the
@@ -652,3 +653,66 @@ def test_a_sharegpt_pair_with_replies_of_several_messages_or_a_conversation_as_t
 def test_a_prompt_only_vote_record_is_read_as_typed():
     """As `parse_pair` reads a vote's prompt: never as an HH transcript."""
     assert prompt_of({"prompt": "\n\nHuman: hi\n\nAssistant:", "vote_id": "v"}) == ("Human: hi\n\nAssistant:", "")
+
+
+# ------------------------------------------------------------------ messages as other exports write them
+
+def test_roles_are_read_in_any_case():
+    """Exports differ in case ("Human", "GPT", "USER"): the same pair as with lower-case roles, not an error."""
+    lower = sharegpt([{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Capital of France?"}])
+    upper = sharegpt([{"from": "System", "value": "Be brief."}, {"from": "Human", "value": "Capital of France?"}],
+                     {"from": "GPT", "value": "Paris."}, {"from": " gpt ", "value": "Berlin."})
+    assert parse_pair(upper) == parse_pair(lower) == {"prompt": "Be brief.\n\nCapital of France?",
+                                                      "chosen": "Paris.", "rejected": "Berlin."}
+    messages = {"prompt": [{"role": "USER", "content": "Hi?"}], "chosen": [{"role": "Assistant", "content": "Hi."}],
+                "rejected": [{"role": "assistant", "content": "No."}]}
+    assert parse_pair(messages) == {"prompt": "Hi?", "chosen": "Hi.", "rejected": "No."}
+    with pytest.raises(LabError, match="field 'prompt\\[0\\].role' is 'robot'"):
+        parse_pair(messages | {"prompt": [{"role": "robot", "content": "Hi?"}]})
+
+
+def test_content_given_as_text_blocks_is_joined():
+    """Chat APIs and multimodal chat templates give a message's content as blocks {"type": "text", "text"}: their
+    text, joined by newlines, is the message (it used to be "of type list, not a string")."""
+    def blocks(*texts: str) -> list[dict]:
+        return [{"type": "text", "text": t} for t in texts]
+
+    rec = {"prompt": [{"role": "system", "content": blocks("Be brief.")},
+                      {"role": "user", "content": blocks("Capital of France?", "One word.")}],
+           "chosen": [{"role": "assistant", "content": blocks("Paris.")}], "rejected": "Berlin."}
+    assert parse_pair(rec) == {"prompt": "Be brief.\n\nCapital of France?\nOne word.", "chosen": "Paris.",
+                               "rejected": "Berlin."}
+    assert prompt_of({"prompt": rec["prompt"]}) == ("Be brief.\n\nCapital of France?\nOne word.", "")
+    implicit = {"chosen": [{"role": "user", "content": blocks("Hi?")}, {"role": "assistant", "content": "Hi."}],
+                "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": blocks("No.")}]}
+    assert parse_pair(implicit) == {"prompt": "Hi?", "chosen": "Hi.", "rejected": "No."}
+
+
+@pytest.mark.parametrize("content, words", [
+    ([{"type": "text", "text": "What is this?"}, {"type": "image", "url": "cat.png"}],
+     "field 'prompt[0].content[1]' is a 'image' block"),
+    ([{"text": "What is this?"}], "field 'prompt[0].content[0]' is a block without a 'type'"),
+    ([{"type": "text", "text": None}], "field 'prompt[0].content[0]' is a text block without a string 'text'"),
+    (["What is this?"], "field 'prompt[0].content[0]' is of type str, not a content block"),
+])
+def test_a_content_block_that_is_not_text_is_an_error(tmp_path, content, words):
+    spec = write_jsonl(tmp_path / "p.jsonl", [PAIR, PAIR | {"prompt": [{"role": "user", "content": content}]}])
+    with pytest.raises(LabError) as err:
+        load_pairs(spec)
+    assert all(w in str(err.value) for w in (spec, "line 2", words, "the models read no images"))
+
+
+def test_dollys_context_is_an_error_not_dropped(tmp_path):
+    """databricks-dolly names Alpaca's input 'context': read by no stage, its text was dropped without a word from
+    an Alpaca-style pair, a prompt for PPO, and a record without a prompt field (its prompt comes from the replies)."""
+    alpaca_pair = {"instruction": "Summarise the text.", "context": "The sky is blue.", "chosen": "Blue sky.",
+                   "rejected": "Green."}
+    with pytest.raises(LabError, match="field 'context' is not an Alpaca field.*move its text into 'input'"):
+        parse_pair(alpaca_pair)
+    with pytest.raises(LabError, match="record 1: field 'context' is not an Alpaca field"):
+        load_prompts(write_json(tmp_path / "q.json", [{"instruction": "Summarise the text.",
+                                                        "context": "The sky is blue."}]))
+    implicit = {"context": "The sky is blue.", "chosen": "Blue sky.", "rejected": "Green."}
+    with pytest.raises(LabError, match="field 'context' holds prompt text.*rename 'context' to 'input'"):
+        parse_pair(implicit)
+    assert parse_pair(alpaca_pair | {"context": " ", "input": "The sky is blue."})["input"] == "The sky is blue."
