@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import LabError, cause
+
 _STEP = re.compile(r"^step-(\d{7})$")
 
 
@@ -126,8 +128,25 @@ def file_sha256(spec: str | os.PathLike | None) -> str | None:
     return digest.hexdigest()
 
 
+class DamagedFile(LabError, ValueError):
+    """A JSON file the lab wrote (metrics, settings, a checkpoint's state) that no longer holds a JSON object. Still a
+    ValueError: readers that skip files which are not the lab's (`runs._readable`) keep skipping it."""
+
+
+_DAMAGED_FIX = ("the lab writes it whole, so it was changed since: restore it, or delete the folder it is in and run "
+                "the stage that writes it again")
+
+
 def read_json(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON object the lab wrote; one that is not (cut short, edited by hand) is one `DamagedFile` naming it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as err:  # not JSON, not UTF-8, or an integer too long to read
+        raise DamagedFile(f"the file is not JSON ({cause(err)})", path=str(path), fix=_DAMAGED_FIX) from None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"the file holds a JSON {type(data).__name__}, not an object", path=str(path),
+                          fix=_DAMAGED_FIX)
+    return data
 
 
 def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra: dict, scaler=None) -> Path:

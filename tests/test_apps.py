@@ -442,6 +442,17 @@ def test_the_arena_refuses_models_built_for_another_profile(app_root, tmp_path, 
     assert arena.Arena(root, None).contestants == ["sft"]
 
 
+def test_a_damaged_metrics_file_stops_the_arena_with_one_line_naming_it(app_root, tmp_path, capsys):
+    """A model's metrics.json cut short: the arena said JSONDecodeError with a traceback."""
+    root = run_folder(app_root, tmp_path)
+    (root / "sft").unlink()
+    shutil.copytree(app_root / "sft", root / "sft")
+    (root / "sft" / "metrics.json").write_text('{"profile": "mic', encoding="utf-8")
+    assert cli.main(["app", "arena", "--out", str(root), "--profile", "micro"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{root / 'sft' / 'metrics.json'}: the file is not JSON" in err[0], err
+
+
 def by_model(model, tokenizer, prompt, **sampling):
     """A stand-in for `serving.Stream` whose answer tells which model gave it (the base model gets the raw text,
     a fine-tuned one the Alpaca prompt)."""

@@ -10,6 +10,7 @@ import torch
 
 from lab_utils import checkpoints as ck
 from lab_utils.config import PretrainConfig
+from lab_utils.errors import LabError
 from lab_utils.modeling import build_model
 
 
@@ -163,6 +164,22 @@ def test_a_json_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tm
         ck.write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}, {"b": object()}])
     assert ck.read_json(tmp_path / "metrics.json") == {"a": 1}
     assert leftovers(tmp_path) == [] and not (tmp_path / "rows.jsonl").exists()
+
+
+@pytest.mark.parametrize("content, said", [(b'{"profile": "tiny", "wall_', "the file is not JSON (JSONDecodeError"),
+                                            (b'{"a": "\xff"}', "the file is not JSON (UnicodeDecodeError"),
+                                            (b'["tiny"]', "the file holds a JSON list, not an object")])
+def test_a_damaged_json_file_is_one_error_naming_it(tmp_path, content, said):
+    """A metrics or state file cut short or edited by hand: one LabError naming the file and the fix (it used to be a
+    raw JSONDecodeError, or an AttributeError at the first `.get`). Still a ValueError, for readers that skip files
+    that are not the lab's."""
+    path = tmp_path / "sft" / "metrics.json"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(LabError) as info:
+        ck.read_json(path)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"{path}: {said}") and "run the stage that writes it again" in str(info.value)
 
 
 def test_training_state_keeps_an_fp16_runs_loss_scale_and_loads_onto_the_cpu(tokenizer, tmp_path, monkeypatch):
