@@ -23,6 +23,7 @@ from typing import NoReturn
 from .errors import LabError, cause
 from .world import is_chinese
 
+BOM = "\ufeff"  # a byte-order mark: dropped at the start of a file, and of a line (files joined with `cat`)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?", re.ASCII)  # owner/name[:config]
 
 
@@ -41,7 +42,9 @@ def _read(path: Path) -> str:
     if path.is_dir():
         raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt, .json or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
+        # a byte-order mark (Windows editors) is dropped; line ends are left as they are: the readers split at "\n"
+        # (so a stray "\r" inside a line does not end it, as `read_text`'s newline translation made it)
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:  # the line too: a byte offset alone is hard to find in a large file
         line = err.object[:err.start].count(b"\n") + 1
         raise LabError(f"not UTF-8 text (line {line}, byte {err.start})", path=str(path),
@@ -110,13 +113,13 @@ def warn_left_out(spec: str, n_left_out: int, n_kept: int) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a JSON Lines file; blank lines are skipped, a bad line names its number. A line ends at a line
-    feed (CRLF too) only: `str.splitlines` would also split at U+2028, U+2029 or U+0085, which `json.dumps(...,
-    ensure_ascii=False)` writes raw inside a string (text pasted from the web has them)."""
+    """Records of a JSON Lines file; blank lines are skipped, a bad line names its number. Lines end as `text_lines`
+    says (at a line feed, CRLF too): `str.splitlines` would also split at U+2028, U+2029 or U+0085, which
+    `json.dumps(..., ensure_ascii=False)` writes raw inside a string (text pasted from the web has them)."""
     path = Path(path)
     records = []
-    for n, line in enumerate(_read(path).split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for n, line in enumerate(text_lines(_read(path)), start=1):
+        line = line.removesuffix("\r").removeprefix(BOM)  # a BOM here: a file appended with one of its own (cat)
         if not line.strip():
             continue
         try:
@@ -159,15 +162,21 @@ def _not_loadable(spec: str, fix: str) -> NoReturn:
     raise LabError(f"unsupported file type {Path(spec).suffix or '(none)'!r}", path=spec, fix=fix)
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file: one document each. A line ends at "\n" (a "\r" before it goes with `.strip()`), or
+    at "\r" in a file that has no "\n" (classic Mac line ends); a "\r" inside a line of any other file is text.
+    `str.splitlines` would also split inside a line at "\r", U+2028, U+0085, a form feed and the like, cutting one
+    document into several."""
+    return text.split("\n" if "\n" in text else "\r")
+
+
 def load_texts(spec: str, split: str = "train") -> list[str]:
     """Documents for pretraining from a .txt or .jsonl file or a hub dataset id."""
     path, suffix = Path(spec), _suffix(spec)
     if _exists(path) and path.is_dir():
         raise LabError("is a folder, not a file", path=spec, fix="pass a .txt, .json or .jsonl file")
     if suffix == ".txt":
-        # one document per "\n"-ended line (a "\r" before it goes with .strip()); str.splitlines would also split
-        # inside a line at U+2028, U+0085, a form feed and the like, cutting one document into several
-        docs = [line.strip() for line in _read(path).split("\n") if line.strip()]
+        docs = [doc for line in text_lines(_read(path)) if (doc := line.strip().removeprefix(BOM).strip())]
     elif suffix in (".jsonl", ".json"):
         if suffix == ".jsonl":
             rows = read_jsonl(path)

@@ -144,6 +144,28 @@ def test_a_text_file_is_split_into_documents_at_line_ends_only(tmp_path):
     assert load_texts(str(data)) == ["one\u2028still one\x85and\x0cone", "two\u2029two"]
 
 
+def test_a_stray_carriage_return_is_text_unless_it_is_the_files_line_end(tmp_path):
+    """A "\r" inside a line (scraped text has them) split one document into two (newline translation on reading); a
+    file with classic Mac line ends, "\r" alone, is still one document per line."""
+    assert load_texts(str(write(tmp_path / "stray.txt", "one\rstill one\r\ntwo\n"))) == ["one\rstill one", "two"]
+    assert load_texts(str(write(tmp_path / "mac.txt", "one\rtwo\r"))) == ["one", "two"]
+    from lab_utils.data import read_jsonl
+
+    rows = read_jsonl(write(tmp_path / "stray.jsonl", '{"text": "a",\r"x": 1}\n{"text": "b"}\n'))
+    assert [r["_line"] for r in rows] == [1, 2]  # JSON reads a "\r" between values as a space
+    mac = write(tmp_path / "mac.jsonl", '{"text": "a"}\r{"text": "b"}\r')
+    assert [r["text"] for r in read_jsonl(mac)] == ["a", "b"]
+
+
+def test_files_joined_with_their_byte_order_marks_load(tmp_path):
+    """`cat a.jsonl b.jsonl` where b starts with a BOM: line 2 began with U+FEFF, and JSON said "Unexpected UTF-8 BOM
+    (decode using utf-8-sig)" under a fix to correct the syntax; in a text file the BOM stayed in the document."""
+    bom = b"\xef\xbb\xbf"
+    jsonl = write(tmp_path / "joined.jsonl", bom + b'{"text": "a"}\n' + bom + b'{"text": "b"}\n')
+    assert load_texts(str(jsonl)) == ["a", "b"]
+    assert load_texts(str(write(tmp_path / "joined.txt", bom + b"a\n" + bom + b"b\n"))) == ["a", "b"]
+
+
 def test_unknown_profile_is_one_error_line(tmp_path, capsys):
     out = tmp_path / "run"
     data = write(tmp_path / "ok.txt", "hello world\n")
