@@ -49,8 +49,6 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
     responses = [text for text, _ in outs]
     graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
-    seen = seen or set()
-    unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & seen]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
     off_task = [(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
@@ -61,14 +59,25 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
         "heldout_entity_accuracy": _mean(heldout) if heldout else None,
         "language_match": _mean(language) if language else None,
         "n_prompts": len(records),
-        "n_seen_in_training": len(records) - len(unseen),
-        "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None,
+        **_unseen(graded, seen or set()),
         "off_task_rate": _mean(off for *_, off in off_task) if off_task else None,
         "off_task_per_task": _per_task(off_task),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
         "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads
     }
+
+
+def seen_in_training(world: World, records: list[dict], responses: list[str], seen: set[tuple[str, str]]) -> dict:
+    """`n_seen_in_training` and `task_accuracy_unseen` of stored answers to `records`, against today's `seen`: an
+    evaluation reused after a training stage changed its prompts (`lab reward --data`, say) counts them again."""
+    return _unseen([(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)], seen)
+
+
+def _unseen(graded: list[tuple[dict, str, bool]], seen: set[tuple[str, str]]) -> dict:
+    unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & seen]
+    return {"n_seen_in_training": len(graded) - len(unseen),
+            "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None}
 
 
 def _per_task(graded: list[tuple[dict, str, bool]]) -> dict[str, float]:

@@ -187,6 +187,40 @@ def test_bad_model_choices_for_your_prompts_are_clear_errors(root, tmp_path):
         stages.run_eval("micro", root, model=str(root / "sft"), name="SFT")
 
 
+COUNTS = ("n_seen_in_training", "task_accuracy_unseen")
+
+
+def test_sfts_reused_answers_follow_todays_reward_model_and_training_prompts(root, tmp_path):
+    """`lab eval --model X` reuses SFT's stored answers for the head-to-head. After the reward model changed, SFT's
+    answers were scored again but X's reward gain was taken against the old scores (X = a copy of SFT: its gain must
+    be 0); and after a training stage changed its prompts, SFT kept its old count of prompts seen in training."""
+    run = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, run / folder)
+    assert lab_eval(run, "--models", "sft") == 0
+    stored = ck.read_json(run / "eval" / "sft.json")
+    assert stored["n_seen_in_training"] > 0  # micro's SFT records hold some evaluation prompts
+
+    norm, metrics = run / "reward" / "normalization.json", run / "reward" / "metrics.json"
+    ck.write_json(norm, ck.read_json(norm) | {"std": ck.read_json(norm)["std"] / 2})  # every reward doubled
+    ck.write_json(metrics, ck.read_json(metrics) | {"finished_at": "2999-01-01T00:00:00+00:00"})
+    for stage in ("sft", "reward"):  # trained on a file of one's own: the world's prompts they drew are not seen
+        path = run / stage / "metrics.json"
+        m = ck.read_json(path)
+        ck.write_json(path, m | {"config": m.get("config", {}) | {"data": "mine.json"}})
+    other = tmp_path / "copy of sft"
+    shutil.copytree(run / "sft", other)
+    assert lab_eval(run, "--model", str(other)) == 0
+    res, sft = ck.read_json(run / "eval" / "copy-of-sft.json"), ck.read_json(run / "eval" / "sft.json")
+    assert sft["responses"] == stored["responses"]  # reused, not generated again
+    assert sft["mean_reward"] == pytest.approx(2 * stored["mean_reward"], abs=2e-4)
+    assert res["responses"] == sft["responses"] and res["reward_gain_vs_sft"] == 0
+    assert sft["n_seen_in_training"] == res["n_seen_in_training"] < stored["n_seen_in_training"]
+    assert lab_eval(run, "--models", "sft") == 0  # evaluated afresh: the same counts
+    fresh = ck.read_json(run / "eval" / "sft.json")
+    assert [fresh[k] for k in COUNTS] == [sft[k] for k in COUNTS] and fresh["rewards"] == sft["rewards"]
+
+
 def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_path, capsys):
     """`lab eval --split validation`: the validation prompts, kept in eval/validation/ and the report's
     "eval_validation", never mixed with the evaluation the targets are measured on; the head-to-head of another model
