@@ -15,17 +15,24 @@ from .world import World, fact_prompts
 
 
 def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch_size: int = 128) -> dict:
-    """Share of capital facts completed correctly, overall and per language."""
+    """Share of capital facts completed correctly, overall and per language: the completion starts with the capital's
+    whole name ("Tefaton." or "Tefaton, a city", not "Tefatonville")."""
     probes = fact_prompts(world)
     outs = generate(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=max_new_tokens,
                     batch_size=batch_size)
-    ok = [o.strip().startswith(p["answer"]) for p, o in zip(probes, outs)]
+    ok = [_names(o.strip(), p["answer"]) for p, o in zip(probes, outs)]
     by_lang = {lang: _mean([k for k, p in zip(ok, probes) if p["lang"] == lang]) for lang in ("en", "zh")}
     rows = [{"prompt": p["prompt"], "completion": o, "correct": k, "lang": p["lang"]}
             for p, o, k in zip(probes, outs, ok)]
     samples = [r for lang in ("en", "zh") for r in [r for r in rows if r["lang"] == lang][::max(1, len(rows) // 12)]]
     return {"fact_accuracy": _mean(ok), "fact_accuracy_en": by_lang["en"], "fact_accuracy_zh": by_lang["zh"],
             "samples": [{k: r[k] for k in ("prompt", "completion", "correct")} for r in samples]}
+
+
+def _names(completion: str, name: str) -> bool:
+    """`completion` opens with the word `name`: what follows it is no letter or digit (of any script: "洛顿市" is
+    another name than "洛顿")."""
+    return completion.startswith(name) and not completion[len(name):len(name) + 1].isalnum()
 
 
 def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_tokens: int = 64,

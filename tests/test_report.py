@@ -53,6 +53,25 @@ def test_report_names_the_profile(report):
     assert report["profile"] == "micro"
 
 
+def test_the_fact_probe_wants_the_capitals_whole_name(micro_world, monkeypatch):
+    """A completion that only starts with the capital's letters names another city ("Parisville", "巴黎市"): wrong.
+    The name followed by punctuation, a space or nothing is right."""
+    from lab_utils import evaluate
+    from lab_utils.world import fact_prompts
+
+    probes = fact_prompts(micro_world)
+    endings = {"en": [".", ", a city", "", "ville", "2"], "zh": ["。", "", "市"]}
+    right = {"en": [True, True, True, False, False], "zh": [True, True, False]}
+    by_lang = {lang: [p for p in probes if p["lang"] == lang] for lang in endings}
+    chosen = [(p, e, ok) for lang in endings for p, e, ok in zip(by_lang[lang], endings[lang], right[lang])]
+    monkeypatch.setattr(evaluate, "fact_prompts", lambda world: [p for p, *_ in chosen])
+    monkeypatch.setattr(evaluate, "generate", lambda model, tok, prompts, **kw: [" " + p["answer"] + e
+                                                                               for p, e, _ in chosen])
+    res = evaluate.fact_accuracy(None, None, micro_world)
+    assert [s["correct"] for s in res["samples"]] == [ok for *_, ok in chosen]
+    assert res["fact_accuracy_en"] == 0.6 and res["fact_accuracy_zh"] == round(2 / 3, 4)
+
+
 def test_evaluation_counts_prompts_a_training_stage_saw_and_scores_the_rest(micro_run, micro_world, monkeypatch):
     """The world's question spaces are small, so some evaluation prompts also occur in training data: the harness
     counts them and reports the accuracy on the others beside the overall one."""
