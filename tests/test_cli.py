@@ -101,8 +101,8 @@ def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_er
 
     data = tmp_path / "corpus.txt"
     data.write_text("One document.\nAnother one.\n")
-    real = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self, *a, **k: (_ for _ in ()).throw(
         PermissionError(13, "Permission denied", str(self))) if self == data else real(self, *a, **k))
     assert main(["tokenizer", "--profile", "micro", "--out", str(tmp_path / "run"), "--data", str(data)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
