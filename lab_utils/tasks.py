@@ -414,35 +414,128 @@ def check_sentiment(rec: dict, response: str) -> bool:
     return said == {rec["answer"]} and not _negated(rec["answer"], text)  # "not negative" says the other
 
 
+# How answers mark up a list: **bold**, __bold__, `code`; a bullet or a number before an item ("- pear", "2. Li Wei")
+_MARKUP = re.compile(r"\*\*|__|`")
+_BULLET = re.compile(r"[ \t]*(?:[-*•]|\d+[.)])[ \t]+")
+
+
 def _split_items(text: str) -> list[str]:
-    return [x.strip(" .。") for x in re.split(r",|、|，| and |和", text) if x.strip(" .。")]
+    """The items of a list written with commas, 、 or and/和, closing punctuation stripped: "pear, apple, and leek."
+    is ["pear", "apple", "leek"]."""
+    parts = re.split(r",\s*and |,|、|，| and |和", text)
+    return [x.strip(" .。;；") for x in parts if x.strip(" .。;；")]
+
+
+def _bulleted(lines: list[str]) -> list[str]:
+    """The items of the bulleted lines that open `lines` (blank lines between them allowed)."""
+    items = []
+    for line in lines:
+        if bullet := _BULLET.match(line):
+            items += _split_items(line[bullet.end():])
+        elif line.strip():
+            break
+    return items
+
+
+_GROUP_NAMES = r"(?i:fruits?|vegetables?)|水果|蔬菜"
+# A group's head: its name and a colon ("Fruits:", "**Fruit**:", "水果："), or its name alone on a line ("### Fruits")
+_GROUP_HEAD = re.compile(rf"(?P<name>{_GROUP_NAMES})[ \t]*[:：]|^[ \t#•*-]*(?P<alone>{_GROUP_NAMES})[ \t]*$",
+                         re.MULTILINE)
+
+
+def _groups(response: str) -> list[tuple[str, list[str]]]:
+    """Every labelled group of a clustering answer, in order, as ("fruits" or "vegetables", its items). A group's
+    items run from its head to the end of its line or to the next head ("Fruits: pear; Vegetables: leek"); under a
+    head that ends its line, they are the bulleted lines that follow ("Fruits:\n- pear\n- apple")."""
+    text = _MARKUP.sub("", response)
+    heads = list(_GROUP_HEAD.finditer(text))
+    groups = []
+    for head, end in zip(heads, [h.start() for h in heads[1:]] + [len(text)]):
+        line, *below = text[head.end():end].split("\n")
+        name = (head["name"] or head["alone"]).lower()
+        key = "fruits" if name.startswith(("fruit", "水果")) else "vegetables"
+        groups.append((key, _split_items(line) if line.strip() else _bulleted(below)))
+    return groups
 
 
 def check_cluster(rec: dict, response: str) -> bool:
-    """Right if every "Fruits:" and "Vegetables:" line (any case; 水果/蔬菜 with either colon) lists exactly the gold
-    items: an answer that lists them twice, differently, contradicts itself."""
-    heads = {"fruits": r"(?i:fruits)[:：]|水果[:：]", "vegetables": r"(?i:vegetables)[:：]|蔬菜[:：]"}
-    for key, head in heads.items():
-        lines = re.findall(rf"(?:{head})([^\n]*)", response)
-        if not lines or any(sorted(_split_items(line)) != rec["answer"][key] for line in lines):
+    """Right if the answer labels both groups and every labelled group lists exactly the gold items, in any order:
+    "Fruits: pear, apple\nVegetables: leek", on one line ("Fruits: pear, apple; Vegetables: leek"), in markdown
+    ("**Fruits**: ...", "- Fruits: ...", a "### Fruits" heading over bulleted items), in any case, singular or
+    plural, 水果/蔬菜 with either colon. An answer that lists a group twice, differently, contradicts itself."""
+    groups = _groups(response)
+    for key in ("fruits", "vegetables"):
+        lists = [items for k, items in groups if k == key]
+        if not lists or any(sorted(items) != rec["answer"][key] for items in lists):
             return False
     return True
 
 
-_EXTRACT_LEADS = ("The people mentioned are", "这段话中提到的人是")
+_PEOPLE_NAMES = {name for person in PEOPLE for name in person}
+# A word that may be a name: "Emma", "Li Wei", "Gomania玛", "张敏"; not a lower-case word or a long run of characters
+_NAME_LIKE = re.compile(r"[A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}|[\u4e00-\u9fff·]{2,4}")
+# What may open a sentence that lists the names: a phrase about the people or names ending in "are", "is", "include"
+# or a colon ("The people mentioned are", "The names in the text are:", "Names:"), or "... mentions"; in Chinese
+# "这段话中提到的人是", "文中提到的人名有：", "人名：". Not a fragment such as "中提到的人是" (one of the reward
+# stage's samples on tiny, graded wrong: a new lead must not turn it right).
+_EXTRACT_LEAD = re.compile(
+    r"[^\n]*\b(?:people|persons?|names?|individuals)\b[^\n]*(?:\b(?:are|is|include|includes)\b|:)\s*"
+    r"|[^\n]*\bmentions\s+"
+    r"|[^\n]*?(?:(?:这段话|这段文字|这句话|文中|文本中|原文|文章)中?提到(?:了|的(?:人名|人物|人)(?:有|是|为|包括)?)"
+    r"|人名(?:有|是|为|包括|[:：]))[:：]?\s*", re.IGNORECASE)
+# What may close it: "Emma and Li Wei are mentioned in the text.", "张敏和艾玛被提到了。"
+_EXTRACT_TRAILER = re.compile(r"\s+(?:are|were)\s+(?:the\s+(?:people|names|ones)\s+)?mentioned\b.*|被提到了?$")
+# Where a sentence ends. Not at "?": " Latestan? Henry", one of the reward stage's samples on tiny, is no list of
+# names and must stay wrong.
+_SENTENCE_END = re.compile(r"[。！]|[.!](?=\s|$)")
+
+
+def _bare_list(items: list[str]) -> bool:
+    """Whether `items` are a list given without a lead: name-like words, one of them a person of the world."""
+    return bool(items) and all(_NAME_LIKE.fullmatch(x) for x in items) and bool(_PEOPLE_NAMES & set(items))
+
+
+def _listed(sentence: str) -> list[str] | None:
+    """The names a sentence lists, or None when it lists none: the items after a lead (`_EXTRACT_LEAD`), or a bare
+    list (`_bare_list`); a closing "are mentioned ..." is no item."""
+    lead = _EXTRACT_LEAD.match(sentence)
+    items = _split_items(_EXTRACT_TRAILER.sub("", sentence[lead.end():] if lead else sentence))
+    return items if items and (lead or _bare_list(items)) else None
+
+
+def _name_lists(response: str) -> list[list[str]]:
+    """Every list of names in an extraction answer, as its items: each sentence that lists names (`_listed`); a run
+    of lines that are nothing but a list (bulleted items, or bare names: "Emma\nLi Wei", "Zhang Min\nJohn") is one
+    list."""
+    lists, run = [], False  # run: the line before was a whole list, which this line goes on
+    for line in _MARKUP.sub("", response).split("\n"):
+        bullet = _BULLET.match(line)
+        items = _split_items(_EXTRACT_TRAILER.sub("", line[bullet.end():] if bullet else line))
+        if bullet or _bare_list(items) or (run and all(_NAME_LIKE.fullmatch(x) for x in items)):  # "Zhang Min\nJohn"
+            if run:
+                lists[-1] += items
+            else:
+                lists.append(items)
+            run = True
+        else:
+            lists += [x for sentence in _SENTENCE_END.split(line) if (x := _listed(sentence))]
+            run = False
+    return lists
 
 
 def check_extract(rec: dict, response: str) -> bool:
-    """Right if the answer lists exactly the people the text names, each once, and nothing else: the list after
-    "The people mentioned are" / "这段话中提到的人是" up to the end of its sentence (every such list, if the answer
-    gives several), or the answer's first sentence when it is a bare list. An extra word ("Emma", "Gomania玛") or a
-    name listed twice makes it wrong, as in `check_cluster`."""
-    lists = [part for lead in _EXTRACT_LEADS for part in response.split(lead)[1:]] or [response]
-    for text in lists:
-        items = _split_items(re.split(r"[。\n]|\.(?:\s|$)", text.strip())[0])
-        if len(items) != len(set(items)) or sorted(items) != rec["answer"]:
-            return False
-    return True
+    """Right if the answer lists exactly the people the text names, each once, and names no other person of the
+    world anywhere. A list is a sentence after a lead ("The people mentioned are", "The names are", "Names:",
+    "这段话中提到的人是", "文中提到的人名有："), a bare list ("Emma, Li Wei", "Emma and Li Wei are mentioned."), or
+    lines of names, bulleted or not ("- Emma\n- Li Wei"); every list the answer gives must be right. An extra word
+    ("Emma", "Gomania玛", "Paris") or a name listed twice makes it wrong, and so does a name outside the list ("Zhang
+    Min\nEmma" when only Zhang Min is mentioned); a made-up name in a sentence that lists nothing goes unseen."""
+    gold = rec["answer"]
+    allowed = {name for person in PEOPLE if set(person) & set(gold) for name in person}  # in either language
+    if any(_names(name, response) for name in _PEOPLE_NAMES - allowed):
+        return False
+    lists = _name_lists(response)
+    return bool(lists) and all(len(items) == len(set(items)) and sorted(items) == gold for items in lists)
 
 
 # Graded on the world's table and on shuffled copies of it (test-suite accuracy, Zhong et al. 2020): a query that
@@ -489,15 +582,15 @@ def _statement_end(sql: str) -> int | None:
 
 
 _SQL_LOCK = threading.Lock()  # the authorizer belongs to the shared connection: one query at a time
-_READ_ONLY = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+_READ_ONLY = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 
 
 def run_sql(w: World, sql: str, variant: int = 0) -> list | None:
-    """Rows of a single SELECT that reads the countries table (order ignored); None for anything else: invalid
-    SQL, a second statement, a query that reads no table (`SELECT 'France'`), or any action but reading.
-    `variant` > 0 runs it on a shuffled copy of the table (`_table`)."""
+    """Rows of a single SELECT, or WITH ... SELECT, that reads the countries table (order ignored); None for anything
+    else: invalid SQL, a second statement, a query that reads no table (`SELECT 'France'`, a common table expression
+    named countries), or any action but reading. `variant` > 0 runs it on a shuffled copy of the table (`_table`)."""
     end = _statement_end(sql)
-    if not sql.lstrip().upper().startswith("SELECT") or (end is not None and sql[end:].strip()):
+    if not sql.lstrip().upper().startswith(("SELECT", "WITH")) or (end is not None and sql[end:].strip()):
         return None
     tables = set()
 
@@ -535,16 +628,32 @@ _STATEMENTS = ("SELECT|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAG
 _ANOTHER_STATEMENT = re.compile(rf";[ \t]*(?i:{_STATEMENTS})\b|^[ \t]*(?:{_STATEMENTS})\b", re.MULTILINE)
 
 
+# Common table expressions before the query's SELECT: "WITH asia AS (SELECT ...) SELECT name FROM asia"
+_CTE = re.compile(r"\bWITH\s+(?:RECURSIVE\s+)?\w+\s*(?:\([^()]*\)\s*)?AS\s*"  # WITH name [(columns)] AS
+                  r"(?:(?:NOT\s+)?MATERIALIZED\s*)?\(\s*SELECT\b", re.IGNORECASE)
+
+
+def _goes_on(sql: str, line: str) -> bool:
+    """Whether `line` continues the query `sql` (`_SQL_LINE`). In a WITH query, so does the main SELECT and any line
+    inside an open parenthesis or after a comma (the next table expression: "),\neurope AS (")."""
+    if _SQL_LINE.match(line):
+        return True
+    with_query = sql.lstrip()[:4].upper() == "WITH"
+    return with_query and bool(re.match(r"\s*SELECT\b", line, re.IGNORECASE) or sql.count("(") > sql.count(")")
+                               or sql.rstrip().endswith(","))
+
+
 def sql_statement(response: str) -> str | None:
-    """The query in a response: from its SELECT to the ";" that ends it, or else to the last SQL line before
-    prose ("SELECT ... = 'Paris'\nThis returns France." ends before "This"). None when there is no query or a
-    second statement follows it ("...; DROP TABLE countries;")."""
+    """The query in a response: from its SELECT, or the WITH before it, to the ";" that ends it, or else to the last
+    SQL line before prose ("SELECT ... = 'Paris'\nThis returns France." ends before "This"). None when there is no
+    query or a second statement follows it ("...; DROP TABLE countries;")."""
     m = re.search(r"\bSELECT\b", response) or re.search(r"\bSELECT\b", response, flags=re.IGNORECASE)
     if not m:
         return None
-    text, sql = response[m.start():], ""
+    cte = _CTE.search(response)
+    text, sql = response[cte.start() if cte and cte.start() < m.start() else m.start():], ""
     for line in text.split("\n"):
-        if sql and not _SQL_LINE.match(line):
+        if sql and not _goes_on(sql, line):
             break
         sql += ("\n" if sql else "") + line
         if (end := _statement_end(sql)) is not None:

@@ -196,6 +196,37 @@ def test_cluster_generated_record_swapped_is_wrong(world):
     assert not T.check(world, rec, swapped)
 
 
+CLUSTER = {"task": "cluster", "lang": "en", "answer": {"fruits": ["apple", "pear"], "vegetables": ["leek"]}}
+
+
+@pytest.mark.parametrize("response", [
+    "Fruits: pear, apple; Vegetables: leek",                   # both groups on one line
+    "Fruits: pear, apple. Vegetables: leek.",
+    "**Fruits**: pear, apple\n**Vegetables**: leek",           # markdown bold, the colon outside ...
+    "**Fruits:** pear, apple\n**Vegetables:** leek",           # ... or inside
+    "- Fruits: pear, apple\n- Vegetables: leek",
+    "### Fruits\n- pear\n- apple\n\n### Vegetables\n- leek",   # headings over bulleted items
+    "Sure! Here are the groups.\n\nFruits:\n1. pear\n2. apple\n\nVegetables:\n1. leek\n\nI hope this helps!",
+    "Fruit: pear and apple\nVegetable: leek",                    # singular
+    "fruits: pear, and apple\nvegetables: leek",
+])
+def test_cluster_accepts_one_line_and_markdown_answers(world, response):
+    assert T.check(world, CLUSTER, response)
+
+
+@pytest.mark.parametrize("response", [
+    "Fruits: pear; Vegetables: apple, leek",                   # the same layouts with a fruit among the vegetables
+    "**Fruits**: pear\n**Vegetables**: apple, leek",
+    "### Fruits\n- pear\n\n### Vegetables\n- leek\n- apple",
+    "Fruits: pear, apple, leek; Vegetables: leek",
+    "**Fruits**: pear, apple",                                  # a group missing
+    "### Fruits\n### Vegetables\n- leek",                     # a heading over nothing
+    "Fruits: pear, apple; Vegetables: leek\n**Fruits**: pear",  # the fruits listed twice, differently
+])
+def test_cluster_one_line_and_markdown_answers_must_be_right(world, response):
+    assert not T.check(world, CLUSTER, response)
+
+
 # ------------------------------------------------------------------ extract
 
 def test_extract(world):
@@ -223,6 +254,76 @@ def test_extract_wants_the_list_and_only_the_list(world, response, right):
     zh = {"task": "extract", "lang": "zh", "answer": ["弗兰克", "鲍勃"]}
     assert not T.check(world, zh, "弗兰克、鲍勃、 Emma")  # a name from the other language is an extra name
     assert T.check(world, zh, "我仔细读了这段话，找到了所有的人名。这段话中提到的人是弗兰克、鲍勃。希望对你有帮助。")
+
+
+EMMA_LI = {"task": "extract", "lang": "en", "answer": ["Emma", "Li Wei"]}
+ZHANG_MIN = {"task": "extract", "lang": "en", "answer": ["Zhang Min"]}
+
+
+@pytest.mark.parametrize("response", [
+    "Zhang Min\nEmma",                            # a person of the world on the next line ...
+    "Zhang Min\nJohn",                            # ... or any name-like line that goes on the list
+    "- Zhang Min\n- Emma",
+    "The people mentioned are Zhang Min. Emma is mentioned too.",  # ... or in the next sentence
+    "Zhang Min. I hope this helps, Emma.",
+])
+def test_extract_reads_names_after_the_first_line_or_sentence(world, response):
+    assert not T.check(world, ZHANG_MIN, response)
+
+
+@pytest.mark.parametrize("response", ["Zhang Min", "Zhang Min\nI hope this helps.", "Zhang Min. I hope this helps.",
+                                      "The people mentioned are Zhang Min.\n\nLet me know if you need anything else."])
+def test_extract_prose_after_the_list_is_no_name(world, response):
+    assert T.check(world, ZHANG_MIN, response)
+
+
+@pytest.mark.parametrize("response", [
+    "The names are Emma and Li Wei.",
+    "The people mentioned in the text are Emma and Li Wei.",
+    "The two people mentioned in the text are Emma, and Li Wei.",
+    "The text mentions two people: Emma and Li Wei.",
+    "The text mentions Emma and Li Wei.",
+    "Names: Emma, Li Wei",
+    "Emma and Li Wei are mentioned in the text.",
+    "Sure. Emma and Li Wei.",
+    "**Emma** and **Li Wei**",
+    "Emma\nLi Wei",
+    "The names mentioned are:\n- Emma\n- Li Wei",
+    "Sure! Here are the names:\n\n1. Emma\n2. Li Wei\n\nI hope this helps!",
+])
+def test_extract_accepts_natural_phrasings(world, response):
+    assert T.check(world, EMMA_LI, response)
+
+
+@pytest.mark.parametrize("response", [
+    "The names are Emma.",                           # one missing
+    "The names are Emma, Li Wei and Bob.",           # one extra, a person of the world ...
+    "The names are Emma, Li Wei, and Paris.",        # ... or something else
+    "The names mentioned are:\n- Emma\n- Li Wei\n- Gomania",
+    "Emma and Emma are mentioned in the text.",
+    "The names are Emma and Li Wei. The names are Emma.",  # two lists that disagree
+    "Emma, Li Wei\nThe names are Li Wei.",
+])
+def test_extract_natural_phrasings_must_name_exactly_the_people(world, response):
+    assert not T.check(world, EMMA_LI, response)
+
+
+@pytest.mark.parametrize("response, right", [
+    ("文中提到的人名有：张敏和艾玛。", True), ("人名：张敏、艾玛", True), ("文中提到了张敏和艾玛。", True),
+    ("张敏\n艾玛", True), ("- 张敏\n- 艾玛", True),
+    ("文中提到的人名有：张敏。", False), ("张敏\n艾玛\n李伟", False), ("张敏、艾玛。\n还有李伟。", False),
+])
+def test_extract_natural_phrasings_zh(world, response, right):
+    assert T.check(world, {"task": "extract", "lang": "zh", "answer": ["张敏", "艾玛"]}, response) is right
+
+
+@pytest.mark.parametrize("answer, response", [(["弗兰克", "赵磊"], "中提到的人是弗兰克、赵磊。"),
+                                              (["Henry"], " Latestan? Henry")])
+def test_extract_samples_of_the_course_stay_wrong(world, answer, response):
+    """Two of the reward stage's samples on tiny, graded wrong from the start: a fragment of the course's lead is no
+    lead, and a list does not begin after a "?". Grading them right would change every later number of the course."""
+    assert not T.check(world, {"task": "extract", "lang": "zh" if answer[0] == "弗兰克" else "en", "answer": answer},
+                       response)
 
 
 # ------------------------------------------------------------------ nl2sql, graded by execution
@@ -253,6 +354,34 @@ def test_nl2sql_multiline_query_accepted(world):
 ])
 def test_nl2sql_wrong_rejected(world, response):
     assert not T.check(world, ASIA, response)
+
+
+@pytest.mark.parametrize("response", [
+    "WITH asia AS (SELECT name FROM countries WHERE continent = 'Asia') SELECT name FROM asia;",
+    "with asia as (select * from countries where continent = 'Asia')\nselect name from asia\nThis lists them.",
+    "```sql\nWITH asia AS (\n  SELECT name, continent\n  FROM countries\n  WHERE continent = 'Asia'\n)\n"
+    "SELECT name\nFROM asia;\n```",
+    "Here is a query with a CTE:\nWITH everything AS (\nSELECT * FROM countries\n),\nasia AS (\n"
+    "SELECT * FROM everything WHERE continent = 'Asia'\n)\nSELECT name FROM asia;",
+    "WITH RECURSIVE one(n) AS (SELECT 1) SELECT name FROM countries, one WHERE continent = 'Asia';",
+])
+def test_nl2sql_with_clause_accepted(world, response):
+    """A common table expression is a query like any other: graded by its rows."""
+    assert T.check(world, ASIA, response)
+
+
+@pytest.mark.parametrize("response", [
+    "WITH europe AS (SELECT name FROM countries WHERE continent = 'Europe') SELECT name FROM europe;",  # other rows
+    "WITH countries AS (SELECT 'Japan' AS name) SELECT name FROM countries;",   # reads no table, only its own
+    "WITH asia AS (SELECT name FROM countries WHERE continent = 'Asia') SELECT name FROM asia; DROP TABLE countries;",
+    "WITH asia AS (SELECT name FROM countries WHERE continent = 'Asia') DELETE FROM countries;",
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT name FROM countries, n "
+    "WHERE continent = 'Asia';",                                                # never ends: stopped
+])
+def test_nl2sql_with_clause_wrong_rejected(world, response):
+    before = n_rows(world)
+    assert not T.check(world, ASIA, response)
+    assert n_rows(world) == before
 
 
 PARIS = {"task": "nl2sql", "lang": "en", "answer": "SELECT name FROM countries WHERE capital = 'Paris';"}
@@ -428,7 +557,8 @@ def test_validation_records_are_apart_from_the_evaluation_prompts(world):
 
 
 def test_a_world_too_small_for_the_validation_prompts_is_one_clear_error(world):
-    with pytest.raises(LabError, match=r"too few arithmetic prompts in zh .* Fix: lower --n_validation_per_task \(or --n_per_task\)"):
+    with pytest.raises(LabError, match=r"too few arithmetic prompts in zh .* "
+                                       r"Fix: lower --n_validation_per_task \(or --n_per_task\)"):
         T.validation_records(world, n_per_task=400)
 
 
