@@ -426,27 +426,36 @@ def _split_items(text: str) -> list[str]:
     return [x.strip(" .。;；") for x in parts if x.strip(" .。;；")]
 
 
-def _bulleted(lines: list[str]) -> list[str]:
-    """The items of the bulleted lines that open `lines` (blank lines between them allowed)."""
-    items = []
+def _items_below(lines: list[str]) -> list[str]:
+    """The items listed on the lines under a head that ends its line: its bulleted or numbered lines (blank lines
+    between them allowed), or, without bullets, the lines up to the first blank one ("Fruits:\napple\npear")."""
+    items, bulleted = [], None
     for line in lines:
-        if bullet := _BULLET.match(line):
+        bullet = _BULLET.match(line)
+        if bulleted is None and line.strip():
+            bulleted = bool(bullet)
+        if bulleted and bullet:
             items += _split_items(line[bullet.end():])
-        elif line.strip():
+        elif bulleted is False and line.strip():
+            items += _split_items(line)
+        elif line.strip() or (bulleted is False and items):
             break
     return items
 
 
 _GROUP_NAMES = r"(?i:fruits?|vegetables?)|水果|蔬菜"
-# A group's head: its name and a colon ("Fruits:", "**Fruit**:", "水果："), or its name alone on a line ("### Fruits")
-_GROUP_HEAD = re.compile(rf"(?P<name>{_GROUP_NAMES})[ \t]*[:：]|^[ \t#•*-]*(?P<alone>{_GROUP_NAMES})[ \t]*$",
-                         re.MULTILINE)
+# A group's head, at a line's start (after a bullet, a number or "#"s) or after a separator (one-line answers): its
+# name and a colon ("Fruits:", "- **Fruit**:", "; Vegetables:", "水果："), or its name alone on a line ("### Fruits").
+# Not inside a sentence: "Here are the fruits and vegetables:" opens no group.
+_HEAD_START = r"(?:^|(?<=[;；.。,，]))[ \t#•*-]*(?:\d+[.)][ \t]*)?"
+_GROUP_HEAD = re.compile(rf"{_HEAD_START}(?P<name>{_GROUP_NAMES})[ \t]*[:：]|"
+                         rf"^[ \t#•*-]*(?:\d+[.)][ \t]*)?(?P<alone>{_GROUP_NAMES})[ \t]*$", re.MULTILINE)
 
 
 def _groups(response: str) -> list[tuple[str, list[str]]]:
     """Every labelled group of a clustering answer, in order, as ("fruits" or "vegetables", its items). A group's
     items run from its head to the end of its line or to the next head ("Fruits: pear; Vegetables: leek"); under a
-    head that ends its line, they are the bulleted lines that follow ("Fruits:\n- pear\n- apple")."""
+    head that ends its line, they are the lines that follow (`_items_below`: "Fruits:\n- pear\n- apple")."""
     text = _MARKUP.sub("", response)
     heads = list(_GROUP_HEAD.finditer(text))
     groups = []
@@ -454,19 +463,20 @@ def _groups(response: str) -> list[tuple[str, list[str]]]:
         line, *below = text[head.end():end].split("\n")
         name = (head["name"] or head["alone"]).lower()
         key = "fruits" if name.startswith(("fruit", "水果")) else "vegetables"
-        groups.append((key, _split_items(line) if line.strip() else _bulleted(below)))
+        groups.append((key, _split_items(line) if line.strip() else _items_below(below)))
     return groups
 
 
 def check_cluster(rec: dict, response: str) -> bool:
     """Right if the answer labels both groups and every labelled group lists exactly the gold items, in any order:
     "Fruits: pear, apple\nVegetables: leek", on one line ("Fruits: pear, apple; Vegetables: leek"), in markdown
-    ("**Fruits**: ...", "- Fruits: ...", a "### Fruits" heading over bulleted items), in any case, singular or
-    plural, 水果/蔬菜 with either colon. An answer that lists a group twice, differently, contradicts itself."""
+    ("**Fruits**: ...", "- Fruits: ...", a "### Fruits" heading over bulleted items), heads and items in any case,
+    singular or plural, 水果/蔬菜 with either colon. An answer that lists a group twice, differently, contradicts
+    itself."""
     groups = _groups(response)
     for key in ("fruits", "vegetables"):
         lists = [items for k, items in groups if k == key]
-        if not lists or any(sorted(items) != rec["answer"][key] for items in lists):
+        if not lists or any(sorted(x.lower() for x in items) != rec["answer"][key] for items in lists):
             return False
     return True
 
@@ -476,12 +486,13 @@ _PEOPLE_NAMES = {name for person in PEOPLE for name in person}
 _NAME_LIKE = re.compile(r"[A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}|[\u4e00-\u9fff·]{2,4}")
 # What may open a sentence that lists the names: a phrase about the people or names ending in "are", "is", "include"
 # or a colon ("The people mentioned are", "The names in the text are:", "Names:"), or "... mentions"; in Chinese
-# "这段话中提到的人是", "文中提到的人名有：", "人名：". Not a fragment such as "中提到的人是" (one of the reward
+# "这段话中提到的人是", "文中提到的人名有：", "这段话里提到了两个人：", "人名：". Not a fragment such as "中提到的人是" (one of the reward
 # stage's samples on tiny, graded wrong: a new lead must not turn it right).
 _EXTRACT_LEAD = re.compile(
     r"[^\n]*\b(?:people|persons?|names?|individuals)\b[^\n]*(?:\b(?:are|is|include|includes)\b|:)\s*"
     r"|[^\n]*\bmentions\s+"
-    r"|[^\n]*?(?:(?:这段话|这段文字|这句话|文中|文本中|原文|文章)中?提到(?:了|的(?:人名|人物|人)(?:有|是|为|包括)?)"
+    r"|[^\n]*?(?:(?:这段话|这段文字|这句话|文中|文本中|原文|文章)[中里]?提到"
+    r"(?:了(?:[一二两三四五六七八九十几\d]+(?:个人|位|人))?|的(?:人名|人物|人)(?:有|是|为|包括)?)"
     r"|人名(?:有|是|为|包括|[:：]))[:：]?\s*", re.IGNORECASE)
 # What may close it: "Emma and Li Wei are mentioned in the text.", "张敏和艾玛被提到了。"
 _EXTRACT_TRAILER = re.compile(r"\s+(?:are|were)\s+(?:the\s+(?:people|names|ones)\s+)?mentioned\b.*|被提到了?$")
@@ -496,30 +507,41 @@ def _bare_list(items: list[str]) -> bool:
 
 
 def _listed(sentence: str) -> list[str] | None:
-    """The names a sentence lists, or None when it lists none: the items after a lead (`_EXTRACT_LEAD`), or a bare
-    list (`_bare_list`); a closing "are mentioned ..." is no item."""
+    """The names a sentence lists, or None when it lists none: the items after a lead (`_EXTRACT_LEAD`) if one of them
+    may be a name ("No other names are mentioned.", "Both people are friends." list none), or a bare list
+    (`_bare_list`); a closing "are mentioned ..." is no item."""
     lead = _EXTRACT_LEAD.match(sentence)
     items = _split_items(_EXTRACT_TRAILER.sub("", sentence[lead.end():] if lead else sentence))
-    return items if items and (lead or _bare_list(items)) else None
+    if lead:
+        return items if any(_NAME_LIKE.fullmatch(x) for x in items) else None
+    return items if _bare_list(items) else None
 
 
 def _name_lists(response: str) -> list[list[str]]:
-    """Every list of names in an extraction answer, as its items: each sentence that lists names (`_listed`); a run
-    of lines that are nothing but a list (bulleted items, or bare names: "Emma\nLi Wei", "Zhang Min\nJohn") is one
-    list."""
-    lists, run = [], False  # run: the line before was a whole list, which this line goes on
+    """Every list of names in an extraction answer, as its items: each sentence that lists names (`_listed`), bulleted
+    or not; a run of lines that are nothing but names ("- Emma\n- Li Wei", "Emma\nLi Wei", "Zhang Min\nJohn") is one
+    list. After a blank line only a bullet or a person of the world goes on with it ("Emma\nLi Wei\n\nDone." lists
+    two names)."""
+    lists, run, gap = [], False, False  # run: the last line was a whole list; gap: a blank line came since
     for line in _MARKUP.sub("", response).split("\n"):
         bullet = _BULLET.match(line)
-        items = _split_items(_EXTRACT_TRAILER.sub("", line[bullet.end():] if bullet else line))
-        if bullet or _bare_list(items) or (run and all(_NAME_LIKE.fullmatch(x) for x in items)):  # "Zhang Min\nJohn"
+        body = line[bullet.end():] if bullet else line
+        if not body.strip():
+            gap = True
+            continue
+        items = _split_items(_EXTRACT_TRAILER.sub("", body))
+        names_only = not _EXTRACT_LEAD.match(body) and all(_NAME_LIKE.fullmatch(x) for x in items)
+        goes_on = run and names_only and (bool(bullet) or not gap)  # "Zhang Min\nJohn": John is listed too
+        if goes_on or (names_only and _bare_list(items)):
             if run:
                 lists[-1] += items
             else:
                 lists.append(items)
             run = True
         else:
-            lists += [x for sentence in _SENTENCE_END.split(line) if (x := _listed(sentence))]
+            lists += [x for sentence in _SENTENCE_END.split(body) if (x := _listed(sentence))]
             run = False
+        gap = False
     return lists
 
 

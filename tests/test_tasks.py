@@ -209,6 +209,12 @@ CLUSTER = {"task": "cluster", "lang": "en", "answer": {"fruits": ["apple", "pear
     "Sure! Here are the groups.\n\nFruits:\n1. pear\n2. apple\n\nVegetables:\n1. leek\n\nI hope this helps!",
     "Fruit: pear and apple\nVegetable: leek",                    # singular
     "fruits: pear, and apple\nvegetables: leek",
+    # found in review: capitalised items, an opening line that names both groups, items one per line, numbered heads
+    "### Fruits\n- Apple\n- Pear\n\n### Vegetables\n- Leek",
+    "Fruits: Apple, Pear\nVegetables: Leek",
+    "Sure! Here are the fruits and vegetables:\nFruits: apple, pear\nVegetables: leek",
+    "Fruits:\napple\npear\n\nVegetables:\nleek",
+    "1. Fruits\n   - apple\n   - pear\n2. Vegetables\n   - leek",
 ])
 def test_cluster_accepts_one_line_and_markdown_answers(world, response):
     assert T.check(world, CLUSTER, response)
@@ -222,6 +228,7 @@ def test_cluster_accepts_one_line_and_markdown_answers(world, response):
     "**Fruits**: pear, apple",                                  # a group missing
     "### Fruits\n### Vegetables\n- leek",                     # a heading over nothing
     "Fruits: pear, apple; Vegetables: leek\n**Fruits**: pear",  # the fruits listed twice, differently
+    "Fruits:\napple\npear\nVegetables:\nleek\nHope this helps",  # unbulleted items run to a blank line
 ])
 def test_cluster_one_line_and_markdown_answers_must_be_right(world, response):
     assert not T.check(world, CLUSTER, response)
@@ -290,6 +297,15 @@ def test_extract_prose_after_the_list_is_no_name(world, response):
     "Emma\nLi Wei",
     "The names mentioned are:\n- Emma\n- Li Wei",
     "Sure! Here are the names:\n\n1. Emma\n2. Li Wei\n\nI hope this helps!",
+    # found in review: a sentence after the list that opens like a lead but lists no name, a lead behind a bullet,
+    # numbered steps before the answer, prose after a blank line
+    "The people mentioned are Emma and Li Wei. No other names are mentioned.",
+    "The people mentioned are Emma and Li Wei. Both people are friends.",
+    "- The people mentioned are Emma and Li Wei.",
+    "* Names: Emma, Li Wei",
+    "1. Read the text.\n2. Find every name.\nThe people mentioned are Emma, Li Wei.",
+    "Emma\nLi Wei\n\nDone.",
+    "- Emma\n\n- Li Wei",
 ])
 def test_extract_accepts_natural_phrasings(world, response):
     assert T.check(world, EMMA_LI, response)
@@ -310,7 +326,8 @@ def test_extract_natural_phrasings_must_name_exactly_the_people(world, response)
 
 @pytest.mark.parametrize("response, right", [
     ("文中提到的人名有：张敏和艾玛。", True), ("人名：张敏、艾玛", True), ("文中提到了张敏和艾玛。", True),
-    ("张敏\n艾玛", True), ("- 张敏\n- 艾玛", True),
+    ("张敏\n艾玛", True), ("- 张敏\n- 艾玛", True), ("这段话里提到的人是张敏和艾玛。", True),
+    ("这段话中提到了两个人：张敏和艾玛。", True),
     ("文中提到的人名有：张敏。", False), ("张敏\n艾玛\n李伟", False), ("张敏、艾玛。\n还有李伟。", False),
 ])
 def test_extract_natural_phrasings_zh(world, response, right):
@@ -320,8 +337,10 @@ def test_extract_natural_phrasings_zh(world, response, right):
 @pytest.mark.parametrize("answer, response", [(["弗兰克", "赵磊"], "中提到的人是弗兰克、赵磊。"),
                                               (["Henry"], " Latestan? Henry")])
 def test_extract_samples_of_the_course_stay_wrong(world, answer, response):
-    """Two of the reward stage's samples on tiny, graded wrong from the start: a fragment of the course's lead is no
-    lead, and a list does not begin after a "?". Grading them right would change every later number of the course."""
+    """Two of the reward stage's samples on tiny, graded wrong from the start, and kept so: broken text, whose first
+    sentence is a fragment of the course's lead ("中提到的人是", the speaker cut off) or a made-up word before a "?".
+    That the names after it are right does not make it an answer; grading them right would also change every later
+    number of the course."""
     assert not T.check(world, {"task": "extract", "lang": "zh" if answer[0] == "弗兰克" else "en", "answer": answer},
                        response)
 
