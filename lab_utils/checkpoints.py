@@ -133,8 +133,8 @@ class DamagedFile(LabError, ValueError):
     ValueError: readers that skip files which are not the lab's (`runs._readable`) keep skipping it."""
 
 
-_DAMAGED_FIX = ("the lab writes it whole, so it was changed since: restore it, or delete the folder it is in and run "
-                "the stage that writes it again")
+_DAMAGED_FIX = ("the lab writes it whole, so it was changed since: restore it, or delete this file (what it belonged "
+                "to then counts as unfinished) and run the command that writes it again")
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -20,7 +20,7 @@ def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch
     probes = fact_prompts(world)
     outs = generate(model, tokenizer, [p["prompt"] for p in probes], max_new_tokens=max_new_tokens,
                     batch_size=batch_size)
-    ok = [_names(o.strip(), p["answer"]) for p, o in zip(probes, outs)]
+    ok = [_opens_with_name(o.strip(), p["answer"]) for p, o in zip(probes, outs)]
     by_lang = {lang: _mean([k for k, p in zip(ok, probes) if p["lang"] == lang]) for lang in ("en", "zh")}
     rows = [{"prompt": p["prompt"], "completion": o, "correct": k, "lang": p["lang"]}
             for p, o, k in zip(probes, outs, ok)]
@@ -29,7 +29,7 @@ def fact_accuracy(model, tokenizer, world: World, max_new_tokens: int = 8, batch
             "samples": [{k: r[k] for k in ("prompt", "completion", "correct")} for r in samples]}
 
 
-def _names(completion: str, name: str) -> bool:
+def _opens_with_name(completion: str, name: str) -> bool:
     """`completion` opens with the word `name`: what follows it is no letter or digit (of any script: "洛顿市" is
     another name than "洛顿")."""
     return completion.startswith(name) and not completion[len(name):len(name) + 1].isalnum()
@@ -54,8 +54,15 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     of X is Y." to a clustering question), overall and per task: what a policy that exploits its reward model writes,
     which the grader only counts as wrong."""
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
-    responses = [text for text, _ in outs]
-    graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses)]
+    return grade(world, records, [text for text, _ in outs], [ended for _, ended in outs], seen)
+
+
+def grade(world: World, records: list[dict], responses: list[str], ended: list[bool],
+          seen: set[tuple[str, str]] | None = None) -> dict:
+    """What `evaluate_tasks` reports of answers to `records`: also for stored answers graded again, after the graders
+    or the training stages' prompts (`seen`) changed."""
+    graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)]
+    unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & (seen or set())]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
     off_task = [(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
@@ -66,25 +73,14 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
         "heldout_entity_accuracy": _mean(heldout) if heldout else None,
         "language_match": _mean(language) if language else None,
         "n_prompts": len(records),
-        **_unseen(graded, seen or set()),
+        "n_seen_in_training": len(records) - len(unseen),
+        "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None,
         "off_task_rate": _mean(off for *_, off in off_task) if off_task else None,
         "off_task_per_task": _per_task(off_task),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],
                      "response": resp, "correct": ok} for r, resp, ok in graded[:: max(1, len(graded) // 16)]],
-        "responses": responses, "ended": [ended for _, ended in outs],  # every answer, for rewards and head-to-heads
+        "responses": responses, "ended": ended,  # every answer, for rewards and head-to-heads
     }
-
-
-def seen_in_training(world: World, records: list[dict], responses: list[str], seen: set[tuple[str, str]]) -> dict:
-    """`n_seen_in_training` and `task_accuracy_unseen` of stored answers to `records`, against today's `seen`: an
-    evaluation reused after a training stage changed its prompts (`lab reward --data`, say) counts them again."""
-    return _unseen([(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)], seen)
-
-
-def _unseen(graded: list[tuple[dict, str, bool]], seen: set[tuple[str, str]]) -> dict:
-    unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & seen]
-    return {"n_seen_in_training": len(graded) - len(unseen),
-            "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None}
 
 
 def _per_task(graded: list[tuple[dict, str, bool]]) -> dict[str, float]:

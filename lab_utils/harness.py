@@ -21,7 +21,7 @@ from . import checkpoints as ck
 from . import tasks
 from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
-from .evaluate import evaluate_tasks, seen_in_training
+from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
 from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, folder_stamp, is_done,
                    run_dir, stamp, world_records, write_report)
@@ -126,12 +126,12 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
                                 **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
     if "sft" not in results and sft is not None:  # SFT's stored answers, brought up to date where they are stale
-        counts = seen_in_training(world, records, sft["responses"], seen)  # today's training prompts
+        graded = grade(world, records, sft["responses"], sft["ended"], seen)  # today's graders and training prompts
         rescore = reward_model is not None and (sft.get("reward_finished_at") != stamp(root, "reward")
                                                 or "rewards" not in sft)  # or stored before rewards were
-        if rescore or any(sft.get(k) != v for k, v in counts.items()):
+        if rescore or any(sft.get(k) != v for k, v in graded.items()):
             # the head-to-heads below compare with these: today's reward model on both sides of the gain
-            sft = results["sft"] = sft | counts | (_scored(reward_model, prompts, sft, stamp(root, "reward"))
+            sft = results["sft"] = sft | graded | (_scored(reward_model, prompts, sft, stamp(root, "reward"))
                                                    if rescore else {})
     for label in results:
         if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i
@@ -196,7 +196,10 @@ def _same_eval(path: Path, prompts_sha: str, cfg: EvalConfig, model_stamp: str |
     """Whether a stored evaluation answered these prompts, with these settings, by the model finished now."""
     if not path.exists() or model_stamp is None:
         return False
-    old = ck.read_json(path)
+    try:
+        old = ck.read_json(path)
+    except ck.DamagedFile:  # a copy to reuse, no more: it is answered again
+        return False
     return (old.get("prompts_sha256") == prompts_sha and old.get("model_finished_at") == model_stamp
             and old.get("config", {}).get("eval_max_new_tokens") == cfg.eval_max_new_tokens and "responses" in old)
 

@@ -179,7 +179,7 @@ def test_a_damaged_json_file_is_one_error_naming_it(tmp_path, content, said):
     with pytest.raises(LabError) as info:
         ck.read_json(path)
     assert isinstance(info.value, ValueError)
-    assert str(info.value).startswith(f"{path}: {said}") and "run the stage that writes it again" in str(info.value)
+    assert str(info.value).startswith(f"{path}: {said}") and "run the command that writes it again" in str(info.value)
 
 
 def test_training_state_keeps_an_fp16_runs_loss_scale_and_loads_onto_the_cpu(tokenizer, tmp_path, monkeypatch):

@@ -187,19 +187,21 @@ def test_bad_model_choices_for_your_prompts_are_clear_errors(root, tmp_path):
         stages.run_eval("micro", root, model=str(root / "sft"), name="SFT")
 
 
-COUNTS = ("n_seen_in_training", "task_accuracy_unseen")
+COUNTS = ("n_seen_in_training", "task_accuracy_unseen", "task_accuracy")
 
 
 def test_sfts_reused_answers_follow_todays_reward_model_and_training_prompts(root, tmp_path):
     """`lab eval --model X` reuses SFT's stored answers for the head-to-head. After the reward model changed, SFT's
     answers were scored again but X's reward gain was taken against the old scores (X = a copy of SFT: its gain must
-    be 0); and after a training stage changed its prompts, SFT kept its old count of prompts seen in training."""
+    be 0); after a training stage changed its prompts, SFT kept its old count of prompts seen in training; and after
+    the graders changed, its old verdicts (here: a task accuracy no grader gives)."""
     run = tmp_path / "run"
     for folder in ("tokenizer", "base", "sft", "reward"):
         shutil.copytree(root / folder, run / folder)
     assert lab_eval(run, "--models", "sft") == 0
     stored = ck.read_json(run / "eval" / "sft.json")
     assert stored["n_seen_in_training"] > 0  # micro's SFT records hold some evaluation prompts
+    ck.write_json(run / "eval" / "sft.json", stored | {"task_accuracy": -1.0})  # as graded by other graders
 
     norm, metrics = run / "reward" / "normalization.json", run / "reward" / "metrics.json"
     ck.write_json(norm, ck.read_json(norm) | {"std": ck.read_json(norm)["std"] / 2})  # every reward doubled
@@ -219,6 +221,21 @@ def test_sfts_reused_answers_follow_todays_reward_model_and_training_prompts(roo
     assert lab_eval(run, "--models", "sft") == 0  # evaluated afresh: the same counts
     fresh = ck.read_json(run / "eval" / "sft.json")
     assert [fresh[k] for k in COUNTS] == [sft[k] for k in COUNTS] and fresh["rewards"] == sft["rewards"]
+
+
+def test_a_damaged_stored_evaluation_is_answered_again(root, tmp_path):
+    """eval/sft.json is a copy to reuse for the head-to-head: cut short, SFT answers again instead of `lab eval`
+    stopping at it."""
+    run = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, run / folder)
+    assert lab_eval(run, "--models", "sft") == 0
+    stored = ck.read_json(run / "eval" / "sft.json")
+    (run / "eval" / "sft.json").write_text('{"task_accuracy": 0.', encoding="utf-8")
+    other = tmp_path / "copy of sft"
+    shutil.copytree(run / "sft", other)
+    assert lab_eval(run, "--model", str(other)) == 0
+    assert ck.read_json(run / "eval" / "sft.json")["responses"] == stored["responses"]
 
 
 def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_path, capsys):
