@@ -46,14 +46,14 @@ def _read(path: Path) -> str:
         # (so a stray "\r" inside a line does not end it, as `read_text`'s newline translation made it)
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:  # the line too: a byte offset alone is hard to find in a large file
-        line = err.object[:err.start].count(b"\n") + 1
+        line = _line_at(err.object, err.start)
         raise LabError(f"not UTF-8 text (line {line}, byte {err.start})", path=str(path),
                        fix="save the file as UTF-8") from None
     except OSError as err:  # no permission to read it, an unreadable mount
         raise LabError(f"cannot read this file ({err.strerror})", path=str(path),
                        fix="check its permissions, or copy it somewhere readable") from None
     if "\x00" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without a byte-order mark, or binary data
-        line = text.count("\n", 0, text.index("\x00")) + 1
+        line = _line_at(text, text.index("\x00"))
         raise LabError("holds NUL characters: UTF-16 (without a byte-order mark) or binary, not UTF-8 text",
                        path=str(path), where=f"line {line}", fix="save the file as UTF-8")
     if not text.strip():
@@ -164,10 +164,16 @@ def _not_loadable(spec: str, fix: str) -> NoReturn:
 
 def text_lines(text: str) -> list[str]:
     """The lines of a text file: one document each. A line ends at "\n" (a "\r" before it goes with `.strip()`), or
-    at "\r" in a file that has no "\n" (classic Mac line ends); a "\r" inside a line of any other file is text.
-    `str.splitlines` would also split inside a line at "\r", U+2028, U+0085, a form feed and the like, cutting one
-    document into several."""
+    at "\r" in a file that has no "\n" (classic Mac line ends; so a one-line file without a final "\n" is split at
+    a stray "\r"); a "\r" inside a line of any other file is text. `str.splitlines` would also split inside a line
+    at "\r", U+2028, U+0085, a form feed and the like, cutting one document into several."""
     return text.split("\n" if "\n" in text else "\r")
+
+
+def _line_at(text: str | bytes, index: int) -> int:
+    """The line (from 1) that `text[index]` is on, lines ended as `text_lines` ends them."""
+    nl, cr = ("\n", "\r") if isinstance(text, str) else (b"\n", b"\r")
+    return text.count(nl if nl in text else cr, 0, index) + 1
 
 
 def load_texts(spec: str, split: str = "train") -> list[str]:
@@ -342,7 +348,7 @@ def alpaca_context(rec: dict, instruction: str, spec: str | None, where: str | N
     (`render_prompt`): the system message as a paragraph first, the turns as a Human/Assistant transcript ending
     with this instruction. Without them the instruction is returned as it is."""
     context = rec.get("context")  # Dolly's name for Alpaca's input: read by no stage, it would vanish unnoticed
-    if context is not None and (not isinstance(context, str) or context.strip()):
+    if context and (not isinstance(context, str) or context.strip()):  # as preferences.PROMPT_LIKE's fields
         raise LabError("field 'context' is not an Alpaca field, and its text would be dropped", path=spec,
                        where=where, fix="move its text into 'input', Alpaca's field for the text the instruction "
                                         "works on (Dolly's 'context')")

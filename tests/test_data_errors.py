@@ -157,6 +157,14 @@ def test_a_stray_carriage_return_is_text_unless_it_is_the_files_line_end(tmp_pat
     assert [r["text"] for r in read_jsonl(mac)] == ["a", "b"]
 
 
+def test_an_error_in_a_file_with_classic_mac_line_ends_names_its_line(tmp_path):
+    """Lines end at "\r" in a file without "\n": an error names the line there too, not line 1."""
+    with pytest.raises(LabError, match="line 3"):
+        load_texts(str(write(tmp_path / "mac.txt", b"one\rtwo\rth\xffree\r")))
+    with pytest.raises(LabError, match="line 2"):
+        load_texts(str(write(tmp_path / "nul.txt", "one\rtw\x00o\r")))
+
+
 def test_files_joined_with_their_byte_order_marks_load(tmp_path):
     """`cat a.jsonl b.jsonl` where b starts with a BOM: line 2 began with U+FEFF, and JSON said "Unexpected UTF-8 BOM
     (decode using utf-8-sig)" under a fix to correct the syntax; in a text file the BOM stayed in the document."""
