@@ -306,10 +306,10 @@ def _turn(msg, field: str, at: Where) -> tuple[str, str]:
         said = (repr(value) if isinstance(value, str) else "missing" if key not in msg else
                 "null" if value is None else f"of type {type(value).__name__}, not a string")
         _fail(at, f"field '{field}.{key}' is {said}", f"give each message a role, one of {sorted(ROLES)}")
-    content = msg.get(text_key)
+    content, where = msg.get(text_key), f"{field}.{text_key}"
     if isinstance(content, list):  # content blocks [{"type": "text", "text": ...}], as chat APIs and templates use
-        return role, _text(_blocks_text(content, f"{field}.{text_key}", at), f"{field}.{text_key}", at)
-    return role, _text(content, f"{field}.{text_key}", at)
+        content = _blocks_text(content, where, at)
+    return role, _text(content, where, at)
 
 
 def _blocks_text(blocks: list, field: str, at: Where) -> str:

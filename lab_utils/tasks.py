@@ -447,9 +447,9 @@ _GROUP_NAMES = r"(?i:fruits?|vegetables?)|水果|蔬菜"
 # A group's head, at a line's start (after a bullet, a number or "#"s) or after a separator (one-line answers): its
 # name and a colon ("Fruits:", "- **Fruit**:", "; Vegetables:", "水果："), or its name alone on a line ("### Fruits").
 # Not inside a sentence: "Here are the fruits and vegetables:" opens no group.
-_HEAD_START = r"(?:^|(?<=[;；.。,，]))[ \t#•*-]*(?:\d+[.)][ \t]*)?"
-_GROUP_HEAD = re.compile(rf"{_HEAD_START}(?P<name>{_GROUP_NAMES})[ \t]*[:：]|"
-                         rf"^[ \t#•*-]*(?:\d+[.)][ \t]*)?(?P<alone>{_GROUP_NAMES})[ \t]*$", re.MULTILINE)
+_HEAD_MARKS = r"[ \t#•*-]*(?:\d+[.)][ \t]*)?"  # bullets, "#"s or a number before a head
+_GROUP_HEAD = re.compile(rf"(?:^|(?<=[;；.。,，])){_HEAD_MARKS}(?P<name>{_GROUP_NAMES})[ \t]*[:：]|"
+                         rf"^{_HEAD_MARKS}(?P<alone>{_GROUP_NAMES})[ \t]*$", re.MULTILINE)
 
 
 def _groups(response: str) -> list[tuple[str, list[str]]]:
