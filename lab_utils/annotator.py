@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from . import tasks
+from . import graders, tasks
 from .world import World, is_chinese
 
 RUBRIC = """\
@@ -90,14 +90,14 @@ def is_degenerate(text: str, min_chars: int = 2, max_n: int = 10) -> bool:
 def _correct(w: World, rec: dict | None, response: str) -> bool | None:
     if rec is None or rec.get("task") not in tasks.TASKS:
         return None  # free-form prompt (arena, user data): nothing to grade against
-    return tasks.check(w, rec, response)
+    return graders.check(w, rec, response)
 
 
 def _language(rec: dict | None, response: str) -> bool | None:
     if rec is None:
         return None
     lang = rec.get("lang") or ("zh" if is_chinese(rec.get("instruction", "")) else "en")
-    return tasks.language_matches({"task": rec.get("task"), "lang": lang}, response)
+    return graders.language_matches({"task": rec.get("task"), "lang": lang}, response)
 
 
 # ------------------------------------------------------------------ judge, score, rate, compare

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from . import graders
 from . import tasks as T
 from .generation import alpaca_prompts, generate, generate_ended
 from .world import World, fact_prompts
@@ -50,7 +51,7 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     sums were drilled with their operands swapped: they are counted (`n_seen_in_training`), and
     `task_accuracy_unseen` is the same mean over tasks on the others.
 
-    `off_task_rate`: the share of answers in the shape of another task's answer (`tasks.off_task`, e.g. "The capital
+    `off_task_rate`: the share of answers in the shape of another task's answer (`graders.off_task`, e.g. "The capital
     of X is Y." to a clustering question), overall and per task: what a policy that exploits its reward model writes,
     which the grader only counts as wrong."""
     outs = generate_ended(model, tokenizer, alpaca_prompts(records), max_new_tokens, batch_size=batch_size)
@@ -61,12 +62,12 @@ def grade(world: World, records: list[dict], responses: list[str], ended: list[b
           seen: set[tuple[str, str]] | None = None) -> dict:
     """What `evaluate_tasks` reports of answers to `records`: also for stored answers graded again, after the graders
     or the training stages' prompts (`seen`) changed."""
-    graded = [(r, resp, T.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)]
+    graded = [(r, resp, graders.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)]
     unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & (seen or set())]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
-    off_task = [(r, resp, T.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
-    language = [bool(resp.strip()) and T.language_matches(r, resp) for r, resp, _ in graded if r["task"] != "nl2sql"]
+    off_task = [(r, resp, graders.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
+    language = [bool(resp.strip()) and graders.language_matches(r, resp) for r, resp, _ in graded if r["task"] != "nl2sql"]
     return {
         "task_accuracy": _mean(per_task.values()) if per_task else None,
         "per_task": per_task,

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from . import checkpoints as ck
-from . import tasks
+from . import graders, tasks
 from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
 from .evaluate import evaluate_tasks, grade
@@ -216,9 +216,9 @@ def _scored(reward_model, prompts: list[str], res: dict, reward_stamp: str | Non
 
 def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
     """RLHF's mean-reward gain over SFT on all prompts, and on the prompts where neither answer is off-task
-    (`tasks.off_task`): the part of the gain that does not come from answering another task's question."""
+    (`graders.off_task`): the part of the gain that does not come from answering another task's question."""
     pairs = list(zip(records, rlhf["responses"], sft["responses"], rlhf["rewards"], sft["rewards"], strict=True))
-    kept = [(a, b) for rec, ra, rb, a, b in pairs if not tasks.off_task(rec, ra) and not tasks.off_task(rec, rb)]
+    kept = [(a, b) for rec, ra, rb, a, b in pairs if not graders.off_task(rec, ra) and not graders.off_task(rec, rb)]
     gain = lambda xs: round(sum(a - b for a, b in xs) / len(xs), 4) if xs else None  # noqa: E731
     return {"reward_gain_vs_sft": gain([(a, b) for *_, a, b in pairs]), "reward_gain_vs_sft_on_task": gain(kept),
             "n_off_task_pairs": len(pairs) - len(kept)}

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from lab_utils import annotator as A
+from lab_utils import graders as G
 from lab_utils import tasks as T
 
 
@@ -116,7 +117,7 @@ def test_an_answer_to_another_task_and_a_wrong_attempt_are_both_bad(micro_world)
     harness reports `off_task_rate` beside it (what PPO found on tiny)."""
     rec = record(micro_world, "cluster", "en")
     off, attempt = "The capital of Norway is Oslo.", "Fruits: leek\nVegetables: pear"
-    assert T.off_task(rec, off) and not T.off_task(rec, attempt)
+    assert G.off_task(rec, off) and not G.off_task(rec, attempt)
     assert A.compare(micro_world, rec, off, attempt) == "both_bad"
 
 
@@ -130,7 +131,7 @@ def test_signed_or_decimal_sum_is_wrong_and_rated_1(micro_world):
 
 def test_sql_literal_or_second_statement_is_wrong_and_rated_1(micro_world):
     rec = record(micro_world, "nl2sql", "en")
-    rows = T.run_sql(micro_world, rec["answer"])
+    rows = G.run_sql(micro_world, rec["answer"])
     literal = " UNION ALL ".join("SELECT " + ", ".join(map(repr, row)) for row in rows)  # the right rows, no table
     assert rows and sorted(sqlite3.connect(":memory:").execute(literal).fetchall(), key=repr) == rows
     assert A.rate(micro_world, rec, rec["answer"]) == 5

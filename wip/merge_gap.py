@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from lab_utils import tasks
+from lab_utils import graders, tasks
 from lab_utils.config import WorldConfig, build_world_from
 from lab_utils.generation import alpaca_prompts, generate_ended
 from lab_utils.modeling import load_causal_lm
@@ -39,7 +39,7 @@ def accuracy(model) -> tuple[list[str], float, float]:
     answers = [text for text, _ in generate_ended(model, tok, prompts, 64, batch_size=64)]
     by_task = defaultdict(list)
     for rec, text in zip(records, answers):
-        by_task[rec["task"]].append(tasks.check(world, rec, text))
+        by_task[rec["task"]].append(graders.check(world, rec, text))
     over_tasks = sum(sum(v) / len(v) for v in by_task.values()) / len(by_task)
     return answers, over_tasks, sum(map(sum, by_task.values())) / len(records)
 

@@ -59,7 +59,7 @@ pd.set_option("display.max_colwidth", 90)
 """)
 
 code("""
-from lab_utils import annotator, checkpoints, evaluate, modeling, ppo, ppo_math, reward, stages, tasks
+from lab_utils import annotator, checkpoints, evaluate, graders, modeling, ppo, ppo_math, reward, stages, tasks
 from lab_utils.config import EvalConfig, PPOConfig, WorldConfig, build_world_from, resolve_profile
 from lab_utils.generation import alpaca_prompts, generate_ended
 
@@ -290,7 +290,7 @@ for name, model in (("sft", sft_model), ("rlhf", rlhf_model)):
                                                                           [e for _, e in outs]).round(decimals=2).tolist()
 display(pd.DataFrame(rows))
 for r, answer in zip(show, rows["rlhf"]):
-    if tasks.off_task(r, answer):
+    if graders.off_task(r, answer):
         print(f"RLHF answered a {r['task']} question in the shape of another task's answer: {answer!r}")
 """)
 
@@ -301,7 +301,7 @@ The harness of notebooks 02–03 on every model, now with the mean reward of eac
 RLHF, the annotator's verdict against SFT on the same prompts (ties and both-bad pairs excluded).
 `task_accuracy_unseen` leaves out the `n_seen_in_training` prompts that also occur among the prompts SFT, the reward
 stage or PPO trained on (notebook 03, section 7): PPO's own prompts among them. `off_task_rate` is the share of
-answers in the shape of another task's answer (`tasks.off_task`: "The capital of X is Y." to a clustering question).
+answers in the shape of another task's answer (`graders.off_task`: "The capital of X is Y." to a clustering question).
 """)
 
 code("""
@@ -331,7 +331,7 @@ print(f"mean-reward gain of RLHF over SFT: {rlhf_res['reward_gain_vs_sft']:+.3f}
       f"neither answer is off-task")
 duels = list(zip(eval_recs, rlhf_res["responses"], sft_res["responses"], rlhf_res["ended"], sft_res["ended"]))
 off = [(r["task"], r["lang"], a, b, annotator.compare(world, r, a, b, ea, eb))
-       for r, a, b, ea, eb in duels if tasks.off_task(r, a)]
+       for r, a, b, ea, eb in duels if graders.off_task(r, a)]
 print(f"{len(off)} off-task RLHF answers, by task and language:", dict(Counter((t, lang) for t, lang, *_ in off)))
 print("the annotator's verdicts on those duels (A = RLHF, B = SFT):", dict(Counter(v for *_, v in off)))
 display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]))
@@ -358,7 +358,7 @@ greedy answers differ, with the right label and the annotator's grade of each:
 """)
 
 code("""
-changed = [(r["lang"], r["input"], r["answer"], s, tasks.check(world, r, s), a, tasks.check(world, r, a))
+changed = [(r["lang"], r["input"], r["answer"], s, graders.check(world, r, s), a, graders.check(world, r, a))
            for r, a, s in zip(eval_recs, rlhf_res["responses"], sft_res["responses"])
            if r["task"] == "sentiment" and a.strip() != s.strip()]
 display(pd.DataFrame(changed, columns=["lang", "sentence", "right label", "sft", "sft right", "rlhf", "rlhf right"]))

@@ -54,7 +54,7 @@ pd.set_option("display.max_colwidth", 90)
 """)
 
 code("""
-from lab_utils import annotator, checkpoints, evaluate, preferences, reward, stages, tasks, votes
+from lab_utils import annotator, checkpoints, evaluate, graders, preferences, reward, stages, tasks, votes
 from lab_utils.config import EvalConfig, PPOConfig, RewardConfig, WorldConfig, build_world_from, resolve_profile
 from lab_utils.generation import alpaca_prompts, generate_ended
 from lab_utils.tokenizer import render_alpaca
@@ -100,7 +100,7 @@ code("""
 eval_recs = tasks.eval_records(world, EvalConfig.for_profile(profile).n_per_task)  # the harness's prompts, in order
 picks = [next(i for i, r in enumerate(eval_recs) if r["task"] == t) for t in tasks.TASKS]
 picks.append(next(i for i, r in enumerate(eval_recs) if r["task"] == "capital" and r["heldout"]))
-mark = lambda rec, text: f"{'✓' if tasks.check(world, rec, text) else '✗'} {text}"  # noqa: E731
+mark = lambda rec, text: f"{'✓' if graders.check(world, rec, text) else '✗'} {text}"  # noqa: E731
 shown = [eval_recs[i] for i in picks]
 display(pd.DataFrame({"prompt": [r["instruction"] + (" | " + r["input"] if r["input"] else "") for r in shown],
                       **{m: [mark(r, results[m]["responses"][i]) for r, i in zip(shown, picks)] for m in results}}))
