@@ -13,7 +13,7 @@ A pair is a plain dict `{"prompt": str, "chosen": str, "rejected": str}`:
 - `split` ("train" or "eval") only when a record of a local file has one, in any shape: `lab reward` keeps that
   record's prompt in its training or its held-out pairs, and splits the other prompts itself.
 - `input` only when an Alpaca-style pair has a non-empty one: the caller renders it under the template's
-  "### Input:", as it renders an SFT record's input (`stages._rendered_pairs`).
+  "### Input:", as it renders an SFT record's input (`reward_data.rendered_pairs`).
 
 Record shapes, detected per record (one file may mix them):
 

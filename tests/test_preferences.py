@@ -561,7 +561,7 @@ def test_an_alpaca_style_pairs_input_reaches_the_reward_stage_as_ppo_sees_it(tmp
     "### Input:" for the reward stage exactly as `lab ppo --data` renders the same record."""
     from types import SimpleNamespace
 
-    from lab_utils.stages import _rendered_pairs
+    from lab_utils.reward_data import rendered_pairs
     from lab_utils.tokenizer import render_alpaca
 
     spec = write_jsonl(tmp_path / "alpaca_pairs.jsonl", [
@@ -573,7 +573,7 @@ def test_an_alpaca_style_pairs_input_reaches_the_reward_stage_as_ppo_sees_it(tmp
         {"prompt": "Sum these.", "input": "2 3", "chosen": "5", "rejected": "6", "rejected_ended": False}]
     prompts = load_prompts(spec)
     assert prompts == [("Name the colour.", ""), ("Sum these.", "2 3")]
-    rendered = _rendered_pairs(spec, "train", SimpleNamespace(all_special_tokens=[]))
+    rendered = rendered_pairs(spec, "train", SimpleNamespace(all_special_tokens=[]))
     assert [p["prompt"] for p in rendered] == [render_alpaca(*p) for p in prompts]  # what PPO renders
     assert "### Input:\n2 3" in rendered[1]["prompt"] and all("input" not in p for p in rendered)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lab_utils import reward as R
-from lab_utils import stages, tasks
+from lab_utils import reward_data, stages, tasks
 from lab_utils.config import RewardConfig
 from lab_utils.errors import LabError
 from lab_utils.tokenizer import render_alpaca
@@ -568,7 +568,7 @@ def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next
     m = stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25, ratings_lr=3e-4)
     held = {json.loads(line)["prompt"] for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()
             if json.loads(line)["split"] == "eval"}
-    saved = [json.loads(line) for line in (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()]
+    saved = [json.loads(line) for line in (out / "reward" / reward_data.RATINGS_FILE).read_text().splitlines()]
     assert len(saved) == 26 and len(held) == 3
     assert {r["prompt"] for r in saved if r["split"] == "eval"} == held  # the split is the pairs'
     colour = [r for r in saved if r["vote_id"] == "tie"]
@@ -582,22 +582,22 @@ def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next
     train_prompt = next(f"What is {i} + 1?" for i in range(12) if render_alpaca(f"What is {i} + 1?", "") not in held)
     votes.record_vote(db, "new", train_prompt, "right", "wrong", "sft", "rlhf", "a", 5, 1)
     lonely = {"prompt": render_alpaca("Lonely?", ""), "response": "Yes.", "ended": True, "rating": 3, "split": "eval"}
-    with (out / "reward" / stages.RATINGS_FILE).open("a") as f:
+    with (out / "reward" / reward_data.RATINGS_FILE).open("a") as f:
         f.write(json.dumps(lonely) + "\n")
     capsys.readouterr()
     again = stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
     printed = capsys.readouterr().out
     assert "27 previous ratings" in printed and "+ 2 from --data" in printed  # round 1's 26 are not counted twice
-    saved = [json.loads(line) for line in (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()]
+    saved = [json.loads(line) for line in (out / "reward" / reward_data.RATINGS_FILE).read_text().splitlines()]
     assert len(saved) == 29 and [r["split"] for r in saved if r["prompt"] == lonely["prompt"]] == ["eval"]
     assert again["n_train_ratings"] == m["n_train_ratings"] + 2  # the new vote's two; the lonely one stays held out
 
-    lines = (out / "reward" / stages.RATINGS_FILE).read_text().splitlines()
+    lines = (out / "reward" / reward_data.RATINGS_FILE).read_text().splitlines()
     assert '"rating": 5' in lines[0]
-    (out / "reward" / stages.RATINGS_FILE).write_text(lines[0].replace('"rating": 5', '"rating": true') + "\n")
+    (out / "reward" / reward_data.RATINGS_FILE).write_text(lines[0].replace('"rating": 5', '"rating": true') + "\n")
     with pytest.raises(LabError, match=r"ratings.jsonl:1: not a rating written by `lab reward`.*without --mix_previous"):
         stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
-    (out / "reward" / stages.RATINGS_FILE).unlink()  # as a reward stage from before the file existed left it
+    (out / "reward" / reward_data.RATINGS_FILE).unlink()  # as a reward stage from before the file existed left it
     third = stages.run_reward("micro", out, progress=False, data=str(db), mix_previous=True, eval_fraction=0.25)
     assert "no previous ratings" in (printed := capsys.readouterr().out) and "+ 28 from --data" in printed
     assert third["n_train_ratings"] == 28 - 2 * 3
@@ -611,7 +611,7 @@ def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next
     shutil.copytree(sft_root / "sft", fresh / "sft")
     m = stages.run_reward("micro", fresh, progress=False, data=str(unrated), eval_fraction=0.25)
     assert m["ratings_model_pairwise_accuracy"] is None and m["n_train_ratings"] == 0
-    assert not (fresh / "reward" / stages.RATINGS_FILE).exists() and not (fresh / "reward-ratings").exists()
+    assert not (fresh / "reward" / reward_data.RATINGS_FILE).exists() and not (fresh / "reward-ratings").exists()
 
 
 def test_a_mixed_reward_model_counts_as_trained_on_the_worlds_tasks_too(tmp_path):
