@@ -1,5 +1,6 @@
-"""The run folder: where each stage keeps its artifact, when it finished, which task records it trained on, and the
-report that merges every stage's metrics and every evaluation.
+"""The run folder: where each stage keeps its artifact, when it finished, which task records it trained on, whether
+a finished stage may be reused (`stale_reason`, like `make`), and the report that merges every stage's metrics and
+every evaluation.
 
     runs/<profile>/tokenizer/   tokenizer + metrics.json
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
@@ -239,3 +240,78 @@ def stage_table(report: dict) -> str:
         accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
         lines.append(f"{label:<{width}}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ reuse, like make
+
+def upstream(stage: str, config: dict) -> tuple[str, ...]:
+    """The stages whose artifacts `stage` is built from; a given --model (or --reward_model) replaces one."""
+    if stage == "ppo":  # policy and reference from the SFT model, reward and value model from the reward model
+        return tuple(s for s, given in (("sft", config["model"]), ("reward", config["reward_model"])) if not given)
+    before = {"pretrain": "tokenizer", "sft": "pretrain", "reward": "sft"}.get(stage)
+    return (before,) if before and not config.get("model") else ()
+
+
+def upstream_stamps(root: Path, stage: str, cfg) -> dict:
+    """{upstream stage: its finished_at}, read before `stage` loads it: what `stale_reason` compares later."""
+    return {up: stamp(root, up) for up in upstream(stage, cfg.to_dict())}
+
+
+FOLDER_SETTINGS = ("model", "reward_model")  # settings that name a model folder from outside the run
+
+
+NOT_BUILD_SETTINGS = {"save_every"}  # how often a stage checkpoints: its model and its results are the same
+
+
+def folder_stamps(config: dict) -> dict:
+    """{setting: `folder_stamp`} of the local model folders a stage was given (`--model`, `--reward_model`)."""
+    stamps = {k: folder_stamp(config[k]) for k in FOLDER_SETTINGS if config.get(k)}
+    return {k: v for k, v in stamps.items() if v}  # a hub id has none
+
+
+def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset). A field the
+    old build did not record yet (added to the config since) counts as unchanged while it keeps its default."""
+    unset = object()
+    show = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
+    added = {k for k in new if k not in old and (defaults or {}).get(k, unset) == new[k]}
+    return [f"{k} {show(old, k)} -> {show(new, k)}" for k in {**old, **new}
+            if k not in added | NOT_BUILD_SETTINGS and old.get(k, unset) != new.get(k, unset)]
+
+
+def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | None:
+    """None when the finished `stage` in `root` can be reused for `config`; else why it must be (re)built.
+
+    Like `make`: reused only if its metrics.json exists, its recorded profile and config equal the requested ones,
+    and every upstream stage is still the build it was made from. Each stage records the `finished_at` of its
+    upstream stages (`built_from`), so copying a run folder (new mtimes) changes nothing; a run from before that
+    record falls back to comparing the mtimes of the metrics files."""
+    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
+    if not path.exists():
+        return f"no finished artifact in {path.parent}"
+    metrics = ck.read_json(path)
+    if metrics.get("profile") != profile:
+        return f"built for profile {metrics.get('profile')}, not {profile}"
+    if "config" not in metrics:
+        return "no config recorded with it"
+    changed = _changes(metrics["config"], config, CONFIGS[stage].for_profile(profile).to_dict())
+    if changed:
+        return f"config changed ({', '.join(changed)})"
+    data_now = ck.file_sha256(config.get("data"))
+    if metrics.get("data_sha256") and data_now and data_now != metrics["data_sha256"]:
+        return f"its --data file {config['data']} changed since"
+    for k, was in metrics.get("folder_stamps", {}).items():
+        if config.get(k) and folder_stamp(config[k]) != was:
+            return f"its --{k} folder {config[k]} changed or is gone since"
+    built_from = metrics.get("built_from")
+    for up in upstream(stage, config):
+        now = stamp(root, up)
+        if now is None:
+            return f"upstream {up} is not finished"
+        if built_from is not None:
+            rebuilt = built_from.get(up) != now
+        else:  # a run from before `built_from` was recorded
+            rebuilt = (Path(root) / STAGE_DIRS[up] / "metrics.json").stat().st_mtime > path.stat().st_mtime
+        if rebuilt:
+            return f"upstream {up} was rebuilt after it"
+    return None

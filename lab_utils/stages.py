@@ -5,12 +5,13 @@ returns its metrics dict. The CLI, the notebooks and the tests all call these.
     runs/<profile>/base/        pretrained model (safetensors) + tokenizer + metrics.json
     runs/<profile>/sft/, reward/, rlhf/   the later stages' models, each with its metrics.json
 
-The run folder's layout and report are in `runs`, the evaluation stage in `harness`; the names the notebooks use
-from both (`run_eval`, `load_model`, `write_report`, ...) are imported here too.
+The run folder's layout, its report and when a finished stage is stale are in `runs`, the reward stage's pairs and
+ratings in `reward_data`, the evaluation stage in `harness`; the names the notebooks and tests use from `runs` and
+`harness` (`run_eval`, `load_model`, `write_report`, `stale_reason`, ...) are imported here too.
 
 A stage's metrics.json also records its `config`, when it finished (`finished_at`) and the `finished_at` of each
 upstream stage it was built from (`built_from`): `ensure` (and so `lab run`) reuses a stage, like `make`, only
-while all three still hold.
+while all three still hold (`runs.stale_reason`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
-from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, folder_stamp, is_done,  # noqa: F401
-                   iso_time, run_dir, stage_table, stamp, world_records, write_report)
+from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, folder_stamp, folder_stamps,  # noqa: F401
+                   is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream, upstream_stamps,
+                   world_records, write_report)
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
@@ -39,7 +41,7 @@ def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dic
     done = {"profile": profile, "finished_at": iso_time(time.time()), "built_from": built_from}
     if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
         done["data_sha256"] = data_sha
-    if folders := _folder_stamps(metrics.get("config", {})):  # the same --model folder, trained again in place
+    if folders := folder_stamps(metrics.get("config", {})):  # the same --model folder, trained again in place
         done["folder_stamps"] = folders
     ck.write_json(root / STAGE_DIRS[stage] / "metrics.json", metrics | done)
     write_report(root)
@@ -100,7 +102,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
             trained_tokenizer = True
         elif not cfg.model and PartialState(cpu=cpu).is_main_process:
             _say_which_text_the_tokenizer_knows(root, cfg.data)
-    built_from = _built_from(root, "pretrain", cfg)
+    built_from = upstream_stamps(root, "pretrain", cfg)
     try:
         metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)
     except LabError:
@@ -145,7 +147,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
-    built_from = _built_from(root, "sft", cfg)
+    built_from = upstream_stamps(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
 
@@ -198,7 +200,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         _read_first(load_pairs, cfg.data, cfg.data_split)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
-    built_from = _built_from(root, "reward", cfg)
+    built_from = upstream_stamps(root, "reward", cfg)
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir), device=inference_device())  # it only samples
     given = pairs is not None or bool(cfg.data)
@@ -309,7 +311,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
                   else finished_dir(root, "reward", "reward model for PPO", profile))
-    built_from = _built_from(root, "ppo", cfg)
+    built_from = upstream_stamps(root, "ppo", cfg)
     t0 = time.perf_counter()
     policy, ref_model, value_model, reward_model, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     reward_model = reward_override or reward_model
@@ -458,76 +460,6 @@ def _is_dpo_policy(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------ reuse, like make
-
-def upstream(stage: str, config: dict) -> tuple[str, ...]:
-    """The stages whose artifacts `stage` is built from; a given --model (or --reward_model) replaces one."""
-    if stage == "ppo":  # policy and reference from the SFT model, reward and value model from the reward model
-        return tuple(s for s, given in (("sft", config["model"]), ("reward", config["reward_model"])) if not given)
-    before = {"pretrain": "tokenizer", "sft": "pretrain", "reward": "sft"}.get(stage)
-    return (before,) if before and not config.get("model") else ()
-
-
-def _built_from(root: Path, stage: str, cfg) -> dict:
-    """{upstream stage: its finished_at}, read before `stage` loads it: what `stale_reason` compares later."""
-    return {up: stamp(root, up) for up in upstream(stage, cfg.to_dict())}
-
-
-FOLDER_SETTINGS = ("model", "reward_model")  # settings that name a model folder from outside the run
-NOT_BUILD_SETTINGS = {"save_every"}  # how often a stage checkpoints: its model and its results are the same
-
-
-def _folder_stamps(config: dict) -> dict:
-    """{setting: `folder_stamp`} of the local model folders a stage was given (`--model`, `--reward_model`)."""
-    stamps = {k: folder_stamp(config[k]) for k in FOLDER_SETTINGS if config.get(k)}
-    return {k: v for k, v in stamps.items() if v}  # a hub id has none
-
-
-def _changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
-    """'max_steps 300 -> 50' for every field that differs (a field only one side has shows as unset). A field the
-    old build did not record yet (added to the config since) counts as unchanged while it keeps its default."""
-    unset = object()
-    show = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
-    added = {k for k in new if k not in old and (defaults or {}).get(k, unset) == new[k]}
-    return [f"{k} {show(old, k)} -> {show(new, k)}" for k in {**old, **new}
-            if k not in added | NOT_BUILD_SETTINGS and old.get(k, unset) != new.get(k, unset)]
-
-
-def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | None:
-    """None when the finished `stage` in `root` can be reused for `config`; else why it must be (re)built.
-
-    Like `make`: reused only if its metrics.json exists, its recorded profile and config equal the requested ones,
-    and every upstream stage is still the build it was made from. Each stage records the `finished_at` of its
-    upstream stages (`built_from`), so copying a run folder (new mtimes) changes nothing; a run from before that
-    record falls back to comparing the mtimes of the metrics files."""
-    path = Path(root) / STAGE_DIRS[stage] / "metrics.json"
-    if not path.exists():
-        return f"no finished artifact in {path.parent}"
-    metrics = ck.read_json(path)
-    if metrics.get("profile") != profile:
-        return f"built for profile {metrics.get('profile')}, not {profile}"
-    if "config" not in metrics:
-        return "no config recorded with it"
-    changed = _changes(metrics["config"], config, CONFIGS[stage].for_profile(profile).to_dict())
-    if changed:
-        return f"config changed ({', '.join(changed)})"
-    data_now = ck.file_sha256(config.get("data"))
-    if metrics.get("data_sha256") and data_now and data_now != metrics["data_sha256"]:
-        return f"its --data file {config['data']} changed since"
-    for k, was in metrics.get("folder_stamps", {}).items():
-        if config.get(k) and folder_stamp(config[k]) != was:
-            return f"its --{k} folder {config[k]} changed or is gone since"
-    built_from = metrics.get("built_from")
-    for up in upstream(stage, config):
-        now = stamp(root, up)
-        if now is None:
-            return f"upstream {up} is not finished"
-        if built_from is not None:
-            rebuilt = built_from.get(up) != now
-        else:  # a run from before `built_from` was recorded
-            rebuilt = (Path(root) / STAGE_DIRS[up] / "metrics.json").stat().st_mtime > path.stat().st_mtime
-        if rebuilt:
-            return f"upstream {up} was rebuilt after it"
-    return None
 
 
 def _needed(stage: str, configs: dict) -> set[str]:

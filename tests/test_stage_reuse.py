@@ -30,7 +30,7 @@ def built(monkeypatch) -> list[str]:
             cfg = stages.CONFIGS[stage].for_profile(profile, **changes)
             calls.append(stage)
             metrics = {"config": cfg.to_dict(), "wall_s": 0.0}
-            return stages._finish(root, stage, metrics, profile, stages._built_from(root, stage, cfg))
+            return stages._finish(root, stage, metrics, profile, stages.upstream_stamps(root, stage, cfg))
         return build
 
     for stage in stages.STAGES:
