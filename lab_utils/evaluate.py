@@ -67,7 +67,8 @@ def grade(world: World, records: list[dict], responses: list[str], ended: list[b
     heldout = [ok for r, _, ok in graded if r["heldout"]]
     per_task = _per_task(graded)
     off_task = [(r, resp, graders.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
-    language = [bool(resp.strip()) and graders.language_matches(r, resp) for r, resp, _ in graded if r["task"] != "nl2sql"]
+    language = [bool(resp.strip()) and graders.language_matches(r, resp)
+                for r, resp, _ in graded if r["task"] != "nl2sql"]
     return {
         "task_accuracy": _mean(per_task.values()) if per_task else None,
         "per_task": per_task,

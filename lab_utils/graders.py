@@ -1,8 +1,9 @@
 """The graders of the six tasks (`tasks.py`): is a response right, on task, in the question's language?
 
-Every checker is a pure function of a record (`tasks.py`'s generators) and a response, `check(w, rec, response) ->
-bool`, and accepts any answer style (terse, full sentence, long-winded, a list, markdown) as long as it is correct and
-names nothing wrong. They remain pattern graders: README says what they read in another model's answers. nl2sql is
+`check(w, rec, response) -> bool` dispatches to each task's checker (`check_capital(w, rec, r)`,
+`check_arithmetic(rec, r)`, …), pure functions of a record (`tasks.py`'s generators) and a response. Each accepts
+any answer style (terse, full sentence, long-winded, a list, markdown) as long as it is correct and names nothing
+wrong. They remain pattern graders: README says what they read in another model's answers. nl2sql is
 graded by executing the query, read-only, on the world's table and on shuffled copies of it.
 """
 

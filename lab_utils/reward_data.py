@@ -4,7 +4,7 @@ run's previous pairs and ratings too), kept where they fit the model's context, 
 prompts (a prompt's pairs are never split).
 
 `stages.run_reward` calls these in order: `check_inputs` before any work, `sampled_pairs` or `given_pairs`, then
-`split_pairs`; `lab dpo` reads the same pairs (`run_pairs`, `rendered_pairs`) and split (`held_out`).
+`split_pairs`; `lab dpo` reads the same pairs (`run_pairs`, `fitting`, `rendered_pairs`) and split (`held_out`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ RATINGS_FILE = "ratings.jsonl"  # reward/ratings.jsonl: the ratings the ratings 
 
 
 def check_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path,
-                         defaults: RewardConfig | None = None) -> None:
+                 defaults: RewardConfig | None = None) -> None:
     """The reward stage's flag errors, before any work: among them a flag that would be ignored."""
     if pairs is not None and cfg.data:
         raise LabError("both pairs and --data were given", path=cfg.data, fix="pass one of them")
@@ -87,7 +87,7 @@ def sampled_pairs(cfg: RewardConfig, world, policy, tokenizer, progress: bool):
     off_topic = R.off_topic_pairs(world, [s for s in candidates if s["prompt"] not in held], cfg.off_topic,
                                   cfg.seed)  # only sampled answers get off-topic pairs, and training prompts only
     kept, n_too_long = fitting(pairs + off_topic, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
-                                None, stacklevel=4, fix="lower --max_new_tokens")
+                               None, stacklevel=4, fix="lower --max_new_tokens")
     off = {id(p) for p in off_topic}  # the kept pairs are the same objects
     return kept, ratings, samples, held, sum(id(p) in off for p in kept), n_too_long
 
@@ -130,7 +130,7 @@ def given_pairs(cfg: RewardConfig, root: Path, pairs: list[dict] | None, policy,
 
 
 def fitting(pairs: list[dict], tokenizer, max_length: int, context: int, path: str | None,
-             stacklevel: int = 3, fix: str = "bring shorter pairs") -> tuple[list[dict], int]:
+            stacklevel: int = 3, fix: str = "bring shorter pairs") -> tuple[list[dict], int]:
     """(the pairs whose prompt and longer answer fit in --max_length and the model's context, how many did not);
     a warning counts the ones left out (`stacklevel`: at the stage's caller), and an error says what to do when none
     is left."""

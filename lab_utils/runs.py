@@ -259,7 +259,6 @@ def upstream_stamps(root: Path, stage: str, cfg) -> dict:
 
 FOLDER_SETTINGS = ("model", "reward_model")  # settings that name a model folder from outside the run
 
-
 NOT_BUILD_SETTINGS = {"save_every"}  # how often a stage checkpoints: its model and its results are the same
 
 

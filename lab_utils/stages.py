@@ -393,7 +393,7 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
         pairs = reward_data.run_pairs(pairs_file, fix="run `lab reward` again to write the file anew")
         source = str(pairs_file)
     pairs, n_too_long = reward_data.fitting(pairs, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
-                                 cfg.data or str(pairs_file))
+                                            cfg.data or str(pairs_file))
     held = reward_data.held_out(pairs, cfg.eval_fraction, cfg.seed)  # the reward stage's pairs: its own split
     eval_pairs = [p for p in pairs if p["prompt"] in held]
     cut_off = [p for p in pairs if p["prompt"] not in held and not dpo.both_ended(p)]
@@ -460,7 +460,6 @@ def _is_dpo_policy(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------ reuse, like make
-
 
 def _needed(stage: str, configs: dict) -> set[str]:
     """`stage` and, recursively, the upstream stages its config builds it from."""
