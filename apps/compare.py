@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.common import checked_prompt, launch, loaded, started, unlocked_after
+from apps.common import browser_error, checked_prompt, launch, loaded, started, unlocked_after
 from lab_utils import serving
 from lab_utils.errors import LabError
 
@@ -52,7 +52,7 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     except LabError as err:  # the answers stand; each score line says why there is no reward
         reward_model = None
         for r in results.values():
-            r["no_reward"] = f"the reward model did not load: {err}"
+            r["no_reward"] = f"the reward model did not load: {browser_error(err).message}"
     if reward_model is not None:
         scores = serving.reward_scores(reward_model, text, [s.text for s in streams.values()],
                                        [s.ended for s in streams.values()])

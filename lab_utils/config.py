@@ -376,6 +376,16 @@ class PPOConfig(_Profiled):
         if self.attn_implementation.startswith(("flash", "flex")) and not torch.cuda.is_available():
             raise LabError(f"--attn_implementation {self.attn_implementation} runs only on a GPU here",
                            fix="use 'eager' (the default) or 'sdpa' on a CPU")
+        if self.adaptive_kl and self.kl_coef <= 0:  # the controller multiplies β: from 0 it never moves
+            raise LabError("--adaptive_kl with --kl_coef 0: the controller scales β, so it would stay 0",
+                           fix="give --kl_coef the starting β (e.g. 0.1), or --no_adaptive_kl for no KL penalty")
+        if self.adaptive_kl and 0.2 * self.rollout_batch >= self.kl_horizon:
+            # one update multiplies β by 1 − 0.2 · rollout_batch / kl_horizon at worst: at 0 or below, β hits 0 (or
+            # kl_floor) after one rollout under target and, without the floor, never rises again
+            raise LabError(f"--kl_horizon {self.kl_horizon:g} with --rollout_batch {self.rollout_batch}: one rollout "
+                           "under kl_target would set β to 0 (the controller moves β by up to ×(1 ± 0.2 · "
+                           "rollout_batch / kl_horizon))",
+                           fix=f"raise --kl_horizon above {0.2 * self.rollout_batch:g} (e.g. {self.rollout_batch:g})")
 
     OVERRIDES: ClassVar[dict] = {
         "micro": {"n_prompts": 32, "iterations": 2, "rollout_batch": 8, "mini_batch": 4, "ppo_epochs": 2,

@@ -92,8 +92,8 @@ def no_special_tokens(fields: dict[str, str], special_tokens: Sequence[str], pat
 def special_token_record(fields: dict[str, str], special_tokens: Sequence[str], path: str, where: str | None,
                          hub: bool) -> bool:
     """Whether to leave a record out because it spells a special token (`no_special_tokens`): in a file it is one
-    `LabError` the user can fix; a hub dataset cannot be edited, and one record of 60,000 should not stop the stage,
-    so there the record is left out (the loader warns with the count)."""
+    `LabError` the user can fix; a hub dataset (or the arena's vote store) cannot be edited, and one record of 60,000
+    should not stop the stage, so there the record is left out (the loader warns with the count)."""
     try:
         no_special_tokens(fields, special_tokens, path, where)
     except LabError:

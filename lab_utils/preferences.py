@@ -62,7 +62,7 @@ from typing import NoReturn
 
 from . import votes
 from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, alpaca_context, encodable,
-                   no_special_tokens, read_jsonl, render_prompt, special_token_record, warn_left_out)
+                   read_jsonl, render_prompt, special_token_record, warn_left_out)
 from .errors import LabError
 
 SHAPES = ("TRL prompt/chosen/rejected (strings or message lists), TRL chosen/rejected with an implicit "
@@ -104,7 +104,8 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     dataset id `owner/name[:config]`.
 
     `limit` keeps the first records before parsing, so a later bad record does not stop a small load. No text may
-    spell out one of `special_tokens` (the model's tokenizer's: `data.no_special_tokens`).
+    spell out one of `special_tokens` (the model's tokenizer's: `data.no_special_tokens`): in a file that is an
+    error, and a hub dataset's or the vote store's record that does is left out with a warning.
     """
     rows, where = _rows(spec, split)
     if not rows:
@@ -113,9 +114,10 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     hub = _is_hub_id(spec)  # a hub dataset's own `split` column (if any) is not the lab's field
     pairs = [parse_pair(row, (spec, at)) | ({} if hub else _split(row, (spec, at))) for row, at in zip(rows, where)]
     n_parsed = len(pairs)
+    uneditable = hub or is_vote_store(spec)  # like a hub dataset, a vote store is not the user's to fix by hand
     pairs = [p for p, at in zip(pairs, where)
              if not special_token_record({k: p[k] for k in ("prompt", "input", "chosen", "rejected") if k in p},
-                                         special_tokens, spec, at, hub)]
+                                         special_tokens, spec, at, uneditable)]
     warn_left_out(spec, n_parsed - len(pairs), len(pairs))
     kept = [p for p in pairs if not _identical(p)]
     if not kept:
@@ -137,15 +139,21 @@ def load_ratings(spec: str, special_tokens: Sequence[str] = ()) -> list[dict]:
     typed, not rendered; `ended` None where the store does not know): the arena vote store's rated answers, every
     vote's (`votes.ratings`); any other source holds pairs only and gives []. Prompt and answer are read as a vote's
     pair reads them (surrounding whitespace stripped), so a rating's prompt is its pair's; a rating whose text spells
-    out one of `special_tokens` is the same `LabError` as such a pair."""
+    out one of `special_tokens` is left out with a warning, as such a pair is (a model may sample "<|eos|>" as plain
+    characters, and no one can fix a stored vote by hand)."""
     if not is_vote_store(spec):
         return []
-    found = []
+    found, n_left_out = [], 0
     for r in votes.ratings(spec):
         at = (spec, f"vote {r['vote_id']}")
         r = r | {"prompt": _literal(r["prompt"], at), "response": _text(r["response"], "response", at)}
-        no_special_tokens({"prompt": r["prompt"], "response": r["response"]}, special_tokens, *at)
+        if special_token_record({"prompt": r["prompt"], "response": r["response"]}, special_tokens, *at, True):
+            n_left_out += 1
+            continue
         found.append(r)
+    if n_left_out:  # the store's pairs may all be fine: no error when no rating is left
+        warnings.warn(f"{spec}: left out {n_left_out} rating(s) that spell out a special token of the model's "
+                      "tokenizer", stacklevel=2)
     return found
 
 
@@ -356,13 +364,24 @@ def _prompt(value, field: str, at: Where, first: list[tuple[str, str]] = ()) -> 
         turns = _hh_prompt_turns(value, field, at)
     else:
         turns = [("user", _text(value, field, at))]
+    if not turns:  # "\n\nAssistant:" alone: an HH transcript's cue with no question before it
+        _fail(at, f"field '{field}' holds no user turn", "give the user's question before \"Assistant:\"")
     turns = [*first, *turns]
     if turns[-1][0] != "user":
         _fail(at, f"field '{field}' ends with a turn of role '{turns[-1][0]}'", "end the prompt with the user's turn")
     text = render_prompt(turns)
     if not text:
         _fail(at, f"field '{field}' is empty", f"give '{field}' the user's question")
+    if _RENDERED.match(text):
+        _fail(at, f"field '{field}' is a prompt already rendered with the Alpaca template (as in a run's "
+                  "reward/pairs.jsonl), which the lab would wrap in the template a second time",
+              "give the plain question; for a run's own pairs use `lab dpo` without --data or "
+              "`lab reward --mix_previous`")
     return text
+
+
+# a prompt the chat template already wrapped: its preamble, then the template's last line at its end
+_RENDERED = re.compile(r"\s*Below is an instruction that describes a task\b.*### Response:\s*$", re.S)
 
 
 def _reply(value, field: str, at: Where, transcript: bool = False) -> tuple[str, list[tuple[str, str]] | None]:
@@ -574,11 +593,11 @@ def load_prompts(spec: str, split: str = "train", special_tokens: Sequence[str] 
     if not rows:
         _fail((spec, None), "no records", "add at least one {\"instruction\"} or {\"prompt\"} record")
     seen: dict[tuple[str, str], None] = {}
-    hub, n_left_out = _is_hub_id(spec), 0
+    uneditable, n_left_out = _is_hub_id(spec) or is_vote_store(spec), 0  # as `load_pairs` leaves such records out
     for row, at in zip(rows, where):
         instruction, text = prompt_of(row, (spec, at))
         asked = "instruction" if isinstance(row, dict) and "instruction" in row else "prompt"
-        if special_token_record({asked: instruction, "input": text}, special_tokens, spec, at, hub):
+        if special_token_record({asked: instruction, "input": text}, special_tokens, spec, at, uneditable):
             n_left_out += 1
             continue
         seen.setdefault((instruction, text))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 
 from .errors import LabError
 from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
@@ -236,17 +237,18 @@ def seen_keys(rec: dict) -> set[tuple]:
     return keys
 
 
-_TYPED_SUM = re.compile(r"(\d+)\s*(?:\+|plus|and|加|和)\s*(\d+)", re.I)
+_TYPED_SUM = re.compile(r"(\d+)\s*(?:\+|plus|added to|and|加上?|和)\s*(\d+)", re.I)
 _TYPED_CAPITAL = re.compile(r"capital|首都", re.I)
 
 
 def typed_keys(w: World, text: str) -> set[tuple]:
     """`seen_keys` of a question a person typed, which has no record behind it: the text itself, every sum of two
-    numbers it asks ("what's 3+5", "add 5 and 3", "3加5"), and, when it asks about a capital, every country of the
+    numbers it asks ("what's 3+5", "add 5 and 3", "5 added to 3", "3加5", "３加上５"), and, when it asks about a capital, every country of the
     world it names, in English or Chinese. Met against the evaluation prompts' `seen_keys`, it tells whether the
     question asks what one of them asks, in any wording."""
     keys: set[tuple] = {(text, "")}
-    keys |= {("sum", *sorted((int(a), int(b)))) for a, b in _TYPED_SUM.findall(text)}
+    folded_width = unicodedata.normalize("NFKC", text)  # full-width digits and ＋, as Chinese input methods type them
+    keys |= {("sum", *sorted((int(a), int(b)))) for a, b in _TYPED_SUM.findall(folded_width)}
     if _TYPED_CAPITAL.search(text):
         folded = text.casefold()
         keys |= {("capital", c.name) for c in w.countries

@@ -293,7 +293,7 @@ def test_values_the_browser_sends_back_are_checked_before_they_are_shown():
             arena.reveal(bad)
 
 
-def test_a_reward_model_whose_stage_did_not_finish_gives_no_scores(app_root, tmp_path):
+def test_a_reward_model_whose_stage_did_not_finish_gives_no_scores(app_root, tmp_path, monkeypatch):
     """An interrupted `lab reward` leaves reward/ without metrics.json; `lab eval` and PPO refuse it, and so do the
     apps: compare keeps the answers, and each score line says why there is no reward."""
     root = tmp_path / "run"
@@ -309,6 +309,10 @@ def test_a_reward_model_whose_stage_did_not_finish_gives_no_scores(app_root, tmp
     assert results["sft"]["reward"] is None
     assert "the reward model did not load: " in compare.score_line("sft", results)
     assert "run `lab reward` (or `lab run`) first" in compare.score_line("sft", results)
+    monkeypatch.setattr(common, "_served_beyond_this_machine", True)  # --host 0.0.0.0: no server path, no fix
+    *_, results = list(compare.compare(half, QUESTION, ["sft"], 0.0, 1.0, 4))[-1]
+    line = compare.score_line("sft", results)
+    assert "the reward model did not load: " in line and str(tmp_path) not in line and "Fix:" not in line
 
 
 def test_a_prompt_that_spells_a_special_token_is_refused(models):
@@ -525,8 +529,10 @@ def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_r
     evaluation = tasks.eval_records(world, EvalConfig.for_profile("micro").n_per_task)
     x, y, _ = next(r["answer"] for r in evaluation if r["task"] == "arithmetic")
     country = world.country(next(r["entity"] for r in evaluation if r["task"] == "capital"))
+    full_width = str.maketrans("0123456789+", "０１２３４５６７８９＋")  # as Chinese input methods type them
     for other_words in (f"what's {y}+{x}", f"{y}加{x}是几？", f"Tell me the capital city of {country.name}, please",
-                        f"{country.name_zh}的首都叫什么？"):  # the same sum or country's capital, in other words
+                        f"{country.name_zh}的首都叫什么？", f"{x}加上{y}是多少？", f"{y} added to {x}?",
+                        f"{x}+{y}等于多少？".translate(full_width)):  # the same sum or capital, in other words
         with pytest.raises(gr.Error, match=refused):
             next(a.battle(other_words))
     for p in a.pool:  # the pool's prompts, drawn by the records' own keys, pass the check of typed text

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lab_utils import checkpoints as ck
-from lab_utils import modeling, ppo, reward, stages
+from lab_utils import modeling, ppo, ppo_math, reward, stages
 from lab_utils.config import PPOConfig
 from lab_utils.errors import LabError
 from lab_utils.reward import RewardModel
@@ -685,7 +685,8 @@ class TokenLover(nn.Module):
 def test_ppo_raises_the_reward_on_a_toy_task(run_root):
     """A reward model that likes one token: within a few iterations the policy says it more."""
     cfg = PPOConfig.for_profile("micro", iterations=8, rollout_batch=16, mini_batch=8, ppo_epochs=4,
-                                response_length=8, lr=1e-2, kl_coef=0.0, temperature=1.0, missing_eos_penalty=0.0)
+                                response_length=8, lr=1e-2, kl_coef=0.0, adaptive_kl=False, temperature=1.0,
+                                missing_eos_penalty=0.0)
     policy, ref_model, value_model, _, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
     liked = tok(".", add_special_tokens=False)["input_ids"][0]  # the full stop: a token of its own, common
     reward_model = RewardModel(TokenLover(liked, tok.pad_token_id), tok)
@@ -963,3 +964,17 @@ def test_an_attention_kernel_that_cannot_load_is_one_clear_error():
 
     with pytest.raises(LabError, match="--attn_implementation flash_attention_2 cannot load .*Fix: install"):
         ppo._set_attention(types.SimpleNamespace(set_attn_implementation=refuse), "flash_attention_2")
+
+
+def test_an_adaptive_kl_that_could_fall_to_zero_is_one_clear_error():
+    """The controller multiplies β by 1 + err · rollout_batch / kl_horizon, err ≥ −0.2: from β = 0, or with a
+    rollout five times the horizon (one rollout under target gives a factor ≤ 0), β would be 0 for good and the
+    run would go on without a KL penalty."""
+    with pytest.raises(LabError, match="--adaptive_kl with --kl_coef 0.*Fix: give --kl_coef the starting β"):
+        PPOConfig.for_profile("micro", kl_coef=0.0)
+    PPOConfig.for_profile("micro", kl_coef=0.0, adaptive_kl=False)  # no KL penalty, as asked
+    with pytest.raises(LabError, match="--kl_horizon 8 with --rollout_batch 40.*Fix: raise --kl_horizon above 8"):
+        PPOConfig.for_profile("micro", rollout_batch=40, kl_horizon=8.0)
+    controller = ppo_math.AdaptiveKLController(0.3, target=1.0, horizon=8.0)
+    controller.update(0.0, n_steps=39)  # the largest batch the check lets through keeps β above 0
+    assert controller.value > 0

@@ -12,6 +12,7 @@ import pytest
 from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
 from lab_utils.errors import LabError
 from lab_utils.preferences import load_pairs, load_prompts, load_ratings, parse_pair, prompt_of
+from lab_utils.tokenizer import render_alpaca
 
 PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
 
@@ -200,6 +201,10 @@ BAD_RECORDS_REVIEWED = [  # found in review; each message names the field, messa
     (sharegpt([{"from": "human", "value": "Hi"}]) | {"system": 3}, ["field 'system' is of type int, not a string"]),
     (PAIR | {"prompt": hh("  ", "")}, ["message 0 of field 'prompt' (user) is empty"]),
     (PAIR | {"prompt": hh("Hi?", "Hello.")}, ["field 'prompt' ends with a turn of role 'assistant'"]),
+    (PAIR | {"prompt": "\n\nAssistant:"}, ["field 'prompt' holds no user turn"]),  # an HH cue and no question
+    # a prompt the lab already rendered (a run's reward/pairs.jsonl): it would get the template twice
+    (PAIR | {"prompt": render_alpaca("What is 2+2?")}, ["field 'prompt' is a prompt already rendered with the Alpaca"]),
+    (PAIR | {"prompt": render_alpaca("Names?", "Emma met Li Wei.")}, ["already rendered with the Alpaca template"]),
     # Anthropic HH: the rejected transcript's prompt is the chosen one's
     ({"chosen": hh("Hi!", "Hello.", "2+2?", "4"), "rejected": hh("Hi!", "Go away.", "2+2?", "5")},
      ["'chosen' and 'rejected' differ before their final \"Assistant:\" reply"]),
@@ -323,9 +328,9 @@ def test_text_that_spells_a_special_token_names_record_and_field(tmp_path, field
         load_prompts(spec, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"])
 
 
-def test_ratings_come_from_the_vote_store_only_and_refuse_a_special_token(tmp_path):
+def test_ratings_come_from_the_vote_store_only_and_leave_out_a_special_token(tmp_path):
     """Only the arena's store holds 1–5 ratings; a pairs file gives none. A rated answer that spells out a special
-    token is refused naming the vote, as its pair would be."""
+    token is left out with a warning, as its pair is."""
     from lab_utils import votes
 
     db = votes.init(tmp_path / "votes.db")
@@ -336,8 +341,15 @@ def test_ratings_come_from_the_vote_store_only_and_refuse_a_special_token(tmp_pa
     votes.record_vote(db, "v2", "Say it", "fine <|eos|>", "no", "sft", "rlhf", "a", None, 2)
     assert len(load_ratings(str(db), special_tokens=["<|eos|>"])) == 2  # v2's rated answer B says nothing special
     votes.record_vote(db, "v3", "Say it", "fine <|eos|>", "no", "sft", "rlhf", "b", 3)
-    with pytest.raises(LabError, match=r"votes.db, vote v3: field 'response' holds '<\|eos\|>'.*Fix: remove"):
-        load_ratings(str(db), special_tokens=["<|eos|>"])
+    # a stored vote cannot be fixed by hand: such a rating (and its pair) is left out with a warning, as a hub
+    # dataset's record is, not an error that would stop `lab reward --data votes.db` for good
+    with pytest.warns(UserWarning, match="left out 1 rating"):
+        assert [r["vote_id"] for r in load_ratings(str(db), special_tokens=["<|eos|>"])] == ["v1", "v2"]
+    votes.record_vote(db, "v4", "What is 3+3?", "6", "7", "sft", "rlhf", "a")
+    with pytest.warns(UserWarning, match="left out 2 record"):  # v2's and v3's pairs; v1 is a tie
+        assert [p["chosen"] for p in load_pairs(str(db), special_tokens=["<|eos|>"])] == ["6"]
+    with pytest.raises(LabError, match="holds '<\\|eos\\|>'"):  # the same text in a file is the user's to fix
+        load_pairs(write_jsonl(tmp_path / "p.jsonl", [PAIR | {"chosen": "fine <|eos|>"}]), special_tokens=["<|eos|>"])
 
 
 def test_a_prompt_that_merely_starts_with_human_is_taken_as_it_is():
