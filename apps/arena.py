@@ -241,11 +241,13 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
                     api_visibility="private")
         run.success(asked_line, battle, asked, api_name="show_prompt", api_visibility="private", queue=False)
         stop.click(None, cancels=[run], api_name="stop")
+        # A page's vote skips the queue (queue=False: the browser posts it straight to the server): it is a quick
+        # SQLite write, so it neither waits behind generations nor is turned away when the queue is full of them.
         for c, button in buttons.items():
             button.click(_vote_for(arena, c), [rating_a, rating_b, battle], result,
-                         api_name=f"vote_{c}", api_visibility="private", concurrency_limit=4
+                         api_name=f"vote_{c}", api_visibility="private", queue=False
                          ).success(lambda r: [reveal(r), *locked], result, [outcome, *buttons.values()],
-                                   api_name=f"reveal_{c}", api_visibility="private")
+                                   api_name=f"reveal_{c}", api_visibility="private", queue=False)
         # votes are quick SQLite writes: several may run beside a generation without loading the CPU
         choice.submit(arena.vote, [choice, rating_a, rating_b, battle], result, api_name="vote",
                       concurrency_limit=4)

@@ -151,3 +151,52 @@ def test_compare_in_a_browser_every_pane_answers(page, run_root, shots):
         expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     finally:
         demo.close()
+
+
+def test_arena_vote_in_a_browser_is_taken_while_the_queue_is_full(page, run_root, monkeypatch):
+    """Votes skip the queue: a voter is not turned away ("Queue is full") while other users' battles wait."""
+    import threading
+
+    from gradio_client import Client
+    from playwright.sync_api import expect
+
+    go = threading.Event()
+    go.set()
+    battle = arena.Arena.battle
+
+    def held_battle(self, *args, **kwargs):  # battles wait for `go`: the queue can be filled on purpose
+        assert go.wait(60), "the test never let the battles go"
+        yield from battle(self, *args, **kwargs)  # a generator, as the arena's is: the answers stream
+
+    monkeypatch.setattr(arena.Arena, "battle", held_battle)
+    demo = arena.build(run_root, os.environ.get("LAB_PROFILE", "micro"), max_new_tokens=8)
+    jobs = []
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = common.launch(demo, port=port, block=False, queue_size=1)[1]
+        page.goto(url)
+        page.get_by_role("textbox", name="prompt", exact=True).fill(QUESTION)
+        page.get_by_role("button", name="Battle").click()
+        tie = page.get_by_role("button", name="Tie")
+        expect(tie).to_be_enabled(timeout=60_000)
+        go.clear()  # now two scripted battles: one runs (held), one waits and fills the queue of one
+        client = Client(url, verbose=False)
+        jobs = [client.submit(QUESTION, api_name="/battle") for _ in range(2)]
+        for _ in range(600):
+            if len(demo._queue) >= 1:
+                break
+            threading.Event().wait(0.1)
+        assert len(demo._queue) >= 1, "the scripted battles never filled the queue"
+        tie.click()
+        expect(page.get_by_text(re.compile(r"A was \S+, B was \S+"))).to_be_visible(timeout=30_000)
+        assert not page.get_by_text("Queue is full").is_visible()
+        assert len(demo._queue) >= 1, "the queue emptied before the vote: this test proved nothing"
+    finally:
+        go.set()
+        for job in jobs:
+            job.result(timeout=60)
+        demo.close()
+    [row] = votes.rows(votes.db_path(run_root))[-1:]
+    assert row["prompt"] == QUESTION and row["choice"] == "tie"
