@@ -31,7 +31,6 @@ md("""
 """)
 
 code("""
-import random
 import re
 import tempfile
 import time

@@ -55,7 +55,7 @@ pd.set_option("display.max_colwidth", 90)
 
 code("""
 from lab_utils import annotator, checkpoints, evaluate, graders, preferences, reward, stages, tasks, votes
-from lab_utils.config import EvalConfig, PPOConfig, RewardConfig, WorldConfig, build_world_from, resolve_profile
+from lab_utils.config import EvalConfig, RewardConfig, WorldConfig, build_world_from, resolve_profile
 from lab_utils.generation import alpaca_prompts, generate_ended
 from lab_utils.tokenizer import render_alpaca
 
