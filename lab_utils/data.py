@@ -270,7 +270,8 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
 
     `input` may be missing (it becomes ""); `instruction` and `output` must be non-empty strings, and no field may
     spell out one of `special_tokens` (the model's tokenizer's: `no_special_tokens`). LLaMA-Factory's optional
-    `system` and `history` become part of the instruction (`alpaca_context`).
+    `system` and `history` become part of the instruction (`alpaca_context`). In a file, a record that breaks these
+    rules is one `LabError`; a hub dataset's is left out with a warning (it cannot be edited), unless every row is.
     """
     path, suffix = Path(spec), _suffix(spec)
     if suffix == ".json":
@@ -287,11 +288,22 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
     if not rows:
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows
-    records = [_alpaca_record(r, spec, w) for r, w in zip(rows, where)]
     hub = _is_hub_id(spec)
-    kept = [rec for rec, row, w in zip(records, rows, where)
-            if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
-    warn_left_out(spec, len(records) - len(kept), len(kept))
+    valid, unusable = [], []
+    for row, w in zip(rows, where):
+        try:
+            valid.append((_alpaca_record(row, spec, w), row, w))
+        except LabError as err:  # in a file, one error the user can fix; a hub dataset cannot be edited
+            if not hub:
+                raise
+            unusable.append(err)
+    if unusable and not valid:  # no row is an Alpaca record: another layout, said with the first row's error
+        raise unusable[0]
+    if unusable:  # e.g. a hub dataset's few empty outputs: left out, as records spelling a special token are
+        warnings.warn(f"{spec}: left out {len(unusable)} of {len(rows)} rows that are not usable Alpaca records "
+                      f"(the first: {unusable[0].where}: {unusable[0].message})", stacklevel=2)
+    kept = [rec for rec, row, w in valid if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
+    warn_left_out(spec, len(valid) - len(kept), len(kept))
     return kept
 
 

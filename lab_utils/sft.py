@@ -78,13 +78,21 @@ def keep_adapters_fp32(model) -> None:
             p.data = p.data.float()
 
 
-def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
-    """TRL's settings for `cfg`; a run shorter than `logging_steps` still logs its last loss (`final_loss`)."""
+def length_limit(cfg: SFTConfig, model) -> int:
+    """Tokens a record may take: --max_length, or the model's context where that is shorter (past it the model
+    would read positions it never trained on)."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    return min(cfg.max_length, context) if context else cfg.max_length
+
+
+def trl_args(cfg: SFTConfig, output_dir: str, progress: bool, max_length: int | None = None) -> TRLSFTConfig:
+    """TRL's settings for `cfg`; a run shorter than `logging_steps` still logs its last loss (`final_loss`).
+    `max_length`: the records' limit when it is not `cfg.max_length` (`length_limit`)."""
     log_every = min(cfg.logging_steps, cfg.max_steps) if cfg.max_steps > 0 else cfg.logging_steps
     return TRLSFTConfig(
         output_dir=output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.lr if cfg.method != "full" else cfg.full_lr, lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=cfg.max_length, packing=False,
+        warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=max_length or cfg.max_length, packing=False,
         completion_only_loss=True, logging_steps=log_every, save_strategy="no", report_to="none",
         optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, activation_checkpointing=False,
@@ -94,9 +102,10 @@ def trl_args(cfg: SFTConfig, output_dir: str, progress: bool) -> TRLSFTConfig:
 def build_trainer(cfg: SFTConfig, model, tokenizer, records: list[dict], output_dir: str,
                   progress: bool = False) -> SFTTrainer:
     """TRL's SFTTrainer as `train_sft` runs it: LoRA attached per `cfg.method` (its A matrices drawn from torch's
-    RNG: seed it first), the adapters in fp32, and only the records that still end with their EOS label."""
+    RNG: seed it first), the adapters in fp32, and only the records that still end with their EOS label within
+    `length_limit` tokens."""
     peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
-    trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress),
+    trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress, length_limit(cfg, model)),
                          train_dataset=to_prompt_completion(records), processing_class=tokenizer, peft_config=peft_cfg)
     keep_adapters_fp32(trainer.model)
     # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost its EOS
@@ -128,12 +137,15 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(cfg, model, tokenizer, records, tmp, progress)
         n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
+        limit = length_limit(cfg, model)
+        why = f"max_length={cfg.max_length}" + (f", the model's context {limit}" if limit < cfg.max_length else "")
         if kept == 0:
-            raise LabError(f"no record fits in max_length={cfg.max_length} tokens with its whole response",
-                           path=cfg.data or None, fix="raise --max_length or shorten the records")
+            raise LabError(f"no record fits in {limit} tokens ({why}) with its whole response", path=cfg.data or None,
+                           fix="shorten the records" + (", or raise --max_length" if limit == cfg.max_length else
+                                                        ", or fine-tune a model with a longer context"))
         if kept < len(records):
-            warnings.warn(f"{len(records) - kept} of {len(records)} SFT records are longer than max_length="
-                          f"{cfg.max_length} tokens and were left out (cut, they would lose their EOS)", stacklevel=2)
+            warnings.warn(f"{len(records) - kept} of {len(records)} SFT records are longer than {limit} tokens "
+                          f"({why}) and were left out (cut, they would lose their EOS)", stacklevel=2)
         trainer.train()
     train_s = time.perf_counter() - t0
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]

@@ -27,6 +27,7 @@ from . import checkpoints as ck
 from . import reward_data
 from .config import (DPOConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
                      build_world_from, resolve_profile)
+from .data import _exists
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
@@ -157,7 +158,7 @@ def _read_first(loader, spec: str, split: str) -> None:
     wrong with it (one error naming the file, record and field) is said first, not after `lab sft` has been run for
     it. The stage reads it again later, with the model's tokenizer for the special-token check; a hub dataset is read
     then only (a download)."""
-    if spec and Path(spec).exists():
+    if spec and _exists(spec):  # an unreadable path (too long, ...) is said by the loader, with its fix
         with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
             warnings.simplefilter("ignore")
             loader(spec, split)

@@ -151,6 +151,20 @@ def test_a_hub_dataset_leaves_out_records_that_spell_a_special_token(monkeypatch
         load_alpaca("owner/alpaca", special_tokens=SPECIALS)
 
 
+def test_a_hub_dataset_leaves_out_rows_that_are_not_usable_records(monkeypatch):
+    """An empty output in a hub dataset (the original Alpaca has some) cannot be fixed by the user: the row is left
+    out and counted, as one spelling a special token is. A dataset whose every row fails has another layout: the
+    first row's error, with its fix."""
+    rows = [rec(), rec(output=""), rec(), rec(instruction=None)]
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split, local: rows)
+    with pytest.warns(UserWarning, match=r"owner/alpaca: left out 2 of 4 rows .*the first: row 2: field 'output' is "
+                                         "empty"):
+        assert [r["output"] for r in load_alpaca("owner/alpaca")] == [rec()["output"]] * 2
+    monkeypatch.setattr("lab_utils.data._hub_rows", lambda spec, split, local: [{"response": "x", "instruction": "y"}])
+    with pytest.raises(LabError, match=r"owner/alpaca, row 1: field 'output' is missing.*Dolly"):
+        load_alpaca("owner/alpaca")
+
+
 # ------------------------------------------------------------------ through `lab sft`
 
 def lab_sft(data: Path, out: Path) -> int:
@@ -189,6 +203,17 @@ def test_cli_refuses_text_that_spells_the_models_special_tokens(micro_run, tmp_p
     assert lab_sft(data, out) == 2
     line = one_error_line(capsys)
     assert "record 2: field 'instruction' holds '<|eos|>'" in line, line
+    assert_no_sft(out)
+
+
+def test_cli_a_data_name_too_long_to_look_up_says_so(micro_run, tmp_path, capsys):
+    """Not the CLI's catch-all for a file it cannot write ("check ... --out"): the path given with --data is wrong."""
+    out = tmp_path / "run"
+    shutil.copytree(micro_run / "base", out / "base")
+    capsys.readouterr()
+    assert lab_sft(tmp_path / ("a" * 300 + ".json"), out) == 2
+    line = one_error_line(capsys)
+    assert "cannot read this path (File name too long). Fix: check the path given with --data" in line, line
     assert_no_sft(out)
 
 

@@ -4,6 +4,7 @@ with double quantisation and only the LoRA weights move; the merged model is bas
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import bitsandbytes as bnb
@@ -295,9 +296,28 @@ def test_a_record_cut_by_max_length_is_left_out_not_trained_without_its_eos(base
     max_length = max(lengths[:-1]) + 2  # every short record fits; the long one keeps its prompt, loses its end
     assert prompt_len < max_length < lengths[-1]
     cfg = SFTConfig.for_profile("micro", max_length=max_length, max_steps=1, batch_size=2)
-    with pytest.warns(UserWarning, match=f"1 of 5 SFT records are longer than max_length={max_length}"):
+    with pytest.warns(UserWarning, match=rf"1 of 5 SFT records are longer than {max_length} tokens \(max_length="):
         metrics = train_sft(cfg, base_dir, RECORDS + [long], progress=False)
     assert (metrics["n_train_records"], metrics["n_dropped"]) == (len(RECORDS), 1)
+
+
+def test_records_past_the_models_context_are_left_out_whatever_max_length_says(base_dir, base_tokenizer, tmp_path):
+    """A --max_length beyond the model's context would train on positions the model never learned (the real Alpaca
+    sample on tiny's 256 positions: 563 of 999 records): the context caps it, as in `lab reward` and `lab dpo`."""
+    long = {"instruction": "Tell me about Paris.", "input": "", "output": " ".join(["Paris is a city."] * 40)}
+    rows = to_prompt_completion(RECORDS + [long])
+    lengths = [len(base_tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]  # + EOS
+    context = max(lengths[:-1]) + 2  # every short record fits the model; the long one does not
+    short = tmp_path / "short-context"
+    shutil.copytree(base_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(config | {"max_position_embeddings": context}))
+    cfg = SFTConfig.for_profile("micro", max_length=10 * lengths[-1], max_steps=1, batch_size=2)
+    with pytest.warns(UserWarning, match=rf"1 of 5 SFT records are longer than {context} tokens .*the model's context"):
+        metrics = train_sft(cfg, short, RECORDS + [long], progress=False)
+    assert (metrics["n_train_records"], metrics["n_dropped"]) == (len(RECORDS), 1)
+    with pytest.raises(LabError, match="with a longer context"):
+        train_sft(cfg, short, [long], progress=False)
 
 
 def test_a_tokenizer_whose_pad_is_eos_gets_a_pad_of_its_own(base_dir, tmp_path):
