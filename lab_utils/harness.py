@@ -112,6 +112,8 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
               "evaluating sft again for the head-to-head")
         names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
+    for m in names:  # a model of another profile would be graded on this profile's world, over its own evaluation
+        finished_dir(root, MODEL_STAGES[m], f"{m} model", profile)
     results = {}
     reward_model, seen = _reward_model(root), training_prompts(root, profile, world)
     for label, spec in [(n, None) for n in names] + list(other.items()):

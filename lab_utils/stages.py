@@ -496,6 +496,13 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}
     needed, built = _needed(stage, configs), set()
+    for s in (s for s in STAGES if s in needed and is_done(root, s)):  # before anything is rebuilt over them
+        built_for = ck.read_json(root / STAGE_DIRS[s] / "metrics.json").get("profile")
+        if built_for and built_for != profile and not force:  # a forgotten --profile must not cost the run
+            raise LabError(f"this run folder's {s} stage was built for profile {built_for}, not {profile}",
+                           path=str(root), fix=f"pass --profile {built_for}, or --out a run folder of profile "
+                                               f"{profile} (runs/{profile} by default); --force rebuilds every "
+                                               f"stage there for {profile}")
     for s in (s for s in STAGES if s in needed):
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")

@@ -274,3 +274,16 @@ def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_p
     assert "--split chooses among the world's task prompts" in capsys.readouterr().err
     with pytest.raises(LabError, match="unknown split 'train'"):
         stages.run_eval("micro", run, models=("sft",), split="train")
+
+
+def test_lab_eval_refuses_a_run_folder_of_another_profile(micro_run, tmp_path, capsys):
+    """Without the check, `lab eval --out runs/micro` (tiny by default) graded micro's base model on tiny's world and
+    wrote that over its evaluation; the report then called it stale and told the user to run the same command."""
+    out = tmp_path / "run"
+    for folder in ("tokenizer", "base", "eval"):
+        shutil.copytree(micro_run / folder, out / folder)
+    before = (out / "eval" / "base.json").read_text()
+    capsys.readouterr()
+    assert main(["eval", "--profile", "tiny", "--out", str(out), "--models", "base"]) == 2
+    assert "the base model was built for profile micro, not tiny. Fix: pass --profile micro" in capsys.readouterr().err
+    assert (out / "eval" / "base.json").read_text() == before

@@ -61,6 +61,23 @@ def test_lab_run_rebuilds_a_stage_whose_config_or_upstream_changed(built, tmp_pa
     assert lab_run("--max_steps", "3", "--force") == list(stages.STAGES)
 
 
+def test_lab_run_refuses_a_run_folder_of_another_profile_unless_forced(built, tmp_path, capsys):
+    """`lab run --out runs/micro` without --profile (tiny by default) rebuilt micro's tokenizer and models as tiny's
+    over them, stage by stage: one forgotten flag cost the whole run."""
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "micro", "--out", str(out)]) == 0
+    before = {s: ck.read_json(out / stages.STAGE_DIRS[s] / "metrics.json") for s in stages.STAGES}
+    built.clear()
+    capsys.readouterr()
+    assert main(["run", "--profile", "tiny", "--out", str(out)]) == 2
+    assert built == []
+    err = capsys.readouterr().err
+    assert "stage was built for profile micro, not tiny. Fix: pass --profile micro" in err and "--force" in err, err
+    assert {s: ck.read_json(out / stages.STAGE_DIRS[s] / "metrics.json") for s in stages.STAGES} == before
+    assert main(["run", "--profile", "tiny", "--out", str(out), "--force"]) == 0  # asked for: rebuilt as tiny's
+    assert built == list(stages.STAGES)
+
+
 def test_ensure_builds_only_what_the_requested_config_needs(built, tmp_path):
     stages.ensure("sft", "micro", tmp_path, changes={"sft": {"model": "some/hub-model"}})
     assert built == ["sft"]  # a given model replaces the base model, so no tokenizer or pretraining
