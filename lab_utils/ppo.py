@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -162,6 +163,9 @@ class PPOTrainer:
             else M.FixedKLController(cfg.kl_coef)
         self.iteration, self.history, self.samples, self._negative_kl = 0, [], [], 0
         self.built_from: dict | None = None  # the models' builds (stages.run_ppo sets it): a resume checks them
+        # a fresh run (stages.run_ppo sets it): an earlier run's checkpoints in out_dir go when this run saves its
+        # first, not before, so that stopping this run before then does not cost them
+        self.clear_earlier = False
         self.rng = random.Random(cfg.seed)  # the same in every process: they draw one global batch and share it out
         torch.manual_seed(cfg.seed + self.acc.process_index)  # ... and sample answers of their own
 
@@ -353,6 +357,8 @@ class PPOTrainer:
         final = root / f"step-{self.iteration:07d}"
         rng = self._rng_states()
         if self.acc.is_main_process:
+            if self.clear_earlier:  # never resume an earlier run's later iteration into this one
+                shutil.rmtree(root, ignore_errors=True)
             with ck.atomic_dir(final) as tmp:
                 self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
                 self.acc.unwrap_model(self.value_model).model.save_pretrained(tmp / "value")
@@ -365,6 +371,7 @@ class PPOTrainer:
                                                    "processes": self.n_proc, "config": self.cfg.to_dict(),
                                                    "built_from": self.built_from})
             ck.prune_checkpoints(root)
+        self.clear_earlier = False
         self.acc.wait_for_everyone()  # nobody goes on (or resumes) before the checkpoint is complete
         return final
 
@@ -384,11 +391,7 @@ class PPOTrainer:
         `save_checkpoint`."""
         from safetensors.torch import load_file
 
-        meta = ck.read_json(path / "state.json")
-        if meta.get("processes", 1) != self.n_proc:
-            raise LabError(f"the checkpoint was written by {meta.get('processes', 1)} process(es), this run has "
-                           f"{self.n_proc}", path=str(path), fix="resume with as many processes as the run had")
-        self._check_same_run(meta, path)
+        meta = self.check_resumable(path)
         value_model = self.acc.unwrap_model(self.value_model).model
         for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (value_model, "value")):
             state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
@@ -421,6 +424,20 @@ class PPOTrainer:
         self.samples = meta.get("samples", [])  # a checkpoint from before they were saved has none
         self._negative_kl = meta.get("negative_kl_streak", 0)
         self.rng.setstate(_rng_from(meta["rng"]))
+
+    def check_resumable(self, path: Path, strict: bool = False) -> dict:
+        """The checkpoint's state.json, when this run may continue it: as many processes, the same settings and
+        models (`_check_same_run`); else one `LabError`. `strict` (`lab run`, which resumes only what it can check)
+        also refuses a checkpoint that did not record its settings and models."""
+        meta = ck.read_json(path / "state.json")
+        if meta.get("processes", 1) != self.n_proc:
+            raise LabError(f"the checkpoint was written by {meta.get('processes', 1)} process(es), this run has "
+                           f"{self.n_proc}", path=str(path), fix="resume with as many processes as the run had")
+        if strict and not ("config" in meta and meta.get("built_from") and self.built_from):
+            raise LabError("the checkpoint did not record its settings and models (an older one)", path=str(path),
+                           fix="start again without --resume")
+        self._check_same_run(meta, path)
+        return meta
 
     def _check_same_run(self, meta: dict, path: Path) -> None:
         """A resumed run continues the checkpoint's: its optimizer, learning-rate schedule, KL coefficient and

@@ -287,13 +287,15 @@ def _lora_rank_only_with_lora(cfg, profile: str) -> None:
 SHAPE = ("n_layers", "d_model", "n_heads", "d_ff", "context")  # a fresh Llama's; --model brings its own
 
 
-def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at: int | None = None,
+def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, stop_at: int | None = None,
             log=print, callback=None, reward_override=None, save_to: str = "rlhf", **changes) -> dict:
     """RLHF: optimise the SFT model against the reward model with our PPO; save runs/<profile>/rlhf.
 
     `reward_override` replaces the saved reward model (a `reward.RewardModel`, e.g. a deliberately flawed one; the
     `--reward_model` flag, in `changes`, names another folder instead), and
-    `save_to` names the output folder: the reward-hacking experiment of notebook 05 uses both."""
+    `save_to` names the output folder: the reward-hacking experiment of notebook 05 uses both. `resume`: True
+    continues from the last checkpoint (one of a run with other settings is an error); "auto" (`lab run`) continues
+    one it can check is of this run, and starts afresh otherwise."""
     from . import ppo
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
@@ -332,15 +334,20 @@ def run_ppo(profile: str | None = None, out=None, resume: bool = False, stop_at:
                                           ("--data", ck.file_sha256(cfg.data))) if mark}
     trainer.built_from = built_from | given if reward_override is None else None  # a model passed in: none to check
     log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
-    if not resume and trainer.acc.is_main_process:  # a fresh run: an earlier run's checkpoints must never be resumed
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-    trainer.acc.wait_for_everyone()
     latest = ck.latest_checkpoint(ckpt_root) if resume else None
+    if latest is not None and resume == "auto":
+        try:
+            trainer.check_resumable(latest, strict=True)
+        except LabError as err:
+            log(f"[lab] ppo: {latest} is not this run's to continue ({err.message}): starting afresh")
+            latest = None
     if latest is not None:
         trainer.load_checkpoint(latest)
         log(f"[lab] ppo: resumed from {latest.name}")
-    elif resume:
-        log(f"[lab] ppo: no checkpoint in {ckpt_root} to resume from: starting at iteration 0")
+    else:  # a fresh run: an earlier run's checkpoints must never be resumed into it; they go at its first save
+        trainer.clear_earlier = True
+        if resume is True:
+            log(f"[lab] ppo: no checkpoint in {ckpt_root} to resume from: starting at iteration 0")
     history = trainer.train(stop_at, callback)
     if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
         return {"iterations": trainer.iteration, "history": history}
@@ -513,8 +520,9 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
                     print(f"[lab] {s}: finished earlier, reusing {root / STAGE_DIRS[s]} (--force rebuilds)")
                 continue
             print(f"[lab] {s}: {why}: rebuilding")
-        # an interrupted pretraining run of the same settings and tokenizer is continued, not started again
-        resume = {"resume": "auto"} if s == "pretrain" and not force else {}
+        # an interrupted pretraining or PPO run of the same settings and upstream builds is continued, not started
+        # again
+        resume = {"resume": "auto"} if s in ("pretrain", "ppo") and not force else {}
         try:
             builders[s](profile, root, **resume, **changes.get(s, {}))
         except LabError:

@@ -449,7 +449,7 @@ def test_kl_floor_sets_the_adaptive_controllers_floor_at_kl_coef(run_root):
 
 def test_lab_ppo_resume_continues_from_the_last_checkpoint(run_root):
     """`lab ppo --resume` (stages.run_ppo) finds the checkpoint the trainer wrote, and a fresh run first
-    removes an earlier run's checkpoints so that they can never be resumed into it."""
+    removes an earlier run's checkpoints (at its first save) so that they can never be resumed into it."""
     straight = stages.run_ppo("micro", run_root, save_to="resume-a", log=lambda *_: None)
     stale = run_root / "resume-b-checkpoints" / "step-0000009"
     stale.mkdir(parents=True)
@@ -465,6 +465,45 @@ def test_lab_ppo_resume_continues_from_the_last_checkpoint(run_root):
     a, _ = modeling.load_causal_lm(str(run_root / "resume-a"))
     b, _ = modeling.load_causal_lm(str(run_root / "resume-b"))
     assert_same_weights(a, b)
+
+
+def test_a_fresh_run_stopped_before_its_first_checkpoint_keeps_the_earlier_ones(run_root):
+    """The earlier run's checkpoints go when the fresh run saves its first, not when it starts: a Ctrl-C in its first
+    iteration used to leave `lab ppo --resume` nothing to continue, though the message says the checkpoints stay."""
+    ckpts = run_root / "resume-c-checkpoints"
+    stages.run_ppo("micro", run_root, save_to="resume-c", stop_at=1, log=lambda *_: None)
+
+    def ctrl_c(trainer, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_ppo("micro", run_root, save_to="resume-c", callback=ctrl_c, log=lambda *_: None)
+    assert ck.latest_checkpoint(ckpts).name == "step-0000001"
+    lines = []
+    assert stages.run_ppo("micro", run_root, save_to="resume-c", resume=True, log=lines.append)["iterations"] == 2
+    assert "[lab] ppo: resumed from step-0000001" in lines
+
+
+def test_lab_run_continues_an_interrupted_ppo_run_but_not_another_runs(run_root, tmp_path, capsys):
+    """`lab run` resumes PPO as it resumes pretraining (resume="auto"): the checkpoint of this run's settings and
+    models is continued; one of other settings starts the stage afresh, where `lab ppo --resume` would refuse."""
+    root = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(run_root / folder, root / folder)
+    stages.run_ppo("micro", root, stop_at=1, log=lambda *_: None)
+    capsys.readouterr()
+    stages.ensure("ppo", "micro", root)
+    assert "[lab] ppo: resumed from step-0000001" in capsys.readouterr().out
+    assert ck.read_json(root / "rlhf" / "metrics.json")["iterations"] == 2
+    shutil.rmtree(root / "rlhf")
+    stages.run_ppo("micro", root, stop_at=1, lr=1e-3, log=lambda *_: None)  # another run, stopped
+    capsys.readouterr()
+    stages.ensure("ppo", "micro", root)
+    log = capsys.readouterr().out
+    assert "is not this run's to continue (the checkpoint is of a run with other settings (lr 0.001 -> 3e-05))" \
+           ": starting afresh" in log, log
+    assert "resumed from" not in log
+    assert ck.read_json(root / "rlhf" / "metrics.json")["config"]["lr"] == 3e-05
 
 
 def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_path):
