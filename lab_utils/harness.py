@@ -271,12 +271,21 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     result = {"data": data, "data_split": data_split, "data_sha256": ck.file_sha256(data), "n_prompts": len(prompts),
               "n_left_out": n_left_out, "prompts": prompts, "reward_finished_at": stamp(root, "reward"),
               "config": cfg.to_dict() | {"data_limit": data_limit}, "models": {}}
+    # (prompt, answer, ended) -> reward, across models: an answer two models give alike is scored once, so it gets one
+    # reward and ties in the head-to-head (scored in batches of other lengths, it would differ in the 7th digit and
+    # count as a win or a loss)
+    scored: dict[tuple[int, str, bool], float] = {}
     for label, spec in specs.items():
         t0 = time.perf_counter()
         lm, tokenizer = _load(root, label, None if label in MODEL_DIRS else spec)
         outs = generate_ended(lm, tokenizer, prompts, cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
         responses, ended = [t for t, _ in outs], [e for _, e in outs]
-        rewards = reward_model.score(prompts, responses, ended).tolist()
+        keys = [(i, text, end) for i, (text, end) in enumerate(zip(responses, ended))]
+        new = [k for k in dict.fromkeys(keys) if k not in scored]  # in prompt order: the first model's batches as before
+        if new:
+            scored |= zip(new, reward_model.score([prompts[i] for i, _, _ in new], [t for _, t, _ in new],
+                                                  [e for _, _, e in new]).tolist())
+        rewards = [scored[k] for k in keys]
         built = stamp(root, MODEL_STAGES[label]) if label in MODEL_DIRS else folder_stamp(spec)
         result["models"][label] = {
             "mean_reward": round(sum(rewards) / len(rewards), 4), "ended_rate": round(sum(ended) / len(ended), 4),

@@ -287,3 +287,29 @@ def test_lab_eval_refuses_a_run_folder_of_another_profile(micro_run, tmp_path, c
     assert main(["eval", "--profile", "tiny", "--out", str(out), "--models", "base"]) == 2
     assert "the base model was built for profile micro, not tiny. Fix: pass --profile micro" in capsys.readouterr().err
     assert (out / "eval" / "base.json").read_text() == before
+
+
+def test_lab_eval_data_an_answer_two_models_give_alike_is_one_reward_and_a_tie(root, tmp_path, monkeypatch):
+    """Each model's answers were scored in batches of their own; a reward model's padded batches move a score a
+    little with the batch's longest answer, so one answer got two rewards and counted as a win or a loss."""
+    import torch
+
+    from lab_utils import harness
+
+    answers = {"base": ["Blue.", "Red.", "A much longer answer than the others."], "sft": ["Blue.", "Red.", "Green."]}
+    monkeypatch.setattr(harness, "_load", lambda root, name, spec: (name, None))
+    monkeypatch.setattr(harness, "generate_ended",
+                        lambda lm, tok, prompts, *args, **kwargs: [(t, True) for t in answers[lm][:len(prompts)]])
+    real = harness._reward_model(root)
+
+    class BatchSensitive:  # the effect of padding, made large enough to survive the stored 4 decimals
+        tokenizer, model = real.tokenizer, real.model
+
+        def score(self, prompts, responses, ended):
+            return torch.tensor([len(r) - 1e-3 * max(map(len, responses)) for r in responses])
+
+    monkeypatch.setattr(harness, "_reward_model", lambda root: BatchSensitive())
+    r = stages.run_eval_data(str(prompts_file(tmp_path, n=3)), "micro", root, models=("base", "sft"), data_limit=3)
+    base, sft = r["models"]["base"], r["models"]["sft"]
+    assert base["rewards"][:2] == sft["rewards"][:2]  # one answer, one reward
+    assert base["reward_win_rate_vs_sft"] == 1.0  # the one pair decided, won by the longer answer
