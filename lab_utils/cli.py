@@ -338,7 +338,7 @@ def cmd_app(argv):
 
 def cmd_votes(argv):
     from . import votes
-    from .stages import run_dir
+    from .stages import _special_tokens, run_dir
 
     args, _ = _parse("votes", argv, doc="the arena's votes: export them as preference pairs, or count them", extra=[
         (("action",), {"choices": ("export", "count")}),
@@ -352,7 +352,7 @@ def cmd_votes(argv):
               + f" (rated answers: {len(votes.ratings(db))})")
         return
     out = args.to or db.with_suffix(".jsonl")
-    n = votes.export_pairs(db, out)
+    n = votes.export_pairs(db, out, _special_tokens(db.parent / "sft"))  # the tokenizer `lab reward` trains with
     n_rated = len(votes.ratings(db))
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
           f"train on them with `lab reward --data {out}`"

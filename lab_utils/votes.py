@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
+from collections.abc import Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -271,9 +273,13 @@ def ratings(db: str | os.PathLike) -> list[dict]:
             for v in rows(db) for side in ("a", "b") if v[f"rating_{side}"] is not None]
 
 
-def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:
+def export_pairs(db: str | os.PathLike, out: str | os.PathLike, special_tokens: Sequence[str] = ()) -> int:
     """Write the preference pairs as JSONL (temp file, then rename); return how many were written. The store itself
-    is never the target: the rename would replace it, and its tie and both-bad votes, which no export holds."""
+    is never the target: the rename would replace it, and its tie and both-bad votes, which no export holds.
+
+    A pair that spells out one of `special_tokens` (the run's tokenizer's; a model can sample "<|eos|>" as plain
+    characters) is left out with a warning, as `lab reward --data votes.db` leaves it out of the store: in a file it
+    would be an error that asks the user to edit what the lab wrote."""
     if Path(out).resolve() == Path(db).resolve():
         raise LabError("the export would overwrite the vote store it reads", path=str(out),
                        fix="export to another file, e.g. --to votes.jsonl")
@@ -283,6 +289,18 @@ def export_pairs(db: str | os.PathLike, out: str | os.PathLike) -> int:
     if Path(out).suffix.lower() != ".jsonl":
         raise LabError("the export is JSON Lines, one pair per line", path=str(out),
                        fix="name the file with a .jsonl extension (the reward stage reads it by that)")
+    from .data import spelled_special_token
+
     records = pairs(db)
-    ck.write_jsonl(out, records)
-    return len(records)
+    kept = [r for r in records
+            if not any(spelled_special_token(r[k], special_tokens) for k in ("prompt", "chosen", "rejected"))]
+    if len(kept) < len(records):
+        warnings.warn(f"{db}: left out {len(records) - len(kept)} of {len(records)} pairs that spell out a special "
+                      "token of the model's tokenizer (`lab reward --data` leaves them out of the store too)",
+                      stacklevel=2)
+    try:
+        ck.write_jsonl(out, kept)
+    except OSError as err:  # said of the target, not of the temporary file beside it
+        raise LabError(f"cannot write the export ({err.strerror})", path=str(out),
+                       fix="name a .jsonl file in a folder you may write to with --to") from None
+    return len(kept)

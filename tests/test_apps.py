@@ -693,6 +693,25 @@ def test_eight_clients_voting_at_once_store_exactly_200_votes(arena_app):
 
 # ------------------------------------------------------------------ the command line
 
+def test_lab_votes_export_holds_only_pairs_the_reward_stage_trains_on(app_root, tmp_path, capsys):
+    """A model may sample "<|eos|>" as plain characters. Reading the store, `lab reward` leaves such a pair out; the
+    export wrote it, and `lab reward --data votes.jsonl` (the command the export prints) then failed on it with a fix
+    that asks the user to edit the file the lab wrote."""
+    from transformers import AutoTokenizer
+
+    root = run_folder(app_root, tmp_path)
+    db = votes.db_path(root)
+    votes.init(db)
+    votes.record_vote(db, "v1", QUESTION, "Paris.", "Berlin.", "sft", "rlhf", "a")
+    votes.record_vote(db, "v2", QUESTION, "Paris.", "It is <|eos|> Rome.", "sft", "rlhf", "a")
+    out = tmp_path / "pairs.jsonl"
+    with pytest.warns(UserWarning, match="left out 1 of 2 pairs that spell out a special token"):
+        assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
+    assert f"1 preference pairs -> {out}" in capsys.readouterr().out
+    specials = AutoTokenizer.from_pretrained(root / "sft").all_special_tokens
+    assert load_pairs(str(out), special_tokens=specials) == load_pairs(str(db), special_tokens=specials)
+
+
 def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys):
     assert cli.main(["app", "compare", "--out", str(tmp_path / "empty")]) == 2
     assert "no finished model to compare" in capsys.readouterr().err

@@ -230,6 +230,14 @@ def test_export_to_a_folder_is_a_lab_error_not_a_raw_os_error(db, tmp_path):
     assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".tmp*"))
 
 
+def test_export_to_a_path_that_cannot_be_written_names_the_target_not_a_temporary_file(db, tmp_path):
+    vote(db, "1", "a")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LabError, match=r"file/pairs\.jsonl: cannot write the export \(.*\)\. Fix: name a \.jsonl"):
+        votes.export_pairs(db, tmp_path / "file" / "pairs.jsonl")  # its folder is a file
+    assert (tmp_path / "file").read_text() == "" and not list(tmp_path.glob(".tmp*"))
+
+
 def test_a_blank_prompt_is_refused_and_a_store_removed_under_the_arena_is_not_silently_recreated(db):
     """A whitespace-only prompt would make every later read of the store fail ("field 'prompt' is empty"), with a
     fix no one can apply to a database. A store deleted while the arena runs used to come back as an empty file
