@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -173,12 +174,28 @@ def latest_checkpoint(ckpt_root) -> Path | None:
     return max(done, key=lambda d: int(_STEP.match(d.name).group(1)), default=None)
 
 
+@contextmanager
+def readable_checkpoint(ckpt: Path):
+    """A checkpoint file that cannot be read (cut short by a full disk or a killed copy, changed since) as one
+    `DamagedFile` naming the step folder, not a library's traceback. Wraps the reading of files only: a file that
+    reads but does not fit the model is the caller's error, with its own fix."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
+        raise DamagedFile(f"a file of this checkpoint cannot be read ({cause(err)})", path=str(ckpt),
+                          fix=f"delete {Path(ckpt).name}/ to resume from the checkpoint before it (two are kept), or "
+                              "start again without --resume") from None
+
+
 def load_training_state(ckpt: Path, optimizer, scheduler, scaler=None) -> dict:
     """Restore optimizer, scheduler, RNG and an fp16 run's gradient scaler (weights are loaded by the caller); returns
     state.json. Tensors load onto the CPU (`accelerator.prepare` moves the optimizer's after): a checkpoint saved on a
     GPU resumes on a machine without one."""
     def load(name: str):
-        return torch.load(ckpt / name, weights_only=True, map_location="cpu")
+        with readable_checkpoint(ckpt):
+            return torch.load(ckpt / name, weights_only=True, map_location="cpu")
 
     optimizer.load_state_dict(load("optimizer.pt"))
     scheduler.load_state_dict(load("scheduler.pt"))

@@ -394,7 +394,8 @@ class PPOTrainer:
         meta = self.check_resumable(path)
         value_model = self.acc.unwrap_model(self.value_model).model
         for model, sub in ((self.acc.unwrap_model(self.policy), "policy"), (value_model, "value")):
-            state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
+            with ck.readable_checkpoint(path):
+                state = {k: v for f in sorted((path / sub).glob("*.safetensors")) for k, v in load_file(f).items()}
             if hasattr(model, "peft_config"):  # a LoRA policy saved only its adapter
                 from peft import set_peft_model_state_dict
                 result = set_peft_model_state_dict(model, state)
@@ -410,7 +411,8 @@ class PPOTrainer:
                 raise LabError(f"checkpoint {sub} does not match the model (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]})", path=str(path / sub),
                                fix="resume with the same --profile and model settings, or start without --resume")
-        blob = torch.load(path / "state.pt", weights_only=True, map_location="cpu")  # a GPU run, resumed on a CPU
+        with ck.readable_checkpoint(path):
+            blob = torch.load(path / "state.pt", weights_only=True, map_location="cpu")  # a GPU run, resumed on a CPU
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         rank = self.acc.process_index

@@ -228,7 +228,9 @@ def _resume_point(cfg: PretrainConfig, resume: bool | str, ckpt_root: Path, fing
                            fix="resume with the checkpoint's settings, or start again without --resume")
         say(f"[lab] pretrain: {last} was trained with other settings ({', '.join(changed)}): starting afresh")
         return 0, history
-    model.load_state_dict(type(model).from_pretrained(last, use_safetensors=True).state_dict())
+    with ck.readable_checkpoint(last):
+        saved = type(model).from_pretrained(last, use_safetensors=True)
+    model.load_state_dict(saved.state_dict())
     state = ck.load_training_state(last, optimizer, scheduler, scaler)
     say(f"[lab] pretrain: resuming from {last} (step {state['step']})")
     return state["step"], state["history"]

@@ -484,6 +484,17 @@ def test_a_fresh_run_stopped_before_its_first_checkpoint_keeps_the_earlier_ones(
     assert "[lab] ppo: resumed from step-0000001" in lines
 
 
+@pytest.mark.parametrize("damaged", ["state.pt", "policy/model.safetensors"])
+def test_a_checkpoint_file_cut_short_is_one_clear_error_naming_the_step(run_root, damaged):
+    stages.run_ppo("micro", run_root, save_to="resume-d", stop_at=1, log=lambda *_: None)
+    step = run_root / "resume-d-checkpoints" / "step-0000001"
+    with open(step / damaged, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(LabError, match=r"step-0000001: a file of this checkpoint cannot be read \(.*\)\. Fix: delete "
+                                       r"step-0000001/ to resume from the checkpoint before it"):
+        stages.run_ppo("micro", run_root, save_to="resume-d", resume=True, log=lambda *_: None)
+
+
 def test_lab_run_continues_an_interrupted_ppo_run_but_not_another_runs(run_root, tmp_path, capsys):
     """`lab run` resumes PPO as it resumes pretraining (resume="auto"): the checkpoint of this run's settings and
     models is continued; one of other settings starts the stage afresh, where `lab ppo --resume` would refuse."""

@@ -220,6 +220,23 @@ def test_resume_with_other_settings_is_one_clear_error(tok_dir, tmp_path):
     assert pretrain(more_evals, tok_dir, out, world_cfg, resume=True, progress=False)["resumed_from"] == 10
 
 
+@pytest.mark.parametrize("damaged", ["optimizer.pt", "model.safetensors"])
+def test_a_checkpoint_file_cut_short_is_one_clear_error_naming_the_step(tok_dir, tmp_path, damaged):
+    """A full disk or a killed copy can cut a checkpoint's file short: one error naming the step folder, with the
+    fix, not torch's or safetensors' traceback (which `lab run` hit again on every try)."""
+    from lab_utils.errors import LabError
+
+    cfg, world_cfg = PretrainConfig.for_profile("micro", max_steps=20, save_every=10), WorldConfig.for_profile("micro")
+    out = tmp_path / "base"
+    pretrain(cfg, tok_dir, out, world_cfg, stop_at=10, progress=False)
+    step = tmp_path / "base-checkpoints" / "step-0000010"
+    with open(step / damaged, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(LabError, match=r"step-0000010: a file of this checkpoint cannot be read \(.*\)\. Fix: delete "
+                                       r"step-0000010/ to resume from the checkpoint before it"):
+        pretrain(cfg, tok_dir, out, world_cfg, resume=True, progress=False)
+
+
 def test_resume_with_another_tokenizer_is_one_clear_error(tok_root, tmp_path):
     """The same settings, but the tokenizer was trained again (other documents, the same vocabulary size): the
     checkpoint's weights belong to other token ids. Resuming used to go on silently and corrupt the model."""
