@@ -33,6 +33,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
+import os
+import re
 import sys
 import time
 import warnings
@@ -365,6 +368,11 @@ COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain
             "votes": cmd_votes}
 
 
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no room left for what the lab writes
+DISK_FULL_FIX = ("Fix: free space on that disk (or pass an --out on another one) and run the command again; what "
+                 "was being written was left out, not half-written")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -383,10 +391,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a file or folder the lab may not read or write (--out, --to): one line, not a traceback
+        if err.errno in DISK_FULL:
+            print(f"error: {err.filename or 'writing the run'}: {err.strerror}. {DISK_FULL_FIX}", file=sys.stderr)
+            return 2
         if err.filename is None:
             raise
         print(f"error: {err.filename}: {err.strerror}. Fix: check that the path exists and that you may read and "
               "write there (or pass another --out / --to)", file=sys.stderr)
+        return 2
+    except Exception as err:  # safetensors reports a failed write as its own error: "... (os error 28)"
+        code = re.search(r"\(os error (\d+)\)", str(err)) if type(err).__name__ == "SafetensorError" else None
+        if code is None or int(code.group(1)) not in DISK_FULL:
+            raise
+        print(f"error: writing weights: {os.strerror(int(code.group(1)))}. {DISK_FULL_FIX}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # what is finished stays: every artifact is written to a temporary path, then renamed
         print("\ninterrupted: finished stages and checkpoints are kept; `lab run` reuses them, and `lab pretrain "

@@ -115,7 +115,8 @@ def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_er
     assert main(["votes", "export", "--profile", "micro", "--out", str(tmp_path / "run"),
                  "--to", str(afile / "votes.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {afile}: File exists. Fix: check that the path exists")
+    assert err == [f"error: {afile / 'votes.jsonl'}: cannot write the export (File exists). Fix: name a .jsonl file "
+                   "in a folder you may write to with --to."]
 
 
 @pytest.mark.parametrize("argv, said", [
@@ -358,3 +359,41 @@ def test_a_command_under_a_process_group_leaves_it_before_exiting(tmp_path, caps
     assert main(["votes", "count", "--out", str(tmp_path / "none")]) == 2  # no store there: a LabError
     assert not dist.is_initialized()
     assert "no vote store" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(tmp_path):
+    """A file-size limit (`ulimit -f`), which fails a write as a full disk does (EFBIG; ENOSPC and EDQUOT read the
+    same): safetensors and Python raise it as a traceback; the lab says it in one line and exits with 2."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    def limited():  # in the child only: writes past 300 KiB fail instead of killing it (SIGXFSZ ignored)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, 300 * 1024))
+
+    out = tmp_path / "run"
+    lab = Path(sys.executable).parent / "lab"
+    done = subprocess.run([str(lab), "pretrain", "--profile", "micro", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600, preexec_fn=limited, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: writing weights: File too large. Fix: free space")
+    assert not (out / "base").exists() and not list(out.rglob(".tmp-*"))
+
+
+def test_a_full_disk_raised_by_python_without_a_file_name_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    from lab_utils import cli
+
+    def full(argv):  # a write() that fails: Python's OSError names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(cli.COMMANDS, "votes", full)
+    assert main(["votes", "count"]) == 2
+    assert capsys.readouterr().err == ("error: writing the run: No space left on device. Fix: free space on that disk "
+                                       "(or pass an --out on another one) and run the command again; what was being "
+                                       "written was left out, not half-written\n")
