@@ -238,11 +238,12 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
         run = start.then(arena.battle, prompt, [answer_a, answer_b, battle], api_name="battle")
         unlocked_after(run, inputs, "battle")
         run.success(unlocked, battle, [*buttons.values(), outcome], api_name="unlock_votes",
-                    api_visibility="private")
+                    api_visibility="private", queue=False)
         run.success(asked_line, battle, asked, api_name="show_prompt", api_visibility="private", queue=False)
         stop.click(None, cancels=[run], api_name="stop")
-        # A page's vote skips the queue (queue=False: the browser posts it straight to the server): it is a quick
-        # SQLite write, so it neither waits behind generations nor is turned away when the queue is full of them.
+        # A page's vote skips the queue (queue=False: the browser posts it straight to the server), as does every
+        # step that unlocks it: quick updates and a SQLite write, which neither wait behind generations nor are turned
+        # away when the queue is full of them. Only the battle itself waits its turn.
         for c, button in buttons.items():
             button.click(_vote_for(arena, c), [rating_a, rating_b, battle], result,
                          api_name=f"vote_{c}", api_visibility="private", queue=False

@@ -611,6 +611,18 @@ def arena_app(app_root, tmp_path):
     demo.close()
 
 
+def test_every_step_from_a_finished_battle_to_the_revealed_vote_skips_the_queue(app_root, tmp_path):
+    """The queue is bounded (64 waiting): a step of the voter's path left in it would be refused ("Queue is full")
+    while other users' battles wait, and leave the vote locked or unrevealed. Only the battle waits its turn (the
+    browser test votes with the queue full)."""
+    demo = arena.build(run_folder(app_root, tmp_path), "micro", max_new_tokens=4)
+    queued = {fn.api_name: fn.queue for fn in demo.fns.values()}
+    voter_path = ["new_battle", "battle_over", "battle_failed", "unlock_votes", "show_prompt",
+                  *(f"{step}_{c}" for step in ("vote", "reveal") for c in arena.BUTTONS)]
+    assert {name: queued[name] for name in voter_path} == dict.fromkeys(voter_path, False)
+    assert queued["battle"] is True
+
+
 def test_compare_endpoint_streams_all_panes_together_and_returns_final_answers(compare_url, models):
     assert compare_url.startswith("http://127.0.0.1:")
     client = Client(compare_url, verbose=False)
