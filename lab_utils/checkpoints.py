@@ -8,6 +8,7 @@ in; a crash in the instant between them leaves the old one as `.old-<name>-<pid>
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -150,17 +151,26 @@ def read_json(path: str | os.PathLike) -> dict:
     return data
 
 
+def torch_save(obj, path: Path) -> None:
+    """`torch.save` of a checkpoint's tensors and state, written with Python's own file writes: torch's writer reports
+    a full disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos", Python's as the OSError
+    (errno, file name) the CLI says in one line."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    Path(path).write_bytes(buffer.getbuffer())
+
+
 def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra: dict, scaler=None) -> Path:
     """A resumable checkpoint `step-NNNNNNN/`: weights (safetensors), optimizer, scheduler, RNG, state, and the
     gradient scaler of an fp16 run (its loss scale; without it a resumed run starts at 2^16 again and skips steps)."""
     final = Path(ckpt_root) / f"step-{step:07d}"
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch_save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
         if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+            torch_save(scaler.state_dict(), tmp / "scaler.pt")
         write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
     return final
 
@@ -184,9 +194,14 @@ def readable_checkpoint(ckpt: Path):
     try:
         yield
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
-        raise DamagedFile(f"a file of this checkpoint cannot be read ({cause(err)})", path=str(ckpt),
-                          fix=f"delete {Path(ckpt).name}/ to resume from the checkpoint before it (two are kept), or "
-                              "start again without --resume") from None
+        ckpt = Path(ckpt)
+        number = lambda d: int(_STEP.match(d.name).group(1))  # noqa: E731
+        earlier = [d for d in ckpt.parent.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()
+                   and number(d) < number(ckpt)]
+        fix = (f"delete {ckpt.name}/ and run the command again: it resumes from {max(earlier, key=number).name}"
+               if earlier else f"delete {ckpt.parent.name}/ (this is its only checkpoint) and run the command again: "
+                               "it starts at the beginning")
+        raise DamagedFile(f"a file of this checkpoint cannot be read ({cause(err)})", path=str(ckpt), fix=fix) from None
 
 
 def load_training_state(ckpt: Path, optimizer, scheduler, scaler=None) -> dict:

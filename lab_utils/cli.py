@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import os
 import re
 import sys
@@ -43,7 +42,7 @@ from pathlib import Path
 
 from .config import (PROFILES, DPOConfig, EvalConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig,
                      TokenizerConfig, resolve_profile)
-from .errors import LabError
+from .errors import DISK_FULL, LabError
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -355,7 +354,8 @@ def cmd_votes(argv):
               + f" (rated answers: {len(votes.ratings(db))})")
         return
     out = args.to or db.with_suffix(".jsonl")
-    n = votes.export_pairs(db, out, _special_tokens(db.parent / "sft"))  # the tokenizer `lab reward` trains with
+    sft = (db.parent / "sft").resolve()  # the tokenizer `lab reward` trains with; a path, never read as a hub id
+    n = votes.export_pairs(db, out, _special_tokens(sft) if sft.is_dir() else [])
     n_rated = len(votes.ratings(db))
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
           f"train on them with `lab reward --data {out}`"
@@ -368,7 +368,6 @@ COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain
             "votes": cmd_votes}
 
 
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no room left for what the lab writes
 DISK_FULL_FIX = ("Fix: free space on that disk (or pass an --out on another one) and run the command again; what "
                  "was being written was left out, not half-written")
 

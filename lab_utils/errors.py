@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write that failed for want of room, not of permission
+
 
 class LabError(Exception):
     """A problem the user can fix. The CLI prints `str(err)` on one line and exits with status 2.

@@ -23,8 +23,8 @@ from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
-from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, finished_dir, folder_stamp, is_done,
-                   run_dir, stamp, world_records, write_report)
+from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, check_profile, finished_dir,
+                   folder_stamp, is_done, run_dir, stamp, world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -112,8 +112,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         print(f"[lab] eval: {sft_file} is missing, from other prompts or settings, or older than the SFT model: "
               "evaluating sft again for the head-to-head")
         names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
-    for m in names:  # a model of another profile would be graded on this profile's world, over its own evaluation
-        finished_dir(root, MODEL_STAGES[m], f"{m} model", profile)
+    check_profile(root, profile)  # before anything is written over the run's own evaluations
     results = {}
     reward_model, seen = _reward_model(root), training_prompts(root, profile, world)
     for label, spec in [(n, None) for n in names] + list(other.items()):
@@ -257,6 +256,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     if missing:
         raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "
                        "(comma-separated), or run the stage that builds it")
+    check_profile(root, profile)
     other = _other(root / "eval", model, name)
     chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison

@@ -362,8 +362,8 @@ class PPOTrainer:
             with ck.atomic_dir(final) as tmp:
                 self.acc.unwrap_model(self.policy).save_pretrained(tmp / "policy")
                 self.acc.unwrap_model(self.value_model).model.save_pretrained(tmp / "value")
-                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng,
-                           tmp / "state.pt")
+                state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()} | rng
+                ck.torch_save(state, tmp / "state.pt")
                 ck.write_json(tmp / "state.json", {"step": self.iteration, "history": self.history,
                                                    "samples": self.samples,
                                                    "kl_coef": self.kl_ctl.value, "rng": _rng_state(self.rng),

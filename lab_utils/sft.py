@@ -138,11 +138,12 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         trainer = build_trainer(cfg, model, tokenizer, records, tmp, progress)
         n_trainable, kept = trainable_params(trainer.model), len(trainer.train_dataset)
         limit = length_limit(cfg, model)
-        why = f"max_length={cfg.max_length}" + (f", the model's context {limit}" if limit < cfg.max_length else "")
+        capped = limit == getattr(model.config, "max_position_embeddings", None)  # the context, not the flag, limits
+        why = f"max_length={cfg.max_length}" + (f", the model's context {limit}" if capped else "")
         if kept == 0:
             raise LabError(f"no record fits in {limit} tokens ({why}) with its whole response", path=cfg.data or None,
-                           fix="shorten the records" + (", or raise --max_length" if limit == cfg.max_length else
-                                                        ", or fine-tune a model with a longer context"))
+                           fix="shorten the records" + (", or fine-tune a model with a longer context" if capped else
+                                                        ", or raise --max_length"))
         if kept < len(records):
             warnings.warn(f"{len(records) - kept} of {len(records)} SFT records are longer than {limit} tokens "
                           f"({why}) and were left out (cut, they would lose their EOS)", stacklevel=2)

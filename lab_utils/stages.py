@@ -351,6 +351,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     history = trainer.train(stop_at, callback)
     if trainer.iteration < cfg.iterations:  # stopped early on purpose (tests, notebooks): no final model
         return {"iterations": trainer.iteration, "history": history}
+    if trainer.clear_earlier and trainer.acc.is_main_process:  # finished without a save of its own (--save_every 0)
+        shutil.rmtree(ckpt_root, ignore_errors=True)
     ppo.save_policy(trainer, root / save_to)
     if not trainer.acc.is_main_process:  # under torchrun / accelerate launch the main process reports
         return {"iterations": trainer.iteration, "main_process": False}

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import checkpoints as ck
-from .errors import LabError
+from .errors import DISK_FULL, LabError
 
 DB_NAME = "votes.db"  # runs/<profile>/votes.db
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -301,6 +301,8 @@ def export_pairs(db: str | os.PathLike, out: str | os.PathLike, special_tokens: 
     try:
         ck.write_jsonl(out, kept)
     except OSError as err:  # said of the target, not of the temporary file beside it
+        if err.errno in DISK_FULL:  # the CLI's line for a full disk, with its own fix
+            raise
         raise LabError(f"cannot write the export ({err.strerror})", path=str(out),
                        fix="name a .jsonl file in a folder you may write to with --to") from None
     return len(kept)

@@ -361,18 +361,20 @@ def test_a_command_under_a_process_group_leaves_it_before_exiting(tmp_path, caps
     assert "no vote store" in capsys.readouterr().err
 
 
-def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize("kib, fails", [(300, "writing weights"), (600, "")])  # micro: weights 462 KB, optimizer 937
+def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(tmp_path, kib, fails):
     """A file-size limit (`ulimit -f`), which fails a write as a full disk does (EFBIG; ENOSPC and EDQUOT read the
-    same): safetensors and Python raise it as a traceback; the lab says it in one line and exits with 2."""
+    same): safetensors (the weights) and torch (the optimizer state, twice their size) raise it as a traceback; the
+    lab says it in one line and exits with 2."""
     import os
     import resource
     import signal
     import subprocess
     from pathlib import Path
 
-    def limited():  # in the child only: writes past 300 KiB fail instead of killing it (SIGXFSZ ignored)
+    def limited():  # in the child only: writes past the limit fail instead of killing it (SIGXFSZ ignored)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, 300 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
 
     out = tmp_path / "run"
     lab = Path(sys.executable).parent / "lab"
@@ -380,7 +382,8 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing_half_written(tmp_path)
                           text=True, timeout=600, preexec_fn=limited, env=os.environ | {"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("error: writing weights: File too large. Fix: free space")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fails in last and "File too large. Fix: free space" in last, last
     assert not (out / "base").exists() and not list(out.rglob(".tmp-*"))
 
 

@@ -276,17 +276,21 @@ def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_p
         stages.run_eval("micro", run, models=("sft",), split="train")
 
 
-def test_lab_eval_refuses_a_run_folder_of_another_profile(micro_run, tmp_path, capsys):
-    """Without the check, `lab eval --out runs/micro` (tiny by default) graded micro's base model on tiny's world and
-    wrote that over its evaluation; the report then called it stale and told the user to run the same command."""
+@pytest.mark.parametrize("flags", [["--models", "base"], ["--model", "MICRO_BASE", "--name", "other"],
+                                   ["--data", "PROMPTS"]])
+def test_lab_eval_refuses_a_run_folder_of_another_profile(micro_run, tmp_path, capsys, flags):
+    """Without the check, `lab eval --out runs/micro` (tiny by default) graded micro's models on tiny's world and
+    wrote that over their evaluation (the report then called it stale and told the user to run the same command);
+    with --model or --data it scored answers with micro's reward model under tiny's settings."""
     out = tmp_path / "run"
     for folder in ("tokenizer", "base", "eval"):
         shutil.copytree(micro_run / folder, out / folder)
-    before = (out / "eval" / "base.json").read_text()
+    before = {p.name: p.read_text() for p in (out / "eval").iterdir()}
+    flags = [{"MICRO_BASE": str(micro_run / "base"), "PROMPTS": str(prompts_file(tmp_path))}.get(f, f) for f in flags]
     capsys.readouterr()
-    assert main(["eval", "--profile", "tiny", "--out", str(out), "--models", "base"]) == 2
-    assert "the base model was built for profile micro, not tiny. Fix: pass --profile micro" in capsys.readouterr().err
-    assert (out / "eval" / "base.json").read_text() == before
+    assert main(["eval", "--profile", "tiny", "--out", str(out), *flags]) == 2
+    assert "stage was built for profile micro, not tiny. Fix: pass --profile micro" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in (out / "eval").iterdir()} == before
 
 
 def test_lab_eval_data_an_answer_two_models_give_alike_is_one_reward_and_a_tie(root, tmp_path, monkeypatch):

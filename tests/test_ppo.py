@@ -482,6 +482,8 @@ def test_a_fresh_run_stopped_before_its_first_checkpoint_keeps_the_earlier_ones(
     lines = []
     assert stages.run_ppo("micro", run_root, save_to="resume-c", resume=True, log=lines.append)["iterations"] == 2
     assert "[lab] ppo: resumed from step-0000001" in lines
+    stages.run_ppo("micro", run_root, save_to="resume-c", save_every=0, log=lambda *_: None)  # finished, no save
+    assert not ckpts.exists()  # the earlier run's are gone: a later --resume must not continue them
 
 
 @pytest.mark.parametrize("damaged", ["state.pt", "policy/model.safetensors"])
@@ -491,7 +493,8 @@ def test_a_checkpoint_file_cut_short_is_one_clear_error_naming_the_step(run_root
     with open(step / damaged, "r+b") as f:
         f.truncate(100)
     with pytest.raises(LabError, match=r"step-0000001: a file of this checkpoint cannot be read \(.*\)\. Fix: delete "
-                                       r"step-0000001/ to resume from the checkpoint before it"):
+                                       r"resume-d-checkpoints/ \(this is its only checkpoint\) and run the command "
+                                       r"again: it starts at the beginning"):
         stages.run_ppo("micro", run_root, save_to="resume-d", resume=True, log=lambda *_: None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -222,19 +223,20 @@ def test_resume_with_other_settings_is_one_clear_error(tok_dir, tmp_path):
 
 @pytest.mark.parametrize("damaged", ["optimizer.pt", "model.safetensors"])
 def test_a_checkpoint_file_cut_short_is_one_clear_error_naming_the_step(tok_dir, tmp_path, damaged):
-    """A full disk or a killed copy can cut a checkpoint's file short: one error naming the step folder, with the
-    fix, not torch's or safetensors' traceback (which `lab run` hit again on every try)."""
+    """A full disk or a killed copy can cut a checkpoint's file short: one error naming the step folder and the one
+    to resume from instead, not torch's or safetensors' traceback (which `lab run` hit again on every try)."""
     from lab_utils.errors import LabError
 
-    cfg, world_cfg = PretrainConfig.for_profile("micro", max_steps=20, save_every=10), WorldConfig.for_profile("micro")
-    out = tmp_path / "base"
+    cfg, world_cfg = PretrainConfig.for_profile("micro", max_steps=20, save_every=5), WorldConfig.for_profile("micro")
+    out, ckpts = tmp_path / "base", tmp_path / "base-checkpoints"
     pretrain(cfg, tok_dir, out, world_cfg, stop_at=10, progress=False)
-    step = tmp_path / "base-checkpoints" / "step-0000010"
-    with open(step / damaged, "r+b") as f:
+    with open(ckpts / "step-0000010" / damaged, "r+b") as f:
         f.truncate(100)
     with pytest.raises(LabError, match=r"step-0000010: a file of this checkpoint cannot be read \(.*\)\. Fix: delete "
-                                       r"step-0000010/ to resume from the checkpoint before it"):
+                                       r"step-0000010/ and run the command again: it resumes from step-0000005\.$"):
         pretrain(cfg, tok_dir, out, world_cfg, resume=True, progress=False)
+    shutil.rmtree(ckpts / "step-0000010")  # as the fix says
+    assert pretrain(cfg, tok_dir, out, world_cfg, resume="auto", progress=False)["resumed_from"] == 5
 
 
 def test_resume_with_another_tokenizer_is_one_clear_error(tok_root, tmp_path):

@@ -316,8 +316,10 @@ def test_records_past_the_models_context_are_left_out_whatever_max_length_says(b
     with pytest.warns(UserWarning, match=rf"1 of 5 SFT records are longer than {context} tokens .*the model's context"):
         metrics = train_sft(cfg, short, RECORDS + [long], progress=False)
     assert (metrics["n_train_records"], metrics["n_dropped"]) == (len(RECORDS), 1)
-    with pytest.raises(LabError, match="with a longer context"):
-        train_sft(cfg, short, [long], progress=False)
+    for max_length in (cfg.max_length, context):  # at the context (tiny: 256 and 256) a higher flag changes nothing
+        with pytest.raises(LabError, match=r"the model's context .*Fix: shorten the records, or fine-tune a model "
+                                           "with a longer context"):
+            train_sft(SFTConfig.for_profile("micro", max_length=max_length), short, [long], progress=False)
 
 
 def test_a_tokenizer_whose_pad_is_eos_gets_a_pad_of_its_own(base_dir, tmp_path):

@@ -238,6 +238,16 @@ def test_export_to_a_path_that_cannot_be_written_names_the_target_not_a_temporar
     assert (tmp_path / "file").read_text() == "" and not list(tmp_path.glob(".tmp*"))
 
 
+def test_export_on_a_full_disk_is_left_to_the_cli_s_full_disk_line(db, tmp_path, monkeypatch):
+    import errno
+
+    vote(db, "1", "a")
+    monkeypatch.setattr(votes.ck, "write_jsonl", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError) as raised:  # not a LabError whose fix is another folder
+        votes.export_pairs(db, tmp_path / "pairs.jsonl")
+    assert not isinstance(raised.value, LabError) and raised.value.errno == errno.ENOSPC
+
+
 def test_a_blank_prompt_is_refused_and_a_store_removed_under_the_arena_is_not_silently_recreated(db):
     """A whitespace-only prompt would make every later read of the store fail ("field 'prompt' is empty"), with a
     fix no one can apply to a database. A store deleted while the arena runs used to come back as an empty file
