@@ -178,10 +178,17 @@ def save_training_state(ckpt_root, step: int, model, optimizer, scheduler, extra
 def latest_checkpoint(ckpt_root) -> Path | None:
     """The newest complete checkpoint; temp folders from an interrupted save are ignored."""
     root = Path(ckpt_root)
-    if not root.is_dir():
-        return None
-    done = [d for d in root.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()]
-    return max(done, key=lambda d: int(_STEP.match(d.name).group(1)), default=None)
+    done = _complete_steps(root) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _step(folder: Path) -> int:
+    return int(_STEP.match(folder.name).group(1))
+
+
+def _complete_steps(root: Path) -> list[Path]:
+    """The complete `step-NNNNNNN/` folders of `root` (their state.json is written last), oldest first."""
+    return sorted((d for d in root.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()), key=_step)
 
 
 @contextmanager
@@ -195,10 +202,8 @@ def readable_checkpoint(ckpt: Path):
         yield
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
         ckpt = Path(ckpt)
-        number = lambda d: int(_STEP.match(d.name).group(1))  # noqa: E731
-        earlier = [d for d in ckpt.parent.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()
-                   and number(d) < number(ckpt)]
-        fix = (f"delete {ckpt.name}/ and run the command again: it resumes from {max(earlier, key=number).name}"
+        earlier = [d for d in _complete_steps(ckpt.parent) if _step(d) < _step(ckpt)]
+        fix = (f"delete {ckpt.name}/ and run the command again: it resumes from {earlier[-1].name}"
                if earlier else f"delete {ckpt.parent.name}/ (this is its only checkpoint) and run the command again: "
                                "it starts at the beginning")
         raise DamagedFile(f"a file of this checkpoint cannot be read ({cause(err)})", path=str(ckpt), fix=fix) from None
@@ -223,9 +228,7 @@ def load_training_state(ckpt: Path, optimizer, scheduler, scaler=None) -> dict:
 def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
     """Delete all but the `keep` newest complete checkpoints. Temp folders (a save in progress) and incomplete step
     folders are left alone, so an incomplete newest folder never costs a complete one."""
-    root = Path(ckpt_root)
-    done = sorted((d for d in root.iterdir() if _STEP.match(d.name) and (d / "state.json").exists()),
-                  key=lambda d: int(_STEP.match(d.name).group(1)))
+    done = _complete_steps(Path(ckpt_root))
     for d in done[:-keep]:
         shutil.rmtree(d, ignore_errors=True)
 

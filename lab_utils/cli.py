@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nerror: unknown command {argv[0]!r}; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
         return 0
+    from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the lab's own bars stay; per-file loading bars are noise here
@@ -398,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.filename}: {err.strerror}. Fix: check that the path exists and that you may read and "
               "write there (or pass another --out / --to)", file=sys.stderr)
         return 2
-    except Exception as err:  # safetensors reports a failed write as its own error: "... (os error 28)"
-        code = re.search(r"\(os error (\d+)\)", str(err)) if type(err).__name__ == "SafetensorError" else None
+    except SafetensorError as err:  # safetensors reports a failed write as its own error: "... (os error 28)"
+        code = re.search(r"\(os error (\d+)\)", str(err))
         if code is None or int(code.group(1)) not in DISK_FULL:
             raise
         print(f"error: writing weights: {os.strerror(int(code.group(1)))}. {DISK_FULL_FIX}", file=sys.stderr)

@@ -281,7 +281,8 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
         outs = generate_ended(lm, tokenizer, prompts, cfg.eval_max_new_tokens, batch_size=cfg.eval_batch_size)
         responses, ended = [t for t, _ in outs], [e for _, e in outs]
         keys = [(i, text, end) for i, (text, end) in enumerate(zip(responses, ended))]
-        new = [k for k in dict.fromkeys(keys) if k not in scored]  # in prompt order: the first model's batches as before
+        # in prompt order: the first model's batches are as before
+        new = [k for k in dict.fromkeys(keys) if k not in scored]
         if new:
             scored |= zip(new, reward_model.score([prompts[i] for i, _, _ in new], [t for _, t, _ in new],
                                                   [e for _, _, e in new]).tolist())

@@ -62,11 +62,11 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
     return path
 
 
-def check_profile(root: Path, profile: str) -> None:
-    """Every finished stage in `root` was built for `profile`: an evaluation there would grade its models on another
-    profile's world and score them with its reward model. Else the `LabError` of `finished_dir`, with its fix."""
+def check_profile(root: Path, profile: str, stages=STAGES) -> None:
+    """Every finished stage in `root` (of `stages`) was built for `profile`: an evaluation there would grade its models
+    on another profile's world, and a build would go on over them. Else the `LabError` of `finished_dir`."""
     for stage in STAGES:
-        if is_done(root, stage):
+        if stage in stages and is_done(root, stage):
             finished_dir(root, stage, f"{stage} stage", profile)
 
 

@@ -32,9 +32,9 @@ from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
-from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, finished_dir, folder_stamp, folder_stamps,  # noqa: F401
-                   is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream, upstream_stamps,
-                   world_records, write_report)
+from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finished_dir, folder_stamp,  # noqa: F401
+                   folder_stamps, is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream,
+                   upstream_stamps, world_records, write_report)
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
@@ -505,13 +505,12 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     builders = {"tokenizer": run_tokenizer, "pretrain": run_pretrain, "sft": run_sft, "reward": run_reward,
                 "ppo": run_ppo}
     needed, built = _needed(stage, configs), set()
-    for s in (s for s in STAGES if s in needed and is_done(root, s)):  # before anything is rebuilt over them
-        built_for = ck.read_json(root / STAGE_DIRS[s] / "metrics.json").get("profile")
-        if built_for and built_for != profile and not force:  # a forgotten --profile must not cost the run
-            raise LabError(f"this run folder's {s} stage was built for profile {built_for}, not {profile}",
-                           path=str(root), fix=f"pass --profile {built_for}, or --out a run folder of profile "
-                                               f"{profile} (runs/{profile} by default); --force rebuilds every "
-                                               f"stage there for {profile}")
+    if not force:  # before anything is rebuilt over them: a forgotten --profile must not cost the run
+        try:
+            check_profile(root, profile, needed)
+        except LabError as err:
+            raise LabError(err.message, path=err.path,
+                           fix=f"{err.fix}; --force rebuilds every stage there for {profile}") from None
     for s in (s for s in STAGES if s in needed):
         if not is_done(root, s):
             print(f"[lab] {s}: no finished artifact in {root / STAGE_DIRS[s]}, building it now")

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import checkpoints as ck
+from .data import spelled_special_token
 from .errors import DISK_FULL, LabError
 
 DB_NAME = "votes.db"  # runs/<profile>/votes.db
@@ -289,8 +290,6 @@ def export_pairs(db: str | os.PathLike, out: str | os.PathLike, special_tokens: 
     if Path(out).suffix.lower() != ".jsonl":
         raise LabError("the export is JSON Lines, one pair per line", path=str(out),
                        fix="name the file with a .jsonl extension (the reward stage reads it by that)")
-    from .data import spelled_special_token
-
     records = pairs(db)
     kept = [r for r in records
             if not any(spelled_special_token(r[k], special_tokens) for k in ("prompt", "chosen", "rejected"))]
