@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -142,7 +143,8 @@ def cmd_sft(argv):
         # from another --model, the run's own base model is not the one this SFT model started from
         _print_eval(run_eval(args.profile, args.out, models=("sft",) if cfg["model"] else ("base", "sft")))
         if cfg["model"]:
-            print(f"[lab] sft: started from {cfg['model']}; `lab eval --model {cfg['model']}` evaluates it beside sft")
+            print(f"[lab] sft: started from {cfg['model']}; `lab eval{_same_run(args)} --model {cfg['model']}` "
+                  "evaluates it beside sft")
 
 
 def cmd_reward(argv):
@@ -165,8 +167,8 @@ def cmd_ppo(argv):
           f"kl_end={m['kl_end']}  episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
     if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
         _print_eval(run_eval(args.profile, args.out, models=("rlhf",)))
-        print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `lab eval --model {cfg['model']}` "
-              "evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT model)")
+        print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
+              f"{cfg['model']}` evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT model)")
         return
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
@@ -189,11 +191,29 @@ def cmd_dpo(argv):
     # a file's pairs (a reward stage that mixed a file's pairs into the world's counts as the world's)
     pairs_from = cfg["data"] or ("" if reward_cfg.get("mix_previous") else reward_cfg.get("data"))
     if pairs_from:  # the harness grades the world's tasks, which say little about a policy trained on a file's pairs
-        print(f"[lab] evaluate it on your prompts: lab eval --model {root / args.name} --data {pairs_from}")
+        split = cfg["data_split"] if cfg["data"] else reward_cfg.get("data_split", "train")
+        print(f"[lab] evaluate it on your prompts: lab eval{_same_run(args)} --model {root / args.name} --data "
+              f"{pairs_from}" + (f" --data_split {split}" if split != "train" else ""))
         return
     r = run_eval(args.profile, args.out, model=str(root / args.name), name=args.name)
     _print_eval(r)
+    if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
+        print(f"[lab] dpo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
+              f"{cfg['model']}` evaluates it beside {args.name} (the report's win_rate_vs_sft is against the run's "
+              "SFT model)")
+        return
     print(f"[lab] {args.name} vs sft (annotator, ties excluded): win_rate={r[args.name].get('win_rate_vs_sft')}")
+
+
+def _same_run(args, root: Path | None = None) -> str:
+    """The flags that name this run again, for a command printed as the next step: without them it would read
+    runs/tiny (or $LAB_PROFILE's folder), another run. With `root`, the profile its SFT model was built for, where
+    the command (`lab votes`) did not check it."""
+    profile = resolve_profile(args.profile)
+    if root is not None and (root / "sft" / "metrics.json").is_file():
+        from . import checkpoints as ck
+        profile = ck.read_json(root / "sft" / "metrics.json").get("profile") or profile
+    return f" --profile {profile}" + (f" --out {shlex.quote(str(args.out))}" if args.out else "")
 
 
 def _print_eval(results: dict) -> None:
@@ -353,13 +373,13 @@ def cmd_votes(argv):
         print(f"[lab] votes in {db}: " + " ".join(f"{c}={n}" for c, n in votes.count(db).items())
               + f" (rated answers: {len(votes.ratings(db))})")
         return
-    out = args.to or db.with_suffix(".jsonl")
+    out, run = args.to or db.with_suffix(".jsonl"), _same_run(args, db.parent)
     sft = (db.parent / "sft").resolve()  # the tokenizer `lab reward` trains with; a path, never read as a hub id
     n = votes.export_pairs(db, out, _special_tokens(sft) if sft.is_dir() else [])
     n_rated = len(votes.ratings(db))
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
-          f"train on them with `lab reward --data {out}`"
-          + (f", or with `lab reward --data {db}` to train the ratings model on its {n_rated} rated answers too"
+          f"train on them with `lab reward{run} --data {out}`"
+          + (f", or with `lab reward{run} --data {db}` to train the ratings model on its {n_rated} rated answers too"
              if n_rated else ""))
 
 

@@ -94,5 +94,7 @@ def implicit_accuracy(trainer, tokenizer, pairs: list[dict], beta: float) -> dic
 def save(trainer, tokenizer, folder: Path, lora: bool) -> None:
     """The policy as a plain causal LM (with --lora its adapter merged in), with its tokenizer, written in `folder`."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    (model.merge_and_unload() if lora else model).save_pretrained(folder)
+    model = model.merge_and_unload() if lora else model
+    model.config.use_cache = True  # TRL turns the KV cache off for training; a saved policy generates with it
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -25,6 +25,7 @@ from .tokenizer import render_alpaca
 
 MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
 MAX_NEW_TOKENS = 512  # server-side cap, whatever a client sends
+MIN_TEMPERATURE = 0.01  # below it an answer is greedy: sampling's limit, where logits / T would overflow to inf
 STREAM_TIMEOUT_S = 600  # a generation thread silent this long has died; the reader stops waiting
 
 
@@ -64,7 +65,7 @@ def check_prompt(text: str) -> str:
     if not text:
         raise LabError("the prompt is empty", fix="type a question or an instruction")
     if len(text) > MAX_PROMPT_CHARS:
-        raise LabError(f"the prompt has {len(text)} characters", fix=f"keep it under {MAX_PROMPT_CHARS}")
+        raise LabError(f"the prompt has {len(text)} characters", fix=f"keep it to {MAX_PROMPT_CHARS} or fewer")
     return encodable(text, None, None, "prompt")
 
 
@@ -183,7 +184,8 @@ class Stream:
     whole answer, `new_tokens` how many tokens were generated, and `ended` whether it stopped at EOS (False: it
     hit max_new_tokens or was stopped).
 
-    `temperature` 0 means greedy decoding, so a scripted call gives the same answer as `generation.generate`.
+    `temperature` 0 means greedy decoding, so a scripted call gives the same answer as `generation.generate`; so does
+    any temperature under `MIN_TEMPERATURE` (sampling at T → 0 is greedy, and logits divided by 1e-40 overflow).
     """
 
     def __init__(self, model, tokenizer, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
@@ -193,8 +195,9 @@ class Stream:
         self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                               timeout=STREAM_TIMEOUT_S)
         enc = tokenizer([prompt], return_tensors="pt").to(model.device)  # (1, T)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        greedy = temperature < MIN_TEMPERATURE
+        sampling = (dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy
+                    else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0))
         room = _room(model, enc["input_ids"].shape[1])  # the answer stays inside the context
         new_tokens = min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS, room)
         kwargs = dict(**enc, max_new_tokens=new_tokens, streamer=self._streamer,

@@ -376,8 +376,10 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
 # ------------------------------------------------------------------ DPO: beside the pipeline
 
 # the run's own folders and files, which `lab dpo --name` must never write over
+# (the vote store's SQLite side files among them)
 _RUN_FOLDERS = frozenset(STAGE_DIRS.values()) | {"sft-adapter", "reward-ratings", "eval", "round2", "report.json",
-                                                 "votes.db", "votes.jsonl"}
+                                                 "votes.jsonl", "votes.db", "votes.db-wal", "votes.db-shm",
+                                                 "votes.db-journal"}
 
 
 def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: bool = True, **changes) -> dict:
@@ -409,11 +411,22 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     cut_off = [p for p in pairs if p["prompt"] not in held and not dpo.both_ended(p)]
     train_pairs = [p for p in pairs if p["prompt"] not in held and dpo.both_ended(p)]
     if not train_pairs:
+        causes = {"too_long": n_too_long, "held_out": len(eval_pairs), "cut_off": len(cut_off)}
+        worst = max(causes, key=causes.get)
+        fix = {"too_long": "bring shorter pairs, or raise --max_length (within the model's context)",
+               "held_out": "bring pairs on more prompts (a prompt's pairs are never split), or lower --eval_fraction"
+                           if cfg.data else "collect more pairs: `lab reward --n_prompts N` with more prompts",
+               "cut_off": "bring pairs whose two answers ended (DPO trains on those only: TRL ends every answer "
+                          "with EOS); a pair flagged \"chosen_ended\": false or \"rejected_ended\": false was cut off"
+                          if cfg.data else "collect more pairs (`lab reward --n_prompts N`), or raise the reward "
+                          "stage's --max_new_tokens so that more answers end"}[worst]
         raise LabError(f"no preference pair to train DPO on: of {len(pairs) + n_too_long}, {n_too_long} are too "
                        f"long, {len(eval_pairs)} held out and {len(cut_off)} have an answer cut off before EOS",
-                       path=cfg.data or str(pairs_file),
-                       fix="bring more pairs on more prompts, or lower --eval_fraction" if cfg.data else
-                           "collect more pairs: `lab reward --n_prompts N` with more prompts")
+                       path=cfg.data or str(pairs_file), fix=fix)
+    if not eval_pairs:
+        warnings.warn(f"no pair of {cfg.data or pairs_file} is held out ({len({p['prompt'] for p in pairs})} "
+                      f"prompt(s), --eval_fraction {cfg.eval_fraction}): the implicit reward's accuracy is not "
+                      "measured; bring pairs on more prompts to measure it", stacklevel=2)
     # the frozen reference: a copy of the SFT model as loaded here (the same PAD row where one was added), or with
     # --lora the policy with its adapter disabled
     ref_model = None if cfg.lora else copy.deepcopy(policy)
@@ -432,6 +445,7 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
         dpo.save(trainer, tokenizer, tmp, cfg.lora)
         metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "finished_at": iso_time(time.time())}
         ck.write_json(tmp / "metrics.json", metrics)
+    write_report(root)  # an evaluation of the policy this replaced is stale now, and the report says so
     return metrics
 
 

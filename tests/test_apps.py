@@ -165,7 +165,7 @@ def test_prompts_are_rendered_per_stage_and_capped():
     assert serving.check_prompt("x" * serving.MAX_PROMPT_CHARS)
     with pytest.raises(LabError, match="the prompt is empty"):
         serving.check_prompt(" \n")
-    with pytest.raises(LabError, match="the prompt has 2001 characters. Fix: keep it under 2000"):
+    with pytest.raises(LabError, match="the prompt has 2001 characters. Fix: keep it to 2000 or fewer"):
         serving.check_prompt("x" * 2001)
     shown = compare.rendered_prompts(["base", "sft"], "The capital of France is \n", True)  # "show the exact prompt"
     assert [u["value"] for u in shown] == ["The capital of France is", render_alpaca("The capital of France is")]
@@ -205,10 +205,13 @@ def test_streams_already_started_are_stopped_when_a_later_one_fails_to_start(mon
     assert [s.stopped for s in started] == [True]
 
 
-@pytest.mark.parametrize("name", ["base", "sft"])
-def test_a_greedy_stream_gives_the_answer_of_generate(models, name):
+@pytest.mark.parametrize("name, temperature", [("base", 0.0), ("sft", 0.0), ("sft", 1e-40)])
+def test_a_greedy_stream_gives_the_answer_of_generate(models, name, temperature):
+    """Temperature 0 is greedy, and so is one too small to divide the logits by: 1e-40 sent through the API made
+    them inf, and the answer a traceback ("probability tensor contains either inf, nan or element < 0")."""
     model, tok = models.get(name)
-    stream = serving.Stream(model, tok, serving.rendered_prompt(name, QUESTION), max_new_tokens=12)
+    stream = serving.Stream(model, tok, serving.rendered_prompt(name, QUESTION), max_new_tokens=12,
+                            temperature=temperature)
     pieces = list(stream)
     assert (stream.text, stream.ended) == greedy(models, name, QUESTION, 12)
     assert "".join(pieces) == stream.text
@@ -399,7 +402,7 @@ def test_a_page_served_beyond_this_machine_shows_no_server_path(app_root, tmp_pa
     assert str(tmp_path) not in shown.value.message and "Fix:" not in shown.value.message
     assert shown.value.message.endswith("(the server's log has the details)")
     assert str(tmp_path / "run" / "sft") in capsys.readouterr().err
-    with pytest.raises(gr.Error, match=r"the prompt has 2001 characters\. Fix: keep it under 2000"):
+    with pytest.raises(gr.Error, match=r"the prompt has 2001 characters\. Fix: keep it to 2000 or fewer"):
         common.checked_prompt("x" * 2001)
     monkeypatch.setattr(common, "_served_beyond_this_machine", False)  # on this machine: everything
     with pytest.raises(gr.Error, match="run/sft: could not load a model"):
@@ -737,7 +740,10 @@ def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys)
     assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
     printed = capsys.readouterr().out  # the pairs go to the file; the ratings reach a reward model from the store
     assert f"1 preference pairs -> {out}" in printed
-    assert f"or with `lab reward --data {votes.db_path(root)}` to train the ratings model on its 1 rated" in printed
+    # the next command names this run (a micro one): without --profile and --out it would train runs/tiny's
+    assert (f"train on them with `lab reward --profile micro --out {root} --data {out}`, or with `lab reward "
+            f"--profile micro --out {root} --data {votes.db_path(root)}` to train the ratings model on its 1 rated"
+            in printed)
     assert json.loads(out.read_text())["chosen"] == "Paris."
     for to, message in ((votes.db_path(root), "would overwrite the vote store"), (tmp_path / "p.json", ".jsonl")):
         assert cli.main(["votes", "export", "--out", str(root), "--to", str(to)]) == 2

@@ -54,6 +54,7 @@ def test_dpo_trains_on_the_training_pairs_whose_answers_ended_and_saves_a_causal
     assert not torch.equal(policy.lm_head.weight, sft.lm_head.weight)
     assert ck.read_json(root / "dpo" / "metrics.json")["n_train_pairs"] == 24
     assert not list(root.glob(".tmp-*"))
+    assert ck.read_json(root / "dpo" / "config.json")["use_cache"] is True  # TRL trains with the KV cache off
 
 
 def test_the_written_out_loss_on_the_implicit_rewards_is_trls(dpo_run):
@@ -131,9 +132,16 @@ def test_bad_dpo_input_is_one_clear_error_before_any_training(sft_root, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--loss is 'sigmoid,nope'" in err[0]
     only_held = _run_with_pairs(sft_root, tmp_path / "held", [_pair(i, "eval") for i in range(4)])
-    with pytest.raises(LabError, match="no preference pair to train DPO on"):
+    with pytest.raises(LabError, match="no preference pair to train DPO on.*Fix: collect more pairs: `lab reward "
+                                       "--n_prompts N`"):
         stages.run_dpo("micro", only_held, progress=False)
-    assert not (root / "dpo").exists() and not (only_held / "dpo").exists()
+    # the fix names the cause that left most pairs out: here answers cut off at the reward stage's token limit
+    cut = _run_with_pairs(sft_root, tmp_path / "cut", [_pair(0, "eval")] + [_pair(i, "train", chosen_ended=False)
+                                                                           for i in range(1, 5)])
+    with pytest.raises(LabError, match="1 held out and 4 have an answer cut off before EOS.*raise the reward "
+                                       "stage's --max_new_tokens"):
+        stages.run_dpo("micro", cut, progress=False)
+    assert not (root / "dpo").exists() and not (only_held / "dpo").exists() and not (cut / "dpo").exists()
 
 
 def test_a_prompt_keeps_one_split_and_held_out_cut_off_pairs_are_ranked_but_not_in_trls_loss(sft_root, tmp_path):
@@ -187,7 +195,8 @@ def test_name_never_writes_over_what_is_not_a_dpo_policy(sft_root, tmp_path):
                     ignore=shutil.ignore_patterns("metrics.json", "lab_config.json"))
     for name, said in (("mine", "holds something other than a DPO policy"),
                        ("my-model", "holds something other than a DPO policy"),  # a model saved alone, not dpo/
-                       ("sft", "cannot name"), ("votes.jsonl", "cannot name"), ("round2", "cannot name")):
+                       ("sft", "cannot name"), ("votes.jsonl", "cannot name"), ("round2", "cannot name"),
+                       ("votes.db-wal", "cannot name"), ("votes.db-journal", "cannot name")):  # SQLite's side files
         with pytest.raises(LabError, match=said):
             stages.run_dpo("micro", root, progress=False, name=name)
     assert (root / "mine" / "notes.txt").read_text() == "keep me" and (root / "my-model" / "config.json").is_file()
@@ -215,3 +224,34 @@ def test_lab_dpo_after_the_reward_stage_trains_on_its_pairs_and_evaluates_agains
     assert f"[lab] dpo: {m['n_train_pairs']} training pairs" in out and "dpo-cli vs sft (annotator" in out
     res = ck.read_json(root / "eval" / "dpo-cli.json")
     assert res["model"] == str((root / "dpo-cli").resolve()) and "win_rate_vs_sft" in res
+    # from another policy: the run's SFT model is no baseline to print a win rate against (as `lab ppo --model`)
+    other = tmp_path / "other-sft"
+    shutil.copytree(root / "sft", other)
+    assert main(["dpo", "--profile", "micro", "--out", str(root), "--model", str(other), "--name", "dpo-other"]) == 0
+    out = capsys.readouterr().out
+    assert (f"started from {other}, not this run's SFT model: `lab eval --profile micro --out {root} --model {other}`"
+            in out) and "vs sft (annotator" not in out
+
+
+def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_replaced_evaluation_stale(
+        sft_root, tmp_path, capsys):
+    """`lab dpo --data` prints the `lab eval` that evaluates the policy on the file's prompts: without --profile and
+    --out it read runs/tiny. The policy it replaced had an evaluation in report.json, which is stale from then on
+    (before, the report went on showing the old policy's numbers as this one's)."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    six = tmp_path / "six.jsonl"
+    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                             for i in range(6)))
+    stages.run_dpo("micro", root, progress=False, data=str(six))
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    assert "dpo" in ck.read_json(root / "report.json")["eval"]
+    data = tmp_path / "two.jsonl"  # two prompts: at --eval_fraction 0.2 none is held out
+    data.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                              for i in range(2)))
+    with pytest.warns(UserWarning, match=r"no pair of .*two.jsonl is held out \(2 prompt\(s\), --eval_fraction 0.2\)"):
+        assert main(["dpo", "--profile", "micro", "--out", str(root), "--data", str(data)]) == 0
+    assert (f"lab eval --profile micro --out {root} --model {root / 'dpo'} --data {data}\n"
+            in capsys.readouterr().out)
+    report = ck.read_json(root / "report.json")
+    assert "dpo" not in report["eval"] and "dpo" in report["eval_stale"]
