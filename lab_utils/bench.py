@@ -1,6 +1,6 @@
 """`lab bench`: how fast is this machine, and how much of it do pretraining and PPO use?
 
-Peak: the best of several timed fp32 (and bf16) square matmuls. Achieved: training FLOPs per token
+Peak: the best of several timed fp32 and bf16 (and, with --mixed_precision fp16, fp16) square matmuls. Achieved: training FLOPs per token
 ≈ 6·N (forward + backward through N parameters) + 12·L·T·D (attention scores), as in the
 PaLM / nanoGPT MFU estimate, times measured tokens per second.
 """
@@ -94,9 +94,11 @@ def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_
     tokenizer, PPO's episodes/s and sampling tokens/s."""
     fp32 = matmul_flops(dtype=torch.float32)
     bf16 = matmul_flops(dtype=torch.bfloat16)
+    fp16 = matmul_flops(dtype=torch.float16) if cfg.mixed_precision == "fp16" else None  # the peak fp16 trains at
     train = pretrain_throughput(cfg, steps, vocab_size)
-    peak = bf16 if cfg.mixed_precision == "bf16" else fp32
+    peak = {"bf16": bf16, "fp16": fp16}.get(cfg.mixed_precision) or fp32
     result = {"matmul_fp32_gflops": round(fp32 / 1e9, 1), "matmul_bf16_gflops": round(bf16 / 1e9, 1),
+              **({"matmul_fp16_gflops": round(fp16 / 1e9, 1)} if fp16 else {}),
               "pretrain_tokens_per_s": round(train["tokens_per_s"], 1),
               "pretrain_gflops": round(train["flops_per_s"] / 1e9, 1),
               "fraction_of_fp32_peak": round(train["flops_per_s"] / fp32, 3),

@@ -299,7 +299,8 @@ def cmd_bench(argv):
     from .stages import SHAPE, refuse_unused
     args, (cfg,) = _parse("bench", argv, (PretrainConfig,), doc="measure matmul peak, training and PPO throughput",
                           extra=[(("--bench_steps",), {"type": int, "default": 20, "help": "timed training steps"})],
-                          hide=("data", "data_split", "eval_every", "eval_batches", "save_every"))  # refused below
+                          hide=("data", "data_split", "eval_every", "eval_batches", "save_every", "max_steps",
+                                "lr", "min_lr_ratio", "warmup_steps"))  # refused below
     from .stages import run_dir
 
     if args.bench_steps < 1:
@@ -313,6 +314,9 @@ def cmd_bench(argv):
                   f"lab bench times {args.bench_steps} training steps on random tokens, with no evaluation or "
                   "checkpoint",
                   "drop FLAGS")
+    refuse_unused(bench_cfg, args.profile, ("max_steps", "lr", "min_lr_ratio", "warmup_steps"),
+                  "a step's speed does not depend on the run's length or its learning rate",
+                  "drop FLAGS (--bench_steps sets how many steps are timed)")
     if cfg["model"]:
         refuse_unused(bench_cfg, args.profile, SHAPE, f"they shape a fresh Llama, and --model {cfg['model']} brings "
                       "its own", "drop FLAGS, or pass --model '' to time a fresh Llama of that shape")

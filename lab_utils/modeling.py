@@ -109,6 +109,35 @@ def check_model_folder(path_or_id: str, kind: str = "causal") -> None:
                        "asked for", path=path_or_id, fix=fix)
 
 
+def check_trainable(path_or_id: str) -> None:
+    """One clear error, before a training stage starts from `--model`, for a model it cannot train and save: a PEFT
+    adapter folder (transformers loads its base with it, but the adapter stays attached and unmerged), or a
+    pre-quantised checkpoint (a `*-bnb-4bit` upload: QLoRA quantises the full weights itself, and the stages merge
+    and save full weights). Both load for `lab eval`, and both crashed the stages after training, at the save."""
+    check_model_folder(path_or_id)
+    path = Path(path_or_id)
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            raise LabError("a PEFT adapter folder, not a model's full weights", path=path_or_id,
+                           fix="pass the merged model the adapter belongs to (e.g. runs/<profile>/sft, not "
+                               "sft-adapter), or merge it first: PeftModel.from_pretrained(base, folder)"
+                               ".merge_and_unload(), then save_pretrained it with its tokenizer")
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))  # check_model_folder read it
+    else:  # a hub id: its config alone (cached, or one small download); a failure is the load's to explain
+        from transformers import AutoConfig
+        try:
+            config = AutoConfig.from_pretrained(path_or_id).to_dict()
+        except (OSError, ValueError):
+            return
+    quant = config.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        raise LabError(f"a pre-quantised checkpoint (quantization_config: {method}): the training stages start "
+                       "from full weights", path=path_or_id,
+                       fix="pass the unquantised model it was made from (`lab sft --method qlora`, the default, "
+                           "quantises it to 4 bits itself)")
+
+
 def inference_device() -> torch.device:
     """Where a model that only answers or scores runs (`lab eval`, the apps, the reward stage's sampling): this
     process's GPU when there is one (LOCAL_RANK's under `accelerate launch` or torchrun), else the CPU. Training
@@ -141,18 +170,32 @@ def load_tokenizer(path_or_id: str):
     row for it); one clear error when the folder is not one or the id cannot be had."""
     check_model_folder(path_or_id)
     try:
-        return AutoTokenizer.from_pretrained(path_or_id)
+        tok = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as err:
         raise load_error(path_or_id, err) from None
+    require_eos(tok, path_or_id)
+    return tok
+
+
+def require_eos(tok, path_or_id) -> None:
+    """One clear error for a tokenizer without EOS: every stage ends a text with it (pretraining's documents, SFT's
+    answers), generation stops at it and PPO cuts answers after it."""
+    if tok.eos_token_id is None:
+        raise LabError("the model's tokenizer has no EOS token, which ends every document and answer the lab trains "
+                       "on and every answer it generates", path=str(path_or_id),
+                       fix="pick a model whose tokenizer names one (eos_token in tokenizer_config.json), or set "
+                           "tokenizer.eos_token and save the tokenizer with the model")
 
 
 def give_distinct_pad(model, tok) -> None:
     """`with_distinct_pad`, with the model made to match: a row for the new PAD when the embeddings have none to spare
     (never shrunk: a hub model's spare rows stay, and its GPU-friendly size with them), and PAD in its configs."""
     if with_distinct_pad(tok):
-        if len(tok) > model.get_input_embeddings().num_embeddings:
-            model.resize_token_embeddings(len(tok))
         model.config.pad_token_id = model.generation_config.pad_token_id = tok.pad_token_id
+    # also for a tokenizer saved with tokens its model has no row for ([PAD] added without resizing): an id past the
+    # embeddings is an IndexError at the first forward
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tok))
 
 
 def with_distinct_pad(tok) -> bool:

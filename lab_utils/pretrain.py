@@ -113,21 +113,38 @@ def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tup
         raise LabError("one document: nothing left for validation", path=cfg.data,
                        fix="give at least two documents (lines of a .txt, records of a .jsonl)")
     ids = _doc_ids(tokenizer, docs)
-    n_val = max(1, len(docs) // 50)
-    val = _unseen(docs, ids, n_val)
-    while n_val < len(docs) - 1 and sum(map(len, val)) < cfg.seq_len:
-        n_val += 1
-        val = _unseen(docs, ids, n_val)
+
+    def enough(n_val: int) -> bool:
+        return sum(map(len, _unseen(docs, ids, n_val))) >= cfg.seq_len
+    # the fewest last documents whose unseen ones fill a row: the unseen tokens only grow with n_val (the validation
+    # documents gain one, the training ones lose it), so a binary search finds it (a loop adding one document at a time
+    # took minutes on a file of repeated lines)
+    lo, hi = max(1, len(docs) // 50), len(docs) - 1
+    if not enough(lo):
+        if not enough(hi) and len(set(docs)) < len(docs):  # (without repeats: too little text, which packing says)
+            raise LabError(f"no {cfg.seq_len} tokens of text apart from the training documents for validation: the "
+                           f"file's {len(docs)} documents repeat one another ({len(set(docs))} distinct)",
+                           path=cfg.data, fix="give text with more distinct documents (lines of a .txt, records of a "
+                                              ".jsonl), or lower --seq_len")
+        while hi - lo > 1:  # not enough(lo); enough(hi), or hi is every document but one
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+        lo = hi
+    n_val = lo
     return (_pack_ids(ids[:-n_val], cfg.seq_len, f"{cfg.data} (training documents)"),
-            _pack_ids(val, cfg.seq_len,
+            _pack_ids(_unseen(docs, ids, n_val), cfg.seq_len,
                       f"{cfg.data} (the last {n_val} documents that are not also training documents, for validation)"))
 
 
 def _unseen(docs: list[str], ids: list[list[int]], n_val: int) -> list[list[int]]:
     """The token ids of the last `n_val` documents, less those that are also training documents (a corpus can repeat
-    a document, and its validation loss would then be measured on text it trained on), as the world's split does."""
-    train = set(docs[:-n_val])
-    return [row for doc, row in zip(docs[-n_val:], ids[-n_val:]) if doc not in train]
+    a document, and its validation loss would then be measured on text it trained on), as the world's split does, and
+    each distinct document once (a footer repeated on every page would otherwise be most of the validation loss)."""
+    train, kept = set(docs[:-n_val]), {}
+    for doc, row in zip(docs[-n_val:], ids[-n_val:]):
+        if doc not in train:
+            kept.setdefault(doc, row)
+    return list(kept.values())
 
 
 @torch.no_grad()
@@ -191,6 +208,10 @@ def _model_and_rows(cfg: PretrainConfig, tokenizer_dir: Path, world_cfg: WorldCo
     training and validation rows, (N, T) each."""
     if cfg.model:
         model, tokenizer = load_causal_lm(cfg.model)
+        positions = getattr(model.config, "max_position_embeddings", None)  # GPT-2's n_positions goes by it too
+        if positions is not None and cfg.seq_len > positions:  # learned positions: an index error at the first step
+            raise LabError(f"--seq_len {cfg.seq_len} is longer than the model's context ({positions} positions)",
+                           path=cfg.model, fix=f"give a --seq_len of at most {positions}")
     else:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         model = build_model(cfg, tokenizer, seed=cfg.seed)
@@ -287,6 +308,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         # 3. step
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = scheduler.get_last_lr()[0]  # the rate this step trains with (0 at the first: warmup starts from 0)
         optimizer.step()
         if not optimizer.step_was_skipped:  # fp16 skips a step whose gradients overflowed: the schedule waits too
             scheduler.step()
@@ -295,7 +317,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         _check_finite(loss, step, cfg, accelerator)
         history["step"].append(step + 1)
         history["train_loss"].append(round(loss.item(), 4))
-        history["lr"].append(scheduler.get_last_lr()[0])
+        history["lr"].append(lr)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # shown at the next redraw (mininterval)
         # 4. evaluate
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:

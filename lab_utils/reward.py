@@ -44,7 +44,7 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
-from .modeling import check_model_folder, load_error, with_distinct_pad
+from .modeling import check_model_folder, load_error, require_eos, with_distinct_pad
 from .ppo_math import logprobs_from_logits
 from .world import World
 
@@ -218,6 +218,7 @@ def score_tokenizer(path: str | Path):
     """The tokenizer of the model a reward model starts from, with a PAD distinct from EOS as `load_causal_lm` gives
     it to the rest of the stage: with PAD = EOS the score of an answer that ended would be read before its EOS."""
     tokenizer = AutoTokenizer.from_pretrained(path)
+    require_eos(tokenizer, path)  # an answer that ended is scored at its EOS
     with_distinct_pad(tokenizer)
     return tokenizer
 

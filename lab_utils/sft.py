@@ -27,7 +27,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
-from .modeling import check_model_folder, give_distinct_pad, pickled_only
+from .modeling import check_model_folder, give_distinct_pad, pickled_only, require_eos
 from .tokenizer import chat_template_for, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -128,6 +128,13 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
         raise pickled_only(str(base_dir), err) or LabError(
             f"could not load the base model ({cause(err)})", path=str(base_dir),
             fix="run `lab pretrain` first, or pass --model a model folder or a hub id") from None
+    require_eos(tokenizer, base_dir)  # SFT teaches the model to end its answers with it
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # a [PAD] added and saved without resizing the model: TRL's padding would index past
+        raise LabError(f"the tokenizer has {len(tokenizer)} tokens and the model {rows} embedding rows: the ids past "
+                       "them have no embedding", path=str(base_dir),
+                       fix="resize the model to its tokenizer (model.resize_token_embeddings(len(tokenizer))) and "
+                           "save_pretrained both")
     weight_bytes = model.get_memory_footprint()
     # sizes of the unquantised base, read before LoRA layers are injected into `model`
     full = (AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True)

@@ -31,6 +31,7 @@ from .data import _exists
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
+from .modeling import check_trainable
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
 from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finished_dir, folder_stamp,  # noqa: F401
                    folder_stamps, is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream,
@@ -92,6 +93,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
                       "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
+        check_trainable(cfg.model)
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
     trained_tokenizer = False
     # under `accelerate launch` or torchrun, one process trains the tokenizer
@@ -145,6 +147,8 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
                       "records of the file")
     world = build_world_from(WorldConfig.for_profile(profile))
     _read_first(lambda spec, split: load_alpaca(spec, split, limit=cfg.data_limit or None), cfg.data, cfg.data_split)
+    if cfg.model:
+        check_trainable(cfg.model)
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
@@ -199,6 +203,8 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if pairs is None:
         from .preferences import load_pairs
         _read_first(load_pairs, cfg.data, cfg.data_split)
+    if cfg.model:
+        check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
     built_from = upstream_stamps(root, "reward", cfg)
@@ -311,6 +317,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     world = build_world_from(WorldConfig.for_profile(profile))
     from .preferences import load_prompts
     _read_first(load_prompts, cfg.data, cfg.data_split)
+    if cfg.model:
+        check_trainable(cfg.model)
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
                   else finished_dir(root, "reward", "reward model for PPO", profile))
@@ -318,12 +326,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     t0 = time.perf_counter()
     policy, ref_model, value_model, reward_model, tokenizer = ppo.load_models(cfg, policy_dir, reward_dir)
     reward_model = reward_override or reward_model
-    prompts, n_too_long = ppo_prompts(cfg, world, tokenizer)
-    context, longest = policy.config.max_position_embeddings, max(map(len, tokenizer(prompts)["input_ids"]))
-    if longest + cfg.response_length > context:
-        warnings.warn(f"the longest PPO prompt ({longest} tokens) plus --response_length {cfg.response_length} is "
-                      f"more than the model's declared context ({context} positions): past it the positions are "
-                      "untrained (lower --max_prompt_length)", stacklevel=2)
+    prompts, n_too_long = ppo_prompts(cfg, world, tokenizer, policy.config.max_position_embeddings)
     _warn_if_prompts_differ(cfg, reward_dir)
     ckpt_root = root / f"{save_to}-checkpoints"
     trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
@@ -394,6 +397,8 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     _check_dpo_inputs(cfg, root, name, profile)
     from .preferences import load_pairs
     _read_first(load_pairs, cfg.data, cfg.data_split)
+    if cfg.model:
+        check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"
     built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
@@ -548,10 +553,11 @@ def ensure(stage: str, profile: str | None = None, out=None, changes: dict[str, 
     return root
 
 
-def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
+def ppo_prompts(cfg: PPOConfig, world, tokenizer, context: int | None = None) -> tuple[list[str], int]:
     """PPO's prompts, rendered with the Alpaca template: the world's tasks, or with --data a seeded sample of
-    `n_prompts` of the file's distinct prompts. Prompts over `max_prompt_length` tokens are left out; returns the
-    prompts and how many were left out."""
+    `n_prompts` of the file's distinct prompts. Prompts over `max_prompt_length` tokens are left out, and so are those
+    that leave no room for `response_length` tokens in the policy's `context` (a model with learned positions has no
+    row past it); returns the prompts and how many were left out."""
     from .preferences import load_prompts
     from .tokenizer import render_alpaca
 
@@ -562,14 +568,20 @@ def ppo_prompts(cfg: PPOConfig, world, tokenizer) -> tuple[list[str], int]:
     else:
         rendered = alpaca_prompts(world_records("ppo", world, cfg))
     lengths = [len(ids) for ids in tokenizer(rendered)["input_ids"]]  # as the rollout encodes them
-    kept = [p for p, n in zip(rendered, lengths) if n <= cfg.max_prompt_length]
+    limit = cfg.max_prompt_length if context is None else min(cfg.max_prompt_length, context - cfg.response_length)
+    limit_is = (f"max_prompt_length={cfg.max_prompt_length} tokens" if limit == cfg.max_prompt_length else
+                f"{limit} tokens, which leave room for --response_length {cfg.response_length} in the model's "
+                f"context of {context}")
+    kept = [p for p, n in zip(rendered, lengths) if n <= limit]
     if not kept:
-        raise LabError(f"every prompt is longer than max_prompt_length={cfg.max_prompt_length} tokens "
-                       f"(the shortest has {min(lengths)})", path=cfg.data or None,
-                       fix="raise --max_prompt_length (within the model's context) or bring shorter prompts")
+        raise LabError(f"every prompt is longer than {limit_is} (the shortest has {min(lengths)})",
+                       path=cfg.data or None,
+                       fix="raise --max_prompt_length (within the model's context) or bring shorter prompts"
+                           if limit == cfg.max_prompt_length else
+                           "bring shorter prompts, lower --response_length, or pick a model with a longer context")
     if len(kept) < len(rendered):
-        warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} PPO prompts are longer than "
-                      f"max_prompt_length={cfg.max_prompt_length} tokens and were left out", stacklevel=2)
+        warnings.warn(f"{len(rendered) - len(kept)} of {len(rendered)} PPO prompts are longer than {limit_is} and "
+                      "were left out", stacklevel=2)
     return (kept[: cfg.n_prompts] if cfg.data else kept), len(rendered) - len(kept)
 
 

@@ -130,6 +130,7 @@ def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_er
     (["bench", "--eval_every", "5", "--data_split", "test"],
      "--data_split --eval_every would be ignored: lab bench times 20 training steps on random tokens"),
     (["bench", "--model", "MICRO_BASE", "--n_layers", "7"], "--n_layers would be ignored: they shape a fresh Llama"),
+    (["bench", "--max_steps", "1", "--lr", "0.1"], "--max_steps --lr would be ignored: a step's speed does not depend"),
     (["pretrain", "--model", "MICRO_BASE", "--d_model", "128"], "--d_model would be ignored: they shape a fresh"),
     (["eval", "--n_validation_per_task", "8"], "--n_validation_per_task would be ignored: it sizes the validation"),
     (["eval", "--data", "prompts.jsonl", "--n_per_task", "3"], "--n_per_task would be ignored: they count the world"),
@@ -400,3 +401,53 @@ def test_a_full_disk_raised_by_python_without_a_file_name_is_one_line_too(monkey
     assert capsys.readouterr().err == ("error: writing the run: No space left on device. Fix: free space on that disk "
                                        "(or pass an --out on another one) and run the command again; what was being "
                                        "written was left out, not half-written\n")
+
+
+def test_a_model_no_training_stage_can_start_from_is_one_clear_error_before_any_work(sft_root, tmp_path, capsys):
+    """Reviewers' hub-style models (2026-12-05): a pre-quantised checkpoint (a `*-bnb-4bit` upload) and a PEFT adapter
+    folder trained for minutes, then crashed at the save; a tokenizer without EOS crashed SFT and `lab eval`; a [PAD]
+    saved without resizing the model indexed past the embeddings. Each is one line now (`lab eval` still reads a
+    quantised model or an adapter, and gets the missing row)."""
+    import json
+    import shutil
+
+    from lab_utils.modeling import load_causal_lm
+
+    sft = sft_root / "sft"
+    quantised = tmp_path / "q4"
+    shutil.copytree(sft, quantised)
+    config = json.loads((quantised / "config.json").read_text())
+    (quantised / "config.json").write_text(json.dumps(config | {"quantization_config": {
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}))
+    adapter = tmp_path / "adapter"
+    shutil.copytree(sft, adapter, ignore=shutil.ignore_patterns("config.json", "model.safetensors"))
+    (adapter / "adapter_config.json").write_text("{}")
+    no_eos = tmp_path / "no-eos"
+    shutil.copytree(sft, no_eos)
+    tok = load_causal_lm(str(sft))[1]
+    tok.eos_token = None
+    tok.save_pretrained(no_eos)
+    out = tmp_path / "run"
+    capsys.readouterr()  # the loads' progress bars
+    every = ("sft", "reward", "ppo", "dpo", "pretrain")  # before anything else is read
+    for model, said, stages in [(quantised, "a pre-quantised checkpoint (quantization_config: bitsandbytes)", every),
+                                (adapter, "a PEFT adapter folder, not a model's full weights", every),
+                                (no_eos, "the model's tokenizer has no EOS token", ("sft", "pretrain", "eval"))]:
+        for stage in stages:
+            argv = [stage, "--profile", "micro", "--out", str(out), "--model", str(model)]
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and said in err[0] and "Fix:" in err[0], (argv, err)
+            assert not out.exists() or not any(p.is_dir() and not p.name.startswith("eval") for p in out.iterdir())
+
+    padded = tmp_path / "pad-past-rows"  # [PAD] added to the tokenizer, and the model saved without a row for it
+    shutil.copytree(sft, padded)
+    tok = load_causal_lm(str(sft))[1]
+    tok.add_special_tokens({"additional_special_tokens": ["[EXTRA]"]})
+    tok.save_pretrained(padded)
+    model, tok = load_causal_lm(str(padded))
+    assert model.get_input_embeddings().num_embeddings >= len(tok)  # resized to the tokenizer
+    capsys.readouterr()
+    assert main(["sft", "--profile", "micro", "--out", str(out), "--model", str(padded)]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer has {len(tok)} tokens and the model {len(tok) - 1} embedding rows" in err

@@ -810,9 +810,25 @@ def test_lab_ppo_data_optimises_on_the_files_prompts(run_root, tmp_path):
     assert m["config"]["data"] == str(path)
 
 
-def test_prompt_and_response_past_the_models_context_are_warned_about(run_root):
-    ctx = modeling.load_causal_lm(str(run_root / "sft"))[0].config.max_position_embeddings
-    with pytest.warns(UserWarning, match=rf"--response_length {ctx} is more than the model's declared context \({ctx}"):
+def test_a_prompt_that_leaves_no_room_for_the_response_in_the_context_is_left_out(run_root, tmp_path):
+    """A model with learned positions (GPT-2's) has no row past its context: a prompt of 506 tokens and a 48-token
+    response crashed the rollout with an IndexError after a warning. Such prompts are left out and counted, as
+    those over max_prompt_length are (micro: 512 positions, 12 response tokens, max_prompt_length 512)."""
+    from lab_utils.tokenizer import render_alpaca
+
+    policy, tok = modeling.load_causal_lm(str(run_root / "sft"))
+    ctx = policy.config.max_position_embeddings
+    long = next(q for k in range(80, 600) if 500 < len(tok(render_alpaca(q := "word " * k))["input_ids"]) <= 512)
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"instruction": f"Name a colour you like, number {i}."} for i in range(6)] + [{"instruction": long}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.warns(UserWarning, match=rf"1 of 7 PPO prompts are longer than {ctx - 12} tokens, which leave room "
+                                         rf"for --response_length 12 in the model's context of {ctx}"):
+        m = stages.run_ppo("micro", run_root, save_to="past-context", data=str(path), iterations=1, save_every=0,
+                           log=lambda *_: None)
+    assert (m["n_prompts"], m["n_prompts_too_long"]) == (6, 1)
+    with pytest.raises(LabError, match=rf"every prompt is longer than 0 tokens, which leave room for "
+                                       rf"--response_length {ctx}.*lower --response_length"):
         stages.run_ppo("micro", run_root, save_to="past-context", response_length=ctx, stop_at=1, save_every=0,
                        log=lambda *_: None)
 
@@ -820,8 +836,9 @@ def test_prompt_and_response_past_the_models_context_are_warned_about(run_root):
 def test_lab_ppo_data_with_every_prompt_too_long_is_one_clear_error(run_root, tmp_path):
     path = tmp_path / "long.json"
     path.write_text(json.dumps([{"prompt": "word " * 600}]), encoding="utf-8")
-    with pytest.raises(LabError, match="longer than max_prompt_length") as err:
-        stages.run_ppo("micro", run_root, save_to="too-long", data=str(path), log=lambda *_: None)
+    with pytest.raises(LabError, match="longer than max_prompt_length=300") as err:
+        stages.run_ppo("micro", run_root, save_to="too-long", data=str(path), max_prompt_length=300,
+                       log=lambda *_: None)
     assert str(path) in str(err.value) and "--max_prompt_length" in str(err.value)
 
 

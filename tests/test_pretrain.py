@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from lab_utils import checkpoints as ck
+from lab_utils.cli import main
 from lab_utils.config import PretrainConfig, WorldConfig
+from lab_utils.errors import LabError
 from lab_utils.modeling import build_model, count_params
 from lab_utils.pretrain import batch_indices, pack, pretrain
 
@@ -135,6 +137,22 @@ def test_bench_times_the_real_step_and_ppo_on_the_architecture_named_by_model(mi
         (want.num_hidden_layers, want.hidden_size, want.intermediate_size)
 
 
+@pytest.mark.parametrize("precision, peak", [("no", 1e9), ("bf16", 4e9), ("fp16", 2e9)])
+def test_bench_divides_by_the_peak_of_the_precision_it_trains_in(precision, peak, monkeypatch):
+    """fp16's "matching peak" was fp32's: no fp16 matmul was timed, and on a GPU the fraction would be many times
+    too high. The peaks and the step are stand-ins here: what is checked is which peak each precision is read
+    against."""
+    from lab_utils import bench
+
+    peaks = {torch.float32: 1e9, torch.bfloat16: 4e9, torch.float16: 2e9}
+    monkeypatch.setattr(bench, "matmul_flops", lambda dtype=torch.float32, **_: peaks[dtype])
+    monkeypatch.setattr(bench, "pretrain_throughput", lambda cfg, steps, vocab: {
+        "tokens_per_s": 100.0, "flops_per_s": 5e8, "params": 1, "mixed_precision": cfg.mixed_precision})
+    r = bench.run_bench(PretrainConfig.for_profile("micro", mixed_precision=precision), steps=1)
+    assert r["fraction_of_matching_peak"] == round(5e8 / peak, 3) and r["fraction_of_fp32_peak"] == 0.5
+    assert ("matmul_fp16_gflops" in r) == (precision == "fp16")
+
+
 @pytest.mark.parametrize("profile", ["micro", "tiny"])
 def test_no_validation_document_is_also_a_training_document(profile):
     """The world's generators repeat short documents word for word; validation keeps only the unseen ones."""
@@ -189,6 +207,64 @@ def test_validation_takes_more_documents_until_they_fill_a_row(tokenizer, tmp_pa
     n_val = next(k for k in range(1, 60) if sum(n_tokens[-k:]) >= cfg.seq_len)
     assert n_val > 1 and len(val) >= 1
     assert torch.equal(val, pack(tokenizer, docs[-n_val:], cfg.seq_len))
+
+
+def test_a_text_of_repeated_lines_is_one_clear_error_at_once_and_a_repeated_footer_is_validated_once(tokenizer,
+                                                                                                        tmp_path):
+    """A reviewer's file of 20,000 identical lines: validation grew one document at a time, rebuilding a set of every
+    document each time (13 s, quadratic), until training was one document and the error said "only 18 tokens...
+    give more text". A footer repeated on every page filled the whole validation set."""
+    from lab_utils.pretrain import training_rows
+
+    path = tmp_path / "same.txt"
+    path.write_text("the same line of text repeated here\n" * 20_000, encoding="utf-8")
+    cfg = PretrainConfig.for_profile("micro", data=str(path))
+    with pytest.raises(LabError, match=r"the file's 20000 documents repeat one another \(1 distinct\).*more distinct"):
+        training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
+
+    docs = [f"Page {i} tells about the apples and pears of the market." for i in range(400)] + ["- footer -"] * 60
+    path = tmp_path / "pages.txt"
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    cfg = PretrainConfig.for_profile("micro", data=str(path))
+    train, val = training_rows(cfg, tokenizer, WorldConfig.for_profile("micro"))
+    # the fewest last documents whose distinct unseen ones fill a row: pages before the footers, and the footer once
+    n_tokens = {d: len(tokenizer(d)["input_ids"]) + 1 for d in docs}
+    k = next(k for k in range(61, 400) if n_tokens["- footer -"] + sum(n_tokens[d] for d in docs[-k:-60]) >= 64)
+    assert torch.equal(val, pack(tokenizer, docs[-k:-60] + ["- footer -"], cfg.seq_len))
+    assert torch.equal(train, pack(tokenizer, docs[:-k], cfg.seq_len))
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_trained_with(tok_dir, tmp_path):
+    """The schedule's step 0 is 0 (warmup starts there): step 1 trains at lr 0, and its weights stay as initialised
+    (the log said 0.001, the rate of step 2)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    cfg = PretrainConfig.for_profile("micro", max_steps=4, save_every=0)
+    m = pretrain(cfg, tok_dir, tmp_path / "base", WorldConfig.for_profile("micro"), progress=False)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps,
+                                                           min_lr_rate=cfg.min_lr_ratio)
+    rates = []
+    for _ in range(cfg.max_steps):
+        rates.append(schedule.get_last_lr()[0])
+        opt.step()
+        schedule.step()
+    assert m["history"]["lr"] == pytest.approx(rates) and rates[0] == 0.0 and rates[1] == cfg.lr / cfg.warmup_steps
+
+
+def test_a_model_with_fewer_positions_than_seq_len_is_one_clear_error(tokenizer, tmp_path, capsys):
+    """GPT-2's positions are learned: a row longer than its table was an IndexError traceback at the first step."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=64, n_layer=1, n_head=2,
+                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    model.save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--profile", "micro", "--out", str(out), "--model", str(tmp_path / "gpt2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--seq_len 64 is longer than the model's context (32 positions)" in err and "at most 32" in err
+    assert not (out / "base").exists()
 
 
 def test_validation_loss_weighs_each_row_once():
