@@ -313,6 +313,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         if not optimizer.step_was_skipped:  # fp16 skips a step whose gradients overflowed: the schedule waits too
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if accelerator.device.type == "cuda":  # the step's kernels run asynchronously: tokens_per_s counts them done
+            torch.cuda.synchronize(accelerator.device)
         train_time += time.perf_counter() - ts
         _check_finite(loss, step, cfg, accelerator)
         history["step"].append(step + 1)
