@@ -158,6 +158,7 @@ def test_arena_vote_in_a_browser_is_taken_while_the_queue_is_full(page, run_root
     import threading
 
     from gradio_client import Client
+    from gradio_client.utils import Status
     from playwright.sync_api import expect
 
     go = threading.Event()
@@ -183,12 +184,19 @@ def test_arena_vote_in_a_browser_is_taken_while_the_queue_is_full(page, run_root
         expect(tie).to_be_enabled(timeout=60_000)
         go.clear()  # now two scripted battles: one runs (held), one waits and fills the queue of one
         client = Client(url, verbose=False)
-        jobs = [client.submit(QUESTION, api_name="/battle") for _ in range(2)]
-        for _ in range(600):
-            if len(demo._queue) >= 1:
-                break
-            threading.Event().wait(0.1)
-        assert len(demo._queue) >= 1, "the scripted battles never filled the queue"
+
+        def wait_for(condition, what: str) -> None:
+            for _ in range(600):
+                if condition():
+                    return
+                threading.Event().wait(0.1)
+            raise AssertionError(f"the scripted battles never {what}")
+        jobs = [client.submit(QUESTION, api_name="/battle")]
+        # the second joins only once the first has left the queue for a worker: sent together, the second could be
+        # refused with "Queue is full" while the first still waited there
+        wait_for(lambda: jobs[0].status().code in (Status.PROCESSING, Status.ITERATING), "started")
+        jobs.append(client.submit(QUESTION, api_name="/battle"))
+        wait_for(lambda: len(demo._queue) >= 1, "filled the queue")
         tie.click()
         expect(page.get_by_text(re.compile(r"A was \S+, B was \S+"))).to_be_visible(timeout=30_000)
         assert not page.get_by_text("Queue is full").is_visible()
