@@ -143,7 +143,7 @@ def cmd_sft(argv):
         # from another --model, the run's own base model is not the one this SFT model started from
         _print_eval(run_eval(args.profile, args.out, models=("sft",) if cfg["model"] else ("base", "sft")))
         if cfg["model"]:
-            print(f"[lab] sft: started from {cfg['model']}; `lab eval{_same_run(args)} --model {cfg['model']}` "
+            print(f"[lab] sft: started from {cfg['model']}; `lab eval{_same_run(args)} --model {_q(cfg['model'])}` "
                   "evaluates it beside sft")
 
 
@@ -168,7 +168,8 @@ def cmd_ppo(argv):
     if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
         _print_eval(run_eval(args.profile, args.out, models=("rlhf",)))
         print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
-              f"{cfg['model']}` evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT model)")
+              f"{_q(cfg['model'])}` evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT "
+              "model)")
         return
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
@@ -192,14 +193,14 @@ def cmd_dpo(argv):
     pairs_from = cfg["data"] or ("" if reward_cfg.get("mix_previous") else reward_cfg.get("data"))
     if pairs_from:  # the harness grades the world's tasks, which say little about a policy trained on a file's pairs
         split = cfg["data_split"] if cfg["data"] else reward_cfg.get("data_split", "train")
-        print(f"[lab] evaluate it on your prompts: lab eval{_same_run(args)} --model {root / args.name} --data "
-              f"{pairs_from}" + (f" --data_split {split}" if split != "train" else ""))
+        print(f"[lab] evaluate it on your prompts: lab eval{_same_run(args)} --model {_q(root / args.name)} --data "
+              f"{_q(pairs_from)}" + (f" --data_split {_q(split)}" if split != "train" else ""))
         return
     r = run_eval(args.profile, args.out, model=str(root / args.name), name=args.name)
     _print_eval(r)
     if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
         print(f"[lab] dpo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
-              f"{cfg['model']}` evaluates it beside {args.name} (the report's win_rate_vs_sft is against the run's "
+              f"{_q(cfg['model'])}` evaluates it beside {args.name} (the report's win_rate_vs_sft is against the run's "
               "SFT model)")
         return
     print(f"[lab] {args.name} vs sft (annotator, ties excluded): win_rate={r[args.name].get('win_rate_vs_sft')}")
@@ -207,13 +208,19 @@ def cmd_dpo(argv):
 
 def _same_run(args, root: Path | None = None) -> str:
     """The flags that name this run again, for a command printed as the next step: without them it would read
-    runs/tiny (or $LAB_PROFILE's folder), another run. With `root`, the profile its SFT model was built for, where
-    the command (`lab votes`) did not check it."""
+    runs/tiny (or $LAB_PROFILE's folder), another run. With `root` (`lab votes`, which checks no profile), the profile
+    its SFT model was built for and always the folder: runs/tiny may hold a run built with --profile micro."""
     profile = resolve_profile(args.profile)
     if root is not None and (root / "sft" / "metrics.json").is_file():
         from . import checkpoints as ck
         profile = ck.read_json(root / "sft" / "metrics.json").get("profile") or profile
-    return f" --profile {profile}" + (f" --out {shlex.quote(str(args.out))}" if args.out else "")
+    out = args.out or root
+    return f" --profile {profile}" + (f" --out {_q(out)}" if out else "")
+
+
+def _q(path) -> str:
+    """A path as a shell reads it back in a printed command (spaces quoted)."""
+    return shlex.quote(str(path))
 
 
 def _print_eval(results: dict) -> None:
@@ -382,9 +389,9 @@ def cmd_votes(argv):
     n = votes.export_pairs(db, out, _special_tokens(sft) if sft.is_dir() else [])
     n_rated = len(votes.ratings(db))
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
-          f"train on them with `lab reward{run} --data {out}`"
-          + (f", or with `lab reward{run} --data {db}` to train the ratings model on its {n_rated} rated answers too"
-             if n_rated else ""))
+          f"train on them with `lab reward{run} --data {_q(out)}`"
+          + (f", or with `lab reward{run} --data {_q(db)}` to train the ratings model on its {n_rated} rated answers "
+             "too" if n_rated else ""))
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,

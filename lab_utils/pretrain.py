@@ -122,10 +122,11 @@ def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tup
     lo, hi = max(1, len(docs) // 50), len(docs) - 1
     if not enough(lo):
         if not enough(hi) and len(set(docs)) < len(docs):  # (without repeats: too little text, which packing says)
+            distinct = sum(len(row) for row in dict(zip(docs, ids)).values())
             raise LabError(f"no {cfg.seq_len} tokens of text apart from the training documents for validation: the "
-                           f"file's {len(docs)} documents repeat one another ({len(set(docs))} distinct)",
-                           path=cfg.data, fix="give text with more distinct documents (lines of a .txt, records of a "
-                                              ".jsonl), or lower --seq_len")
+                           f"file's {len(docs)} documents hold {len(set(docs))} distinct ones, {distinct} tokens in "
+                           "all", path=cfg.data, fix="give more text, in distinct documents (lines of a .txt, records "
+                                                     "of a .jsonl), or lower --seq_len")
         while hi - lo > 1:  # not enough(lo); enough(hi), or hi is every document but one
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if enough(mid) else (mid, hi)

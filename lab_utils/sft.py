@@ -123,12 +123,12 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     check_model_folder(str(base_dir))
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        require_eos(tokenizer, base_dir)  # SFT teaches the model to end its answers with it (checked before the load)
         model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
     except (OSError, ValueError, SafetensorError) as err:  # a mistyped folder, a torn file, an uncached hub id offline
         raise pickled_only(str(base_dir), err) or LabError(
             f"could not load the base model ({cause(err)})", path=str(base_dir),
             fix="run `lab pretrain` first, or pass --model a model folder or a hub id") from None
-    require_eos(tokenizer, base_dir)  # SFT teaches the model to end its answers with it
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # a [PAD] added and saved without resizing the model: TRL's padding would index past
         raise LabError(f"the tokenizer has {len(tokenizer)} tokens and the model {rows} embedding rows: the ids past "

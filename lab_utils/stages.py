@@ -568,6 +568,9 @@ def ppo_prompts(cfg: PPOConfig, world, tokenizer, context: int | None = None) ->
     else:
         rendered = alpaca_prompts(world_records("ppo", world, cfg))
     lengths = [len(ids) for ids in tokenizer(rendered)["input_ids"]]  # as the rollout encodes them
+    if context is not None and context - cfg.response_length < 1:
+        raise LabError(f"--response_length {cfg.response_length} leaves no room for a prompt in the model's context "
+                       f"of {context} positions", fix=f"give a --response_length well under {context}")
     limit = cfg.max_prompt_length if context is None else min(cfg.max_prompt_length, context - cfg.response_length)
     limit_is = (f"max_prompt_length={cfg.max_prompt_length} tokens" if limit == cfg.max_prompt_length else
                 f"{limit} tokens, which leave room for --response_length {cfg.response_length} in the model's "

@@ -451,3 +451,19 @@ def test_a_model_no_training_stage_can_start_from_is_one_clear_error_before_any_
     assert main(["sft", "--profile", "micro", "--out", str(out), "--model", str(padded)]) == 2
     err = capsys.readouterr().err
     assert f"the tokenizer has {len(tok)} tokens and the model {len(tok) - 1} embedding rows" in err
+
+
+def test_the_next_command_lab_votes_prints_names_the_runs_own_profile_and_folder(tmp_path):
+    """`lab votes export` checks no profile: in runs/tiny holding a run built with --profile micro, its printed
+    `lab reward --profile micro` without --out would have trained runs/micro, another run."""
+    import argparse
+    import json
+
+    from lab_utils.cli import _same_run
+
+    root = tmp_path / "runs" / "tiny"
+    (root / "sft").mkdir(parents=True)
+    (root / "sft" / "metrics.json").write_text(json.dumps({"profile": "micro"}))
+    assert _same_run(argparse.Namespace(profile="tiny", out=None), root) == f" --profile micro --out {root}"
+    spaced = tmp_path / "my runs"
+    assert _same_run(argparse.Namespace(profile="micro", out=str(spaced))) == f" --profile micro --out '{spaced}'"

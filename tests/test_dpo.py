@@ -238,7 +238,7 @@ def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_repl
     """`lab dpo --data` prints the `lab eval` that evaluates the policy on the file's prompts: without --profile and
     --out it read runs/tiny. The policy it replaced had an evaluation in report.json, which is stale from then on
     (before, the report went on showing the old policy's numbers as this one's)."""
-    root = tmp_path / "run"
+    root = tmp_path / "my run"  # a space: the printed command quotes the paths
     shutil.copytree(sft_root / "sft", root / "sft")
     six = tmp_path / "six.jsonl"
     six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
@@ -251,7 +251,7 @@ def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_repl
                               for i in range(2)))
     with pytest.warns(UserWarning, match=r"no pair of .*two.jsonl is held out \(2 prompt\(s\), --eval_fraction 0.2\)"):
         assert main(["dpo", "--profile", "micro", "--out", str(root), "--data", str(data)]) == 0
-    assert (f"lab eval --profile micro --out {root} --model {root / 'dpo'} --data {data}\n"
+    assert (f"lab eval --profile micro --out '{root}' --model '{root / 'dpo'}' --data {data}\n"
             in capsys.readouterr().out)
     report = ck.read_json(root / "report.json")
     assert "dpo" not in report["eval"] and "dpo" in report["eval_stale"]

@@ -827,8 +827,8 @@ def test_a_prompt_that_leaves_no_room_for_the_response_in_the_context_is_left_ou
         m = stages.run_ppo("micro", run_root, save_to="past-context", data=str(path), iterations=1, save_every=0,
                            log=lambda *_: None)
     assert (m["n_prompts"], m["n_prompts_too_long"]) == (6, 1)
-    with pytest.raises(LabError, match=rf"every prompt is longer than 0 tokens, which leave room for "
-                                       rf"--response_length {ctx}.*lower --response_length"):
+    with pytest.raises(LabError, match=rf"--response_length {ctx} leaves no room for a prompt in the model's "
+                                       rf"context of {ctx} positions"):
         stages.run_ppo("micro", run_root, save_to="past-context", response_length=ctx, stop_at=1, save_every=0,
                        log=lambda *_: None)
 
