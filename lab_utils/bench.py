@@ -1,8 +1,8 @@
 """`lab bench`: how fast is this machine, and how much of it do pretraining and PPO use?
 
-Peak: the best of several timed fp32 and bf16 (and, with --mixed_precision fp16, fp16) square matmuls. Achieved: training FLOPs per token
-≈ 6·N (forward + backward through N parameters) + 12·L·T·D (attention scores), as in the
-PaLM / nanoGPT MFU estimate, times measured tokens per second.
+Peak: the best of several timed fp32 and bf16 (and, with --mixed_precision fp16, fp16) square matmuls.
+Achieved: training FLOPs per token ≈ 6·N (forward + backward through N parameters) + 12·L·T·D (attention
+scores), as in the PaLM / nanoGPT MFU estimate, times measured tokens per second.
 """
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ import time
 import torch
 
 from .config import PretrainConfig
-from .modeling import count_params, fresh_accelerator, inference_device, llama_config
-
-
-def _sync(device: torch.device) -> None:
-    """GPU kernels run asynchronously: a timer must wait for them to finish."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .modeling import count_params, fresh_accelerator, inference_device, llama_config, sync_device
 
 
 def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
@@ -29,11 +23,11 @@ def matmul_flops(n: int = 2048, dtype=torch.float32, repeats: int = 5) -> float:
     inner = 50 if device.type == "cuda" else 1  # one GPU matmul takes microseconds: launch and sync would dominate
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         for _ in range(inner):
             a @ b
-        _sync(device)
+        sync_device(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 * inner / best
 
@@ -70,7 +64,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
     x = torch.randint(3, vocab_size, (cfg.batch_size, cfg.seq_len), device=accelerator.device)
     timings = []
     for i in range(steps + 3):
-        _sync(accelerator.device)
+        sync_device(accelerator.device)
         t0 = time.perf_counter()
         with accelerator.autocast():
             loss = model(input_ids=x, labels=x).loss
@@ -79,7 +73,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
         opt.step()
         schedule.step()
         opt.zero_grad(set_to_none=True)
-        _sync(accelerator.device)
+        sync_device(accelerator.device)
         if i >= 3:  # the first steps warm up allocators and kernels
             timings.append(time.perf_counter() - t0)
     tokens_per_s = cfg.batch_size * cfg.seq_len / (sum(timings) / len(timings))

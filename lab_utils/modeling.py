@@ -113,7 +113,10 @@ def check_trainable(path_or_id: str) -> None:
     """One clear error, before a training stage starts from `--model`, for a model it cannot train and save: a PEFT
     adapter folder (transformers loads its base with it, but the adapter stays attached and unmerged), or a
     pre-quantised checkpoint (a `*-bnb-4bit` upload: QLoRA quantises the full weights itself, and the stages merge
-    and save full weights). Both load for `lab eval`, and both crashed the stages after training, at the save."""
+    and save full weights). Both load for `lab eval`, and both crashed the stages after training, at the save.
+    An empty `path_or_id` (no --model: the run's own upstream model) passes."""
+    if not path_or_id:
+        return
     check_model_folder(path_or_id)
     path = Path(path_or_id)
     if path.is_dir():
@@ -136,6 +139,12 @@ def check_trainable(path_or_id: str) -> None:
                        "from full weights", path=path_or_id,
                        fix="pass the unquantised model it was made from (`lab sft --method qlora`, the default, "
                            "quantises it to 4 bits itself)")
+
+
+def sync_device(device: torch.device) -> None:
+    """GPU kernels run asynchronously: a timer must wait for them to finish (a CPU has nothing to wait for)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def inference_device() -> torch.device:

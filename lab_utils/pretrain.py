@@ -22,7 +22,7 @@ from . import checkpoints as ck
 from .config import PretrainConfig, TokenizerConfig, WorldConfig, build_world_from
 from .data import load_texts
 from .errors import LabError
-from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm
+from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm, sync_device
 from .tokenizer import chars_per_token, train_tokenizer
 from .world import generate_corpus, is_chinese
 
@@ -314,8 +314,7 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
         if not optimizer.step_was_skipped:  # fp16 skips a step whose gradients overflowed: the schedule waits too
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if accelerator.device.type == "cuda":  # the step's kernels run asynchronously: tokens_per_s counts them done
-            torch.cuda.synchronize(accelerator.device)
+        sync_device(accelerator.device)  # tokens_per_s counts a GPU step's kernels done
         train_time += time.perf_counter() - ts
         _check_finite(loss, step, cfg, accelerator)
         history["step"].append(step + 1)

@@ -31,8 +31,8 @@ from .data import _exists
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
-from .modeling import check_trainable
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
+from .modeling import check_trainable
 from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finished_dir, folder_stamp,  # noqa: F401
                    folder_stamps, is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream,
                    upstream_stamps, world_records, write_report)
@@ -147,8 +147,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
                       "records of the file")
     world = build_world_from(WorldConfig.for_profile(profile))
     _read_first(lambda spec, split: load_alpaca(spec, split, limit=cfg.data_limit or None), cfg.data, cfg.data_split)
-    if cfg.model:
-        check_trainable(cfg.model)
+    check_trainable(cfg.model)
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
@@ -203,8 +202,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if pairs is None:
         from .preferences import load_pairs
         _read_first(load_pairs, cfg.data, cfg.data_split)
-    if cfg.model:
-        check_trainable(cfg.model)
+    check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
     built_from = upstream_stamps(root, "reward", cfg)
@@ -317,8 +315,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     world = build_world_from(WorldConfig.for_profile(profile))
     from .preferences import load_prompts
     _read_first(load_prompts, cfg.data, cfg.data_split)
-    if cfg.model:
-        check_trainable(cfg.model)
+    check_trainable(cfg.model)
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
                   else finished_dir(root, "reward", "reward model for PPO", profile))
@@ -397,8 +394,7 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     _check_dpo_inputs(cfg, root, name, profile)
     from .preferences import load_pairs
     _read_first(load_pairs, cfg.data, cfg.data_split)
-    if cfg.model:
-        check_trainable(cfg.model)
+    check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"
     built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
