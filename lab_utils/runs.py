@@ -15,6 +15,7 @@ every evaluation.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -211,7 +212,9 @@ def write_report(root: Path) -> dict:
         for name, res in found.items():
             why = stale[name] or _other_prompts(res, pivot, found.get(pivot, {}))
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
-                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{flag}`"
+                # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
+                again = "" if name in MODEL_DIRS else f" --model {shlex.quote(str(res['model']))} --name {name}"
+                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{again}{flag}`"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)
             report["profile"] = report[key][name].pop("profile", report["profile"])

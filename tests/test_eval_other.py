@@ -51,6 +51,8 @@ def test_another_model_is_evaluated_next_to_the_runs_and_against_sft(root, tmp_p
     os.utime(weights, ns=(later, later))
     report = stages.write_report(root)
     assert "my-model" not in report["eval"] and "changed or is gone since" in report["eval_stale"]["my-model"]
+    # the fix names the model again: plain `lab eval` measures the run's own models only
+    assert report["eval_stale"]["my-model"].endswith(f": run `lab eval --model '{other.resolve()}' --name my-model`")
     assert lab_eval(root, "--model", str(other)) == 0 and "my-model" in ck.read_json(root / "report.json")["eval"]
 
 
@@ -269,6 +271,7 @@ def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_p
     assert "eval_validation" not in report and report["eval_stale"]["validation/sft"] == (
         "the sft model was rebuilt after this evaluation: run `lab eval --split validation`")
     assert "against an earlier SFT model" in report["eval_stale"]["validation/other"] and "sft" in report["eval_stale"]
+    assert report["eval_stale"]["validation/other"].endswith("--name other --split validation`")
 
     assert lab_eval(run, "--split", "validation", "--data", "prompts.json") == 2
     assert "--split chooses among the world's task prompts" in capsys.readouterr().err
