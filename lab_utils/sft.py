@@ -182,8 +182,13 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
     # save must not leave the old, "finished" model beside the new adapter)
     (out_dir / "metrics.json").unlink(missing_ok=True)
     if has_adapter:
-        with ck.atomic_dir(adapter_dir) as tmp:
+        with ck.atomic_dir(adapter_dir) as tmp:  # usable on its own: `lab eval --model runs/<profile>/sft-adapter`
             model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)  # the one it trained with (a PAD of its own comes below, for sft/ only)
+            if Path(base_dir).is_dir():  # PEFT records the path as given: a relative one breaks from another folder
+                config = ck.read_json(tmp / "adapter_config.json")
+                ck.write_json(tmp / "adapter_config.json",
+                              config | {"base_model_name_or_path": str(Path(base_dir).resolve())})
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True)
         model = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()  # W + (alpha/r)·B·A, in fp32
     # TRL pads with EOS where the base has no PAD (most hub bases): the saved model gets a PAD of its own, as every

@@ -18,6 +18,7 @@ from trl import SFTTrainer
 
 from lab_utils.config import SFTConfig
 from lab_utils.errors import LabError
+from lab_utils.modeling import load_causal_lm
 from lab_utils import sft
 from lab_utils.sft import load_for_method, lora_config, to_prompt_completion, train_sft, trainable_params, trl_args
 from lab_utils.tokenizer import render_alpaca
@@ -205,6 +206,23 @@ def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
     saved = json.loads((out / "lab_config.json").read_text())
     assert saved["sft"]["method"] == "qlora" and saved["base"] == str(base_dir)
+
+
+def test_the_adapter_folder_loads_on_its_own_from_any_working_folder(base_dir, tmp_path, monkeypatch):
+    """sft-adapter/ is a model `lab eval --model` reads: it holds the tokenizer it trained with, and its base is found
+    from another working folder though train_sft was given a relative path (a review found both missing: the folder
+    was refused as having no tokenizer, and PEFT recorded "base" as given)."""
+    monkeypatch.chdir(base_dir.parent)
+    cfg = SFTConfig.for_profile("micro", method="qlora", **FAST)
+    train_sft(cfg, Path(base_dir.name), RECORDS, tmp_path / "sft", progress=False)
+    adapter = tmp_path / "sft-adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_dir)
+    monkeypatch.chdir(tmp_path)  # where "base" is no folder
+    lm, tok = load_causal_lm(str(adapter))
+    merged, _ = load_causal_lm(str(tmp_path / "sft"))
+    ids = torch.tensor([tok(render_alpaca("Name the capital of France."))["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(lm.eval()(ids).logits, merged.eval()(ids).logits, atol=1e-4)
 
 
 def test_a_save_interrupted_between_its_two_folders_leaves_the_stage_unfinished(base_dir, tmp_path, monkeypatch):
