@@ -338,7 +338,7 @@ display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]
 
 md("""
 - On `tiny` the RLHF model can answer some prompts, clustering ones above all, with another task's answer (counted
-  and shown above: one Chinese clustering prompt on the run of 2026-12-01 with the KL ceiling; without it, at a fixed
+  and shown above: one Chinese clustering prompt in the run shown here, with the KL ceiling; without it, at a fixed
   β = 0.3, an SQL query to 9 of the 12 English clustering prompts and a sum to a Chinese one; at β = 0.25 "The
   sentiment of this sentence is positive." to all 12; on earlier runs against other reward models, mostly capital
   sentences). The reward model scores such a fluent answer high (it was trained on pairs where those answers are

@@ -19,8 +19,8 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): about 4½–7 minutes in all, depending on the CPU, most of it retraining the
-reward model (about 1 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
+Expectations on `tiny` (2 idle CPU cores): about 4½–8 minutes in all, depending on the CPU, most of it retraining the
+reward model (1–3 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
 own times.
 """)
 
@@ -511,7 +511,7 @@ On **`tiny`** (what CI runs), the outcome of the loop:
 - round 2's reward model ranks the held-out new votes (RLHF vs SFT) **no worse than noise allows** than round 1's.
   Counted on the pairs the two models rank differently (McNemar's test): round 2 may get at most max(2, 2·√n) more
   of those n pairs wrong than right, about two standard errors, since on a few dozen held-out votes a pair or two
-  either way is noise. It can go either way: on `tiny`'s run of 2026-12-01 round 2 ranked 2 of the 45 fewer right,
+  either way is noise. It can go either way: in the run shown here round 2 ranked 2 of the 45 fewer right,
   0.756 → 0.711. A fixed drop in points would not do: the number of held-out votes depends on the machine's answers,
   and under 40 of them two pairs are more than 5 points;
 - and it has **not forgotten** round 1: on round 1's held-out pairs the same test holds;
