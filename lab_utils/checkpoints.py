@@ -2,7 +2,8 @@
 
 A crash mid-save leaves only a `.tmp-*` folder, which no loader ever picks up; the previous
 artifact or checkpoint stays intact. (Replacing a folder takes two renames, the old one out of the way and the new one
-in; a crash in the instant between them leaves the old one as `.old-<name>-<pid>` beside a missing folder.)
+in; a crash in the instant between them leaves the old one as `.old-<name>-<pid>-*` beside a missing folder.) The next
+successful save of the same folder removes what a dead process left.
 """
 
 from __future__ import annotations
@@ -42,12 +43,44 @@ def _usual_mode(path: Path, folder: bool) -> None:
     os.chmod(path, (0o777 if executable else 0o666) & ~_umask())
 
 
+_ACTIVE: set[Path] = set()  # this process's temp and old folders in use (a dead run in a container had our pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (on POSIX; elsewhere every process counts as running: nothing is removed)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Remove what a killed run left beside `final` (SIGKILL, the OOM killer, a power cut: no `finally` ran): its
+    temp folder, or the previous artifact moved aside, by the dead process's pid in their names. A folder of a process
+    still running, or of a name without a pid, is left alone."""
+    pattern = re.compile(rf"^\.(?:tmp|old)-{re.escape(final.name)}-(\d+)-[A-Za-z0-9_]+$")
+    for path in final.parent.iterdir():
+        found = pattern.match(path.name)
+        if not found or path in _ACTIVE:
+            continue
+        pid = int(found.group(1))
+        if pid == os.getpid() or not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike):
-    """Yield a temp folder next to `final`; on success it replaces `final` in one rename."""
+    """Yield a temp folder next to `final`; on success it replaces `final` in one rename, and what killed runs left
+    beside it goes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
+    _ACTIVE.add(tmp)
     try:
         yield tmp
         for path in tmp.rglob("*"):  # `safetensors` and `tempfile` write owner-only files
@@ -59,16 +92,22 @@ def atomic_dir(final: str | os.PathLike):
         if final.exists():
             # a name no earlier run can have left behind (a pid alone repeats: containers start at 1)
             old = final.with_name(f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            os.replace(final, old)
+            _ACTIVE.add(old)
             try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)  # the previous artifact back where it was
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(old, final)  # the previous artifact back where it was
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            finally:
+                _ACTIVE.discard(old)
         else:
             os.replace(tmp, final)
+        _remove_leftovers(final)
     finally:
+        _ACTIVE.discard(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,28 @@ def test_atomic_dir_replaces_a_folder_whatever_an_earlier_run_left_beside_it(tmp
             (tmp / "v").write_text("3")
     assert (final / "v").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "sft"]  # no temp or old folder of ours left
+
+
+def test_atomic_dir_removes_what_a_killed_run_left_and_nothing_of_a_live_one(tmp_path):
+    """SIGKILL (the OOM killer) runs no `finally`: the temp folder, or the artifact moved aside, stays. The next save of
+    the same folder removes those of a dead process, and of this pid from an earlier life (containers reuse pids),
+    and leaves a running process's, another folder's, and names without a pid."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(child.stdout)  # a process that has exited
+    running = os.getppid()  # pytest's parent: alive while this test runs
+    final = tmp_path / "sft"
+    for name in (f".tmp-sft-{dead}-k1ll3d_", f".old-sft-{dead}-0a1b2c3d", f".tmp-sft-{os.getpid()}-earlier",
+                 f".tmp-sft-{running}-inflight", f".tmp-sft-lora-{dead}-other", ".tmp-sft-nopid", f".old-sft-{dead}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"gigabytes")
+    with ck.atomic_dir(final) as tmp:
+        (tmp / "v").write_text("1")
+        assert tmp.name.startswith(f".tmp-sft-{os.getpid()}-")  # the pid a later run checks
+    assert leftovers(tmp_path) == sorted([f".old-sft-{dead}", f".tmp-sft-{running}-inflight",
+                                          f".tmp-sft-lora-{dead}-other", ".tmp-sft-nopid"])
+    with ck.atomic_dir(final) as tmp:  # replacing a folder: its own moved-aside copy is not taken for a leftover
+        (tmp / "v").write_text("2")
+    assert (final / "v").read_text() == "2" and len(leftovers(tmp_path)) == 4
 
 
 def test_atomic_dir_success_replaces_the_whole_folder(tmp_path):
