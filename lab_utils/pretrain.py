@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_warmup
@@ -74,20 +75,35 @@ def pack(tokenizer, docs: list[str], seq_len: int, source: str = "the corpus") -
     return _pack_ids(_doc_ids(tokenizer, docs), seq_len, source)
 
 
-def _doc_ids(tokenizer, docs: list[str]) -> list[list[int]]:
-    # BOS comes from the post-processor; text that spells "<|eos|>" is text (split_special_tokens), not the control
-    # token, which would teach the model to end mid-document
-    ids = tokenizer(docs, add_special_tokens=True, split_special_tokens=True)["input_ids"]
-    return [row + [tokenizer.eos_token_id] for row in ids]
+_CHUNK_CHARS = 1_000_000  # text tokenised at a time: the tokenizer's encodings (~100 bytes a token) of a chunk only
 
 
-def _pack_ids(doc_ids: list[list[int]], seq_len: int, source: str) -> torch.Tensor:
-    flat = torch.tensor([t for row in doc_ids for t in row], dtype=torch.long)
+def _doc_ids(tokenizer, docs: list[str]) -> list[np.ndarray]:
+    """Each document's token ids, BOS + doc + EOS, as an int32 array: a Python list of every id would take ~36 bytes a
+    token (gigabytes for wikitext-103's ~120M, profile `full`), an array takes 4."""
+    dtype = np.int32 if len(tokenizer) < 2**31 else np.int64
+    out, start = [], 0
+    while start < len(docs):
+        end, chars = start, 0
+        while end < len(docs) and (end == start or chars + len(docs[end]) <= _CHUNK_CHARS):
+            chars += len(docs[end])
+            end += 1
+        # BOS comes from the post-processor; text that spells "<|eos|>" is text (split_special_tokens), not the control
+        # token, which would teach the model to end mid-document
+        ids = tokenizer(docs[start:end], add_special_tokens=True, split_special_tokens=True,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        out.extend(np.array(row + [tokenizer.eos_token_id], dtype=dtype) for row in ids)
+        start = end
+    return out
+
+
+def _pack_ids(doc_ids: list[np.ndarray], seq_len: int, source: str) -> torch.Tensor:
+    flat = np.concatenate(doc_ids) if doc_ids else np.zeros(0, dtype=np.int32)
     n = len(flat) // seq_len
     if n == 0:
         raise LabError(f"only {len(flat)} tokens, fewer than one sequence of {seq_len}", path=source,
                        fix="give more text, or lower --seq_len")
-    return flat[: n * seq_len].view(n, seq_len)
+    return torch.from_numpy(flat[: n * seq_len].astype(np.int64)).view(n, seq_len)
 
 
 def batch_indices(n_rows: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
@@ -137,7 +153,7 @@ def training_rows(cfg: PretrainConfig, tokenizer, world_cfg: WorldConfig) -> tup
                       f"{cfg.data} (the last {n_val} documents that are not also training documents, for validation)"))
 
 
-def _unseen(docs: list[str], ids: list[list[int]], n_val: int) -> list[list[int]]:
+def _unseen(docs: list[str], ids: list[np.ndarray], n_val: int) -> list[np.ndarray]:
     """The token ids of the last `n_val` documents, less those that are also training documents (a corpus can repeat
     a document, and its validation loss would then be measured on text it trained on), as the world's split does, and
     each distinct document once (a footer repeated on every page would otherwise be most of the validation loss)."""
