@@ -225,6 +225,8 @@ def test_win_rate_uses_the_ended_flags(micro_world, capital):
     rec, right, _ = capital
     got = A.win_rate(micro_world, [rec, rec], [right, right], [right, right], ended_b=[False, True])
     assert (got["wins"], got["ties"], got["win_rate"]) == (1, 1, 1.0)
+    got = A.win_rate(micro_world, [rec, rec], [right, right], [right, right], ended_a=[False, True])  # the model's
+    assert (got["losses"], got["ties"], got["win_rate"]) == (1, 1, 0.0)
 
 
 def test_win_rate_is_none_without_a_decisive_pair(micro_world, capital):

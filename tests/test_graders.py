@@ -555,3 +555,12 @@ def test_bare_or_mixed_answers_are_not_off_task(world):
     cluster = next(r for r in T.eval_records(world) if r["task"] == "cluster")
     assert not G.off_task(cluster, "apple, leek") and not G.off_task(cluster, "")
     assert not G.off_task(cluster, "Fruits: apple\nVegetables: leek\nThe capital of France is Paris.")
+
+
+@pytest.mark.parametrize("text, lang", [("abcdefg中文字", "en"), ("abcdef中文字四", "zh"),
+                                        ("巴黎 Paris 是首都", "zh"), ("The capital of China is 北京.", "en"),
+                                        ("北京", "zh"), ("42 + 1", None)])
+def test_an_answer_is_chinese_when_more_than_three_in_ten_of_its_letters_are(text, lang):
+    """The language term's cut-off: 3 Chinese characters of 10 letters is English, 4 is Chinese; a Chinese answer
+    that names an English word, or an English one a Chinese place, keeps its language; no letters, no language."""
+    assert G.response_language(text) == lang

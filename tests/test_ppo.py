@@ -320,6 +320,88 @@ def test_the_rollout_in_groups_of_rows_equals_it_in_one(run_root, monkeypatch, l
         assert (whole["logprobs"] - whole["ref_logprobs"])[mask].abs().max() > 1e-3
 
 
+def _ends_rows_0_and_1(trainer, monkeypatch) -> None:
+    """The policy's samples, with rows 0 and 1 ended by an EOS early (micro rarely samples one): padding after them."""
+    eos, pad = trainer.tok.eos_token_id, trainer.tok.pad_token_id
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    sample = policy.generate
+
+    def ends_some(input_ids, **kwargs):
+        out = sample(input_ids=input_ids, **kwargs | {"min_new_tokens": kwargs["max_new_tokens"]})
+        response = out[:, input_ids.shape[1]:]
+        response[response == eos] = eos + 1 if eos + 1 != pad else eos + 2
+        response[0, 1], response[1, 3] = eos, eos
+        return out
+
+    monkeypatch.setattr(policy, "generate", ends_some)
+
+
+def test_the_rollout_shapes_rewards_with_the_controllers_beta_and_whitens_the_advantages(run_root, monkeypatch):
+    """Steps 3 of the loop, wired as the docstrings say: the per-token rewards use the KL controller's current β (not
+    the starting --kl_coef), GAE its γ and λ, the returns are the raw advantages plus the values, and the
+    advantages are whitened over the real tokens; the entropy is a mean over real tokens only. The policy is moved
+    off the reference first, so that the KL term is not zero."""
+    trainer = make_trainer(run_root, mixed_precision="no", gamma=0.9, lam=0.8, response_length=6)
+    with torch.no_grad():
+        for p in trainer.policy.parameters():
+            p.add_(torch.randn_like(p), alpha=0.02)
+    trainer.kl_ctl.value = 0.77  # as after some adaptive updates
+    assert trainer.cfg.kl_coef != 0.77
+    _ends_rows_0_and_1(trainer, monkeypatch)
+    b = trainer.rollout(trainer.prompts)
+    mask = b["loss_mask"]
+    assert (mask.sum(1) < mask.shape[1]).any() and (b["kl"][mask.bool()].abs() > 1e-4).any()
+    rewards, kl = ppo_math.kl_shaped_rewards(b["scores"], b["logprobs"], b["ref_logprobs"], mask, 0.77)
+    raw, returns = ppo_math.gae(rewards, b["values"], mask, gamma=0.9, lam=0.8)
+    torch.testing.assert_close(b["kl"], kl)
+    torch.testing.assert_close(b["returns"], returns)
+    torch.testing.assert_close(b["advantages"], ppo_math.masked_whiten(raw, mask))
+    real = b["advantages"][mask.bool()]  # whitened: mean 0, variance 1 over the real tokens, 0 on padding
+    assert abs(real.mean().item()) < 1e-5 and real.var().item() == pytest.approx(1.0, abs=1e-4)
+    assert (b["advantages"][~mask.bool()] == 0).all()
+    with torch.no_grad():
+        logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], mask,
+                                     trainer.cfg.temperature)
+    entropy = ppo_math.entropy_from_logits(logits)
+    torch.testing.assert_close(b["entropy"], ppo_math.masked_mean(entropy, mask))
+    assert (b["entropy"] - entropy.mean()).abs() > 1e-4  # padding would have moved it
+
+
+def test_the_first_loss_is_the_clipped_policy_loss_plus_vf_coef_times_the_value_loss(run_root):
+    """Step 4's loss, wired as the docstrings say: on the first minibatch (nothing has moved yet, so new values are
+    the rollout's) it is policy_loss + vf_coef · value_loss, the value loss regressing the values on the returns."""
+    trainer = make_trainer(run_root, mixed_precision="no", mini_batch=8, vf_coef=0.3, ppo_epochs=1)
+    b = trainer.rollout(trainer.prompts)
+    losses, backward = [], trainer.acc.backward
+    trainer.acc.backward = lambda loss, **kw: losses.append(loss.detach().clone()) or backward(loss, **kw)
+    trainer.optimise(b)
+    mask, cfg = b["loss_mask"], trainer.cfg
+    pg, _ = ppo_math.policy_loss(b["logprobs"], b["logprobs"], b["advantages"], mask, cfg.cliprange)
+    vf, _ = ppo_math.value_loss(b["values"], b["values"], b["returns"], mask, cfg.cliprange_value)
+    assert vf > 0.01 and len(losses) == 1  # one minibatch, one epoch
+    torch.testing.assert_close(losses[0], pg + 0.3 * vf, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(vf, 0.5 * ppo_math.masked_mean((b["values"] - b["returns"]) ** 2, mask))
+
+
+def test_the_logged_statistics_are_the_rollouts(run_root):
+    """The log's rlhf_reward is the score less β times the response's KL (what PPO maximises), score the reward
+    model's raw score, kl the KL per response and eos_rate the share that ended, all means over the rollout."""
+    trainer = make_trainer(run_root, mixed_precision="no")
+    with torch.no_grad():
+        for p in trainer.policy.parameters():
+            p.add_(torch.randn_like(p), alpha=0.02)
+    seen, rollout = {}, trainer.rollout
+    trainer.rollout = lambda prompts: seen.setdefault("b", rollout(prompts))
+    row = trainer.step()
+    b, beta = seen["b"], row["kl_coef"]
+    kl = b["kl"].sum(1)
+    assert kl.mean() > 1e-3 and beta > 0
+    assert row["rlhf_reward"] == pytest.approx((b["scores"] - beta * kl).mean().item(), abs=1e-4)
+    assert row["score"] == pytest.approx(b["raw_scores"].mean().item(), abs=1e-4)
+    assert row["kl"] == pytest.approx(kl.mean().item(), abs=1e-4)
+    assert row["eos_rate"] == pytest.approx(b["ended"].float().mean().item(), abs=1e-4)
+
+
 def test_reward_is_read_where_the_reward_model_was_trained(run_root):
     """PPO scores a left-padded batch of prompts with right-padded responses; the reward model was trained on one
     unpadded sequence per answer (BOS, prompt, answer, EOS if it ended) and reads the score at its last token.

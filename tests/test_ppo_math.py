@@ -173,6 +173,17 @@ def test_gae_discount_and_no_whitening():
     assert torch.equal(returns, advantages)
 
 
+def test_gae_discounts_the_next_value_in_each_td_error():
+    # gamma = 0.5, lam = 0.5, rewards [0, 1], values [0.4, 0.8]; V after the last token is 0.
+    #   t=1: delta = 1 + 0.5*0   - 0.8 = 0.2   A1 = 0.2
+    #   t=0: delta = 0 + 0.5*0.8 - 0.4 = 0.0   A0 = 0.0 + 0.5*0.5 * 0.2 = 0.05
+    #   returns = A + V = [0.45, 1.0]
+    # (with γ left out of delta: A0 = 0.4 + 0.05 = 0.45; with γ only in the recursion the test above passes too)
+    advantages, returns = P.gae(f64([[0.0, 1.0]]), f64([[0.4, 0.8]]), f64([[1, 1]]), gamma=0.5, lam=0.5)
+    torch.testing.assert_close(advantages, f64([[0.05, 0.2]]))
+    torch.testing.assert_close(returns, f64([[0.45, 1.0]]))
+
+
 # ------------------------------------------------------------------ 5. PPO losses
 
 

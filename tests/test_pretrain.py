@@ -17,7 +17,7 @@ from lab_utils import pretrain as pretrain_module
 from lab_utils.cli import main
 from lab_utils.config import PretrainConfig, WorldConfig
 from lab_utils.errors import LabError
-from lab_utils.modeling import build_model, count_params
+from lab_utils.modeling import build_model, count_params, load_causal_lm
 from lab_utils.pretrain import batch_indices, pack, pretrain
 
 
@@ -107,6 +107,23 @@ def test_pretraining_continues_from_the_model_given(micro_run, tok_dir, tmp_path
     trained = ck.read_json(micro_run / "base" / "metrics.json")["val_loss"]
     assert given["initial_loss"] < fresh["initial_loss"] - 0.5
     assert given["initial_loss"] == pytest.approx(trained, abs=0.3)
+
+
+def test_the_loops_loss_is_the_next_token_loss_of_its_batch(micro_run, tok_dir, tmp_path):
+    """What the loop trains on is the textbook loss of step 1's batch: started from a trained model (the first step
+    trains at lr 0 and a fresh model scores every label alike), its logged loss equals `causal_lm_loss` on the rows
+    of `batch_indices(..., step=0)`. Labels shifted once more (predicting token t + 2) log another (micro's base:
+    5.56 against 5.50)."""
+    cfg = PretrainConfig.for_profile("micro", max_steps=1, model=str(micro_run / "base"), mixed_precision="no")
+    world_cfg = WorldConfig.for_profile("micro")
+    logged = pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, progress=False)["history"]["train_loss"][0]
+    model, tokenizer = load_causal_lm(cfg.model)
+    rows, _ = pretrain_module.training_rows(cfg, tokenizer, world_cfg)
+    x = rows[batch_indices(len(rows), cfg.batch_size, 0, cfg.seed)]
+    with torch.no_grad():
+        want = causal_lm_loss(model.eval()(input_ids=x).logits, x).item()
+        shifted = causal_lm_loss(model(input_ids=x).logits, x.roll(-1, 1)).item()
+    assert logged == pytest.approx(want, abs=1e-3) and abs(shifted - want) > 0.01  # the check can tell them apart
 
 
 def test_bench_times_the_architecture_named_by_model(micro_run):

@@ -86,6 +86,13 @@ def test_deciding_term_names_the_most_important_rubric_term_that_differs(micro_w
     assert list(by_term) == ["correct", "ended", "concise"]  # rubric order
 
 
+def test_a_pair_scored_alike_is_not_ranked_right():
+    """Pairwise accuracy counts chosen > rejected: a tie (a model that scores everything alike) is no right ranking."""
+    pairs = [{"task": "capital"}, {"task": "capital"}, {"task": "arithmetic"}]
+    got = R._ranking(pairs, torch.tensor([1.0, 2.0, 0.5]), torch.tensor([1.0, 1.0, 0.7]))
+    assert got["accuracy"] == round(1 / 3, 4) and got["per_task"] == {"capital": 0.5, "arithmetic": 0.0}
+
+
 def test_held_out_prompts_are_a_fraction_of_distinct_prompts():
     prompts = [f"p{i % 10}" for i in range(100)]
     held = R.held_out_prompts(prompts, 0.2, seed=3)
