@@ -2,8 +2,8 @@
 
 A crash mid-save leaves only a `.tmp-*` folder, which no loader ever picks up; the previous
 artifact or checkpoint stays intact. (Replacing a folder takes two renames, the old one out of the way and the new one
-in; a crash in the instant between them leaves the old one as `.old-<name>-<pid>-*` beside a missing folder.) The next
-successful save of the same folder removes what a dead process left.
+in; a crash in the instant between them leaves the old one as `.old-<name>-<host>-<pid>-*` beside a missing folder.)
+The next save of the same folder on the same host removes what a dead process left (on Linux and macOS).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -43,30 +44,39 @@ def _usual_mode(path: Path, folder: bool) -> None:
     os.chmod(path, (0o777 if executable else 0o666) & ~_umask())
 
 
-_ACTIVE: set[Path] = set()  # this process's temp and old folders in use (a dead run in a container had our pid)
+_ACTIVE: set[str] = set()  # absolute paths of this process's temp and old folders in use (other threads' saves)
+
+
+def _writer() -> str:
+    """Who writes a temp folder, in its name: this host and process. A pid says whether its writer still runs only on
+    the host (and in the container) that started it: a run folder shared between containers or over NFS holds
+    others'."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32] or 'host'}-{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (on POSIX; elsewhere every process counts as running: nothing is removed)."""
+    """Whether process `pid` of this host runs (on POSIX; elsewhere every process counts as running)."""
     if os.name != "posix":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process
+    except (OSError, OverflowError, ValueError):  # another user's process; no valid pid
         return True
     return True
 
 
 def _remove_leftovers(final: Path) -> None:
-    """Remove what a killed run left beside `final` (SIGKILL, the OOM killer, a power cut: no `finally` ran): its
-    temp folder, or the previous artifact moved aside, by the dead process's pid in their names. A folder of a process
-    still running, or of a name without a pid, is left alone."""
-    pattern = re.compile(rf"^\.(?:tmp|old)-{re.escape(final.name)}-(\d+)-[A-Za-z0-9_]+$")
+    """Remove what a killed run of this host left beside `final` (SIGKILL, the OOM killer, a power cut: no `finally`
+    ran): its temp folder, or the previous artifact it had moved aside, by the host and dead pid in their names, or
+    this pid's from an earlier life (containers reuse pids). Another host's, a running process's, and a name
+    without a writer (older versions) are left alone."""
+    host = _writer().rsplit("-", 1)[0]
+    pattern = re.compile(rf"^\.(?:tmp|old)-{re.escape(final.name)}-{re.escape(host)}-(\d{{1,10}})-[A-Za-z0-9_]+$")
     for path in final.parent.iterdir():
         found = pattern.match(path.name)
-        if not found or path in _ACTIVE:
+        if not found or os.path.abspath(path) in _ACTIVE:
             continue
         pid = int(found.group(1))
         if pid == os.getpid() or not _alive(pid):
@@ -75,12 +85,13 @@ def _remove_leftovers(final: Path) -> None:
 
 @contextmanager
 def atomic_dir(final: str | os.PathLike):
-    """Yield a temp folder next to `final`; on success it replaces `final` in one rename, and what killed runs left
-    beside it goes."""
+    """Yield a temp folder next to `final`; on success it replaces `final` in one rename. What killed runs of this
+    host left beside `final` goes first (it may be what filled the disk)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{os.getpid()}-", dir=final.parent))
-    _ACTIVE.add(tmp)
+    _remove_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-{_writer()}-", dir=final.parent))
+    _ACTIVE.add(os.path.abspath(tmp))
     try:
         yield tmp
         for path in tmp.rglob("*"):  # `safetensors` and `tempfile` write owner-only files
@@ -91,8 +102,8 @@ def atomic_dir(final: str | os.PathLike):
         _fsync(tmp)
         if final.exists():
             # a name no earlier run can have left behind (a pid alone repeats: containers start at 1)
-            old = final.with_name(f".old-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            _ACTIVE.add(old)
+            old = final.with_name(f".old-{final.name}-{_writer()}-{uuid.uuid4().hex[:8]}")
+            _ACTIVE.add(os.path.abspath(old))
             try:
                 os.replace(final, old)
                 try:
@@ -102,12 +113,11 @@ def atomic_dir(final: str | os.PathLike):
                     raise
                 shutil.rmtree(old, ignore_errors=True)
             finally:
-                _ACTIVE.discard(old)
+                _ACTIVE.discard(os.path.abspath(old))
         else:
             os.replace(tmp, final)
-        _remove_leftovers(final)
     finally:
-        _ACTIVE.discard(tmp)
+        _ACTIVE.discard(os.path.abspath(tmp))
         shutil.rmtree(tmp, ignore_errors=True)
 
 

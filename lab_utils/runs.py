@@ -204,6 +204,8 @@ def write_report(root: Path) -> dict:
             metrics = ck.read_json(root / folder / "metrics.json")
             report["profile"] = metrics.pop("profile", report["profile"])
             report["stages"][stage] = _scalars(metrics)
+    # the fixes below name this run: without --profile and --out, `lab eval` would read runs/tiny (or $LAB_PROFILE's)
+    this_run = (f" --profile {report['profile']}" if report["profile"] else "") + f" --out {shlex.quote(str(root))}"
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
@@ -214,7 +216,7 @@ def write_report(root: Path) -> dict:
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(str(res['model']))} --name {name}"
-                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{again}{flag}`"
+                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{this_run}{again}{flag}`"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)
             report["profile"] = report[key][name].pop("profile", report["profile"])
@@ -222,7 +224,8 @@ def write_report(root: Path) -> dict:
         res = _readable(path, DATA_KEYS)
         summary, why = _data_summary(root, res) if res is not None else (None, None)
         if why:
-            report.setdefault("eval_stale", {})[path.name] = f"{why}: run `lab eval --data {res['data']}` again"
+            report.setdefault("eval_stale", {})[path.name] = (f"{why}: run `lab eval{this_run} --data "
+                                                              f"{shlex.quote(res['data'])}` again")
         if summary:  # one entry per file and split: two splits of a dataset, or two files given by one name
             key = res["data"] if res.get("data_split", "train") == "train" else f"{res['data']} ({res['data_split']})"
             report.setdefault("eval_data", {})[key if key not in report.get("eval_data", {}) else path.stem] = summary

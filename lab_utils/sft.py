@@ -181,6 +181,8 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
     # two folders are replaced one after the other: the stage counts as unfinished until both are (an interrupted
     # save must not leave the old, "finished" model beside the new adapter)
     (out_dir / "metrics.json").unlink(missing_ok=True)
+    # the prompt layout the model was tuned on, for `apply_chat_template` (a hub base brings a template of its own)
+    tokenizer.chat_template = chat_template_for(tokenizer)
     if has_adapter:
         with ck.atomic_dir(adapter_dir) as tmp:  # usable on its own: `lab eval --model runs/<profile>/sft-adapter`
             model.save_pretrained(tmp)
@@ -194,8 +196,6 @@ def save_merged(model, base_dir: Path, tokenizer, out_dir: Path, adapter_dir: Pa
     # TRL pads with EOS where the base has no PAD (most hub bases): the saved model gets a PAD of its own, as every
     # later stage needs (PPO truncates at the first EOS; the reward model reads its score at the last non-PAD token)
     give_distinct_pad(model, tokenizer)
-    # the prompt layout the model was tuned on, for `apply_chat_template` (a hub base brings a template of its own)
-    tokenizer.chat_template = chat_template_for(tokenizer)
     with ck.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

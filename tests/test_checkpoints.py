@@ -107,26 +107,27 @@ def test_atomic_dir_replaces_a_folder_whatever_an_earlier_run_left_beside_it(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "sft"]  # no temp or old folder of ours left
 
 
+@pytest.mark.skipif(os.name != "posix", reason="whether a pid runs is read with os.kill(pid, 0), POSIX only")
 def test_atomic_dir_removes_what_a_killed_run_left_and_nothing_of_a_live_one(tmp_path):
     """SIGKILL (the OOM killer) runs no `finally`: the temp folder, or the artifact moved aside, stays. The next save of
-    the same folder removes those of a dead process, and of this pid from an earlier life (containers reuse pids),
-    and leaves a running process's, another folder's, and names without a pid."""
+    the same folder removes, before it writes, those of a dead process of this host and of this pid from an earlier
+    life (containers reuse pids); it leaves a running process's, another host's (a shared volume), another folder's,
+    and names without a writer."""
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = int(child.stdout)  # a process that has exited
-    running = os.getppid()  # pytest's parent: alive while this test runs
+    dead, running = int(child.stdout), os.getppid()  # a process that has exited; pytest's parent, alive
+    host = ck._writer().rsplit("-", 1)[0]
+    gone = [f".tmp-sft-{host}-{dead}-k1ll3d_", f".old-sft-{host}-{dead}-0a1b2c3d", f".tmp-sft-{ck._writer()}-earlier"]
+    kept = [f".tmp-sft-{host}-{running}-inflight", f".tmp-sft-otherhost-{dead}-x", f".tmp-sft-lora-{host}-{dead}-x",
+            ".tmp-sft-nopid", f".old-sft-{dead}", f".tmp-sft-{host}-9999999999-x"]  # (no pid os.kill takes)
     final = tmp_path / "sft"
-    for name in (f".tmp-sft-{dead}-k1ll3d_", f".old-sft-{dead}-0a1b2c3d", f".tmp-sft-{os.getpid()}-earlier",
-                 f".tmp-sft-{running}-inflight", f".tmp-sft-lora-{dead}-other", ".tmp-sft-nopid", f".old-sft-{dead}"):
+    for name in gone + kept:
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"gigabytes")
     with ck.atomic_dir(final) as tmp:
+        assert leftovers(tmp_path) == sorted(kept + [tmp.name])  # removed before the save writes anything
+        assert tmp.name.startswith(f".tmp-sft-{ck._writer()}-")  # what a later save checks
         (tmp / "v").write_text("1")
-        assert tmp.name.startswith(f".tmp-sft-{os.getpid()}-")  # the pid a later run checks
-    assert leftovers(tmp_path) == sorted([f".old-sft-{dead}", f".tmp-sft-{running}-inflight",
-                                          f".tmp-sft-lora-{dead}-other", ".tmp-sft-nopid"])
-    with ck.atomic_dir(final) as tmp:  # replacing a folder: its own moved-aside copy is not taken for a leftover
-        (tmp / "v").write_text("2")
-    assert (final / "v").read_text() == "2" and len(leftovers(tmp_path)) == 4
+    assert leftovers(tmp_path) == sorted(kept) and (final / "v").read_text() == "1"
 
 
 def test_atomic_dir_success_replaces_the_whole_folder(tmp_path):

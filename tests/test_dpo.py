@@ -255,4 +255,4 @@ def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_repl
             in capsys.readouterr().out)
     report = ck.read_json(root / "report.json")
     assert "dpo" not in report["eval"] and report["eval_stale"]["dpo"].endswith(
-        f"run `lab eval --model '{root / 'dpo'}' --name dpo`")  # plain `lab eval` would not measure it
+        f"run `lab eval --profile micro --out '{root}' --model '{root / 'dpo'}' --name dpo`")  # not plain `lab eval`

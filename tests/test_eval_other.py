@@ -52,7 +52,8 @@ def test_another_model_is_evaluated_next_to_the_runs_and_against_sft(root, tmp_p
     report = stages.write_report(root)
     assert "my-model" not in report["eval"] and "changed or is gone since" in report["eval_stale"]["my-model"]
     # the fix names the model again: plain `lab eval` measures the run's own models only
-    assert report["eval_stale"]["my-model"].endswith(f": run `lab eval --model '{other.resolve()}' --name my-model`")
+    assert report["eval_stale"]["my-model"].endswith(
+        f": run `lab eval --profile micro --out {root} --model '{other.resolve()}' --name my-model`")
     assert lab_eval(root, "--model", str(other)) == 0 and "my-model" in ck.read_json(root / "report.json")["eval"]
 
 
@@ -269,7 +270,8 @@ def test_the_validation_split_is_evaluated_apart_from_the_test_split(root, tmp_p
     ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-03-01T00:00:00+00:00"})
     report = stages.write_report(run)
     assert "eval_validation" not in report and report["eval_stale"]["validation/sft"] == (
-        "the sft model was rebuilt after this evaluation: run `lab eval --split validation`")
+        f"the sft model was rebuilt after this evaluation: run `lab eval --profile micro --out {run} --split "
+        "validation`")
     assert "against an earlier SFT model" in report["eval_stale"]["validation/other"] and "sft" in report["eval_stale"]
     assert report["eval_stale"]["validation/other"].endswith("--name other --split validation`")
 

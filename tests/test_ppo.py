@@ -368,38 +368,24 @@ def test_the_rollout_shapes_rewards_with_the_controllers_beta_and_whitens_the_ad
 
 
 def test_the_first_loss_is_the_clipped_policy_loss_plus_vf_coef_times_the_value_loss(run_root):
-    """Step 4's loss, wired as the docstrings say: on the first minibatch (nothing has moved yet, so new values are
-    the rollout's) it is policy_loss + vf_coef · value_loss, the value loss regressing the values on the returns."""
-    trainer = make_trainer(run_root, mixed_precision="no", mini_batch=8, vf_coef=0.3, ppo_epochs=1)
+    """Step 4's loss, wired as the docstrings say: on the first minibatch (nothing has moved yet, so the new
+    log-probabilities and values are the rollout's) it is policy_loss + vf_coef · value_loss, the value loss
+    regressing the values on the returns. Half the rollout, so that its advantages do not average to 0 (whitened over
+    the whole rollout, they would: the policy term would be 0 whatever it was)."""
+    trainer = make_trainer(run_root, mixed_precision="no", mini_batch=4, vf_coef=0.3, ppo_epochs=1)
     b = trainer.rollout(trainer.prompts)
     losses, backward = [], trainer.acc.backward
     trainer.acc.backward = lambda loss, **kw: losses.append(loss.detach().clone()) or backward(loss, **kw)
+    rng = torch.get_rng_state()
     trainer.optimise(b)
-    mask, cfg = b["loss_mask"], trainer.cfg
-    pg, _ = ppo_math.policy_loss(b["logprobs"], b["logprobs"], b["advantages"], mask, cfg.cliprange)
-    vf, _ = ppo_math.value_loss(b["values"], b["values"], b["returns"], mask, cfg.cliprange_value)
-    assert vf > 0.01 and len(losses) == 1  # one minibatch, one epoch
+    torch.set_rng_state(rng)
+    idx = torch.randperm(len(b["prompts"]))[:4]  # the first minibatch optimise drew
+    mb = {k: b[k][idx] for k in ("logprobs", "values", "advantages", "returns", "loss_mask")}
+    cfg = trainer.cfg
+    pg, _ = ppo_math.policy_loss(mb["logprobs"], mb["logprobs"], mb["advantages"], mb["loss_mask"], cfg.cliprange)
+    vf, _ = ppo_math.value_loss(mb["values"], mb["values"], mb["returns"], mb["loss_mask"], cfg.cliprange_value)
+    assert pg.abs() > 1e-3 and vf > 1e-3 and len(losses) == 2  # two minibatches, one epoch
     torch.testing.assert_close(losses[0], pg + 0.3 * vf, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(vf, 0.5 * ppo_math.masked_mean((b["values"] - b["returns"]) ** 2, mask))
-
-
-def test_the_logged_statistics_are_the_rollouts(run_root):
-    """The log's rlhf_reward is the score less β times the response's KL (what PPO maximises), score the reward
-    model's raw score, kl the KL per response and eos_rate the share that ended, all means over the rollout."""
-    trainer = make_trainer(run_root, mixed_precision="no")
-    with torch.no_grad():
-        for p in trainer.policy.parameters():
-            p.add_(torch.randn_like(p), alpha=0.02)
-    seen, rollout = {}, trainer.rollout
-    trainer.rollout = lambda prompts: seen.setdefault("b", rollout(prompts))
-    row = trainer.step()
-    b, beta = seen["b"], row["kl_coef"]
-    kl = b["kl"].sum(1)
-    assert kl.mean() > 1e-3 and beta > 0
-    assert row["rlhf_reward"] == pytest.approx((b["scores"] - beta * kl).mean().item(), abs=1e-4)
-    assert row["score"] == pytest.approx(b["raw_scores"].mean().item(), abs=1e-4)
-    assert row["kl"] == pytest.approx(kl.mean().item(), abs=1e-4)
-    assert row["eos_rate"] == pytest.approx(b["ended"].float().mean().item(), abs=1e-4)
 
 
 def test_reward_is_read_where_the_reward_model_was_trained(run_root):

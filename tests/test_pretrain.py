@@ -57,7 +57,7 @@ def test_a_corpus_tokenised_in_chunks_packs_as_in_one(tokenizer, monkeypatch):
     gigabytes): every document once, in order, whether a chunk ends inside the corpus or one document outgrows it."""
     docs = [f"Document {i} says {'so ' * (i % 7)}much." for i in range(40)] + ["x" * 300, "y"]
     whole = pack(tokenizer, docs, seq_len=8)
-    monkeypatch.setattr(pretrain_module, "_CHUNK_CHARS", 50)  # two or three documents a chunk, the long one alone
+    monkeypatch.setattr(pretrain_module, "_CHUNK_CHARS", 50)  # one or two documents a chunk, the long one alone
     assert torch.equal(pack(tokenizer, docs, seq_len=8), whole)
     assert pretrain_module._doc_ids(tokenizer, docs)[-2].dtype == np.int32  # 4 bytes a token until packed
 

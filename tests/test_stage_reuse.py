@@ -216,7 +216,8 @@ def test_evaluations_say_which_reward_and_sft_models_they_come_from(eval_root, m
     ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-03-01T00:00:00+00:00"})
     report = stages.write_report(eval_root)
     assert set(report["eval"]) == set() and set(report["eval_stale"]) == {"sft", "rlhf"}
-    assert report["eval_stale"]["sft"] == "the sft model was rebuilt after this evaluation: run `lab eval`"
+    assert report["eval_stale"]["sft"] == ("the sft model was rebuilt after this evaluation: run `lab eval --profile "
+                                           f"micro --out {eval_root}`")  # this run's folder, not runs/tiny
     assert "against an earlier SFT model" in report["eval_stale"]["rlhf"]
 
 
