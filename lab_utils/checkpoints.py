@@ -47,11 +47,16 @@ def _usual_mode(path: Path, folder: bool) -> None:
 _ACTIVE: set[str] = set()  # absolute paths of this process's temp and old folders in use (other threads' saves)
 
 
+def _host() -> str:
+    """This host's name as a temp folder carries it (letters and digits)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
 def _writer() -> str:
     """Who writes a temp folder, in its name: this host and process. A pid says whether its writer still runs only on
     the host (and in the container) that started it: a run folder shared between containers or over NFS holds
     others'."""
-    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32] or 'host'}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
@@ -72,8 +77,7 @@ def _remove_leftovers(final: Path) -> None:
     ran): its temp folder, or the previous artifact it had moved aside, by the host and dead pid in their names, or
     this pid's from an earlier life (containers reuse pids). Another host's, a running process's, and a name
     without a writer (older versions) are left alone."""
-    host = _writer().rsplit("-", 1)[0]
-    pattern = re.compile(rf"^\.(?:tmp|old)-{re.escape(final.name)}-{re.escape(host)}-(\d{{1,10}})-[A-Za-z0-9_]+$")
+    pattern = re.compile(rf"^\.(?:tmp|old)-{re.escape(final.name)}-{re.escape(_host())}-(\d{{1,10}})-[A-Za-z0-9_]+$")
     for path in final.parent.iterdir():
         found = pattern.match(path.name)
         if not found or os.path.abspath(path) in _ACTIVE:

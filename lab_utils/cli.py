@@ -214,8 +214,8 @@ def _same_run(args, root: Path | None = None) -> str:
     if root is not None and (root / "sft" / "metrics.json").is_file():
         from . import checkpoints as ck
         profile = ck.read_json(root / "sft" / "metrics.json").get("profile") or profile
-    out = args.out or root
-    return f" --profile {profile}" + (f" --out {_q(out)}" if out else "")
+    from .runs import run_flags
+    return run_flags(profile, args.out or root)
 
 
 def _q(path) -> str:

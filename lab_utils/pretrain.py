@@ -81,7 +81,6 @@ _CHUNK_CHARS = 1_000_000  # text tokenised at a time: the tokenizer's encodings 
 def _doc_ids(tokenizer, docs: list[str]) -> list[np.ndarray]:
     """Each document's token ids, BOS + doc + EOS, as an int32 array: a Python list of every id would take ~36 bytes a
     token (gigabytes for wikitext-103's ~120M, profile `full`), an array takes 4."""
-    dtype = np.int32 if len(tokenizer) < 2**31 else np.int64
     out, start = [], 0
     while start < len(docs):
         end, chars = start, 0
@@ -92,7 +91,7 @@ def _doc_ids(tokenizer, docs: list[str]) -> list[np.ndarray]:
         # token, which would teach the model to end mid-document
         ids = tokenizer(docs[start:end], add_special_tokens=True, split_special_tokens=True,
                         return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        out.extend(np.array(row + [tokenizer.eos_token_id], dtype=dtype) for row in ids)
+        out.extend(np.array(row + [tokenizer.eos_token_id], dtype=np.int32) for row in ids)
         start = end
     return out
 

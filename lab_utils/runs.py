@@ -36,6 +36,11 @@ MODEL_STAGES = {"base": "pretrain", "sft": "sft", "rlhf": "ppo"}  # the stage th
 EVAL_SPLITS = {"test": "eval", "validation": "eval/validation"}
 
 
+def run_flags(profile: str | None, out: str | Path | None) -> str:
+    """The flags that name a run in a printed command: without them `lab ...` reads runs/tiny (or $LAB_PROFILE's)."""
+    return (f" --profile {profile}" if profile else "") + (f" --out {shlex.quote(str(out))}" if out else "")
+
+
 def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
     """The run folder: --out, or runs/<profile>."""
     root = Path(out) if out else Path("runs") / resolve_profile(profile)
@@ -204,8 +209,7 @@ def write_report(root: Path) -> dict:
             metrics = ck.read_json(root / folder / "metrics.json")
             report["profile"] = metrics.pop("profile", report["profile"])
             report["stages"][stage] = _scalars(metrics)
-    # the fixes below name this run: without --profile and --out, `lab eval` would read runs/tiny (or $LAB_PROFILE's)
-    this_run = (f" --profile {report['profile']}" if report["profile"] else "") + f" --out {shlex.quote(str(root))}"
+    this_run = run_flags(report["profile"], root)  # what the fixes below name
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
