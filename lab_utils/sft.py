@@ -2,7 +2,8 @@
 
 QLoRA = the base weights frozen in 4-bit NF4 with double quantisation (`bitsandbytes`) + small
 trainable LoRA matrices on every linear layer (`peft`). The data is prompt–completion: the prompt is
-the Alpaca prompt, the completion the `output` + EOS, so the loss covers only the response and EOS.
+the Alpaca prompt, the completion the `output` + EOS, so the loss covers only the response and EOS (tokenised apart
+from the prompt, as generation sees them: `tokenized_records`).
 
 After training, the adapter is kept (`sft-adapter/`) and merged into a full-precision copy of the
 base model (`sft/`), which every later stage loads like any other model.
@@ -37,6 +38,22 @@ def to_prompt_completion(records: list[dict]) -> Dataset:
     """Alpaca records → TRL's prompt–completion format (EOS is appended by the trainer)."""
     return Dataset.from_list([{"prompt": render_alpaca(r["instruction"], r.get("input", "")),
                                "completion": r["output"]} for r in records])
+
+
+def tokenized_records(records: list[dict], tokenizer) -> Dataset:
+    """Alpaca records → `input_ids` and `completion_mask` as the trainer reads them: the prompt (BOS included) and the
+    response + EOS tokenised apart, the way generation sees them (the prompt alone, then the tokens that follow it).
+
+    TRL tokenises the prompt–completion text as one string. A byte-level BPE that joins a newline with the spaces
+    after it (GPT-2's, SmolLM2's) then merges the prompt's last "\n" into the response's first token when the
+    response starts with two spaces (indented code): the model would learn a first token ("\n  ") it never gets to
+    sample, since at inference the prompt's "\n" is already there. The lab's tokenizer keeps "\n" a token of its own,
+    so on it both ways give the same ids."""
+    prompts = tokenizer([render_alpaca(r["instruction"], r.get("input", "")) for r in records])["input_ids"]
+    responses = tokenizer([r["output"] for r in records], add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    return Dataset.from_list([{"input_ids": p + r + eos, "completion_mask": [0] * len(p) + [1] * (len(r) + 1)}
+                              for p, r in zip(prompts, responses)])
 
 
 def nf4_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:
@@ -106,7 +123,8 @@ def build_trainer(cfg: SFTConfig, model, tokenizer, records: list[dict], output_
     `length_limit` tokens."""
     peft_cfg = lora_config(cfg) if cfg.method in ("qlora", "lora") else None
     trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress, length_limit(cfg, model)),
-                         train_dataset=to_prompt_completion(records), processing_class=tokenizer, peft_config=peft_cfg)
+                         train_dataset=tokenized_records(records, tokenizer), processing_class=tokenizer,
+                         peft_config=peft_cfg)
     keep_adapters_fp32(trainer.model)
     # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost its EOS
     # and would teach the model not to stop. Keep only the records that end with their EOS label.

@@ -94,6 +94,43 @@ def test_collator_pads_to_exact_tensors(base_dir, base_tokenizer, tmp_path):
     assert torch.equal(batch["attention_mask"], torch.tensor([[1] * len(ids0) + [0] * pad, [1] * len(ids1)]))
 
 
+def gpt2_style_tokenizer():
+    """A byte-level BPE with GPT-2's pre-tokenisation (SmolLM2's, Qwen's): a newline and the spaces after it can be one
+    token. 256 bytes + 3 specials + a few merges, so every id fits the micro model's 512 embedding rows."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = ["Response:\n    return x\n", "def f(x):\n    return x\n  indented\n"] * 20
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|bos|>", "<|eos|>", "<|pad|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
+
+
+def test_the_response_is_tokenised_apart_from_the_prompt_as_generation_sees_it(base_dir, tmp_path):
+    """With GPT-2-style pre-tokenisation, TRL's prompt + completion string merges the prompt's last "\\n" with an
+    indented answer's spaces into one token, trained as the answer's first: a token the model never samples, since
+    at inference the "\\n" is already in the prompt. The lab's trainer trains on the prompt's tokens, then the
+    answer's, as `generate` continues a prompt."""
+    tok = gpt2_style_tokenizer()
+    record = {"instruction": "Write the body.", "input": "", "output": "    return x"}
+    prompt = tok(render_alpaca(record["instruction"]))["input_ids"]
+    assert tok.decode(prompt[-1:]) == "\n"
+    trl = SFTTrainer(model=load_for_method(str(base_dir), "full"), train_dataset=to_prompt_completion([record]),
+                     args=trl_args(SFTConfig.for_profile("micro", method="full"), str(tmp_path / "trl"), False),
+                     processing_class=tok)
+    first = next(t for t, label in zip(trl.train_dataset[0]["input_ids"], trl.train_dataset[0]["labels"])
+                 if label != -100)
+    assert "\n" in tok.decode([first])  # TRL's string path: the prompt's newline is trained as part of the answer
+    trainer = build_trainer(SFTConfig.for_profile("micro", method="full"), base_dir, tok, [record], tmp_path / "lab")
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    answer = tok(record["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert batch["input_ids"].tolist() == [prompt + answer]
+    assert batch["labels"].tolist() == [[-100] * len(prompt) + answer]
+
+
 # ------------------------------------------------------------------ QLoRA: what is quantised, what moves
 
 def test_qlora_trains_only_lora_weights(base_dir, base_tokenizer, fp32_base, tmp_path):
