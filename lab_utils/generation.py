@@ -12,6 +12,22 @@ from tqdm.auto import tqdm
 from .tokenizer import render_alpaca
 
 
+def spare_ids(model, tokenizer) -> list[int]:
+    """Ids the model can output that its tokenizer has no token for. Hub models round their embeddings up to a
+    GPU-friendly size (Qwen2.5: 151,936 rows for 151,665 tokens); sampled, such an id decodes to nothing, and a
+    reward model built on the same base scores a row that never trained. Every sampler here suppresses them. None
+    on the lab's own models, whose rows are their tokenizer's tokens."""
+    head = model.get_output_embeddings()
+    rows = head.weight.shape[0] if head is not None else model.config.vocab_size
+    return list(range(len(tokenizer), rows))
+
+
+def without_spare_ids(model, tokenizer) -> dict:
+    """`model.generate`'s keyword that keeps it off `spare_ids` (none when there are none)."""
+    spare = spare_ids(model, tokenizer)
+    return {"suppress_tokens": spare} if spare else {}
+
+
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
              seed: int | None = None) -> list[str]:
@@ -31,6 +47,7 @@ def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
     was_training = model.training
     model.eval()
     out: list[tuple[str, bool]] = []
+    spare = without_spare_ids(model, tokenizer)
     bar = tqdm(total=len(prompts), desc=desc, unit="answer", disable=not desc)
     try:
         for i in range(0, len(prompts), batch_size):
@@ -39,7 +56,7 @@ def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
             sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample \
                 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
             seqs = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, **sampling)
+                                  eos_token_id=tokenizer.eos_token_id, **sampling, **spare)
             new = seqs[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
             out += [(tokenizer.decode(cut_at_eos(row, tokenizer.eos_token_id), skip_special_tokens=True),
                      bool((row == tokenizer.eos_token_id).any())) for row in new]

@@ -43,6 +43,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
+from .generation import without_spare_ids
 from .modeling import check_model_folder, fresh_accelerator, load_causal_lm
 from . import reward
 from .reward import RewardModel
@@ -75,14 +76,18 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(1) - 1).clamp(min=0)
 
 
-def response_logits(model, query, query_mask, response, response_mask, temperature: float):
-    """Logits (B, T, V) that predicted each response token, divided by the sampling temperature."""
+def response_logits(model, query, query_mask, response, response_mask, temperature: float,
+                    vocab: int | None = None):
+    """Logits (B, T, V) that predicted each response token, divided by the sampling temperature. `vocab`: keep the
+    first `vocab` ids only, the tokenizer's, when the model has spare rows past them (`generation.spare_ids`), which
+    the rollout never samples: the log-probabilities are then those of the distribution it sampled from."""
     ids, mask = torch.cat([query, response], 1), torch.cat([query_mask, response_mask.long()], 1)
     # The LM head runs only on the T + 1 last positions (the prompt's logits would be thrown away): the
     # same numbers for a fraction of the (V × D) head's work, forward and backward.
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                    logits_to_keep=response.shape[1] + 1).logits
-    return logits[:, :-1].float() / temperature  # position t predicts token t + 1
+    logits = logits[:, :-1, :vocab] if vocab is not None else logits[:, :-1]  # position t predicts token t + 1
+    return logits.float() / temperature
 
 
 class ValueModel(torch.nn.Module):
@@ -153,6 +158,9 @@ class PPOTrainer:
         self.ref_model = ref_model.to(self.acc.device).eval() if ref_model is not None else None
         reward_model.model.to(self.acc.device).eval()
         self.reward_model = reward_model
+        # a hub model's rows past its tokenizer's tokens: never sampled, and left out of every log-probability
+        self._no_spare = without_spare_ids(policy, tokenizer)
+        self.vocab = len(tokenizer) if self._no_spare else None
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
@@ -199,7 +207,7 @@ class PPOTrainer:
         policy.eval()
         out = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=0, top_p=1.0,
                               temperature=cfg.temperature, max_new_tokens=cfg.response_length,
-                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **self._no_spare)
         response = out[:, query.shape[1]:]  # as wide as the longest row (generation stops once every row has ended)
         response, loss_mask, ended = M.first_eos_truncate(response, tok.eos_token_id, tok.pad_token_id)
         width = int(loss_mask.sum(1).max().item())  # columns past every row's end are padding everywhere: drop them
@@ -229,14 +237,15 @@ class PPOTrainer:
         logprobs, ref_logprobs, entropy = [], [], []
         for i in range(0, len(response), rows):
             part = [t[i:i + rows] for t in (query, query_mask, response, loss_mask)]
-            logits = response_logits(self.policy, *part, self.cfg.temperature)  # (rows, T, V)
+            logits = response_logits(self.policy, *part, self.cfg.temperature, self.vocab)  # (rows, T, V)
             logprobs.append(M.logprobs_from_logits(logits, part[2]))
             entropy.append(M.entropy_from_logits(logits))
             del logits
             ref_model, ctx = self._reference()  # the adapter switched off for this group (a context is used once)
             with ctx:
-                ref_logprobs.append(M.logprobs_from_logits(response_logits(ref_model, *part, self.cfg.temperature),
-                                                           part[2]))
+                ref_logits = response_logits(ref_model, *part, self.cfg.temperature, self.vocab)
+                ref_logprobs.append(M.logprobs_from_logits(ref_logits, part[2]))
+                del ref_logits
         return torch.cat(logprobs), torch.cat(ref_logprobs), M.masked_mean(torch.cat(entropy), loss_mask)
 
     # ---------------------------------------------------------------- 4: PPO epochs
@@ -258,7 +267,7 @@ class PPOTrainer:
                                                    "values", "advantages", "returns")}
                 with self.autocast():
                     logits = response_logits(self.policy, mb["query"], mb["query_mask"], mb["response"],
-                                             mb["loss_mask"], cfg.temperature)
+                                             mb["loss_mask"], cfg.temperature, self.vocab)
                     new_values = response_values(self.value_model, mb["query"], mb["query_mask"], mb["response"],
                                                  mb["loss_mask"])
                 new_logprobs = M.logprobs_from_logits(logits, mb["response"])

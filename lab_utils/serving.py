@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from .data import encodable, spelled_special_token
 from .errors import LabError
-from .generation import cut_at_eos
+from .generation import cut_at_eos, without_spare_ids
 from .runs import MODEL_DIRS, MODEL_STAGES, finished_dir, is_done
 from .tokenizer import render_alpaca
 
@@ -202,7 +202,8 @@ class Stream:
         new_tokens = min(max(1, int(max_new_tokens)), MAX_NEW_TOKENS, room)
         kwargs = dict(**enc, max_new_tokens=new_tokens, streamer=self._streamer,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      stopping_criteria=StoppingCriteriaList([self._stop]), **sampling)
+                      stopping_criteria=StoppingCriteriaList([self._stop]), **sampling,
+                      **without_spare_ids(model, tokenizer))
         self._thread = threading.Thread(target=self._generate, args=(model, tokenizer, kwargs), daemon=True)
         self._thread.start()
 

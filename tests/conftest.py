@@ -38,6 +38,18 @@ def real_sample(name: str) -> Path:
     return path
 
 
+def with_spare_rows(model, tok, prompts: list[str], n: int = 8):
+    """`model` with `n` output rows past its tokenizer's tokens, as hub models have (Qwen2.5: 271), each a copy of a
+    row the model likes best for the prompts' first response token: unsuppressed, a sampler draws them often."""
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        top = model(**enc).logits[:, -1].mean(0).topk(n).indices
+        model.resize_token_embeddings(len(tok) + n, mean_resizing=False)
+        head = model.get_output_embeddings().weight
+        head[len(tok):] = head[top]
+    return model
+
+
 @pytest.fixture(scope="module")
 def alpaca_demo() -> Path:
     return real_sample("alpaca_en_demo.json")

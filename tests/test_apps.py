@@ -19,15 +19,18 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from gradio_client import Client  # noqa: E402
 
 from apps import arena, common, compare  # noqa: E402
 from lab_utils import checkpoints as ck  # noqa: E402
-from lab_utils import cli, serving, tasks, votes  # noqa: E402
+from lab_utils import cli, modeling, serving, tasks, votes  # noqa: E402
 from lab_utils.errors import LabError  # noqa: E402
 from lab_utils.generation import generate_ended  # noqa: E402
 from lab_utils.preferences import load_pairs  # noqa: E402
 from lab_utils.tokenizer import render_alpaca  # noqa: E402
+
+from conftest import with_spare_rows  # noqa: E402
 
 QUESTION = "What is the capital of Sweden?"  # asked by no evaluation prompt of any profile: the arena takes it
 
@@ -218,6 +221,33 @@ def test_a_greedy_stream_gives_the_answer_of_generate(models, name, temperature)
     # it came piece by piece: the streamer flushes at each space or newline (a reply without one, such as the
     # untrained micro base model's "............", arrives whole)
     assert len(pieces) > 1 or not any(c.isspace() for c in stream.text.strip())
+
+
+def test_a_models_spare_rows_are_never_sampled_by_the_apps_or_the_evaluation(sft_root):
+    """A hub model's rows past its tokenizer's tokens (`generation.spare_ids`) decode to nothing: a sampled one would
+    drop out of the answer unseen. The apps' streams and `generate_ended` (evaluation, the reward stage's samples)
+    suppress them."""
+    model, tok = modeling.load_causal_lm(str(sft_root / "sft"))
+    prompt = serving.rendered_prompt("sft", QUESTION)
+    with_spare_rows(model, tok, [prompt])
+    enc = tok([prompt] * 8, return_tensors="pt")
+    torch.manual_seed(0)
+    unsuppressed = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=24, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=tok.eos_token_id)
+    assert (unsuppressed[:, enc["input_ids"].shape[1]:] >= len(tok)).any()  # the premise: they would be sampled
+    drawn, generate = [], model.generate
+
+    def recorded(**kwargs):
+        out = generate(**kwargs)
+        drawn.append(out[:, kwargs["input_ids"].shape[1]:])
+        return out
+
+    model.generate = recorded
+    generate_ended(model, tok, [prompt] * 8, 24, do_sample=True, seed=0)
+    torch.manual_seed(0)
+    for _ in range(4):
+        list(serving.Stream(model, tok, prompt, max_new_tokens=24, temperature=1.0))
+    assert len(drawn) == 5 and all(int(d.max()) < len(tok) for d in drawn)
 
 
 def test_interleave_reads_the_streams_in_turn_and_stops_them_all():

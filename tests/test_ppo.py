@@ -19,6 +19,8 @@ from lab_utils.config import PPOConfig
 from lab_utils.errors import LabError
 from lab_utils.reward import RewardModel
 
+from conftest import with_spare_rows
+
 
 @pytest.fixture(scope="module")
 def run_root(sft_root) -> Path:
@@ -191,6 +193,44 @@ def test_the_rollouts_log_probabilities_are_those_of_the_distribution_it_sampled
     by_generate = sampled.gather(-1, b["response"].unsqueeze(-1)).squeeze(-1)
     real = b["loss_mask"].bool()
     torch.testing.assert_close(b["logprobs"][real], by_generate[real], atol=1e-4, rtol=0)
+
+
+def test_a_model_with_spare_rows_never_samples_them_and_leaves_them_out_of_its_log_probabilities(run_root,
+                                                                                                monkeypatch):
+    """A spare id decodes to nothing, and the reward model's row for it never trained. The rollout suppresses the
+    spare rows, and its log-probabilities are over the tokenizer's ids, the distribution it sampled from (with the
+    spare rows in, each log-probability would be lower by the mass they hold)."""
+    cfg = PPOConfig.for_profile("micro", mixed_precision="no")
+    policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
+    prompts = make_trainer.prompts
+    for m in (policy, ref_model):
+        with_spare_rows(m, tok, prompts)
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    torch.manual_seed(0)
+    unsuppressed = policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=cfg.response_length,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    assert (unsuppressed[:, enc["input_ids"].shape[1]:] >= len(tok)).any()  # the premise: they would be sampled
+    trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, prompts, log=lambda *_: None)
+    steps = []
+    unwrapped = trainer.acc.unwrap_model(trainer.policy)
+    generate = unwrapped.generate
+
+    def generate_with_scores(**kwargs):
+        out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        steps.extend(out.scores)  # (B, V + spare) per step, after the suppression and the temperature
+        return out.sequences
+
+    monkeypatch.setattr(unwrapped, "generate", generate_with_scores)
+    b = trainer.rollout(prompts)
+    assert b["response"].max() < len(tok)
+    T = b["response"].shape[1]
+    sampled = torch.stack([torch.log_softmax(s.float(), -1) for s in steps[:T]], 1)  # (B, T, V + spare)
+    by_generate = sampled.gather(-1, b["response"].unsqueeze(-1)).squeeze(-1)
+    real = b["loss_mask"].bool()
+    torch.testing.assert_close(b["logprobs"][real], by_generate[real], atol=1e-4, rtol=0)
+    torch.testing.assert_close(b["ref_logprobs"][real], b["logprobs"][real], atol=1e-4, rtol=0)  # the same model
+    stats = trainer.optimise(b)  # the PPO epochs read the same distribution: the first ratio is exactly 1
+    assert stats["first_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_values_are_read_where_each_response_token_was_chosen(run_root):
