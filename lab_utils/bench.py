@@ -120,7 +120,7 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3,
 
     from . import tasks
     from .config import WorldConfig, build_world_from
-    from .generation import alpaca_prompts
+    from .generation import alpaca_prompts, without_unsampled_ids
     from .ppo import PPOTrainer
     from .reward import RewardModel
 
@@ -141,7 +141,7 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3,
     def sample(new_tokens: int) -> None:  # as the rollout samples: under the trainer's autocast, no gradients
         with torch.no_grad(), trainer.autocast():
             policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                            pad_token_id=tokenizer.pad_token_id)
+                            pad_token_id=tokenizer.pad_token_id, **without_unsampled_ids(policy, tokenizer))
 
     sample(2)  # warm-up: first-call setup is not sampling speed
     t0 = time.perf_counter()

@@ -15,17 +15,26 @@ from .tokenizer import render_alpaca
 def spare_ids(model, tokenizer) -> list[int]:
     """Ids the model can output that its tokenizer has no token for. Hub models round their embeddings up to a
     GPU-friendly size (Qwen2.5: 151,936 rows for 151,665 tokens); sampled, such an id decodes to nothing, and a
-    reward model built on the same base scores a row that never trained. Every sampler here suppresses them. None
-    on the lab's own models, whose rows are their tokenizer's tokens."""
+    reward model built on the same base scores a row that never trained. None on the lab's own models, whose rows
+    are their tokenizer's tokens."""
     head = model.get_output_embeddings()
     rows = head.weight.shape[0] if head is not None else model.config.vocab_size
     return list(range(len(tokenizer), rows))
 
 
-def without_spare_ids(model, tokenizer) -> dict:
-    """`model.generate`'s keyword that keeps it off `spare_ids` (none when there are none)."""
+def unsampled_ids(model, tokenizer) -> list[int]:
+    """What no sampler here draws from a model with `spare_ids`: those, and PAD, which sits on what was a spare row
+    when the lab gave the tokenizer one (Qwen2.5's PAD is its EOS, so `load_causal_lm` adds "<|pad|>" at 151,665).
+    Nothing on a model without spare rows: the lab's own models sample as they always have."""
     spare = spare_ids(model, tokenizer)
-    return {"suppress_tokens": spare} if spare else {}
+    pad = tokenizer.pad_token_id
+    return ([pad] if spare and pad is not None and pad != tokenizer.eos_token_id else []) + spare
+
+
+def without_unsampled_ids(model, tokenizer) -> dict:
+    """`model.generate`'s keyword that keeps it off `unsampled_ids` (none when there are none)."""
+    ids = unsampled_ids(model, tokenizer)
+    return {"suppress_tokens": ids} if ids else {}
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, do_sample: bool = False,
@@ -47,7 +56,7 @@ def generate_ended(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
     was_training = model.training
     model.eval()
     out: list[tuple[str, bool]] = []
-    spare = without_spare_ids(model, tokenizer)
+    spare = without_unsampled_ids(model, tokenizer)
     bar = tqdm(total=len(prompts), desc=desc, unit="answer", disable=not desc)
     try:
         for i in range(0, len(prompts), batch_size):

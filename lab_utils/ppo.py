@@ -43,7 +43,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
-from .generation import without_spare_ids
+from .generation import without_unsampled_ids
 from .modeling import check_model_folder, fresh_accelerator, load_causal_lm
 from . import reward
 from .reward import RewardModel
@@ -77,17 +77,22 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 
 
 def response_logits(model, query, query_mask, response, response_mask, temperature: float,
-                    vocab: int | None = None):
-    """Logits (B, T, V) that predicted each response token, divided by the sampling temperature. `vocab`: keep the
-    first `vocab` ids only, the tokenizer's, when the model has spare rows past them (`generation.spare_ids`), which
-    the rollout never samples: the log-probabilities are then those of the distribution it sampled from."""
+                    vocab: int | None = None, pad: int | None = None):
+    """Logits (B, T, V) that predicted each response token, divided by the sampling temperature. For a model with
+    rows the rollout never samples (`generation.unsampled_ids`), `vocab` keeps the tokenizer's ids only, and `pad`
+    gives PAD a logit of −1e4: zero probability in float32, as the rollout's suppression gives it, so these are the
+    log-probabilities of the distribution it sampled from (−inf would make the entropy 0·∞, and the padding after a
+    response, whose label is PAD, would get log-probabilities of −inf)."""
     ids, mask = torch.cat([query, response], 1), torch.cat([query_mask, response_mask.long()], 1)
     # The LM head runs only on the T + 1 last positions (the prompt's logits would be thrown away): the
     # same numbers for a fraction of the (V × D) head's work, forward and backward.
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                    logits_to_keep=response.shape[1] + 1).logits
     logits = logits[:, :-1, :vocab] if vocab is not None else logits[:, :-1]  # position t predicts token t + 1
-    return logits.float() / temperature
+    logits = logits.float() / temperature
+    if pad is not None:
+        logits = logits.index_fill(-1, torch.tensor([pad], device=logits.device), -1e4)
+    return logits
 
 
 class ValueModel(torch.nn.Module):
@@ -158,9 +163,12 @@ class PPOTrainer:
         self.ref_model = ref_model.to(self.acc.device).eval() if ref_model is not None else None
         reward_model.model.to(self.acc.device).eval()
         self.reward_model = reward_model
-        # a hub model's rows past its tokenizer's tokens: never sampled, and left out of every log-probability
-        self._no_spare = without_spare_ids(policy, tokenizer)
+        # a hub model's rows past its tokenizer's tokens, and PAD with them: never sampled, and left out of every
+        # log-probability (`generation.unsampled_ids`)
+        self._no_spare = without_unsampled_ids(policy, tokenizer)
         self.vocab = len(tokenizer) if self._no_spare else None
+        self.pad_out = tokenizer.pad_token_id if tokenizer.pad_token_id in self._no_spare.get("suppress_tokens", ()) \
+            else None
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
@@ -237,13 +245,13 @@ class PPOTrainer:
         logprobs, ref_logprobs, entropy = [], [], []
         for i in range(0, len(response), rows):
             part = [t[i:i + rows] for t in (query, query_mask, response, loss_mask)]
-            logits = response_logits(self.policy, *part, self.cfg.temperature, self.vocab)  # (rows, T, V)
+            logits = response_logits(self.policy, *part, self.cfg.temperature, self.vocab, self.pad_out)  # (rows, T, V)
             logprobs.append(M.logprobs_from_logits(logits, part[2]))
             entropy.append(M.entropy_from_logits(logits))
             del logits
             ref_model, ctx = self._reference()  # the adapter switched off for this group (a context is used once)
             with ctx:
-                ref_logits = response_logits(ref_model, *part, self.cfg.temperature, self.vocab)
+                ref_logits = response_logits(ref_model, *part, self.cfg.temperature, self.vocab, self.pad_out)
                 ref_logprobs.append(M.logprobs_from_logits(ref_logits, part[2]))
                 del ref_logits
         return torch.cat(logprobs), torch.cat(ref_logprobs), M.masked_mean(torch.cat(entropy), loss_mask)
@@ -267,7 +275,7 @@ class PPOTrainer:
                                                    "values", "advantages", "returns")}
                 with self.autocast():
                     logits = response_logits(self.policy, mb["query"], mb["query_mask"], mb["response"],
-                                             mb["loss_mask"], cfg.temperature, self.vocab)
+                                             mb["loss_mask"], cfg.temperature, self.vocab, self.pad_out)
                     new_values = response_values(self.value_model, mb["query"], mb["query_mask"], mb["response"],
                                                  mb["loss_mask"])
                 new_logprobs = M.logprobs_from_logits(logits, mb["response"])

@@ -46,6 +46,7 @@ from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
 from .modeling import check_model_folder, load_error, require_eos, with_distinct_pad
 from .ppo_math import logprobs_from_logits
+from .tokenizer import prompt_response_ids
 from .world import World
 
 NORM_FILE = "normalization.json"
@@ -134,8 +135,10 @@ def held_out_prompts(prompts: list[str], eval_fraction: float, seed: int = 0) ->
 # ------------------------------------------------------------------ tokenisation: the layout PPO scores
 
 def encode(tokenizer, prompt: str, response: str, ended: bool = True) -> list[int]:
-    """BOS + prompt tokens, response tokens, EOS only when the response ended."""
-    ids = tokenizer(prompt)["input_ids"] + tokenizer(response, add_special_tokens=False)["input_ids"]
+    """BOS + prompt tokens, response tokens (split as `tokenizer.prompt_response_ids` splits them), EOS only when the
+    response ended."""
+    (prompt_ids, response_ids), = prompt_response_ids(tokenizer, [prompt], [response])
+    ids = prompt_ids + response_ids
     return ids + [tokenizer.eos_token_id] if ended else ids
 
 
@@ -472,10 +475,9 @@ class RewardModel:
         """Normalised rewards of text responses (EOS appended to those that ended)."""
         ended = ended if ended is not None else [True] * len(prompts)
         tok = self.tokenizer
-        prompt_ids = [tok(p)["input_ids"] for p in prompts]
-        response_ids = [tok(r, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else [])
-                        for r, e in zip(responses, ended, strict=True)]
-        return self.score_tokens(prompt_ids, response_ids)
+        pairs = prompt_response_ids(tok, prompts, responses)
+        return self.score_tokens([p for p, _ in pairs], [r + ([tok.eos_token_id] if e else [])
+                                                         for (_, r), e in zip(pairs, ended, strict=True)])
 
     def score_tokens(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> torch.Tensor:
         """Normalised rewards of token sequences: prompt (with BOS) + response (with EOS if it ended).

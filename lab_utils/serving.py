@@ -19,9 +19,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from .data import encodable, spelled_special_token
 from .errors import LabError
-from .generation import cut_at_eos, without_spare_ids
+from .generation import cut_at_eos, without_unsampled_ids
 from .runs import MODEL_DIRS, MODEL_STAGES, finished_dir, is_done
-from .tokenizer import render_alpaca
+from .tokenizer import prompt_response_ids, render_alpaca
 
 MAX_PROMPT_CHARS = 2000  # a longer prompt is refused, not cut: the model would never see what was cut
 MAX_NEW_TOKENS = 512  # server-side cap, whatever a client sends
@@ -156,9 +156,9 @@ def reward_scores(reward_model, text: str, answers: list[str], ended: list[bool]
     fit the reward model's context with that prompt (the base model's answer room is counted from the raw text, the
     template's tokens aside): past its context a model's score means nothing."""
     prompt, tok = render_alpaca(text), reward_model.tokenizer
-    n_prompt, ctx = len(tok(prompt)["input_ids"]), context_length(reward_model.model)
-    fits = [ctx is None or n_prompt + len(tok(a, add_special_tokens=False)["input_ids"]) + e <= ctx
-            for a, e in zip(answers, ended, strict=True)]
+    ctx = context_length(reward_model.model)
+    fits = [ctx is None or len(p) + len(r) + e <= ctx
+            for (p, r), e in zip(prompt_response_ids(tok, [prompt] * len(answers), answers), ended, strict=True)]
     kept = [i for i, ok in enumerate(fits) if ok]
     scores = reward_model.score([prompt] * len(kept), [answers[i] for i in kept], [ended[i] for i in kept]).tolist()
     out: list[float | None] = [None] * len(answers)
@@ -203,7 +203,7 @@ class Stream:
         kwargs = dict(**enc, max_new_tokens=new_tokens, streamer=self._streamer,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                       stopping_criteria=StoppingCriteriaList([self._stop]), **sampling,
-                      **without_spare_ids(model, tokenizer))
+                      **without_unsampled_ids(model, tokenizer))
         self._thread = threading.Thread(target=self._generate, args=(model, tokenizer, kwargs), daemon=True)
         self._thread.start()
 

@@ -2,8 +2,8 @@
 
 QLoRA = the base weights frozen in 4-bit NF4 with double quantisation (`bitsandbytes`) + small
 trainable LoRA matrices on every linear layer (`peft`). The data is prompt–completion: the prompt is
-the Alpaca prompt, the completion the `output` + EOS, so the loss covers only the response and EOS (tokenised apart
-from the prompt, as generation sees them: `tokenized_records`).
+the Alpaca prompt, the completion the `output` + EOS, so the loss covers only the response and EOS (their ids split
+from the prompt's where generation splits them: `tokenized_records`).
 
 After training, the adapter is kept (`sft-adapter/`) and merged into a full-precision copy of the
 base model (`sft/`), which every later stage loads like any other model.
@@ -29,7 +29,7 @@ from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
 from .modeling import check_model_folder, give_distinct_pad, pickled_only, require_eos
-from .tokenizer import chat_template_for, render_alpaca
+from .tokenizer import chat_template_for, prompt_response_ids, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
 
@@ -41,19 +41,20 @@ def to_prompt_completion(records: list[dict]) -> Dataset:
 
 
 def tokenized_records(records: list[dict], tokenizer) -> Dataset:
-    """Alpaca records → `input_ids` and `completion_mask` as the trainer reads them: the prompt (BOS included) and the
-    response + EOS tokenised apart, the way generation sees them (the prompt alone, then the tokens that follow it).
+    """Alpaca records → `input_ids` and `completion_mask` as the trainer reads them: the prompt (BOS included), then
+    the response + EOS, split where generation splits them (`tokenizer.prompt_response_ids`).
 
-    TRL tokenises the prompt–completion text as one string. A byte-level BPE that joins a newline with the spaces
-    after it (GPT-2's, SmolLM2's) then merges the prompt's last "\n" into the response's first token when the
-    response starts with two spaces (indented code): the model would learn a first token ("\n  ") it never gets to
-    sample, since at inference the prompt's "\n" is already there. The lab's tokenizer keeps "\n" a token of its own,
-    so on it both ways give the same ids."""
-    prompts = tokenizer([render_alpaca(r["instruction"], r.get("input", "")) for r in records])["input_ids"]
-    responses = tokenizer([r["output"] for r in records], add_special_tokens=False)["input_ids"]
+    TRL tokenises the prompt–completion text as one string and starts the completion where the prompt's own ids stop
+    matching. A byte-level BPE that joins a newline with the spaces after it (GPT-2's, SmolLM2's) then merges the
+    prompt's last "\\n" into the response's first token when the response starts with two spaces (indented code):
+    the model would learn a first token ("\\n  ") it never gets to sample, since at inference the prompt's "\\n" is
+    already there. Where nothing merges these are TRL's ids; the lab's tokenizer keeps "\\n" a token of its own, so on
+    it they always are."""
+    pairs = prompt_response_ids(tokenizer, [render_alpaca(r["instruction"], r.get("input", "")) for r in records],
+                                [r["output"] for r in records])
     eos = [tokenizer.eos_token_id]
     return Dataset.from_list([{"input_ids": p + r + eos, "completion_mask": [0] * len(p) + [1] * (len(r) + 1)}
-                              for p, r in zip(prompts, responses)])
+                              for p, r in pairs])
 
 
 def nf4_config(compute_dtype=torch.float32) -> BitsAndBytesConfig:

@@ -98,6 +98,24 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
                                    clean_up_tokenization_spaces=False, model_max_length=1_000_000)
 
 
+def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) per pair, as a model reads the response after its prompt: the prompt tokenised
+    alone (BOS included), and the response's tokens as they follow the prompt in the whole text when the prompt's
+    ids begin the whole text's (TRL's rule: a SentencePiece tokenizer such as Llama's or Mistral's, given the response
+    alone, would start it with a word-start "▁" the text does not have). Where they do not, the response is tokenised
+    alone: a GPT-2-style BPE (SmolLM2's, Qwen's) merges the prompt's last newline with an indented response's spaces
+    into one token, which the model could never sample after the prompt it is given. On the lab's tokenizer, which
+    keeps newlines tokens of their own, both ways give the same ids. No EOS is added."""
+    if not prompts:
+        return []
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    whole = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)])["input_ids"]
+    merged = [i for i, (p, w) in enumerate(zip(prompt_ids, whole)) if w[:len(p)] != p]
+    alone = dict(zip(merged, tokenizer([responses[i] for i in merged], add_special_tokens=False)["input_ids"]))\
+        if merged else {}
+    return [(p, alone[i] if i in alone else w[len(p):]) for i, (p, w) in enumerate(zip(prompt_ids, whole))]
+
+
 def chars_per_token(tokenizer, texts: list[str]) -> float:
     """Compression: characters per token (no special tokens counted)."""
     n_chars = sum(len(t) for t in texts)

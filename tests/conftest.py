@@ -38,16 +38,66 @@ def real_sample(name: str) -> Path:
     return path
 
 
+def _bpe_tokenizer(pre_tokenizer, decoder, text: list[str]):
+    """A small BPE (bytes or characters, 3 specials, a few merges: every id fits the micro model's 512 rows) wrapped
+    as transformers wraps a hub tokenizer, BOS first."""
+    from tokenizers import Tokenizer, models, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE(byte_fallback=decoder is None))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoder
+    tok.train_from_iterator(text * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                                           initial_alphabet=sorted(set("".join(text)))))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def gpt2_style_tokenizer():
+    """GPT-2's byte-level pre-tokenisation (SmolLM2's, Qwen's): a newline and the spaces after it can be one token."""
+    from tokenizers import decoders, pre_tokenizers
+    return _bpe_tokenizer(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel(),
+                          ["Response:\n    return x\n", "def f(x):\n    return x\n  indented\n",
+                           "".join(pre_tokenizers.ByteLevel.alphabet())])
+
+
+def metaspace_tokenizer():
+    """transformers' `LlamaTokenizer` (SentencePiece-style: Metaspace, byte fallback, as Llama's and Mistral's) on a
+    small BPE: a text's first word gets a word-start "▁", so a response tokenised alone starts with one it does not
+    have after the prompt's newline (a byte token, "<0x0A>", that no merge crosses)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    text = ["Below is an instruction that describes a task. ### Instruction: Name the capital of France. ### Response: "
+            "Paris is the capital.", "def f(x): return x"] * 20
+    bpe.train_from_iterator(text, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"]))
+    spec = json.loads(bpe.to_str())["model"]
+    vocab = spec["vocab"]
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    return LlamaTokenizer(vocab=vocab, merges=[tuple(m) if isinstance(m, list) else tuple(m.split())
+                                               for m in spec["merges"]])
+
+
 def with_spare_rows(model, tok, prompts: list[str], n: int = 8):
     """`model` with `n` output rows past its tokenizer's tokens, as hub models have (Qwen2.5: 271), each a copy of a
-    row the model likes best for the prompts' first response token: unsuppressed, a sampler draws them often."""
+    row the model likes best for the prompts' first response token, and PAD's row (untrained, on a hub model whose
+    PAD the lab added) three times the best one: unsuppressed, a sampler draws them often, and PAD first."""
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():
         top = model(**enc).logits[:, -1].mean(0).topk(n).indices
         model.resize_token_embeddings(len(tok) + n, mean_resizing=False)
         head = model.get_output_embeddings().weight
         head[len(tok):] = head[top]
+        head[tok.pad_token_id] = 3 * head[top[0]]
     return model
+
+
+def before_eos(ids, eos: int):
+    """The ids of each row before its first EOS, one flat tensor (what a sampler drew as the answer's text)."""
+    ended = (ids == eos).cumsum(1) > 0
+    return ids[~ended]
 
 
 @pytest.fixture(scope="module")

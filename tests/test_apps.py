@@ -30,7 +30,7 @@ from lab_utils.generation import generate_ended  # noqa: E402
 from lab_utils.preferences import load_pairs  # noqa: E402
 from lab_utils.tokenizer import render_alpaca  # noqa: E402
 
-from conftest import with_spare_rows  # noqa: E402
+from conftest import before_eos, with_spare_rows  # noqa: E402
 
 QUESTION = "What is the capital of Sweden?"  # asked by no evaluation prompt of any profile: the arena takes it
 
@@ -224,9 +224,9 @@ def test_a_greedy_stream_gives_the_answer_of_generate(models, name, temperature)
 
 
 def test_a_models_spare_rows_are_never_sampled_by_the_apps_or_the_evaluation(sft_root):
-    """A hub model's rows past its tokenizer's tokens (`generation.spare_ids`) decode to nothing: a sampled one would
-    drop out of the answer unseen. The apps' streams and `generate_ended` (evaluation, the reward stage's samples)
-    suppress them."""
+    """A hub model's rows past its tokenizer's tokens (`generation.spare_ids`), and a PAD the lab added to it, decode
+    to nothing: a sampled one would drop out of the answer unseen. The apps' streams and `generate_ended` (evaluation,
+    the reward stage's samples) suppress them."""
     model, tok = modeling.load_causal_lm(str(sft_root / "sft"))
     prompt = serving.rendered_prompt("sft", QUESTION)
     with_spare_rows(model, tok, [prompt])
@@ -234,7 +234,8 @@ def test_a_models_spare_rows_are_never_sampled_by_the_apps_or_the_evaluation(sft
     torch.manual_seed(0)
     unsuppressed = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=24, pad_token_id=tok.pad_token_id,
                                   eos_token_id=tok.eos_token_id)
-    assert (unsuppressed[:, enc["input_ids"].shape[1]:] >= len(tok)).any()  # the premise: they would be sampled
+    unsuppressed = before_eos(unsuppressed[:, enc["input_ids"].shape[1]:], tok.eos_token_id)
+    assert (unsuppressed >= len(tok)).any() and (unsuppressed == tok.pad_token_id).any()  # they would be sampled
     drawn, generate = [], model.generate
 
     def recorded(**kwargs):
@@ -247,7 +248,8 @@ def test_a_models_spare_rows_are_never_sampled_by_the_apps_or_the_evaluation(sft
     torch.manual_seed(0)
     for _ in range(4):
         list(serving.Stream(model, tok, prompt, max_new_tokens=24, temperature=1.0))
-    assert len(drawn) == 5 and all(int(d.max()) < len(tok) for d in drawn)
+    answers = [before_eos(d, tok.eos_token_id) for d in drawn]
+    assert len(answers) == 5 and all(int(a.max()) < len(tok) and not (a == tok.pad_token_id).any() for a in answers)
 
 
 def test_interleave_reads_the_streams_in_turn_and_stops_them_all():

@@ -19,7 +19,7 @@ from lab_utils.config import PPOConfig
 from lab_utils.errors import LabError
 from lab_utils.reward import RewardModel
 
-from conftest import with_spare_rows
+from conftest import before_eos, with_spare_rows
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +197,9 @@ def test_the_rollouts_log_probabilities_are_those_of_the_distribution_it_sampled
 
 def test_a_model_with_spare_rows_never_samples_them_and_leaves_them_out_of_its_log_probabilities(run_root,
                                                                                                 monkeypatch):
-    """A spare id decodes to nothing, and the reward model's row for it never trained. The rollout suppresses the
-    spare rows, and its log-probabilities are over the tokenizer's ids, the distribution it sampled from (with the
-    spare rows in, each log-probability would be lower by the mass they hold)."""
+    """A spare id decodes to nothing, and the reward model's row for it never trained; nor did PAD's, on a hub model
+    whose PAD the lab added. The rollout suppresses both, and its log-probabilities are those of the distribution it
+    sampled from (with the spare rows and PAD in, each would be lower by the mass they hold)."""
     cfg = PPOConfig.for_profile("micro", mixed_precision="no")
     policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, run_root / "sft", run_root / "reward")
     prompts = make_trainer.prompts
@@ -209,7 +209,8 @@ def test_a_model_with_spare_rows_never_samples_them_and_leaves_them_out_of_its_l
     torch.manual_seed(0)
     unsuppressed = policy.generate(**enc, do_sample=True, top_k=0, max_new_tokens=cfg.response_length,
                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    assert (unsuppressed[:, enc["input_ids"].shape[1]:] >= len(tok)).any()  # the premise: they would be sampled
+    drawn = before_eos(unsuppressed[:, enc["input_ids"].shape[1]:], tok.eos_token_id)
+    assert (drawn >= len(tok)).any() and (drawn == tok.pad_token_id).any()  # the premise: they would be sampled
     trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, prompts, log=lambda *_: None)
     steps = []
     unwrapped = trainer.acc.unwrap_model(trainer.policy)
@@ -222,7 +223,8 @@ def test_a_model_with_spare_rows_never_samples_them_and_leaves_them_out_of_its_l
 
     monkeypatch.setattr(unwrapped, "generate", generate_with_scores)
     b = trainer.rollout(prompts)
-    assert b["response"].max() < len(tok)
+    answers = b["response"][b["loss_mask"].bool()]
+    assert answers.max() < len(tok) and not (answers == tok.pad_token_id).any()
     T = b["response"].shape[1]
     sampled = torch.stack([torch.log_softmax(s.float(), -1) for s in steps[:T]], 1)  # (B, T, V + spare)
     by_generate = sampled.gather(-1, b["response"].unsqueeze(-1)).squeeze(-1)

@@ -102,6 +102,18 @@ def test_held_out_prompts_are_a_fraction_of_distinct_prompts():
 
 # ------------------------------------------------------------------ layout and score position
 
+def test_encode_splits_prompt_and_response_as_sft_trained_them():
+    """The reward model reads an answer's ids as the SFT model was trained to write them (`prompt_response_ids`): with
+    a Llama-style tokenizer, "Paris" after the prompt's newline, not the word-start "▁Paris" it is alone."""
+    from conftest import metaspace_tokenizer
+    tok = metaspace_tokenizer()
+    prompt = render_alpaca("Name the capital of France.")
+    assert R.encode(tok, prompt, "Paris is the capital.") == tok(prompt + "Paris is the capital.")["input_ids"] + [
+        tok.eos_token_id]
+    model_rows = R.pair_dataset(tok, [{"prompt": prompt, "chosen": "Paris is the capital.", "rejected": "Paris."}])
+    assert model_rows[0]["chosen_ids"] == R.encode(tok, prompt, "Paris is the capital.")
+
+
 def test_encode_puts_eos_only_on_ended_responses(tokenizer):
     ended = R.encode(tokenizer, "Question?", "Answer.", ended=True)
     cut = R.encode(tokenizer, "Question?", "Answer.", ended=False)

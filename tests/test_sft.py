@@ -23,6 +23,8 @@ from lab_utils import sft
 from lab_utils.sft import load_for_method, lora_config, to_prompt_completion, train_sft, trainable_params, trl_args
 from lab_utils.tokenizer import render_alpaca
 
+from conftest import gpt2_style_tokenizer, metaspace_tokenizer
+
 RECORDS = [
     {"instruction": "Name the capital of France.", "input": "", "output": "The capital of France is Paris."},
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "2 + 3 = 5"},
@@ -94,21 +96,6 @@ def test_collator_pads_to_exact_tensors(base_dir, base_tokenizer, tmp_path):
     assert torch.equal(batch["attention_mask"], torch.tensor([[1] * len(ids0) + [0] * pad, [1] * len(ids1)]))
 
 
-def gpt2_style_tokenizer():
-    """A byte-level BPE with GPT-2's pre-tokenisation (SmolLM2's, Qwen's): a newline and the spaces after it can be one
-    token. 256 bytes + 3 specials + a few merges, so every id fits the micro model's 512 embedding rows."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = ["Response:\n    return x\n", "def f(x):\n    return x\n  indented\n"] * 20
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|bos|>", "<|eos|>", "<|pad|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
-
-
 def test_the_response_is_tokenised_apart_from_the_prompt_as_generation_sees_it(base_dir, tmp_path):
     """With GPT-2-style pre-tokenisation, TRL's prompt + completion string merges the prompt's last "\\n" with an
     indented answer's spaces into one token, trained as the answer's first: a token the model never samples, since
@@ -129,6 +116,19 @@ def test_the_response_is_tokenised_apart_from_the_prompt_as_generation_sees_it(b
     answer = tok(record["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert batch["input_ids"].tolist() == [prompt + answer]
     assert batch["labels"].tolist() == [[-100] * len(prompt) + answer]
+
+
+def test_a_llama_style_tokenizer_keeps_trls_ids():
+    """With a SentencePiece-style tokenizer the prompt's ids do begin the whole text's, and the response keeps the ids
+    it has there (TRL's): tokenised alone, "Paris" would start with a word-start "▁" the data does not have."""
+    tok = metaspace_tokenizer()
+    record = {"instruction": "Name the capital of France.", "input": "", "output": "Paris is the capital."}
+    row = sft.tokenized_records([record], tok)[0]
+    prompt = tok(render_alpaca(record["instruction"]))["input_ids"]
+    assert row["input_ids"] == tok(render_alpaca(record["instruction"]) + record["output"])["input_ids"] + [
+        tok.eos_token_id]
+    assert row["completion_mask"] == [0] * len(prompt) + [1] * (len(row["input_ids"]) - len(prompt))
+    assert tok.convert_ids_to_tokens(row["input_ids"][len(prompt)])[0] != "▁"
 
 
 # ------------------------------------------------------------------ QLoRA: what is quantised, what moves

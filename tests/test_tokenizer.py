@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lab_utils.tokenizer import CHAT_TEMPLATE, chat_template_for, render_alpaca, train_tokenizer, wrap
+from lab_utils.tokenizer import (CHAT_TEMPLATE, chat_template_for, prompt_response_ids, render_alpaca, train_tokenizer,
+                                 wrap)
 from lab_utils.world import fact_prompts
+
+from conftest import gpt2_style_tokenizer, metaspace_tokenizer
 
 # The original Stanford Alpaca prompts (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), written out by hand.
 ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
@@ -146,3 +149,23 @@ def test_the_chat_template_writes_bos_only_for_a_tokenizer_that_adds_one(tokeniz
         ids = tok.apply_chat_template(msgs, chat_template=chat_template_for(tok), tokenize=True,
                                       add_generation_prompt=True)["input_ids"]
         assert ids == tok(render_alpaca("Cluster these.", "apple, carrot"))["input_ids"]
+
+
+def test_a_response_is_tokenised_as_a_model_reads_it_after_its_prompt(tokenizer):
+    """The response's ids are those that follow the prompt's in the whole text (TRL's rule), unless the prompt's ids
+    do not begin the whole text's; then the response is tokenised alone, as a model would sample it after the prompt."""
+    prompt = render_alpaca("Name the capital of France.")
+    llama = metaspace_tokenizer()  # alone, "Paris" gets a word-start "▁" it does not have after the prompt's newline
+    whole, alone = llama(prompt + "Paris is the capital.")["input_ids"], llama("Paris is the capital.",
+                                                                             add_special_tokens=False)["input_ids"]
+    (p, r), = prompt_response_ids(llama, [prompt], ["Paris is the capital."])
+    assert (p, r) == (whole[:len(p)], whole[len(p):]) and r != alone
+    gpt2 = gpt2_style_tokenizer()  # whole, the prompt's last newline merges with an indented answer's spaces
+    whole = gpt2(prompt + "    return x")["input_ids"]
+    alone = gpt2("    return x", add_special_tokens=False)["input_ids"]
+    (p, r), = prompt_response_ids(gpt2, [prompt], ["    return x"])
+    assert p == gpt2(prompt)["input_ids"] and whole[:len(p)] != p and r == alone
+    answers = ["Paris.", " Paris.", "  indented", "\nnewline first", "7 + 5 = 12", "巴黎。", ""]  # the lab's own
+    assert prompt_response_ids(tokenizer, [prompt] * len(answers), answers) == [
+        (tokenizer(prompt)["input_ids"], tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    assert prompt_response_ids(tokenizer, [], []) == []
