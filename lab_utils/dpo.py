@@ -17,6 +17,7 @@ from datasets import Dataset
 
 from .config import DPOConfig
 from .reward import _ranking, response_loglik
+from .tokenizer import prompt_response_ids
 
 
 def ended(pair: dict, side: str) -> bool:
@@ -35,11 +36,52 @@ def as_dataset(pairs: list[dict]) -> Dataset:
     return Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
 
 
+def tokenized_pairs(pairs, tokenizer, max_length: int | None) -> Dataset:
+    """`prompt_ids`, `chosen_ids` and `rejected_ids` as TRL's preference collator reads them: each answer's ids split
+    from the prompt's where generation splits them (`tokenizer.prompt_response_ids`, as SFT and the reward model
+    split them), then EOS; a pair whose prompt alone fills `max_length` is left out, as TRL leaves it out.
+
+    TRL tokenises prompt + answer as one string and cuts both answers at the shorter common prefix: with a GPT-2-style
+    tokenizer an indented answer merges the prompt's last "\\n" into its first token, and the other answer then loses
+    the prompt's "\\n" too. The lab's tokenizer keeps "\\n" a token of its own; where nothing merges these are TRL's
+    ids."""
+    pairs = list(pairs)
+    prompts = [p["prompt"] for p in pairs]
+    chosen = prompt_response_ids(tokenizer, prompts, [p["chosen"] for p in pairs])
+    rejected = prompt_response_ids(tokenizer, prompts, [p["rejected"] for p in pairs])
+    eos = [tokenizer.eos_token_id]
+    rows = [{"prompt_ids": p, "chosen_ids": c + eos, "rejected_ids": r + eos}
+            for (p, c), (_, r) in zip(chosen, rejected)]
+    return Dataset.from_list([r for r in rows if max_length is None or len(r["prompt_ids"]) < max_length])
+
+
+def _dpo_trainer_class():
+    """TRL's `DPOTrainer` with the lab's split of prompt and answer ids (`tokenized_pairs`) for its train and eval
+    data, in place of TRL's own tokenisation."""
+    from trl import DPOTrainer
+
+    class LabDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return tokenized_pairs(dataset, processing_class, args.max_length)
+
+    return LabDPOTrainer
+
+
 def _lora(cfg: DPOConfig):
     if not cfg.lora:
         return None
     from peft import LoraConfig
     return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def trl_args(cfg: DPOConfig, output_dir: str, progress: bool = False):
+    """TRL's settings for `cfg`."""
+    from trl import DPOConfig as TRLDPOConfig
+    return TRLDPOConfig(output_dir=output_dir, beta=cfg.beta, learning_rate=cfg.lr, loss_type=cfg.loss.split(","),
+                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                        max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
+                        save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
+                        activation_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
 
 
 def train(cfg: DPOConfig, policy, ref_model, tokenizer, pairs: list[dict], eval_pairs: list[dict] = (),
@@ -49,17 +91,11 @@ def train(cfg: DPOConfig, policy, ref_model, tokenizer, pairs: list[dict], eval_
     where the reference is the policy with its adapter disabled. The loss is TRL's `evaluate` on the `eval_pairs`
     whose answers both ended (None without any)."""
     from transformers import PrinterCallback
-    from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
 
     with tempfile.TemporaryDirectory(prefix="lab-dpo-") as scratch:  # save_strategy "no": TRL writes nothing here
-        args = TRLDPOConfig(output_dir=scratch, beta=cfg.beta, learning_rate=cfg.lr, loss_type=cfg.loss.split(","),
-                            num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                            max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
-                            save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
-                            activation_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
-        trainer = DPOTrainer(model=policy, ref_model=ref_model, processing_class=tokenizer,
-                             train_dataset=as_dataset(pairs), args=args, peft_config=_lora(cfg))
+        trainer = _dpo_trainer_class()(model=policy, ref_model=ref_model, processing_class=tokenizer,
+                                       train_dataset=as_dataset(pairs), args=trl_args(cfg, scratch, progress),
+                                       peft_config=_lora(cfg))
         trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
         t0 = time.perf_counter()
         trainer.train()

@@ -103,8 +103,9 @@ def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]) -> 
     alone (BOS included), and the response's tokens as they follow the prompt in the whole text when the prompt's
     ids begin the whole text's (TRL's rule: a SentencePiece tokenizer such as Llama's or Mistral's, given the response
     alone, would start it with a word-start "▁" the text does not have). Where they do not, the response is tokenised
-    alone: a GPT-2-style BPE (SmolLM2's, Qwen's) merges the prompt's last newline with an indented response's spaces
-    into one token, which the model could never sample after the prompt it is given. On the lab's tokenizer, which
+    alone: a GPT-2-style BPE merges the prompt's last newline with an indented response's spaces (SmolLM2's) or with a
+    response's leading newline (Qwen's) into one token, which the model could never sample after the prompt it is
+    given. On the lab's tokenizer, which
     keeps newlines tokens of their own, both ways give the same ids. No EOS is added."""
     if not prompts:
         return []

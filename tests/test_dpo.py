@@ -18,6 +18,8 @@ from lab_utils.errors import LabError
 from lab_utils.modeling import load_causal_lm
 from lab_utils.tokenizer import render_alpaca
 
+from conftest import gpt2_style_tokenizer
+
 
 def _pair(i: int, split: str, **flags) -> dict:
     """A pair the way `lab reward` writes it: the prompt rendered, the answers' endings and the prompt's split."""
@@ -72,6 +74,30 @@ def test_the_written_out_loss_on_the_implicit_rewards_is_trls(dpo_run):
     margins = 0.1 * (log_ratio("chosen") - log_ratio("rejected"))
     assert -F.logsigmoid(margins).mean().item() == pytest.approx(m["eval_loss"], abs=2e-4)
     assert (margins > 0).float().mean().item() == pytest.approx(m["implicit_accuracy"], abs=1e-4)
+
+
+def test_dpo_splits_prompt_and_answers_as_sft_and_the_reward_model_do(sft_root, tmp_path):
+    """With a GPT-2-style tokenizer an indented answer merges the prompt's last newline into its first token; TRL's
+    DPOTrainer then cuts the prompt short for both answers of the pair. The lab's trainer keeps the prompt whole and
+    each answer as generation would write it after the prompt, the split the implicit reward is read on (`encode`)."""
+    from trl import DPOTrainer
+
+    from lab_utils import dpo
+    from lab_utils.config import DPOConfig
+
+    tok = gpt2_style_tokenizer()
+    prompt = render_alpaca("Write the body.")
+    pair = {"prompt": prompt, "chosen": "    return x", "rejected": "return x"}
+    prompt_ids = tok(prompt)["input_ids"]
+    args = dpo.trl_args(DPOConfig.for_profile("micro"), str(tmp_path))
+    built = {cls: cls(model=load_causal_lm(str(sft_root / "sft"))[0], processing_class=tok, args=args,
+                      train_dataset=dpo.as_dataset([pair])).train_dataset[0]
+             for cls in (DPOTrainer, dpo._dpo_trainer_class())}
+    trl, lab = built.values()
+    assert len(trl["prompt_ids"]) < len(prompt_ids)  # TRL's split: the prompt lost its last "\n"
+    assert lab["prompt_ids"] == prompt_ids
+    for side in ("chosen", "rejected"):
+        assert lab[f"{side}_ids"] == R.encode(tok, prompt, pair[side])[len(prompt_ids):]  # answer + EOS
 
 
 def test_the_implicit_reward_is_read_in_float32_from_the_trained_weights(sft_root):

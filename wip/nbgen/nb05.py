@@ -183,7 +183,7 @@ code("""
 A = ppo_math.masked_whiten(pkg_adv, loss_mask)
 with trainer.autocast():  # the precision the rollout used
     logits = ppo.response_logits(trainer.policy, b["query"], b["query_mask"], b["response"], loss_mask,
-                                 cfg.temperature)
+                                 cfg.temperature, trainer.vocab, trainer.pad_out)  # (None, None: no spare rows)
 new_logprobs = ppo_math.logprobs_from_logits(logits, b["response"])
 ratio = torch.exp(new_logprobs - b["logprobs"])
 clipped = ratio.clamp(1 - cfg.cliprange, 1 + cfg.cliprange)
