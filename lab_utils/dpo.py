@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset
 
 from .config import DPOConfig
+from .modeling import use_bf16
 from .reward import _ranking, response_loglik
 from .tokenizer import prompt_response_ids
 
@@ -80,7 +81,7 @@ def trl_args(cfg: DPOConfig, output_dir: str, progress: bool = False):
     return TRLDPOConfig(output_dir=output_dir, beta=cfg.beta, learning_rate=cfg.lr, loss_type=cfg.loss.split(","),
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                         max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
-                        save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
+                        save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=use_bf16(cfg.bf16),
                         activation_checkpointing=False, disable_tqdm=not progress, seed=cfg.seed)
 
 

@@ -147,6 +147,36 @@ def sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def bf16_is_fast(device_type: str) -> bool:
+    """Whether bf16 matmuls run at least as fast as float32 here: on a GPU that supports bf16, and on a CPU whose oneDNN
+    has bf16 kernels (AVX512 or AMX). On an AVX2-only CPU (measured: a 2-core AMD EPYC) a bf16 matmul took 65 times
+    as long as the float32 one, and one tiny pretraining step 32 s instead of 1 s. $LAB_BF16_FAST=1 skips the check
+    (the unit tests set it, so that they run the bf16 paths on every CPU)."""
+    if os.environ.get("LAB_BF16_FAST") == "1":
+        return True
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return True
+
+
+def use_bf16(requested: bool, device_type: str | None = None) -> bool:
+    """bf16 autocast when it is asked for and `bf16_is_fast`; otherwise float32, with a warning when it was asked for.
+    The course's numbers were measured under bf16: in float32 they differ a little (notebook 04's table shows by how
+    much for the reward model)."""
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not requested or bf16_is_fast(device_type):
+        return requested
+    import warnings
+    warnings.warn(f"bf16 was asked for, but this {device_type.upper()} has no native bf16 "
+                  f"({torch.backends.cpu.get_cpu_capability() if device_type == 'cpu' else device_type}): its bf16 "
+                  "matmuls run dozens of times slower than float32, so this stage trains in float32 (its numbers "
+                  "will differ a little from the course's, measured under bf16). --mixed_precision no or --no_bf16 "
+                  "asks for float32 and silences this", stacklevel=2)
+    return False
+
+
 def inference_device() -> torch.device:
     """Where a model that only answers or scores runs (`lab eval`, the apps, the reward stage's sampling): this
     process's GPU when there is one (LOCAL_RANK's under `accelerate launch` or torchrun), else the CPU. Training

@@ -44,7 +44,7 @@ from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
 from .generation import without_unsampled_ids
-from .modeling import check_model_folder, fresh_accelerator, load_causal_lm
+from .modeling import check_model_folder, fresh_accelerator, load_causal_lm, use_bf16
 from . import reward
 from .reward import RewardModel
 
@@ -157,6 +157,7 @@ class PPOTrainer:
         if cfg.mixed_precision not in ("bf16", "no"):
             raise LabError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}",
                            fix="pass --mixed_precision bf16 or --mixed_precision no")
+        self.bf16 = cfg.mixed_precision == "bf16" and use_bf16(True, self.acc.device.type)  # float32 where slow
         for m in (policy, ref_model, value_model, reward_model.model):
             if m is not None:
                 disable_dropout(m)
@@ -193,7 +194,7 @@ class PPOTrainer:
         optimizer and the log-probability math in float32. Ours rather than accelerate's, which would wrap only
         each model's `forward`: this one covers `generate` and the value model's backbone the same way, so the
         accelerator is built with mixed_precision="no"."""
-        return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
+        return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _reference(self):
         """The frozen reference: its own model, or the LoRA policy with the adapter switched off."""

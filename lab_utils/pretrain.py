@@ -23,7 +23,7 @@ from . import checkpoints as ck
 from .config import PretrainConfig, TokenizerConfig, WorldConfig, build_world_from
 from .data import load_texts
 from .errors import LabError
-from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm, sync_device
+from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm, sync_device, use_bf16
 from .tokenizer import chars_per_token, train_tokenizer
 from .world import generate_corpus, is_chinese
 
@@ -294,7 +294,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     `stop_at` ends the loop early without the final save: it simulates an interrupted run.
     """
     t0 = time.perf_counter()
-    accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    precision = "no" if cfg.mixed_precision == "bf16" and not use_bf16(True) else cfg.mixed_precision
+    accelerator = fresh_accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     model, tokenizer, train_rows, val_rows = _model_and_rows(cfg, tokenizer_dir, world_cfg)
     optimizer, scheduler = _make_optimizer(model, cfg)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"

@@ -44,7 +44,7 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
-from .modeling import check_model_folder, load_error, require_eos, with_distinct_pad
+from .modeling import check_model_folder, load_error, require_eos, use_bf16, with_distinct_pad
 from .ppo_math import logprobs_from_logits
 from .tokenizer import prompt_response_ids
 from .world import World
@@ -237,7 +237,7 @@ def _common_args(cfg: RewardConfig, output_dir: str, progress: bool) -> dict:
     return dict(output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                 learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
                 logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
-                disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16,
+                disable_tqdm=not progress, use_cpu=not torch.cuda.is_available(), bf16=use_bf16(cfg.bf16),
                 dataloader_num_workers=0, activation_checkpointing=False)
 
 

@@ -28,7 +28,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
-from .modeling import check_model_folder, give_distinct_pad, pickled_only, require_eos
+from .modeling import check_model_folder, give_distinct_pad, pickled_only, require_eos, use_bf16
 from .tokenizer import chat_template_for, prompt_response_ids, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -112,7 +112,7 @@ def trl_args(cfg: SFTConfig, output_dir: str, progress: bool, max_length: int | 
         learning_rate=cfg.lr if cfg.method != "full" else cfg.full_lr, lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_steps, weight_decay=0.0, max_length=max_length or cfg.max_length, packing=False,
         completion_only_loss=True, logging_steps=log_every, save_strategy="no", report_to="none",
-        optim="adamw_torch", bf16=cfg.bf16, seed=cfg.seed, disable_tqdm=not progress,
+        optim="adamw_torch", bf16=use_bf16(cfg.bf16), seed=cfg.seed, disable_tqdm=not progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, activation_checkpointing=False,
     )
 
@@ -143,7 +143,7 @@ def train_sft(cfg: SFTConfig, base_dir: Path, records: list[dict], out_dir: Path
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         require_eos(tokenizer, base_dir)  # SFT teaches the model to end its answers with it (checked before the load)
-        model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if cfg.bf16 else torch.float32)
+        model = load_for_method(str(base_dir), cfg.method, torch.bfloat16 if use_bf16(cfg.bf16) else torch.float32)
     except (OSError, ValueError, SafetensorError) as err:  # a mistyped folder, a torn file, an uncached hub id offline
         raise pickled_only(str(base_dir), err) or LabError(
             f"could not load the base model ({cause(err)})", path=str(base_dir),

@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LAB_BF16_FAST", "1")  # the bf16 paths are tested on every CPU (modeling.bf16_is_fast)
 
 from pathlib import Path  # noqa: E402
 
