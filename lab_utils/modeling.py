@@ -163,8 +163,7 @@ def bf16_is_fast(device_type: str) -> bool:
 
 def use_bf16(requested: bool, device_type: str | None = None) -> bool:
     """bf16 autocast when it is asked for and `bf16_is_fast`; otherwise float32, with a warning when it was asked for.
-    The course's numbers were measured under bf16: in float32 they differ a little (notebook 04's table shows by how
-    much for the reward model)."""
+    The course's numbers were measured under bf16: in float32 they differ (README, "A CPU without bf16 kernels")."""
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if not requested or bf16_is_fast(device_type):
         return requested
