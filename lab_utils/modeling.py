@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -167,7 +168,6 @@ def use_bf16(requested: bool, device_type: str | None = None) -> bool:
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if not requested or bf16_is_fast(device_type):
         return requested
-    import warnings
     warnings.warn(f"bf16 was asked for, but this {device_type.upper()} has no native bf16 "
                   f"({torch.backends.cpu.get_cpu_capability() if device_type == 'cpu' else device_type}): its bf16 "
                   "matmuls run dozens of times slower than float32, so this stage trains in float32 (its numbers "

@@ -43,7 +43,7 @@ from . import checkpoints as ck
 from . import ppo_math as M
 from .config import PPOConfig
 from .errors import LabError
-from .generation import without_unsampled_ids
+from .generation import unsampled_ids
 from .modeling import check_model_folder, fresh_accelerator, load_causal_lm, use_bf16
 from . import reward
 from .reward import RewardModel
@@ -166,10 +166,10 @@ class PPOTrainer:
         self.reward_model = reward_model
         # a hub model's rows past its tokenizer's tokens, and PAD with them: never sampled, and left out of every
         # log-probability (`generation.unsampled_ids`)
-        self._no_spare = without_unsampled_ids(policy, tokenizer)
-        self.vocab = len(tokenizer) if self._no_spare else None
-        self.pad_out = tokenizer.pad_token_id if tokenizer.pad_token_id in self._no_spare.get("suppress_tokens", ()) \
-            else None
+        unsampled = unsampled_ids(policy, tokenizer)
+        self._no_spare = {"suppress_tokens": unsampled} if unsampled else {}
+        self.vocab = len(tokenizer) if unsampled else None
+        self.pad_out = tokenizer.pad_token_id if tokenizer.pad_token_id in unsampled else None
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5, weight_decay=0.0, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / cfg.iterations))
@@ -254,7 +254,6 @@ class PPOTrainer:
             with ctx:
                 ref_logits = response_logits(ref_model, *part, self.cfg.temperature, self.vocab, self.pad_out)
                 ref_logprobs.append(M.logprobs_from_logits(ref_logits, part[2]))
-                del ref_logits
         return torch.cat(logprobs), torch.cat(ref_logprobs), M.masked_mean(torch.cat(entropy), loss_mask)
 
     # ---------------------------------------------------------------- 4: PPO epochs

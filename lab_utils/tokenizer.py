@@ -105,16 +105,16 @@ def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]) -> 
     alone, would start it with a word-start "▁" the text does not have). Where they do not, the response is tokenised
     alone: a GPT-2-style BPE merges the prompt's last newline with an indented response's spaces (SmolLM2's) or with a
     response's leading newline (Qwen's) into one token, which the model could never sample after the prompt it is
-    given. On the lab's tokenizer, which
-    keeps newlines tokens of their own, both ways give the same ids. No EOS is added."""
+    given. On the lab's tokenizer, which keeps newlines tokens of their own, both ways give the same ids. No EOS is
+    added."""
     if not prompts:
         return []
     prompt_ids = tokenizer(prompts)["input_ids"]
     whole = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)])["input_ids"]
     merged = [i for i, (p, w) in enumerate(zip(prompt_ids, whole)) if w[:len(p)] != p]
-    alone = dict(zip(merged, tokenizer([responses[i] for i in merged], add_special_tokens=False)["input_ids"]))\
-        if merged else {}
-    return [(p, alone[i] if i in alone else w[len(p):]) for i, (p, w) in enumerate(zip(prompt_ids, whole))]
+    alone = tokenizer([responses[i] for i in merged], add_special_tokens=False)["input_ids"] if merged else []
+    alone = dict(zip(merged, alone))
+    return [(p, alone.get(i, w[len(p):])) for i, (p, w) in enumerate(zip(prompt_ids, whole))]
 
 
 def chars_per_token(tokenizer, texts: list[str]) -> float:
