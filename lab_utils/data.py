@@ -360,7 +360,7 @@ def alpaca_context(rec: dict, instruction: str, spec: str | None, where: str | N
     (`render_prompt`): the system message as a paragraph first, the turns as a Human/Assistant transcript ending
     with this instruction. Without them the instruction is returned as it is."""
     context = rec.get("context")  # Dolly's name for Alpaca's input: read by no stage, it would vanish unnoticed
-    if context and (not isinstance(context, str) or context.strip()):  # as preferences.PROMPT_LIKE's fields
+    if context and (not isinstance(context, str) or context.strip()):  # as pair_records.PROMPT_LIKE's fields
         raise LabError("field 'context' is not an Alpaca field, and its text would be dropped", path=spec,
                        where=where, fix="move its text into 'input', Alpaca's field for the text the instruction "
                                         "works on (Dolly's 'context')")

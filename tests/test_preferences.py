@@ -11,7 +11,8 @@ import pytest
 
 from conftest import real_sample  # belongs beside alpaca_demo in conftest.py once this file is reviewed
 from lab_utils.errors import LabError
-from lab_utils.preferences import load_pairs, load_prompts, load_ratings, parse_pair, prompt_of
+from lab_utils.pair_records import parse_pair, prompt_of
+from lab_utils.preferences import load_pairs, load_prompts, load_ratings
 from lab_utils.tokenizer import render_alpaca
 
 PAIR = {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "Berlin."}
