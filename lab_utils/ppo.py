@@ -433,10 +433,12 @@ class PPOTrainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         rank = self.acc.process_index
-        torch.set_rng_state(blob["torch_rng_per_process"][rank] if self.n_proc > 1 else blob["torch_rng"])
+        # a process's row of the saved states is a view into the others' memory: torch 2.13's set_rng_state crashes
+        # (SIGSEGV) on a view that does not start the storage, so every row is restored from a copy of its own
+        torch.set_rng_state(blob["torch_rng_per_process"][rank].clone() if self.n_proc > 1 else blob["torch_rng"])
         if torch.cuda.is_available():
             if self.n_proc > 1 and "cuda_rng_per_process" in blob:
-                torch.cuda.set_rng_state(blob["cuda_rng_per_process"][rank])
+                torch.cuda.set_rng_state(blob["cuda_rng_per_process"][rank].clone())
             elif "cuda_rng" in blob:
                 torch.cuda.set_rng_state_all(blob["cuda_rng"])
         self.iteration, self.history, self.kl_ctl.value = meta["step"], meta["history"], meta["kl_coef"]

@@ -998,7 +998,8 @@ def test_ppo_warns_when_its_prompts_are_not_what_the_reward_model_was_trained_on
 
 def test_ppo_under_torchrun_shares_each_batch_between_two_processes(run_root, tmp_path):
     """torchrun / accelerate launch (DDP): each process answers half of every global batch with its own samples, the
-    main process logs, checkpoints (with both processes' random states), saves the policy and reports once."""
+    main process logs, checkpoints (with both processes' random states), saves the policy and reports once. A run
+    resumed from its first checkpoint goes on as the straight run did (each process restores its own random state)."""
     import os
     import shutil
     import subprocess
@@ -1020,6 +1021,16 @@ def test_ppo_under_torchrun_shares_each_batch_between_two_processes(run_root, tm
     blob = torch.load(ck.latest_checkpoint(out / "rlhf-checkpoints") / "state.pt", weights_only=True)
     rng = blob["torch_rng_per_process"]
     assert rng.shape[0] == 2 and not torch.equal(rng[0], rng[1])  # each process samples answers of its own
+    straight = ck.read_json(ck.latest_checkpoint(out / "rlhf-checkpoints") / "state.json")["history"]
+    shutil.rmtree(ck.latest_checkpoint(out / "rlhf-checkpoints"))  # as if stopped after the first iteration
+    assert ck.latest_checkpoint(out / "rlhf-checkpoints").name.endswith("1")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "lab_utils.cli", "ppo", "--profile", "micro",
+                           "--out", str(out), "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from step-0000001" in proc.stdout + proc.stderr
+    resumed = ck.read_json(ck.latest_checkpoint(out / "rlhf-checkpoints") / "state.json")["history"]
+    untimed = [[{k: v for k, v in it.items() if k != "wall_s"} for it in h] for h in (straight, resumed)]
+    assert len(straight) == cfg.iterations and untimed[0] == untimed[1]
 
 
 def test_global_batches_must_share_out_equally(run_root, monkeypatch):
