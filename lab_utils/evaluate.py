@@ -49,7 +49,9 @@ def evaluate_tasks(model, tokenizer, world: World, records: list[dict], max_new_
     `seen`: the `tasks.seen_keys` of every prompt a training stage used. The world's question spaces are small
     (a few hundred distinct SQL prompts, say), so some evaluation prompts also occur there word for word, and some
     sums were drilled with their operands swapped: they are counted (`n_seen_in_training`), and
-    `task_accuracy_unseen` is the same mean over tasks on the others.
+    `task_accuracy_unseen` is the same mean over tasks on the others (`per_task_unseen`), or None when a task has
+    no other prompt: a mean over fewer tasks would measure something else (on tiny's validation prompts every capital
+    question and sum was seen, and the mean over the four other tasks read higher than `task_accuracy`).
 
     `off_task_rate`: the share of answers in the shape of another task's answer (`graders.off_task`, e.g. "The capital
     of X is Y." to a clustering question), overall and per task: what a policy that exploits its reward model writes,
@@ -65,7 +67,7 @@ def grade(world: World, records: list[dict], responses: list[str], ended: list[b
     graded = [(r, resp, graders.check(world, r, resp)) for r, resp in zip(records, responses, strict=True)]
     unseen = [(r, resp, ok) for r, resp, ok in graded if not T.seen_keys(r) & (seen or set())]
     heldout = [ok for r, _, ok in graded if r["heldout"]]
-    per_task = _per_task(graded)
+    per_task, per_task_unseen = _per_task(graded), _per_task(unseen)
     off_task = [(r, resp, graders.off_task(r, resp)) for r, resp, _ in graded]  # each answer's shape checked once
     language = [bool(resp.strip()) and graders.language_matches(r, resp)
                 for r, resp, _ in graded if r["task"] != "nl2sql"]
@@ -76,7 +78,8 @@ def grade(world: World, records: list[dict], responses: list[str], ended: list[b
         "language_match": _mean(language) if language else None,
         "n_prompts": len(records),
         "n_seen_in_training": len(records) - len(unseen),
-        "task_accuracy_unseen": _mean(_per_task(unseen).values()) if unseen else None,
+        "task_accuracy_unseen": _mean(per_task_unseen.values()) if per_task_unseen.keys() == per_task.keys() else None,
+        "per_task_unseen": per_task_unseen,
         "off_task_rate": _mean(off for *_, off in off_task) if off_task else None,
         "off_task_per_task": _per_task(off_task),
         "samples": [{"task": r["task"], "lang": r["lang"], "instruction": r["instruction"], "input": r["input"],

@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from functools import lru_cache
 
-from .world import PEOPLE, World
+from .world import PEOPLE, POPULATION_THRESHOLDS, World
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -72,10 +72,15 @@ def _outermost(names: set[str], text: str) -> set[str]:
 
 
 # Where an answer says whose capital it gives: "the capital of X", "X is a country", "X的首都", "X是一个国家".
-_WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)"),
+# A lower-case word counts too ("the capital of japan", "the capital of timesled"), and so does a Latin name before
+# "的首都" ("Zhang Min的首都").
+_WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*|[a-z][\w'-]*)"),
           re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*) is a country"),
-          re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"))
+          re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"),
+          re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)\s*(?:的首都|是一个国家)"))
 _PRONOUNS = {"它", "其", "该国"}  # "它的首都是北京" says whose capital by the sentence before
+# "the capital of the country": a word that says whose capital by the sentence before
+_DETERMINERS = {"the", "this", "that", "its", "it", "their", "our", "your", "my", "his", "her"}
 
 
 def check_capital(w: World, rec: dict, response: str) -> bool:
@@ -90,10 +95,11 @@ def check_capital(w: World, rec: dict, response: str) -> bool:
     asked = next(c for c in w.countries if c.name == rec.get("entity") or (
         not rec.get("entity") and gold in (c.capital, c.capital_zh)))
     countries = {c.name for c in w.countries} | {c.name_zh for c in w.countries}
-    if _outermost(countries, response) - {asked.name, asked.name_zh}:
+    named = _outermost(countries, response) | {c for c in countries if _names(c.lower(), response.lower())}
+    if {c.lower() for c in named} - {asked.name.lower(), asked.name_zh}:  # "japan" names Japan
         return False
     said = {m.group(1) for pattern in _WHOSE for m in pattern.finditer(response)}
-    allowed = {asked.name, asked.name_zh} | _PRONOUNS
+    allowed = {asked.name, asked.name_zh, asked.name.lower()} | _PRONOUNS | _DETERMINERS
     leads = _LEADS_ZH | {gold + "是"}  # "东京是日本的首都"
     return not _negated(gold, response) and all(x in allowed or _led_in(x, allowed, leads) for x in said)
 
@@ -110,16 +116,22 @@ def _led_in(captured: str, allowed: set[str], leads: set[str]) -> bool:
 
 
 # An answer that names the right label or capital only to deny it ("not negative", "不是负面", "It is not Paris.")
-_NEGATION_EN = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s+(?:\w+\s+)?$", re.IGNORECASE)  # "not", "not really"
+# Before the name: "not", "not really", "not at all", "would not say it is" (up to three words between, in one
+# clause), "no" ("no doubt" is none), "non-"; after it: "Paris is not the capital", "巴黎不是".
+_NEGATION_EN = re.compile(r"(?:\bnot|n't|\bnever|\bno(?!\s+doubt\b))\s+(?:\w+\s+){0,3}$|\bnon-?\s*$", re.IGNORECASE)
 _NEGATION_ZH = re.compile(r"(?:不是|并非|不|非|没有)$")
+_DENIED_EN = re.compile(r"\s+(?:is|was)\s+(?:not|never)\b|\s*(?:isn't|wasn't)\b", re.IGNORECASE)
+_DENIED_ZH = re.compile(r"(?:不是|并非)")
 
 
 def _negated(name: str, text: str) -> bool:
-    """Whether some occurrence of `name` in `text` follows a negation: the English one within the word before it,
-    the Chinese one right before it."""
+    """Whether some occurrence of `name` in `text` is denied: after a negation (the English one up to three words
+    before it, the Chinese one right before it), or followed by one ("Paris is not ...", "巴黎不是...")."""
+    zh = bool(_CJK.match(name))
     for m in re.finditer(re.escape(name), text):
-        before = text[max(0, m.start() - 24):m.start()]
-        if (_NEGATION_ZH if _CJK.match(name) else _NEGATION_EN).search(before):
+        before = text[max(0, m.start() - 40):m.start()]
+        if (_NEGATION_ZH if zh else _NEGATION_EN).search(before) or (_DENIED_ZH if zh else _DENIED_EN).match(
+                text, m.end()):
             return True
     return False
 
@@ -137,21 +149,42 @@ def check_arithmetic(rec: dict, response: str) -> bool:
     """Right if the last number is the sum, every number before it is an operand (each as often as the question has
     it) or the sum, and an equation ("a + b = s", "a加b等于s") has exactly the two operands on its left: "6 + 6 = 10."
     to 4 + 6, "11加1等于11。" to 10 + 1 and "0 = 9." to 9 + 0 end with the right sum but state false equations, and
-    so does one that does not add ("1 - 1 = 2", "1 x 1 = 2")."""
+    so does one that does not add ("1 - 1 = 2", "4 - 6 is 10."). An answer that gives both operands must give the sum
+    besides them: "What is 0 + 9?" and "I cannot compute 0 + 9." end with 9 but state no sum. A sum named only to be
+    denied ("4 + 6 is not 10.", "4加6不等于10。") is wrong too."""
     a, b, s = rec["answer"]
     nums = numbers(response)
     if not nums or nums[-1] != s or set(Counter(nums[:-1]) - Counter([a, b])) - {s}:
         return False
+    if not Counter([a, b]) - Counter(nums) and not (Counter(nums) - Counter([a, b]))[s]:
+        return False  # both operands, and no number left over for the sum
+    last = list(_NUMBER.finditer(response))[-1]
+    if _NEGATION_SUM.search(response[max(0, last.start() - 24):last.start()]):
+        return False
     sides = re.split(r"=|等于", response)
-    if len(sides) == 1:
-        return True
-    left = re.split(r"[。\n]|\.(?!\d)", sides[-2])[-1]  # the last equation's left side, from its sentence start
-    return Counter(numbers(left)) == Counter([a, b]) and not _OTHER_OPERATOR.search(left)
+    if len(sides) == 1:  # no equation, but an operation must still add: "4 - 6 is 10." ("3-5: 8" names the operands)
+        return not _SPACED_OPERATOR.search(_clause(response[:last.start()]))
+    return Counter(numbers(_clause(sides[-2]))) == Counter([a, b]) and not _OTHER_OPERATOR.search(_clause(sides[-2]))
+
+
+def _clause(text: str) -> str:
+    """The last clause of `text`, from its sentence start or comma: the left side of "10, since 4 + 6 = 10." is
+    "since 4 + 6"."""
+    return re.split(r"[。\n,，]|\.(?!\d)", text)[-1]
+
+
+# A negation right before the sum: "is not 10", "isn't 10", "不等于10", "不是10"
+_NEGATION_SUM = re.compile(r"(?:\bnot|n't|\bnever)\s+(?:\w+\s+){0,2}$|(?:不是|并非|不等于|不)\s*$", re.IGNORECASE)
 
 
 # An operation other than addition on an equation's left side: "1 - 1 = 2", "1 * 1 = 2", "1 x 1 = 2" are false
 _OTHER_OPERATOR = re.compile(r"(?<=\d)\s*[-−*×x/÷]\s*(?=\d)|\b(?:minus|times|divided|multiplied)\b|[减乘除]",
                              re.IGNORECASE)
+
+
+# ... and where no "=" makes it an equation, one written as an operation: "4 - 6 is 10", "4 times 6 is 10"
+_SPACED_OPERATOR = re.compile(r"(?<=\d)\s+[-−]\s+(?=\d)|(?<=\d)\s*[*×x/÷]\s*(?=\d)|"
+                              r"\b(?:minus|times|divided|multiplied)\b|[减乘除]", re.IGNORECASE)
 
 
 def check_sentiment(rec: dict, response: str) -> bool:
@@ -171,7 +204,7 @@ def _split_items(text: str) -> list[str]:
     """The items of a list written with commas, 、 or and/和, closing punctuation stripped: "pear, apple, and leek."
     is ["pear", "apple", "leek"]."""
     parts = re.split(r",\s*and |,|、|，| and |和", text)
-    return [x.strip(" .。;；") for x in parts if x.strip(" .。;；")]
+    return [x.strip(" .。;；!！") for x in parts if x.strip(" .。;；!！")]
 
 
 def _items_below(lines: list[str]) -> list[str]:
@@ -243,7 +276,8 @@ _EXTRACT_LEAD = re.compile(
     r"(?:了(?:[一二两三四五六七八九十几\d]+(?:个人|位|人))?|的(?:人名|人物|人)(?:有|是|为|包括)?)"
     r"|人名(?:有|是|为|包括|[:：]))[:：]?\s*", re.IGNORECASE)
 # What may close it: "Emma and Li Wei are mentioned in the text.", "张敏和艾玛被提到了。"
-_EXTRACT_TRAILER = re.compile(r"\s+(?:are|were)\s+(?:the\s+(?:people|names|ones)\s+)?mentioned\b.*|被提到了?$")
+_EXTRACT_TRAILER = re.compile(r"\s+(?:are|were|is|was)\s+(?:the\s+(?:people|names|ones?|person|name)\s+)?mentioned\b.*"
+                              r"|被提到了?$")
 # Where a sentence ends. Not at "?": " Latestan? Henry", one of the reward stage's samples on tiny, is no list of
 # names and must stay wrong.
 _SENTENCE_END = re.compile(r"[。！]|[.!](?=\s|$)")
@@ -322,7 +356,8 @@ SQL_MAX_ROWS = 1_000  # a query that returns more is wrong (the table has 160 ro
 def _table(w: World, variant: int) -> list[tuple]:
     """Variant 0: the world's countries. Variant 1: the same rows with the names and the populations shuffled among
     them (names, capitals and populations no longer belong together). Variant 2 and on: the same for a seeded two
-    thirds of the rows, so that counts change too."""
+    thirds of the rows, so that counts change too, and with a population at each threshold the questions ask about
+    (`POPULATION_THRESHOLDS`): "population >= 50" and "population > 49" return other rows than "> 50" there."""
     rows = [(c.name, c.capital, c.continent, c.population) for c in w.countries]
     if variant == 0:
         return rows
@@ -330,6 +365,8 @@ def _table(w: World, variant: int) -> list[tuple]:
     kept = rows if variant == 1 else rng.sample(rows, k=max(1, 2 * len(rows) // 3))
     names, populations = [r[0] for r in kept], [r[3] for r in kept]
     rng.shuffle(names), rng.shuffle(populations)
+    if variant >= 2:
+        populations[:len(POPULATION_THRESHOLDS)] = POPULATION_THRESHOLDS
     return [(n, r[1], r[2], pop) for n, r, pop in zip(names, kept, populations)]
 
 
@@ -389,13 +426,20 @@ def run_sql(w: World, sql: str, variant: int = 0) -> list | None:
 _SQL_KEYWORDS = ("FROM|WHERE|AND|OR|NOT|IN|IS|LIKE|BETWEEN|GROUP|ORDER|BY|HAVING|LIMIT|OFFSET|JOIN|INNER|LEFT|"
                  "CROSS|NATURAL|ON|USING|UNION|INTERSECT|EXCEPT|AS|CASE|WHEN|THEN|ELSE|END|ASC|DESC|DISTINCT")
 # A line that goes on with the query: indented, a clause keyword in upper or lower case ("As you can see" is
-# prose), or SQL punctuation, a digit or a comment.
-_SQL_LINE = re.compile(rf"[ \t]+\S|(?:{_SQL_KEYWORDS}|{_SQL_KEYWORDS.lower()})\b|[()',\"*=<>!|0-9]|--")
+# prose), a filtering clause in any case with a comparison, a quote or a number on its line ("Where population > 50",
+# "Limit 2"), or SQL punctuation, a digit or a comment.
+_SQL_LINE = re.compile(rf"[ \t]+\S|(?:{_SQL_KEYWORDS}|{_SQL_KEYWORDS.lower()})\b|[()',\"*=<>!|0-9]|--|"
+                       r"(?i:where|and|or|limit|order by|group by|having)\b[^\n]*[=<>'0-9]")
 _STATEMENTS = ("SELECT|INSERT|UPDATE|DELETE|DROP|CREATE|ALTER|ATTACH|DETACH|PRAGMA|REPLACE|WITH|VACUUM|REINDEX|"
                "ANALYZE|EXPLAIN|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE")
-# Another statement: right after a ";" (any case), or an upper-case SQL verb opening a line ("With this query"
-# is prose, "WITH" and "DROP TABLE" are not).
-_ANOTHER_STATEMENT = re.compile(rf";[ \t]*(?i:{_STATEMENTS})\b|^[ \t]*(?:{_STATEMENTS})\b", re.MULTILINE)
+# Another statement: right after a ";" (any case), an upper-case SQL verb opening a line ("With this query"
+# is prose, "WITH" and "DROP TABLE" are not), or, anywhere and in any case, a query of the table or a statement that
+# changes it ("Alternatively:\nselect name from countries ...", "... or SELECT name FROM countries ...").
+_ANOTHER_STATEMENT = re.compile(rf";[ \t]*(?i:{_STATEMENTS})\b|^[ \t]*(?:{_STATEMENTS})\b|"
+                                r"(?i:\bselect\b[^;\n]*\bfrom\s+countries\b|"
+                                r"\b(?:drop|delete|insert|update|alter|create)\s+"
+                                r"(?:table|from|into|index|view|countries)\b)",
+                                re.MULTILINE)
 
 
 # Common table expressions before the query's SELECT: "WITH asia AS (SELECT ...) SELECT name FROM asia"
@@ -429,7 +473,9 @@ def sql_statement(response: str) -> str | None:
         if (end := _statement_end(sql)) is not None:
             sql = sql[:end]
             break
-    return None if _ANOTHER_STATEMENT.search(";" + text[len(sql):]) else sql.strip()
+    if _ANOTHER_STATEMENT.search(";" + text[len(sql):]):
+        return None
+    return re.sub(r"(?<=[\w')\"])\.$", "", sql.strip())  # a sentence's full stop is no part of it: "... 'Europe'."
 
 
 def check_nl2sql(w: World, rec: dict, response: str) -> bool:
@@ -456,11 +502,14 @@ def check(w: World, rec: dict, response: str) -> bool:
 
 
 def response_language(text: str) -> str | None:
-    """'zh' or 'en' by the share of Chinese characters among letters; None when there are no letters."""
+    """'zh' or 'en' by the share of Chinese characters among letters, a Chinese character counted as two letters (a
+    word of Chinese is one or two characters, of English about five letters: "这段话中提到的人是Zhang Min、Wang Fang。"
+    is Chinese); None when there are no letters."""
     letters = [ch for ch in text if ch.isalpha()]
     if not letters:
         return None
-    return "zh" if sum(bool(_CJK.match(ch)) for ch in letters) / len(letters) > 0.3 else "en"
+    chinese = sum(bool(_CJK.match(ch)) for ch in letters)
+    return "zh" if 2 * chinese / (len(letters) + chinese) > 0.3 else "en"
 
 
 def language_matches(rec: dict, response: str) -> bool:

@@ -13,7 +13,8 @@ import re
 import unicodedata
 
 from .errors import LabError
-from .world import FRUITS, NEGATIVE, PEOPLE, POSITIVE, THINGS, VEGETABLES, World, split_foods
+from .world import (FRUITS, NEGATIVE, PEOPLE, POPULATION_THRESHOLDS, POSITIVE, THINGS, VEGETABLES, World,
+                    split_foods)
 
 TASKS = ("capital", "arithmetic", "sentiment", "cluster", "extract", "nl2sql")
 STYLES = ("terse", "sentence", "verbose")
@@ -126,7 +127,7 @@ def make_extract(rng: random.Random, w: World, style: str, lang: str, country=No
 
 def make_nl2sql(rng: random.Random, w: World, style: str, lang: str, country=None) -> dict:
     c = country or rng.choice(w.countries)
-    n = rng.choice([10, 20, 50, 100])
+    n = rng.choice(POPULATION_THRESHOLDS)
     cont = c.continent
     question, sql, names_it = rng.choice([
         (f"List the countries in {cont}.", f"SELECT name FROM countries WHERE continent = '{cont}';", False),

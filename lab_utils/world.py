@@ -49,6 +49,7 @@ SYLLABLES = [("ka", "卡"), ("lo", "洛"), ("ri", "里"), ("ta", "塔"), ("mi", 
              ("la", "兰"), ("mo", "莫"), ("di", "迪"), ("hu", "胡"), ("ba", "巴"), ("ne", "内"), ("to", "托")]
 COUNTRY_SUFFIX = [("nia", "尼亚"), ("ria", "里亚"), ("stan", "斯坦"), ("land", "兰德")]
 CITY_SUFFIX = [("ton", "顿"), ("burg", "堡"), ("ville", "维尔"), ("polis", "波利斯")]
+POPULATION_THRESHOLDS = (10, 20, 50, 100)  # "countries with more than N million people": the questions' N
 
 FRUITS = [("apple", "苹果"), ("banana", "香蕉"), ("orange", "橙子"), ("grape", "葡萄"), ("mango", "芒果"),
           ("pear", "梨"), ("peach", "桃子"), ("cherry", "樱桃"), ("lemon", "柠檬"), ("plum", "李子")]
@@ -303,7 +304,7 @@ def _sql_doc(rng: random.Random, w: World) -> str:
          f"counts the countries in {c.continent}"),
         (f"SELECT name FROM countries WHERE capital = '{c.capital}';", f"finds the country whose capital is {c.capital}"),
         (f"SELECT population FROM countries WHERE name = '{c.name}';", f"gives the population of {c.name}"),
-        (f"SELECT name FROM countries WHERE population > {rng.choice([10, 20, 50, 100])};",
+        (f"SELECT name FROM countries WHERE population > {rng.choice(POPULATION_THRESHOLDS)};",
          "lists the countries with more than that many million people"),
     ])
     return f"{intro} The query below {meaning}.\n{query}"

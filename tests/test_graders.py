@@ -45,6 +45,24 @@ def test_capital_zh(world):
 
 
 @pytest.mark.parametrize("lang, response", [
+    ("en", "The capital of japan is Paris."),                 # another country, in lower case
+    ("en", "The capital of timesled is Paris."),              # a made-up word where the country goes
+    ("zh", "Feel free to Zhang Min的首都是巴黎。"),              # a Latin name in the Chinese frame
+    ("en", "Paris is not the capital of France."),            # denied after the name
+    ("zh", "巴黎不是法国的首都。"),
+])
+def test_capital_whose_capital_in_any_case_and_denials_after_the_name(world, lang, response):
+    assert not G.check(world, capital_record(world, "France", lang), response)
+
+
+@pytest.mark.parametrize("lang, response", [
+    ("en", "The capital of france is Paris."), ("en", "The capital of the country is Paris."),
+    ("en", "There is no doubt Paris is the capital."), ("zh", "France的首都是巴黎。")])
+def test_capital_asked_country_in_lower_case_or_another_script_is_right(world, lang, response):
+    assert G.check(world, capital_record(world, "France", lang), response)
+
+
+@pytest.mark.parametrize("lang, response", [
     ("en", "The capital of Spain is Paris."),            # the right city, given as another country's capital
     ("en", "The capital ofSpain is Paris."),             # ... glued to the word before it
     ("en", "Great question! Frankia is a country, and its capital city is Paris."),  # a made-up country
@@ -107,6 +125,22 @@ def test_arithmetic_rejects(world, response):
     assert not G.check(world, arithmetic_record(world, 5, 7), response)
 
 
+@pytest.mark.parametrize("a, b, response", [
+    (0, 9, "What is 0 + 9?"), (0, 9, "I cannot compute 0 + 9."),    # both operands, no sum: 9 is an operand
+    (0, 10, "When we add 0 and 10."),                              # one of the reward stage's samples on tiny
+    (4, 6, "4 + 6 is not 10."), (4, 6, "4加6不等于10。"), (4, 6, "It isn't 10."),  # the sum denied
+    (4, 6, "4 - 6 is 10."), (4, 6, "4 times 6 is 10."),               # no "=", and still no addition
+])
+def test_arithmetic_rejects_a_restated_question_a_denied_sum_and_another_operation(world, a, b, response):
+    assert not G.check(world, arithmetic_record(world, a, b), response)
+
+
+@pytest.mark.parametrize("a, b, response", [(0, 9, "9"), (0, 9, "0 + 9 = 9"), (0, 9, "9 + 0 = 9."),
+                                            (0, 0, "0"), (4, 6, "10, since 4 + 6 = 10."), (4, 6, "4 plus 6 is 10.")])
+def test_arithmetic_a_sum_beside_its_operands_is_right(world, a, b, response):
+    assert G.check(world, arithmetic_record(world, a, b), response)
+
+
 @pytest.mark.parametrize("response, right", [
     ("8.0", True), ("3 + 5 = 8.0", True), ("3-5: 8", True),         # 8.0 is 8; "3-5" names the operands
     ("-8", False), ("3 + 5 = -8", False), ("−8", False),            # a minus sign is read, not dropped
@@ -160,6 +194,12 @@ def test_sentiment(world, lang, answer, right, wrong):
     rec = {"task": "sentiment", "lang": lang, "answer": answer}
     assert all(G.check(world, rec, r) for r in right)
     assert not any(G.check(world, rec, r) for r in wrong)
+
+
+@pytest.mark.parametrize("response", ["It is not at all negative.", "I would not say it is negative.",
+                                      "The review is non-negative.", "Non negative."])
+def test_sentiment_denied_a_few_words_before_the_label(world, response):
+    assert not G.check(world, {"task": "sentiment", "lang": "en", "answer": "negative"}, response)
 
 
 # ------------------------------------------------------------------ cluster
@@ -244,6 +284,16 @@ def test_extract(world):
     rec_zh = {"task": "extract", "lang": "zh", "answer": ["李伟", "王芳"]}
     assert G.check(world, rec_zh, "王芳、李伟")
     assert not G.check(world, rec_zh, "李伟")
+
+
+def test_extract_one_name_is_mentioned(world):
+    assert G.check(world, {"task": "extract", "lang": "en", "answer": ["Alice"]}, "Alice is mentioned.")
+    assert not G.check(world, {"task": "extract", "lang": "en", "answer": ["Alice", "Bob"]}, "Alice is mentioned.")
+
+
+def test_cluster_items_may_end_with_an_exclamation_mark(world):
+    rec = {"task": "cluster", "lang": "zh", "answer": {"fruits": ["梨", "葡萄"], "vegetables": ["白菜", "胡萝卜"]}}
+    assert G.check(world, rec, "水果：葡萄、梨\n蔬菜：胡萝卜、白菜！")
 
 
 @pytest.mark.parametrize("response, right", [
@@ -372,6 +422,31 @@ def test_nl2sql_multiline_query_accepted(world):
 ])
 def test_nl2sql_wrong_rejected(world, response):
     assert not G.check(world, ASIA, response)
+
+
+@pytest.mark.parametrize("response", [
+    "SELECT name FROM countries WHERE continent = 'Asia';\nAlternatively:\nselect name from countries where "
+    "continent = 'Europe';",                                                  # a second query, in lower case
+    "SELECT name FROM countries WHERE continent = 'Asia'; or SELECT name FROM countries WHERE continent = 'Europe';",
+    "SELECT name FROM countries WHERE continent = 'Asia';\ndrop table countries;",
+    "SELECT name FROM countries WHERE continent = 'Asia'\nLimit 2",  # a clause in title case goes on with the query
+])
+def test_nl2sql_a_second_statement_or_clause_in_any_case_is_read(world, response):
+    assert not G.check(world, ASIA, response)
+
+
+def test_nl2sql_a_sentence_full_stop_after_the_query_is_no_part_of_it(world):
+    assert G.check(world, ASIA, "SELECT name FROM countries WHERE continent = 'Asia'.")
+    assert G.check(world, ASIA, "SELECT name FROM countries\nWhere continent = 'Asia'")
+
+
+@pytest.mark.parametrize("n", [10, 20, 50, 100])
+def test_nl2sql_a_threshold_off_by_one_is_wrong(world, n):
+    """The questions ask for "more than N million people": one copy of the table has a country of exactly N."""
+    rec = {"task": "nl2sql", "lang": "en", "answer": f"SELECT name FROM countries WHERE population > {n};"}
+    assert G.check(world, rec, f"SELECT name FROM countries WHERE population > {n}")
+    for wrong in (f">= {n}", f"> {n - 1}"):
+        assert not G.check(world, rec, f"SELECT name FROM countries WHERE population {wrong};"), wrong
 
 
 @pytest.mark.parametrize("response", [
@@ -557,10 +632,13 @@ def test_bare_or_mixed_answers_are_not_off_task(world):
     assert not G.off_task(cluster, "Fruits: apple\nVegetables: leek\nThe capital of France is Paris.")
 
 
-@pytest.mark.parametrize("text, lang", [("abcdefg中文字", "en"), ("abcdef中文字四", "zh"),
+@pytest.mark.parametrize("text, lang", [("abcdefghij中", "en"), ("abcdefgh中文", "zh"),
                                         ("巴黎 Paris 是首都", "zh"), ("The capital of China is 北京.", "en"),
+                                        ("这段话中提到的人是Zhang Min、Wang Fang、Chen Jie。", "zh"),
                                         ("北京", "zh"), ("42 + 1", None)])
 def test_an_answer_is_chinese_when_more_than_three_in_ten_of_its_letters_are(text, lang):
-    """The language term's cut-off: 3 Chinese characters of 10 letters is English, 4 is Chinese; a Chinese answer
-    that names an English word, or an English one a Chinese place, keeps its language; no letters, no language."""
+    """The language term's cut-off, a Chinese character counted as two letters (a Chinese word is one or two
+    characters, an English one about five letters): 1 Chinese character beside 10 Latin letters is English, 2 beside
+    8 are Chinese; a Chinese answer that names an English word or lists English names, or an English one a Chinese
+    place, keeps its language; no letters, no language."""
     assert G.response_language(text) == lang

@@ -80,9 +80,15 @@ def test_evaluation_counts_prompts_a_training_stage_saw_and_scores_the_rest(micr
     records = tasks.eval_records(micro_world, 2)[:6]
     answers = [(r["output"], True) if i % 3 else ("no idea", True) for i, r in enumerate(records)]  # 0 and 3 wrong
     monkeypatch.setattr(evaluate, "generate_ended", lambda *args, **kwargs: answers)
-    seen = {(r["instruction"], r["input"]) for r in records[:2]}  # one wrong and one right answer among them
+    assert [r["task"] for r in records] == ["capital", "capital", "arithmetic", "arithmetic", "sentiment", "sentiment"]
+    seen = {(r["instruction"], r["input"]) for r in records[1:3]}  # the right capital and the right sum
     res = evaluate.evaluate_tasks(None, None, micro_world, records, seen=seen)
-    assert (res["n_seen_in_training"], res["task_accuracy"], res["task_accuracy_unseen"]) == (2, 0.6667, 0.75)
+    assert (res["n_seen_in_training"], res["task_accuracy"], res["task_accuracy_unseen"]) == (2, 0.6667, 0.3333)
+    assert res["per_task_unseen"] == {"capital": 0.0, "arithmetic": 0.0, "sentiment": 1.0}
+    # both capital questions seen: a mean over the two other tasks would measure something else
+    res = evaluate.evaluate_tasks(None, None, micro_world, records, seen={(r["instruction"], r["input"])
+                                                                          for r in records[:2]})
+    assert res["task_accuracy_unseen"] is None and res["per_task_unseen"] == {"arithmetic": 0.5, "sentiment": 1.0}
     prompts = stages.training_prompts(micro_run, "micro", micro_world)
     cfg = stages.PPOConfig.for_profile("micro")
     assert {(r["instruction"], r["input"]) for r in tasks.sft_records(micro_world, cfg.n_prompts, seed=cfg.seed + 2)} \
