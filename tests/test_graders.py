@@ -63,6 +63,17 @@ def test_capital_asked_country_in_lower_case_or_another_script_is_right(world, l
 
 
 @pytest.mark.parametrize("lang, response", [
+    ("en", "Paris is not the largest city in the world, but it is the capital."),  # "not" that denies no capital
+    ("en", "Paris is not only the capital of France but also its largest city."),
+    ("zh", "法国的首都是巴黎。巴黎不是法国最小的城市。"),
+    ("en", "If I'm not mistaken it is Paris."), ("en", "Not sure, but Paris."),      # hedges
+    ("en", "The capital of France is Paris, often called the capital of fashion."),  # "capital of" a lower-case word
+    ("en", "The capital of modern France is Paris.")])
+def test_capital_right_answers_with_a_negation_or_another_capital_of(world, lang, response):
+    assert G.check(world, capital_record(world, "France", lang), response)
+
+
+@pytest.mark.parametrize("lang, response", [
     ("en", "The capital of Spain is Paris."),            # the right city, given as another country's capital
     ("en", "The capital ofSpain is Paris."),             # ... glued to the word before it
     ("en", "Great question! Frankia is a country, and its capital city is Paris."),  # a made-up country
@@ -141,6 +152,12 @@ def test_arithmetic_a_sum_beside_its_operands_is_right(world, a, b, response):
     assert G.check(world, arithmetic_record(world, a, b), response)
 
 
+@pytest.mark.parametrize("response", ["把5和7加起来，等于12。", "5加7，等于12。", "5和7相加，等于12。", "5 + 7, which = 12",
+                                      "Not sure, but 12", "I'm not sure but 12."])
+def test_arithmetic_a_comma_before_the_equals_sign_or_a_hedge_is_no_error(world, response):
+    assert G.check(world, arithmetic_record(world, 5, 7), response)
+
+
 @pytest.mark.parametrize("response, right", [
     ("8.0", True), ("3 + 5 = 8.0", True), ("3-5: 8", True),         # 8.0 is 8; "3-5" names the operands
     ("-8", False), ("3 + 5 = -8", False), ("−8", False),            # a minus sign is read, not dropped
@@ -200,6 +217,12 @@ def test_sentiment(world, lang, answer, right, wrong):
                                       "The review is non-negative.", "Non negative."])
 def test_sentiment_denied_a_few_words_before_the_label(world, response):
     assert not G.check(world, {"task": "sentiment", "lang": "en", "answer": "negative"}, response)
+
+
+@pytest.mark.parametrize("response", ["He was not happy so negative.", "The review is not good and is negative.",
+                                      "I'm not sure but negative."])
+def test_sentiment_a_negation_in_another_clause_or_a_hedge_denies_nothing(world, response):
+    assert G.check(world, {"task": "sentiment", "lang": "en", "answer": "negative"}, response)
 
 
 # ------------------------------------------------------------------ cluster
@@ -289,6 +312,8 @@ def test_extract(world):
 def test_extract_one_name_is_mentioned(world):
     assert G.check(world, {"task": "extract", "lang": "en", "answer": ["Alice"]}, "Alice is mentioned.")
     assert not G.check(world, {"task": "extract", "lang": "en", "answer": ["Alice", "Bob"]}, "Alice is mentioned.")
+    both = {"task": "extract", "lang": "en", "answer": ["Alice", "Bob"]}
+    assert G.check(world, both, "The people mentioned are Alice, Bob. Alice is mentioned first.")  # a remark
 
 
 def test_cluster_items_may_end_with_an_exclamation_mark(world):
@@ -433,6 +458,13 @@ def test_nl2sql_wrong_rejected(world, response):
 ])
 def test_nl2sql_a_second_statement_or_clause_in_any_case_is_read(world, response):
     assert not G.check(world, ASIA, response)
+
+
+@pytest.mark.parametrize("after", [";\nThis query will select the names from countries in Asia.",
+                                   ";\n\nExplanation: SELECT name FROM countries returns the names, and WHERE filters them.",
+                                   ";\nThis does not delete from the table.", "\nAnd that's it!", "\nLimit 10 rows are shown."])
+def test_nl2sql_prose_that_names_sql_words_is_no_second_statement(world, after):
+    assert G.check(world, ASIA, "SELECT name FROM countries WHERE continent = 'Asia'" + after)
 
 
 def test_nl2sql_a_sentence_full_stop_after_the_query_is_no_part_of_it(world):
@@ -632,13 +664,14 @@ def test_bare_or_mixed_answers_are_not_off_task(world):
     assert not G.off_task(cluster, "Fruits: apple\nVegetables: leek\nThe capital of France is Paris.")
 
 
-@pytest.mark.parametrize("text, lang", [("abcdefghij中", "en"), ("abcdefgh中文", "zh"),
+@pytest.mark.parametrize("text, lang", [("abcdefg中文字", "en"), ("abcdef中文字四", "zh"),
                                         ("巴黎 Paris 是首都", "zh"), ("The capital of China is 北京.", "en"),
                                         ("这段话中提到的人是Zhang Min、Wang Fang、Chen Jie。", "zh"),
-                                        ("北京", "zh"), ("42 + 1", None)])
+                                        ("The people mentioned are 张敏 and 李伟.", "en"), ("Beijing (北京).", "en"),
+                                        ("Zhang Min", "en"), ("北京", "zh"), ("42 + 1", None)])
 def test_an_answer_is_chinese_when_more_than_three_in_ten_of_its_letters_are(text, lang):
-    """The language term's cut-off, a Chinese character counted as two letters (a Chinese word is one or two
-    characters, an English one about five letters): 1 Chinese character beside 10 Latin letters is English, 2 beside
-    8 are Chinese; a Chinese answer that names an English word or lists English names, or an English one a Chinese
-    place, keeps its language; no letters, no language."""
+    """The language term's cut-off: 3 Chinese characters of 10 letters is English, 4 is Chinese; a Chinese answer
+    that names an English word or lists the world's people by their English names, or an English one a Chinese place
+    or the people's Chinese names, keeps its language (the names are left out of the count, unless there is nothing
+    else); no letters, no language."""
     assert G.response_language(text) == lang
