@@ -460,9 +460,10 @@ def test_nl2sql_a_second_statement_or_clause_in_any_case_is_read(world, response
     assert not G.check(world, ASIA, response)
 
 
-@pytest.mark.parametrize("after", [";\nThis query will select the names from countries in Asia.",
-                                   ";\n\nExplanation: SELECT name FROM countries returns the names, and WHERE filters them.",
-                                   ";\nThis does not delete from the table.", "\nAnd that's it!", "\nLimit 10 rows are shown."])
+@pytest.mark.parametrize("after", [
+    ";\nThis query will select the names from countries in Asia.",
+    ";\n\nExplanation: SELECT name FROM countries returns the names, and WHERE filters them.",
+    ";\nThis does not delete from the table.", "\nAnd that's it!", "\nLimit 10 rows are shown."])
 def test_nl2sql_prose_that_names_sql_words_is_no_second_statement(world, after):
     assert G.check(world, ASIA, "SELECT name FROM countries WHERE continent = 'Asia'" + after)
 

@@ -17,7 +17,8 @@ In this notebook you will see
   pairwise accuracy;
 - a **calibration** plot, what the reward model likes and dislikes, and **probes for reward hacking**.
 
-Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~1½–3 minutes, depending on the CPU.
+Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~1½–3½ minutes, depending on the CPU
+(3½ on a CPU without bf16 kernels, which trains in float32).
 """)
 
 md("""

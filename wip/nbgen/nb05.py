@@ -22,7 +22,7 @@ TRL no longer ships a PPO trainer, so the lab has its own (`lab_utils.ppo`, with
 - **DPO** with TRL's `DPOTrainer`: the policy trained on notebook 04's preference pairs directly, with no reward
   model, and judged like PPO's.
 
-Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–4½ minutes, DPO about 1–2½, depending on the
+Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–7 minutes, DPO about 1–2½, depending on the
 CPU.
 """)
 

@@ -19,8 +19,8 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): about 4½–8 minutes in all, depending on the CPU, most of it retraining the
-reward model (1–3 min) and the second PPO run (2–5 min, the same 25 iterations as round 1); the cells print their
+Expectations on `tiny` (2 idle CPU cores): about 4½–11 minutes in all, depending on the CPU, most of it retraining the
+reward model (1–3½ min) and the second PPO run (2–7 min, the same 25 iterations as round 1); the cells print their
 own times.
 """)
 
@@ -412,7 +412,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: round 1's 25 iterations, 2–5 minutes depending on the CPU (`wall_s` below).
+- On `tiny`: round 1's 25 iterations, 2–7 minutes depending on the CPU (`wall_s` below).
 """)
 
 code("""
