@@ -584,14 +584,25 @@ if check:
 
 md("""
 **The scale is fixed:** over the SFT model's own samples the normalised reward has mean 0 and standard deviation 1,
-so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to run:
+so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to run. The saved model, scored again
+here on every sample, lands a few hundredths off (about −0.07 and 0.97 in the float32 runs of 2026-12-06): the scores
+the stage fitted the normalisation on are not exactly the saved model's, a gap not yet explained. The cell checks
+0 and 1 within 0.1:
 """)
 
 code("""
-print(f"mean {values.mean():+.3f}  std {values.std():.3f} over the labelled answers (the fit used every sample)")
 print("saved with the model, what PPO will read:", json.loads((out / "reward" / reward.NORM_FILE).read_text()))
-# `values` came from reward.RewardModel.load(out / "reward"): the saved weights with the saved normalisation
-assert abs(values.mean()) < 0.1 and abs(values.std() - 1) < 0.1, "normalised rewards should have mean 0 and std 1"
+# every answer the SFT model sampled, as rated (reward/ratings.jsonl): the answers the normalisation was fitted on,
+# unless the stage added reference answers (`reference_answers`) or trained on pairs someone brought (no samples)
+rated = out / "reward" / "ratings.jsonl"
+sampled = [json.loads(line) for line in rated.read_text().splitlines()] if rated.exists() else []
+if sampled and RewardConfig.for_profile(profile).reference_answers == "none":
+    # reward_model came from reward.RewardModel.load(out / "reward"): the saved weights with the saved normalisation
+    every = reward_model.score([r["prompt"] for r in sampled], [r["response"] for r in sampled],
+                               [r["ended"] for r in sampled])
+    print(f"mean {every.mean():+.3f}  std {every.std():.3f} over all {len(sampled)} sampled SFT answers "
+          f"(the labelled ones above: mean {values.mean():+.3f}, std {values.std():.3f})")
+    assert abs(every.mean()) < 0.1 and abs(every.std() - 1) < 0.1, "normalised rewards should have mean 0 and std 1"
 """)
 
 md("""
