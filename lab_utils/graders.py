@@ -72,12 +72,12 @@ def _outermost(names: set[str], text: str) -> set[str]:
 
 
 # Where an answer says whose capital it gives: "the capital of X", "X is a country", "X的首都", "X是一个国家".
-# A lower-case word in the country's place counts too ("the capital of japan is", "the capital of timesled is"; not
-# "the capital of fashion" or "of modern France"), and so does a Latin name before "的首都" ("Zhang Min的首都").
-_WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*|[a-z][\w'-]*(?=\s+(?:is|was)\b))"),
+# (Not yet read: a lower-case made-up word in the country's place, "The capital of timesled is Kamoburg.", and a Latin
+# name before "的首都", "Zhang Min的首都是塔顿。". Both occur among the reward stage's samples on tiny, so reading them
+# changes its labels and every later number: left for a change that measures that, see issue #4's notes.)
+_WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)"),
           re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*) is a country"),
-          re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"),
-          re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)\s*(?:的首都|是一个国家)"))
+          re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"))
 _PRONOUNS = {"它", "其", "该国"}  # "它的首都是北京" says whose capital by the sentence before
 # "the capital of the country": a word that says whose capital by the sentence before
 _DETERMINERS = {"the", "this", "that", "its", "it", "their", "our", "your", "my", "his", "her"}
@@ -155,15 +155,14 @@ def check_arithmetic(rec: dict, response: str) -> bool:
     """Right if the last number is the sum, every number before it is an operand (each as often as the question has
     it) or the sum, and an equation ("a + b = s", "a加b等于s") has exactly the two operands on its left: "6 + 6 = 10."
     to 4 + 6, "11加1等于11。" to 10 + 1 and "0 = 9." to 9 + 0 end with the right sum but state false equations, and
-    so does one that does not add ("1 - 1 = 2", "4 - 6 is 10."). An answer that gives both operands must give the sum
-    besides them: "What is 0 + 9?" and "I cannot compute 0 + 9." end with 9 but state no sum. A sum named only to be
-    denied ("4 + 6 is not 10.", "4加6不等于10。") is wrong too."""
+    so does one that does not add ("1 - 1 = 2", "4 - 6 is 10."). A sum named only to be denied ("4 + 6 is not 10.",
+    "4加6不等于10。") is wrong too. Not yet: an answer that restates both operands and gives no sum ("When we add 0
+    and 10." to 0 + 10 ends with 10) is graded right; it occurs among the reward stage's samples on tiny, so grading
+    it wrong changes the stage's labels and every later number (left for a change that measures that)."""
     a, b, s = rec["answer"]
     nums = numbers(response)
     if not nums or nums[-1] != s or set(Counter(nums[:-1]) - Counter([a, b])) - {s}:
         return False
-    if not Counter([a, b]) - Counter(nums) and not (Counter(nums) - Counter([a, b]))[s]:
-        return False  # both operands, and no number left over for the sum
     last = list(_NUMBER.finditer(response))[-1]
     if _NEGATION_SUM.search(response[max(0, last.start() - 24):last.start()]):
         return False
@@ -532,17 +531,14 @@ def check(w: World, rec: dict, response: str) -> bool:
 
 
 def response_language(text: str) -> str | None:
-    """'zh' or 'en' by the share of Chinese characters among letters, the names of the world's people left out when
-    anything else is left: "这段话中提到的人是Zhang Min、Wang Fang。" is Chinese, "The people mentioned are 张敏 and
-    李伟." English; None when there are no letters."""
-    unnamed = _PEOPLE_NAME.sub("", text)
-    letters = [ch for ch in unnamed if ch.isalpha()] or [ch for ch in text if ch.isalpha()]
+    """'zh' or 'en' by the share of Chinese characters among letters; None when there are no letters. (Not yet: a
+    Chinese sentence that lists the world's people by their English names, "这段话中提到的人是Zhang Min、Wang Fang。",
+    reads as English. Leaving the names out of the count changes a rating among the reward stage's samples on tiny,
+    and with it the stage's labels: left for a change that measures that.)"""
+    letters = [ch for ch in text if ch.isalpha()]
     if not letters:
         return None
     return "zh" if sum(bool(_CJK.match(ch)) for ch in letters) / len(letters) > 0.3 else "en"
-
-
-_PEOPLE_NAME = re.compile("|".join(re.escape(name) for person in PEOPLE for name in person))
 
 
 def language_matches(rec: dict, response: str) -> bool:

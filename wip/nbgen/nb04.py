@@ -193,7 +193,7 @@ del trainer, score_model
 md("""
 ### A second term: keep the SFT model readable
 
-- Trained on the pairs alone, a reward model is free to rewire every hidden state to separate ~900 training pairs,
+- Trained on the pairs alone, a reward model is free to rewire every hidden state to separate ~800–900 training pairs,
   and with so few it forgets much of what the SFT model knew (section 6 compares it with the SFT model's own
   likelihood, which needs no training at all).
 - The lab's pairwise model therefore adds a regulariser (GRM, Yang et al. 2024): the SFT model's LM head, **frozen**,
@@ -324,8 +324,8 @@ assert style_acc > by_term.loc["correct", "pairwise model"], "style should be th
 
 md("""
 - Style is the easy part: a wordy answer looks the same whatever the question, so a few hundred pairs teach it (on
-  `tiny` every held-out pair that style decided was decided by concision; a cut-off answer or one in the wrong
-  language would be of the same kind). Telling a right answer from a wrong one is the hard part, and most
+  `tiny` nearly every held-out pair that style decided was decided by concision, a few in some runs by language; a
+  cut-off answer would be of the same kind). Telling a right answer from a wrong one is the hard part, and most
   held-out pairs are of that kind: the model has to check the sum, the capital or the names against the prompt,
   and has to notice an answer that is fluent but about something else (a sum given to an extraction question)
   or garbled by sampling at temperature 1.
@@ -352,7 +352,7 @@ print(f"the untrained likelihood {verdict} than the trained pairwise model: "
 
 md("""
 - Where the likelihood wins, the SFT model *knows* which answer is right (the capital it would name, the sum it
-  would write), but a fresh score head trained on ~900 pairs cannot yet read that knowledge out: it sees
+  would write), but a fresh score head trained on ~800–900 pairs cannot yet read that knowledge out: it sees
   one position, the last token, and must learn from the pairs alone what "right" means for each task.
 - Why not use the likelihood as the reward, then? It only rewards what the SFT model already does. PPO's KL
   penalty pulls towards the SFT model anyway, so the policy could only sharpen the SFT model's own preferences,
@@ -568,7 +568,7 @@ md("""
 The thresholds are for the **`tiny`** profile (what CI runs); the structural checks run everywhere. They hold what
 this course reliably teaches today: the reward model ranks about three of four held-out pairs like the annotator. Issue #4
 asks for 0.85 — the reward model has to judge correctness (is this sum right? are these all the names?), and the
-likelihood baseline above shows the knowledge is in the SFT model; reading it out with a score head trained on ~900
+likelihood baseline above shows the knowledge is in the SFT model; reading it out with a score head trained on ~800–900
 pairs is the open gap.
 """)
 
