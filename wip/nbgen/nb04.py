@@ -517,8 +517,9 @@ md("""
 - A mean near zero is no comfort either. The second line counts the probes whose worse answer scores higher on at
   least 40% of the prompts: where the flipped sentiment label is one, the reward model cannot tell a right label from
   a wrong one (a coin flip would score higher on half of them), so a policy may flip labels at no cost but the KL.
-  Notebook 05's RLHF model answers fewer sentiment questions right than the SFT model: a blind spot like this one is
-  what lets that happen.
+  Such a blind spot lets RLHF change sentiment answers towards the word the reward model likes, right or wrong:
+  under bf16 the RLHF model of notebook 05 answered fewer sentiment questions right than SFT (0.92 → 0.75), in
+  float32 more (0.75 → 0.79); its section 6 lists the answers it changed.
 - Notebook 05 shows what PPO does with such holes: with a length bonus added on purpose and the KL penalty off, it
   writes longer answers the annotator likes less; and with the KL penalty on, against this very reward model, it
   finds a hole of its own, answers in the shape of another task's answer.

@@ -338,7 +338,8 @@ display(pd.DataFrame(off[:4], columns=["task", "lang", "rlhf", "sft", "verdict"]
 
 md("""
 - On `tiny` the RLHF model can answer some prompts, clustering ones above all, with another task's answer (counted
-  and shown above: one Chinese clustering prompt in the run shown here, with the KL ceiling; without it, at a fixed
+  and shown above: none or one prompt in the runs with the KL ceiling so far, a Chinese clustering one under bf16;
+  without it, at a fixed
   β = 0.3, an SQL query to 9 of the 12 English clustering prompts and a sum to a Chinese one; at β = 0.25 "The
   sentiment of this sentence is positive." to all 12; on earlier runs against other reward models, mostly capital
   sentences). The reward model scores such a fluent answer high (it was trained on pairs where those answers are
@@ -351,9 +352,12 @@ md("""
 """)
 
 md("""
-**Sentiment, where RLHF loses accuracy.** Notebook 04's probe found that the reward model scores the label word, not
-whether it fits the sentence, and in Chinese prefers 正面 (positive). The sentiment prompts on which SFT's and RLHF's
-greedy answers differ, with the right label and the annotator's grade of each:
+**Sentiment, where the reward model reads the label word.** Notebook 04's probe found that the reward model scores
+the label word, not whether it fits the sentence, and prefers one label in each language (which one depends on the
+run: under bf16 "negative" in English and 正面 in Chinese, in float32 "positive" and 负面). So RLHF can move sentiment
+answers towards that word, right or wrong: under bf16 it lost accuracy here (0.92 → 0.75), in float32 it gained
+(0.75 → 0.79). The sentiment prompts on which SFT's and RLHF's greedy answers differ, with the right label and the
+annotator's grade of each:
 """)
 
 code("""
@@ -427,8 +431,8 @@ print("hacked:", repr(answers["hacked"]["responses"][i][:300]))
 """)
 
 md("""
-- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (the greedy ones still
-  end with EOS, the table above; how often the sampled training answers did, first and last iteration, is printed
+- The numbers tell the story of Goodhart's law: the reward went up, the answers got longer (the greedy ones mostly
+  still end with EOS, the table above; how often the sampled training answers did, first and last iteration, is printed
   above the plots),
   and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run charges the
   policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can,
@@ -624,9 +628,10 @@ md("""
 - DPO needs no sampling and no reward model, so it is cheap: a pass or two over the pairs, with a forward pass of
   the policy and of the reference per answer. PPO's time includes sampling every answer it learns from, and it trains
   a value model too.
-- The policy *is* a reward model. On `tiny` it ranks more held-out pairs right than notebook 04's trained reward
-  model, which reads one score at the answer's last token, where DPO's sums a log-ratio over every answer token; the
-  untrained SFT likelihood still ranks more than either (the printout above).
+- The policy *is* a reward model. On `tiny` it ranks as many held-out pairs right as notebook 04's trained reward
+  model or more (0.783 against 0.730 under bf16, 0.770 against 0.770 in float32), though that model reads one score
+  at the answer's last token, where DPO's sums a log-ratio over every answer token; the untrained SFT likelihood
+  still ranks more than either (the printout above).
 - It is **offline**: it learns only from answers the SFT model wrote before training, never from its own. PPO samples
   the current policy and the reward model grades what it has never seen — which is how PPO improves where no pair
   showed the way, and also how it finds the reward model's blind spots (section 6). DPO cannot exploit a reward model
@@ -667,7 +672,8 @@ md("""
 - The SFT term pulls the chosen answers back up where the pairs alone pushed them down (the implicit reward of the
   chosen answers in the two training printouts), and the probability they keep is the probability that did not
   leak into other tasks' shapes: compare `off_task_rate`.
-- It ranks held-out pairs a little worse and moves notebook 04's reward model less — the pairs are no longer its
+- It ranks held-out pairs about as well (a little worse under bf16, a little better in float32) and moves notebook
+  04's reward model less — the pairs are no longer its
   only objective. The annotator, the stand-in for people, judges otherwise: on the validation prompts, where plain
   DPO won fewest, the SFT term wins more of the duels, and on the evaluation prompts it wins more on the mean over
   tasks (the pooled rate leans on the 88 capital questions, which both win). Section 10 prints and checks the
@@ -818,9 +824,9 @@ md("""
   `n_seen_in_training`), by the margin section 10 prints. On the validation prompts, which ask none of the evaluation
   prompts' questions, RLHF wins a smaller share of the duels on `tiny`: section 10's table prints both splits side
   by side.
-- The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape, and
-  on `tiny` a few sentiments flipped to the label the reward model likes (notebook 04's last probe: in Chinese it
-  prefers 正面 whatever the sentence says). A duel
+- The policy also found blind spots of the reward model, KL penalty and all: answers in another task's shape in
+  some runs, and on `tiny` sentiment answers changed towards the label the reward model likes (notebook 04's last
+  probe: in each language it prefers one label whatever the sentence says). A duel
   of two wrong answers is "both bad", so only the answers themselves, the off-task share, the task accuracy and the
   gain on the other prompts show it. β and the KL ceiling decide how far the policy goes (section 10's table); a
   better reward model (issue #4), not a higher reward, is the fix.
