@@ -79,8 +79,6 @@ _WHOSE = (re.compile(r"capital of ([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)"),
           re.compile(r"([A-Z][\w'-]*(?: [A-Z][\w'-]*)*) is a country"),
           re.compile(r"([\u4e00-\u9fff]+)的首都"), re.compile(r"([\u4e00-\u9fff]+)是一个国家"))
 _PRONOUNS = {"它", "其", "该国"}  # "它的首都是北京" says whose capital by the sentence before
-# "the capital of the country": a word that says whose capital by the sentence before
-_DETERMINERS = {"the", "this", "that", "its", "it", "their", "our", "your", "my", "his", "her"}
 
 
 def check_capital(w: World, rec: dict, response: str) -> bool:
@@ -99,7 +97,7 @@ def check_capital(w: World, rec: dict, response: str) -> bool:
     if {c.lower() for c in named} - {asked.name.lower(), asked.name_zh}:  # "japan" names Japan
         return False
     said = {m.group(1) for pattern in _WHOSE for m in pattern.finditer(response)}
-    allowed = {asked.name, asked.name_zh, asked.name.lower()} | _PRONOUNS | _DETERMINERS
+    allowed = {asked.name, asked.name_zh} | _PRONOUNS
     leads = _LEADS_ZH | {gold + "是"}  # "东京是日本的首都"
     return not _negated(gold, response) and all(x in allowed or _led_in(x, allowed, leads) for x in said)
 
