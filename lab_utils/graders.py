@@ -185,13 +185,13 @@ _NEGATION_SUM = re.compile(rf"(?:\bnot|n't|\bnever){_HEDGES}\s+(?:(?!{_CLAUSE_WO
 
 
 # An operation other than addition on an equation's left side: "1 - 1 = 2", "1 * 1 = 2", "1 x 1 = 2" are false
-_OTHER_OPERATOR = re.compile(r"(?<=\d)\s*[-−*×x/÷]\s*(?=\d)|\b(?:minus|times|divided|multiplied)\b|[减乘除]",
-                             re.IGNORECASE)
+_OPERATOR_WORDS = r"\b(?:minus|times|divided|multiplied)\b|[减乘除]"
+_OTHER_OPERATOR = re.compile(rf"(?<=\d)\s*[-−*×x/÷]\s*(?=\d)|{_OPERATOR_WORDS}", re.IGNORECASE)
 
 
 # ... and where no "=" makes it an equation, one written as an operation: "4 - 6 is 10", "4 times 6 is 10"
-_SPACED_OPERATOR = re.compile(r"(?<=\d)\s+[-−]\s+(?=\d)|(?<=\d)\s*[*×x/÷]\s*(?=\d)|"
-                              r"\b(?:minus|times|divided|multiplied)\b|[减乘除]", re.IGNORECASE)
+_SPACED_OPERATOR = re.compile(rf"(?<=\d)\s+[-−]\s+(?=\d)|(?<=\d)\s*[*×x/÷]\s*(?=\d)|{_OPERATOR_WORDS}",
+                              re.IGNORECASE)
 
 
 def check_sentiment(rec: dict, response: str) -> bool:
@@ -359,6 +359,7 @@ SQL_VARIANTS = 3
 # on the world's table; a cross join a looping model writes ("FROM countries, countries, countries, countries")
 # would take hours and is graded wrong instead.
 SQL_MAX_STEPS = 2_000_000
+_CREATE_TABLE = "CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)"
 SQL_MAX_ROWS = 1_000  # a query that returns more is wrong (the table has 160 rows) and is not fetched
 
 
@@ -386,7 +387,7 @@ def _database(w: World, variant: int = 0) -> sqlite3.Connection:
     # (run_sql) are capped far above any answer's; a real answer is a few names or numbers from 160 rows
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
     db.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, 16)
-    db.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
+    db.execute(_CREATE_TABLE)
     db.executemany("INSERT INTO countries VALUES (?, ?, ?, ?)", _table(w, variant))
     db.execute("PRAGMA query_only = ON")  # a generated query can read, never write
     return db
@@ -502,7 +503,7 @@ def _compiles(text: str) -> bool:
 
 
 _SCHEMA = sqlite3.connect(":memory:", check_same_thread=False)  # the table's columns, no rows: for `_compiles`
-_SCHEMA.execute("CREATE TABLE countries (name TEXT, capital TEXT, continent TEXT, population INTEGER)")
+_SCHEMA.execute(_CREATE_TABLE)
 
 
 def check_nl2sql(w: World, rec: dict, response: str) -> bool:
