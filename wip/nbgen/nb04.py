@@ -585,16 +585,18 @@ if check:
 
 md("""
 **The scale is fixed:** over the SFT model's own samples the normalised reward has mean 0 and standard deviation 1,
-so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to run. The saved model, scored again
-here on every sample, lands a few hundredths off (about −0.07 and 0.97 in the float32 runs of 2026-12-06): the scores
-the stage fitted the normalisation on are not exactly the saved model's, a gap not yet explained. The cell checks
-0 and 1 within 0.1:
+so PPO's KL coefficient and missing-EOS penalty mean the same thing from run to run. The stage fitted it on every
+answer it sampled, an answer as often as it was sampled; `reward/ratings.jsonl` keeps each distinct answer to a prompt
+once. The answers the SFT model gives again and again score above the rest, so over the distinct ones the saved model
+lands a few hundredths lower (about −0.07, std 0.96, in the float32 runs of 2026-12-06; the same saved model scores
+the re-sampled answers, repeats included, at the saved mean and std to every digit). The cell checks 0 and 1 within
+0.1:
 """)
 
 code("""
 print("saved with the model, what PPO will read:", json.loads((out / "reward" / reward.NORM_FILE).read_text()))
-# every answer the SFT model sampled, as rated (reward/ratings.jsonl): the answers the normalisation was fitted on,
-# unless the stage added reference answers (`reference_answers`) or trained on pairs someone brought (no samples)
+# every distinct answer the SFT model sampled, as rated (reward/ratings.jsonl): the normalisation was fitted on these
+# with repeats, unless the stage added reference answers (`reference_answers`) or trained on pairs someone brought
 rated = out / "reward" / "ratings.jsonl"
 sampled = [json.loads(line) for line in rated.read_text().splitlines()] if rated.exists() else []
 if sampled and RewardConfig.for_profile(profile).reference_answers == "none":
