@@ -23,8 +23,9 @@ from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
-from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, check_profile, finished_dir,
-                   folder_stamp, is_done, run_dir, stamp, world_records, write_report)
+from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, check_profile,
+                   evaluations, finished_dir, folder_stamp, is_done, run_dir, seen_sha256, stamp, world_records,
+                   write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -115,6 +116,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     check_profile(root, profile)  # before anything is written over the run's own evaluations
     results = {}
     reward_model, seen = _reward_model(root), training_prompts(root, profile, world)
+    seen_sha = seen_sha256(seen)
     for label, spec in [(n, None) for n in names] + list(other.items()):
         t0 = time.perf_counter()
         lm, tokenizer = _load(root, label, spec)
@@ -122,25 +124,39 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         res |= _scored(reward_model, prompts, res, stamp(root, "reward"))
         built = stamp(root, MODEL_STAGES[label]) if spec is None else folder_stamp(spec)
         results[label] = res | {"wall_s": round(time.perf_counter() - t0, 2), "profile": profile,
-                                "split": split, "prompts_sha256": prompts_sha, "model_finished_at": built,
+                                "split": split, "prompts_sha256": prompts_sha, "seen_sha256": seen_sha,
+                                "model_finished_at": built,
                                 "config": cfg.to_dict(),
                                 **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
     sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
     if "sft" not in results and sft is not None:  # SFT's stored answers, brought up to date where they are stale
-        graded = grade(world, records, sft["responses"], sft["ended"], seen)  # today's graders and training prompts
+        graded = _graded_again(world, records, sft, seen, seen_sha)  # today's graders and training prompts
         rescore = reward_model is not None and (sft.get("reward_finished_at") != stamp(root, "reward")
                                                 or "rewards" not in sft)  # or stored before rewards were
-        if rescore or any(sft.get(k) != v for k, v in graded.items()):
+        if rescore or graded:
             # the head-to-heads below compare with these: today's reward model on both sides of the gain
             sft = results["sft"] = sft | graded | (_scored(reward_model, prompts, sft, stamp(root, "reward"))
                                                    if rescore else {})
+    # every other stored evaluation of these prompts graded again where the graders or the training prompts changed:
+    # `lab ppo --n_prompts N` evaluates sft and rlhf again, and base's unseen-prompt numbers must count the same
+    # prompts as theirs (its answers, rewards and head-to-head stay as they were)
+    regraded = {label: stored | graded for label, stored in evaluations(root, split).items()
+                if label not in results and label != "sft" and stored.get("prompts_sha256") == prompts_sha
+                and "responses" in stored and (graded := _graded_again(world, records, stored, seen, seen_sha))}
     for label in results:
         if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i
             results[label] |= _head_to_head(world, records, results[label], sft)
-    for label, res in results.items():
+    for label, res in (regraded | results).items():
         ck.write_json(folder / f"{label}.json", res)
     write_report(root)
     return results
+
+
+def _graded_again(world, records: list[dict], stored: dict, seen: set[tuple], seen_sha: str) -> dict:
+    """`grade` of a stored evaluation's answers with today's graders and training prompts: the keys that changed
+    (with `seen_sha256`), {} when none did."""
+    graded = grade(world, records, stored["responses"], stored["ended"], seen) | {"seen_sha256": seen_sha}
+    return graded if any(stored.get(k) != v for k, v in graded.items()) else {}
 
 
 def _existing(root: Path) -> tuple[str, ...]:
@@ -150,14 +166,16 @@ def _existing(root: Path) -> tuple[str, ...]:
                  and is_done(root, MODEL_STAGES[m]))
 
 
-def _other(folder: Path, model: str, name: str) -> dict[str, str]:
-    """{name: spec} of `--model` ({} without it); `--name` alone is a mistake worth saying."""
+def _other(folder: Path, model: str, name: str, warn_renamed: bool = True) -> dict[str, str]:
+    """{name: spec} of `--model` ({} without it); `--name` alone is a mistake worth saying. `warn_renamed`: say when
+    folder/<name>.json, about to be written, holds another model's evaluation."""
     if not model:
         if name:
             raise LabError(f"--name {name} without --model", fix="--name names the model given with --model")
         return {}
     label, spec = other_model(model, name or None)
-    _warn_if_renamed(folder, label, spec)
+    if warn_renamed:
+        _warn_if_renamed(folder, label, spec)
     return {label: spec}
 
 
@@ -172,7 +190,8 @@ def _head_to_head(world, records: list[dict], res: dict, sft: dict) -> dict:
     from .annotator import win_rate
     duel = win_rate(world, records, res["responses"], sft["responses"], res["ended"], sft["ended"])
     out = {"win_rate_vs_sft": duel["win_rate"], "win_rate_vs_sft_task_mean": duel["task_mean"],
-           "head_to_head_vs_sft": duel, "sft_finished_at": sft.get("model_finished_at")}
+           "head_to_head_vs_sft": duel, "sft_finished_at": sft.get("model_finished_at"),
+           "sft_answers_sha256": answers_sha256(sft)}
     return out | (_reward_gain(records, res, sft) if "rewards" in res and "rewards" in sft else {})
 
 
@@ -257,7 +276,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
         raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "
                        "(comma-separated), or run the stage that builds it")
     check_profile(root, profile)
-    other = _other(root / "eval", model, name)
+    other = _other(root / "eval", model, name, warn_renamed=False)  # its answers go to eval/data/, not eval/NAME.json
     chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
@@ -268,7 +287,8 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
                        fix="run `lab reward` first: without a grader for your prompts, the reward model scores them")
     prompts, n_left_out = _data_prompts(data, data_split, data_limit, specs, reward_model, cfg.eval_max_new_tokens)
     _warn_if_reward_trained_elsewhere(root, data)
-    result = {"data": data, "data_split": data_split, "data_sha256": ck.file_sha256(data), "n_prompts": len(prompts),
+    result = {"data": data, "data_path": str(Path(data).resolve()) if Path(data).is_file() else None,
+              "data_split": data_split, "data_sha256": ck.file_sha256(data), "n_prompts": len(prompts),
               "n_left_out": n_left_out, "prompts": prompts, "reward_finished_at": stamp(root, "reward"),
               "config": cfg.to_dict() | {"data_limit": data_limit}, "models": {}}
     # (prompt, answer, ended) -> reward, across models: an answer two models give alike is scored once, so it gets one

@@ -15,6 +15,7 @@ every evaluation.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import warnings
 from datetime import datetime, timezone
@@ -114,10 +115,23 @@ def folder_stamp(spec: str) -> str | None:
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
 
 
-def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
+def answers_sha256(res: dict) -> str:
+    """A fingerprint of an evaluation's answers (and which of them ended): what a head-to-head against SFT records of
+    the SFT answers it judged."""
+    return hashlib.sha256(json.dumps([res.get("responses"), res.get("ended")], ensure_ascii=False).encode()).hexdigest()
+
+
+def seen_sha256(seen: set[tuple]) -> str:
+    """A fingerprint of the training prompts' `tasks.seen_keys` an evaluation's unseen-prompt numbers left out."""
+    keys = sorted(json.dumps(k, ensure_ascii=False) for k in seen)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def eval_stale_reason(root: Path, name: str, res: dict, sft: dict | None = None) -> str | None:
     """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
-    mean reward came from an earlier reward model, or its head-to-head was against an earlier SFT model. An
-    evaluation from before these were recorded is taken as it is."""
+    mean reward came from an earlier reward model, or its head-to-head was against an earlier SFT model or against
+    other answers than `sft` (the split's stored SFT evaluation) holds now. An evaluation from before these were
+    recorded is taken as it is."""
     model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(res.get("model", ""))
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
@@ -128,17 +142,30 @@ def eval_stale_reason(root: Path, name: str, res: dict) -> str | None:
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
         return "its head-to-head was against an earlier SFT model"
+    if "head_to_head_vs_sft" in res and sft and res.get("sft_answers_sha256", answers_sha256(sft)) != \
+            answers_sha256(sft):
+        return "its head-to-head was against other SFT answers than eval/sft.json holds now (SFT was evaluated again)"
     return None
 
 
 def _other_prompts(res: dict, pivot_name: str | None, pivot: dict) -> str | None:
     """Why an evaluation cannot stand beside the SFT model's (else the first one's) in one table: it answered other
     prompts (`lab run --n_per_task 8`, then a stage rebuilt at the profile's 24: base would be ranked against sft
-    and rlhf on another test). Evaluations that record no prompt hash are taken as they are."""
-    mine, theirs = res.get("prompts_sha256"), pivot.get("prompts_sha256")
-    if mine and theirs and mine != theirs:
+    and rlhf on another test), with another answer length (`--eval_max_new_tokens`), or its unseen-prompt numbers
+    left out other training prompts (a stage rebuilt with other prompts since). Evaluations that record none of
+    these are taken as they are."""
+    def differ(get) -> bool:
+        mine, theirs = get(res), get(pivot)
+        return mine is not None and theirs is not None and mine != theirs
+
+    if differ(lambda r: r.get("prompts_sha256")):
         return (f"it answered other evaluation prompts than the {pivot_name} model's evaluation (another --n_per_task "
                 "or profile)")
+    if differ(lambda r: r.get("config", {}).get("eval_max_new_tokens")):
+        return f"it answered with another --eval_max_new_tokens than the {pivot_name} model's evaluation"
+    if differ(lambda r: r.get("seen_sha256")):
+        return (f"its unseen-prompt numbers left out other training prompts than the {pivot_name} model's evaluation "
+                "(a training stage was rebuilt with other prompts since)")
     return None
 
 
@@ -147,7 +174,8 @@ def _other_prompts(res: dict, pivot_name: str | None, pivot: dict) -> str | None
 def _scalars(d: dict) -> dict:
     """The report keeps numbers and short values; curves and samples stay in each stage's metrics.json."""
     skip = ("history", "ratings_history", "samples", "fact_samples", "config", "responses", "ended", "rewards",
-            "built_from", "prompts", "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at")
+            "built_from", "prompts", "prompts_sha256", "model_finished_at", "reward_finished_at", "sft_finished_at",
+            "sft_answers_sha256", "seen_sha256")
     return {k: v for k, v in d.items() if k not in skip}
 
 
@@ -187,7 +215,7 @@ def _data_summary(root: Path, res: dict) -> tuple[dict | None, str | None]:
     """The report's entry for a `lab eval --data` file: each model's scalars while its build and the reward model are
     the ones that answered and scored, `reward_win_rate_vs_sft` while the SFT model is too; or why the whole entry is
     stale (the prompt file changed since)."""
-    now = ck.file_sha256(res["data"])
+    now = ck.file_sha256(res.get("data_path") or res["data"])  # resolved when written: any working folder reads it
     if res.get("data_sha256") and now and now != res["data_sha256"]:
         return None, f"{res['data']} changed since these answers were scored"
     current = {}
@@ -213,7 +241,7 @@ def write_report(root: Path) -> dict:
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
-        stale = {name: eval_stale_reason(root, name, res) for name, res in found.items()}
+        stale = {name: eval_stale_reason(root, name, res, found.get("sft")) for name, res in found.items()}
         pivot = next((m for m in ("sft", "rlhf", *found) if m in found and not stale[m]), None)  # the others' reference
         for name, res in found.items():
             why = stale[name] or _other_prompts(res, pivot, found.get(pivot, {}))

@@ -322,3 +322,34 @@ def test_lab_eval_data_an_answer_two_models_give_alike_is_one_reward_and_a_tie(r
     base, sft = r["models"]["base"], r["models"]["sft"]
     assert base["rewards"][:2] == sft["rewards"][:2]  # one answer, one reward
     assert base["reward_win_rate_vs_sft"] == 1.0  # the one pair decided, won by the longer answer
+
+
+def test_stored_evaluations_follow_the_training_prompts_when_others_are_evaluated(root, tmp_path):
+    """`lab ppo --n_prompts N` (or any training stage with other prompts) evaluates SFT and RLHF again; base's stored
+    evaluation kept the unseen-prompt numbers of the old training prompts and stood beside them in the report."""
+    run = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, run / folder)
+    assert lab_eval(run, "--models", "base,sft") == 0
+    before = ck.read_json(run / "eval" / "base.json")
+    for stage in ("sft", "reward"):  # trained on a file of one's own: the world's prompts they drew are not seen
+        path = run / stage / "metrics.json"
+        m = ck.read_json(path)
+        ck.write_json(path, m | {"config": m.get("config", {}) | {"data": "mine.json"}})
+    assert lab_eval(run, "--models", "sft") == 0
+    base, sft = ck.read_json(run / "eval" / "base.json"), ck.read_json(run / "eval" / "sft.json")
+    assert base["n_seen_in_training"] == sft["n_seen_in_training"] < before["n_seen_in_training"]
+    assert base["seen_sha256"] == sft["seen_sha256"] != before["seen_sha256"]
+    assert base["responses"] == before["responses"] and base["mean_reward"] == before["mean_reward"]
+    assert list(ck.read_json(run / "report.json")["eval"]) == ["base", "sft"]
+
+
+def test_lab_eval_data_with_a_name_does_not_say_it_replaces_eval_name_json(root, tmp_path, recwarn):
+    """`lab eval --data F --model X --name N` writes eval/data/, never eval/N.json: no warning that it replaced it."""
+    ck.write_json(root / "eval" / "someone.json", {"task_accuracy": 0.5, "per_task": {}, "model": "/elsewhere"})
+    try:
+        stages.run_eval_data(str(prompts_file(tmp_path, n=2)), "micro", root, model=str(root / "sft"),
+                             name="someone")
+    finally:
+        (root / "eval" / "someone.json").unlink()
+    assert not [w for w in recwarn if "is replaced by" in str(w.message)]

@@ -192,3 +192,61 @@ def test_a_stale_sft_evaluation_is_not_what_the_others_are_set_against(tmp_path)
     ck.write_json(tmp_path / "eval" / "base.json", {"task_accuracy": 0.1, "per_task": {}, "prompts_sha256": "new"})
     report = write_report(tmp_path)
     assert list(report["eval"]) == ["base"] and report["eval_stale"]["sft"].startswith("the sft model was rebuilt")
+
+
+def test_evaluations_at_another_answer_length_or_with_other_seen_prompts_are_not_ranked_beside_sfts(tmp_path):
+    """`lab eval --models sft --eval_max_new_tokens 8` rewrote sft.json with 8-token answers while rlhf.json kept its
+    24-token ones, and both stood in one table; so did a base evaluation whose unseen-prompt numbers left out the
+    training prompts of a PPO stage since rebuilt with others."""
+    from lab_utils.runs import write_report
+
+    def evaluation(tokens: int, seen: str) -> dict:
+        return {"task_accuracy": 0.5, "per_task": {}, "prompts_sha256": "p", "seen_sha256": seen,
+                "config": {"eval_max_new_tokens": tokens}}
+
+    ck.write_json(tmp_path / "eval" / "sft.json", evaluation(8, "now"))
+    ck.write_json(tmp_path / "eval" / "rlhf.json", evaluation(24, "now"))
+    ck.write_json(tmp_path / "eval" / "base.json", evaluation(8, "before"))
+    ck.write_json(tmp_path / "eval" / "mine.json", evaluation(8, "now") | {"model": "/somewhere"})
+    report = write_report(tmp_path)
+    assert list(report["eval"]) == ["sft", "mine"]
+    assert report["eval_stale"]["rlhf"].startswith("it answered with another --eval_max_new_tokens than the sft")
+    assert report["eval_stale"]["base"].startswith("its unseen-prompt numbers left out other training prompts")
+
+
+def test_a_head_to_head_against_other_sft_answers_than_stored_now_is_stale(tmp_path):
+    """SFT evaluated again with other answers (another answer length): RLHF's win rate and reward gain were judged
+    against the SFT answers eval/sft.json no longer holds."""
+    from lab_utils.runs import answers_sha256, write_report
+
+    sft = {"task_accuracy": 0.5, "per_task": {}, "responses": ["Paris.", "4"], "ended": [True, True]}
+    rlhf = {"task_accuracy": 0.5, "per_task": {}, "head_to_head_vs_sft": {"win_rate": 0.5}, "win_rate_vs_sft": 0.5}
+    ck.write_json(tmp_path / "eval" / "sft.json", sft)
+    ck.write_json(tmp_path / "eval" / "rlhf.json", rlhf | {"sft_answers_sha256": answers_sha256(sft)})
+    assert list(write_report(tmp_path)["eval"]) == ["sft", "rlhf"]
+    ck.write_json(tmp_path / "eval" / "sft.json", sft | {"responses": ["Par", "4"], "ended": [False, True]})
+    report = write_report(tmp_path)
+    assert list(report["eval"]) == ["sft"]
+    assert report["eval_stale"]["rlhf"].startswith("its head-to-head was against other SFT answers")
+    ck.write_json(tmp_path / "eval" / "rlhf.json", rlhf)  # recorded before the fingerprint: taken as it is
+    assert list(write_report(tmp_path)["eval"]) == ["sft", "rlhf"]
+
+
+def test_your_prompts_changed_since_their_answers_is_seen_from_any_working_folder(tmp_path, monkeypatch):
+    """`lab eval --data p.jsonl` stored the path as typed; a report written from another folder (a notebook in
+    labs/, `lab` with --out) found no such file there and kept answers to a changed file as current."""
+    from lab_utils.runs import write_report
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = here / "p.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"instruction": "Hi."}\n')
+    ck.write_json(tmp_path / "run" / "eval" / "data" / "p.json",
+                  {"data": "p.jsonl", "data_path": str(data), "data_sha256": ck.file_sha256(data), "n_prompts": 1,
+                   "models": {"sft": {"mean_reward": 0.1}}})
+    monkeypatch.chdir(elsewhere)
+    assert "p.jsonl" in write_report(tmp_path / "run")["eval_data"]
+    data.write_text('{"instruction": "Hello."}\n')
+    report = write_report(tmp_path / "run")
+    assert "eval_data" not in report and report["eval_stale"]["p.json"].startswith("p.jsonl changed since")
