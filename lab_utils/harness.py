@@ -137,11 +137,12 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
             # the head-to-heads below compare with these: today's reward model on both sides of the gain
             sft = results["sft"] = sft | graded | (_scored(reward_model, prompts, sft, stamp(root, "reward"))
                                                    if rescore else {})
-    # every other stored evaluation of these prompts graded again where the graders or the training prompts changed:
-    # `lab ppo --n_prompts N` evaluates sft and rlhf again, and base's unseen-prompt numbers must count the same
-    # prompts as theirs (its answers, rewards and head-to-head stay as they were)
+    # every other stored evaluation of these prompts graded again where the graders or the training prompts changed
+    # (SFT's too when it was not reused: `--eval_max_new_tokens` of another length): `lab ppo --n_prompts N` evaluates
+    # sft and rlhf again, and base's unseen-prompt numbers must count the same prompts as theirs (its answers,
+    # rewards and head-to-head stay as they were)
     regraded = {label: stored | graded for label, stored in evaluations(root, split).items()
-                if label not in results and label != "sft" and stored.get("prompts_sha256") == prompts_sha
+                if label not in results and stored.get("prompts_sha256") == prompts_sha
                 and "responses" in stored and (graded := _graded_again(world, records, stored, seen, seen_sha))}
     for label in results:
         if label not in ("base", "sft") and sft is not None:  # the annotator's head-to-head, answer i against answer i

@@ -144,7 +144,8 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft: dict | None = None)
         return "its head-to-head was against an earlier SFT model"
     if "head_to_head_vs_sft" in res and sft and res.get("sft_answers_sha256", answers_sha256(sft)) != \
             answers_sha256(sft):
-        return "its head-to-head was against other SFT answers than eval/sft.json holds now (SFT was evaluated again)"
+        return "its head-to-head was against other SFT answers than SFT's stored evaluation holds now (SFT was " \
+               "evaluated again)"
     return None
 
 
@@ -256,8 +257,9 @@ def write_report(root: Path) -> dict:
         res = _readable(path, DATA_KEYS)
         summary, why = _data_summary(root, res) if res is not None else (None, None)
         if why:
+            again = res.get("data_path") or res["data"]  # resolved when written: right from any working folder
             report.setdefault("eval_stale", {})[path.name] = (f"{why}: run `lab eval{this_run} --data "
-                                                              f"{shlex.quote(res['data'])}` again")
+                                                              f"{shlex.quote(again)}` again")
         if summary:  # one entry per file and split: two splits of a dataset, or two files given by one name
             key = res["data"] if res.get("data_split", "train") == "train" else f"{res['data']} ({res['data_split']})"
             report.setdefault("eval_data", {})[key if key not in report.get("eval_data", {}) else path.stem] = summary

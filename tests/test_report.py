@@ -250,3 +250,28 @@ def test_your_prompts_changed_since_their_answers_is_seen_from_any_working_folde
     data.write_text('{"instruction": "Hello."}\n')
     report = write_report(tmp_path / "run")
     assert "eval_data" not in report and report["eval_stale"]["p.json"].startswith("p.jsonl changed since")
+
+
+def test_sfts_stored_evaluation_is_graded_again_too_when_it_is_not_reused(micro_world, tmp_path, monkeypatch):
+    """`lab eval --models base --eval_max_new_tokens 8` after a training stage changed its prompts: SFT's stored
+    evaluation (another answer length: not reused) was left with the old training prompts while RLHF's was graded
+    again, so RLHF was set apart from SFT for "other training prompts"."""
+    from lab_utils import harness, tasks
+    from lab_utils.evaluate import grade
+
+    for stage, folder in (("pretrain", "base"), ("sft", "sft"), ("ppo", "rlhf")):
+        ck.write_json(tmp_path / folder / "metrics.json", {"profile": "micro", "finished_at": stage, "config": {}})
+        (tmp_path / folder / "config.json").write_text("{}")
+    seen = {"now": set()}
+    monkeypatch.setattr(harness, "_load", lambda root, label, spec: (None, None))
+    monkeypatch.setattr(harness, "_reward_model", lambda root: None)
+    monkeypatch.setattr(harness, "training_prompts", lambda root, profile, world: seen["now"])
+    monkeypatch.setattr(harness, "evaluate_tasks", lambda lm, tok, world, records, n, b, seen=None: grade(
+        world, records, ["Paris."] * len(records), [True] * len(records), seen))
+    harness.run_eval("micro", tmp_path)
+    seen["now"] = set().union(*map(tasks.seen_keys, tasks.sft_records(micro_world, 50, seed=99)))
+    harness.run_eval("micro", tmp_path, models=("base",), eval_max_new_tokens=8)
+    report = ck.read_json(tmp_path / "report.json")
+    assert list(report["eval"]) == ["sft", "rlhf"]  # base answered with 8 tokens: set apart for that alone
+    assert report["eval_stale"]["base"].startswith("it answered with another --eval_max_new_tokens")
+    assert len({ck.read_json(tmp_path / "eval" / f"{m}.json")["seen_sha256"] for m in ("base", "sft", "rlhf")}) == 1
