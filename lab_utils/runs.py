@@ -127,11 +127,11 @@ def seen_sha256(seen: set[tuple]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def eval_stale_reason(root: Path, name: str, res: dict, sft: dict | None = None) -> str | None:
+def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None = None) -> str | None:
     """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
     mean reward came from an earlier reward model, or its head-to-head was against an earlier SFT model or against
-    other answers than `sft` (the split's stored SFT evaluation) holds now. An evaluation from before these were
-    recorded is taken as it is."""
+    other answers than the split's stored SFT evaluation holds now (`sft_answers`, their `answers_sha256`). An
+    evaluation from before these were recorded is taken as it is."""
     model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(res.get("model", ""))
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
@@ -142,8 +142,7 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft: dict | None = None)
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
         return "its head-to-head was against an earlier SFT model"
-    if "head_to_head_vs_sft" in res and sft and res.get("sft_answers_sha256", answers_sha256(sft)) != \
-            answers_sha256(sft):
+    if "head_to_head_vs_sft" in res and sft_answers and res.get("sft_answers_sha256", sft_answers) != sft_answers:
         return "its head-to-head was against other SFT answers than SFT's stored evaluation holds now (SFT was " \
                "evaluated again)"
     return None
@@ -242,7 +241,8 @@ def write_report(root: Path) -> dict:
     for split, key, prefix, flag in (("test", "eval", "", ""),
                                      ("validation", "eval_validation", "validation/", " --split validation")):
         found = evaluations(root, split)
-        stale = {name: eval_stale_reason(root, name, res, found.get("sft")) for name, res in found.items()}
+        sft_answers = answers_sha256(found["sft"]) if "sft" in found else None  # what head-to-heads were judged against
+        stale = {name: eval_stale_reason(root, name, res, sft_answers) for name, res in found.items()}
         pivot = next((m for m in ("sft", "rlhf", *found) if m in found and not stale[m]), None)  # the others' reference
         for name, res in found.items():
             why = stale[name] or _other_prompts(res, pivot, found.get(pivot, {}))
