@@ -354,16 +354,23 @@ def render_prompt(turns: list[tuple[str, str]]) -> str:
     return "\n\n".join(part for part in [*system, body] if part)
 
 
+NOT_ALPACA = {  # other datasets' prompt fields beside an Alpaca instruction, and where their text goes
+    "context": "move its text into 'input', Alpaca's field for the text the instruction works on (Dolly's "
+               "'context')",
+    "question": "move its text into 'input' (the text the instruction works on) or into 'instruction'",
+    "query": "move its text into 'input' (the text the instruction works on) or into 'instruction'"}
+
+
 def alpaca_context(rec: dict, instruction: str, spec: str | None, where: str | None) -> str:
     """The instruction with the earlier context of an Alpaca record in LLaMA-Factory's layout: a `system` string and
     a `history` of earlier [instruction, output] turns. They are rendered the way preference prompts are
     (`render_prompt`): the system message as a paragraph first, the turns as a Human/Assistant transcript ending
     with this instruction. Without them the instruction is returned as it is."""
-    context = rec.get("context")  # Dolly's name for Alpaca's input: read by no stage, it would vanish unnoticed
-    if context and (not isinstance(context, str) or context.strip()):  # as pair_records.PROMPT_LIKE's fields
-        raise LabError("field 'context' is not an Alpaca field, and its text would be dropped", path=spec,
-                       where=where, fix="move its text into 'input', Alpaca's field for the text the instruction "
-                                        "works on (Dolly's 'context')")
+    for field, fix in NOT_ALPACA.items():  # read by no stage, their text would vanish unnoticed
+        value = rec.get(field)
+        if value and (not isinstance(value, str) or value.strip()):  # as pair_records.PROMPT_LIKE's fields
+            raise LabError(f"field '{field}' is not an Alpaca field, and its text would be dropped", path=spec,
+                           where=where, fix=fix)
     system, history = rec.get("system"), rec.get("history")
     if system is not None and not isinstance(system, str):
         raise LabError(f"field 'system' is of type {type(system).__name__}, not a string", path=spec, where=where,

@@ -354,6 +354,12 @@ def _sharegpt(rec: dict, at: Where) -> dict:
         _fail(at, f"field 'system' is of type {type(system).__name__}, not a string",
               "make 'system' a string, or leave it out")
     first = [("system", _text(system, "system", at))] if system and system.strip() else []
+    for field in [f for f in PROMPT_LIKE if f != "system"]:  # a ShareGPT prompt is its conversation (and system) alone
+        value = rec.get(field)
+        if value and (not isinstance(value, str) or value.strip()):
+            _fail(at, f"field '{field}' holds prompt text, but a ShareGPT pair reads its prompt from 'conversations' "
+                      "(and 'system') alone and would drop it",
+                  "put its text into the conversation's messages, or remove it")
     if not isinstance(rec["conversations"], list):  # e.g. a list saved as its JSON text by a CSV round trip
         _fail(at, f"field 'conversations' is of type {type(rec['conversations']).__name__}, not a list of messages",
               'give it as a list of {"from", "value"} messages (parse a list that was saved as text)')

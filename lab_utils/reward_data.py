@@ -200,8 +200,11 @@ def _run_records(path: Path, what: str, valid, fix: str) -> list[dict]:
 
     try:
         records = read_jsonl(path)
-    except LabError as err:  # malformed JSON: read_jsonl names the line
-        raise broken((err.where or "").removeprefix("line ")) from None
+    except LabError as err:
+        if err.where:  # malformed JSON: read_jsonl names the line
+            raise broken(err.where.removeprefix("line ")) from None
+        # the file as a whole (missing, empty, not UTF-8 text): its own message, with the fix for the run's file
+        raise LabError(err.message, path=str(path), fix=fix) from None
     for row in records:
         line = row.pop("_line")
         if not valid(row):

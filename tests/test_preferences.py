@@ -729,3 +729,69 @@ def test_dollys_context_is_an_error_not_dropped(tmp_path):
     with pytest.raises(LabError, match="field 'context' holds prompt text.*rename 'context' to 'input'"):
         parse_pair(implicit)
     assert parse_pair(alpaca_pair | {"context": " ", "input": "The sky is blue."})["input"] == "The sky is blue."
+
+
+def test_a_hub_datasets_unusable_rows_are_left_out_with_one_warning_and_a_files_stay_an_error(monkeypatch, tmp_path):
+    """Anthropic-HH holds a few rows whose two transcripts differ before the final reply; one such row among
+    thousands stopped `lab reward`, `lab dpo` and `lab ppo --data <hub id>` with a fix no one can apply to a hub
+    dataset. Like `load_alpaca`, a hub dataset's unusable rows are left out with a warning, unless every row is."""
+    good = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
+    bad = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Bye?\n\nAssistant: Bye."}
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda spec, split, local: [good, bad, good])
+    with pytest.warns(UserWarning, match=r"left out 1 of 3 records that are not usable preference pairs \(the "
+                                         r"first: row 2: fields 'chosen' and 'rejected' differ"):
+        assert len(load_pairs("Anthropic/hh-rlhf")) == 2
+    with pytest.warns(UserWarning, match="left out 1 of 3 records that are not usable prompts"):
+        assert load_prompts("Anthropic/hh-rlhf") == [("Hi?", "")]
+    monkeypatch.setattr("lab_utils.preferences._hub_rows", lambda spec, split, local: [bad, bad])
+    for load in (load_pairs, load_prompts):  # no row usable: another layout, said with the first row's error
+        with pytest.raises(LabError, match="row 1: fields 'chosen' and 'rejected' differ"):
+            load("Anthropic/hh-rlhf")
+    for load in (load_pairs, load_prompts):  # a file is the user's to fix: its first bad record is the error
+        with pytest.raises(LabError, match="record 2: fields 'chosen' and 'rejected' differ"):
+            load(write_json(tmp_path / "hh.json", [good, bad, good]))
+
+
+@pytest.mark.parametrize("field", ["input", "question", "query", "history", "context"])
+def test_prompt_text_beside_a_sharegpt_conversation_is_an_error_not_dropped(field):
+    """A ShareGPT pair's prompt is its conversation (and `system`): text in another prompt field was dropped."""
+    rec = {"conversations": [{"from": "human", "value": "Summarise the text below."}],
+           "chosen": {"from": "gpt", "value": "A cat sat."}, "rejected": {"from": "gpt", "value": "Dogs."},
+           field: "The cat sat on the mat all day." if field != "history" else [["Hi", "Hello"]]}
+    with pytest.raises(LabError, match=f"field '{field}' holds prompt text, but a ShareGPT pair reads its prompt "
+                                       "from 'conversations'"):
+        parse_pair(rec)
+    assert parse_pair(rec | {field: " " if field != "history" else []})["prompt"] == "Summarise the text below."
+
+
+@pytest.mark.parametrize("field", ["question", "query"])
+def test_a_question_beside_an_alpaca_instruction_is_an_error_not_dropped(tmp_path, field):
+    """`question` and `query` beside `instruction` were read by no stage, as Dolly's `context` was."""
+    from lab_utils.data import load_alpaca
+
+    pair = {"instruction": "Answer the question.", field: "What is 2+2?", "chosen": "4", "rejected": "5"}
+    with pytest.raises(LabError, match=f"field '{field}' is not an Alpaca field.*move its text into 'input'"):
+        parse_pair(pair)
+    with pytest.raises(LabError, match=f"record 1: field '{field}' is not an Alpaca field"):
+        load_prompts(write_json(tmp_path / "q.json", [{"instruction": "Answer the question.", field: "What?"}]))
+    with pytest.raises(LabError, match=f"record 1: field '{field}' is not an Alpaca field"):
+        load_alpaca(write_json(tmp_path / "sft.json", [{"instruction": "Answer.", field: "What?", "output": "4"}]))
+
+
+@pytest.mark.parametrize("content, message", [(b"", "the file is empty"),
+                                              ('{"prompt": "caf\xe9"}\n'.encode("latin-1"), "not UTF-8 text"),
+                                              (None, "file not found")])
+def test_the_runs_own_pairs_file_says_what_is_wrong_with_it_as_a_whole(tmp_path, content, message):
+    """A missing, empty or non-UTF-8 reward/pairs.jsonl was reported as `path:: not a preference pair written by
+    `lab reward``, its cause lost."""
+    from lab_utils.reward_data import run_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(LabError, match=message) as err:
+        run_pairs(path, fix="run `lab reward` again")
+    assert "::" not in str(err.value) and str(err.value).endswith("Fix: run `lab reward` again.")
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(LabError, match=r"pairs.jsonl:2: not a preference pair written by `lab reward`"):
+        run_pairs(path, fix="run `lab reward` again")
