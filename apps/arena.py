@@ -163,8 +163,10 @@ def question_key(text: str) -> str:
 
 def _voter(request: gr.Request) -> str:
     """Who voted: the login name, else the browser session's id (the client chooses it: capped); "" when a client
-    sends neither (the store's `voter` column is NOT NULL, so None would lose the vote)."""
-    return (request.username or request.session_hash or "")[:MAX_VOTER_CHARS]
+    sends neither (the store's `voter` column is NOT NULL, so None would lose the vote). Half a character in a
+    client's id ("\ud800") is replaced, since the store cannot hold it and the vote would be lost."""
+    voter = (request.username or request.session_hash or "")[:MAX_VOTER_CHARS]
+    return voter.encode("utf-8", "replace").decode("utf-8")
 
 
 def _rating(value) -> int | None:

@@ -12,13 +12,14 @@ import os
 import sys
 
 import gradio as gr
+import httpx
 
 from lab_utils import serving
-from lab_utils.errors import LabError
+from lab_utils.errors import LabError, cause
 
 AUTH_ENV = "LAB_APP_AUTH"  # "user:pass" or "alice:pw1,bob:pw2"; safer than --auth, which `ps` shows
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away with "queue full"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _served_beyond_this_machine = False  # set by `launch`: --host other than the loopback, or --share
 
 
@@ -87,12 +88,25 @@ def parse_auth(spec: str | None) -> list[tuple[str, str]] | None:
     return [(user, password) for user, password in pairs]
 
 
+def _no_proxy_for(host: str) -> None:
+    """After it binds, Gradio asks its own address whether it is up, through httpx, which follows $http_proxy: a
+    proxy set for the web (common at universities and companies) would get that request and fail the launch. The
+    loopback and the app's own host go direct."""
+    direct = dict.fromkeys(["127.0.0.1", "localhost", "::1", host.strip("[]")])
+    for name in ("NO_PROXY", "no_proxy"):
+        given = [h for h in os.environ.get(name, "").split(",") if h.strip()]
+        os.environ[name] = ",".join(given + [h for h in direct if h not in given])
+
+
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, auth: str | None = None,
            share: bool = False, block: bool = True, queue_size: int = QUEUE_SIZE) -> tuple:
     """Queue and serve `demo`; returns Gradio's (app, local_url, share_url). `block=False` returns at once
     (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
     global _served_beyond_this_machine
     _served_beyond_this_machine = share or host not in LOOPBACK
+    if ":" in host and not host.startswith("["):  # an IPv6 address: Gradio writes its own URL with it unbracketed
+        host = f"[{host}]"
+    _no_proxy_for(host)
     demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # no direct POST around the queue
     logins = parse_auth(auth)
     demo.delete_cache = (3600, 3600)  # Gradio's temporary files older than an hour go, hourly
@@ -104,6 +118,11 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
         raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
                        fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
             from None
+    except (httpx.HTTPError, ValueError) as err:  # bound, but Gradio's request to its own address failed
+        demo.close()
+        raise LabError(f"the app started on {host} but could not reach itself there ({cause(err)})",
+                       fix="pass a --host of this machine, and leave it out of any proxy: "
+                           "NO_PROXY=localhost,127.0.0.1") from None
     if _served_beyond_this_machine and not logins:
         print(f"[lab] warning: {demo.title} is open to {'anyone with the link' if share else 'the network'} with no "
               "login, and votes there train the next reward model: pass --auth user:pass (or set $LAB_APP_AUTH)",

@@ -572,13 +572,39 @@ def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_r
             next(a.battle(other_words))
     for p in a.pool:  # the pool's prompts, drawn by the records' own keys, pass the check of typed text
         assert not tasks.typed_keys(world, p) & a.excluded, p
-    made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)] * 2)
+    made = iter([FakeStream(["Paris."], ended=True), FakeStream(["Lima."], ended=True)] * 3)
     monkeypatch.setattr(serving, "Stream", lambda *args, **kw: next(made))
     *_, (_, _, battle) = a.battle(a.pool[0])
     a.vote("a", None, None, battle, gr.Request(session_hash="s" * 10_000))  # the client picks its session id
     *_, (_, _, battle) = a.battle(a.pool[1])
     a.vote("b", None, None, battle, gr.Request())  # a client that sends no session id: the vote still counts
-    assert [row["voter"] for row in votes.rows(a.db)] == ["s" * arena.MAX_VOTER_CHARS, ""]
+    *_, (_, _, battle) = a.battle(a.pool[0])
+    a.vote("a", None, None, battle, gr.Request(session_hash="\ud800evil"))  # half a character: the store refused it
+    assert [row["voter"] for row in votes.rows(a.db)] == ["s" * arena.MAX_VOTER_CHARS, "", "?evil"]
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_app_launches_behind_a_web_proxy_and_on_the_ipv6_loopback(monkeypatch, capsys, host):
+    """After it binds, Gradio asks its own address whether it is up, through httpx, which follows $http_proxy: with
+    a proxy set for the web the launch failed with httpx's traceback, and so did a bare IPv6 host, whose URL Gradio
+    writes unbracketed ("http://::1:PORT/"). The loopback's IPv6 forms are no network to warn about."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on port 9: a request sent there fails
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "example.org")
+    for where in ("127.0.0.1", host):
+        with gr.Blocks(title="t") as demo:
+            gr.Markdown("hi")
+        _, url, _ = common.launch(demo, host=where, port=free_port(), block=False)
+        demo.close()
+        assert url.startswith("http://127.0.0.1:" if where == "127.0.0.1" else "http://[::1]:")
+    assert "open to" not in capsys.readouterr().err
+    assert os.environ["NO_PROXY"].startswith("example.org,") and "127.0.0.1" in os.environ["no_proxy"]
 
 
 def test_the_prompt_pool_holds_instructions_without_input_and_no_evaluation_prompt(app_root, tmp_path):
