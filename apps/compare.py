@@ -34,7 +34,8 @@ def compare(models: serving.Models, text: str, names: list[str], temperature: fl
     text = checked_prompt(text)
     temperature, top_p = _number("temperature", temperature, 0.0, 1.5), _number("top_p", top_p, 0.05, 1.0)
     max_new_tokens = int(_number("max_new_tokens", max_new_tokens, 1, serving.MAX_NEW_TOKENS))
-    if not names or not set(names) <= set(models.names):
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+            and set(names) <= set(models.names)):
         raise gr.Error(f"pick one or more of: {', '.join(models.names)}", print_exception=False)
     chosen = [n for n in models.names if n in names]
     jobs = [(*loaded(models, n), serving.rendered_prompt(n, text)) for n in chosen]
@@ -130,8 +131,10 @@ def build(root: str | Path) -> gr.Blocks:
         inputs, frozen = [prompt, go], [gr.update(interactive=False)] * 2
         cleared = gr.on([go.click, prompt.submit], lambda: [*[""] * len(answers), None, *frozen], None,
                         [*answers, results, *inputs], api_name="clear", api_visibility="private", queue=False)
+        # preprocess=False: a client's values reach `compare` as sent, and its checks name each bad one (Gradio's
+        # own slider and checkbox handling failed first on a string or a null, with an error that says nothing)
         run = cleared.then(partial(compare, models), [prompt, picked, temperature, top_p, max_new],
-                           [*answers, results], api_name="compare")
+                           [*answers, results], api_name="compare", preprocess=False)
         unlocked_after(run, inputs, "compare")
         # results is None while answers stream (the old lines clear) and filled once all have finished
         results.change(lambda r: [score_line(n, r) for n in models.names], results, scores,

@@ -61,6 +61,8 @@ def rendered_prompt(name: str, text: str) -> str:
 
 def check_prompt(text: str) -> str:
     """The prompt, stripped, if it is fit to send to a model; a LabError otherwise."""
+    if text is not None and not isinstance(text, str):  # a client may send anything
+        raise LabError(f"the prompt is a {type(text).__name__}, not text", fix="send the prompt as a string")
     text = (text or "").strip()
     if not text:
         raise LabError("the prompt is empty", fix="type a question or an instruction")

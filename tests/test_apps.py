@@ -718,6 +718,19 @@ def test_compare_endpoint_refuses_a_long_prompt(compare_url):
         Client(compare_url, verbose=False).predict("x" * 2001, ["sft"], 0.0, 1.0, 8, api_name="/compare")
 
 
+@pytest.mark.parametrize("args, message", [
+    ((QUESTION, ["sft"], "hot", 1.0, 8), "temperature must be a number from 0 to 1.5, not 'hot'"),
+    ((QUESTION, ["sft"], 0.7, [1.0], 8), r"top_p must be a number from 0.05 to 1, not '\[1.0\]'"),
+    ((QUESTION, None, 0.7, 1.0, 8), "pick one or more of"),
+    ((QUESTION, "sft", 0.7, 1.0, 8), "pick one or more of"),
+    (({"text": QUESTION}, ["sft"], 0.7, 1.0, 8), "the prompt is a dict, not text")])
+def test_compare_endpoint_names_each_bad_value_a_client_sends(compare_url, args, message):
+    """Gradio's slider and checkbox handling ran before the lab's checks and failed on a string or a null: the
+    client got an error with no message, and the server logged a traceback."""
+    with pytest.raises(Exception, match=message):
+        Client(compare_url, verbose=False).predict(*args, api_name="/compare")
+
+
 def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path, monkeypatch):
     url, root = arena_app
     answers = itertools.cycle(["Paris", "Lima"])  # the server runs in this process: two different answers each time
