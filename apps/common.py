@@ -118,7 +118,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
         raise LabError(f"cannot listen on {where} ({err.__class__.__name__}: {str(err).split('. ')[0]})",
                        fix="pass a free --port (or stop the app that holds it), and a --host of this machine") \
             from None
-    except (httpx.HTTPError, ValueError) as err:  # bound, but Gradio's request to its own address failed
+    except (httpx.HTTPError, httpx.InvalidURL) as err:  # bound, but Gradio's request to its own address failed
         demo.close()
         raise LabError(f"the app started on {host} but could not reach itself there ({cause(err)})",
                        fix="pass a --host of this machine, and leave it out of any proxy: "
