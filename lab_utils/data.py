@@ -289,22 +289,33 @@ def load_alpaca(spec: str, split: str = "train", limit: int | None = None,
         raise LabError("no records", path=spec, fix="add at least one {instruction, input, output} record")
     rows = rows[:limit] if limit else rows
     hub = _is_hub_id(spec)
-    valid, unusable = [], []
-    for row, w in zip(rows, where):
-        try:
-            valid.append((_alpaca_record(row, spec, w), row, w))
-        except LabError as err:  # in a file, one error the user can fix; a hub dataset cannot be edited
-            if not hub:
-                raise
-            unusable.append(err)
-    if unusable and not valid:  # no row is an Alpaca record: another layout, said with the first row's error
-        raise unusable[0]
-    if unusable:  # e.g. a hub dataset's few empty outputs: left out, as records spelling a special token are
-        warnings.warn(f"{spec}: left out {len(unusable)} of {len(rows)} rows that are not usable Alpaca records "
-                      f"(the first: {unusable[0].where}: {unusable[0].message})", stacklevel=2)
-    kept = [rec for rec, row, w in valid if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
+    valid = usable_rows(rows, where, spec, hub, "Alpaca records", lambda row, w: (_alpaca_record(row, spec, w), row),
+                        unit="rows")  # e.g. a hub dataset's few empty outputs: left out, as special tokens are
+    kept = [rec for (rec, row), w in valid if not special_token_record(_alpaca_texts(row), special_tokens, spec, w, hub)]
     warn_left_out(spec, len(valid) - len(kept), len(kept))
     return kept
+
+
+def usable_rows(rows: list, where: list[str], spec: str, uneditable: bool, what: str, parse,
+                unit: str = "records") -> list[tuple]:
+    """(parse(row, at), at) of each row. A row `parse` refuses is its one `LabError` in a file, which the user can fix;
+    a hub dataset's or the vote store's is left out with one warning (neither can be edited, and a public set of
+    thousands of rows may hold a few that break a rule, as Anthropic-HH does), unless every row is refused: then it
+    is another layout, said with the first row's error."""
+    done, refused = [], []
+    for row, at in zip(rows, where):
+        try:
+            done.append((parse(row, at), at))
+        except LabError as err:
+            if not uneditable:
+                raise
+            refused.append(err)
+    if refused and not done:
+        raise refused[0]
+    if refused:
+        warnings.warn(f"{spec}: left out {len(refused)} of {len(rows)} {unit} that are not usable {what} (the first: "
+                      f"{refused[0].where}: {refused[0].message})", stacklevel=3)
+    return done
 
 
 def _alpaca_texts(row: dict) -> dict[str, str]:

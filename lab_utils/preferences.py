@@ -15,8 +15,7 @@ from pathlib import Path
 
 from . import votes
 from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, read_jsonl,
-                   special_token_record, warn_left_out)
-from .errors import LabError
+                   special_token_record, usable_rows, warn_left_out)
 from .pair_records import Where, _fail, _literal, _text, parse_pair, prompt_of
 
 VOTE_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # the arena's SQLite store, read through `votes`
@@ -39,7 +38,7 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
     rows, where = (rows[:limit], where[:limit]) if limit else (rows, where)
     hub = _is_hub_id(spec)  # a hub dataset's own `split` column (if any) is not the lab's field
     uneditable = hub or is_vote_store(spec)  # like a hub dataset, a vote store is not the user's to fix by hand
-    parsed = _usable(rows, where, spec, uneditable, "preference pairs",
+    parsed = usable_rows(rows, where, spec, uneditable, "preference pairs",
                      lambda row, at: parse_pair(row, (spec, at)) | ({} if hub else _split(row, (spec, at))))
     pairs = [p for p, at in parsed
              if not special_token_record({k: p[k] for k in ("prompt", "input", "chosen", "rejected") if k in p},
@@ -54,26 +53,6 @@ def load_pairs(spec: str, split: str = "train", limit: int | None = None,
         warnings.warn(f"{spec}: skipped {len(pairs) - len(kept)} pair(s) whose chosen and rejected are identical",
                       stacklevel=2)
     return kept
-
-
-def _usable(rows: list, where: list[str], spec: str, uneditable: bool, what: str, parse) -> list[tuple]:
-    """(parse(row, at), at) of each row. A row `parse` refuses is its one `LabError` in a file; a hub dataset's or
-    the vote store's is left out with one warning (neither can be edited, and a public set of thousands of rows may
-    hold a few that break a rule, as Anthropic-HH does), unless every row is refused."""
-    done, refused = [], []
-    for row, at in zip(rows, where):
-        try:
-            done.append((parse(row, at), at))
-        except LabError as err:
-            if not uneditable:
-                raise
-            refused.append(err)
-    if refused and not done:
-        raise refused[0]
-    if refused:
-        warnings.warn(f"{spec}: left out {len(refused)} of {len(rows)} records that are not usable {what} (the "
-                      f"first: {refused[0].where}: {refused[0].message})", stacklevel=3)
-    return done
 
 
 def is_vote_store(spec: str) -> bool:
@@ -151,7 +130,7 @@ def load_prompts(spec: str, split: str = "train", special_tokens: Sequence[str] 
     seen: dict[tuple[str, str], None] = {}
     uneditable, n_left_out = _is_hub_id(spec) or is_vote_store(spec), 0  # as `load_pairs` leaves such records out
     field = lambda row: "instruction" if isinstance(row, dict) and "instruction" in row else "prompt"  # noqa: E731
-    parsed = _usable(rows, where, spec, uneditable, "prompts",
+    parsed = usable_rows(rows, where, spec, uneditable, "prompts",
                      lambda row, at: (*prompt_of(row, (spec, at)), field(row)))
     for (instruction, text, asked), at in parsed:
         if special_token_record({asked: instruction, "input": text}, special_tokens, spec, at, uneditable):
