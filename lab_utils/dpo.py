@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 
 from .config import DPOConfig
-from .modeling import use_bf16
+from .modeling import quiet_unless, use_bf16
 from .reward import _ranking, response_loglik
 from .tokenizer import prompt_response_ids
 
@@ -91,13 +91,11 @@ def train(cfg: DPOConfig, policy, ref_model, tokenizer, pairs: list[dict], eval_
     separated `loss_type`s). `ref_model` is the frozen reference, a model apart from `policy`; None with --lora,
     where the reference is the policy with its adapter disabled. The loss is TRL's `evaluate` on the `eval_pairs`
     whose answers both ended (None without any)."""
-    from transformers import PrinterCallback
-
     with tempfile.TemporaryDirectory(prefix="lab-dpo-") as scratch:  # save_strategy "no": TRL writes nothing here
         trainer = _dpo_trainer_class()(model=policy, ref_model=ref_model, processing_class=tokenizer,
                                        train_dataset=as_dataset(pairs), args=trl_args(cfg, scratch, progress),
                                        peft_config=_lora(cfg))
-        trainer.remove_callback(PrinterCallback)  # with tqdm off it would print every log dict; log_history keeps them
+        quiet_unless(progress, trainer)
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0

@@ -162,6 +162,16 @@ def bf16_is_fast(device_type: str) -> bool:
     return True
 
 
+def quiet_unless(progress: bool, trainer):
+    """`trainer` as given; without `progress` it also prints nothing per logging step. With tqdm off, transformers
+    swaps its progress bar for a `PrinterCallback` that prints every logged dict; `trainer.state.log_history` keeps
+    them either way."""
+    if not progress:
+        from transformers import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def use_bf16(requested: bool, device_type: str | None = None) -> bool:
     """bf16 autocast when it is asked for and `bf16_is_fast`; otherwise float32, with a warning when it was asked for.
     The course's numbers were measured under bf16: in float32 they differ (README, "A CPU without bf16 kernels")."""

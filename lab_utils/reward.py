@@ -44,7 +44,8 @@ from . import checkpoints as ck
 from .config import RewardConfig
 from .errors import LabError
 from .generation import alpaca_prompts, generate_ended
-from .modeling import check_model_folder, load_error, require_eos, use_bf16, with_distinct_pad
+from .modeling import (check_model_folder, load_error, quiet_unless, require_eos, use_bf16,
+                       with_distinct_pad)
 from .ppo_math import logprobs_from_logits
 from .tokenizer import prompt_response_ids
 from .world import World
@@ -304,7 +305,7 @@ def train_pairwise(cfg: RewardConfig, sft_dir: Path, pairs: list[dict], progress
         trainer = RegularisedRewardTrainer(model=model, args=args, train_dataset=pair_dataset(tokenizer, pairs),
                                            processing_class=tokenizer, peft_config=_lora(cfg), lm_head=lm_head,
                                            lm_coef=cfg.lm_coef)
-        trainer.train()
+        quiet_unless(progress, trainer).train()
     model = trainer.model.merge_and_unload() if cfg.lora else trainer.model
     history = [{"step": h["step"], "loss": h["loss"]} | ({"lm_loss": h["lm_loss"]} if "lm_loss" in h else {})
                for h in trainer.state.log_history if "loss" in h]
@@ -333,7 +334,7 @@ def train_ratings(cfg: RewardConfig, sft_dir: Path, ratings: list[dict], progres
         trainer = Trainer(model=model, args=TrainingArguments(**_common_args(cfg, tmp, progress),
                                                               remove_unused_columns=False),
                           train_dataset=data, data_collator=collate)
-        trainer.train()
+        quiet_unless(progress, trainer).train()
     model = trainer.model.merge_and_unload() if cfg.lora else trainer.model
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     return model, tokenizer, history

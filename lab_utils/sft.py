@@ -28,7 +28,7 @@ from trl import SFTTrainer
 from . import checkpoints as ck
 from .config import SFTConfig
 from .errors import LabError, cause
-from .modeling import check_model_folder, give_distinct_pad, pickled_only, require_eos, use_bf16
+from .modeling import check_model_folder, give_distinct_pad, pickled_only, quiet_unless, require_eos, use_bf16
 from .tokenizer import chat_template_for, prompt_response_ids, render_alpaca
 
 METHODS = ("qlora", "lora", "full")
@@ -126,6 +126,7 @@ def build_trainer(cfg: SFTConfig, model, tokenizer, records: list[dict], output_
     trainer = SFTTrainer(model=model, args=trl_args(cfg, output_dir, progress, length_limit(cfg, model)),
                          train_dataset=tokenized_records(records, tokenizer), processing_class=tokenizer,
                          peft_config=peft_cfg)
+    quiet_unless(progress, trainer)
     keep_adapters_fp32(trainer.model)
     # TRL cuts a record longer than max_length and keeps it if any response token is left; cut, it has lost its EOS
     # and would teach the model not to stop. Keep only the records that end with their EOS label.

@@ -268,6 +268,18 @@ def test_ratings_model_trains_with_its_own_epochs_and_learning_rate(sft_root, mo
     assert history[-1]["step"] == 2 * len(ratings) // 3  # two passes of two steps each
 
 
+def test_both_reward_models_train_without_printing_their_logs_when_progress_is_off(sft_root, capsys):
+    """With tqdm off, transformers prints every logged dict instead of a bar; `progress=False` prints nothing per
+    step, and the history keeps every logged loss."""
+    pairs = [{"prompt": f"What is {i} plus 1?", "chosen": f"{i + 1}.", "rejected": "No idea."} for i in range(4)]
+    ratings = [{"prompt": p["prompt"], "response": p["chosen"], "ended": True, "rating": 5} for p in pairs]
+    cfg = RewardConfig.for_profile("micro", epochs=1.0, ratings_epochs=1.0, batch_size=2, logging_steps=1, bf16=False)
+    capsys.readouterr()
+    for train, data in ((R.train_pairwise, pairs), (R.train_ratings, ratings)):
+        _, _, history = train(cfg, sft_root / "sft", data, progress=False)
+        assert len(history) == 2 and "'loss'" not in capsys.readouterr().out
+
+
 def test_a_model_whose_pad_is_its_eos_gets_a_pad_of_its_own_in_both_reward_models(sft_root, tmp_path):
     """`lab reward --model DIR` with a folder whose tokenizer reuses EOS as PAD (as many downloaded models do): the
     reward models get the distinct PAD the rest of the stage gets from `load_causal_lm`, with an embedding row for it.

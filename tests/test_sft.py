@@ -225,6 +225,16 @@ def qlora_run(base_dir, tmp_path_factory):
     return cfg, metrics, out
 
 
+def test_a_run_without_progress_prints_no_log_lines(base_dir, tmp_path, capsys):
+    """`progress=False` is quiet. With tqdm off, transformers prints every logged dict instead of a bar: notebook 03's
+    comparison of three methods printed two dozen `{'loss': ...}` lines. The losses stay in the metrics' history."""
+    cfg = SFTConfig.for_profile("micro", method="lora", **FAST | {"logging_steps": 1})
+    capsys.readouterr()
+    metrics = train_sft(cfg, base_dir, RECORDS, tmp_path / "sft", progress=False)
+    assert len(metrics["history"]) == cfg.max_steps
+    assert "'loss'" not in capsys.readouterr().out
+
+
 def test_train_sft_saves_merged_model_and_adapter(qlora_run, base_dir, fp32_base):
     cfg, metrics, out = qlora_run
     assert (out / "model.safetensors").is_file() and not list(out.parent.glob(".tmp-*"))
