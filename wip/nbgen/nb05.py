@@ -387,9 +387,9 @@ class LengthLovingReward(reward.RewardModel):
 
 trained = reward.RewardModel.load(out / "reward")
 flawed = LengthLovingReward(trained.model, trained.tokenizer, trained.mean, trained.std)
-# half the main run's iterations: the flaw is found long before that (and CI runs this notebook on 2 cores)
+# a third of the main run's iterations: the flaw is found well within them (and CI runs this notebook on 2 cores)
 hack = stages.run_ppo(profile, out, reward_override=flawed, save_to="rlhf-hacked", kl_coef=0.0, adaptive_kl=False,
-                      iterations=cfg.iterations // 2, log=lambda *_: None)
+                      iterations=cfg.iterations // 3, log=lambda *_: None)
 h_hack = pd.DataFrame(hack["history"])
 """)
 
