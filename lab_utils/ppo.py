@@ -95,6 +95,13 @@ def response_logits(model, query, query_mask, response, response_mask, temperatu
     return logits
 
 
+def token_mean_across(reduce, mean: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """The mean over every process's response tokens, from each process's own token mean and token count (`reduce`:
+    accelerate's, which sums over the processes). A mean of the processes' means would weigh a process whose answers
+    were short like one whose answers were long."""
+    return reduce(mean * n_tokens, "sum") / reduce(n_tokens, "sum")
+
+
 class ValueModel(torch.nn.Module):
     """The value model (a sequence-classification model) as one module whose `forward` gives a value at every
     position, (B, L): the score head on each hidden state, not only the last. One `forward`, because data-parallel
@@ -313,7 +320,7 @@ class PPOTrainer:
         if self.n_proc > 1:  # means of equal shares: the mean over the whole batch
             opt = {key: self.acc.reduce(torch.tensor(v, device=self.acc.device), "mean").item()
                    for key, v in opt.items()}
-            entropy = self.acc.reduce(entropy, "mean")
+            entropy = token_mean_across(self.acc.reduce, entropy, b["loss_mask"].sum().float())
         beta = self.kl_ctl.value
         self.kl_ctl.update(kl_per_seq.mean().item(), len(drawn))
         self.iteration += 1

@@ -1169,3 +1169,11 @@ def test_an_adaptive_kl_that_could_fall_to_zero_is_one_clear_error():
     controller = ppo_math.AdaptiveKLController(0.3, target=1.0, horizon=8.0)
     controller.update(0.0, n_steps=39)  # the largest batch the check lets through keeps β above 0
     assert controller.value > 0
+
+
+def test_entropy_under_ddp_is_the_mean_over_every_process_tokens():
+    """Two processes, one with 10 response tokens of mean entropy 1, one with 30 of mean 3: the logged entropy is the
+    mean over all 40 tokens (2.5), not the mean of the two means (2.0). `reduce` sums over the stacked processes."""
+    means, tokens = torch.tensor([1.0, 3.0]), torch.tensor([10.0, 30.0])
+    pooled = ppo.token_mean_across(lambda t, op: t.sum() if op == "sum" else None, means, tokens)
+    assert pooled.item() == pytest.approx(2.5)
