@@ -20,14 +20,15 @@ from lab_utils.sft import load_for_method
 
 warnings.filterwarnings("ignore")
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
-out.mkdir(parents=True, exist_ok=True)
-for name in ("base", "tokenizer", "sft-adapter", "report.json"):  # what the later stages read
-    (shutil.copytree if (run / name).is_dir() else shutil.copy)(run / name, out / name)
+if out.exists():
+    sys.exit(f"{out} exists: give a new folder (the copy is written whole, or not at all)")
 nf4 = load_for_method(str(run / "base"), "qlora").dequantize(dtype=torch.float32)  # NF4 rounding kept, fp32
 merged = PeftModel.from_pretrained(nf4, str(run / "sft-adapter")).merge_and_unload()
-with ck.atomic_dir(out / "sft") as tmp:
-    merged.save_pretrained(tmp, safe_serialization=True)
+with ck.atomic_dir(out) as tmp:  # a temporary folder beside OUT_DIR, renamed to it at the end
+    for name in ("base", "tokenizer", "sft-adapter", "report.json"):  # what the later stages read
+        (shutil.copytree if (run / name).is_dir() else shutil.copy)(run / name, tmp / name)
+    merged.save_pretrained(tmp / "sft", safe_serialization=True)
     for f in (run / "sft").iterdir():  # tokenizer (with its PAD), chat template, lab_config.json, metrics.json
         if f.name not in ("model.safetensors", "config.json", "generation_config.json"):
-            shutil.copy(f, tmp / f.name)
+            shutil.copy(f, tmp / "sft" / f.name)
 print(f"{out / 'sft'}: the adapter merged into the dequantised NF4 base")
