@@ -317,7 +317,7 @@ class PPOTrainer:
         kl_se = (kl_per_seq.std() / len(drawn) ** 0.5).item() if len(drawn) > 1 else 0.0  # of the mean KL
         lr = self.scheduler.get_last_lr()[0]  # the rate of this iteration's updates (optimise steps the schedule)
         opt, entropy = self.optimise(b), b["entropy"]
-        if self.n_proc > 1:  # means of equal shares: the mean over the whole batch
+        if self.n_proc > 1:  # the optimiser's statistics are means of equal shares; the entropy's shares differ
             opt = {key: self.acc.reduce(torch.tensor(v, device=self.acc.device), "mean").item()
                    for key, v in opt.items()}
             entropy = token_mean_across(self.acc.reduce, entropy, b["loss_mask"].sum().float())
