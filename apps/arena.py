@@ -38,6 +38,7 @@ from lab_utils.config import EvalConfig, WorldConfig, build_world_from, resolve_
 from lab_utils.errors import LabError
 
 MAX_VOTER_CHARS = 64
+MAX_MODEL_NAME_CHARS = 255  # a contestant is a folder of the run, and no common filesystem allows a longer name
 BUTTONS = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 SAME_TEXT = ("The two answers are the same text, so neither can be better: vote **Tie** or **Both are bad** (and "
              "rate them if you like).")
@@ -192,7 +193,7 @@ def reveal(result: dict) -> str:
     names = (result.get("model_a"), result.get("model_b")) if isinstance(result, dict) else ()
     if not (names and isinstance(result.get("choice"), str) and result["choice"] in BUTTONS
             and isinstance(result.get("recorded"), bool)
-            and all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)):
+            and all(isinstance(n, str) and 0 < len(n) <= MAX_MODEL_NAME_CHARS for n in names)):
         raise gr.Error("no vote to reveal: vote with the buttons first", print_exception=False)
     said = "" if result["recorded"] else " (this battle already had your vote; the first one stands)"
     return (f"**A** was **{result['model_a']}**, **B** was **{result['model_b']}**. "

@@ -68,7 +68,7 @@ def _number(name: str, value, lo: float, hi: float) -> float:
     """A sampling setting from the page or the API, where a client may send anything (NaN passes a slider's bounds)."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         number = math.nan
     if isinstance(value, bool) or not lo <= number <= hi:  # NaN fails every comparison
         raise gr.Error(f"{name} must be a number from {lo:g} to {hi:g}, not {str(value)[:20]!r}", print_exception=False)

@@ -301,7 +301,8 @@ def test_compare_refuses_bad_requests_before_generating(models, text, names, mes
     (float("nan"), 1.0, 8, "temperature must be a number from 0 to 1.5"),
     ("hot", 1.0, 8, "temperature must be a number from 0 to 1.5, not 'hot'"),
     (0.7, 5.0, 8, "top_p must be a number from 0.05 to 1"),
-    (0.7, 1.0, True, "max_new_tokens must be a number")])
+    (0.7, 1.0, True, "max_new_tokens must be a number"),
+    (0.7, 1.0, 10**400, "max_new_tokens must be a number from 1 to 512")])  # too large for a float: OverflowError
 def test_compare_refuses_sampling_settings_out_of_range_before_generating(models, temperature, top_p, max_new_tokens,
                                                                          message):
     """A client may send anything a slider would not (NaN passes Gradio's bounds check): each setting is named."""
@@ -321,7 +322,9 @@ def test_values_the_browser_sends_back_are_checked_before_they_are_shown():
     assert compare.score_line("sft", long) == "cut off at max new tokens · " + "y" * 500
     vote = {"choice": "a", "model_a": "sft", "model_b": "rlhf", "recorded": True}
     assert arena.reveal(vote).startswith("**A** was **sft**, **B** was **rlhf**. Your vote: A is better.")
-    for bad in ({**vote, "choice": "x"}, {**vote, "model_a": ["sft"]}, {**vote, "model_b": "z" * 65},
+    long_name = "rlhf-" + "k" * 250  # a contestant is any folder of the run: its name may be up to 255 characters
+    assert f"**B** was **{long_name}**" in arena.reveal({**vote, "model_b": long_name})
+    for bad in ({**vote, "choice": "x"}, {**vote, "model_a": ["sft"]}, {**vote, "model_b": "z" * 256},
                 {**vote, "recorded": "yes"}, {**vote, "choice": ["a"]}, {**vote, "choice": {}}, {"choice": "a"}, None,
                 "a"):
         with pytest.raises(gr.Error, match="no vote to reveal"):
