@@ -39,14 +39,17 @@ def _exists(path: str | os.PathLike) -> bool:
 def _read(path: Path) -> str:
     if not _exists(path):
         raise LabError("file not found", path=str(path), fix="check the path given with --data")
-    if path.is_dir():
-        raise LabError("is a folder, not a file", path=str(path), fix="pass a .txt, .json or .jsonl file")
+    if path.is_dir():  # (which file types a stage takes, its loader says)
+        raise LabError("is a folder, not a file", path=str(path), fix="pass the path of the file in it, not the folder")
     try:
         # a byte-order mark (Windows editors) is dropped; line ends are left as they are: the readers split at "\n"
         # (so a stray "\r" inside a line does not end it, as `read_text`'s newline translation made it)
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:  # the line too: a byte offset alone is hard to find in a large file
         line = _line_at(err.object, err.start)
+        if err.end == len(err.object) and err.reason == "unexpected end of data":  # UTF-8 up to a cut-off character
+            raise LabError(f"the file ends inside a character (line {line}, byte {err.start}): it was cut off",
+                           path=str(path), fix="copy or download the whole file again") from None
         raise LabError(f"not UTF-8 text (line {line}, byte {err.start})", path=str(path),
                        fix="save the file as UTF-8") from None
     except OSError as err:  # no permission to read it, an unreadable mount

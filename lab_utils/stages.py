@@ -27,7 +27,7 @@ from . import checkpoints as ck
 from . import reward_data
 from .config import (DPOConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
                      build_world_from, resolve_profile)
-from .data import _exists
+from .data import _exists, _is_hub_id, _suffix, load_texts
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
@@ -90,6 +90,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
+    _read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
                       "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
@@ -159,9 +160,14 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
 def _read_first(loader, spec: str, split: str) -> None:
     """Read a local --data file once before any upstream stage is looked for or any model loaded, so that what is
     wrong with it (one error naming the file, record and field) is said first, not after `lab sft` has been run for
-    it. The stage reads it again later, with the model's tokenizer for the special-token check; a hub dataset is read
-    then only (a download)."""
-    if spec and _exists(spec):  # an unreadable path (too long, ...) is said by the loader, with its fix
+    it; a mistyped path likewise, before "no base model" sends the user to run earlier stages. The stage reads it
+    again later, with the model's tokenizer for the special-token check; a hub dataset is read then only (a
+    download)."""
+    from .preferences import VOTE_STORE_SUFFIXES
+
+    # a path that does not exist is read too (the loader says "file not found"), unless it may be a hub id
+    if spec and (_exists(spec) or _suffix(spec) in (".txt", ".json", ".jsonl", *VOTE_STORE_SUFFIXES)
+                 or not _is_hub_id(spec)):
         with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
             warnings.simplefilter("ignore")
             loader(spec, split)

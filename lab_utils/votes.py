@@ -188,6 +188,8 @@ def init(db: str | os.PathLike) -> Path:
 def _existing(db: str | os.PathLike) -> Path:
     """The path of a store that must exist already (reading never creates an empty one by accident)."""
     db = Path(db)
+    if db.is_dir():
+        raise LabError("is a folder, not a file", path=str(db), fix="pass the votes.db file the arena wrote")
     if not db.is_file():
         raise LabError("no vote store", path=str(db), fix="collect votes first with `lab app arena`")
     return db

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ BAD_FILES = [  # (file name, content or None for absent, words the error line mu
     ("lines.json", '{"text": "a"}\n{"text": "b"}\n', ["malformed JSON", "should end in .jsonl"]),
     # valid UTF-8, but UTF-16 saved without a byte-order mark: every other byte is NUL
     ("utf16.txt", "hello\nworld\n".encode("utf-16-le"), ["line 1", "NUL characters", "save the file as UTF-8"]),
+    # UTF-8 up to a character cut in two at the end, as an interrupted copy or download leaves it
+    ("cut.jsonl", '{"text": "ok"}\n{"text": "世界'.encode("utf-8")[:-1],
+     ["line 2", "ends inside a character", "cut off", "copy or download the whole file again"]),
 ]
 
 
@@ -291,3 +295,33 @@ def test_sft_data_in_another_layout_is_named_as_such_and_empty_text_records_are_
     latin.write_bytes("first\nsecond caf\xe9\n".encode("latin-1"))
     with pytest.raises(LabError, match=r"not UTF-8 text \(line 2, byte 16\)"):
         load_texts(str(latin))
+
+
+@pytest.mark.parametrize("command", ["pretrain", "sft", "reward", "ppo", "dpo"])
+def test_a_mistyped_data_path_is_said_before_a_missing_earlier_stage(tmp_path, tok_root, capsys, command):
+    """`--data` with a typo in a run folder that lacks the earlier stages: the file is named first, not "no base
+    model" (or "no SFT model"), which sends the user to run those stages before learning the path was wrong. For
+    pretraining, in a folder whose tokenizer was learned from other text, no advice about that text comes first."""
+    out = tmp_path / "run"
+    if command == "pretrain":
+        shutil.copytree(tok_root / "tokenizer", out / "tokenizer")
+    for data in (tmp_path / "typo.json", tmp_path / "data" / "typo.jsonl"):  # data/typo.jsonl: shaped like a hub id
+        capsys.readouterr()
+        assert main([command, "--profile", "micro", "--data", str(data), "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {data}") and "file not found" in err[0], err
+        assert "[lab]" not in captured.out, captured.out
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left == (["tokenizer"] if command == "pretrain" else [])
+
+
+def test_a_folder_is_not_taken_for_a_data_file_or_a_vote_store(tmp_path):
+    from lab_utils.preferences import load_pairs
+
+    for name in ("records.json", "votes.db"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(LabError, match=r"records\.json: is a folder, not a file\. Fix: pass the path of the file in"):
+        load_alpaca(str(tmp_path / "records.json"))
+    with pytest.raises(LabError, match=r"votes\.db: is a folder, not a file\. Fix: pass the votes\.db file"):
+        load_pairs(str(tmp_path / "votes.db"))
