@@ -155,6 +155,22 @@ def _is_hub_id(spec: str) -> bool:
     return _HUB_ID.fullmatch(spec) is not None and not _exists(spec)
 
 
+def read_first(loader, spec: str, split: str) -> None:
+    """Read a local --data file with `loader` once before any upstream stage is looked for or any model loaded, so
+    that what is wrong with it (one error naming the file, record and field) is said first, not after `lab sft` has
+    been run for it; a mistyped path likewise, before "no base model" sends the user to run earlier stages. The
+    stage reads it again later (with the model's tokenizer for the special-token check); a hub dataset is read then
+    only (a download)."""
+    from .preferences import VOTE_STORE_SUFFIXES
+
+    # a path that does not exist is read too (the loader says "file not found"), unless it may be a hub id
+    if spec and (_exists(spec) or _suffix(spec) in (".txt", ".json", ".jsonl", *VOTE_STORE_SUFFIXES)
+                 or not _is_hub_id(spec)):
+        with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
+            warnings.simplefilter("ignore")
+            loader(spec, split)
+
+
 def _not_loadable(spec: str, fix: str) -> NoReturn:
     """The error for a spec that is neither a supported file nor a hub id: missing, or of the wrong type."""
     if not _exists(spec):

@@ -272,6 +272,10 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     cfg = EvalConfig.for_profile(profile, **changes)
     if data_limit < 1:
         raise LabError(f"--data_limit {data_limit}", fix="ask for at least one prompt (the default is 200)")
+    from .data import read_first
+    from .preferences import load_prompts
+
+    read_first(load_prompts, data, data_split)  # a mistyped path or a bad record is said before a missing model
     missing = [m for m in models or () if m not in _existing(root)]
     if missing:
         raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "

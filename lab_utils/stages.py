@@ -27,7 +27,7 @@ from . import checkpoints as ck
 from . import reward_data
 from .config import (DPOConfig, PPOConfig, PretrainConfig, RewardConfig, SFTConfig, TokenizerConfig, WorldConfig,
                      build_world_from, resolve_profile)
-from .data import _exists, _is_hub_id, _suffix, load_texts
+from .data import load_texts, read_first
 from .errors import LabError
 from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
@@ -90,7 +90,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
-    _read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
+    read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
                       "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
@@ -147,7 +147,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
                       "brings its own", f"drop FLAGS; --data_limit {cfg.n_records} keeps the first {cfg.n_records} "
                       "records of the file")
     world = build_world_from(WorldConfig.for_profile(profile))
-    _read_first(lambda spec, split: load_alpaca(spec, split, limit=cfg.data_limit or None), cfg.data, cfg.data_split)
+    read_first(lambda spec, split: load_alpaca(spec, split, limit=cfg.data_limit or None), cfg.data, cfg.data_split)
     check_trainable(cfg.model)
     base = Path(cfg.model) if cfg.model else finished_dir(root, "pretrain", "base model", profile)
     records = load_alpaca(cfg.data, cfg.data_split, limit=cfg.data_limit or None,
@@ -155,22 +155,6 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
     built_from = upstream_stamps(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
     return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
-
-
-def _read_first(loader, spec: str, split: str) -> None:
-    """Read a local --data file once before any upstream stage is looked for or any model loaded, so that what is
-    wrong with it (one error naming the file, record and field) is said first, not after `lab sft` has been run for
-    it; a mistyped path likewise, before "no base model" sends the user to run earlier stages. The stage reads it
-    again later, with the model's tokenizer for the special-token check; a hub dataset is read then only (a
-    download)."""
-    from .preferences import VOTE_STORE_SUFFIXES
-
-    # a path that does not exist is read too (the loader says "file not found"), unless it may be a hub id
-    if spec and (_exists(spec) or _suffix(spec) in (".txt", ".json", ".jsonl", *VOTE_STORE_SUFFIXES)
-                 or not _is_hub_id(spec)):
-        with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
-            warnings.simplefilter("ignore")
-            loader(spec, split)
 
 
 def _special_tokens(model_dir: Path) -> list[str]:
@@ -207,7 +191,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     world = build_world_from(WorldConfig.for_profile(profile))
     if pairs is None:
         from .preferences import load_pairs
-        _read_first(load_pairs, cfg.data, cfg.data_split)
+        read_first(load_pairs, cfg.data, cfg.data_split)
     check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start the reward model from",
                                                              profile)
@@ -320,7 +304,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
                       "controller, which is off (beta stays at --kl_coef)", "drop FLAGS, or turn it on: --adaptive_kl")
     world = build_world_from(WorldConfig.for_profile(profile))
     from .preferences import load_prompts
-    _read_first(load_prompts, cfg.data, cfg.data_split)
+    read_first(load_prompts, cfg.data, cfg.data_split)
     check_trainable(cfg.model)
     policy_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model for PPO", profile)
     reward_dir = (Path(cfg.reward_model) if cfg.reward_model
@@ -399,7 +383,7 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     cfg = DPOConfig.for_profile(profile, **changes)
     _check_dpo_inputs(cfg, root, name, profile)
     from .preferences import load_pairs
-    _read_first(load_pairs, cfg.data, cfg.data_split)
+    read_first(load_pairs, cfg.data, cfg.data_split)
     check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"

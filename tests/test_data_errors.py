@@ -297,11 +297,12 @@ def test_sft_data_in_another_layout_is_named_as_such_and_empty_text_records_are_
         load_texts(str(latin))
 
 
-@pytest.mark.parametrize("command", ["pretrain", "sft", "reward", "ppo", "dpo"])
+@pytest.mark.parametrize("command", ["pretrain", "sft", "reward", "ppo", "dpo", "eval"])
 def test_a_mistyped_data_path_is_said_before_a_missing_earlier_stage(tmp_path, tok_root, capsys, command):
     """`--data` with a typo in a run folder that lacks the earlier stages: the file is named first, not "no base
-    model" (or "no SFT model"), which sends the user to run those stages before learning the path was wrong. For
-    pretraining, in a folder whose tokenizer was learned from other text, no advice about that text comes first."""
+    model" (or "no SFT model", "no model to evaluate"), which sends the user to run those stages before learning the
+    path was wrong. For pretraining, in a folder whose tokenizer was learned from other text, no advice about that
+    text comes first."""
     out = tmp_path / "run"
     if command == "pretrain":
         shutil.copytree(tok_root / "tokenizer", out / "tokenizer")
