@@ -17,8 +17,8 @@ In this notebook you will see
   pairwise accuracy;
 - a **calibration** plot, what the reward model likes and dislikes, and **probes for reward hacking**.
 
-Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~1½–3½ minutes, depending on the CPU
-(3½ on a CPU without bf16 kernels, which trains in float32).
+Expectations on `tiny` (2 idle CPU cores): sampling plus both trainings take ~1½–4½ minutes, depending on the CPU
+(4–4½ on a CPU without bf16 kernels, which trains in float32).
 """)
 
 md("""
@@ -512,8 +512,9 @@ print(f"{len(blind)} of {len(probes)} reward the worse answer on 40% of the prom
 md("""
 - Read the table row by row: a negative *reward change* means the reward model, like the annotator, dislikes the
   change. A positive one is a hole an optimiser can find. The first line under the table counts them; on `tiny` the
-  three style probes are holes, even though the reward model ranks most held-out pairs decided by concision right
-  (section 6): a wordy answer the SFT model wrote is not the same change as filler appended to a right one.
+  three style probes are holes (and the flipped sentiment label can be one, by a hair: the next bullet), even though
+  the reward model ranks most held-out pairs decided by concision right (section 6): a wordy answer the SFT model
+  wrote is not the same change as filler appended to a right one.
 - A mean near zero is no comfort either. The second line counts the probes whose worse answer scores higher on at
   least 40% of the prompts: where the flipped sentiment label is one, the reward model cannot tell a right label from
   a wrong one (a coin flip would score higher on half of them), so a policy may flip labels at no cost but the KL.
@@ -522,7 +523,8 @@ md("""
   float32 more (0.75 → 0.79); its section 6 lists the answers it changed.
 - Notebook 05 shows what PPO does with such holes: with a length bonus added on purpose and the KL penalty off, it
   writes longer answers the annotator likes less; and with the KL penalty on, against this very reward model, it
-  finds a hole of its own, answers in the shape of another task's answer.
+  can find holes of its own: sentiment labels moved towards the word the reward model likes, and in some runs
+  answers in the shape of another task's answer (its section 6 lists both).
 
 What the reward model reads instead of the sentence shows when the flipped answers are split by language and by the
 right label:

@@ -22,7 +22,7 @@ TRL no longer ships a PPO trainer, so the lab has its own (`lab_utils.ppo`, with
 - **DPO** with TRL's `DPOTrainer`: the policy trained on notebook 04's preference pairs directly, with no reward
   model, and judged like PPO's.
 
-Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–7 minutes, DPO about 1–2½, depending on the
+Expectations on `tiny` (2 idle CPU cores): the main PPO run takes ~2–8 minutes, DPO about 1–3, depending on the
 CPU.
 """)
 
@@ -345,7 +345,8 @@ md("""
   sentences). The reward model scores such a fluent answer high (it was trained on pairs where those answers are
   mostly right) and SFT's wrong clusterings low; no sampled preference pair ever put the two side by side.
 - The annotator grades correctness: where SFT's clustering was wrong too, both answers are wrong, so the duel is
-  "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above). A win rate and a
+  "both bad" and stays out of the win rate; where SFT's was right, SFT wins it (the verdicts above, when this run
+  has such answers). A win rate and a
   mean reward can both look good while part of the gain is an exploit: look at the answers.
 - The gain without those prompts is the gain the reward model's judgement supports; section 10 holds both gains
   against issue #5's +0.5.
@@ -435,9 +436,10 @@ md("""
   still end with EOS, the table above; how often the sampled training answers did, first and last iteration, is printed
   above the plots),
   and the annotator prefers them less than the SFT answers they came from. The KL penalty of the main run charges the
-  policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can,
-  as section 6 showed: another task's fluent answer in place of this one's is a short move away from SFT that the
-  reward model pays well for. A reward model is only trustworthy near the data it was trained on.
+  policy for every nat it moves away from the SFT model, so exploiting a flaw has to pay for itself — it still can:
+  another task's fluent answer in place of this one's is a short move away from SFT that the reward model pays well
+  for (section 6 counts such answers: none or one with the KL ceiling so far, many at a fixed β). A reward model is
+  only trustworthy near the data it was trained on.
 """)
 
 md("""
@@ -781,13 +783,15 @@ md("""
 **DPO learned the preferences from the pairs alone:** the loss written in section 9 is TRL's, its implicit reward
 ranks held-out pairs far above chance, and on the evaluation prompts both the reward model it never queried and the
 annotator (whose labels the pairs are) prefer its answers to SFT's. Whether it keeps SFT's task accuracy is printed,
-not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md). **The
+not asserted: at the settings tried it did on the evaluation prompts only at the chosen one (wip/README.md), and
+the line below says whether it did in this run. **The
 SFT term** must answer in another task's shape less often than plain DPO, win more of the annotator's duels on the
 validation prompts, and keep SFT's task accuracy there (on `tiny`; it did on each of five seeds).
 """)
 
 code("""
-# tiny: 0.78, 0.77, +0.27 where these outputs were made; 0.77, 0.52, +0.36 on another CPU (README.md)
+# tiny: 0.77, 0.59, +0.32 in float32 (a CPU without bf16 kernels); 0.78, 0.77, +0.27 under bf16; 0.77, 0.52, +0.36
+# on a third CPU (README.md)
 DPO_THRESHOLDS = {"implicit_accuracy": 0.65, "win_rate_vs_sft": 0.5, "reward_gain": 0.1}
 kept = dpo_res["task_accuracy"] >= sft_res["task_accuracy"] - THRESHOLDS["task_accuracy_drop"]
 print(f"DPO: held-out loss by hand {loss_by_hand:.4f} vs TRL {loss_trl:.4f}; implicit reward ranks "

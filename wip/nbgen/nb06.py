@@ -19,8 +19,8 @@ In this notebook you will see
   arena's own vote store, the votes are exported as preference pairs, the reward model is retrained on old + new
   pairs, PPO runs again, and the two rounds are compared.
 
-Expectations on `tiny` (2 idle CPU cores): about 3½–7½ minutes in all, depending on the CPU, most of it retraining the
-reward model (1–3½ min) and the second PPO run (1–3½ min, half of round 1's 25 iterations); the cells print their
+Expectations on `tiny` (2 idle CPU cores): about 3½–8½ minutes in all, depending on the CPU, most of it retraining the
+reward model (1–3½ min) and the second PPO run (1–4 min, half of round 1's 25 iterations); the cells print their
 own times.
 """)
 
@@ -110,8 +110,8 @@ md("""
 - The base model knows the world but not the format: it continues the prompt as text (notebook 02). SFT taught the
   format, and answers about countries it never saw in SFT data come from pretraining (03). RLHF is the SFT model
   moved towards what the reward model scores high, within the KL budget (05) — including what it scores high
-  wrongly: on `tiny` the RLHF model can answer a prompt with another task's sentence (`off_task_rate` above;
-  notebook 05, section 6).
+  wrongly: on `tiny` the RLHF model can, in some runs, answer a prompt with another task's sentence
+  (`off_task_rate` above counts them in this one; notebook 05, section 6).
 """)
 
 md("""
@@ -416,7 +416,7 @@ md("""
   reward model that saw new votes on two tasks only. Iterated RLHF at scale (Llama 2) does continue from the last
   policy, with far more votes per round than this loop has.
 - The value model starts from the new reward model; the prompts are round 1's PPO prompts.
-- On `tiny`: 12 iterations, 1–3½ minutes depending on the CPU (`wall_s` below).
+- On `tiny`: 12 iterations, 1–4 minutes depending on the CPU (`wall_s` below).
 """)
 
 code("""
