@@ -24,6 +24,7 @@ from .config import PretrainConfig, TokenizerConfig, WorldConfig, build_world_fr
 from .data import load_texts
 from .errors import LabError
 from .modeling import build_model, count_params, fresh_accelerator, load_causal_lm, sync_device, use_bf16
+from .runs import folder_stamp
 from .tokenizer import chars_per_token, train_tokenizer
 from .world import generate_corpus, is_chinese
 
@@ -192,10 +193,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data_sha: str | None,
-                      strict: bool) -> list[str]:
+                      strict: bool, model_stamp: str | None = None) -> list[str]:
     """What differs between this run and the checkpoint's run: settings that change what is trained (lr, data, seed,
     max_steps, ...; the optimizer and the schedule restore the checkpoint's, so a new value would be ignored, or
-    recorded without being used), and the tokenizer (trained again since, the same token ids mean other text).
+    recorded without being used), the tokenizer (trained again since, the same token ids mean other text), and the
+    --model folder the run started from (`runs.folder_stamp`: replaced or retrained since).
     A checkpoint from before runs recorded these is taken as the same when asked for explicitly (--resume), and as
     different when `strict` (`lab run` resumes only what it can check)."""
     recorded = state.get("config")
@@ -204,6 +206,8 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data
         changed.append("the tokenizer (trained again since)")
     if state.get("data_sha256") and state["data_sha256"] != data_sha:
         changed.append(f"the contents of --data {cfg.data}")
+    if state.get("model_stamp") and state["model_stamp"] != model_stamp:
+        changed.append(f"the --model folder {cfg.model} (changed since)")
     if strict and (recorded is None or "tokenizer_sha256" not in state):
         changed.append("settings or tokenizer not recorded (an older checkpoint)")
     return changed
@@ -258,7 +262,8 @@ def _resume_point(cfg: PretrainConfig, resume: bool | str, ckpt_root: Path, fing
             say(f"[lab] pretrain: no checkpoint in {ckpt_root} to resume from: starting at step 0")
         return 0, history
     changed = _training_changes(cfg, ck.read_json(last / "state.json"), fingerprints["tokenizer_sha256"],
-                                fingerprints["data_sha256"], strict=resume == "auto")
+                                fingerprints["data_sha256"], strict=resume == "auto",
+                                model_stamp=fingerprints["model_stamp"])
     if changed:
         if resume != "auto":
             raise LabError(f"the checkpoint was trained with other settings ({', '.join(changed)})", path=str(last),
@@ -299,7 +304,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     model, tokenizer, train_rows, val_rows = _model_and_rows(cfg, tokenizer_dir, world_cfg)
     optimizer, scheduler = _make_optimizer(model, cfg)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"
-    fingerprints = {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "data_sha256": ck.file_sha256(cfg.data)}
+    fingerprints = {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "data_sha256": ck.file_sha256(cfg.data),
+                    "model_stamp": folder_stamp(cfg.model)}  # None for a fresh Llama or a hub id
     say = print if accelerator.is_main_process else (lambda *_: None)  # one line per run, not per process
     start, history = _resume_point(cfg, resume, ckpt_root, fingerprints, model, optimizer, scheduler, say,
                                    accelerator.scaler)

@@ -91,6 +91,8 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
     read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
+    if not cfg.model:  # the run's tokenizer, if finished, is this profile's (a forgotten --profile would train on it)
+        check_profile(root, profile, ("tokenizer",))
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
                       "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
@@ -328,6 +330,8 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     if latest is not None and resume == "auto":
         try:
             trainer.check_resumable(latest, strict=True)
+        except ck.DamagedFile:  # a file cut short or edited: its fix says how to resume, as pretraining's does
+            raise
         except LabError as err:
             log(f"[lab] ppo: {latest} is not this run's to continue ({err.message}): starting afresh")
             latest = None

@@ -630,6 +630,20 @@ def test_lab_run_continues_an_interrupted_ppo_run_but_not_another_runs(run_root,
     assert ck.read_json(root / "rlhf" / "metrics.json")["config"]["lr"] == 3e-05
 
 
+def test_lab_run_stops_at_a_damaged_ppo_checkpoint_as_at_a_damaged_pretraining_one(run_root, tmp_path):
+    """A checkpoint whose state.json was cut short is one error whose fix says how to go on, not a fresh start that
+    throws away the older checkpoints at its first save (what `lab run` did for PPO, not for pretraining)."""
+    root = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(run_root / folder, root / folder)
+    stages.run_ppo("micro", root, stop_at=1, log=lambda *_: None)
+    state = ck.latest_checkpoint(root / "rlhf-checkpoints") / "state.json"
+    state.write_text(state.read_text()[:20])
+    with pytest.raises(ck.DamagedFile, match=r"state\.json: the file is not JSON .*Fix: .*delete this file"):
+        stages.ensure("ppo", "micro", root)
+    assert not (root / "rlhf").exists()
+
+
 def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_path):
     """The optimizer, the schedule (its base learning rate and length) and the KL coefficient come back from the
     checkpoint, so a changed flag used to be silently ignored (`--kl_coef`, `--lr`) or to bend the schedule

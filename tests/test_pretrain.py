@@ -515,3 +515,26 @@ def test_resume_after_the_data_file_changed_is_one_clear_error(tok_root, tmp_pat
     data.write_text("\n".join(f"Document {i} says the capital of Zorland is Orburg." for i in range(300)))
     with pytest.raises(LabError, match=r"the contents of --data"):
         pretrain(cfg, tmp_path / "tokenizer", tmp_path / "base", world_cfg, resume=True, progress=False)
+
+
+def test_resume_after_the_model_folder_changed_is_one_clear_error(micro_run, tok_dir, tmp_path):
+    """A checkpoint of a run that started from `--model` DIR continues only from the same DIR: replaced by another
+    model (here a fresh one of the same shape and tokenizer) since, --resume is an error and `lab run`'s "auto"
+    starts afresh, where both resumed the old checkpoint and recorded the new folder as the one trained from."""
+    import shutil
+
+    from lab_utils.errors import LabError
+
+    start = tmp_path / "start"
+    shutil.copytree(micro_run / "base", start)
+    cfg, world_cfg = PretrainConfig.for_profile("micro", model=str(start)), WorldConfig.for_profile("micro")
+    pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, stop_at=10, progress=False)
+    other = pretrain(PretrainConfig.for_profile("micro", max_steps=1), tok_dir, tmp_path / "other", world_cfg,
+                     progress=False)
+    assert other["steps"] == 1
+    shutil.rmtree(start)
+    shutil.copytree(tmp_path / "other", start)
+    with pytest.raises(LabError, match=r"other settings \(the --model folder .*start \(changed since\)\)"):
+        pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, resume=True, progress=False)
+    auto = pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, resume="auto", stop_at=5, progress=False)
+    assert auto["history"]["step"] == [1, 2, 3, 4, 5]  # started afresh (resumed, it would hold steps 1-10)

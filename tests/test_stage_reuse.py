@@ -61,6 +61,18 @@ def test_lab_run_rebuilds_a_stage_whose_config_or_upstream_changed(built, tmp_pa
     assert lab_run("--max_steps", "3", "--force") == list(stages.STAGES)
 
 
+def test_lab_pretrain_refuses_another_profiles_tokenizer(tok_root, tmp_path, capsys):
+    """`lab pretrain` with a forgotten --profile in a run folder whose tokenizer is micro's trained a tiny model on
+    it without a word (and `lab sft` after it), until the first evaluation said the profiles differ."""
+    out = tmp_path / "run"
+    shutil.copytree(tok_root / "tokenizer", out / "tokenizer")
+    capsys.readouterr()
+    assert main(["pretrain", "--profile", "tiny", "--out", str(out), "--max_steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokenizer stage was built for profile micro, not tiny. Fix: pass --profile micro" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer"]
+
+
 def test_lab_run_refuses_a_run_folder_of_another_profile_unless_forced(built, tmp_path, capsys):
     """`lab run --out runs/micro` without --profile (tiny by default) rebuilt micro's tokenizer and models as tiny's
     over them, stage by stage: one forgotten flag cost the whole run."""
