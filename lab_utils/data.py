@@ -164,8 +164,7 @@ def read_first(loader, spec: str, split: str) -> None:
     from .preferences import VOTE_STORE_SUFFIXES
 
     # a path that does not exist is read too (the loader says "file not found"), unless it may be a hub id
-    if spec and (_exists(spec) or _suffix(spec) in (".txt", ".json", ".jsonl", *VOTE_STORE_SUFFIXES)
-                 or not _is_hub_id(spec)):
+    if spec and (not _is_hub_id(spec) or _suffix(spec) in (".txt", ".json", ".jsonl", *VOTE_STORE_SUFFIXES)):
         with warnings.catch_warnings():  # its warnings (pairs skipped, ...) come with the stage's own reading
             warnings.simplefilter("ignore")
             loader(spec, split)

@@ -91,12 +91,12 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
     read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
-    if not cfg.model:  # the run's tokenizer, if finished, is this profile's (a forgotten --profile would train on it)
-        check_profile(root, profile, ("tokenizer",))
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
                       "drop FLAGS, or pass --model '' to pretrain a fresh Llama of that shape")
         check_trainable(cfg.model)
+    else:  # the run's tokenizer, if finished, is this profile's (a forgotten --profile would train on it)
+        check_profile(root, profile, ("tokenizer",))
     cpu = not torch.cuda.is_available()  # on a CPU, PartialState(cpu=True) makes torchrun's processes one group
     trained_tokenizer = False
     # under `accelerate launch` or torchrun, one process trains the tokenizer
