@@ -238,18 +238,46 @@ def seen_keys(rec: dict) -> set[tuple]:
     return keys
 
 
-_TYPED_SUM = re.compile(r"(\d+)\s*(?:\+|plus|added to|and|加上?|和)\s*(\d+)", re.I)
+_TYPED_SUM = re.compile(r"(\d+)\s*(?:\+|plus|added to|and|加上?|和)\s*(\d+)", re.I)  # two numbers joined as a sum
+# A word that asks for a sum anywhere in the text ("add 9 to 0", "9 more than 0", "0与9相加", "0和9的和"): with one,
+# every two numbers the text names count as a sum it asks, whatever stands between them.
+_ADDITION = re.compile(r"\+|\bplus\b|\badd|\bsum|\btotal|more than|加|的和|之和|总和|多", re.I)
+_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty").split()
+_ENGLISH_NUMBER = re.compile(rf"\b(?:{'|'.join(_NUMBER_WORDS)})\b", re.I)
+_CHINESE_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+_CHINESE_NUMBER = re.compile(r"[零〇一二两三四五六七八九]?十[一二三四五六七八九]?|[零〇一二两三四五六七八九]")
 _TYPED_CAPITAL = re.compile(r"capital|首都", re.I)
+
+
+def _chinese_number(s: str) -> int:
+    """0-99 written in Chinese numerals: 七, 十, 十二, 二十, 二十三."""
+    if "十" not in s:
+        return _CHINESE_DIGITS[s]
+    tens, _, ones = s.partition("十")
+    return 10 * (_CHINESE_DIGITS[tens] if tens else 1) + (_CHINESE_DIGITS[ones] if ones else 0)
+
+
+def _numbers(text: str) -> list[int]:
+    """Every number a typed text names: in digits, in English words up to twenty, and, in a text without digits,
+    in Chinese numerals up to 99 (一 also opens words such as 一下: a spare number only widens what is asked)."""
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    numbers += [_NUMBER_WORDS.index(m.casefold()) for m in _ENGLISH_NUMBER.findall(text)]
+    return numbers or [_chinese_number(m) for m in _CHINESE_NUMBER.findall(text)]
 
 
 def typed_keys(w: World, text: str) -> set[tuple]:
     """`seen_keys` of a question a person typed, which has no record behind it: the text itself, every sum of two
-    numbers it asks ("what's 3+5", "add 5 and 3", "5 added to 3", "3加5", "３加上５"), and, when it asks about a capital, every country of the
-    world it names, in English or Chinese. Met against the evaluation prompts' `seen_keys`, it tells whether the
+    numbers it asks ("what's 3+5", "add 5 to 3", "5 more than 3", "three plus five", "3加5", "三与五相加", "３加上５";
+    with a word that asks for a sum, every two numbers it names), and, when it asks about a capital, every country of
+    the world it names, in English or Chinese. Met against the evaluation prompts' `seen_keys`, it tells whether the
     question asks what one of them asks, in any wording."""
     keys: set[tuple] = {(text, "")}
     folded_width = unicodedata.normalize("NFKC", text)  # full-width digits and ＋, as Chinese input methods type them
     keys |= {("sum", *sorted((int(a), int(b)))) for a, b in _TYPED_SUM.findall(folded_width)}
+    if _ADDITION.search(folded_width):
+        numbers = _numbers(folded_width)
+        keys |= {("sum", *sorted((a, b))) for i, a in enumerate(numbers) for b in numbers[i + 1:]}
     if _TYPED_CAPITAL.search(text):
         folded = text.casefold()
         keys |= {("capital", c.name) for c in w.countries

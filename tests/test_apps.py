@@ -568,9 +568,10 @@ def test_a_typed_evaluation_prompt_is_refused_and_the_voter_name_is_capped(app_r
     x, y, _ = next(r["answer"] for r in evaluation if r["task"] == "arithmetic")
     country = world.country(next(r["entity"] for r in evaluation if r["task"] == "capital"))
     full_width = str.maketrans("0123456789+", "０１２３４５６７８９＋")  # as Chinese input methods type them
+    # the same sum or capital, in other words
     for other_words in (f"what's {y}+{x}", f"{y}加{x}是几？", f"Tell me the capital city of {country.name}, please",
                         f"{country.name_zh}的首都叫什么？", f"{x}加上{y}是多少？", f"{y} added to {x}?",
-                        f"{x}+{y}等于多少？".translate(full_width)):  # the same sum or capital, in other words
+                        f"{x}+{y}等于多少？".translate(full_width), f"Add {y} to {x}.", f"{x}与{y}相加"):
         with pytest.raises(gr.Error, match=refused):
             next(a.battle(other_words))
     for p in a.pool:  # the pool's prompts, drawn by the records' own keys, pass the check of typed text

@@ -86,3 +86,20 @@ def test_a_sum_drilled_with_its_operands_swapped_counts_as_seen(world):
     cap = capital_record(world, "France", "en")  # a capital question: the country, in any wording or language
     assert T.seen_keys(cap) & T.seen_keys(capital_record(world, "France", "zh")) == {("capital", "France")}
     assert not T.seen_keys(cap) & T.seen_keys(capital_record(world, "Spain", "en"))
+
+
+@pytest.mark.parametrize("typed", ["What's 3+5", "Add 3 and 5.", "5 added to 3?", "3加5是几？", "３加上５",
+                                   "Add 3 to 5.", "What do you get if you add 5 to 3?", "5 more than 3?",
+                                   "What is the sum of 3 and 5?", "three plus five", "Add five to 3.", "3与5相加",
+                                   "3和5的和是多少？", "三加五等于几？", "三与五相加"])
+def test_a_typed_sum_is_the_sum_in_any_wording(world, typed):
+    """The arena refuses a typed prompt that asks an evaluation sum (votes on it would train the next reward model
+    on it): "Add 3 to 5", the corpus's own wording, and Chinese numerals got through when only a sign or word
+    between the two numbers counted."""
+    sums = {k for k in T.typed_keys(world, typed) if k[0] == "sum"}
+    assert ("sum", 3, 5) in sums, sums
+
+
+def test_chinese_numerals_up_to_99_are_read():
+    assert [T._chinese_number(s) for s in ("零", "七", "两", "十", "十二", "二十", "九十九")] == [0, 7, 2, 10, 12, 20, 99]
+    assert not {k for k in T.typed_keys(build_world(0), "九十九个人") if k[0] == "sum"}  # no word asks for a sum
