@@ -1,8 +1,9 @@
 """`lab bench`: how fast is this machine, and how much of it do pretraining and PPO use?
 
 Peak: the best of several timed fp32 and bf16 (and, with --mixed_precision fp16, fp16) square matmuls.
-Achieved: training FLOPs per token ≈ 6·N (forward + backward through N parameters) + 12·L·T·D (attention
-scores), as in the PaLM / nanoGPT MFU estimate, times measured tokens per second.
+Achieved: training FLOPs per token ≈ 6·N (forward + backward through N parameters, an untied input embedding
+left out: it is a lookup) + 12·L·T·D (attention scores), as in the PaLM / nanoGPT MFU estimate, times measured
+tokens per second.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
     torch.manual_seed(cfg.seed)
     if cfg.model:  # the weights do not change the speed: the architecture's config is enough (no remote code)
         config = AutoConfig.from_pretrained(cfg.model)
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # as `lab pretrain` loads it: a config
+        # that declares bf16 (most hub models' do) would otherwise time bf16 weights and a bf16 optimizer
         vocab_size, shape = config.vocab_size, (config.num_hidden_layers, config.hidden_size)
     else:
         model = LlamaForCausalLM(llama_config(cfg, _Tok()))
@@ -77,9 +79,18 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
         if i >= 3:  # the first steps warm up allocators and kernels
             timings.append(time.perf_counter() - t0)
     tokens_per_s = cfg.batch_size * cfg.seq_len / (sum(timings) / len(timings))
-    n = count_params(accelerator.unwrap_model(model))
+    model = accelerator.unwrap_model(model)
+    n = count_params(model)
     return {"params": n, "tokens_per_s": tokens_per_s,
-            "flops_per_s": tokens_per_s * train_flops_per_token(n, cfg, *shape), "mixed_precision": cfg.mixed_precision}
+            "flops_per_s": tokens_per_s * train_flops_per_token(n - lookup_params(model), cfg, *shape),
+            "mixed_precision": cfg.mixed_precision}
+
+
+def lookup_params(model) -> int:
+    """Parameters a token costs no FLOPs through: the input embedding, a table lookup, unless it is tied to the
+    output head (the lab's models, SmolLM2), whose matmul 6·N then counts once."""
+    table, head = model.get_input_embeddings(), model.get_output_embeddings()
+    return 0 if head is not None and head.weight is table.weight else table.weight.numel()
 
 
 def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_cfg=None, tokenizer=None,
@@ -128,11 +139,12 @@ def ppo_throughput(cfg: PretrainConfig, ppo_cfg, tokenizer, iterations: int = 3,
     config = AutoConfig.from_pretrained(cfg.model) if cfg.model else llama_config(cfg, tokenizer)
     config.vocab_size = max(config.vocab_size, len(tokenizer))  # room for a PAD the tokenizer was given
     config.pad_token_id = tokenizer.pad_token_id
-    policy = AutoModelForCausalLM.from_config(config)
+    policy = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # float32 as the stages load models
     ref_model = copy.deepcopy(policy).requires_grad_(False)
     config.num_labels = 1  # the value and reward models: one output each
-    value_model = AutoModelForSequenceClassification.from_config(config)
-    reward_model = RewardModel(AutoModelForSequenceClassification.from_config(config).eval(), tokenizer)
+    value_model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    reward_model = RewardModel(AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).eval(),
+                               tokenizer)
     prompts = alpaca_prompts(tasks.sft_records(build_world_from(WorldConfig.for_profile(profile)), 256, seed=5))
     trainer = PPOTrainer(ppo_cfg, policy, ref_model, value_model, reward_model, tokenizer, prompts,
                          log=lambda *_: None)

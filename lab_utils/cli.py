@@ -337,6 +337,10 @@ def cmd_bench(argv):
         if tokenizer is None:
             print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
     ppo = PPOConfig.for_profile(args.profile, mixed_precision=cfg["mixed_precision"])  # one precision for both
+    if cfg["mixed_precision"] == "fp16" and tokenizer is not None:  # said now, not after minutes of pretraining's timing
+        print("[lab] PPO trains in bf16 or float32, not fp16: its throughput is measured with --mixed_precision bf16 "
+              "or no")
+        ppo = None
     run_bench(bench_cfg, args.bench_steps, vocab, ppo, tokenizer, profile=resolve_profile(args.profile))
 
 

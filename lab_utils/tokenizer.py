@@ -106,13 +106,16 @@ def prompt_response_ids(tokenizer, prompts: list[str], responses: list[str]) -> 
     alone: a GPT-2-style BPE merges the prompt's last newline with an indented response's spaces (SmolLM2's) or with a
     response's leading newline (Qwen's) into one token, which the model could never sample after the prompt it is
     given. On the lab's tokenizer, which keeps newlines tokens of their own, both ways give the same ids. No EOS is
-    added."""
+    added, and text that spells a special token ("<|eos|>", sampled as plain tokens) stays text: read as the control
+    token, a reward model scored another sequence than the one generated (the lab's data loaders refuse such text
+    where a person brings it; a model's answer can still spell it)."""
     if not prompts:
         return []
-    prompt_ids = tokenizer(prompts)["input_ids"]
-    whole = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)])["input_ids"]
+    prompt_ids = tokenizer(prompts, split_special_tokens=True)["input_ids"]
+    whole = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], split_special_tokens=True)["input_ids"]
     merged = [i for i, (p, w) in enumerate(zip(prompt_ids, whole)) if w[:len(p)] != p]
-    alone = tokenizer([responses[i] for i in merged], add_special_tokens=False)["input_ids"] if merged else []
+    alone = tokenizer([responses[i] for i in merged], add_special_tokens=False,
+                      split_special_tokens=True)["input_ids"] if merged else []
     alone = dict(zip(merged, alone))
     return [(p, alone.get(i, w[len(p):])) for i, (p, w) in enumerate(zip(prompt_ids, whole))]
 

@@ -92,6 +92,21 @@ def test_an_out_that_is_a_file_and_a_port_out_of_range_are_one_clear_error(tmp_p
     assert capsys.readouterr().err.startswith("error: lab bench times the training step on random tokens")
 
 
+def test_bench_in_fp16_leaves_ppo_out_before_it_measures(tok_root, capsys, monkeypatch):
+    """PPO trains in bf16 or float32: `lab bench --mixed_precision fp16` timed the matmuls and pretraining for minutes,
+    then stopped at PPO's refusal of fp16 without printing any of it."""
+    from lab_utils import bench
+
+    monkeypatch.setattr(bench, "matmul_flops", lambda dtype=None, **_: 1e9)
+    monkeypatch.setattr(bench, "pretrain_throughput", lambda cfg, steps, vocab: {
+        "tokens_per_s": 100.0, "flops_per_s": 5e8, "params": 1, "mixed_precision": cfg.mixed_precision})
+    assert main(["bench", "--profile", "micro", "--out", str(tok_root), "--mixed_precision", "fp16",
+                 "--bench_steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "PPO trains in bf16 or float32, not fp16" in out and "pretrain_tokens_per_s" in out
+    assert "ppo_episodes_per_s" not in out
+
+
 def test_a_file_the_lab_may_not_read_or_a_place_it_may_not_write_is_one_clear_error(tmp_path, capsys, monkeypatch):
     """A --data file without read permission (root ignores chmod, so the read is made to fail), or a --to inside a
     file: one line naming the path and the fix, exit 2, not a traceback."""

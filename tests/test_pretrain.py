@@ -166,6 +166,38 @@ def test_bench_times_the_real_step_and_ppo_on_the_architecture_named_by_model(mi
         (want.num_hidden_layers, want.hidden_size, want.intermediate_size)
 
 
+def test_bench_times_a_bf16_config_in_float32_and_counts_no_flops_for_an_untied_lookup(micro_run, tmp_path,
+                                                                                       monkeypatch):
+    """A config that declares bfloat16 (most hub models', as saved) made `from_config` build bf16 models: the bench
+    timed bf16 weights and a bf16 optimizer, and PPO in bf16, where `lab pretrain` and `lab ppo` load float32. An
+    untied input embedding is a table lookup: 6·N counted its parameters as matmul work."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lab_utils import bench, ppo, pretrain
+    from lab_utils.config import PPOConfig
+
+    config = AutoConfig.from_pretrained(micro_run / "base")
+    config.dtype, config.tie_word_embeddings = torch.bfloat16, False
+    config.save_pretrained(tmp_path / "m")
+    trained, policies = [], []
+    real_optimizer, real_trainer = pretrain._make_optimizer, ppo.PPOTrainer
+    monkeypatch.setattr(pretrain, "_make_optimizer", lambda model, cfg: trained.append(model.dtype) or
+                        real_optimizer(model, cfg))
+    monkeypatch.setattr(ppo, "PPOTrainer", lambda cfg, *models, **k: policies.append(models) or
+                        real_trainer(cfg, *models, **k))
+    cfg = PretrainConfig.for_profile("micro", model=str(tmp_path / "m"))
+    r = bench.pretrain_throughput(cfg, steps=1)
+    assert trained == [torch.float32]
+    lookup = config.vocab_size * config.hidden_size
+    assert r["params"] == count_params(AutoModelForCausalLM.from_config(config))
+    assert r["flops_per_s"] == pytest.approx(r["tokens_per_s"] * bench.train_flops_per_token(
+        r["params"] - lookup, cfg, config.num_hidden_layers, config.hidden_size))
+    tok = AutoTokenizer.from_pretrained(micro_run / "base")
+    bench.ppo_throughput(cfg, PPOConfig.for_profile("micro"), tok, iterations=1, profile="micro")
+    policy, ref, value, reward = policies[0][:4]
+    assert {m.dtype for m in (policy, ref, value, reward.model)} == {torch.float32}
+
+
 @pytest.mark.parametrize("precision, peak", [("no", 1e9), ("bf16", 4e9), ("fp16", 2e9)])
 def test_bench_divides_by_the_peak_of_the_precision_it_trains_in(precision, peak, monkeypatch):
     """fp16's "matching peak" was fp32's: no fp16 matmul was timed, and on a GPU the fraction would be many times

@@ -122,6 +122,16 @@ def test_encode_puts_eos_only_on_ended_responses(tokenizer):
     assert ended[:-1] == tokenizer("Question?")["input_ids"] + tokenizer("Answer.", add_special_tokens=False)["input_ids"]
 
 
+def test_an_answer_that_spells_a_special_token_is_scored_as_the_text_it_is(tokenizer):
+    """A model can sample "<", "|", "eos", ... as plain tokens: `lab eval` and the apps score its decoded text, and
+    tokenised again the spelling became the EOS control token inside the answer, another sequence than the one
+    generated (and an answer cut off by the limit held an EOS)."""
+    spelled = f"Paris{tokenizer.eos_token} and more"
+    cut = R.encode(tokenizer, "Question?", spelled, ended=False)
+    assert tokenizer.eos_token_id not in cut and tokenizer.decode(cut, skip_special_tokens=True) == "Question?" + spelled
+    assert R.encode(tokenizer, "Question?", spelled, ended=True) == cut + [tokenizer.eos_token_id]
+
+
 def test_score_is_read_at_the_last_real_token(score_model):
     model, tok = score_model
     seqs = [R.encode(tok, "What is 2 + 3?", "5", True), R.encode(tok, "Name a fruit.", "apple, banana, pear", False)]
