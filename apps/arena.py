@@ -19,7 +19,7 @@ For scripts and load tests, each client session has its own current battle:
 
     c = Client("http://127.0.0.1:7860/")
     answer_a, answer_b = c.predict("Which city is the capital of Sweden?", api_name="/battle")
-    c.predict("a", None, None, api_name="/vote")  # choice a|b|tie|both_bad, optional 1-5 ratings of A and B
+    c.predict("a", "4", None, api_name="/vote")  # choice a|b|tie|both_bad, optional ratings "1"-"5" of A and B
 """
 
 from __future__ import annotations
@@ -170,11 +170,16 @@ def _voter(request: gr.Request) -> str:
     return voter.encode("utf-8", "replace").decode("utf-8")
 
 
+# The radio buttons' values are text: Gradio's API description gives a radio's choices the type string whatever they
+# are, and its own check then refused a client's "4" against the numbers 1-5.
+RATINGS = ["1", "2", "3", "4", "5"]
+
+
 def _rating(value) -> int | None:
     """An optional 1-5 rating as sent by the radio button or a client (None, "", 3 or "3")."""
     if value in (None, ""):
         return None
-    if str(value) not in ("1", "2", "3", "4", "5"):
+    if str(value) not in RATINGS:
         raise gr.Error("a rating must be 1, 2, 3, 4 or 5", print_exception=False)
     return int(value)
 
@@ -218,10 +223,10 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
         with gr.Row():
             with gr.Column():
                 answer_a = gr.Textbox(label="Model A", lines=6, interactive=False)
-                rating_a = gr.Radio([1, 2, 3, 4, 5], label="rate A (optional)")
+                rating_a = gr.Radio(RATINGS, label="rate A (optional)")
             with gr.Column():
                 answer_b = gr.Textbox(label="Model B", lines=6, interactive=False)
-                rating_b = gr.Radio([1, 2, 3, 4, 5], label="rate B (optional)")
+                rating_b = gr.Radio(RATINGS, label="rate B (optional)")
         # the question of the battle on the page, whatever the prompt box holds by the time of the vote
         asked = gr.Textbox(label="the question these answers belong to", interactive=False, lines=1)
         with gr.Row():

@@ -335,9 +335,10 @@ def cmd_bench(argv):
         tokenizer = AutoTokenizer.from_pretrained(tok_dir) if (tok_dir / "tokenizer.json").exists() else None
         vocab = len(tokenizer) if tokenizer else TokenizerConfig.for_profile(args.profile).vocab_size
         if tokenizer is None:
-            print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once `lab tokenizer` has run")
+            print(f"[lab] no tokenizer in {tok_dir}: PPO throughput is measured once "
+                  f"`lab tokenizer{_same_run(args)}` has run")
     ppo = PPOConfig.for_profile(args.profile, mixed_precision=cfg["mixed_precision"])  # one precision for both
-    if cfg["mixed_precision"] == "fp16" and tokenizer is not None:  # said now, not after minutes of pretraining's timing
+    if cfg["mixed_precision"] == "fp16" and tokenizer is not None:  # said now, not after minutes of timing
         print("[lab] PPO trains in bf16 or float32, not fp16: its throughput is measured with --mixed_precision bf16 "
               "or no")
         ppo = None

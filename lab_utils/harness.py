@@ -24,8 +24,8 @@ from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
 from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, check_profile,
-                   evaluations, finished_dir, folder_stamp, is_done, run_dir, seen_sha256, stamp, world_records,
-                   write_report)
+                   evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir, seen_sha256, stamp,
+                   world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -70,12 +70,13 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
     return name, spec
 
 
-def _warn_if_renamed(folder: Path, name: str, spec: str) -> None:
+def _warn_if_renamed(root: Path, folder: Path, name: str, spec: str) -> None:
     """Say so when <folder>/<name>.json (eval/ or eval/validation/) held another model's evaluation, which this one
     replaces."""
     path = folder / f"{name}.json"
     try:
-        before = ck.read_json(path).get("model") if path.exists() else None
+        before = ck.read_json(path) if path.exists() else None
+        before = str(Path(model_spec(root, before)).resolve()) if before.get("model_in_run") else before.get("model")
     except (OSError, ValueError, AttributeError):
         before = None
     if before and before != spec:
@@ -98,7 +99,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = EvalConfig.for_profile(profile, **changes)
     folder = root / EVAL_SPLITS[split]
-    other = _other(folder, model, name)
+    other = _other(root, folder, model, name)
     world = build_world_from(WorldConfig.for_profile(profile))
     records = (tasks.eval_records(world, cfg.n_per_task) if split == "test" else
                tasks.validation_records(world, cfg.n_validation_per_task, cfg.n_per_task))
@@ -127,7 +128,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
                                 "split": split, "prompts_sha256": prompts_sha, "seen_sha256": seen_sha,
                                 "model_finished_at": built,
                                 "config": cfg.to_dict(),
-                                **({"model": spec} if spec else {})}  # what `_same_eval` checks before a head-to-head
+                                **({"model": spec, **in_run(root, spec)} if spec else {})}
     sft = results.get("sft") or (ck.read_json(sft_file) if reuse_sft else None)
     if "sft" not in results and sft is not None:  # SFT's stored answers, brought up to date where they are stale
         graded = _graded_again(world, records, sft, seen, seen_sha)  # today's graders and training prompts
@@ -167,7 +168,7 @@ def _existing(root: Path) -> tuple[str, ...]:
                  and is_done(root, MODEL_STAGES[m]))
 
 
-def _other(folder: Path, model: str, name: str, warn_renamed: bool = True) -> dict[str, str]:
+def _other(root: Path, folder: Path, model: str, name: str, warn_renamed: bool = True) -> dict[str, str]:
     """{name: spec} of `--model` ({} without it); `--name` alone is a mistake worth saying. `warn_renamed`: say when
     folder/<name>.json, about to be written, holds another model's evaluation."""
     if not model:
@@ -176,7 +177,7 @@ def _other(folder: Path, model: str, name: str, warn_renamed: bool = True) -> di
         return {}
     label, spec = other_model(model, name or None)
     if warn_renamed:
-        _warn_if_renamed(folder, label, spec)
+        _warn_if_renamed(root, folder, label, spec)
     return {label: spec}
 
 
@@ -281,7 +282,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
         raise LabError(f"no {', '.join(missing)} model in {root}", fix=f"pick from {', '.join(_existing(root))} "
                        "(comma-separated), or run the stage that builds it")
     check_profile(root, profile)
-    other = _other(root / "eval", model, name, warn_renamed=False)  # its answers go to eval/data/, not eval/NAME.json
+    other = _other(root, root / "eval", model, name, warn_renamed=False)  # answers go to eval/data/, not eval/NAME.json
     chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
@@ -318,7 +319,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
             "mean_chars": round(sum(map(len, responses)) / len(responses), 1),
             "responses": responses, "ended": ended, "rewards": [round(r, 4) for r in rewards],
             "model_finished_at": built, "wall_s": round(time.perf_counter() - t0, 2),
-            **({} if label in MODEL_DIRS else {"model": spec})}
+            **({} if label in MODEL_DIRS else {"model": spec, **in_run(root, spec)})}
     sft = result["models"].get("sft")
     for label, res in result["models"].items():
         if sft is not None and label != "sft":

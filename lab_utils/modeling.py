@@ -52,11 +52,14 @@ def load_error(path_or_id: str, err: Exception) -> LabError:
         return LabError(f"no such model folder ({cause(err)})", path=path_or_id,
                         fix="check the path, or build it first: runs/<profile>/<stage> folders come from `lab run` "
                             "(sft-full and sft-lora from notebook 03)")
-    fix = ("check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
-           "online, or pass a local folder" if hub_id
-           else "run the earlier stage first (lab run), or pass a model folder or hub id")
+    if hub_id:  # "runs/sft-ful" is a mistyped folder as often as an id: both are said
+        return pickled_only(path_or_id, err) or LabError(
+            f"could not load a model: no such folder here, and as a hub id ({cause(err)})", path=path_or_id,
+            fix="check the hub id, and that it is in the cache when offline (HF_HUB_OFFLINE=1): download it once "
+                "online; or, for a folder, check the path (runs/<profile>/<stage> folders come from `lab run`)")
     return pickled_only(path_or_id, err) or LabError(f"could not load a model ({cause(err)})", path=path_or_id,
-                                                     fix=fix)
+                                                     fix="run the earlier stage first (lab run), or pass a model "
+                                                         "folder or hub id")
 
 
 def pickled_only(path_or_id: str, err: Exception) -> LabError | None:

@@ -511,7 +511,10 @@ def _set_attention(model, kernel: str) -> None:
 def load_models(cfg: PPOConfig, policy_dir: Path, reward_dir: Path):
     """(policy, reference or None, value model, reward model, tokenizer) as the config asks."""
     if not (Path(reward_dir) / "config.json").exists():  # a local folder: it carries its normalisation
-        raise LabError("no reward model for PPO", path=str(reward_dir), fix="run `lab reward` (or `lab run`) first")
+        said = "no such folder" if not Path(reward_dir).exists() else "no model in this folder (no config.json)"
+        raise LabError(f"no reward model for PPO: {said}", path=str(reward_dir),
+                       fix="check the path (--reward_model takes a folder `lab reward` wrote, such as "
+                           "runs/tiny/reward), or run `lab reward` (or `lab run`) first")
     check_model_folder(str(policy_dir))  # the policy may be a hub id (--model): its load says what is wrong
     reward_model = RewardModel.load(reward_dir)  # checks it is a reward model before the policy's copies load
     # a PAD of its own (as the reward model's tokenizer got one) and the lab's sampling settings only

@@ -206,7 +206,7 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data
         changed.append("the tokenizer (trained again since)")
     if state.get("data_sha256") and state["data_sha256"] != data_sha:
         changed.append(f"the contents of --data {cfg.data}")
-    if state.get("model_stamp") and state["model_stamp"] != model_stamp:
+    if state.get("model_stamp") and (recorded or {}).get("model") == cfg.model and state["model_stamp"] != model_stamp:
         changed.append(f"the --model folder {cfg.model} (changed since)")
     if strict and (recorded is None or "tokenizer_sha256" not in state):
         changed.append("settings or tokenizer not recorded (an older checkpoint)")

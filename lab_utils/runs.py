@@ -127,17 +127,34 @@ def seen_sha256(seen: set[tuple]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
+def in_run(root: Path, spec: str | None) -> dict:
+    """{"model_in_run": its path relative to the run folder} for a model folder inside the run (`lab dpo`'s policy),
+    {} for any other: stored beside the absolute path, it makes a copy of the run folder (README: copy runs/tiny to
+    keep round 1) stamp and name its own copy of the model, not the folder it was copied from."""
+    if not spec or not Path(spec).is_dir():
+        return {}
+    try:
+        return {"model_in_run": Path(spec).resolve().relative_to(Path(root).resolve()).as_posix()}
+    except ValueError:  # outside the run
+        return {}
+
+
+def model_spec(root: Path, res: dict) -> str:
+    """The folder or hub id an evaluation of a model from outside the run's stages answered with."""
+    return str(Path(root) / res["model_in_run"]) if res.get("model_in_run") else res.get("model", "")
+
+
 def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None = None) -> str | None:
     """Why a stored evaluation no longer describes the run (None if it still does): its model was rebuilt since, its
     mean reward came from an earlier reward model, or its head-to-head was against an earlier SFT model or against
     other answers than the split's stored SFT evaluation holds now (`sft_answers`, their `answers_sha256`). An
     evaluation from before these were recorded is taken as it is."""
-    model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(res.get("model", ""))
+    model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(model_spec(root, res))
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
-        return f"its model folder {res.get('model')} changed or is gone since this evaluation"
+        return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
     if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
@@ -248,7 +265,7 @@ def write_report(root: Path) -> dict:
             why = stale[name] or _other_prompts(res, pivot, found.get(pivot, {}))
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
-                again = "" if name in MODEL_DIRS else f" --model {shlex.quote(str(res['model']))} --name {name}"
+                again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{this_run}{again}{flag}`"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)

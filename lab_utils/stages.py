@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import random
+import shlex
 import shutil
 import time
 import warnings
@@ -34,7 +35,7 @@ from .generation import alpaca_prompts
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
 from .modeling import check_trainable
 from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finished_dir, folder_stamp,  # noqa: F401
-                   folder_stamps, is_done, iso_time, run_dir, stage_table, stale_reason, stamp, upstream,
+                   folder_stamps, is_done, iso_time, run_dir, run_flags, stage_table, stale_reason, stamp, upstream,
                    upstream_stamps, world_records, write_report)
 
 
@@ -64,12 +65,13 @@ def tokenizer_changes(cfg: PretrainConfig) -> dict:
     return {"data": cfg.data, "data_split": cfg.data_split} if cfg.data else {}
 
 
-def _say_which_text_the_tokenizer_knows(root: Path, data: str) -> None:
+def _say_which_text_the_tokenizer_knows(root: Path, data: str, profile: str) -> None:
     """A tokenizer learned from other text, or from an earlier version of this --data file, is kept (every later stage
     was built on it), but said: byte-level BPE encodes any text, yet packs text unlike its own poorly."""
     learned = ck.read_json(root / "tokenizer" / "metrics.json")
     learned_from = learned.get("config", {}).get("data") or ""
-    how = f"`lab tokenizer{' --data ' + data if data else ''}` learns one from this text, then pretrain again"
+    how = (f"`lab tokenizer{run_flags(profile, root)}{' --data ' + shlex.quote(data) if data else ''}` learns one "
+           "from this text, then pretrain again")
     if learned_from != data:
         print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from {learned_from or 'the world corpus'}, "
               f"not from {data or 'the world corpus'}; {how}")
@@ -107,7 +109,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
             run_tokenizer(profile, root, **tokenizer_changes(cfg))
             trained_tokenizer = True
         elif not cfg.model and PartialState(cpu=cpu).is_main_process:
-            _say_which_text_the_tokenizer_knows(root, cfg.data)
+            _say_which_text_the_tokenizer_knows(root, cfg.data, profile)
     built_from = upstream_stamps(root, "pretrain", cfg)
     try:
         metrics = pretrain(cfg, root / "tokenizer", root / "base", world_cfg, resume=resume, progress=progress)

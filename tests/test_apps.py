@@ -745,9 +745,11 @@ def test_arena_battle_vote_row_and_export_round_trip(arena_app, tmp_path, monkey
     assert public_endpoints(client) == {"/battle", "/vote", "/random_prompt"}
     answer_a, answer_b = client.predict(QUESTION, api_name="/battle")
     assert (answer_a, answer_b) == ("Paris.", "Lima.")
-    result = client.predict("b", 4, None, api_name="/vote")
+    assert client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/vote"]["parameters"][1][
+        "python_type"]["type"] == "Literal['1', '2', '3', '4', '5']"  # what a client is told to send
+    result = client.predict("b", "4", None, api_name="/vote")  # refused by Gradio's own check against 1-5
     assert result["recorded"] and (result["model_a"], result["model_b"]) == ("sft", "sft")
-    assert client.predict("b", 4, None, api_name="/vote")["recorded"] is False  # a retry stores nothing
+    assert client.predict("b", "4", None, api_name="/vote")["recorded"] is False  # a retry stores nothing
     [row] = votes.rows(votes.db_path(root))
     assert row == row | {"vote_id": result["vote_id"], "prompt": QUESTION, "answer_a": answer_a,
                          "answer_b": answer_b, "choice": "b", "rating_a": 4, "rating_b": None, "voter": "alice"}

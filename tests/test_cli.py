@@ -41,8 +41,8 @@ def test_pretraining_on_real_text_learns_its_tokenizer_from_it(wiki_demo, tokeni
                                                             held_out), 3)
     assert m["chars_per_token_en"] > 1.2 * chars_per_token(tokenizer, held_out)  # the world tokenizer, same size
     assert main(["pretrain", "--profile", "micro", "--max_steps", "1", "--out", str(out)]) == 0
-    assert (f"was learned from {wiki_demo}, not from the world corpus; `lab tokenizer` learns one from this text"
-            in capsys.readouterr().out)
+    assert (f"was learned from {wiki_demo}, not from the world corpus; `lab tokenizer --profile micro --out {out}` "
+            "learns one from this text" in capsys.readouterr().out)  # the run's flags: pasted, it acts on this run
     assert ck.read_json(out / "tokenizer" / "metrics.json")["config"]["data"] == str(wiki_demo)  # not replaced
 
 

@@ -57,6 +57,26 @@ def test_another_model_is_evaluated_next_to_the_runs_and_against_sft(root, tmp_p
     assert lab_eval(root, "--model", str(other)) == 0 and "my-model" in ck.read_json(root / "report.json")["eval"]
 
 
+def test_a_copy_of_the_run_folder_keeps_its_own_model_of_the_run(root, tmp_path, capsys):
+    """README: copy runs/tiny first to keep round 1. A model folder inside the run (`lab dpo`'s policy) was recorded by
+    its absolute path only: the copy's report then followed the live run's folder (retrained there, the copy lost its
+    row and its fix evaluated the live model into the copy)."""
+    live = tmp_path / "live"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, live / folder)
+    shutil.copytree(live / "sft", live / "policy")
+    assert lab_eval(live, "--model", str(live / "policy")) == 0
+    shutil.copytree(live, tmp_path / "round1")
+    weights = live / "policy" / "model.safetensors"  # the live run's policy trained again in place
+    later = weights.stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))
+    kept = stages.write_report(tmp_path / "round1")
+    assert "policy" in kept["eval"] and "policy" not in kept.get("eval_stale", {})
+    report = stages.write_report(live)
+    assert report["eval_stale"]["policy"].endswith(f"--model {live / 'policy'} --name policy`")
+    capsys.readouterr()
+
+
 def test_another_model_can_be_named_and_evaluated_with_the_runs_own(root, tmp_path):
     r = stages.run_eval("micro", root, models=("base",), model=str(root / "sft"), name="sft-copy")
     assert set(r) == {"base", "sft-copy"}  # sft.json still matches: reused for the head-to-head, not redone

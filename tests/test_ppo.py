@@ -885,8 +885,11 @@ def test_a_policy_trained_against_a_reward_model_passed_in_is_not_saved_as_the_r
 
 
 def test_missing_models_are_lab_errors(tmp_path, run_root):
-    with pytest.raises(LabError, match="reward: no reward model for PPO. Fix: run `lab reward`"):
+    # a mistyped --reward_model was told to run `lab reward`, which writes the run's own folder, not the one typed
+    with pytest.raises(LabError, match="reward: no reward model for PPO: no such folder. Fix: check the path"):
         ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", tmp_path / "reward")
+    with pytest.raises(LabError, match="tokenizer: no reward model for PPO: no model in this folder .no config.json."):
+        ppo.load_models(PPOConfig.for_profile("micro"), run_root / "sft", run_root / "tokenizer")
     with pytest.raises(LabError, match="sft: no such model folder .*Fix: check the path, or build it first"):
         ppo.load_models(PPOConfig.for_profile("micro"), tmp_path / "sft", run_root / "reward")
 
@@ -1161,6 +1164,10 @@ def test_a_hub_id_given_as_the_model_is_loaded_as_one_not_refused_as_a_missing_s
         ppo.load_models(PPOConfig.for_profile("micro"), Path("not-a-cached-org/no-such-model"), run_root / "reward")
     with pytest.raises(LabError, match="not-a-cached-org/no-such-model: could not load a model.*Fix: check the hub id"):
         stages.run_reward("micro", run_root, progress=False, model="not-a-cached-org/no-such-model")
+    # a mistyped folder two parts deep is shaped like a hub id: the message says there is no such folder too
+    with pytest.raises(LabError, match=r"runs/sft-ful: could not load a model: no such folder here, and as a hub id "
+                                       r"\(.*Fix: .*; or, for a folder, check the path"):
+        ppo.load_models(PPOConfig.for_profile("micro"), Path("runs/sft-ful"), run_root / "reward")
 
 
 def test_an_attention_kernel_that_cannot_load_is_one_clear_error():

@@ -570,3 +570,7 @@ def test_resume_after_the_model_folder_changed_is_one_clear_error(micro_run, tok
         pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, resume=True, progress=False)
     auto = pretrain(cfg, tok_dir, tmp_path / "base", world_cfg, resume="auto", stop_at=5, progress=False)
     assert auto["history"]["step"] == [1, 2, 3, 4, 5]  # started afresh (resumed, it would hold steps 1-10)
+    with pytest.raises(LabError, match="other settings") as err:  # --model not given again: that is the change
+        pretrain(PretrainConfig.for_profile("micro"), tok_dir, tmp_path / "base", world_cfg, resume=True,
+                 progress=False)
+    assert f"model '{start}' -> ''" in str(err.value) and "changed since" not in str(err.value)
