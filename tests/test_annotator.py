@@ -138,6 +138,7 @@ def test_sql_literal_or_second_statement_is_wrong_and_rated_1(micro_world):
     assert [A.rate(micro_world, rec, r) for r in (literal, rec["answer"] + " DROP TABLE countries;")] == [1, 1]
     assert A.compare(micro_world, rec, rec["answer"], literal) == "A"
 
+
 # ------------------------------------------------------------------ degenerate and empty answers
 
 @pytest.mark.parametrize("response", ["{a} {a} {a} {a}", "The capital is {a}. The capital is {a}. The capital is {a}",
@@ -239,3 +240,27 @@ def test_win_rate_rejects_lists_of_different_lengths(micro_world, capital):
     rec, right, _ = capital
     with pytest.raises(ValueError):
         A.win_rate(micro_world, [rec, rec], [right, right], [right])
+
+
+def test_win_rate_task_mean_leaves_out_a_task_whose_pairs_all_tied(micro_world, capital):
+    """A capital win and a tied sum: arithmetic has no decisive pair, so it has no rate (None) and stays out of the
+    mean over tasks; counted as 0 it would halve a model's task_mean for answering sums as well as SFT."""
+    rec, right, _ = capital
+    sums = record(micro_world, "arithmetic", "en")
+    s = f"{sums['answer'][-1]}"
+    got = A.win_rate(micro_world, [rec, sums], [right, s], [verbose_capital(micro_world, rec), s])
+    assert (got["wins"], got["ties"]) == (1, 1)
+    assert got["per_task"] == {"capital": 1.0, "arithmetic": None} and got["task_mean"] == 1.0
+
+
+def test_a_right_answer_a_little_over_its_length_budget_is_rated_4(micro_world, capital):
+    """Rating 5 needs the whole concise term: an answer some 5% past `length_budget` is a 4, one within it a 5."""
+    rec, right, _ = capital
+    budget = A.length_budget(rec)
+    over = f"{rec['answer']} is the capital of {rec['entity']}."
+    words = iter(["It", "is", "a", "big", "old", "city", "by", "the", "sea", "and", "it", "has", "a", "port"])
+    while len(over) <= budget:  # short words: just past the budget
+        over += " " + next(words)
+    j = A.judge(micro_world, rec, over)
+    assert j["correct"] and j["language"] and 0.9 < j["concise"] < 1.0  # right, in English, slightly long
+    assert A.rate(micro_world, rec, over) == 4 and A.rate(micro_world, rec, right) == 5

@@ -191,6 +191,23 @@ def test_a_json_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tm
     assert leftovers(tmp_path) == [] and not (tmp_path / "rows.jsonl").exists()
 
 
+def test_a_json_file_is_renamed_into_place_never_written_over(tmp_path):
+    """A reader that opened metrics.json or pairs.jsonl before a rewrite (the app's pages, a second `lab` command)
+    reads the old file whole: the new one is written beside it and renamed into place. Written over in place, that
+    reader (and one killed midway) would see the new bytes, or half of them."""
+    for path, write, old, new in ((tmp_path / "metrics.json", ck.write_json, {"a": 1}, {"a": 2, "b": "x" * 100}),
+                                  (tmp_path / "pairs.jsonl", ck.write_jsonl, [{"a": 1}], [{"a": 2}, {"b": 3}])):
+        write(path, old)
+        text, inode = path.read_text(encoding="utf-8"), path.stat().st_ino
+        with open(path, encoding="utf-8") as reader:
+            write(path, new)
+            assert reader.read() == text
+        assert path.stat().st_ino != inode  # a new file, not the old one's bytes replaced
+    assert ck.read_json(tmp_path / "metrics.json") == {"a": 2, "b": "x" * 100}
+    assert (tmp_path / "pairs.jsonl").read_text().splitlines() == ['{"a": 2}', '{"b": 3}']
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("content, said", [(b'{"profile": "tiny", "wall_', "the file is not JSON (JSONDecodeError"),
                                             (b'{"a": "\xff"}', "the file is not JSON (UnicodeDecodeError"),
                                             (b'["tiny"]', "the file holds a JSON list, not an object")])
@@ -223,6 +240,30 @@ def test_training_state_keeps_an_fp16_runs_loss_scale_and_loads_onto_the_cpu(tok
     ck.load_training_state(ckpt, optimizer, scheduler, fresh)
     assert fresh.state_dict() == scaler.state_dict()
     assert places == ["cpu"] * 4  # optimizer, scheduler, RNG, scaler
+
+
+class _RunsCode:
+    """Unpickled, this object calls os.mkdir(marker): what a crafted or swapped checkpoint file could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_checkpoint_file_that_would_run_code_is_refused_without_running_it(tmp_path):
+    """A checkpoint's .pt files are read as tensors and plain containers only (`weights_only`): a resume from a
+    folder someone shared must not run the code a pickle can carry; such a file is one DamagedFile naming the step."""
+    ckpt = tmp_path / "ckpt" / "step-0000010"
+    ckpt.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"state": {0: _RunsCode(marker)}, "param_groups": []}, ckpt / "optimizer.pt")  # loaded first
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(ck.DamagedFile, match="a file of this checkpoint cannot be read") as info:
+        ck.load_training_state(ckpt, optimizer, scheduler)
+    assert str(info.value).startswith(str(ckpt)) and not marker.exists()
 
 
 def test_an_atomic_folder_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):

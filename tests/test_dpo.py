@@ -188,6 +188,34 @@ def test_a_prompt_keeps_one_split_and_held_out_cut_off_pairs_are_ranked_but_not_
     assert m["n_eval_loss_pairs"] == 4  # the held-out pair whose rejected answer was cut off
 
 
+def test_trls_held_out_loss_is_taken_on_the_held_out_pairs_whose_answers_ended(sft_root, monkeypatch):
+    """`dpo.train` hands TRL's `evaluate` only the held-out pairs whose two answers ended: TRL appends EOS to every
+    answer, so a cut-off one would be scored as ending where it never did."""
+    from lab_utils import dpo
+    from lab_utils.config import DPOConfig
+
+    given, as_dataset = [], dpo.as_dataset
+    monkeypatch.setattr(dpo, "as_dataset", lambda pairs: given.append(list(pairs)) or as_dataset(pairs))
+    policy, tok = load_causal_lm(str(sft_root / "sft"))
+    train = [_pair(i, "train") for i in range(4)]
+    held = [_pair(10, "eval"), _pair(11, "eval", rejected_ended=False), _pair(12, "eval", chosen_ended=False)]
+    _, _, loss = dpo.train(DPOConfig.for_profile("micro", bf16=False), policy, load_causal_lm(str(sft_root / "sft"))[0],
+                           tok, train, held)
+    assert given == [train, held[:1]] and loss > 0  # the training pairs, then the held-out ones TRL evaluates
+
+
+def test_a_pair_whose_prompt_fills_max_length_is_left_out(tokenizer):
+    """TRL keeps a pair only while its prompt leaves room for an answer token within max_length: a prompt of exactly
+    max_length tokens is left out, one a token shorter is kept, whole."""
+    from lab_utils import dpo
+
+    pair = _pair(0, "train")
+    prompt_ids = dpo.tokenized_pairs([pair], tokenizer, None)[0]["prompt_ids"]
+    assert len(dpo.tokenized_pairs([pair], tokenizer, len(prompt_ids))) == 0
+    kept = dpo.tokenized_pairs([pair], tokenizer, len(prompt_ids) + 1)
+    assert len(kept) == 1 and kept[0]["prompt_ids"] == prompt_ids
+
+
 def test_lora_dpo_reads_its_reference_with_the_adapter_disabled_and_saves_it_merged(sft_root, tmp_path):
     """With --lora the reference is the policy with its adapter disabled: the implicit rewards read that way are the
     saved merged model's against the SFT model's, and only the adapter's layers moved."""

@@ -147,6 +147,17 @@ def test_identical_pairs_are_skipped_with_a_count(tmp_path):
         assert load_pairs(spec) == [PAIR]
 
 
+def test_identical_message_lists_are_a_pair_with_the_users_prompt_skipped_with_the_count(tmp_path):
+    """TRL's implicit-prompt layout with the same messages in chosen and rejected: their shared messages before the
+    reply are the prompt, the reply the same on both sides, so the pair is skipped as identical with the one warning,
+    like any other, not refused as a record without a user turn."""
+    same = [user(PAIR["prompt"]), assistant("Paris.")]
+    assert parse_pair({"chosen": same, "rejected": same}) == PAIR | {"rejected": "Paris."}
+    spec = write_jsonl(tmp_path / "p.jsonl", [{"chosen": same, "rejected": same}, PAIR])
+    with pytest.warns(UserWarning, match=r"skipped 1 pair\(s\) whose chosen and rejected are identical"):
+        assert load_pairs(spec) == [PAIR]
+
+
 # ------------------------------------------------------------------ bad input: one LabError naming file, record, field
 
 BAD_RECORDS = [  # (second record of a file whose first is fine, words the message must contain)
@@ -255,6 +266,15 @@ def test_a_null_ended_flag_means_not_known_as_in_an_export_of_old_votes():
 def test_implicit_strings_split_inside_a_number_keep_the_number_in_the_replies():
     assert parse_pair({"chosen": "The answer is 4", "rejected": "The answer is 42"}) == \
         {"prompt": "The answer is", "chosen": "4", "rejected": "42"}
+
+
+def test_a_full_stop_inside_a_number_ends_no_sentence_in_either_reply():
+    """"Pi is 3." is no sentence end where one reply goes on "14" and the other " 14": a full stop is a boundary only
+    where both texts go on with a space, so the shared prompt stops before the number, whichever side is chosen."""
+    assert parse_pair({"chosen": "Pi is 3. 14", "rejected": "Pi is 3.15"}) == \
+        {"prompt": "Pi is", "chosen": "3. 14", "rejected": "3.15"}
+    assert parse_pair({"chosen": "Pi is 3.15", "rejected": "Pi is 3. 14"}) == \
+        {"prompt": "Pi is", "chosen": "3.15", "rejected": "3. 14"}
 
 
 def test_replies_that_repeat_the_explicit_prompt_give_the_last_reply():

@@ -141,6 +141,34 @@ def test_an_sql_question_is_held_out_only_when_it_names_a_held_out_country():
         assert r["heldout"] == (c.name in r["input"] or c.capital in r["input"]), r["input"]
 
 
+def test_heldout_entity_accuracy_counts_only_the_held_out_prompts(micro_world):
+    """`heldout_entity_accuracy` is the accuracy on entities SFT never saw: a wrong answer to a prompt about a seen
+    entity must not lower it (over all prompts it would read as task accuracy again)."""
+    from lab_utils import tasks
+    from lab_utils.evaluate import grade
+
+    records = tasks.eval_records(micro_world, 2)
+    held, seen = next(r for r in records if r["heldout"]), next(r for r in records if not r["heldout"])
+    res = grade(micro_world, [held, seen], [held["output"], "no idea"], [True, True])
+    assert res["heldout_entity_accuracy"] == 1.0 and res["per_task"][seen["task"]] < 1.0
+
+
+def test_training_prompts_include_the_reward_stages_prompts(micro_world, tmp_path):
+    """The reward stage samples answers to prompts of its own: an evaluation prompt among them was seen in training
+    too. Most of them (micro's profile settings, no stage run yet) are in neither SFT's records nor PPO's prompts."""
+    from lab_utils import tasks
+    from lab_utils.harness import training_prompts
+    from lab_utils.runs import CONFIGS, world_records
+
+    def keys(stage: str) -> set[tuple]:
+        records = world_records(stage, micro_world, CONFIGS[stage].for_profile("micro"))
+        return set().union(*map(tasks.seen_keys, records))
+
+    reward = keys("reward")
+    assert reward - keys("sft") - keys("ppo")  # what only the reward stage's prompts add
+    assert reward <= training_prompts(tmp_path, "micro", micro_world)
+
+
 def test_stage_table_keeps_its_columns_for_a_long_model_name():
     from lab_utils.runs import stage_table
     evaluated = {"task_accuracy": 0.5, "per_task": {"capital": 0.5}, "wall_s": 3.0}

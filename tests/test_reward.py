@@ -393,6 +393,71 @@ def test_sampling_draws_a_bar_per_answer_and_samples_the_same_answers(sft_root, 
     assert [s["responses"] for s in shown] == [s["responses"] for s in quiet]
 
 
+def test_sampling_gives_each_record_its_own_n_answers_in_the_samplers_order(monkeypatch):
+    """Each prompt is sampled n_samples times in a row; every record gets exactly its own n answers (one lost per
+    prompt would leave fewer pairs, and a shifted slice would pair one prompt's answers with another's)."""
+    records = [{"instruction": f"What is {i} + 1?", "input": "", "output": str(i + 1)} for i in range(3)]
+    asked = []
+
+    def generate_ended(model, tokenizer, prompts, *args, **kwargs):
+        asked.extend(prompts)
+        return [(f"answer {k}", k % 2 == 0) for k in range(len(prompts))]
+
+    monkeypatch.setattr(R, "generate_ended", generate_ended)
+    samples = R.sample_responses(None, None, records, 3, 1.0, 6)
+    prompts = [render_alpaca(r["instruction"], "") for r in records]
+    assert asked == [p for p in prompts for _ in range(3)]
+    assert [(s["rec"], s["prompt"]) for s in samples] == list(zip(records, prompts))
+    assert [s["responses"] for s in samples] == [[(f"answer {k}", k % 2 == 0) for k in range(3 * i, 3 * i + 3)]
+                                                 for i in range(3)]
+
+
+def sampled_with_spies(world, tokenizer, monkeypatch, **overrides):
+    """`reward_data.sampled_pairs` on micro's reward prompts, the SFT model's answers canned (its reference answer
+    cut off, two wrong ones): (held-out prompts, the samples `label_pairs` labels, the samples `off_topic_pairs`
+    draws from)."""
+    from types import SimpleNamespace
+
+    seen = {}
+
+    def sample_responses(policy, tok, records, n_samples, *args, **kwargs):
+        answers = lambda r: [(r["output"], False), ("I do not know.", True), ("No.", True)][:n_samples]  # noqa: E731
+        return [{"rec": r, "prompt": p, "responses": answers(r)}
+                for r, p in zip(records, [render_alpaca(r["instruction"], r["input"]) for r in records])]
+
+    def spy(name, real):
+        def call(w, samples, *args, **kwargs):
+            seen[name] = samples
+            return real(w, samples, *args, **kwargs)
+        monkeypatch.setattr(R, name, call)
+
+    monkeypatch.setattr(R, "sample_responses", sample_responses)
+    spy("label_pairs", R.label_pairs)
+    spy("off_topic_pairs", R.off_topic_pairs)
+    cfg = RewardConfig.for_profile("micro", max_length=512, **overrides)  # every pair fits: no warning
+    policy = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=512))
+    held = reward_data.sampled_pairs(cfg, world, policy, tokenizer, progress=False)[3]
+    assert 0 < len(held) < len({s["prompt"] for s in seen["label_pairs"]})  # both splits hold prompts
+    return held, seen["label_pairs"], seen["off_topic_pairs"]
+
+
+def test_reference_answers_train_joins_the_training_prompts_answers_only(micro_world, tokenizer, monkeypatch):
+    """--reference_answers train adds each training prompt's reference answer (ended) to its sampled ones; held-out
+    prompts keep the SFT model's answers alone, so the held-out accuracy is measured on the model's own answers."""
+    held, labelled, _ = sampled_with_spies(micro_world, tokenizer, monkeypatch, reference_answers="train")
+    n = RewardConfig.for_profile("micro").n_samples
+    for s in labelled:
+        reference = [] if s["prompt"] in held else [(s["rec"]["output"], True)]
+        assert s["responses"][n:] == reference and len(s["responses"][:n]) == n
+
+
+def test_off_topic_pairs_are_drawn_from_the_training_prompts_only(micro_world, tokenizer, monkeypatch):
+    """--off_topic pairs are training pairs: built on a held-out prompt they would enter the held-out accuracy the
+    flag's effect is measured by, and a held-out answer would be trained on as the foreign one."""
+    held, labelled, drawn = sampled_with_spies(micro_world, tokenizer, monkeypatch, off_topic=1)
+    assert [s["prompt"] for s in drawn] == [s["prompt"] for s in labelled if s["prompt"] not in held]
+
+
 # ------------------------------------------------------------------ the stage, end to end on micro
 
 @pytest.fixture(scope="module")

@@ -214,6 +214,16 @@ def test_full_trains_every_param(base_dir, base_tokenizer, fp32_base, tmp_path):
     assert trainable_params(trainer.model) == sum(p.numel() for p in fp32_base.parameters())
 
 
+@pytest.mark.parametrize("method", ["qlora", "lora", "full"])
+def test_full_fine_tuning_trains_at_full_lr_and_lora_at_lr(tmp_path, method):
+    """--method full moves every weight and takes its own, lower learning rate (--full_lr); at the LoRA rate (--lr,
+    5x higher on micro and tiny) it would push every weight of the model far too hard. qlora's and lora's adapters
+    take --lr."""
+    cfg = SFTConfig.for_profile("micro", method=method)
+    assert cfg.full_lr != cfg.lr  # otherwise the check below could not tell them apart
+    assert trl_args(cfg, str(tmp_path), False).learning_rate == (cfg.full_lr if method == "full" else cfg.lr)
+
+
 # ------------------------------------------------------------------ train_sft: the saved artifacts
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,52 @@ def test_head_to_head_reevaluates_sft_on_other_prompts_or_a_newer_sft_model(eval
     assert ck.read_json(eval_root / "eval" / "sft.json")["model_finished_at"] == stages.stamp(eval_root, "sft")
 
 
+def test_each_of_the_runs_models_is_loaded_by_its_own_name(tmp_path, monkeypatch):
+    """`lab eval --models rlhf` must answer with the RLHF model: loading SFT in its place would report SFT's numbers
+    as RLHF's, and a head-to-head of SFT against itself."""
+    asked = []
+    monkeypatch.setattr(harness, "load_model", lambda root, name: asked.append((root, name)))
+    for name in stages.MODEL_DIRS:
+        harness._load(tmp_path, name, None)
+    assert asked == [(tmp_path, name) for name in stages.MODEL_DIRS] and "rlhf" in stages.MODEL_DIRS
+
+
+def test_head_to_head_gives_each_side_its_own_ended_flags(micro_world):
+    """The same answer, cut off on one side only: the side that ended with EOS wins, whichever it is."""
+    from lab_utils import tasks
+
+    rec = next(r for r in tasks.eval_records(micro_world, 2) if r["task"] == "capital")
+    answers = {"responses": [rec["output"]]}
+    cut, ended = answers | {"ended": [False]}, answers | {"ended": [True]}
+    assert harness._head_to_head(micro_world, [rec], cut, ended)["win_rate_vs_sft"] == 0.0  # the model was cut off
+    assert harness._head_to_head(micro_world, [rec], ended, cut)["win_rate_vs_sft"] == 1.0  # SFT was
+
+
+def test_reward_gain_is_the_models_reward_minus_sfts(micro_world):
+    """A model that scores 1.0 where SFT scores 0.0 gained +1.0, on all prompts and on the on-task ones."""
+    from lab_utils import tasks
+
+    rec = next(r for r in tasks.eval_records(micro_world, 2) if r["task"] == "arithmetic")
+    rlhf = {"responses": [rec["output"]], "ended": [True], "rewards": [1.0]}
+    sft = rlhf | {"rewards": [0.0]}
+    gain = harness._head_to_head(micro_world, [rec], rlhf, sft)
+    assert (gain["reward_gain_vs_sft"], gain["reward_gain_vs_sft_on_task"], gain["n_off_task_pairs"]) == (1.0, 1.0, 0)
+
+
+def test_on_task_reward_gain_leaves_out_a_pair_where_only_sfts_answer_is_off_task(micro_world):
+    """An answer in another task's shape on either side makes the pair off-task: SFT answering a sum with a capital
+    sentence (which its high reward would otherwise put into the on-task gain) counts too, not only RLHF doing so."""
+    from lab_utils import graders, tasks
+
+    sums = [r for r in tasks.eval_records(micro_world, 2) if r["task"] == "arithmetic"][:2]
+    capital = "The capital of France is Paris."
+    assert graders.off_task(sums[1], capital) and not graders.off_task(sums[1], sums[1]["output"])
+    rlhf = {"responses": [r["output"] for r in sums], "rewards": [0.5, 0.0]}
+    sft = {"responses": [sums[0]["output"], capital], "rewards": [0.0, 2.0]}
+    gain = harness._reward_gain(sums, rlhf, sft)
+    assert gain == {"reward_gain_vs_sft": -0.75, "reward_gain_vs_sft_on_task": 0.5, "n_off_task_pairs": 1}
+
+
 # ------------------------------------------------------------------ half-finished stages
 
 def test_a_half_finished_reward_stage_is_never_used(tmp_path):
