@@ -265,4 +265,4 @@ def build(root: str | Path, profile: str | None = None, models: list[str] | None
 
 def main(root: str | Path, profile: str | None = None, host: str = "127.0.0.1", port: int | None = None,
          auth: str | None = None, share: bool = False, models: list[str] | None = None) -> None:
-    launch(build(root, profile, models), host, port, auth, share)
+    launch(build(root, profile, models), host, port, auth, share, takes_votes=True)

@@ -99,9 +99,10 @@ def _no_proxy_for(host: str) -> None:
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, auth: str | None = None,
-           share: bool = False, block: bool = True, queue_size: int = QUEUE_SIZE) -> tuple:
+           share: bool = False, block: bool = True, queue_size: int = QUEUE_SIZE, takes_votes: bool = False) -> tuple:
     """Queue and serve `demo`; returns Gradio's (app, local_url, share_url). `block=False` returns at once
-    (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C."""
+    (tests, notebooks): call `demo.close()` when done. Blocking, it serves until Ctrl-C. `takes_votes`: the
+    arena's, which train the next reward model (said when it is served beyond this machine without a login)."""
     global _served_beyond_this_machine
     _served_beyond_this_machine = share or host not in LOOPBACK
     if ":" in host and not host.startswith("["):  # an IPv6 address: Gradio writes its own URL with it unbracketed
@@ -125,8 +126,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
                            "NO_PROXY=localhost,127.0.0.1") from None
     if _served_beyond_this_machine and not logins:
         print(f"[lab] warning: {demo.title} is open to {'anyone with the link' if share else 'the network'} with no "
-              "login, and votes there train the next reward model: pass --auth user:pass (or set $LAB_APP_AUTH)",
-              file=sys.stderr)
+              f"login{', and votes there train the next reward model' if takes_votes else ''}: pass --auth "
+              "user:pass (or set $LAB_APP_AUTH)", file=sys.stderr)
     if block:  # Gradio's own banner would advise `share=True` in code; the lab's switch is --share
         print(f"[lab] {demo.title} on {served[1]}" + (f" and {served[2]}" if served[2] else "") +
               ("" if auth or os.environ.get(AUTH_ENV) else " (no login: --auth user:pass)") + "; Ctrl-C stops it")

@@ -611,6 +611,26 @@ def test_an_app_launches_behind_a_web_proxy_and_on_the_ipv6_loopback(monkeypatch
     assert os.environ["NO_PROXY"].startswith("example.org,") and "127.0.0.1" in os.environ["no_proxy"]
 
 
+def test_an_app_open_beyond_this_machine_with_no_login_is_said_and_only_the_arena_speaks_of_votes(
+        app_root, tmp_path, monkeypatch, capsys):
+    """An app served to the network (or a --share link) with no login is warned about; the warning told compare's
+    users that votes there train the next reward model, and compare takes no votes. The loopback stands in for the
+    network here."""
+    def served_once(demo, *args, **kwargs):
+        common.launch(demo, *args, **kwargs, block=False)
+        demo.close()
+
+    monkeypatch.setattr(common, "LOOPBACK", ())
+    for app in (compare, arena):
+        monkeypatch.setattr(app, "launch", served_once)
+    compare.main(app_root, port=free_port())
+    said = capsys.readouterr().err
+    assert "compare is open to the network with no login: pass --auth" in said and "votes" not in said
+    arena.main(run_folder(app_root, tmp_path), "micro", port=free_port())
+    assert "arena is open to the network with no login, and votes there train the next reward model: pass --auth" \
+        in capsys.readouterr().err
+
+
 def test_the_prompt_pool_holds_instructions_without_input_and_no_evaluation_prompt(app_root, tmp_path):
     """Votes on the pool's prompts train the next reward model (`lab reward --data votes.db`): an evaluation prompt
     there would be trained on. It was the evaluation set itself before."""
