@@ -75,8 +75,8 @@ def _warn_if_renamed(root: Path, folder: Path, name: str, spec: str) -> None:
     replaces."""
     path = folder / f"{name}.json"
     try:
-        before = ck.read_json(path) if path.exists() else None
-        before = str(Path(model_spec(root, before)).resolve()) if before.get("model_in_run") else before.get("model")
+        stored = ck.read_json(path) if path.exists() else {}
+        before = str(Path(model_spec(root, stored)).resolve()) if stored.get("model_in_run") else stored.get("model")
     except (OSError, ValueError, AttributeError):
         before = None
     if before and before != spec:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,10 @@ def test_a_copy_of_the_run_folder_keeps_its_own_model_of_the_run(root, tmp_path,
     assert "policy" in kept["eval"] and "policy" not in kept.get("eval_stale", {})
     report = stages.write_report(live)
     assert report["eval_stale"]["policy"].endswith(f"--model {live / 'policy'} --name policy`")
+    with warnings.catch_warnings(record=True) as said:  # the copy's own policy, evaluated again: nothing replaced
+        warnings.simplefilter("always")
+        stages.run_eval("micro", tmp_path / "round1", model=str(tmp_path / "round1" / "policy"), name="policy")
+    assert not [w for w in said if "held the evaluation of" in str(w.message)]
     capsys.readouterr()
 
 
