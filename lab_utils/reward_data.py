@@ -182,10 +182,15 @@ def split_pairs(cfg: RewardConfig, pairs: list[dict], held: set[str], given: boo
         why = (f"{len(pairs)} preference pair(s) on {n_prompts} prompt(s) leave no "
                f"{'training' if not train_pairs else 'held-out'} prompt"
                + (f" ({n_too_long} more were too long and left out)" if n_too_long else ""))
-        fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
-               f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give some "
-               "pairs \"split\": \"train\" / \"eval\"" if given
-               else "collect more pairs (--n_prompts)" + (", or raise --max_length" if n_too_long else ""))
+        if given and n_prompts < 2:  # no fraction and no record's "split" divides one prompt's pairs
+            fix = ("bring pairs on at least two prompts: a prompt's pairs are never split between training and "
+                   "held out" + (", or raise --max_length" if n_too_long else ""))
+        elif given:
+            fix = ("bring pairs on more prompts (a prompt's pairs are never split), "
+                   f"{'lower' if not train_pairs else 'raise'} --eval_fraction (now {cfg.eval_fraction}), or give "
+                   "some pairs \"split\": \"train\" / \"eval\"")
+        else:
+            fix = "collect more pairs (--n_prompts)" + (", or raise --max_length" if n_too_long else "")
         raise LabError(why, path=cfg.data or None, fix=fix)
     return train_pairs, eval_pairs
 

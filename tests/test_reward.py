@@ -759,9 +759,15 @@ def test_pairs_longer_than_max_length_are_dropped_and_counted(sft_root, tmp_path
     data.write_text("\n".join(json.dumps(r | {"prompt": "What is 1 + 1?"}) for r in rows[:-1])  # one prompt only,
                     + "\n" + json.dumps(rows[-1]))  # and the long pair
     with pytest.raises(LabError, match=r"12 preference pair\(s\) on 1 prompt\(s\) leave no held-out prompt \(1 more "
-                                       r"were too long and left out\).*\(a prompt's pairs are never split\), raise "
-                                       r"--eval_fraction"):
+                                       r"were too long and left out\).*Fix: bring pairs on at least two prompts: a "
+                                       r"prompt's pairs are never split between training and held out, or raise "
+                                       r"--max_length") as err:
         stages.run_reward("micro", out, progress=False, data=str(data), max_length=200)
+    assert "--eval_fraction" not in str(err.value)  # no fraction divides one prompt's pairs
+    data.write_text("\n".join(json.dumps(r | {"prompt": f"What is {i % 2} + 1?"}) for i, r in enumerate(rows[:-1])))
+    with pytest.raises(LabError, match=r"12 preference pair\(s\) on 2 prompt\(s\) leave no held-out prompt.*"
+                                       r"\(a prompt's pairs are never split\), raise --eval_fraction \(now 0.01\)"):
+        stages.run_reward("micro", out, progress=False, data=str(data), max_length=200, eval_fraction=0.01)
 
 
 def test_pairs_longer_than_the_models_context_are_dropped_whatever_max_length_says(sft_root, tmp_path):
