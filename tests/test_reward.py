@@ -201,7 +201,7 @@ def test_bradley_terry_loss_matches_reward_trainer(score_model, tmp_path):
              {"prompt": "Q2", "chosen": "a longer good answer", "rejected": "no", "rejected_ended": False}]
     trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=R.pair_dataset(tok, pairs),
                             args=TRLRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True,
-                                                 bf16=False, gradient_checkpointing=False))
+                                                 bf16=False, activation_checkpointing=False))
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, inputs)
