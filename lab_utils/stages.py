@@ -39,9 +39,11 @@ from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finis
                    upstream_stamps, world_records, write_report)
 
 
-def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict) -> dict:
-    """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`)."""
-    done = {"profile": profile, "finished_at": iso_time(time.time()), "built_from": built_from}
+def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict,
+            finished_at: str | None = None) -> dict:
+    """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`). `finished_at`
+    keeps an earlier build's stamp for a rebuild that wrote the same files (the stages built on it stay current)."""
+    done = {"profile": profile, "finished_at": finished_at or iso_time(time.time()), "built_from": built_from}
     if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
         done["data_sha256"] = data_sha
     if folders := folder_stamps(metrics.get("config", {})):  # the same --model folder, trained again in place
@@ -56,8 +58,22 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     tok_cfg = TokenizerConfig.for_profile(profile, **changes)
-    metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), root / "tokenizer")
-    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {})
+    folder = root / "tokenizer"
+    was = _tokenizer_files(folder) if is_done(root, "tokenizer") else None
+    ours = was is not None and ck.read_json(folder / "metrics.json").get("profile") == profile
+    was_stamp = stamp(root, "tokenizer") if ours else None
+    metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), folder)
+    same = was_stamp is not None and _tokenizer_files(folder) == was  # the corpus and settings are seeded: often so
+    if same:
+        print("[lab] tokenizer: trained again, the same files as before: the stages built on it stay current")
+    return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {},
+                   finished_at=was_stamp if same else None)
+
+
+def _tokenizer_files(folder: Path) -> dict[str, str]:
+    """The tokenizer's files (all but metrics.json) and a hash of each: a rebuild that gives the same token ids."""
+    return {p.name: ck.file_sha256(str(p)) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != "metrics.json"}
 
 
 def tokenizer_changes(cfg: PretrainConfig) -> dict:

@@ -73,6 +73,26 @@ def test_lab_pretrain_refuses_another_profiles_tokenizer(tok_root, tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == ["tokenizer"]
 
 
+def test_a_tokenizer_trained_again_into_the_same_files_leaves_the_later_stages_current(tok_root, tmp_path, capsys):
+    """Notebook 01 trains the tokenizer each time it runs: run again after notebook 05, it made every later stage
+    stale (notebook 06's `ensure` retrained pretraining, SFT, the reward model and PPO) though the files came out the
+    same. A tokenizer that does change still makes them stale."""
+    out = tmp_path / "run"
+    shutil.copytree(tok_root / "tokenizer", out / "tokenizer")
+    config = stages.CONFIGS["pretrain"].for_profile("micro")
+    stages._finish(out, "pretrain", {"config": config.to_dict()}, "micro",
+                   stages.upstream_stamps(out, "pretrain", config))  # a base model built on this tokenizer
+    was = stages.stamp(out, "tokenizer")
+    capsys.readouterr()
+    stages.run_tokenizer("micro", out)
+    assert "the same files as before" in capsys.readouterr().out
+    assert stages.stamp(out, "tokenizer") == was
+    assert stages.stale_reason(out, "pretrain", config.to_dict(), "micro") is None
+    stages.run_tokenizer("micro", out, vocab_size=stages.CONFIGS["tokenizer"].for_profile("micro").vocab_size - 64)
+    assert "the same files" not in capsys.readouterr().out and stages.stamp(out, "tokenizer") != was
+    assert stages.stale_reason(out, "pretrain", config.to_dict(), "micro") == "upstream tokenizer was rebuilt after it"
+
+
 def test_lab_run_refuses_a_run_folder_of_another_profile_unless_forced(built, tmp_path, capsys):
     """`lab run --out runs/micro` without --profile (tiny by default) rebuilt micro's tokenizer and models as tiny's
     over them, stage by stage: one forgotten flag cost the whole run."""
