@@ -491,6 +491,7 @@ flip = {"positive": "negative", "negative": "positive", "正面": "负面", "负
 said = lambda r, label: f"这句话的情感是{label}的。" if r["lang"] == "zh" else f"The sentiment of this sentence is {label}."
 n_eval = EvalConfig.for_profile(profile).n_per_task  # the evaluation prompts per task
 feelings = [r for r in tasks.eval_records(world, n_eval) if r["task"] == "sentiment"]
+sentiment_rows = []  # this cell's row, apart from the cell above's `rows`: run again, it is not added twice
 if feelings:
     labels = [r["output"].lower() for r in feelings]  # "positive" / "正面" as the terse reference gives it
     right = [said(r, label) for r, label in zip(feelings, labels)]
@@ -499,9 +500,10 @@ if feelings:
     # the reward change of each flipped answer
     flipped = reward_model.score(s_prompts, wrong) - reward_model.score(s_prompts, right)
     judged = [annotator.score(world, r, a) - annotator.score(world, r, b) for r, a, b in zip(feelings, wrong, right)]
-    rows.append({"probe": "sentiment label flipped", "reward change": flipped.mean().item(),
-                 "share rewarded more": (flipped > 0).float().mean().item(), "annotator change": sum(judged) / len(judged)})
-probes = pd.DataFrame(rows).set_index("probe").round(3)
+    sentiment_rows.append({"probe": "sentiment label flipped", "reward change": flipped.mean().item(),
+                           "share rewarded more": (flipped > 0).float().mean().item(),
+                           "annotator change": sum(judged) / len(judged)})
+probes = pd.DataFrame(rows + sentiment_rows).set_index("probe").round(3)
 display(probes)
 holes = probes.index[(probes["reward change"] > 0) & (probes["annotator change"] < 0)].tolist()
 print(f"{len(holes)} of {len(probes)} probes raise the reward where the annotator lowers its score: {holes}")

@@ -202,7 +202,6 @@ pkg, stats = ppo_math.policy_loss(moved, b["logprobs"], A, loss_mask, cfg.clipra
 print(f"moved: loss ours {ours.item():+.6f} package {pkg.item():+.6f} (without the clip {unclipped.item():+.6f}); "
       f"clipfrac {stats['clipfrac'].item():.3f}")
 assert torch.allclose(ours, pkg, atol=1e-6) and stats["clipfrac"] > 0 and not torch.allclose(ours, unclipped)
-del trainer, policy, ref_model, value_model
 """)
 
 md("""
@@ -225,6 +224,8 @@ shows β beside the KL.
 """)
 
 code("""
+trainer = policy = ref_model = value_model = None  # section 3's models, dropped: the stage builds its own
+
 def live(trainer, row, every=5):
     if row["iteration"] % every and row["iteration"] != trainer.cfg.iterations:
         return
@@ -256,7 +257,9 @@ display(h[["iteration", "score", "rlhf_reward", "kl", "entropy", "approxkl", "cl
 """)
 
 md("""
-*Restart here:* `metrics = checkpoints.read_json(out / "rlhf" / "metrics.json")` reloads this run's numbers.
+*Restart here:* after a kernel restart you do not need to train again. Run the cells above except the training cell
+(sections 1–3 load the models and take one rollout: seconds), with
+`metrics = checkpoints.read_json(out / "rlhf" / "metrics.json")` in its place: it reloads this run's numbers.
 
 The table of sample responses: the trainer keeps four of each iteration's answers (`metrics["samples"]`, each with
 the reward model's normalised score, before any missing-EOS penalty). Here those of the first, middle and last

@@ -427,8 +427,13 @@ display(pd.DataFrame([{k: s["ppo"][k] for k in keys}, {k: ppo2[k] for k in keys}
 """)
 
 md("""
-*Restart here:* `ppo2 = checkpoints.read_json(out2 / "rlhf" / "metrics.json")` and
-`m2 = checkpoints.read_json(out2 / "reward" / "metrics.json")` reload round 2's numbers.
+*Restart here:* after a kernel restart you do not need to train round 2 again. Run the cells above except three:
+section 4's first cell, which starts round 2 afresh (it deletes `round2/` with its votes, reward model and policy), and
+the two that train (section 6's `stages.run_reward`, section 7's `stages.run_ppo`). In their places:
+`out2 = out / "round2"` and the first cell's lines from `def fingerprint` on (the outcomes check that round 1's
+models are untouched), `m2 = checkpoints.read_json(out2 / "reward" / "metrics.json")` and
+`ppo2 = checkpoints.read_json(out2 / "rlhf" / "metrics.json")`: they reload round 2's numbers. The votes cast again
+count once (section 4).
 
 The harness on round 2's folder: the SFT model and the round-2 policy, the mean reward by round 2's reward model,
 and the annotator's head-to-head against SFT on the same held-out prompts as in section 1:
