@@ -46,6 +46,11 @@ def check_inputs(cfg: RewardConfig, pairs: list[dict] | None, previous: Path,
     if cfg.mix_previous and not previous.is_file():
         raise LabError("no previous preference pairs to mix --data's with", path=str(previous),
                        fix="run `lab reward` once without --mix_previous first, or drop --mix_previous")
+    if cfg.mix_previous and not (previous.parent / "metrics.json").is_file():  # written last: the stage finished
+        raise LabError("these pairs are not a finished round's: the reward stage that wrote them did not finish "
+                       "(interrupted?), so they may hold its --data's pairs beside the previous round's",
+                       path=str(previous), fix="put back the previous round's reward folder (from a copy of the run) "
+                       "and run again, or drop --mix_previous")
     if (pairs is not None or cfg.data) and cfg.off_topic:
         raise LabError("--off_topic pairs the SFT model's own sampled answers, and given pairs have none",
                        path=cfg.data or None, fix="drop --off_topic, or drop --data to sample from the SFT model")

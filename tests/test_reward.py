@@ -625,6 +625,7 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
             "rejected_ended": True, "split": "eval" if i < 3 else "train"} for i in range(8)]
     (out / "reward").mkdir()
     (out / "reward" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    (out / "reward" / "metrics.json").write_text("{}")  # a finished round's
     data = tmp_path / "votes.jsonl"
     new = [{"prompt": f"N{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
     again = {"prompt": "Q4", "chosen": "yes", "rejected": "no"}  # a pair the previous round had already
@@ -654,6 +655,29 @@ def test_mix_previous_adds_the_new_pairs_to_the_ones_the_last_reward_model_was_t
     assert main(["reward", "--profile", "micro", "--out", str(out), "--data", str(data), "--mix_previous"]) == 2
     err = capsys.readouterr().err
     assert "pairs.jsonl:2" in err and "without --mix_previous" in err
+
+
+def test_mix_previous_refuses_the_pairs_of_a_reward_stage_that_did_not_finish(sft_root, tmp_path, capsys):
+    """The stage saves the pairwise model with its pairs.jsonl (the previous round's mixed with --data's) before it
+    trains the ratings model and writes metrics.json: interrupted between the two, the next --mix_previous read the
+    mixed pairs as the previous round's and trained on the first run's --data too, without a word."""
+    from lab_utils.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    rows = [{"prompt": render_alpaca(f"Q{i}", ""), "chosen": "yes", "rejected": "no", "split": "train"}
+            for i in range(8)]
+    (out / "reward").mkdir()
+    (out / "reward" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # no metrics.json
+    data = tmp_path / "votes.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"N{i}", "chosen": "yes", "rejected": "no"}) + "\n"
+                            for i in range(12)))
+    capsys.readouterr()
+    assert main(["reward", "--profile", "micro", "--out", str(out), "--data", str(data), "--mix_previous"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pairs.jsonl: these pairs are not a finished round's" in err[0]
+    assert "put back the previous round's reward folder" in err[0] and "or drop --mix_previous" in err[0]
+    assert sorted(p.name for p in (out / "reward").iterdir()) == ["pairs.jsonl"]  # nothing trained, nothing written
 
 
 def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next_round(sft_root, tmp_path, capsys):
