@@ -417,12 +417,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     from safetensors import SafetensorError
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the lab's own bars stay; per-file loading bars are noise here
     try:
+        from transformers.utils import logging as hf_logging  # seconds on a cold disk: a Ctrl-C then is one line too
+
+        hf_logging.disable_progress_bar()  # the lab's own bars stay; per-file loading bars are noise here
         with warnings_as_lines():
             COMMANDS[argv[0]](argv[1:])
+    except KeyboardInterrupt:  # what is finished stays: every artifact is written to a temporary path, then renamed
+        print(f"\n{after_interrupt(argv)}", file=sys.stderr)
+        return 130
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -441,13 +445,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: writing weights: {os.strerror(int(code.group(1)))}. {DISK_FULL_FIX}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # what is finished stays: every artifact is written to a temporary path, then renamed
-        print("\ninterrupted: finished stages and checkpoints are kept; `lab run` reuses them, and `lab pretrain "
-              "--resume` / `lab ppo --resume` continue from the last checkpoint", file=sys.stderr)
-        return 130
     finally:
         _leave_process_group()
     return 0
+
+
+def after_interrupt(argv: list[str]) -> str:
+    """What an interrupted command leaves, and the command that goes on from there: the one typed, with its flags
+    (without them, `lab pretrain --resume` started another run, of profile tiny, in runs/tiny)."""
+    again = "lab " + shlex.join(argv)
+    kept = "interrupted: finished stages and checkpoints are kept"
+    if argv[0] in ("pretrain", "ppo"):
+        return f"{kept}; `{again if '--resume' in argv else again + ' --resume'}` continues from the last checkpoint"
+    if argv[0] == "run":
+        return f"{kept}; `{again}` reuses them and continues an interrupted pretraining or PPO run"
+    return f"{kept}; `{again}` runs the command again"
 
 
 def _leave_process_group() -> None:

@@ -175,6 +175,51 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("interrupted: finished stages and checkpoints are kept")
 
 
+def test_after_ctrl_c_the_command_to_go_on_keeps_the_runs_flags(monkeypatch, capsys):
+    """The hint after Ctrl-C said `lab pretrain --resume` whatever was run: typed as printed after `lab pretrain
+    --profile micro --out runs/p`, it started another run, of profile tiny, in runs/tiny."""
+    import lab_utils.cli as cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    for command in ("pretrain", "ppo", "run", "sft"):
+        monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    said = {}
+    for argv in (["pretrain", "--profile", "micro", "--out", "runs/my run"], ["ppo", "--out", "r", "--resume"],
+                 ["run", "--profile", "micro"], ["sft", "--profile", "micro", "--out", "r"]):
+        assert main(argv) == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        said[argv[0]] = err[0]
+    assert "`lab pretrain --profile micro --out 'runs/my run' --resume` continues from the last checkpoint" in said[
+        "pretrain"]
+    assert "`lab ppo --out r --resume` continues" in said["ppo"]  # --resume once
+    assert "`lab run --profile micro` reuses them" in said["run"]
+    assert "`lab sft --profile micro --out r` runs the command again" in said["sft"] and "resume" not in said["sft"]
+
+
+def test_ctrl_c_while_transformers_loads_is_one_line(monkeypatch, capsys):
+    """`lab` imports transformers before the command runs (seconds on a cold disk): a Ctrl-C then printed a
+    30-line traceback."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def slow_import(name, *args, **kwargs):
+        if name == "transformers.utils":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", slow_import)
+    try:
+        assert main(["eval", "--profile", "micro"]) == 130
+    except KeyboardInterrupt:  # out of main: the traceback (caught, or it would stop pytest)
+        pytest.fail("Ctrl-C while transformers loads left main as a KeyboardInterrupt")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted:")
+
+
 def test_the_labs_warnings_read_as_one_line_and_others_keep_their_form(monkeypatch, capsys):
     import warnings
 
