@@ -24,8 +24,8 @@ from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
 from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, check_profile,
-                   evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir, seen_sha256, stamp,
-                   world_records, write_report)
+                   evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir, run_flags,
+                   seen_sha256, stamp, world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -106,6 +106,11 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     prompts = alpaca_prompts(records)
     prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
     names = models or (() if other else _existing(root))
+    unfinished = [m for m in MODEL_DIRS if m not in names and (root / MODEL_DIRS[m]).exists()]
+    for m in () if models or other else unfinished:  # a folder a stage left before it finished: said, not skipped
+        flags = run_flags(profile, out)
+        print(f"[lab] eval: {m} left out: {root / MODEL_DIRS[m]} is not finished (its {MODEL_STAGES[m]} stage "
+              f"stopped before it did); `lab {MODEL_STAGES[m]}{flags}` (or `lab run{flags}`) builds it")
     if not names and not other:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
     sft_file = folder / "sft.json"
@@ -116,7 +121,7 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
         names = tuple(m for m in MODEL_DIRS if m in names or m == "sft")
     check_profile(root, profile)  # before anything is written over the run's own evaluations
     results = {}
-    reward_model, seen = _reward_model(root), training_prompts(root, profile, world)
+    reward_model, seen = _reward_model(root, profile), training_prompts(root, profile, world)
     seen_sha = seen_sha256(seen)
     for label, spec in [(n, None) for n in names] + list(other.items()):
         t0 = time.perf_counter()
@@ -246,13 +251,13 @@ def _reward_gain(records: list[dict], rlhf: dict, sft: dict) -> dict:
             "n_off_task_pairs": len(pairs) - len(kept)}
 
 
-def _reward_model(root: Path):
+def _reward_model(root: Path, profile: str | None = None):
     """The run's reward model to score answers with, from stage 3 on; a half-finished stage is a LabError."""
     from .modeling import inference_device
     from .reward import RewardModel
     if not (root / "reward").exists():
         return None
-    return RewardModel.load(finished_dir(root, "reward", "finished reward model to score the answers with"),
+    return RewardModel.load(finished_dir(root, "reward", "finished reward model to score the answers with", profile),
                             device=inference_device())
 
 
@@ -287,7 +292,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first, or pass --model")
-    reward_model = _reward_model(root)
+    reward_model = _reward_model(root, profile)
     if reward_model is None:
         raise LabError("no reward model to score the answers with", path=str(root / "reward"),
                        fix="run `lab reward` first: without a grader for your prompts, the reward model scores them")

@@ -60,13 +60,20 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
     path = root / STAGE_DIRS[stage]
     if not is_done(root, stage):
         half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
-        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}` (or `lab run`) first")
+        flags = run_flags(profile or _recorded_profile(root), root)  # without them: another run, in runs/tiny
+        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}{flags}` (or `lab run{flags}`) first")
     built_for = ck.read_json(path / "metrics.json").get("profile") if profile else None
     if built_for and built_for != profile:
         raise LabError(f"the {what} was built for profile {built_for}, not {profile}", path=str(path),
                        fix=f"pass --profile {built_for}, or --out a run folder of profile {profile} "
                            f"(runs/{profile} by default)")
     return path
+
+
+def _recorded_profile(root: Path) -> str | None:
+    """The profile the run's finished stages were built for (the first one's), None for a run with none."""
+    return next((ck.read_json(root / STAGE_DIRS[s] / "metrics.json").get("profile") for s in STAGES
+                 if is_done(root, s)), None)
 
 
 def check_profile(root: Path, profile: str, stages=STAGES) -> None:
@@ -152,6 +159,8 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
     model_now = stamp(root, MODEL_STAGES[name]) if name in MODEL_STAGES else folder_stamp(model_spec(root, res))
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
+        if name in MODEL_STAGES and model_now is None:
+            return f"the {MODEL_STAGES[name]} stage was run again after this evaluation and did not finish"
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
@@ -266,7 +275,11 @@ def write_report(root: Path) -> dict:
             if why:  # numbers of another build: left out of the report until `lab eval` measures them again
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
-                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: run `lab eval{this_run}{again}{flag}`"
+                fix = f"run `lab eval{this_run}{again}{flag}`"
+                if name in MODEL_STAGES and not is_done(root, MODEL_STAGES[name]):  # no model for `lab eval` yet
+                    fix = (f"run `lab {MODEL_STAGES[name]}{this_run}` (or `lab run{this_run}`), then "
+                           f"`lab eval{this_run}{flag}`")
+                report.setdefault("eval_stale", {})[prefix + name] = f"{why}: {fix}"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)
             report["profile"] = report[key][name].pop("profile", report["profile"])

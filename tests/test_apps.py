@@ -346,7 +346,8 @@ def test_a_reward_model_whose_stage_did_not_finish_gives_no_scores(app_root, tmp
     *_, results = list(compare.compare(half, QUESTION, ["sft"], 0.0, 1.0, 4))[-1]
     assert results["sft"]["reward"] is None
     assert "the reward model did not load: " in compare.score_line("sft", results)
-    assert "run `lab reward` (or `lab run`) first" in compare.score_line("sft", results)
+    assert (f"run `lab reward --profile micro --out {root}` (or `lab run --profile micro --out {root}`) first"
+            in compare.score_line("sft", results))  # the profile the run's stages recorded: the app is given none
     monkeypatch.setattr(common, "_served_beyond_this_machine", True)  # --host 0.0.0.0: no server path, no fix
     *_, results = list(compare.compare(half, QUESTION, ["sft"], 0.0, 1.0, 4))[-1]
     line = compare.score_line("sft", results)

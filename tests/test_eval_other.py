@@ -342,7 +342,7 @@ def test_lab_eval_data_an_answer_two_models_give_alike_is_one_reward_and_a_tie(r
         def score(self, prompts, responses, ended):
             return torch.tensor([len(r) - 1e-3 * max(map(len, responses)) for r in responses])
 
-    monkeypatch.setattr(harness, "_reward_model", lambda root: BatchSensitive())
+    monkeypatch.setattr(harness, "_reward_model", lambda root, profile=None: BatchSensitive())
     r = stages.run_eval_data(str(prompts_file(tmp_path, n=3)), "micro", root, models=("base", "sft"), data_limit=3)
     base, sft = r["models"]["base"], r["models"]["sft"]
     assert base["rewards"][:2] == sft["rewards"][:2]  # one answer, one reward

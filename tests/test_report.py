@@ -292,7 +292,7 @@ def test_sfts_stored_evaluation_is_graded_again_too_when_it_is_not_reused(micro_
         (tmp_path / folder / "config.json").write_text("{}")
     seen = {"now": set()}
     monkeypatch.setattr(harness, "_load", lambda root, label, spec: (None, None))
-    monkeypatch.setattr(harness, "_reward_model", lambda root: None)
+    monkeypatch.setattr(harness, "_reward_model", lambda root, profile=None: None)
     monkeypatch.setattr(harness, "training_prompts", lambda root, profile, world: seen["now"])
     monkeypatch.setattr(harness, "evaluate_tasks", lambda lm, tok, world, records, n, b, seen=None: grade(
         world, records, ["Paris."] * len(records), [True] * len(records), seen))

@@ -245,8 +245,9 @@ def test_a_half_finished_reward_stage_is_never_used(tmp_path):
         (tmp_path / folder / "metrics.json").write_text("{}")
     for run in (lambda: stages.run_ppo("micro", tmp_path, log=lambda *_: None),
                 lambda: stages.run_eval("micro", tmp_path)):
-        with pytest.raises(LabError, match=r"no metrics\.json.*Fix: run `lab reward`"):
-            run()
+        with pytest.raises(LabError, match=r"no metrics\.json.*Fix: run `lab reward --profile micro --out \S+` \(or "
+                                           r"`lab run --profile micro --out \S+`\) first"):
+            run()  # the run's flags: without them the printed command would build runs/tiny
 
 
 def test_a_model_saved_by_a_stage_that_did_not_finish_is_not_evaluated(tmp_path):
@@ -259,6 +260,22 @@ def test_a_model_saved_by_a_stage_that_did_not_finish_is_not_evaluated(tmp_path)
     assert harness._existing(tmp_path) == ("sft",)
     with pytest.raises(LabError, match=r"base/?: the base model's stage did not finish .*Fix: run `lab pretrain`"):
         harness.load_model(tmp_path, "base")
+
+
+def test_an_sft_stage_that_did_not_finish_is_said_by_lab_eval_and_the_report_names_the_stage_to_run(eval_root,
+                                                                                                    capsys):
+    """`lab sft` run again and killed: the report said "the sft model was rebuilt: run `lab eval`", and `lab eval`
+    left sft out without a word, so the fix went round in a circle."""
+    stages.run_eval("micro", eval_root, models=("sft",), n_per_task=1)
+    (eval_root / "sft" / "metrics.json").unlink()  # what `lab sft` does before it trains
+    flags = f" --profile micro --out {eval_root}"
+    assert stages.write_report(eval_root)["eval_stale"]["sft"] == (
+        f"the sft stage was run again after this evaluation and did not finish: run `lab sft{flags}` (or "
+        f"`lab run{flags}`), then `lab eval{flags}`")
+    capsys.readouterr()
+    assert set(stages.run_eval("micro", eval_root, n_per_task=1)) == {"base", "rlhf"}
+    assert (f"[lab] eval: sft left out: {eval_root / 'sft'} is not finished (its sft stage stopped before it did); "
+            f"`lab sft{flags}` (or `lab run{flags}`) builds it") in capsys.readouterr().out
 
 
 class _ConstantReward:
@@ -278,7 +295,7 @@ def test_evaluations_say_which_reward_and_sft_models_they_come_from(eval_root, m
     that was rebuilt since."""
     def finish_reward(when: str, value: float):
         ck.write_json(eval_root / "reward" / "metrics.json", {"finished_at": when})
-        monkeypatch.setattr(harness, "_reward_model", lambda root: _ConstantReward(value))
+        monkeypatch.setattr(harness, "_reward_model", lambda root, profile=None: _ConstantReward(value))
 
     (eval_root / "reward").mkdir()
     finish_reward("2999-01-01T00:00:00+00:00", 1.0)
