@@ -130,6 +130,26 @@ def test_atomic_dir_removes_what_a_killed_run_left_and_nothing_of_a_live_one(tmp
     assert leftovers(tmp_path) == sorted(kept) and (final / "v").read_text() == "1"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="whether a pid runs is read with os.kill(pid, 0), POSIX only")
+def test_a_json_write_removes_the_temp_file_a_killed_writer_left_and_nothing_of_a_live_one(tmp_path):
+    """SIGKILL in the middle of `lab votes export` left a 56 MB `.tmp-votes.jsonl-*` that no later export removed."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, running = int(child.stdout), os.getppid()
+    host = ck._writer().rsplit("-", 1)[0]
+    gone = [f".tmp-votes.jsonl-{host}-{dead}-k1ll3d_", f".tmp-votes.jsonl-{ck._writer()}-earlier"]
+    kept = [f".tmp-votes.jsonl-{host}-{running}-inflight", f".tmp-votes.jsonl-otherhost-{dead}-x",
+            f".tmp-report.json-{host}-{dead}-x"]  # another host's, another file's: left alone
+    for name in gone + kept:
+        (tmp_path / name).write_text('{"half": ')
+    ck.write_jsonl(tmp_path / "votes.jsonl", [{"a": 1}])
+    assert leftovers(tmp_path) == sorted(kept) and (tmp_path / "votes.jsonl").read_text() == '{"a": 1}\n'
+    ck.write_json(tmp_path / "report.json", {"b": 2})  # report.json's own leftover goes with its next write
+    assert leftovers(tmp_path) == sorted(kept[:2])
+    seen = []
+    ck._atomic_write(tmp_path / "x.json", lambda f: seen.extend(n for n in leftovers(tmp_path) if "x.json" in n))
+    assert len(seen) == 1 and seen[0].startswith(f".tmp-x.json-{ck._writer()}-")  # what a later write checks
+
+
 def test_atomic_dir_success_replaces_the_whole_folder(tmp_path):
     final = tmp_path / "base"
     final.mkdir()
