@@ -453,11 +453,14 @@ def main(argv: list[str] | None = None) -> int:
 def after_interrupt(argv: list[str]) -> str:
     """What an interrupted command leaves, and the command that goes on from there: the one typed, with its flags
     (without them, `lab pretrain --resume` started another run, of profile tiny, in runs/tiny)."""
-    again = "lab " + shlex.join(argv)
+    shown = [("..." if before in ("--auth",) else a.split("=", 1)[0] + "=..." if a.startswith("--auth=") else a)
+             for before, a in zip([None, *argv], argv)]  # a password never lands in a log
+    again = "lab " + shlex.join(shown)
     kept = "interrupted: finished stages and checkpoints are kept"
     if argv[0] in ("pretrain", "ppo"):
         return f"{kept}; `{again if '--resume' in argv else again + ' --resume'}` continues from the last checkpoint"
-    if argv[0] == "run":
+    if argv[0] == "run":  # without --force: the stages it finished are reused, an interrupted one continued
+        again = "lab " + shlex.join(a for a in shown if a != "--force")
         return f"{kept}; `{again}` reuses them and continues an interrupted pretraining or PPO run"
     return f"{kept}; `{again}` runs the command again"
 

@@ -71,9 +71,15 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
 
 
 def _recorded_profile(root: Path) -> str | None:
-    """The profile the run's finished stages were built for (the first one's), None for a run with none."""
-    return next((ck.read_json(root / STAGE_DIRS[s] / "metrics.json").get("profile") for s in STAGES
-                 if is_done(root, s)), None)
+    """The profile the run's finished stages were built for (the first that records one), None for a run with none;
+    a damaged metrics.json is passed over (the error being written is about another stage)."""
+    for s in (s for s in STAGES if is_done(root, s)):
+        try:
+            if profile := ck.read_json(root / STAGE_DIRS[s] / "metrics.json").get("profile"):
+                return profile
+        except ck.DamagedFile:
+            continue
+    return None
 
 
 def check_profile(root: Path, profile: str, stages=STAGES) -> None:
@@ -160,7 +166,8 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
         if name in MODEL_STAGES and model_now is None:
-            return f"the {MODEL_STAGES[name]} stage was run again after this evaluation and did not finish"
+            return (f"since this evaluation, the {MODEL_STAGES[name]} stage was left unfinished (run again and stopped, "
+                    "or its metrics.json removed)")
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"

@@ -60,8 +60,11 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     tok_cfg = TokenizerConfig.for_profile(profile, **changes)
     folder = root / "tokenizer"
     was = _tokenizer_files(folder) if is_done(root, "tokenizer") else None
-    ours = was is not None and ck.read_json(folder / "metrics.json").get("profile") == profile
-    was_stamp = stamp(root, "tokenizer") if ours else None
+    try:
+        ours = was is not None and ck.read_json(folder / "metrics.json").get("profile") == profile
+        was_stamp = stamp(root, "tokenizer") if ours else None
+    except ck.DamagedFile:  # a cut metrics.json: this build writes it anew, with a stamp of its own
+        was_stamp = None
     metrics = build_tokenizer(tok_cfg, WorldConfig.for_profile(profile), folder)
     same = was_stamp is not None and _tokenizer_files(folder) == was  # the corpus and settings are seeded: often so
     if same:

@@ -183,11 +183,12 @@ def test_after_ctrl_c_the_command_to_go_on_keeps_the_runs_flags(monkeypatch, cap
     def interrupted(argv):
         raise KeyboardInterrupt
 
-    for command in ("pretrain", "ppo", "run", "sft"):
+    for command in ("pretrain", "ppo", "run", "sft", "app"):
         monkeypatch.setitem(cli.COMMANDS, command, interrupted)
     said = {}
     for argv in (["pretrain", "--profile", "micro", "--out", "runs/my run"], ["ppo", "--out", "r", "--resume"],
-                 ["run", "--profile", "micro"], ["sft", "--profile", "micro", "--out", "r"]):
+                 ["run", "--force", "--profile", "micro"], ["sft", "--profile", "micro", "--out", "r"],
+                 ["app", "arena", "--auth", "alice:s3cret", "--auth=bob:pw"]):
         assert main(argv) == 130
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1
@@ -195,7 +196,8 @@ def test_after_ctrl_c_the_command_to_go_on_keeps_the_runs_flags(monkeypatch, cap
     assert "`lab pretrain --profile micro --out 'runs/my run' --resume` continues from the last checkpoint" in said[
         "pretrain"]
     assert "`lab ppo --out r --resume` continues" in said["ppo"]  # --resume once
-    assert "`lab run --profile micro` reuses them" in said["run"]
+    assert "`lab run --profile micro` reuses them" in said["run"]  # --force would rebuild what it had finished
+    assert "`lab app arena --auth ... --auth=...` runs the command again" in said["app"]  # no password in a log
     assert "`lab sft --profile micro --out r` runs the command again" in said["sft"] and "resume" not in said["sft"]
 
 

@@ -93,6 +93,20 @@ def test_a_tokenizer_trained_again_into_the_same_files_leaves_the_later_stages_c
     assert stages.stale_reason(out, "pretrain", config.to_dict(), "micro") == "upstream tokenizer was rebuilt after it"
 
 
+def test_a_damaged_metrics_file_neither_stops_the_tokenizer_rebuild_nor_hides_a_missing_stage(tok_root, tmp_path):
+    """`lab tokenizer` over a cut tokenizer/metrics.json rebuilds it (it is the command that rewrites the file), and
+    the error for a missing reward stage stays that one, whatever another stage's metrics.json holds."""
+    out = tmp_path / "run"
+    shutil.copytree(tok_root / "tokenizer", out / "tokenizer")
+    (out / "tokenizer" / "metrics.json").write_text('{"profile": "mi')
+    with pytest.raises(LabError, match=r"no reward model.*Fix: run `lab reward --out \S+` \(or `lab run --out"):
+        stages.finished_dir(out, "reward", "reward model")
+    stages.run_tokenizer("micro", out)
+    assert ck.read_json(out / "tokenizer" / "metrics.json")["profile"] == "micro"
+    with pytest.raises(LabError, match=r"no reward model.*Fix: run `lab reward --profile micro --out \S+`"):
+        stages.finished_dir(out, "reward", "reward model")  # the profile the run's stages recorded
+
+
 def test_lab_run_refuses_a_run_folder_of_another_profile_unless_forced(built, tmp_path, capsys):
     """`lab run --out runs/micro` without --profile (tiny by default) rebuilt micro's tokenizer and models as tiny's
     over them, stage by stage: one forgotten flag cost the whole run."""
@@ -270,7 +284,8 @@ def test_an_sft_stage_that_did_not_finish_is_said_by_lab_eval_and_the_report_nam
     (eval_root / "sft" / "metrics.json").unlink()  # what `lab sft` does before it trains
     flags = f" --profile micro --out {eval_root}"
     assert stages.write_report(eval_root)["eval_stale"]["sft"] == (
-        f"the sft stage was run again after this evaluation and did not finish: run `lab sft{flags}` (or "
+        "since this evaluation, the sft stage was left unfinished (run again and stopped, or its metrics.json "
+        f"removed): run `lab sft{flags}` (or "
         f"`lab run{flags}`), then `lab eval{flags}`")
     capsys.readouterr()
     assert set(stages.run_eval("micro", eval_root, n_per_task=1)) == {"base", "rlhf"}

@@ -430,8 +430,9 @@ md("""
 *Restart here:* after a kernel restart you do not need to train round 2 again. Run the cells above except three:
 section 4's first cell, which starts round 2 afresh (it deletes `round2/` with its votes, reward model and policy), and
 the two that train (section 6's `stages.run_reward`, section 7's `stages.run_ppo`). In their places:
-`out2 = out / "round2"` and the first cell's lines from `def fingerprint` on (the outcomes check that round 1's
-models are untouched), `m2 = checkpoints.read_json(out2 / "reward" / "metrics.json")` and
+`out2 = out / "round2"` and the first cell's lines from `def fingerprint` on (the outcomes compare round 1's models
+with these fingerprints: after a restart, that checks only what changed since), `m2 = checkpoints.read_json(out2 /
+"reward" / "metrics.json")` and
 `ppo2 = checkpoints.read_json(out2 / "rlhf" / "metrics.json")`: they reload round 2's numbers. The votes cast again
 count once (section 4).
 
