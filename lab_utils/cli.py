@@ -453,8 +453,9 @@ def main(argv: list[str] | None = None) -> int:
 def after_interrupt(argv: list[str]) -> str:
     """What an interrupted command leaves, and the command that goes on from there: the one typed, with its flags
     (without them, `lab pretrain --resume` started another run, of profile tiny, in runs/tiny)."""
-    shown = [("..." if before in ("--auth",) else a.split("=", 1)[0] + "=..." if a.startswith("--auth=") else a)
-             for before, a in zip([None, *argv], argv)]  # a password never lands in a log
+    shown = []  # as typed, but a password never lands in a log
+    for before, a in zip([None, *argv], argv):
+        shown.append("..." if before == "--auth" else "--auth=..." if a.startswith("--auth=") else a)
     again = "lab " + shlex.join(shown)
     kept = "interrupted: finished stages and checkpoints are kept"
     if argv[0] in ("pretrain", "ppo"):

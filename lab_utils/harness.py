@@ -23,9 +23,9 @@ from .config import EvalConfig, WorldConfig, build_world_from, resolve_profile
 from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
-from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, check_profile,
-                   evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir, run_flags,
-                   seen_sha256, stamp, world_records, write_report)
+from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, builds,
+                   check_profile, evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir,
+                   run_flags, seen_sha256, stamp, world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -106,11 +106,10 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
     prompts = alpaca_prompts(records)
     prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()
     names = models or (() if other else _existing(root))
-    unfinished = [m for m in MODEL_DIRS if m not in names and (root / MODEL_DIRS[m]).exists()]
-    for m in () if models or other else unfinished:  # a folder a stage left before it finished: said, not skipped
-        flags = run_flags(profile, out)
-        print(f"[lab] eval: {m} left out: {root / MODEL_DIRS[m]} is not finished (its {MODEL_STAGES[m]} stage "
-              f"stopped before it did); `lab {MODEL_STAGES[m]}{flags}` (or `lab run{flags}`) builds it")
+    if not models and not other:  # a folder a stage left before it finished: said, not skipped
+        for m in (m for m in MODEL_DIRS if m not in names and (root / MODEL_DIRS[m]).exists()):
+            print(f"[lab] eval: {m} left out: {root / MODEL_DIRS[m]} is not finished (its {MODEL_STAGES[m]} stage "
+                  f"stopped before it did); {builds(MODEL_STAGES[m], run_flags(profile, out))} builds it")
     if not names and not other:
         raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
     sft_file = folder / "sft.json"

@@ -42,6 +42,11 @@ def run_flags(profile: str | None, out: str | Path | None) -> str:
     return (f" --profile {profile}" if profile else "") + (f" --out {shlex.quote(str(out))}" if out else "")
 
 
+def builds(stage: str, flags: str) -> str:
+    """The commands that build `stage` in the run that `flags` (`run_flags`) name, as fixes print them."""
+    return f"`lab {stage}{flags}` (or `lab run{flags}`)"
+
+
 def run_dir(profile: str | None = None, out: str | Path | None = None) -> Path:
     """The run folder: --out, or runs/<profile>."""
     root = Path(out) if out else Path("runs") / resolve_profile(profile)
@@ -61,7 +66,7 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
     if not is_done(root, stage):
         half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
         flags = run_flags(profile or _recorded_profile(root), root)  # without them: another run, in runs/tiny
-        raise LabError(f"no {what}{half}", path=str(path), fix=f"run `lab {stage}{flags}` (or `lab run{flags}`) first")
+        raise LabError(f"no {what}{half}", path=str(path), fix=f"run {builds(stage, flags)} first")
     built_for = ck.read_json(path / "metrics.json").get("profile") if profile else None
     if built_for and built_for != profile:
         raise LabError(f"the {what} was built for profile {built_for}, not {profile}", path=str(path),
@@ -166,8 +171,8 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
     reward_now, sft_now = stamp(root, "reward"), stamp(root, "sft")
     if res.get("model_finished_at", model_now) != model_now:
         if name in MODEL_STAGES and model_now is None:
-            return (f"since this evaluation, the {MODEL_STAGES[name]} stage was left unfinished (run again and stopped, "
-                    "or its metrics.json removed)")
+            return (f"since this evaluation, the {MODEL_STAGES[name]} stage was left unfinished (run again and "
+                    "stopped, or its metrics.json removed)")
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
@@ -284,8 +289,7 @@ def write_report(root: Path) -> dict:
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
                 if name in MODEL_STAGES and not is_done(root, MODEL_STAGES[name]):  # no model for `lab eval` yet
-                    fix = (f"run `lab {MODEL_STAGES[name]}{this_run}` (or `lab run{this_run}`), then "
-                           f"`lab eval{this_run}{flag}`")
+                    fix = f"run {builds(MODEL_STAGES[name], this_run)}, then `lab eval{this_run}{flag}`"
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: {fix}"
                 continue
             report.setdefault(key, {})[name] = _scalars(res)
