@@ -178,7 +178,7 @@ torch.manual_seed(cfg.seed)
 score_model = reward.load_score_model(out / "sft", tokenizer.pad_token_id)
 trainer = RewardTrainer(model=score_model, processing_class=tokenizer, train_dataset=reward.pair_dataset(tokenizer, demo_pairs),
                         args=TRLRewardConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
-                                             bf16=False, gradient_checkpointing=False, save_strategy="no"))
+                                             bf16=False, activation_checkpointing=False, save_strategy="no"))
 batch = trainer.data_collator([trainer.train_dataset[i] for i in range(min(4, len(demo_pairs)))])
 with torch.no_grad():
     theirs = trainer.compute_loss(trainer.model, batch)
@@ -213,7 +213,7 @@ trainer = reward.RegularisedRewardTrainer(
     model=score_model, processing_class=tokenizer, train_dataset=reward.pair_dataset(tokenizer, demo_pairs),
     lm_head=reward.frozen_lm_head(out / "sft"), lm_coef=cfg.lm_coef,
     args=TRLRewardConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True, bf16=False,
-                         gradient_checkpointing=False, save_strategy="no"))
+                         activation_checkpointing=False, save_strategy="no"))
 with torch.no_grad():
     total = trainer.compute_loss(trainer.model, dict(batch))
     n = len(batch["input_ids"]) // 2                 # the chosen rows, without their padding

@@ -476,7 +476,7 @@ rloo = RLOOTrainer(
     args=RLOOConfig(output_dir=tempfile.mkdtemp(), num_generations=k, per_device_train_batch_size=cfg.rollout_batch,
                     max_steps=cfg.iterations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
                     beta=cfg.kl_coef, learning_rate=cfg.lr, logging_steps=1, report_to="none", save_strategy="no",
-                    use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False, disable_tqdm=True,
+                    use_cpu=not torch.cuda.is_available(), bf16=False, activation_checkpointing=False, disable_tqdm=True,
                     seed=cfg.seed))
 rloo.remove_callback(PrinterCallback)  # with tqdm off it would print every step's log dict; log_history keeps them
 t0 = time.perf_counter()
