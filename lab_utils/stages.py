@@ -53,6 +53,16 @@ def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dic
     return metrics
 
 
+def _unfinished(root: Path) -> None:
+    """Rewrite the report once a stage has replaced its folder and has more to do before `_finish`: killed in
+    between, report.json would go on listing the numbers of the model that folder no longer holds. A damaged file
+    elsewhere is left to `_finish`'s report to name, once this stage's metrics.json is safe."""
+    try:
+        write_report(root)
+    except ck.DamagedFile:
+        pass
+
+
 def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     from .pretrain import build_tokenizer
 
@@ -142,6 +152,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
         return _finish(root, "pretrain", metrics, profile, built_from)
+    _unfinished(root)  # base/ holds the new model now, not yet probed
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(root / "base", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
@@ -256,6 +267,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
     if ratings:  # what a later --mix_previous trains the next ratings model on, with these pairs
         ck.write_jsonl(root / "reward" / reward_data.RATINGS_FILE,
                        [r | {"split": "eval" if r["prompt"] in held else "train"} for r in ratings])
+    _unfinished(root)  # reward/ is this run's now, and the ratings model trains next
 
     def by_term(acc: dict) -> dict | None:  # which rubric term decided the pairs each model gets wrong
         return R.accuracy_by_term(world, asked, eval_pairs, acc["margins"]) if asked else None

@@ -438,6 +438,29 @@ def test_lab_run_continues_an_interrupted_pretraining_and_a_fresh_run_keeps_old_
     assert ck.latest_checkpoint(ckpts).name == "step-0000010" and not marker.exists()  # its own step 10
 
 
+def test_a_pretraining_killed_while_it_probes_the_new_model_is_out_of_the_report(tok_root, tmp_path, monkeypatch):
+    """base/ holds the new model before its facts are probed and metrics.json written: killed in between,
+    report.json went on listing the old model's numbers until another command rewrote it."""
+    import shutil
+
+    from lab_utils import stages
+
+    shutil.copytree(tok_root / "tokenizer", tmp_path / "tokenizer")
+    stages.run_tokenizer("micro", tmp_path)
+    stages.run_pretrain("micro", tmp_path, progress=False, max_steps=4)
+    assert "pretrain" in ck.read_json(tmp_path / "report.json")["stages"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "fact_accuracy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_pretrain("micro", tmp_path, progress=False, max_steps=4)
+    assert not (tmp_path / "base" / "metrics.json").exists()
+    report = ck.read_json(tmp_path / "report.json")
+    assert "pretrain" not in report["stages"] and "tokenizer" in report["stages"]
+
+
 def test_two_processes_under_torchrun_train_one_tokenizer_and_report_once(tmp_path):
     """`accelerate launch` / torchrun: the main process trains the tokenizer (the other waits), both train their share
     of each batch, and only the main process probes the model and writes metrics and report."""

@@ -680,6 +680,31 @@ def test_mix_previous_refuses_the_pairs_of_a_reward_stage_that_did_not_finish(sf
     assert sorted(p.name for p in (out / "reward").iterdir()) == ["pairs.jsonl"]  # nothing trained, nothing written
 
 
+def test_a_reward_stage_killed_while_the_ratings_model_trains_is_out_of_the_report(sft_root, tmp_path, monkeypatch):
+    """The stage replaces reward/ with the new pairwise model before it trains the ratings model: killed in between,
+    report.json went on listing the numbers of the model the folder no longer held, until another command rewrote
+    it."""
+    from lab_utils import votes
+
+    db = votes.init(tmp_path / "votes.db")
+    for i in range(8):
+        votes.record_vote(db, f"v{i}", f"What is {i} + 1?", str(i + 1), str(i + 2), "sft", "rlhf", "a", 5, 1,
+                          a_ended=True, b_ended=True)
+    out = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", out / "sft")
+    stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25)
+    assert "reward" in json.loads((out / "report.json").read_text())["stages"]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R, "train_ratings", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25)
+    assert not (out / "reward" / "metrics.json").exists()
+    assert "reward" not in json.loads((out / "report.json").read_text())["stages"]
+
+
 def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next_round(sft_root, tmp_path, capsys):
     """`lab reward --data votes.db`: the arena's 1–5 ratings train the ratings model beside the pairwise one (a tie's
     ratings too), on the pairs' training prompts only, and are saved for `--mix_previous`, which trains on them again
