@@ -43,7 +43,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
     the profile's fresh Llama, or with `cfg.model` (profile `full`) that model's architecture, randomly initialised."""
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-    from .pretrain import _make_optimizer
+    from .pretrain import _make_optimizer, training_precision
 
     class _Tok:  # llama_config only needs the vocabulary size and the special ids
         bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
@@ -51,7 +51,8 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
         def __len__(self):
             return vocab_size
 
-    accelerator = fresh_accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    precision = training_precision(cfg.mixed_precision)  # float32 where bf16 is slow, as `lab pretrain` trains there
+    accelerator = fresh_accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     if cfg.model:  # the weights do not change the speed: the architecture's config is enough (no remote code)
         config = AutoConfig.from_pretrained(cfg.model)
@@ -83,7 +84,7 @@ def pretrain_throughput(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 
     n = count_params(model)
     return {"params": n, "tokens_per_s": tokens_per_s,
             "flops_per_s": tokens_per_s * train_flops_per_token(n - lookup_params(model), cfg, *shape),
-            "mixed_precision": cfg.mixed_precision}
+            "mixed_precision": precision}
 
 
 def lookup_params(model) -> int:
@@ -101,14 +102,14 @@ def run_bench(cfg: PretrainConfig, steps: int = 20, vocab_size: int = 4096, ppo_
     bf16 = matmul_flops(dtype=torch.bfloat16)
     fp16 = matmul_flops(dtype=torch.float16) if cfg.mixed_precision == "fp16" else None  # the peak fp16 trains at
     train = pretrain_throughput(cfg, steps, vocab_size)
-    peak = {"bf16": bf16, "fp16": fp16}.get(cfg.mixed_precision) or fp32
+    peak = {"bf16": bf16, "fp16": fp16}.get(train["mixed_precision"]) or fp32  # the precision it trained in
     result = {"matmul_fp32_gflops": round(fp32 / 1e9, 1), "matmul_bf16_gflops": round(bf16 / 1e9, 1),
               **({"matmul_fp16_gflops": round(fp16 / 1e9, 1)} if fp16 else {}),
               "pretrain_tokens_per_s": round(train["tokens_per_s"], 1),
               "pretrain_gflops": round(train["flops_per_s"] / 1e9, 1),
               "fraction_of_fp32_peak": round(train["flops_per_s"] / fp32, 3),
               "fraction_of_matching_peak": round(train["flops_per_s"] / peak, 3),
-              "params": train["params"], "mixed_precision": cfg.mixed_precision,
+              "params": train["params"], "mixed_precision": train["mixed_precision"],
               "threads": torch.get_num_threads()}
     if ppo_cfg is not None and tokenizer is not None:
         result |= ppo_throughput(cfg, ppo_cfg, tokenizer, profile=profile)

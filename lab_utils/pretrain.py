@@ -288,6 +288,12 @@ def _save_base(model, tokenizer, out_dir: Path, lab_config: dict) -> None:
         ck.write_json(tmp / "lab_config.json", lab_config)
 
 
+def training_precision(requested: str) -> str:
+    """The precision pretraining runs in: float32 ("no") where bf16 was asked for and this machine's bf16 is slow
+    (`use_bf16`, which warns); `lab bench` times the same."""
+    return "no" if requested == "bf16" and not use_bf16(True) else requested
+
+
 def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg: WorldConfig,
              resume: bool | str = False, stop_at: int | None = None, progress: bool = True) -> dict:
     """Train the base model; save it to `out_dir` and return the metrics (loss curve included).
@@ -299,8 +305,8 @@ def pretrain(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path, world_cfg:
     `stop_at` ends the loop early without the final save: it simulates an interrupted run.
     """
     t0 = time.perf_counter()
-    precision = "no" if cfg.mixed_precision == "bf16" and not use_bf16(True) else cfg.mixed_precision
-    accelerator = fresh_accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    accelerator = fresh_accelerator(mixed_precision=training_precision(cfg.mixed_precision),
+                                    cpu=not torch.cuda.is_available())
     model, tokenizer, train_rows, val_rows = _model_and_rows(cfg, tokenizer_dir, world_cfg)
     optimizer, scheduler = _make_optimizer(model, cfg)
     ckpt_root = out_dir.parent / f"{out_dir.name}-checkpoints"

@@ -214,6 +214,23 @@ def test_bench_divides_by_the_peak_of_the_precision_it_trains_in(precision, peak
     assert ("matmul_fp16_gflops" in r) == (precision == "fp16")
 
 
+def test_bench_times_pretraining_in_float32_where_lab_pretrain_trains_in_float32(monkeypatch):
+    """On a CPU without bf16 kernels `lab pretrain` falls back to float32, but `lab bench` timed bf16 autocast there
+    (about 32 s a tiny step against 1 s) and read it against the bf16 peak: it measured a step no stage runs."""
+    from lab_utils import bench, modeling
+
+    monkeypatch.setattr(modeling, "bf16_is_fast", lambda device_type: False)
+    asked = []
+    real = bench.fresh_accelerator
+    monkeypatch.setattr(bench, "fresh_accelerator", lambda **kw: asked.append(kw["mixed_precision"]) or real(**kw))
+    peaks = {torch.float32: 1e9, torch.bfloat16: 4e9}
+    monkeypatch.setattr(bench, "matmul_flops", lambda dtype=torch.float32, **_: peaks[dtype])
+    with pytest.warns(UserWarning, match="trains in float32"):
+        r = bench.run_bench(PretrainConfig.for_profile("micro", mixed_precision="bf16"), steps=1, vocab_size=512)
+    assert asked == ["no"] and r["mixed_precision"] == "no"
+    assert r["fraction_of_matching_peak"] == r["fraction_of_fp32_peak"]
+
+
 @pytest.mark.parametrize("profile", ["micro", "tiny"])
 def test_no_validation_document_is_also_a_training_document(profile):
     """The world's generators repeat short documents word for word; validation keeps only the unseen ones."""
