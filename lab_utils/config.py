@@ -135,7 +135,8 @@ class PretrainConfig(_Profiled):
     eval_every: int = _f(100, "steps between validation-loss evaluations")
     save_every: int = _f(250, "steps between resumable checkpoints (0: never)")
     eval_batches: int = _f(8, "validation batches per evaluation")
-    mixed_precision: str = _f("bf16", "'bf16' autocast (fast on CPUs with AVX512-BF16 and on GPUs) or 'no'")
+    mixed_precision: str = _f("bf16", "'bf16' autocast (fast on CPUs with AVX512-BF16 and on GPUs; float32, with a "
+                                      "warning, where bf16 is slow), 'fp16' (a GPU's) or 'no'")
     seed: int = _f(0, "training seed (init, data order)")
 
     def check_together(self) -> None:
@@ -199,7 +200,7 @@ class SFTConfig(_Profiled):
     max_length: int = _f(256, "tokens per prompt + response (longer records are left out, not cut: a cut one "
                               "would lose its EOS)")
     logging_steps: int = _f(10, "steps between logged losses")
-    bf16: bool = _f(False, "bf16 autocast in the trainer")
+    bf16: bool = _f(False, "bf16 autocast in the trainer (float32, with a warning, where bf16 is slow)")
     seed: int = _f(0, "training seed")
 
     def check_together(self) -> None:
@@ -226,15 +227,17 @@ class RewardConfig(_Profiled):
                                    "ratings to --data's (reward/ratings.jsonl): the next round of the loop, e.g. "
                                    "--data runs/<profile>/votes.db")
     model: str = _f("", "model the reward model starts from (default: runs/<profile>/sft)")
-    n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences")
+    n_prompts: int = _f(600, "prompts answered by the SFT model to collect preferences (with --data: to fit the "
+                             "reward scale on, from --data's prompts)")
     n_samples: int = _f(4, "sampled answers per prompt (every distinct pair is labelled)")
-    temperature: float = _f(1.0, "sampling temperature of the SFT answers")
+    temperature: float = _f(1.0, "sampling temperature of the SFT answers (with --data: those of the reward scale)")
     reference_answers: str = _f("none", "add each prompt's reference answer (the SFT record's output) to the "
                                          "sampled candidates: none, train (training prompts only) or all")
     off_topic: int = _f(0, "per training prompt, pairs of one of its answers against an answer to another task's "
                            "prompt, labelled by the annotator (held-out prompts get none); measured on tiny: 2 → "
                            "held-out accuracy 0.746 → 0.780 on the same pairs, but PPO with it lost task accuracy")
-    max_new_tokens: int = _f(64, "tokens per sampled answer (an answer cut off here has no EOS)")
+    max_new_tokens: int = _f(64, "tokens per sampled answer (an answer cut off here has no EOS; with --data: the "
+                                 "answers of the reward scale)")
     eval_fraction: float = _f(0.2, "share of prompts whose pairs are held out for evaluation")
     epochs: float = _f(2.0, "passes of the pairwise model over the training pairs")
     batch_size: int = _f(16, "pairs (or rated answers) per step")
@@ -254,7 +257,8 @@ class RewardConfig(_Profiled):
     max_length: int = _f(320, "tokens per prompt + answer (longer pairs are dropped)")
     logging_steps: int = _f(10, "steps between logged losses")
     bf16: bool = _f(True, "bf16 autocast in both trainers (measured on tiny: 1.5× faster, the same held-out accuracy "
-                          "within noise; wip/README.md); --no_bf16 on a CPU without bf16 support")
+                          "within noise; wip/README.md); float32, with a warning, where bf16 is slow; --no_bf16 "
+                          "asks for float32")
     seed: int = _f(0, "seed of prompts, sampling and training")
 
     OVERRIDES: ClassVar[dict] = {
@@ -292,7 +296,7 @@ class DPOConfig(_Profiled):
     lora: bool = _f(False, "train LoRA adapters (merged into the saved policy); the reference is the policy with "
                            "its adapter disabled")
     lora_r: int = _f(16, "LoRA rank when --lora")
-    bf16: bool = _f(True, "bf16 autocast; --no_bf16 on a CPU without bf16 support")
+    bf16: bool = _f(True, "bf16 autocast (float32, with a warning, where bf16 is slow); --no_bf16 asks for float32")
     logging_steps: int = _f(10, "steps between logged losses")
     seed: int = _f(0, "seed of the data order and of --data's held-out split")
 
@@ -354,7 +358,8 @@ class PPOConfig(_Profiled):
     missing_eos_penalty: float = _f(-1.0, "added to the score of a response that never ends (≤ 0)")
     max_grad_norm: float = _f(1.0, "gradient clipping")
     mixed_precision: str = _f("bf16", "'bf16' autocast for every forward pass (weights, optimizer and the "
-                                      "log-probability math stay float32) or 'no'")
+                                      "log-probability math stay float32; float32 throughout, with a warning, where "
+                                      "bf16 is slow) or 'no'")
     attn_implementation: str = _f("eager", "attention kernel of the four models: 'eager' (measured on tiny, CPU, "
                                           "bf16: 11.7 vs 10.4 episodes/s with 'sdpa') or 'sdpa'")
     lora: bool = _f(False, "LoRA policy; the reference is the same model with the adapter disabled")
