@@ -61,6 +61,12 @@ class Arena:
             raise LabError(f"the arena's models were built for profile {', '.join(sorted(built_for))}, not {profile} "
                            "(whose evaluation prompts the arena would keep out of the votes)", path=str(root),
                            fix=f"pass --profile {min(built_for)}")
+        for name in dict.fromkeys(self.contestants):  # one that will not load stops the start, not every battle
+            try:
+                self.models.get(name)
+            except LabError as err:
+                raise LabError(err.message, path=err.path, where=err.where,
+                               fix=f"run its stage again, or leave {name} out of --models") from None
         self.db = votes.init(votes.db_path(root))
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         self.world = build_world_from(WorldConfig.for_profile(profile))

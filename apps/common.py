@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import gradio as gr
+from gradio.tunneling import CURRENT_TUNNELS
 import httpx
 
 from lab_utils import serving
@@ -131,5 +133,12 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, au
     if block:  # Gradio's own banner would advise `share=True` in code; the lab's switch is --share
         print(f"[lab] {demo.title} on {served[1]}" + (f" and {served[2]}" if served[2] else "") +
               ("" if auth or os.environ.get(AUTH_ENV) else " (no login: --auth user:pass)") + "; Ctrl-C stops it")
-        demo.block_thread()
+        try:  # not demo.block_thread(), which ends on Ctrl-C with Gradio's own line and no error: `lab` exited 0
+            while demo.is_running:
+                time.sleep(0.1)
+        except KeyboardInterrupt:  # what block_thread does then, and the CLI's one line and exit status 130
+            demo.close(verbose=False)
+            for tunnel in CURRENT_TUNNELS:  # --share's
+                tunnel.kill()
+            raise
     return served

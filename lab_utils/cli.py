@@ -457,6 +457,9 @@ def after_interrupt(argv: list[str]) -> str:
     for before, a in zip([None, *argv], argv):
         shown.append("..." if before == "--auth" else "--auth=..." if a.startswith("--auth=") else a)
     again = "lab " + shlex.join(shown)
+    if argv[:1] == ["app"]:
+        return f"stopped; `{again}` serves it again" + (" (the votes cast are in the run's votes.db)"
+                                                         if argv[1:2] == ["arena"] else "")
     kept = "interrupted: finished stages and checkpoints are kept"
     if argv[0] in ("pretrain", "ppo"):
         return f"{kept}; `{again if '--resume' in argv else again + ' --resume'}` continues from the last checkpoint"

@@ -393,13 +393,17 @@ def test_a_model_or_reward_model_that_fails_to_load_is_said_in_the_browser(app_r
     root = tmp_path / "run"
     shutil.copytree(app_root / "sft", root / "sft")
     (root / "base").symlink_to(app_root / "base")
+    a = arena.Arena(root, "micro", max_new_tokens=4)
+    a.models._loaded.clear()  # loaded as the arena starts; torn since, and loaded again
     weights = root / "sft" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # torn mid-write
     shutil.copytree(app_root / "reward", root / "reward")
     (root / "reward" / "normalization.json").write_text("{oops")
     broken = serving.Models(root)
     with pytest.raises(gr.Error, match=r"run/sft: could not load a model"):
-        next(arena.Arena(root, "micro", max_new_tokens=4).battle(QUESTION))
+        next(a.battle(QUESTION))
+    with pytest.raises(LabError, match=r"run/sft: could not load a model.*leave sft out of --models"):
+        arena.Arena(root, "micro")  # as the arena starts: refused before it serves
     with pytest.raises(gr.Error, match=r"run/sft: could not load a model"):
         next(compare.compare(broken, QUESTION, ["base", "sft"], 0.0, 1.0, 4))
     *_, (answer, _, results) = compare.compare(broken, QUESTION, ["base"], 0.0, 1.0, 4)
@@ -494,6 +498,42 @@ def test_a_damaged_metrics_file_stops_the_arena_with_one_line_naming_it(app_root
     assert cli.main(["app", "arena", "--out", str(root), "--profile", "micro"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{root / 'sft' / 'metrics.json'}: the file is not JSON" in err[0], err
+
+
+def test_a_contestant_that_will_not_load_stops_the_arena_before_it_serves(app_root, tmp_path, monkeypatch, capsys):
+    """The arena loaded its models at the first battle: it started, printed its address, and then every battle that
+    drew the broken model failed (with two contestants, every battle)."""
+    monkeypatch.setattr(arena, "launch", lambda *args, **kwargs: pytest.fail("the arena started serving"))
+    root = run_folder(app_root, tmp_path)
+    (root / "sft").unlink()
+    shutil.copytree(app_root / "sft", root / "sft")
+    (root / "sft" / "model.safetensors").unlink()
+    assert cli.main(["app", "arena", "--out", str(root), "--profile", "micro", "--models", "base,sft"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not load" in err[0] and "leave sft out of --models" in err[0], err
+
+
+def test_ctrl_c_stops_an_app_with_the_lab_s_one_line_and_exit_130(monkeypatch, capsys):
+    """Gradio's block_thread caught the Ctrl-C itself, printed its own line and returned: `lab app` exited 0, and
+    without the line every other command prints."""
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    with gr.Blocks() as demo:
+        gr.Markdown("hello")
+    port = free_port()
+    monkeypatch.setattr(common.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        common.launch(demo, port=port, block=True)
+    assert not demo.is_running
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
+    monkeypatch.setitem(cli.COMMANDS, "app", lambda argv: common.launch(demo, port=free_port(), block=True))
+    capsys.readouterr()
+    assert cli.main(["app", "arena", "--auth", "me:secret", "--port", "7999"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stopped; `lab app arena --auth ... --port 7999` serves it again (the votes cast are in the run's "
+                   "votes.db)"], err
 
 
 def by_model(model, tokenizer, prompt, **sampling):

@@ -197,7 +197,7 @@ def test_after_ctrl_c_the_command_to_go_on_keeps_the_runs_flags(monkeypatch, cap
         "pretrain"]
     assert "`lab ppo --out r --resume` continues" in said["ppo"]  # --resume once
     assert "`lab run --profile micro` reuses them" in said["run"]  # --force would rebuild what it had finished
-    assert "`lab app arena --auth ... --auth=...` runs the command again" in said["app"]  # no password in a log
+    assert "`lab app arena --auth ... --auth=...` serves it again" in said["app"]  # no password in a log
     assert "`lab sft --profile micro --out r` runs the command again" in said["sft"] and "resume" not in said["sft"]
 
 
