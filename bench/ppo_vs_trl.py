@@ -110,8 +110,9 @@ def normalised_reward_model(path: str, load_kwargs: dict):
     return reward_model.eval()
 
 
-def run_trl112(spec: dict) -> tuple[list[dict], float]:
+def run_trl112(spec: dict) -> tuple[list[dict], float, str]:
     import torch
+    import trl.experimental.ppo.ppo_trainer as trl_ppo
     from datasets import Dataset
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                               PrinterCallback, TrainerCallback, set_seed)
@@ -126,15 +127,19 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     policy, ref_model = load_lm(), load_lm().requires_grad_(False)
     value_model = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
     data = Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in spec["prompts"]]})  # BOS + prompt
-    trainer = PPOTrainer(args=trl_config(s, str(Path(spec["work"]) / "trl112-out")), processing_class=tok,
+    trainer = PPOTrainer(args=trl_config(s | {"mixed_precision": spec["precision"]}, str(Path(spec["work"]) /
+                                                                                          "trl112-out")),
+                         processing_class=tok,
                          model=policy, ref_model=ref_model, value_model=value_model, train_dataset=data,
                          reward_model=normalised_reward_model(spec["reward_model"], attn))
     trainer.remove_callback(PrinterCallback)  # it prints every logged dict
 
     every = max(1, spec["iterations"] // 8)
+    ends = []  # when each update ended: its log comes right after it
 
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
+            ends.append(time.perf_counter())
             if state.global_step % every == 0 or state.global_step == 1:
                 print(f"[trl112] it {state.global_step:>4}  score {logs['objective/scores']:+.3f}  "
                       f"kl {logs['objective/kl']:.3f}", flush=True)
@@ -147,26 +152,30 @@ def run_trl112(spec: dict) -> tuple[list[dict], float]:
     # each weight until the outermost autocast block ends, and an optimizer step does not invalidate it: without
     # the hook below, trl's policy and value model ran on their first weights for the whole run (KL stayed near 0)
     # and never paid for a cast again. Clearing the copies after every optimizer step keeps them correct and as
-    # cheap as they can be: each weight is cast once per update, generation included (ours casts once per forward
-    # pass in the PPO epochs, and once per rollout).
+    # cheap as they can be: each weight is cast once per optimizer step (4 per update here, the rollout's
+    # generation and forward passes sharing the first), as ours is cast once per forward pass.
     print(f"[trl112] accelerate mixed_precision={trainer.accelerator.mixed_precision} "
           f"native_amp={trainer.accelerator.native_amp}", flush=True)
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # under accelerate's wrapper
     optimizer.register_step_post_hook(lambda *_: torch.clear_autocast_cache())
     autocast = torch.autocast(trainer.accelerator.device.type, dtype=torch.bfloat16,
-                              enabled=s["mixed_precision"] == "bf16")
+                              enabled=spec["precision"] == "bf16")  # as ours trains: float32 where bf16 is slow
+    if not spec["trl_gc"]:  # trl 1.12 calls gc.collect() twice per update (ppo_trainer.py), ~0.2 s each on a CPU
+        trl_ppo.gc = type("NoGC", (), {"collect": staticmethod(lambda *a, **k: 0)})
     t0 = time.perf_counter()
     with autocast:
         trainer.train()
     wall = time.perf_counter() - t0
     rows = [{"episodes": h["episode"], "score": h["objective/scores"], "rlhf_reward": h["objective/rlhf_reward"],
              "kl": h["objective/kl"]} for h in trainer.state.log_history if "objective/scores" in h]
-    return rows, wall
+    for row, start, end in zip(rows, [t0, *ends], ends):
+        row["seconds"] = end - start
+    return rows, wall, spec["precision"]
 
 
 # ------------------------------------------------------------------ worker: ours (.venv)
 
-def run_ours(spec: dict) -> tuple[list[dict], float]:
+def run_ours(spec: dict) -> tuple[list[dict], float, str]:
     from lab_utils import ppo
     from lab_utils.config import PPOConfig
 
@@ -176,7 +185,7 @@ def run_ours(spec: dict) -> tuple[list[dict], float]:
                     ppo_epochs=s["ppo_epochs"], response_length=s["response_length"], temperature=s["temperature"],
                     lr=s["lr"], kl_coef=s["kl_coef"], adaptive_kl=False, cliprange=s["cliprange"],
                     cliprange_value=s["cliprange_value"], vf_coef=s["vf_coef"], gamma=s["gamma"], lam=s["lam"],
-                    missing_eos_penalty=s["missing_eos_penalty"], mixed_precision=s["mixed_precision"],
+                    missing_eos_penalty=s["missing_eos_penalty"], mixed_precision=spec["precision"],
                     attn_implementation=s["attn_implementation"], lora=False, save_every=0,
                     log_every=max(1, spec["iterations"] // 8), seed=s["seed"])
     policy, ref_model, value_model, reward_model, tok = ppo.load_models(cfg, Path(spec["policy"]),
@@ -186,21 +195,24 @@ def run_ours(spec: dict) -> tuple[list[dict], float]:
 
     trainer = ppo.PPOTrainer(cfg, policy, ref_model, value_model, reward_model, tok, spec["prompts"], out_dir=None,
                              log=log)
+    ends = []
     t0 = time.perf_counter()
-    history = trainer.train()
+    history = trainer.train(callback=lambda *_: ends.append(time.perf_counter()))
     wall = time.perf_counter() - t0
     # trl's `objective/scores` includes the missing-EOS penalty; our `score` is the bare normalised score
     pen = s["missing_eos_penalty"]
     rows = [{"episodes": r["episodes"], "score": r["score"] + pen * (1 - r["eos_rate"]),
              "rlhf_reward": r["rlhf_reward"], "kl": r["kl"], "score_no_penalty": r["score"],
-             "eos_rate": r["eos_rate"]} for r in history]
-    return rows, wall
+             "eos_rate": r["eos_rate"], "seconds": end - start} for r, start, end in zip(history, [t0, *ends], ends)]
+    return rows, wall, "bf16" if trainer.bf16 else "no"  # what it trained in
 
 
 def summarise(rows: list[dict], wall: float) -> dict:
     """Throughput, peak RSS and the reward at the start (first iteration) and end (the last quarter of the
     iterations: one iteration's mean score over 8 episodes moves by ~0.5, so a shorter window is mostly noise),
-    with the standard error of the end's mean over its iterations."""
+    with the standard error of the end's mean over its iterations (which treats them as independent: it understates
+    the spread of one drifting run). `median_iteration_s` leaves the first iteration out, and a slow spell of a busy
+    host moves it less than the wall time."""
     tail = rows[-max(1, len(rows) // 4):]
     mean = lambda key, rs: round(sum(r[key] for r in rs) / len(rs), 4)  # noqa: E731
     scores = [r["score"] for r in tail]
@@ -208,6 +220,7 @@ def summarise(rows: list[dict], wall: float) -> dict:
     episodes = rows[-1]["episodes"]
     return {"iterations": len(rows), "episodes": episodes, "wall_s": round(wall, 2),
             "episodes_per_s": round(episodes / wall, 3),
+            "median_iteration_s": round(statistics.median(r["seconds"] for r in rows[1:] or rows), 4),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # KiB on Linux
             "reward_start": mean("score", rows[:1]), "reward_end": mean("score", tail), "reward_end_se": round(se, 4),
             "rlhf_reward_start": mean("rlhf_reward", rows[:1]), "rlhf_reward_end": mean("rlhf_reward", tail),
@@ -219,8 +232,10 @@ def worker(side: str, spec_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["settings"]["threads"])
-    rows, wall = (run_ours if side == "ours" else run_trl112)(spec)
-    result = summarise(rows, wall) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
+    rows, wall, precision = (run_ours if side == "ours" else run_trl112)(spec)
+    result = summarise(rows, wall) | {"precision": precision, "trl_gc": spec["trl_gc"] if side == "trl112" else None,
+                                      "load_1min": round(os.getloadavg()[0], 2),  # as the run ends: a busy host?
+                                      "torch": torch.__version__, "threads": torch.get_num_threads(),
                                       "trl": __import__("trl").__version__,
                                       "transformers": __import__("transformers").__version__}
     (Path(spec["work"]) / f"{side}.json").write_text(json.dumps(result, indent=1))
@@ -285,7 +300,15 @@ def build_spec(args, work: Path) -> dict:
     from lab_utils.modeling import count_params
     from transformers import AutoModelForCausalLM
     n_params = count_params(AutoModelForCausalLM.from_pretrained(policy, use_safetensors=True))
+    from lab_utils.modeling import bf16_is_fast
+    # the precision both sides train in: ours falls back to float32 where bf16 is slow, and trl must then too
+    precision = settings["mixed_precision"]
+    if precision == "bf16" and not bf16_is_fast("cpu"):
+        precision = "no"
+    if precision != settings["mixed_precision"]:
+        print("[bench] this CPU has no fast bf16: both sides train in float32", flush=True)
     return {"work": str(work), "profile": args.profile, "models": models, "policy": str(policy),
+            "precision": precision, "trl_gc": not args.trl_no_gc,
             "reward_model": str(reward), "policy_params": n_params, "settings": settings,
             "iterations": settings["episodes"] // settings["rollout_batch"],
             "prompts": prompts_for(args.profile, args.n_prompts, settings["seed"])}
@@ -308,8 +331,9 @@ def run_side(side: str, spec_path: Path, threads: int) -> dict:
     return result | {"process_s": round(time.perf_counter() - t0, 2)}
 
 
-ROWS = ("episodes", "wall_s", "episodes_per_s", "peak_rss_gb", "reward_start", "reward_end", "reward_end_se",
-        "rlhf_reward_start", "rlhf_reward_end", "kl_end", "process_s", "trl", "torch", "threads")
+ROWS = ("episodes", "wall_s", "episodes_per_s", "median_iteration_s", "peak_rss_gb", "reward_start", "reward_end", "reward_end_se",
+        "rlhf_reward_start", "rlhf_reward_end", "kl_end", "process_s", "precision", "trl_gc", "load_1min", "trl",
+        "torch", "threads")
 
 
 def table(results: dict) -> str:
@@ -318,9 +342,12 @@ def table(results: dict) -> str:
     lines += [f"{k:<18}" + "".join(f"{results[s][k]!s:>14}" for s in sides) for k in ROWS]
     if len(sides) == 2:
         ours, peer = results["ours"], results["trl112"]
-        lines.append(f"\nspeed-up ours / trl 1.12: {ours['episodes_per_s'] / peer['episodes_per_s']:.2f}x   "
+        lines.append(f"\nspeed-up ours / trl 1.12: {ours['episodes_per_s'] / peer['episodes_per_s']:.2f}x "
+                     f"(median iteration: {peer['median_iteration_s'] / ours['median_iteration_s']:.2f}x)   "
                      f"reward_end ours − trl 1.12: {ours['reward_end'] - peer['reward_end']:+.3f}   "
                      f"peak RSS ours / trl 1.12: {ours['peak_rss_gb'] / peer['peak_rss_gb']:.2f}")
+        if ours["precision"] != peer["precision"]:
+            lines.append(f"NOT COMPARABLE: ours trained in {ours['precision']}, trl 1.12 in {peer['precision']}")
     return "\n".join(lines)
 
 
@@ -333,6 +360,9 @@ def parse_args(argv=None):
     p.add_argument("--sides", default=",".join(SIDES), help="which workers to run, in order")
     p.add_argument("--n-prompts", type=int, default=1024, help="size of the prompt pool both sides draw from")
     p.add_argument("--work", default=None, help="folder for the shared inputs (default: a temporary one)")
+    p.add_argument("--trl-no-gc", action="store_true",
+                   help="stub out the two gc.collect() calls trl 1.12's PPOTrainer makes per update (~0.2 s each "
+                        "on a 2-core CPU): what its PPO itself costs, apart from that housekeeping")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ppo_vs_trl.json"), help="JSON report")
     for name, (default, help_) in SETTINGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=help_)
