@@ -55,12 +55,13 @@ def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dic
 
 def _unfinished(root: Path) -> None:
     """Rewrite the report once a stage has replaced its folder and has more to do before `_finish`: killed in
-    between, report.json would go on listing the numbers of the model that folder no longer holds. A damaged file
-    elsewhere is left to `_finish`'s report to name, once this stage's metrics.json is safe."""
+    between, report.json would go on listing the numbers of the model that folder no longer holds. With a damaged
+    file elsewhere no report can be written: the old one goes, and `_finish`'s report names the file once this
+    stage's metrics.json is safe."""
     try:
         write_report(root)
     except ck.DamagedFile:
-        pass
+        (root / "report.json").unlink(missing_ok=True)
 
 
 def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:

@@ -14,6 +14,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
+import types  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -522,7 +523,8 @@ def test_ctrl_c_stops_an_app_with_the_lab_s_one_line_and_exit_130(monkeypatch, c
     with gr.Blocks() as demo:
         gr.Markdown("hello")
     port = free_port()
-    monkeypatch.setattr(common.time, "sleep", interrupted)
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(sleep=interrupted), raising=False)  # not Gradio's
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: pytest.fail("block_thread swallows Ctrl-C"))
     with pytest.raises(KeyboardInterrupt):
         common.launch(demo, port=port, block=True)
     assert not demo.is_running

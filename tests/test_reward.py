@@ -703,6 +703,11 @@ def test_a_reward_stage_killed_while_the_ratings_model_trains_is_out_of_the_repo
         stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25)
     assert not (out / "reward" / "metrics.json").exists()
     assert "reward" not in json.loads((out / "report.json").read_text())["stages"]
+    (out / "rlhf").mkdir()  # a damaged file elsewhere: no report can be written, and the stale one must not stay
+    (out / "rlhf" / "metrics.json").write_text('{"cut sh', encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_reward("micro", out, progress=False, data=str(db), eval_fraction=0.25)
+    assert not (out / "report.json").exists()
 
 
 def test_the_vote_stores_ratings_train_the_ratings_model_and_carry_into_the_next_round(sft_root, tmp_path, capsys):
