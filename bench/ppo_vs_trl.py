@@ -127,11 +127,9 @@ def run_trl112(spec: dict) -> tuple[list[dict], float, str]:
     policy, ref_model = load_lm(), load_lm().requires_grad_(False)
     value_model = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], **attn)
     data = Dataset.from_dict({"input_ids": [tok(p)["input_ids"] for p in spec["prompts"]]})  # BOS + prompt
-    trainer = PPOTrainer(args=trl_config(s | {"mixed_precision": spec["precision"]}, str(Path(spec["work"]) /
-                                                                                          "trl112-out")),
-                         processing_class=tok,
-                         model=policy, ref_model=ref_model, value_model=value_model, train_dataset=data,
-                         reward_model=normalised_reward_model(spec["reward_model"], attn))
+    args = trl_config(s | {"mixed_precision": spec["precision"]}, str(Path(spec["work"]) / "trl112-out"))
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref_model, value_model=value_model,
+                         train_dataset=data, reward_model=normalised_reward_model(spec["reward_model"], attn))
     trainer.remove_callback(PrinterCallback)  # it prints every logged dict
 
     every = max(1, spec["iterations"] // 8)
@@ -298,13 +296,11 @@ def build_spec(args, work: Path) -> dict:
                  f"first, or use --models random")
     policy, reward = real_models(args.profile) if models == "real" else random_models(args.profile, work)
     from lab_utils.modeling import count_params
+    from lab_utils.pretrain import training_precision
     from transformers import AutoModelForCausalLM
     n_params = count_params(AutoModelForCausalLM.from_pretrained(policy, use_safetensors=True))
-    from lab_utils.modeling import bf16_is_fast
     # the precision both sides train in: ours falls back to float32 where bf16 is slow, and trl must then too
-    precision = settings["mixed_precision"]
-    if precision == "bf16" and not bf16_is_fast("cpu"):
-        precision = "no"
+    precision = training_precision(settings["mixed_precision"])
     if precision != settings["mixed_precision"]:
         print("[bench] this CPU has no fast bf16: both sides train in float32", flush=True)
     return {"work": str(work), "profile": args.profile, "models": models, "policy": str(policy),
@@ -331,9 +327,9 @@ def run_side(side: str, spec_path: Path, threads: int) -> dict:
     return result | {"process_s": round(time.perf_counter() - t0, 2)}
 
 
-ROWS = ("episodes", "wall_s", "episodes_per_s", "median_iteration_s", "peak_rss_gb", "reward_start", "reward_end", "reward_end_se",
-        "rlhf_reward_start", "rlhf_reward_end", "kl_end", "process_s", "precision", "trl_gc", "load_1min", "trl",
-        "torch", "threads")
+ROWS = ("episodes", "wall_s", "episodes_per_s", "median_iteration_s", "peak_rss_gb", "reward_start", "reward_end",
+        "reward_end_se", "rlhf_reward_start", "rlhf_reward_end", "kl_end", "process_s", "precision", "trl_gc",
+        "load_1min", "trl", "torch", "threads")
 
 
 def table(results: dict) -> str:
