@@ -141,10 +141,11 @@ def cmd_sft(argv):
           f"wall_s={m['wall_s']}")
     if not cfg["data"]:  # the task harness grades the world's tasks; user data has no checkers
         # from another --model, the run's own base model is not the one this SFT model started from
-        _print_eval(run_eval(args.profile, args.out, models=("sft",) if cfg["model"] else ("base", "sft")))
-        if cfg["model"]:
-            print(f"[lab] sft: started from {cfg['model']}; `lab eval{_same_run(args)} --model {_q(cfg['model'])}` "
-                  "evaluates it beside sft")
+        other = _started_elsewhere(args, cfg["model"], "base")
+        _print_eval(run_eval(args.profile, args.out, models=("sft",) if other else ("base", "sft")))
+        if other:
+            print(f"[lab] sft: started from {cfg['model']}; `{_eval_beside(args, cfg['model'])}` evaluates it beside "
+                  "sft")
 
 
 def cmd_reward(argv):
@@ -165,11 +166,10 @@ def cmd_ppo(argv):
         return
     print(f"[lab] ppo: {m['n_prompts']} prompts ({m['data']})  reward {m['reward_start']} -> {m['reward_end']}  "
           f"kl_end={m['kl_end']}  episodes_per_s={m['episodes_per_s']}  wall_s={m['wall_s']}")
-    if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
+    if _started_elsewhere(args, cfg["model"], "sft"):  # the run's SFT model is no baseline to report it against
         _print_eval(run_eval(args.profile, args.out, models=("rlhf",)))
-        print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
-              f"{_q(cfg['model'])}` evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT "
-              "model)")
+        print(f"[lab] ppo: started from {cfg['model']}, not this run's SFT model: `{_eval_beside(args, cfg['model'])}` "
+              "evaluates it beside rlhf (the report's win_rate_vs_sft is against the run's SFT model)")
         return
     r = run_eval(args.profile, args.out, models=("sft", "rlhf"))
     _print_eval(r)
@@ -178,7 +178,7 @@ def cmd_ppo(argv):
 
 def cmd_dpo(argv):
     from . import checkpoints as ck
-    from .stages import run_dir, run_dpo, run_eval
+    from .stages import is_done, run_dir, run_dpo, run_eval
     args, (cfg,) = _parse("dpo", argv, (DPOConfig,), doc="DPO: fine-tune the SFT model on preference pairs directly, "
                                                           "without a reward model (TRL's DPOTrainer)", extra=[
         (("--name",), {"default": "dpo", "help": "the policy's folder in the run, and its name in the evaluation"})])
@@ -193,15 +193,20 @@ def cmd_dpo(argv):
     pairs_from = cfg["data"] or ("" if reward_cfg.get("mix_previous") else reward_cfg.get("data"))
     if pairs_from:  # the harness grades the world's tasks, which say little about a policy trained on a file's pairs
         split = cfg["data_split"] if cfg["data"] else reward_cfg.get("data_split", "train")
-        print(f"[lab] evaluate it on your prompts: lab eval{_same_run(args)} --model {_q(root / args.name)} --data "
-              f"{_q(pairs_from)}" + (f" --data_split {_q(split)}" if split != "train" else ""))
+        data = f" --data {_q(pairs_from)}" + (f" --data_split {_q(split)}" if split != "train" else "")
+        evaluate = f"lab eval{_same_run(args)} --model {_q(root / args.name)}{data}"
+        if not is_done(root, "reward"):  # `lab eval --data` scores the answers with the run's reward model
+            start = f" --model {_q(cfg['model'])}" if cfg["model"] else ""
+            print(f"[lab] evaluate it on your prompts: `lab reward{_same_run(args)}{start}{data}` trains the reward "
+                  f"model that scores the answers, then `{evaluate}`")
+        else:
+            print(f"[lab] evaluate it on your prompts: {evaluate}")
         return
     r = run_eval(args.profile, args.out, model=str(root / args.name), name=args.name)
     _print_eval(r)
-    if cfg["model"]:  # started from another policy: the run's SFT model is no baseline to report it against
-        print(f"[lab] dpo: started from {cfg['model']}, not this run's SFT model: `lab eval{_same_run(args)} --model "
-              f"{_q(cfg['model'])}` evaluates it beside {args.name} (the report's win_rate_vs_sft is against the run's "
-              "SFT model)")
+    if _started_elsewhere(args, cfg["model"], "sft"):  # the run's SFT model is no baseline to report it against
+        print(f"[lab] dpo: started from {cfg['model']}, not this run's SFT model: `{_eval_beside(args, cfg['model'])}` "
+              f"evaluates it beside {args.name} (the report's win_rate_vs_sft is against the run's SFT model)")
         return
     print(f"[lab] {args.name} vs sft (annotator, ties excluded): win_rate={r[args.name].get('win_rate_vs_sft')}")
 
@@ -216,6 +221,20 @@ def _same_run(args, root: Path | None = None) -> str:
         profile = ck.read_json(root / "sft" / "metrics.json").get("profile") or profile
     from .runs import run_flags
     return run_flags(profile, args.out or root)
+
+
+def _started_elsewhere(args, model: str, own: str) -> bool:
+    """Whether --model names a model other than the run's own `own` folder (base for SFT, sft for PPO and DPO)."""
+    from .stages import run_dir
+    return bool(model) and Path(model).resolve() != (run_dir(args.profile, args.out) / own).resolve()
+
+
+def _eval_beside(args, model: str) -> str:
+    """The `lab eval` that evaluates the model a stage started from beside the run's: named `start-<folder>` when its
+    folder's name is one of the run's own models' (runs/other/sft), which `lab eval --model` refuses as a name."""
+    from .runs import MODEL_DIRS
+    name = Path(model).name.casefold()
+    return f"lab eval{_same_run(args)} --model {_q(model)}" + (f" --name start-{name}" if name in MODEL_DIRS else "")
 
 
 def _q(path) -> str:

@@ -31,9 +31,10 @@ def resolve_profile(profile: str | None = None) -> str:
 # Every number of every config is finite and above zero, but these may also be zero (a seed, "off", "never", "all")
 _ZERO_OK = {"world_seed", "seed", "max_operand", "heldout_fraction", "context", "min_lr_ratio", "warmup_steps",
             "weight_decay", "save_every", "log_every", "data_limit", "lora_dropout", "off_topic", "lm_coef",
-            "kl_coef", "vf_coef", "gamma", "lam"}
+            "kl_coef", "vf_coef", "gamma", "lam", "label_smoothing"}
 _AT_MOST_ONE = {"min_lr_ratio", "gamma", "lam"}  # ... these are shares of one
-_BELOW_ONE = {"heldout_fraction", "eval_fraction", "lora_dropout"}  # ... and these of less than one
+# ... and these of less than one
+_BELOW_ONE = {"heldout_fraction", "eval_fraction", "lora_dropout", "label_smoothing"}
 _NOT_POSITIVE = {"missing_eos_penalty"}  # ... and a penalty is added, so it is zero or below
 # One token predicts nothing: a sequence needs a second to be a next-token example. A byte-level BPE holds its 256
 # bytes and 3 specials before any merge, so a smaller vocabulary is not one it can have.
@@ -274,6 +275,7 @@ class RewardConfig(_Profiled):
 # TRL 1.16's DPO loss types (`trl.DPOConfig.loss_type`)
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+_SMOOTHED = {"robust", "exo_pair", "aot", "aot_unpaired"}  # the losses that read --label_smoothing
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,9 @@ class DPOConfig(_Profiled):
     loss: str = _f("sigmoid", "TRL's loss_type, comma separated: 'sigmoid' is DPO's; 'sigmoid,sft' adds the SFT "
                               "loss on the chosen answers (notebook 05, tiny, five seeds: win rate vs SFT on the "
                               "validation prompts 0.47 → 0.67, off-task answers 0.080 → 0.015; wip/README.md)")
+    label_smoothing: float = _f(0.0, "the share of preference labels taken to be flipped: 'robust' (below 0.5; "
+                                     "its paper suggests 0.1; at 0 it is 'sigmoid') and 'exo_pair' (above 0; its "
+                                     "paper suggests 1e-3) read it, and 'aot'/'aot_unpaired' smooth with it")
     beta: float = _f(0.1, "β of the implicit reward β·log π/π_ref (chosen on tiny with lr and epochs, among nine "
                           "settings by the annotator's win rate on the validation prompts, one seed; wip/README.md)")
     lr: float = _f(5e-5, "learning rate, decayed linearly to zero (tiny: 5e-4 collapsed the policy)")
@@ -306,6 +311,15 @@ class DPOConfig(_Profiled):
         if not all(loss in DPO_LOSSES for loss in losses):
             raise LabError(f"--loss is {self.loss!r}", fix="give TRL loss types, comma separated, e.g. sigmoid or "
                                                            f"sigmoid,sft (TRL 1.16 knows {', '.join(DPO_LOSSES)})")
+        if "exo_pair" in losses and self.label_smoothing == 0:  # TRL's loss takes log(ε)
+            raise LabError("--loss exo_pair is EXO's loss against labels smoothed by ε, and --label_smoothing is 0",
+                           fix="give --label_smoothing 1e-3 (EXO's paper), or another --loss")
+        if "robust" in losses and not self.label_smoothing < 0.5:
+            raise LabError(f"--label_smoothing {self.label_smoothing} is robust DPO's chance that a label is "
+                           "flipped, which must be below 0.5", fix="give e.g. --label_smoothing 0.1")
+        if self.label_smoothing and not set(losses) & _SMOOTHED:
+            raise LabError(f"--label_smoothing {self.label_smoothing} is read by none of --loss {self.loss}",
+                           fix=f"drop --label_smoothing, or use a loss that reads it: {', '.join(sorted(_SMOOTHED))}")
 
     OVERRIDES: ClassVar[dict] = {
         "micro": {"epochs": 1.0, "batch_size": 4, "logging_steps": 1},

@@ -79,6 +79,7 @@ def trl_args(cfg: DPOConfig, output_dir: str, progress: bool = False):
     """TRL's settings for `cfg`."""
     from trl import DPOConfig as TRLDPOConfig
     return TRLDPOConfig(output_dir=output_dir, beta=cfg.beta, learning_rate=cfg.lr, loss_type=cfg.loss.split(","),
+                        label_smoothing=cfg.label_smoothing,
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
                         max_length=cfg.max_length, logging_steps=cfg.logging_steps, report_to="none",
                         save_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=use_bf16(cfg.bf16),

@@ -294,7 +294,8 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     reward_model = _reward_model(root, profile)
     if reward_model is None:
         raise LabError("no reward model to score the answers with", path=str(root / "reward"),
-                       fix="run `lab reward` first: without a grader for your prompts, the reward model scores them")
+                       fix=f"run `lab reward{run_flags(profile, root)}` first: without a grader for your prompts, "
+                           "the reward model scores them")
     prompts, n_left_out = _data_prompts(data, data_split, data_limit, specs, reward_model, cfg.eval_max_new_tokens)
     _warn_if_reward_trained_elsewhere(root, data)
     result = {"data": data, "data_path": str(Path(data).resolve()) if Path(data).is_file() else None,

@@ -129,8 +129,31 @@ def folder_stamp(spec: str) -> str | None:
     if not spec or not path.is_dir():
         return None
     files = sorted(f for f in path.rglob("*") if f.is_file())
-    seen = "".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}\n" for f in files)
+    if finished := _dpo_metrics(path).get("finished_at"):  # written whole in one rename: a copy keeps this stamp
+        seen = finished + "".join(f"\n{f.relative_to(path)}:{f.stat().st_size}" for f in files)
+    else:
+        seen = "".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}\n" for f in files)
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
+
+
+def _dpo_metrics(folder: Path) -> dict:
+    """The metrics.json of a policy `lab dpo` wrote (it has `implicit_accuracy`), {} for any other folder. `lab dpo`
+    writes its folder whole, with a new `finished_at` each time, so that stamps it; a folder trained again in place by
+    other means may keep a copied metrics.json, and only its files' times tell."""
+    try:
+        metrics = ck.read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    except (OSError, ValueError):  # not JSON: not one `lab dpo` wrote
+        return {}
+    return metrics if isinstance(metrics, dict) and "implicit_accuracy" in metrics else {}
+
+
+def trained_from_earlier(root: Path, res: dict) -> str | None:
+    """The upstream stage (sft, reward) rebuilt since `lab dpo` trained the run's policy an evaluation `res` answered
+    with: the policy itself is out of date then, and evaluating it again would not bring it up to date."""
+    if not res.get("model_in_run"):
+        return None
+    built_from = _dpo_metrics(Path(root) / res["model_in_run"]).get("built_from") or {}
+    return next((up for up, then in built_from.items() if up in STAGE_DIRS and then != stamp(root, up)), None)
 
 
 def answers_sha256(res: dict) -> str:
@@ -176,6 +199,9 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
+    if up := trained_from_earlier(root, res):
+        return ("its policy was trained from an earlier SFT model" if up == "sft" else
+                f"its policy was trained on an earlier {up} stage's pairs")
     if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
@@ -288,6 +314,9 @@ def write_report(root: Path) -> dict:
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
+                if trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
+                    fix = (f"run `lab dpo{this_run} --name {name}` again (with the other flags of its "
+                           f"{model_spec(root, res)}/metrics.json config), then `lab eval{this_run}{again}{flag}`")
                 if name in MODEL_STAGES and not is_done(root, MODEL_STAGES[name]):  # no model for `lab eval` yet
                     fix = f"run {builds(MODEL_STAGES[name], this_run)}, then `lab eval{this_run}{flag}`"
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: {fix}"

@@ -431,7 +431,8 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     if pairs_file is None:
         pairs, source = reward_data.rendered_pairs(cfg.data, cfg.data_split, tokenizer), cfg.data
     else:
-        pairs = reward_data.run_pairs(pairs_file, fix="run `lab reward` again to write the file anew")
+        pairs = reward_data.run_pairs(pairs_file, fix=f"run `lab reward{run_flags(profile, root)}` again to write "
+                                                        "the file anew")
         source = str(pairs_file)
     pairs, n_too_long = reward_data.fitting(pairs, tokenizer, cfg.max_length, policy.config.max_position_embeddings,
                                             cfg.data or str(pairs_file))
@@ -443,12 +444,14 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
         causes = {"too_long": n_too_long, "held_out": len(eval_pairs), "cut_off": len(cut_off)}
         worst = max(causes, key=causes.get)
         fix = {"too_long": "bring shorter pairs, or raise --max_length (within the model's context)",
-               "held_out": "bring pairs on more prompts (a prompt's pairs are never split), or lower --eval_fraction"
-                           if cfg.data else "collect more pairs: `lab reward --n_prompts N` with more prompts",
+               "held_out": "bring pairs on more prompts (a prompt's pairs are never split), lower --eval_fraction, "
+                           "or give some records \"split\": \"train\" (a record's own split is kept)"
+                           if cfg.data else f"collect more pairs: `lab reward{run_flags(profile, root)} --n_prompts N` "
+                                            "with more prompts",
                "cut_off": "bring pairs whose two answers ended (DPO trains on those only: TRL ends every answer "
                           "with EOS); a pair flagged \"chosen_ended\": false or \"rejected_ended\": false was cut off"
-                          if cfg.data else "collect more pairs (`lab reward --n_prompts N`), or raise the reward "
-                          "stage's --max_new_tokens so that more answers end"}[worst]
+                          if cfg.data else f"collect more pairs (`lab reward{run_flags(profile, root)} --n_prompts N`), "
+                          "or raise the reward stage's --max_new_tokens so that more answers end"}[worst]
         raise LabError(f"no preference pair to train DPO on: of {len(pairs) + n_too_long}, {n_too_long} are too "
                        f"long, {len(eval_pairs)} held out and {len(cut_off)} have an answer cut off before EOS",
                        path=cfg.data or str(pairs_file), fix=fix)

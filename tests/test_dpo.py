@@ -4,6 +4,7 @@ the stage's errors, on micro."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import pytest
@@ -14,6 +15,7 @@ from lab_utils import checkpoints as ck
 from lab_utils import reward as R
 from lab_utils import stages
 from lab_utils.cli import main
+from lab_utils.config import DPO_LOSSES
 from lab_utils.errors import LabError
 from lab_utils.modeling import load_causal_lm
 from lab_utils.tokenizer import render_alpaca
@@ -159,8 +161,13 @@ def test_bad_dpo_input_is_one_clear_error_before_any_training(sft_root, tmp_path
     assert len(err) == 1 and "--loss is 'sigmoid,nope'" in err[0]
     only_held = _run_with_pairs(sft_root, tmp_path / "held", [_pair(i, "eval") for i in range(4)])
     with pytest.raises(LabError, match="no preference pair to train DPO on.*Fix: collect more pairs: `lab reward "
-                                       "--n_prompts N`"):
+                                       f"--profile micro --out {only_held} --n_prompts N`"):  # this run's, not runs/tiny
         stages.run_dpo("micro", only_held, progress=False)
+    held_file = tmp_path / "held.jsonl"  # every record held out by its own split: --eval_fraction cannot help
+    held_file.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no",
+                                               "split": "eval"}) for i in range(4)))
+    with pytest.raises(LabError, match="4 held out.*or give some records \"split\": \"train\""):
+        stages.run_dpo("micro", root, progress=False, data=str(held_file))
     # the fix names the cause that left most pairs out: here answers cut off at the reward stage's token limit
     cut = _run_with_pairs(sft_root, tmp_path / "cut", [_pair(0, "eval")] + [_pair(i, "train", chosen_ended=False)
                                                                            for i in range(1, 5)])
@@ -279,12 +286,17 @@ def test_lab_dpo_after_the_reward_stage_trains_on_its_pairs_and_evaluates_agains
     res = ck.read_json(root / "eval" / "dpo-cli.json")
     assert res["model"] == str((root / "dpo-cli").resolve()) and "win_rate_vs_sft" in res
     # from another policy: the run's SFT model is no baseline to print a win rate against (as `lab ppo --model`)
-    other = tmp_path / "other-sft"
+    other = tmp_path / "other" / "sft"  # named like the run's own: the printed `lab eval` names it otherwise
     shutil.copytree(root / "sft", other)
     assert main(["dpo", "--profile", "micro", "--out", str(root), "--model", str(other), "--name", "dpo-other"]) == 0
     out = capsys.readouterr().out
-    assert (f"started from {other}, not this run's SFT model: `lab eval --profile micro --out {root} --model {other}`"
-            in out) and "vs sft (annotator" not in out
+    command = f"lab eval --profile micro --out {root} --model {other} --name start-sft"
+    assert f"started from {other}, not this run's SFT model: `{command}`" in out and "vs sft (annotator" not in out
+    assert main(shlex.split(command)[1:]) == 0  # before, it refused 'sft' as the name of another model
+    # --model naming the run's own SFT folder: the run's SFT model is the baseline after all
+    assert main(["dpo", "--profile", "micro", "--out", str(root), "--model", str(root / "sft"), "--name", "dpo-own"]) == 0
+    out = capsys.readouterr().out
+    assert "started from" not in out and "dpo-own vs sft (annotator" in out
 
 
 def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_replaced_evaluation_stale(
@@ -305,8 +317,90 @@ def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_repl
                               for i in range(2)))
     with pytest.warns(UserWarning, match=r"no pair of .*two.jsonl is held out \(2 prompt\(s\), --eval_fraction 0.2\)"):
         assert main(["dpo", "--profile", "micro", "--out", str(root), "--data", str(data)]) == 0
-    assert (f"lab eval --profile micro --out '{root}' --model '{root / 'dpo'}' --data {data}\n"
+    # the run has no reward model, which `lab eval --data` scores with: the reward stage on the same file comes first
+    assert (f"`lab reward --profile micro --out '{root}' --data {data}` trains the reward model that scores the "
+            f"answers, then `lab eval --profile micro --out '{root}' --model '{root / 'dpo'}' --data {data}`\n"
             in capsys.readouterr().out)
     report = ck.read_json(root / "report.json")
     assert "dpo" not in report["eval"] and report["eval_stale"]["dpo"].endswith(
         f"run `lab eval --profile micro --out '{root}' --model '{root / 'dpo'}' --name dpo`")  # not plain `lab eval`
+
+
+@pytest.mark.parametrize("loss", DPO_LOSSES)
+def test_every_loss_lab_dpo_accepts_builds_trls_trainer(sft_root, tmp_path, loss):
+    """Every --loss `lab dpo` accepts is one TRL's trainer builds with the settings it is given: 'exo_pair' crashed
+    with a traceback after the model had loaded (TRL needs a label smoothing, for which there was no flag)."""
+    from lab_utils import dpo
+    from lab_utils.config import _SMOOTHED, DPOConfig
+
+    cfg = DPOConfig.for_profile("micro", loss=loss, label_smoothing=1e-3 if loss in _SMOOTHED else 0.0)
+    policy, tok = load_causal_lm(str(sft_root / "sft"))
+    trainer = dpo._dpo_trainer_class()(model=policy, ref_model=load_causal_lm(str(sft_root / "sft"))[0],
+                                       processing_class=tok, args=dpo.trl_args(cfg, str(tmp_path)),
+                                       train_dataset=dpo.as_dataset([_pair(0, "train")]))
+    assert trainer.loss_types == [loss] and trainer.label_smoothing == cfg.label_smoothing
+
+
+def test_label_smoothing_is_refused_where_no_loss_reads_it_or_the_loss_cannot_run_without_it(capsys):
+    from lab_utils.config import DPOConfig
+
+    for flags, said in ((["--loss", "exo_pair"], "--label_smoothing is 0"),
+                        (["--loss", "robust", "--label_smoothing", "0.5"], "must be below 0.5"),
+                        (["--label_smoothing", "0.1"], "read by none of --loss sigmoid"),
+                        (["--label_smoothing", "1"], "--label_smoothing is 1.0")):
+        assert main(["dpo", "--profile", "micro", "--out", "/nonexistent/run", *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (flags, err)
+    assert DPOConfig.for_profile("micro", loss="sigmoid,robust", label_smoothing=0.1).label_smoothing == 0.1
+
+
+def test_a_copy_of_the_run_keeps_the_dpo_policys_evaluation(sft_root, tmp_path):
+    """README: copy runs/tiny to keep round 1. `cp -r` gives the copy's files new modification times: the DPO
+    policy's evaluation must stay in the copy's report, as the run's own models' do (stamped by `finished_at`), not
+    be called "changed or is gone"; trained again in the copy, it is stale there."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    six = tmp_path / "six.jsonl"
+    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                             for i in range(6)))
+    stages.run_dpo("micro", root, progress=False, data=str(six))
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    copy = tmp_path / "round1"
+    shutil.copytree(root, copy, copy_function=shutil.copy)  # as `cp -r`: new modification times
+    report = stages.write_report(copy)
+    assert "dpo" in report["eval"] and "dpo" not in report.get("eval_stale", {})
+    stages.run_dpo("micro", copy, progress=False, data=str(six))
+    assert "dpo" in stages.write_report(copy)["eval_stale"] and "dpo" in stages.write_report(root)["eval"]
+
+
+def test_a_dpo_policy_from_an_earlier_sft_model_is_stale_until_trained_again(sft_root, tmp_path):
+    """After the SFT stage is rebuilt, the DPO policy itself is out of date: the report says to train it again
+    (evaluating it again, as the fix said before, re-scored the old policy and then listed it as current)."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    six = tmp_path / "six.jsonl"
+    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                             for i in range(6)))
+    stages.run_dpo("micro", root, progress=False, data=str(six))
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    assert "dpo" in ck.read_json(root / "report.json")["eval"]
+    sft_metrics = root / "sft" / "metrics.json"
+    ck.write_json(sft_metrics, ck.read_json(sft_metrics) | {"finished_at": "2026-12-08T00:00:00"})  # a new build
+    stale = stages.write_report(root)["eval_stale"]["dpo"]
+    assert stale.startswith("its policy was trained from an earlier SFT model: run `lab dpo --profile micro --out "
+                            f"{root} --name dpo` again") and f"then `lab eval --profile micro --out {root}" in stale
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")  # evaluated again: still the old policy
+    assert "dpo" not in ck.read_json(root / "report.json")["eval"]
+    stages.run_dpo("micro", root, progress=False, data=str(six))
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    assert "dpo" in ck.read_json(root / "report.json")["eval"]
+
+
+def test_a_damaged_pairs_file_names_the_command_for_this_run(sft_root, tmp_path):
+    """The fix names this run's flags: plain `lab reward` would build a reward model in runs/tiny, another run."""
+    root = _run_with_pairs(sft_root, tmp_path, [_pair(i, "train") for i in range(4)])
+    with open(root / "reward" / "pairs.jsonl", "a") as f:
+        f.write('{"prompt": "cut')
+    with pytest.raises(LabError, match=f"pairs.jsonl:5.*Fix: run `lab reward --profile micro --out {root}` again"):
+        stages.run_dpo("micro", root, progress=False)
+
