@@ -174,15 +174,25 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     _atomic_write(path, lambda f: json.dump(data, f, indent=2, ensure_ascii=False))
 
 
+# line breaks to `str.splitlines` (and to JavaScript) that `json.dumps(ensure_ascii=False)` leaves raw in a string:
+# escaped, a line of the file is one record for every reader (a notebook's `read_text().splitlines()` too)
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Write JSON lines atomically (temp file + rename)."""
-    _atomic_write(path, lambda f: f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """Write JSON lines atomically (temp file + rename), one record per line whichever way a reader splits lines."""
+    _atomic_write(path, lambda f: f.writelines(json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+                                               for row in rows))
 
 
 def file_sha256(spec: str | os.PathLike | None) -> str | None:
     """The SHA-256 of a local file's bytes (a `--data` file); None for no spec, a hub id or a folder: what a stage
-    records so that the same path with other contents is noticed."""
-    if not spec or not Path(spec).is_file():
+    records so that the same path with other contents is noticed. None too for a path the system cannot look up (a
+    name too long): the stage's own read of it says so, in its words."""
+    try:
+        if not spec or not Path(spec).is_file():
+            return None
+    except OSError:
         return None
     digest = hashlib.sha256()
     with open(spec, "rb") as f:

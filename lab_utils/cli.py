@@ -121,7 +121,9 @@ RESUME = (("--resume",), {"action": "store_true", "help": "continue from the las
 def cmd_tokenizer(argv):
     from .stages import run_tokenizer
     args, (tok,) = _parse("tokenizer", argv, (TokenizerConfig,), doc="train the byte-level BPE")
-    print(run_tokenizer(args.profile, args.out, **tok))
+    m = run_tokenizer(args.profile, args.out, **tok)
+    print(f"[lab] tokenizer: vocab_size={m['vocab_size']} chars_per_token_en={m['chars_per_token_en']} "
+          f"chars_per_token_zh={m['chars_per_token_zh']} wall_s={m['wall_s']}")
 
 
 def cmd_pretrain(argv):
@@ -415,7 +417,10 @@ def cmd_votes(argv):
     print(f"[lab] votes: {n} preference pairs -> {out} (ties and both-bad votes stay in {db}); "
           f"train on them with `lab reward{run} --data {_q(out)}`"
           + (f", or with `lab reward{run} --data {_q(db)}` to train the ratings model on its {n_rated} rated answers "
-             "too" if n_rated else ""))
+             "too" if n_rated else "")
+          + (f". Either trains the run's next reward model on the votes alone; `lab reward{run} --data {_q(db)} "
+             "--mix_previous` keeps the pairs its reward model was trained on too (copy the run first to keep round 1)"
+             if (db.parent / "reward" / "pairs.jsonl").is_file() else ""))
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,

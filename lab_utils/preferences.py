@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import votes
+from .errors import LabError
 from .data import (_hub_rows, _is_hub_id, _json_array, _not_loadable, _suffix, read_jsonl,
                    special_token_record, usable_rows, warn_left_out)
 from .pair_records import Where, _fail, _literal, _text, parse_pair, prompt_of
@@ -72,7 +73,11 @@ def load_ratings(spec: str, special_tokens: Sequence[str] = ()) -> list[dict]:
     found, n_left_out = [], 0
     for r in votes.ratings(spec):
         at = (spec, f"vote {r['vote_id']}")
-        r = r | {"prompt": _literal(r["prompt"], at), "response": _text(r["response"], "response", at)}
+        try:  # a vote `load_pairs` leaves out (a blank prompt, stored by an older arena) is left out here too
+            r = r | {"prompt": _literal(r["prompt"], at), "response": _text(r["response"], "response", at)}
+        except LabError as err:
+            warnings.warn(f"{spec}: left out the ratings of vote {r['vote_id']} ({err.message})", stacklevel=2)
+            continue
         if special_token_record({"prompt": r["prompt"], "response": r["response"]}, special_tokens, *at, True):
             n_left_out += 1
             continue

@@ -411,10 +411,13 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
         return f"built for profile {metrics.get('profile')}, not {profile}"
     if "config" not in metrics:
         return "no config recorded with it"
-    changed = _changes(metrics["config"], config, CONFIGS[stage].for_profile(profile).to_dict())
+    data_now = ck.file_sha256(config.get("data"))
+    recorded = metrics["config"]
+    if data_now and metrics.get("data_sha256") == data_now:  # the same bytes by another name (wiki.txt, its full path)
+        recorded = recorded | {"data": config["data"]}
+    changed = _changes(recorded, config, CONFIGS[stage].for_profile(profile).to_dict())
     if changed:
         return f"config changed ({', '.join(changed)})"
-    data_now = ck.file_sha256(config.get("data"))
     if metrics.get("data_sha256") and data_now and data_now != metrics["data_sha256"]:
         return f"its --data file {config['data']} changed since"
     for k, was in metrics.get("folder_stamps", {}).items():

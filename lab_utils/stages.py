@@ -40,11 +40,13 @@ from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finis
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict,
-            finished_at: str | None = None) -> dict:
+            finished_at: str | None = None, data_sha: str | None = None) -> dict:
     """Write the stage's metrics.json last: its presence marks the stage finished (see `stale_reason`). `finished_at`
-    keeps an earlier build's stamp for a rebuild that wrote the same files (the stages built on it stay current)."""
+    keeps an earlier build's stamp for a rebuild that wrote the same files (the stages built on it stay current).
+    `data_sha`: the --data file's hash taken before the stage read it (a file edited while the stage trained is then
+    one it did not learn from)."""
     done = {"profile": profile, "finished_at": finished_at or iso_time(time.time()), "built_from": built_from}
-    if data_sha := ck.file_sha256(metrics.get("config", {}).get("data")):  # the same --data path, other contents
+    if data_sha := data_sha or ck.file_sha256(metrics.get("config", {}).get("data")):  # the same path, other contents
         done["data_sha256"] = data_sha
     if folders := folder_stamps(metrics.get("config", {})):  # the same --model folder, trained again in place
         done["folder_stamps"] = folders
@@ -69,7 +71,7 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     tok_cfg = TokenizerConfig.for_profile(profile, **changes)
-    folder = root / "tokenizer"
+    data_sha, folder = ck.file_sha256(tok_cfg.data), root / "tokenizer"
     was = _tokenizer_files(folder) if is_done(root, "tokenizer") else None
     try:
         ours = was is not None and ck.read_json(folder / "metrics.json").get("profile") == profile
@@ -81,7 +83,7 @@ def run_tokenizer(profile: str | None = None, out=None, **changes) -> dict:
     if same:
         print("[lab] tokenizer: trained again, the same files as before: the stages built on it stay current")
     return _finish(root, "tokenizer", metrics | {"config": tok_cfg.to_dict()}, profile, {},
-                   finished_at=was_stamp if same else None)
+                   finished_at=was_stamp if same else None, data_sha=data_sha)
 
 
 def _tokenizer_files(folder: Path) -> dict[str, str]:
@@ -102,7 +104,7 @@ def _say_which_text_the_tokenizer_knows(root: Path, data: str, profile: str) -> 
     learned_from = learned.get("config", {}).get("data") or ""
     how = (f"`lab tokenizer{run_flags(profile, root)}{' --data ' + shlex.quote(data) if data else ''}` learns one "
            "from this text, then pretrain again")
-    if learned_from != data:
+    if learned_from != data and not (data and learned.get("data_sha256") == ck.file_sha256(data)):
         print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from {learned_from or 'the world corpus'}, "
               f"not from {data or 'the world corpus'}; {how}")
     elif data and learned.get("data_sha256") and learned["data_sha256"] != ck.file_sha256(data):
@@ -122,6 +124,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg, world_cfg = PretrainConfig.for_profile(profile, **changes), WorldConfig.for_profile(profile)
+    data_sha = ck.file_sha256(cfg.data)
     read_first(load_texts, cfg.data, cfg.data_split)  # before a tokenizer is trained on it, or advice printed about it
     if cfg.model:
         refuse_unused(cfg, profile, SHAPE, f"they shape a fresh Llama, and --model {cfg.model} brings its own",
@@ -152,7 +155,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
         return metrics | {"fact_accuracy": None, "main_process": False}
     if cfg.data:  # facts of the synthetic world say nothing about a model trained on other text
         metrics |= {"fact_accuracy": None, "fact_accuracy_en": None, "fact_accuracy_zh": None}
-        return _finish(root, "pretrain", metrics, profile, built_from)
+        return _finish(root, "pretrain", metrics, profile, built_from, data_sha=data_sha)
     _unfinished(root)  # base/ holds the new model now, not yet probed
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(root / "base", use_safetensors=True)
@@ -160,7 +163,7 @@ def run_pretrain(profile: str | None = None, out=None, resume: bool | str = Fals
     facts = fact_accuracy(model, tokenizer, build_world_from(world_cfg))
     metrics |= {k: facts[k] for k in ("fact_accuracy", "fact_accuracy_en", "fact_accuracy_zh")}
     metrics |= {"fact_samples": facts["samples"], "wall_s": round(metrics["wall_s"] + time.perf_counter() - t0, 2)}
-    return _finish(root, "pretrain", metrics, profile, built_from)
+    return _finish(root, "pretrain", metrics, profile, built_from, data_sha=data_sha)
 
 
 def run_sft(profile: str | None = None, out=None, progress: bool = True, **changes) -> dict:
@@ -170,6 +173,7 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = SFTConfig.for_profile(profile, **changes)
+    data_sha = ck.file_sha256(cfg.data)
     if cfg.method == "full":
         refuse_unused(cfg, profile, ("lr", "lora_r", "lora_alpha", "lora_dropout"), "they set the LoRA adapter and "
                       "its learning rate, and --method full trains every weight at --full_lr",
@@ -189,7 +193,8 @@ def run_sft(profile: str | None = None, out=None, progress: bool = True, **chang
                           special_tokens=_special_tokens(base)) if cfg.data else world_records("sft", world, cfg)
     built_from = upstream_stamps(root, "sft", cfg)
     metrics = train_sft(cfg, base, records, root / "sft", progress=progress)
-    return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from)
+    return _finish(root, "sft", metrics | {"config": cfg.to_dict(), "data": cfg.data or "world"}, profile, built_from,
+                   data_sha=data_sha)
 
 
 def _special_tokens(model_dir: Path) -> list[str]:
@@ -221,6 +226,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
 
     profile, root = resolve_profile(profile), run_dir(profile, out)
     cfg = RewardConfig.for_profile(profile, **changes)
+    data_sha = ck.file_sha256(cfg.data)
     reward_data.check_inputs(cfg, pairs, root / "reward" / "pairs.jsonl", RewardConfig.for_profile(profile))
     _lora_rank_only_with_lora(cfg, profile)
     world = build_world_from(WorldConfig.for_profile(profile))
@@ -294,7 +300,7 @@ def run_reward(profile: str | None = None, out=None, progress: bool = True, pair
         metrics |= {"ratings_model_pairwise_accuracy": None, "n_train_ratings": 0}
     metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "data": source,
                 "config": cfg.to_dict()}
-    return _finish(root, "reward", metrics, profile, built_from)
+    return _finish(root, "reward", metrics, profile, built_from, data_sha=data_sha)
 
 
 def refuse_unused(cfg, profile: str, names, why: str, fix: str) -> None:
@@ -334,6 +340,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
                        "run's RLHF stage, built from the saved reward model", path=str(root / "rlhf"),
                        fix="give it a folder of its own: save_to='rlhf-<experiment>'")
     cfg = PPOConfig.for_profile(profile, **changes)
+    data_sha = ck.file_sha256(cfg.data)
     _lora_rank_only_with_lora(cfg, profile)
     if not cfg.adaptive_kl:
         refuse_unused(cfg, profile, ("kl_target", "kl_horizon", "kl_floor"), "they steer the adaptive KL "
@@ -357,7 +364,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     # what a resume checks it still trains with: the upstream stages' builds, and what was given by path instead
     given = {flag: mark for flag, mark in (("--model", folder_stamp(cfg.model)),
                                           ("--reward_model", folder_stamp(cfg.reward_model)),
-                                          ("--data", ck.file_sha256(cfg.data))) if mark}
+                                          ("--data", data_sha)) if mark}
     trainer.built_from = built_from | given if reward_override is None else None  # a model passed in: none to check
     log = trainer.log = log if trainer.acc.is_main_process else (lambda *_: None)  # one process logs
     latest = ck.latest_checkpoint(ckpt_root) if resume else None
@@ -398,7 +405,7 @@ def run_ppo(profile: str | None = None, out=None, resume: bool | str = False, st
     if save_to != "rlhf":  # an experiment beside the pipeline: its metrics stay with it, out of the report
         ck.write_json(root / save_to / "metrics.json", metrics)
         return metrics
-    return _finish(root, "ppo", metrics, profile, built_from)
+    return _finish(root, "ppo", metrics, profile, built_from, data_sha=data_sha)
 
 
 # ------------------------------------------------------------------ DPO: beside the pipeline

@@ -292,11 +292,26 @@ def export_pairs(db: str | os.PathLike, out: str | os.PathLike, special_tokens: 
     if Path(out).suffix.lower() != ".jsonl":
         raise LabError("the export is JSON Lines, one pair per line", path=str(out),
                        fix="name the file with a .jsonl extension (the reward stage reads it by that)")
+    from .pair_records import parse_pair
+
     records = pairs(db)
-    kept = [r for r in records
+    usable = []
+    for r in records:  # a vote `lab reward --data votes.db` leaves out (a blank prompt from an older store) stays out
+        try:
+            parse_pair(r, (str(db), f"vote {r['vote_id']}"))
+        except LabError as err:
+            warnings.warn(f"{db}: left out vote {r['vote_id']}, not a usable preference pair ({err.message})",
+                          stacklevel=2)
+            continue
+        usable.append(r)
+    kept = [r for r in usable
             if not any(spelled_special_token(r[k], special_tokens) for k in ("prompt", "chosen", "rejected"))]
-    if len(kept) < len(records):
-        warnings.warn(f"{db}: left out {len(records) - len(kept)} of {len(records)} pairs that spell out a special "
+    if not kept:
+        raise LabError(f"none of the {len(records)} 'A is better' / 'B is better' votes makes a usable pair (each "
+                       "spells out a special token of the model's tokenizer, or is not a usable pair)", path=str(db),
+                       fix="vote on more battles in the arena (`lab app arena`); nothing was written")
+    if len(kept) < len(usable):
+        warnings.warn(f"{db}: left out {len(usable) - len(kept)} of {len(records)} pairs that spell out a special "
                       "token of the model's tokenizer (`lab reward --data` leaves them out of the store too)",
                       stacklevel=2)
     try:

@@ -884,6 +884,12 @@ def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys)
     assert (f"train on them with `lab reward --profile micro --out {root} --data {out}`, or with `lab reward "
             f"--profile micro --out {root} --data {votes.db_path(root)}` to train the ratings model on its 1 rated"
             in printed)
+    assert "--mix_previous" not in printed  # no pairs of an earlier reward model to keep
+    ck.write_jsonl(root / "reward" / "pairs.jsonl", [])  # a reward model trained on pairs: the hint keeps them
+    assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
+    assert (f"Either trains the run's next reward model on the votes alone; `lab reward --profile micro --out {root} "
+            f"--data {votes.db_path(root)} --mix_previous` keeps the pairs" in capsys.readouterr().out)
+    (root / "reward" / "pairs.jsonl").unlink()
     assert json.loads(out.read_text())["chosen"] == "Paris."
     for to, message in ((votes.db_path(root), "would overwrite the vote store"), (tmp_path / "p.json", ".jsonl")):
         assert cli.main(["votes", "export", "--out", str(root), "--to", str(to)]) == 2

@@ -316,3 +316,19 @@ def test_a_folder_the_file_system_will_not_sync_is_left_to_it(tmp_path, monkeypa
         with ck.atomic_dir(tmp_path / "model") as tmp:
             (tmp / "model.safetensors").write_bytes(b"weights")
     assert not (tmp_path / "model").exists()
+
+
+def test_a_jsonl_line_is_one_record_whichever_way_a_reader_splits_lines(tmp_path):
+    """`str.splitlines` (notebooks 04-06 read reward/pairs.jsonl with it) also splits at U+0085, U+2028 and U+2029,
+    which `json.dumps(ensure_ascii=False)` wrote raw inside a string: a vote's answer holding one broke the file for
+    every such reader. Escaped, the file reads back the same either way."""
+    import json
+
+    from lab_utils.data import read_jsonl
+
+    rows = [{"prompt": "p", "chosen": "line\u2028sep\x85nel\u2029par", "rejected": "中文"}, {"prompt": "q"}]
+    ck.write_jsonl(tmp_path / "pairs.jsonl", rows)
+    text = (tmp_path / "pairs.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(line) for line in text.splitlines()] == rows
+    assert [{k: v for k, v in r.items() if k != "_line"} for r in read_jsonl(tmp_path / "pairs.jsonl")] == rows
+    assert "中文" in text  # still written as UTF-8, not escaped

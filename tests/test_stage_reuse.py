@@ -394,3 +394,42 @@ def test_a_stage_refuses_an_upstream_model_built_for_another_profile(tmp_path):
                                        r"tiny, or --out a run folder of profile micro"):
         stages.run_sft("micro", tmp_path)
     assert not (tmp_path / "sft").exists()
+
+
+def test_the_same_data_file_named_another_way_is_reused(built, tmp_path, monkeypatch):
+    """`lab run --data notes.txt` from its folder, then with the file's full path: the same bytes, so nothing is
+    rebuilt (the tokenizer, the base model and every stage after them were trained again); an edited file is."""
+    data = tmp_path / "notes.txt"
+    data.write_text("one document\nanother document\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "micro", "--out", str(out), "--data", "notes.txt"]) == 0
+    built.clear()
+    assert main(["run", "--profile", "micro", "--out", str(out), "--data", str(data)]) == 0
+    assert built == []
+    data.write_text("one document\nanother, edited\n")
+    assert main(["run", "--profile", "micro", "--out", str(out), "--data", "./notes.txt"]) == 0
+    assert built[:2] == ["tokenizer", "pretrain"]
+
+
+def test_a_stage_records_the_data_it_read_not_the_file_as_it_was_when_training_ended(tmp_path, monkeypatch):
+    """A --data file edited while the stage trained: the stage records the hash of what it read, so the edited file
+    is one it did not learn from (it recorded the hash at the end, and a later `lab run` reused the stage)."""
+    from lab_utils import pretrain
+
+    data = tmp_path / "notes.txt"
+    data.write_text("one document\nanother document\n" * 20)
+    read_was = ck.file_sha256(str(data))
+    load = pretrain.load_texts
+
+    def read_then_edit(*args, **kwargs):
+        docs = load(*args, **kwargs)
+        with open(data, "a") as f:
+            f.write("a line added while the stage ran\n")
+        return docs
+
+    monkeypatch.setattr(pretrain, "load_texts", read_then_edit)
+    stages.run_tokenizer("micro", tmp_path / "run", data=str(data))
+    assert ck.read_json(tmp_path / "run" / "tokenizer" / "metrics.json")["data_sha256"] == read_was
+    cfg = stages.CONFIGS["tokenizer"].for_profile("micro", data=str(data))
+    assert "changed since" in stages.stale_reason(tmp_path / "run", "tokenizer", cfg.to_dict(), "micro")

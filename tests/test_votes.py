@@ -379,3 +379,34 @@ def test_a_store_that_cannot_be_written_is_a_lab_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite3, "connect", refuse)
     with pytest.raises(LabError, match=r"cannot write the vote store .* writable run folder"):
         votes.init(tmp_path / "votes.db")
+
+
+def test_an_export_with_no_usable_pair_is_an_error_not_an_empty_file(tmp_path):
+    """Every A/B vote spells a special token: the export wrote an empty file and printed the `lab reward` that then
+    failed on it ("the file is empty. Fix: add at least one record")."""
+    db = votes.init(tmp_path / "votes.db")
+    votes.record_vote(db, "v1", "Say hi", "hi<|eos|>", "hello", "sft", "rlhf", "a")
+    votes.record_vote(db, "v2", "Say bye", "bye", "<|pad|>", "sft", "rlhf", "b")
+    with pytest.raises(LabError, match="none of the 2 'A is better' / 'B is better' votes makes a usable pair"):
+        votes.export_pairs(db, tmp_path / "votes.jsonl", ["<|eos|>", "<|pad|>"])
+    assert not (tmp_path / "votes.jsonl").exists()
+
+
+def test_a_vote_the_pairs_loader_leaves_out_is_left_out_of_the_ratings_and_the_export(tmp_path):
+    """A blank prompt, as an older arena could store it: `lab reward --data votes.db` left its pair out with a warning
+    but then stopped in the ratings ("give 'prompt' the user's question", which nobody can do for a stored vote), and
+    the export wrote it, so that `lab reward --data votes.jsonl` failed on it."""
+    from lab_utils.preferences import load_ratings
+
+    db = votes.init(tmp_path / "votes.db")
+    votes.record_vote(db, "v1", "What is 2+2?", "4", "5", "sft", "rlhf", "a", 5, 1)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("INSERT INTO votes (vote_id, prompt, answer_a, answer_b, model_a, model_b, choice, rating_a, "
+                     "rating_b, voter, created_at) VALUES ('old', '  ', 'x', 'y', 'sft', 'rlhf', 'a', 5, 1, '', '')")
+    with pytest.warns(UserWarning, match="vote old"):
+        assert len(load_pairs(str(db))) == 1
+    with pytest.warns(UserWarning, match="left out the ratings of vote old"):
+        assert [r["vote_id"] for r in load_ratings(str(db))] == ["v1", "v1"]
+    with pytest.warns(UserWarning, match="left out vote old"):
+        assert votes.export_pairs(db, tmp_path / "votes.jsonl") == 1
+    assert [p["prompt"] for p in load_pairs(str(tmp_path / "votes.jsonl"))] == ["What is 2+2?"]

@@ -281,7 +281,7 @@ md("""
 code("""
 reward_model = reward.RewardModel.load(out / "reward")
 ratings_model = reward.RewardModel.load(out / "reward-ratings")
-pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text().splitlines()]
+pairs = [json.loads(line) for line in (out / "reward" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
 eval_pairs = [p for p in pairs if p["split"] == "eval"]
 acc = reward.pairwise_accuracy(reward_model.model, tokenizer, eval_pairs)
 acc_r = reward.pairwise_accuracy(ratings_model.model, tokenizer, eval_pairs)
@@ -602,7 +602,7 @@ print("saved with the model, what PPO will read:", json.loads((out / "reward" / 
 # every distinct answer the SFT model sampled, as rated (reward/ratings.jsonl): the normalisation was fitted on these
 # with repeats, unless the stage added reference answers (`reference_answers`) or trained on pairs someone brought
 rated = out / "reward" / "ratings.jsonl"
-sampled = [json.loads(line) for line in rated.read_text().splitlines()] if rated.exists() else []
+sampled = [json.loads(line) for line in rated.read_text(encoding="utf-8").splitlines()] if rated.exists() else []
 if sampled and RewardConfig.for_profile(profile).reference_answers == "none":
     # reward_model came from reward.RewardModel.load(out / "reward"): the saved weights with the saved normalisation
     every = reward_model.score([r["prompt"] for r in sampled], [r["response"] for r in sampled],
