@@ -38,6 +38,18 @@ def _run_with_pairs(sft_root, tmp_path, pairs: list[dict]):
     return root
 
 
+def _evaluated_dpo_policy(sft_root, tmp_path):
+    """(run folder, pairs file): a micro run whose dpo/ policy was trained on a file's six pairs and evaluated."""
+    root = tmp_path / "my run"  # a space: printed commands quote the paths
+    shutil.copytree(sft_root / "sft", root / "sft")
+    six = tmp_path / "six.jsonl"
+    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                             for i in range(6)))
+    stages.run_dpo("micro", root, progress=False, data=str(six))
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    return root, six
+
+
 @pytest.fixture(scope="module")
 def dpo_run(sft_root, tmp_path_factory):
     pairs = [_pair(i, "eval" if i < 6 else "train") for i in range(30)]
@@ -304,13 +316,7 @@ def test_lab_dpo_on_a_file_names_this_run_in_its_next_command_and_marks_the_repl
     """`lab dpo --data` prints the `lab eval` that evaluates the policy on the file's prompts: without --profile and
     --out it read runs/tiny. The policy it replaced had an evaluation in report.json, which is stale from then on
     (before, the report went on showing the old policy's numbers as this one's)."""
-    root = tmp_path / "my run"  # a space: the printed command quotes the paths
-    shutil.copytree(sft_root / "sft", root / "sft")
-    six = tmp_path / "six.jsonl"
-    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
-                             for i in range(6)))
-    stages.run_dpo("micro", root, progress=False, data=str(six))
-    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    root, _ = _evaluated_dpo_policy(sft_root, tmp_path)
     assert "dpo" in ck.read_json(root / "report.json")["eval"]
     data = tmp_path / "two.jsonl"  # two prompts: at --eval_fraction 0.2 none is held out
     data.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
@@ -358,13 +364,7 @@ def test_a_copy_of_the_run_keeps_the_dpo_policys_evaluation(sft_root, tmp_path):
     """README: copy runs/tiny to keep round 1. `cp -r` gives the copy's files new modification times: the DPO
     policy's evaluation must stay in the copy's report, as the run's own models' do (stamped by `finished_at`), not
     be called "changed or is gone"; trained again in the copy, it is stale there."""
-    root = tmp_path / "run"
-    shutil.copytree(sft_root / "sft", root / "sft")
-    six = tmp_path / "six.jsonl"
-    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
-                             for i in range(6)))
-    stages.run_dpo("micro", root, progress=False, data=str(six))
-    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    root, six = _evaluated_dpo_policy(sft_root, tmp_path)
     copy = tmp_path / "round1"
     shutil.copytree(root, copy, copy_function=shutil.copy)  # as `cp -r`: new modification times
     report = stages.write_report(copy)
@@ -376,19 +376,13 @@ def test_a_copy_of_the_run_keeps_the_dpo_policys_evaluation(sft_root, tmp_path):
 def test_a_dpo_policy_from_an_earlier_sft_model_is_stale_until_trained_again(sft_root, tmp_path):
     """After the SFT stage is rebuilt, the DPO policy itself is out of date: the report says to train it again
     (evaluating it again, as the fix said before, re-scored the old policy and then listed it as current)."""
-    root = tmp_path / "run"
-    shutil.copytree(sft_root / "sft", root / "sft")
-    six = tmp_path / "six.jsonl"
-    six.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
-                             for i in range(6)))
-    stages.run_dpo("micro", root, progress=False, data=str(six))
-    stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")
+    root, six = _evaluated_dpo_policy(sft_root, tmp_path)
     assert "dpo" in ck.read_json(root / "report.json")["eval"]
     sft_metrics = root / "sft" / "metrics.json"
     ck.write_json(sft_metrics, ck.read_json(sft_metrics) | {"finished_at": "2026-12-08T00:00:00"})  # a new build
     stale = stages.write_report(root)["eval_stale"]["dpo"]
     assert stale.startswith("its policy was trained from an earlier SFT model: run `lab dpo --profile micro --out "
-                            f"{root} --name dpo` again") and f"then `lab eval --profile micro --out {root}" in stale
+                            f"'{root}' --name dpo` again") and f"then `lab eval --profile micro --out '{root}'" in stale
     stages.run_eval("micro", root, model=str(root / "dpo"), name="dpo")  # evaluated again: still the old policy
     assert "dpo" not in ck.read_json(root / "report.json")["eval"]
     stages.run_dpo("micro", root, progress=False, data=str(six))
