@@ -235,7 +235,7 @@ def _eval_beside(args, model: str) -> str:
     """The `lab eval` that evaluates the model a stage started from beside the run's: named `start-<folder>` when its
     folder's name is one of the run's own models' (runs/other/sft), which `lab eval --model` refuses as a name."""
     from .runs import MODEL_DIRS
-    name = Path(model).name.casefold()
+    name = (Path(model).resolve() if Path(model).exists() else Path(model)).name.casefold()  # as `lab eval` names it
     return f"lab eval{_same_run(args)} --model {_q(model)}" + (f" --name start-{name}" if name in MODEL_DIRS else "")
 
 
@@ -397,7 +397,7 @@ def cmd_app(argv):
 
 def cmd_votes(argv):
     from . import votes
-    from .stages import _special_tokens, run_dir
+    from .stages import _special_tokens, is_done, run_dir
 
     args, _ = _parse("votes", argv, doc="the arena's votes: export them as preference pairs, or count them", extra=[
         (("action",), {"choices": ("export", "count")}),
@@ -418,9 +418,10 @@ def cmd_votes(argv):
           f"train on them with `lab reward{run} --data {_q(out)}`"
           + (f", or with `lab reward{run} --data {_q(db)}` to train the ratings model on its {n_rated} rated answers "
              "too" if n_rated else "")
-          + (f". Either trains the run's next reward model on the votes alone; `lab reward{run} --data {_q(db)} "
-             "--mix_previous` keeps the pairs its reward model was trained on too (copy the run first to keep round 1)"
-             if (db.parent / "reward" / "pairs.jsonl").is_file() else ""))
+          + (f". {'Either trains' if n_rated else 'That trains'} the run's next reward model on the votes alone; "
+             f"`lab reward{run} --data {_q(db)} --mix_previous` keeps the pairs its reward model was trained on too "
+             "(copy the run first to keep round 1)" if is_done(db.parent, "reward")
+             and (db.parent / "reward" / "pairs.jsonl").is_file() else ""))
 
 
 COMMANDS = {"run": cmd_run, "tokenizer": cmd_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,

@@ -129,17 +129,18 @@ def folder_stamp(spec: str) -> str | None:
     if not spec or not path.is_dir():
         return None
     files = sorted(f for f in path.rglob("*") if f.is_file())
-    if finished := _dpo_metrics(path).get("finished_at"):  # written whole in one rename: a copy keeps this stamp
+    if isinstance(finished := dpo_metrics(path).get("finished_at"), str):  # written whole: a copy keeps this stamp
         seen = finished + "".join(f"\n{f.relative_to(path)}:{f.stat().st_size}" for f in files)
     else:
         seen = "".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}\n" for f in files)
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
 
 
-def _dpo_metrics(folder: Path) -> dict:
+def dpo_metrics(folder: Path) -> dict:
     """The metrics.json of a policy `lab dpo` wrote (it has `implicit_accuracy`), {} for any other folder. `lab dpo`
-    writes its folder whole, with a new `finished_at` each time, so that stamps it; a folder trained again in place by
-    other means may keep a copied metrics.json, and only its files' times tell."""
+    writes its folder whole, with a new `finished_at` each time, so that and the files' names and sizes stamp it, not
+    their times, which a copy of the run changes. A limit: a policy saved again into that folder by other code, with
+    files of the same sizes and its metrics.json left as it was, keeps its stamp."""
     try:
         metrics = ck.read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
     except (OSError, ValueError):  # not JSON: not one `lab dpo` wrote
@@ -148,12 +149,22 @@ def _dpo_metrics(folder: Path) -> dict:
 
 
 def trained_from_earlier(root: Path, res: dict) -> str | None:
-    """The upstream stage (sft, reward) rebuilt since `lab dpo` trained the run's policy an evaluation `res` answered
-    with: the policy itself is out of date then, and evaluating it again would not bring it up to date."""
+    """Why the run's `lab dpo` policy an evaluation `res` answered with is itself out of date (None if it is not):
+    the SFT model or the reward stage's pairs it was trained from were rebuilt since, or the --model folder it
+    started from was trained again or is gone. Evaluating it again would not bring it up to date."""
     if not res.get("model_in_run"):
         return None
-    built_from = _dpo_metrics(Path(root) / res["model_in_run"]).get("built_from") or {}
-    return next((up for up, then in built_from.items() if up in STAGE_DIRS and then != stamp(root, up)), None)
+    metrics = dpo_metrics(Path(root) / res["model_in_run"])
+    built_from, given = (m if isinstance(m := metrics.get(k), dict) else {} for k in ("built_from", "folder_stamps"))
+    for up, then in built_from.items():
+        if up in STAGE_DIRS and then != stamp(root, up):
+            return ("its policy was trained from an earlier SFT model" if up == "sft" else
+                    f"its policy was trained on an earlier {up} stage's pairs")
+    config = metrics["config"] if isinstance(metrics.get("config"), dict) else {}
+    for flag, then in given.items():
+        if then != folder_stamp(str(config.get(flag) or "")):
+            return f"its policy started from {config.get(flag)}, trained again or gone since"
+    return None
 
 
 def answers_sha256(res: dict) -> str:
@@ -199,9 +210,8 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
-    if up := trained_from_earlier(root, res):
-        return ("its policy was trained from an earlier SFT model" if up == "sft" else
-                f"its policy was trained on an earlier {up} stage's pairs")
+    if why := trained_from_earlier(root, res):
+        return why
     if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
         return "its mean_reward is from an earlier reward model"
     if "head_to_head_vs_sft" in res and res.get("sft_finished_at", sft_now) != sft_now:
@@ -315,8 +325,9 @@ def write_report(root: Path) -> dict:
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
                 if trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
-                    fix = (f"run `lab dpo{this_run} --name {name}` again (with the other flags of its "
-                           f"{model_spec(root, res)}/metrics.json config), then `lab eval{this_run}{again}{flag}`")
+                    fix = (f"run `lab dpo{this_run} --name {shlex.quote(res['model_in_run'])}` again (with the other "
+                           f"flags of its {model_spec(root, res)}/metrics.json config), then "
+                           f"`lab eval{this_run}{again}{flag}`")
                 if name in MODEL_STAGES and not is_done(root, MODEL_STAGES[name]):  # no model for `lab eval` yet
                     fix = f"run {builds(MODEL_STAGES[name], this_run)}, then `lab eval{this_run}{flag}`"
                 report.setdefault("eval_stale", {})[prefix + name] = f"{why}: {fix}"

@@ -34,9 +34,9 @@ from .evaluate import fact_accuracy
 from .generation import alpaca_prompts
 from .harness import load_model, run_eval, run_eval_data, training_prompts  # noqa: F401 (the notebooks' one import)
 from .modeling import check_trainable
-from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, finished_dir, folder_stamp,  # noqa: F401
-                   folder_stamps, is_done, iso_time, run_dir, run_flags, stage_table, stale_reason, stamp, upstream,
-                   upstream_stamps, world_records, write_report)
+from .runs import (CONFIGS, MODEL_DIRS, STAGE_DIRS, STAGES, check_profile, dpo_metrics, finished_dir,  # noqa: F401
+                   folder_stamp, folder_stamps, is_done, iso_time, run_dir, run_flags, stage_table, stale_reason,
+                   stamp, upstream, upstream_stamps, world_records, write_report)
 
 
 def _finish(root: Path, stage: str, metrics: dict, profile: str, built_from: dict,
@@ -104,10 +104,11 @@ def _say_which_text_the_tokenizer_knows(root: Path, data: str, profile: str) -> 
     learned_from = learned.get("config", {}).get("data") or ""
     how = (f"`lab tokenizer{run_flags(profile, root)}{' --data ' + shlex.quote(data) if data else ''}` learns one "
            "from this text, then pretrain again")
-    if learned_from != data and not (data and learned.get("data_sha256") == ck.file_sha256(data)):
+    data_sha = ck.file_sha256(data)  # None for the world corpus, a hub id or a folder: then the names are compared
+    if learned_from != data and not (data_sha and learned.get("data_sha256") == data_sha):
         print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from {learned_from or 'the world corpus'}, "
               f"not from {data or 'the world corpus'}; {how}")
-    elif data and learned.get("data_sha256") and learned["data_sha256"] != ck.file_sha256(data):
+    elif data and learned.get("data_sha256") and learned["data_sha256"] != data_sha:
         print(f"[lab] the tokenizer in {root / 'tokenizer'} was learned from an earlier version of {data} (the file "
               f"changed since); {how}")
 
@@ -432,7 +433,11 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     check_trainable(cfg.model)
     sft_dir = Path(cfg.model) if cfg.model else finished_dir(root, "sft", "SFT model to start DPO from", profile)
     pairs_file = None if cfg.data else finished_dir(root, "reward", "preference pairs for DPO", profile) / "pairs.jsonl"
-    built_from = {up: stamp(root, up) for up, given in (("sft", cfg.model), ("reward", cfg.data)) if not given}
+    # what the policy is trained from, for the report to say when it is out of date: the run's SFT model (--model may
+    # name its folder too) and the reward stage's pairs, or the --model folder's own build
+    own_sft = not cfg.model or Path(cfg.model).resolve() == (root / "sft").resolve()
+    built_from = {up: stamp(root, up) for up, ours in (("sft", own_sft), ("reward", not cfg.data)) if ours}
+    given = {} if own_sft else folder_stamps({"model": cfg.model})
     t0 = time.perf_counter()
     policy, tokenizer = load_causal_lm(str(sft_dir))
     if pairs_file is None:
@@ -450,15 +455,15 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
     if not train_pairs:
         causes = {"too_long": n_too_long, "held_out": len(eval_pairs), "cut_off": len(cut_off)}
         worst = max(causes, key=causes.get)
+        collect = f"collect more pairs (`lab reward{run_flags(profile, root)} --n_prompts N` with more prompts)"
         fix = {"too_long": "bring shorter pairs, or raise --max_length (within the model's context)",
                "held_out": "bring pairs on more prompts (a prompt's pairs are never split), lower --eval_fraction, "
                            "or give some records \"split\": \"train\" (a record's own split is kept)"
-                           if cfg.data else f"collect more pairs: `lab reward{run_flags(profile, root)} --n_prompts N` "
-                                            "with more prompts",
+                           if cfg.data else collect,
                "cut_off": "bring pairs whose two answers ended (DPO trains on those only: TRL ends every answer "
                           "with EOS); a pair flagged \"chosen_ended\": false or \"rejected_ended\": false was cut off"
-                          if cfg.data else f"collect more pairs (`lab reward{run_flags(profile, root)} --n_prompts N`), "
-                          "or raise the reward stage's --max_new_tokens so that more answers end"}[worst]
+                          if cfg.data else f"{collect}, or raise the reward stage's --max_new_tokens so that more "
+                          "answers end"}[worst]
         raise LabError(f"no preference pair to train DPO on: of {len(pairs) + n_too_long}, {n_too_long} are too "
                        f"long, {len(eval_pairs)} held out and {len(cut_off)} have an answer cut off before EOS",
                        path=cfg.data or str(pairs_file), fix=fix)
@@ -479,7 +484,7 @@ def run_dpo(profile: str | None = None, out=None, name: str = "dpo", progress: b
                "implicit_accuracy": implicit["accuracy"] if implicit else None,
                "implicit_accuracy_per_task": implicit["per_task"] if implicit else None,
                "history": trainer.state.log_history, "data": source, "config": cfg.to_dict(), "profile": profile,
-               "built_from": built_from}
+               "built_from": built_from} | ({"folder_stamps": given} if given else {})
     with ck.atomic_dir(root / name) as tmp:  # a folder of its own: `lab eval --model` and the compare app read it
         dpo.save(trainer, tokenizer, tmp, cfg.lora)
         metrics |= {"wall_s": round(time.perf_counter() - t0, 2), "finished_at": iso_time(time.time())}
@@ -511,12 +516,8 @@ def _is_dpo_policy(path: Path) -> bool:
     them before `lab dpo` existed: a model saved alone, with no metrics or config of a stage beside it."""
     if not path.is_dir():
         return False
-    metrics = path / "metrics.json"
-    if metrics.is_file():
-        try:
-            return "implicit_accuracy" in ck.read_json(metrics)
-        except (ValueError, OSError):  # not JSON: not one `lab dpo` wrote
-            return False
+    if (path / "metrics.json").is_file():
+        return bool(dpo_metrics(path))
     return (path.name in ("dpo", "dpo-sft") and (path / "config.json").is_file()
             and not any(f.is_dir() for f in path.iterdir())
             and not any((path / f).exists() for f in ("lab_config.json", "normalization.json", "adapter_config.json")))

@@ -889,6 +889,10 @@ def test_lab_app_without_models_and_lab_votes_export(app_root, tmp_path, capsys)
     assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
     assert (f"Either trains the run's next reward model on the votes alone; `lab reward --profile micro --out {root} "
             f"--data {votes.db_path(root)} --mix_previous` keeps the pairs" in capsys.readouterr().out)
+    (root / "reward" / "metrics.json").rename(root / "reward" / "metrics.json.away")  # unfinished: nothing to mix
+    assert cli.main(["votes", "export", "--out", str(root), "--to", str(out)]) == 0
+    assert "--mix_previous" not in capsys.readouterr().out
+    (root / "reward" / "metrics.json.away").rename(root / "reward" / "metrics.json")
     (root / "reward" / "pairs.jsonl").unlink()
     assert json.loads(out.read_text())["chosen"] == "Paris."
     for to, message in ((votes.db_path(root), "would overwrite the vote store"), (tmp_path / "p.json", ".jsonl")):

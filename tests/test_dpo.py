@@ -4,6 +4,7 @@ the stage's errors, on micro."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 
@@ -172,8 +173,8 @@ def test_bad_dpo_input_is_one_clear_error_before_any_training(sft_root, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--loss is 'sigmoid,nope'" in err[0]
     only_held = _run_with_pairs(sft_root, tmp_path / "held", [_pair(i, "eval") for i in range(4)])
-    with pytest.raises(LabError, match="no preference pair to train DPO on.*Fix: collect more pairs: `lab reward "
-                                       f"--profile micro --out {only_held} --n_prompts N`"):  # this run's, not runs/tiny
+    with pytest.raises(LabError, match=r"no preference pair to train DPO on.*Fix: collect more pairs \(`lab reward "
+                                       f"--profile micro --out {only_held} --n_prompts N`"):  # not runs/tiny's
         stages.run_dpo("micro", only_held, progress=False)
     held_file = tmp_path / "held.jsonl"  # every record held out by its own split: --eval_fraction cannot help
     held_file.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no",
@@ -306,7 +307,8 @@ def test_lab_dpo_after_the_reward_stage_trains_on_its_pairs_and_evaluates_agains
     assert f"started from {other}, not this run's SFT model: `{command}`" in out and "vs sft (annotator" not in out
     assert main(shlex.split(command)[1:]) == 0  # before, it refused 'sft' as the name of another model
     # --model naming the run's own SFT folder: the run's SFT model is the baseline after all
-    assert main(["dpo", "--profile", "micro", "--out", str(root), "--model", str(root / "sft"), "--name", "dpo-own"]) == 0
+    own = ["--model", str(root / "sft"), "--name", "dpo-own"]
+    assert main(["dpo", "--profile", "micro", "--out", str(root), *own]) == 0
     out = capsys.readouterr().out
     assert "started from" not in out and "dpo-own vs sft (annotator" in out
 
@@ -398,3 +400,39 @@ def test_a_damaged_pairs_file_names_the_command_for_this_run(sft_root, tmp_path)
     with pytest.raises(LabError, match=f"pairs.jsonl:5.*Fix: run `lab reward --profile micro --out {root}` again"):
         stages.run_dpo("micro", root, progress=False)
 
+
+
+def test_the_stale_fix_names_the_policys_folder_and_an_edited_metrics_file_stops_no_report(sft_root, tmp_path):
+    """Evaluated under another --name, the fix trains the policy's own folder again (it named a folder after the
+    evaluation); a hand-edited metrics.json in the policy's folder (a number for finished_at, a list for built_from)
+    raised a TypeError from every command that writes the report."""
+    root, _ = _evaluated_dpo_policy(sft_root, tmp_path)
+    stages.run_eval("micro", root, model=str(root / "dpo"), name="mine")
+    sft_metrics = root / "sft" / "metrics.json"
+    ck.write_json(sft_metrics, ck.read_json(sft_metrics) | {"finished_at": "2026-12-08T00:00:00"})
+    stale = stages.write_report(root)["eval_stale"]
+    assert f"`lab dpo --profile micro --out '{root}' --name dpo` again" in stale["mine"]
+    metrics = root / "dpo" / "metrics.json"
+    ck.write_json(metrics, ck.read_json(metrics) | {"finished_at": 20261208, "built_from": ["sft"], "folder_stamps": 3})
+    assert {"dpo", "mine"} <= set(stages.write_report(root)["eval_stale"])  # written, no TypeError
+
+
+def test_a_dpo_policy_records_the_model_folder_it_started_from(sft_root, tmp_path):
+    """--model naming the run's own SFT folder is the run's SFT model (its rebuild makes the policy stale); another
+    folder is stamped, and trained again in place it makes the policy stale too."""
+    root = tmp_path / "run"
+    shutil.copytree(sft_root / "sft", root / "sft")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"})
+                               for i in range(6)))
+    own = stages.run_dpo("micro", root, progress=False, data=str(pairs), model=str(root / "sft"), name="dpo-own")
+    assert own["built_from"] == {"sft": stages.stamp(root, "sft")} and "folder_stamps" not in own
+    other = tmp_path / "other"
+    shutil.copytree(sft_root / "sft", other)
+    m = stages.run_dpo("micro", root, progress=False, data=str(pairs), model=str(other), name="dpo-other")
+    assert m["built_from"] == {} and m["folder_stamps"] == {"model": stages.folder_stamp(str(other))}
+    stages.run_eval("micro", root, model=str(root / "dpo-other"), name="dpo-other")
+    assert "dpo-other" in ck.read_json(root / "report.json")["eval"]
+    os.utime(other / "model.safetensors", ns=(1, 1))  # saved again in place
+    assert stages.write_report(root)["eval_stale"]["dpo-other"].startswith(
+        f"its policy started from {other}, trained again or gone since: run `lab dpo")

@@ -667,9 +667,10 @@ def test_resume_with_other_settings_or_models_is_one_clear_error(run_root, tmp_p
     assert same.iteration == 1
 
 
-def test_a_resume_notices_that_the_data_file_changed(run_root, tmp_path):
+def test_a_resume_notices_that_the_data_file_changed(run_root, tmp_path, monkeypatch):
     """What --data, --model and --reward_model name is read by path, so no stage's build records it: the checkpoint
-    keeps the file's hash (a folder's stamp), or a resume would go on with other prompts or other models."""
+    keeps the file's hash (a folder's stamp), or a resume would go on with other prompts or other models. The same
+    file by another path resumes (it was refused as other settings)."""
     path = tmp_path / "prompts.jsonl"
     write = lambda word: path.write_text("".join(json.dumps({"instruction": f"Name a {word}, number {i}."}) + "\n"  # noqa: E731
                                                  for i in range(10)), encoding="utf-8")
@@ -678,6 +679,9 @@ def test_a_resume_notices_that_the_data_file_changed(run_root, tmp_path):
     stages.run_ppo("micro", run_root, stop_at=1, **run)
     saved = ck.read_json(ck.latest_checkpoint(run_root / "resume-data-checkpoints") / "state.json")["built_from"]
     assert saved["--data"] == ck.file_sha256(path) and set(saved) == {"sft", "reward", "--data"}
+    monkeypatch.chdir(tmp_path)
+    run["data"] = "prompts.jsonl"
+    assert stages.run_ppo("micro", run_root, resume=True, stop_at=2, **run)["iterations"] == 2
     write("fruit")
     with pytest.raises(LabError, match=r"other settings \(the --data file \(changed since\)\)"):
         stages.run_ppo("micro", run_root, resume=True, **run)

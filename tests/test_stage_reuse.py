@@ -93,6 +93,22 @@ def test_a_tokenizer_trained_again_into_the_same_files_leaves_the_later_stages_c
     assert stages.stale_reason(out, "pretrain", config.to_dict(), "micro") == "upstream tokenizer was rebuilt after it"
 
 
+def test_lab_tokenizer_prints_one_line_of_its_metrics(tmp_path, capsys):
+    assert main(["tokenizer", "--profile", "micro", "--out", str(tmp_path / "run")]) == 0
+    m = ck.read_json(tmp_path / "run" / "tokenizer" / "metrics.json")
+    assert capsys.readouterr().out == (f"[lab] tokenizer: vocab_size={m['vocab_size']} chars_per_token_en="
+                                       f"{m['chars_per_token_en']} chars_per_token_zh={m['chars_per_token_zh']} "
+                                       f"wall_s={m['wall_s']}\n")
+
+
+def test_a_tokenizer_learned_from_other_text_is_said_for_a_hub_id_too(tmp_path, capsys):
+    """The same-bytes rule (a --data file by another path) compares hashes: a hub id has none, and None == None made
+    a tokenizer learned from the world corpus pass for one learned from `lab pretrain --data <hub id>`."""
+    ck.write_json(tmp_path / "tokenizer" / "metrics.json", {"config": {"data": ""}})
+    stages._say_which_text_the_tokenizer_knows(tmp_path, "tatsu-lab/alpaca", "micro")
+    assert "was learned from the world corpus, not from tatsu-lab/alpaca" in capsys.readouterr().out
+
+
 def test_a_damaged_metrics_file_neither_stops_the_tokenizer_rebuild_nor_hides_a_missing_stage(tok_root, tmp_path):
     """`lab tokenizer` over a cut tokenizer/metrics.json rebuilds it (it is the command that rewrites the file), and
     the error for a missing reward stage stays that one, whatever another stage's metrics.json holds."""
