@@ -39,12 +39,13 @@ def load_model(root: Path, name: str):
     """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
     from .modeling import inference_device, load_causal_lm
 
-    path = root / MODEL_DIRS[name]
+    from .runs import _recorded_profile
+    path, build = root / MODEL_DIRS[name], builds(MODEL_STAGES[name], run_flags(_recorded_profile(root), root))
     if not (path / "config.json").exists():
-        raise LabError(f"no {name} model", path=str(path), fix="run the stage that builds it first (lab run)")
+        raise LabError(f"no {name} model", path=str(path), fix=f"run {build} first")
     if not is_done(root, MODEL_STAGES[name]):  # saved, but its stage stopped before it finished (metrics.json last)
         raise LabError(f"the {name} model's stage did not finish (no metrics.json)", path=str(path),
-                       fix=f"run `lab {MODEL_STAGES[name]}` (or `lab run`) again to finish it")
+                       fix=f"run {build} again to finish it")
     return load_causal_lm(str(path), device=inference_device())
 
 
@@ -111,7 +112,8 @@ def run_eval(profile: str | None = None, out=None, models: tuple[str, ...] | Non
             print(f"[lab] eval: {m} left out: {root / MODEL_DIRS[m]} is not finished (its {MODEL_STAGES[m]} stage "
                   f"stopped before it did); {builds(MODEL_STAGES[m], run_flags(profile, out))} builds it")
     if not names and not other:
-        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first")
+        raise LabError("no model to evaluate", path=str(root), fix=f"run {builds('pretrain', run_flags(profile, out))} "
+                       "first")
     sft_file = folder / "sft.json"
     reuse_sft = _same_eval(sft_file, prompts_sha, cfg, stamp(root, "sft"))
     if ("rlhf" in names or other) and "sft" not in names and not reuse_sft and is_done(root, "sft"):
@@ -290,7 +292,8 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     chosen = models or (("sft",) if other and "sft" in _existing(root) else () if other else _existing(root))
     specs = {n: str(root / MODEL_DIRS[n]) for n in chosen} | other  # with --model alone, SFT for the comparison
     if not specs:
-        raise LabError("no model to evaluate", path=str(root), fix="run `lab pretrain` first, or pass --model")
+        raise LabError("no model to evaluate", path=str(root),
+                       fix=f"run {builds('pretrain', run_flags(profile, out))} first, or pass --model")
     reward_model = _reward_model(root, profile)
     if reward_model is None:
         raise LabError("no reward model to score the answers with", path=str(root / "reward"),
@@ -305,7 +308,11 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     # (prompt, answer, ended) -> reward, across models: an answer two models give alike is scored once, so it gets one
     # reward and ties in the head-to-head (scored in batches of other lengths, it would differ in the 7th digit and
     # count as a win or a loss)
-    scored: dict[tuple[int, str, bool], float] = {}
+    path = data_eval_path(root, data, data_split)
+    kept = _earlier_answers(path, result, specs)  # other models' answers to these prompts, by this reward model
+    scored: dict[tuple[int, str, bool], float] = {(i, text, end): r for m in kept.values()
+                                                  for i, (text, end, r) in enumerate(zip(m["responses"], m["ended"],
+                                                                                         m["rewards"]))}
     for label, spec in specs.items():
         t0 = time.perf_counter()
         lm, tokenizer = _load(root, label, None if label in MODEL_DIRS else spec)
@@ -325,16 +332,31 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
             "responses": responses, "ended": ended, "rewards": [round(r, 4) for r in rewards],
             "model_finished_at": built, "wall_s": round(time.perf_counter() - t0, 2),
             **({} if label in MODEL_DIRS else {"model": spec, **in_run(root, spec)})}
+    result["models"] = kept | result["models"]
     sft = result["models"].get("sft")
+    sft = sft if sft and sft["model_finished_at"] == stamp(root, "sft") else None  # kept, of an earlier build: none
     for label, res in result["models"].items():
-        if sft is not None and label != "sft":
+        if sft is not None and label != "sft" and label not in kept:
             wins = sum(a > b for a, b in zip(res["rewards"], sft["rewards"]))
             losses = sum(a < b for a, b in zip(res["rewards"], sft["rewards"]))
             res["reward_win_rate_vs_sft"] = round(wins / (wins + losses), 4) if wins + losses else None
             res["sft_finished_at"] = sft["model_finished_at"]
-    ck.write_json(data_eval_path(root, data, data_split), result)
+    ck.write_json(path, result)
     write_report(root)
     return result
+
+
+def _earlier_answers(path: Path, result: dict, specs: dict) -> dict:
+    """The models of an earlier `lab eval --data` of the same file, split, prompts, settings and reward model (kept
+    beside this run's, as eval/<name>.json keeps every model of the harness); {} when any of these differ."""
+    try:
+        old = ck.read_json(path) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    same = ("data_sha256", "prompts", "reward_finished_at", "config")
+    if not isinstance(old, dict) or any(old.get(k) != result[k] for k in same):
+        return {}
+    return {k: v for k, v in (old.get("models") or {}).items() if k not in specs}
 
 
 def data_eval_path(root: Path, data: str, split: str = "train") -> Path:
@@ -356,8 +378,11 @@ def _data_prompts(data: str, split: str, limit: int, specs: dict[str, str], rewa
     from .tokenizer import render_alpaca
 
     def reader(spec: str):
+        adapter = Path(spec) / "adapter_config.json"  # a PEFT adapter: the context is its base model's
+        config = (ck.read_json(adapter).get("base_model_name_or_path") or spec
+                  if adapter.is_file() and not (Path(spec) / "config.json").is_file() else spec)
         try:
-            return AutoTokenizer.from_pretrained(spec), AutoConfig.from_pretrained(spec)
+            return AutoTokenizer.from_pretrained(spec), AutoConfig.from_pretrained(config)
         except (OSError, ValueError) as err:
             raise load_error(spec, err) from None
 

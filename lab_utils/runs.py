@@ -148,10 +148,22 @@ def dpo_metrics(folder: Path) -> dict:
     return metrics if isinstance(metrics, dict) and "implicit_accuracy" in metrics else {}
 
 
-def trained_from_earlier(root: Path, res: dict) -> str | None:
-    """Why the run's `lab dpo` policy an evaluation `res` answered with is itself out of date (None if it is not):
-    the SFT model or the reward stage's pairs it was trained from were rebuilt since, or the --model folder it
-    started from was trained again or is gone. Evaluating it again would not bring it up to date."""
+def trained_from_earlier(root: Path, res: dict, name: str | None = None) -> str | None:
+    """Why the model an evaluation `res` answered with is itself out of date (None if it is not): for the run's own
+    model `name`, an upstream stage its stage was built from was rebuilt since (`lab run` would build it again; one
+    whose folder is not in this run, as notebook 06's linked SFT model, is not compared); for `lab dpo`'s policy, the
+    SFT model or the reward stage's pairs it was trained from were rebuilt, or the --model folder it started from was
+    trained again or is gone. Evaluating it again would not bring it up to date."""
+    if name in MODEL_STAGES:
+        try:
+            metrics = ck.read_json(Path(root) / STAGE_DIRS[MODEL_STAGES[name]] / "metrics.json")
+        except (OSError, ValueError):  # no stage, or a damaged file: other checks say so
+            return None
+        built_from = metrics.get("built_from") if isinstance(metrics.get("built_from"), dict) else {}
+        for up, then in built_from.items():
+            if up in STAGE_DIRS and (now := stamp(root, up)) is not None and then != now:
+                return f"the {name} model was {_BUILT_FROM[up]}"
+        return None
     if not res.get("model_in_run"):
         return None
     metrics = dpo_metrics(Path(root) / res["model_in_run"])
@@ -165,6 +177,11 @@ def trained_from_earlier(root: Path, res: dict) -> str | None:
         if then != folder_stamp(str(config.get(flag) or "")):
             return f"its policy started from {config.get(flag)}, trained again or gone since"
     return None
+
+
+# what a model of the run was built from, by the upstream stage: for `trained_from_earlier`'s reason
+_BUILT_FROM = {"tokenizer": "built on an earlier tokenizer", "pretrain": "trained from an earlier base model",
+               "sft": "trained from an earlier SFT model", "reward": "trained against an earlier reward model"}
 
 
 def answers_sha256(res: dict) -> str:
@@ -210,7 +227,7 @@ def eval_stale_reason(root: Path, name: str, res: dict, sft_answers: str | None 
         if name in MODEL_STAGES:
             return f"the {name} model was rebuilt after this evaluation"
         return f"its model folder {model_spec(root, res)} changed or is gone since this evaluation"
-    if why := trained_from_earlier(root, res):
+    if why := trained_from_earlier(root, res, name):
         return why
     if res.get("mean_reward") is not None and res.get("reward_finished_at", reward_now) != reward_now:
         return "its mean_reward is from an earlier reward model"
@@ -287,19 +304,21 @@ def evaluations(root: Path, split: str = "test") -> dict[str, dict]:
 
 def _data_summary(root: Path, res: dict) -> tuple[dict | None, str | None]:
     """The report's entry for a `lab eval --data` file: each model's scalars while its build and the reward model are
-    the ones that answered and scored, `reward_win_rate_vs_sft` while the SFT model is too; or why the whole entry is
-    stale (the prompt file changed since)."""
+    the ones that answered and scored, `reward_win_rate_vs_sft` while the SFT model is too; and why the whole entry
+    (the prompt file changed since) or some of its models are stale."""
     now = ck.file_sha256(res.get("data_path") or res["data"])  # resolved when written: any working folder reads it
     if res.get("data_sha256") and now and now != res["data_sha256"]:
         return None, f"{res['data']} changed since these answers were scored"
-    current = {}
+    current, stale = {}, {}
     for name, r in res["models"].items():
-        if eval_stale_reason(root, name, r | {"reward_finished_at": res.get("reward_finished_at")}):
+        if why := eval_stale_reason(root, name, r | {"reward_finished_at": res.get("reward_finished_at")}):
+            stale[name] = why
             continue
         current[name] = _scalars(r)
         if r.get("sft_finished_at", stamp(root, "sft")) != stamp(root, "sft"):
             current[name].pop("reward_win_rate_vs_sft", None)  # against an earlier SFT model's answers
-    return ({"n_prompts": res["n_prompts"], **current} if current else None), None
+    why = "; ".join(f"{name} left out: {why}" for name, why in stale.items()) or None  # said, not dropped silently
+    return ({"n_prompts": res["n_prompts"], **current} if current else None), why
 
 
 def write_report(root: Path) -> dict:
@@ -324,7 +343,9 @@ def write_report(root: Path) -> dict:
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
-                if trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
+                if name in MODEL_STAGES and trained_from_earlier(root, res, name):  # its stage first
+                    fix = f"run {builds(MODEL_STAGES[name], this_run)}, then `lab eval{this_run}{flag}`"
+                elif trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
                     fix = (f"run `lab dpo{this_run} --name {shlex.quote(res['model_in_run'])}` again (with the other "
                            f"flags of its {model_spec(root, res)}/metrics.json config), then "
                            f"`lab eval{this_run}{again}{flag}`")
@@ -339,8 +360,12 @@ def write_report(root: Path) -> dict:
         summary, why = _data_summary(root, res) if res is not None else (None, None)
         if why:
             again = res.get("data_path") or res["data"]  # resolved when written: right from any working folder
-            report.setdefault("eval_stale", {})[path.name] = (f"{why}: run `lab eval{this_run} --data "
-                                                              f"{shlex.quote(again)}` again")
+            split = res.get("data_split", "train")
+            split = f" --data_split {shlex.quote(split)}" if split != "train" else ""
+            others = any(name not in MODEL_DIRS for name in res["models"])  # `lab eval --model` ones are named again
+            report.setdefault("eval_stale", {})[path.name] = (
+                f"{why}: run `lab eval{this_run} --data {shlex.quote(again)}{split}` again"
+                + (" (with --model and --name for a model from outside the run's stages)" if others else ""))
         if summary:  # one entry per file and split: two splits of a dataset, or two files given by one name
             key = res["data"] if res.get("data_split", "train") == "train" else f"{res['data']} ({res['data_split']})"
             report.setdefault("eval_data", {})[key if key not in report.get("eval_data", {}) else path.stem] = summary
@@ -350,7 +375,7 @@ def write_report(root: Path) -> dict:
 
 def stage_table(report: dict) -> str:
     """A fixed-width table of the report: one line per stage, per evaluated model, and per model evaluated on the
-    validation prompts ("valid. <model>")."""
+    validation prompts ("valid. <model>"); then a line for each evaluation left out as stale, with its fix."""
     keys = {"tokenizer": ("vocab_size", "chars_per_token_en", "chars_per_token_zh"),
             "pretrain": ("params", "val_loss", "fact_accuracy", "tokens_per_s"),
             "sft": ("method", "trainable_params", "final_loss"),
@@ -368,6 +393,7 @@ def stage_table(report: dict) -> str:
         extra = "".join(f"  {k}={m[k]}" for k in ("mean_reward", "win_rate_vs_sft") if m.get(k) is not None)
         accuracy = f"task_accuracy={m['task_accuracy']:.3f}"
         lines.append(f"{label:<{width}}{m.get('wall_s', 0):>9.1f}  {accuracy}  {per}{extra}")
+    lines += [f"left out, stale: {name}: {why}" for name, why in report.get("eval_stale", {}).items()]
     return "\n".join(lines)
 
 

@@ -115,6 +115,7 @@ def prompts_file(tmp_path: Path, n: int = 6) -> Path:
 
 
 def test_lab_eval_data_scores_every_models_answers_to_the_files_prompts(root, tmp_path, capsys):
+    stages.run_eval("micro", root, models=("base",))  # a harness evaluation, which answers to a file leave alone
     data = prompts_file(tmp_path)
     with pytest.warns(UserWarning) as warned:
         r = stages.run_eval_data(str(data), "micro", root, models=("base", "sft"), data_limit=5)
@@ -378,3 +379,52 @@ def test_lab_eval_data_with_a_name_does_not_say_it_replaces_eval_name_json(root,
     finally:
         (root / "eval" / "someone.json").unlink()
     assert not [w for w in recwarn if "is replaced by" in str(w.message)]
+
+
+def test_lab_eval_data_on_another_model_keeps_the_other_models_answers(root, tmp_path):
+    """`lab eval --data F`, then `lab eval --data F --model X` (what `lab dpo --data F` prints): the second replaced
+    the whole file, so base and SFT left the report's entry for F."""
+    data, other = prompts_file(tmp_path, n=2), tmp_path / "other"
+    shutil.copytree(root / "sft", other)
+    with pytest.warns(UserWarning):
+        stages.run_eval_data(str(data), "micro", root, models=("base", "sft"))
+        r = stages.run_eval_data(str(data), "micro", root, model=str(other))
+    assert list(r["models"]) == ["base", "sft", "other"]
+    assert {"base", "sft", "other"} <= set(ck.read_json(root / "report.json")["eval_data"][str(data)])
+
+
+def test_lab_eval_data_reads_an_adapter_folder_as_lab_eval_does(sft_root, root, tmp_path):
+    """`lab eval --model runs/<p>/sft-adapter` works; with --data it stopped in AutoConfig (no config.json)."""
+    with pytest.warns(UserWarning):
+        r = stages.run_eval_data(str(prompts_file(tmp_path, n=1)), "micro", root, model=str(sft_root / "sft-adapter"))
+    assert "sft-adapter" in r["models"]
+
+
+def test_a_policy_trained_from_an_earlier_sft_model_stays_stale_when_evaluated_again(root, tmp_path, capsys):
+    """`lab sft` again, then `lab eval` as the report's fix said: the old RLHF policy came back as current, with a win
+    rate against an SFT model it was not trained from. Stale evaluations are listed under the table, and answers to
+    your prompts that went stale are no longer dropped from the report without a word."""
+    run = tmp_path / "run"
+    for folder in ("tokenizer", "base", "sft", "reward"):
+        shutil.copytree(root / folder, run / folder)
+    shutil.copytree(run / "sft", run / "rlhf")
+    ck.write_json(run / "rlhf" / "metrics.json", {"profile": "micro", "finished_at": "2999-01-01T00:00:00+00:00",
+                                                  "built_from": {"sft": stages.stamp(run, "sft"),
+                                                                 "reward": stages.stamp(run, "reward")}})
+    data = prompts_file(tmp_path, n=1)
+    with pytest.warns(UserWarning):
+        stages.run_eval_data(str(data), "micro", run, models=("rlhf",))
+    stages.run_eval("micro", run, models=("sft", "rlhf"))
+    assert "rlhf" in ck.read_json(run / "report.json")["eval"]
+    path = run / "sft" / "metrics.json"
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-06-01T00:00:00+00:00"})  # `lab sft` again
+    stages.run_eval("micro", run)
+    report = ck.read_json(run / "report.json")
+    assert "rlhf" not in report["eval"] and report["eval_stale"]["rlhf"] == (
+        f"the rlhf model was trained from an earlier SFT model: run `lab ppo --profile micro --out {run}` (or `lab run "
+        f"--profile micro --out {run}`), then `lab eval --profile micro --out {run}`")
+    assert "left out, stale: rlhf: the rlhf model was trained from an earlier SFT model" in stages.stage_table(report)
+    [why] = [v for k, v in report["eval_stale"].items() if k.startswith("my-prompts")]
+    assert why.startswith("rlhf left out: the rlhf model was trained from an earlier SFT model: run `lab eval")
+    assert main(["eval", "--profile", "micro", "--out", str(tmp_path / "empty")]) == 2  # the fix names this run
+    assert f"`lab pretrain --profile micro --out {tmp_path / 'empty'}`" in capsys.readouterr().err

@@ -288,7 +288,7 @@ def test_a_model_saved_by_a_stage_that_did_not_finish_is_not_evaluated(tmp_path)
         (tmp_path / folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (tmp_path / "sft" / "metrics.json").write_text("{}")
     assert harness._existing(tmp_path) == ("sft",)
-    with pytest.raises(LabError, match=r"base/?: the base model's stage did not finish .*Fix: run `lab pretrain`"):
+    with pytest.raises(LabError, match=r"base/?: the base model's stage did not finish .*Fix: run `lab pretrain --out "):
         harness.load_model(tmp_path, "base")
 
 
