@@ -295,8 +295,9 @@ def cmd_eval(argv):
           f"({r['n_left_out']} left out on the way as too long for the models)")
     for name, m in r["models"].items():
         vs = f"  reward_win_rate_vs_sft={m['reward_win_rate_vs_sft']}" if "reward_win_rate_vs_sft" in m else ""
+        kept = " (answered by an earlier lab eval --data)" if name in r.get("kept", ()) else ""
         print(f"[lab] eval {name}: mean_reward={m['mean_reward']} ended_rate={m['ended_rate']} "
-              f"mean_chars={m['mean_chars']}{vs}")
+              f"mean_chars={m['mean_chars']}{vs}{kept}")
     from .harness import data_eval_path
     split = {"split": args.data_split} if args.data_split else {}
     print(f"[lab] every answer and its reward: {data_eval_path(run_dir(args.profile, args.out), args.data, **split)}")

@@ -24,8 +24,8 @@ from .errors import LabError
 from .evaluate import evaluate_tasks, grade
 from .generation import alpaca_prompts, generate_ended
 from .runs import (CONFIGS, EVAL_SPLITS, MODEL_DIRS, MODEL_STAGES, STAGE_DIRS, answers_sha256, builds,
-                   check_profile, evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec, run_dir,
-                   run_flags, seen_sha256, stamp, world_records, write_report)
+                   check_profile, evaluations, finished_dir, folder_stamp, in_run, is_done, model_spec,
+                   recorded_profile, run_dir, run_flags, seen_sha256, stamp, world_records, write_report)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # another model's name: a file name in eval/, never a path
 
@@ -39,8 +39,7 @@ def load_model(root: Path, name: str):
     """(model, tokenizer) of a finished stage: `name` is base, sft or rlhf."""
     from .modeling import inference_device, load_causal_lm
 
-    from .runs import _recorded_profile
-    path, build = root / MODEL_DIRS[name], builds(MODEL_STAGES[name], run_flags(_recorded_profile(root), root))
+    path, build = root / MODEL_DIRS[name], builds(MODEL_STAGES[name], run_flags(recorded_profile(root), root))
     if not (path / "config.json").exists():
         raise LabError(f"no {name} model", path=str(path), fix=f"run {build} first")
     if not is_done(root, MODEL_STAGES[name]):  # saved, but its stage stopped before it finished (metrics.json last)
@@ -310,6 +309,7 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
     # count as a win or a loss)
     path = data_eval_path(root, data, data_split)
     kept = _earlier_answers(path, result, specs)  # other models' answers to these prompts, by this reward model
+    result["kept"] = list(kept)
     scored: dict[tuple[int, str, bool], float] = {(i, text, end): r for m in kept.values()
                                                   for i, (text, end, r) in enumerate(zip(m["responses"], m["ended"],
                                                                                          m["rewards"]))}
@@ -334,9 +334,9 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
             **({} if label in MODEL_DIRS else {"model": spec, **in_run(root, spec)})}
     result["models"] = kept | result["models"]
     sft = result["models"].get("sft")
-    sft = sft if sft and sft["model_finished_at"] == stamp(root, "sft") else None  # kept, of an earlier build: none
+    sft = sft if sft and sft.get("model_finished_at") == stamp(root, "sft") else None  # kept, of an earlier build
     for label, res in result["models"].items():
-        if sft is not None and label != "sft" and label not in kept:
+        if sft is not None and label != "sft":
             wins = sum(a > b for a, b in zip(res["rewards"], sft["rewards"]))
             losses = sum(a < b for a, b in zip(res["rewards"], sft["rewards"]))
             res["reward_win_rate_vs_sft"] = round(wins / (wins + losses), 4) if wins + losses else None
@@ -348,15 +348,22 @@ def run_eval_data(data: str, profile: str | None = None, out=None, models: tuple
 
 def _earlier_answers(path: Path, result: dict, specs: dict) -> dict:
     """The models of an earlier `lab eval --data` of the same file, split, prompts, settings and reward model (kept
-    beside this run's, as eval/<name>.json keeps every model of the harness); {} when any of these differ."""
+    beside this run's, as eval/<name>.json keeps every model of the harness); {} when any of these differ, and then
+    the models whose answers this call replaces are said."""
     try:
         old = ck.read_json(path) if path.exists() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # damaged: answered again
         return {}
-    same = ("data_sha256", "prompts", "reward_finished_at", "config")
-    if not isinstance(old, dict) or any(old.get(k) != result[k] for k in same):
+    n = len(result["prompts"])
+    earlier = {k: m for k, m in (old.get("models") if isinstance(old.get("models"), dict) else {}).items()
+               if k not in specs and isinstance(m, dict)
+               and all(isinstance(m.get(f), list) and len(m[f]) == n for f in ("responses", "ended", "rewards"))}
+    differ = [k for k in ("data_sha256", "prompts", "reward_finished_at", "config") if old.get(k) != result[k]]
+    if differ and earlier:
+        print(f"[lab] eval: {path} held {', '.join(earlier)}'s answers to other prompts, settings or reward model "
+              f"({', '.join(differ)} differ): replaced by this evaluation's; evaluate them again to have them beside")
         return {}
-    return {k: v for k, v in (old.get("models") or {}).items() if k not in specs}
+    return earlier
 
 
 def data_eval_path(root: Path, data: str, split: str = "train") -> Path:

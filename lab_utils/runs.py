@@ -65,7 +65,7 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
     path = root / STAGE_DIRS[stage]
     if not is_done(root, stage):
         half = " (the folder has no metrics.json: its run stopped before it finished)" if path.exists() else ""
-        flags = run_flags(profile or _recorded_profile(root), root)  # without them: another run, in runs/tiny
+        flags = run_flags(profile or recorded_profile(root), root)  # without them: another run, in runs/tiny
         raise LabError(f"no {what}{half}", path=str(path), fix=f"run {builds(stage, flags)} first")
     built_for = ck.read_json(path / "metrics.json").get("profile") if profile else None
     if built_for and built_for != profile:
@@ -75,7 +75,7 @@ def finished_dir(root: Path, stage: str, what: str, profile: str | None = None) 
     return path
 
 
-def _recorded_profile(root: Path) -> str | None:
+def recorded_profile(root: Path) -> str | None:
     """The profile the run's finished stages were built for (the first that records one), None for a run with none;
     a damaged metrics.json is passed over (the error being written is about another stage)."""
     for s in (s for s in STAGES if is_done(root, s)):
@@ -155,15 +155,8 @@ def trained_from_earlier(root: Path, res: dict, name: str | None = None) -> str 
     SFT model or the reward stage's pairs it was trained from were rebuilt, or the --model folder it started from was
     trained again or is gone. Evaluating it again would not bring it up to date."""
     if name in MODEL_STAGES:
-        try:
-            metrics = ck.read_json(Path(root) / STAGE_DIRS[MODEL_STAGES[name]] / "metrics.json")
-        except (OSError, ValueError):  # no stage, or a damaged file: other checks say so
-            return None
-        built_from = metrics.get("built_from") if isinstance(metrics.get("built_from"), dict) else {}
-        for up, then in built_from.items():
-            if up in STAGE_DIRS and (now := stamp(root, up)) is not None and then != now:
-                return f"the {name} model was {_BUILT_FROM[up]}"
-        return None
+        why, _ = _outdated(Path(root), MODEL_STAGES[name])
+        return f"the {name} model was {why}" if why else None
     if not res.get("model_in_run"):
         return None
     metrics = dpo_metrics(Path(root) / res["model_in_run"])
@@ -177,6 +170,26 @@ def trained_from_earlier(root: Path, res: dict, name: str | None = None) -> str 
         if then != folder_stamp(str(config.get(flag) or "")):
             return f"its policy started from {config.get(flag)}, trained again or gone since"
     return None
+
+
+def _outdated(root: Path, stage: str) -> tuple[str | None, bool]:
+    """(why the run's `stage` is out of date, whether only `lab run` brings it up to date); (None, False) if it is
+    not. Out of date: a stage it was built from was rebuilt since (running `stage` again is enough), or is itself out
+    of date (`lab run` builds them all again). A stage whose folder is not in the run (notebook 06's round 2 links
+    round 1's SFT model, not its base) is not compared."""
+    try:
+        metrics = ck.read_json(root / STAGE_DIRS[stage] / "metrics.json")
+    except (OSError, ValueError):  # no stage, or a damaged file: other checks say so
+        return None, False
+    built_from = metrics.get("built_from") if isinstance(metrics.get("built_from"), dict) else {}
+    for up, then in built_from.items():
+        if up not in STAGE_DIRS or not (root / STAGE_DIRS[up]).exists():
+            continue
+        if then != stamp(root, up):
+            return _BUILT_FROM.get(up, f"built from an earlier {up} stage"), False
+        if (why := _outdated(root, up)[0]) is not None:
+            return f"built on the {up} stage, which was {why}", True
+    return None, False
 
 
 # what a model of the run was built from, by the upstream stage: for `trained_from_earlier`'s reason
@@ -318,6 +331,8 @@ def _data_summary(root: Path, res: dict) -> tuple[dict | None, str | None]:
         if r.get("sft_finished_at", stamp(root, "sft")) != stamp(root, "sft"):
             current[name].pop("reward_win_rate_vs_sft", None)  # against an earlier SFT model's answers
     why = "; ".join(f"{name} left out: {why}" for name, why in stale.items()) or None  # said, not dropped silently
+    if any(trained_from_earlier(root, res["models"][name], name) for name in stale):  # evaluating again won't do
+        why += " (build the models it names again first)"
     return ({"n_prompts": res["n_prompts"], **current} if current else None), why
 
 
@@ -343,8 +358,10 @@ def write_report(root: Path) -> dict:
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
-                if name in MODEL_STAGES and trained_from_earlier(root, res, name):  # its stage first
-                    fix = f"run {builds(MODEL_STAGES[name], this_run)}, then `lab eval{this_run}{flag}`"
+                if name in MODEL_STAGES and trained_from_earlier(root, res, name):  # its stage first, or all
+                    rebuild = (f"`lab run{this_run}`" if _outdated(root, MODEL_STAGES[name])[1]
+                               else builds(MODEL_STAGES[name], this_run))
+                    fix = f"run {rebuild}, then `lab eval{this_run}{flag}`"
                 elif trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
                     fix = (f"run `lab dpo{this_run} --name {shlex.quote(res['model_in_run'])}` again (with the other "
                            f"flags of its {model_spec(root, res)}/metrics.json config), then "

@@ -381,16 +381,20 @@ def test_lab_eval_data_with_a_name_does_not_say_it_replaces_eval_name_json(root,
     assert not [w for w in recwarn if "is replaced by" in str(w.message)]
 
 
-def test_lab_eval_data_on_another_model_keeps_the_other_models_answers(root, tmp_path):
+def test_lab_eval_data_on_another_model_keeps_the_other_models_answers(root, tmp_path, capsys):
     """`lab eval --data F`, then `lab eval --data F --model X` (what `lab dpo --data F` prints): the second replaced
-    the whole file, so base and SFT left the report's entry for F."""
+    the whole file, so base and SFT left the report's entry for F. With other settings they are replaced, and said."""
     data, other = prompts_file(tmp_path, n=2), tmp_path / "other"
     shutil.copytree(root / "sft", other)
     with pytest.warns(UserWarning):
         stages.run_eval_data(str(data), "micro", root, models=("base", "sft"))
         r = stages.run_eval_data(str(data), "micro", root, model=str(other))
-    assert list(r["models"]) == ["base", "sft", "other"]
+    assert list(r["models"]) == ["base", "sft", "other"] and r["kept"] == ["base"]  # SFT answers again
     assert {"base", "sft", "other"} <= set(ck.read_json(root / "report.json")["eval_data"][str(data)])
+    capsys.readouterr()
+    with pytest.warns(UserWarning):
+        r = stages.run_eval_data(str(data), "micro", root, models=("sft",), eval_max_new_tokens=8)
+    assert list(r["models"]) == ["sft"] and "held base, other's answers to other prompts" in capsys.readouterr().out
 
 
 def test_lab_eval_data_reads_an_adapter_folder_as_lab_eval_does(sft_root, root, tmp_path):
@@ -417,6 +421,7 @@ def test_a_policy_trained_from_an_earlier_sft_model_stays_stale_when_evaluated_a
     stages.run_eval("micro", run, models=("sft", "rlhf"))
     assert "rlhf" in ck.read_json(run / "report.json")["eval"]
     path = run / "sft" / "metrics.json"
+    saved = path.read_text()
     ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-06-01T00:00:00+00:00"})  # `lab sft` again
     stages.run_eval("micro", run)
     report = ck.read_json(run / "report.json")
@@ -425,6 +430,13 @@ def test_a_policy_trained_from_an_earlier_sft_model_stays_stale_when_evaluated_a
         f"--profile micro --out {run}`), then `lab eval --profile micro --out {run}`")
     assert "left out, stale: rlhf: the rlhf model was trained from an earlier SFT model" in stages.stage_table(report)
     [why] = [v for k, v in report["eval_stale"].items() if k.startswith("my-prompts")]
-    assert why.startswith("rlhf left out: the rlhf model was trained from an earlier SFT model: run `lab eval")
+    assert why.startswith("rlhf left out: the rlhf model was trained from an earlier SFT model (build the models it "
+                          "names again first): run `lab eval")
+    path.write_text(saved)  # SFT as it was, and a new base model under it: the RLHF model is two stages behind
+    path = run / "base" / "metrics.json"
+    ck.write_json(path, ck.read_json(path) | {"finished_at": "2999-06-01T00:00:00+00:00"})
+    assert stages.write_report(run)["eval_stale"]["rlhf"] == (
+        "the rlhf model was built on the sft stage, which was trained from an earlier base model: run `lab run "
+        f"--profile micro --out {run}`, then `lab eval --profile micro --out {run}`")
     assert main(["eval", "--profile", "micro", "--out", str(tmp_path / "empty")]) == 2  # the fix names this run
     assert f"`lab pretrain --profile micro --out {tmp_path / 'empty'}`" in capsys.readouterr().err
