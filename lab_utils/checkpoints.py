@@ -304,6 +304,12 @@ def prune_checkpoints(ckpt_root, keep: int = 2) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def data_as_named_now(recorded: dict, sha_then: str | None, sha_now: str | None, data: str) -> dict:
+    """`recorded` (a stage's or a checkpoint's config) with its --data spelled as `data` is now when the two hashes are
+    of the same bytes: the same file by another path (notes.txt, ./notes.txt, its full path) is no change."""
+    return recorded | {"data": data} if sha_now and sha_then == sha_now else recorded
+
+
 def resume_changes(recorded: dict, now: dict, resumable: tuple[str, ...]) -> list[str]:
     """'lr 3e-05 -> 0.0001' for every setting of `now` that differs from the checkpoint's `recorded` one, except
     those a resumed run may change (`resumable`): the optimizer and schedule come back from the checkpoint, so a new

@@ -234,8 +234,9 @@ def _started_elsewhere(args, model: str, own: str) -> bool:
 def _eval_beside(args, model: str) -> str:
     """The `lab eval` that evaluates the model a stage started from beside the run's: named `start-<folder>` when its
     folder's name is one of the run's own models' (runs/other/sft), which `lab eval --model` refuses as a name."""
+    from .harness import default_name
     from .runs import MODEL_DIRS
-    name = (Path(model).resolve() if Path(model).exists() else Path(model)).name.casefold()  # as `lab eval` names it
+    name = default_name(model).casefold()
     return f"lab eval{_same_run(args)} --model {_q(model)}" + (f" --name start-{name}" if name in MODEL_DIRS else "")
 
 

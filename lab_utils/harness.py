@@ -58,7 +58,7 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
         check_model_folder(spec)  # a language model's folder, with its tokenizer
         spec = str(path.resolve())
     given = bool(name)
-    name = name or _file_safe(Path(spec).name).lstrip("-._")[:64]
+    name = name or default_name(spec)
     if not NAME.fullmatch(name or ""):
         said = f"{name!r} cannot name a model" if given else f"no usable name comes from {Path(spec).name!r}"
         raise LabError(said, where="--name" if given else "--model",
@@ -68,6 +68,13 @@ def other_model(spec: str, name: str | None = None) -> tuple[str, str]:
                        fix=f"name it otherwise (--name my-{name}), or evaluate the run's model with --models "
                            f"{name.casefold()}")
     return name, spec
+
+
+def default_name(spec: str) -> str:
+    """The name `lab eval --model` gives a model without --name: its folder's (resolved) or hub id's last part,
+    made file-safe."""
+    path = Path(spec)
+    return _file_safe((path.resolve() if path.exists() else path).name).lstrip("-._")[:64]
 
 
 def _warn_if_renamed(root: Path, folder: Path, name: str, spec: str) -> None:

@@ -474,9 +474,8 @@ class PPOTrainer:
         checked)."""
         if "config" not in meta:
             return
-        recorded, data_sha = meta["config"], (self.built_from or {}).get("--data")
-        if data_sha and (meta.get("built_from") or {}).get("--data") == data_sha:  # the same file by another path
-            recorded = recorded | {"data": self.cfg.data}
+        recorded = ck.data_as_named_now(meta["config"], (meta.get("built_from") or {}).get("--data"),
+                                        (self.built_from or {}).get("--data"), self.cfg.data)
         changed = ck.resume_changes(recorded, self.cfg.to_dict(), RESUMABLE_CHANGES)
         if meta.get("built_from") and self.built_from:
             # an upstream stage's build, or the folder or file given by path (--model, --reward_model, --data); one

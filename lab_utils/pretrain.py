@@ -201,8 +201,8 @@ def _training_changes(cfg: PretrainConfig, state: dict, tokenizer_sha: str, data
     A checkpoint from before runs recorded these is taken as the same when asked for explicitly (--resume), and as
     different when `strict` (`lab run` resumes only what it can check)."""
     recorded = state.get("config")
-    if recorded is not None and data_sha and state.get("data_sha256") == data_sha:  # the same text by another name
-        recorded = recorded | {"data": cfg.data}
+    if recorded is not None:
+        recorded = ck.data_as_named_now(recorded, state.get("data_sha256"), data_sha, cfg.data)
     changed = ck.resume_changes(recorded, cfg.to_dict(), RESUMABLE_CHANGES) if recorded is not None else []
     if "tokenizer_sha256" in state and state["tokenizer_sha256"] != tokenizer_sha:
         changed.append("the tokenizer (trained again since)")

@@ -358,11 +358,12 @@ def write_report(root: Path) -> dict:
                 # plain `lab eval` measures the run's own models only; another is named again (`lab dpo`'s policy)
                 again = "" if name in MODEL_DIRS else f" --model {shlex.quote(model_spec(root, res))} --name {name}"
                 fix = f"run `lab eval{this_run}{again}{flag}`"
-                if name in MODEL_STAGES and trained_from_earlier(root, res, name):  # its stage first, or all
+                rebuilt = trained_from_earlier(root, res, name)
+                if rebuilt and name in MODEL_STAGES:  # its stage first, or all of them
                     rebuild = (f"`lab run{this_run}`" if _outdated(root, MODEL_STAGES[name])[1]
                                else builds(MODEL_STAGES[name], this_run))
                     fix = f"run {rebuild}, then `lab eval{this_run}{flag}`"
-                elif trained_from_earlier(root, res):  # the policy first, with the flags it was trained with
+                elif rebuilt:  # `lab dpo`'s policy first, with the flags it was trained with
                     fix = (f"run `lab dpo{this_run} --name {shlex.quote(res['model_in_run'])}` again (with the other "
                            f"flags of its {model_spec(root, res)}/metrics.json config), then "
                            f"`lab eval{this_run}{again}{flag}`")
@@ -466,9 +467,7 @@ def stale_reason(root: Path, stage: str, config: dict, profile: str) -> str | No
     if "config" not in metrics:
         return "no config recorded with it"
     data_now = ck.file_sha256(config.get("data"))
-    recorded = metrics["config"]
-    if data_now and metrics.get("data_sha256") == data_now:  # the same bytes by another name (wiki.txt, its full path)
-        recorded = recorded | {"data": config["data"]}
+    recorded = ck.data_as_named_now(metrics["config"], metrics.get("data_sha256"), data_now, config.get("data"))
     changed = _changes(recorded, config, CONFIGS[stage].for_profile(profile).to_dict())
     if changed:
         return f"config changed ({', '.join(changed)})"
